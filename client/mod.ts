@@ -1,0 +1,244 @@
+/**
+ * The AMTP client library, for Deno and browsers: connect over WebTransport or
+ * WebSocket, send requests matched by requestID, receive pushes, keep the
+ * session alive and reconnect when it drops.
+ *
+ * ```ts
+ * const client = await AmtpClient.connect({ url: "https://localhost:4433/amtp", certHash });
+ * const info = await client.call("info");
+ * ```
+ *
+ * @module
+ */
+
+import {
+  decodeDocument,
+  type Document,
+  encodeDocument,
+  type Push,
+  type Response,
+} from "../core/wire/mod.ts";
+import {
+  type ClientTransport,
+  type OpenOptions,
+  openWebSocket,
+  openWebTransport,
+} from "./transport.ts";
+
+export type { Document, Push, Response } from "../core/wire/mod.ts";
+
+/** A response with a non-zero `error`, thrown by {@link AmtpClient.call}. */
+export class AmtpError extends Error {
+  /** The numeric error code. */
+  readonly code: number;
+  /** The response's `data`, if any. */
+  readonly data?: unknown;
+  /** The whole response. */
+  readonly response: Response;
+
+  /** Wrap an error response. */
+  constructor(response: Response) {
+    super(response.message ?? `error ${response.error}`);
+    this.name = "AmtpError";
+    this.code = response.error;
+    this.data = response.data;
+    this.response = response;
+  }
+}
+
+/** The connection ended before a response came. */
+export class ConnectionClosedError extends Error {
+  /** Stable error code. */
+  readonly code = "connection_closed";
+
+  /** Create the error. */
+  constructor() {
+    super("the connection to the server closed");
+    this.name = "ConnectionClosedError";
+  }
+}
+
+/** Options of {@link AmtpClient.connect}. */
+export interface ClientOptions extends OpenOptions {
+  /** `webtransport` (default for https: URLs) or `websocket`. */
+  transport?: "webtransport" | "websocket";
+  /** Milliseconds between keep-alive pings (0: none). Default 30 000. */
+  keepAliveMs?: number;
+  /** Milliseconds before an unanswered request fails. Default 30 000. */
+  requestTimeoutMs?: number;
+  /** Reconnect with backoff when the connection drops. Default false. */
+  reconnect?: boolean;
+}
+
+interface Pending {
+  resolve: (response: Response) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A client session with an AMTP server. */
+export class AmtpClient {
+  readonly #options: ClientOptions;
+  #transport: ClientTransport;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  readonly #pushHandlers = new Set<(push: Push) => void>();
+  readonly #strayHandlers = new Set<(response: Response) => void>();
+  readonly #stateHandlers = new Set<
+    (state: "reconnected" | "closed") => void
+  >();
+  #keepAlive?: ReturnType<typeof setInterval>;
+  #closedByUser = false;
+  #resolveClosed!: () => void;
+  /** Resolves when the client is closed for good. */
+  readonly closed: Promise<void>;
+
+  private constructor(transport: ClientTransport, options: ClientOptions) {
+    this.#transport = transport;
+    this.#options = options;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#readLoop(transport);
+    const every = options.keepAliveMs ?? 30_000;
+    if (every > 0) {
+      this.#keepAlive = setInterval(() => {
+        this.request("ping").catch(() => {});
+      }, every);
+    }
+  }
+
+  /** Connect to a server. */
+  static async connect(options: ClientOptions): Promise<AmtpClient> {
+    return new AmtpClient(await AmtpClient.#open(options), options);
+  }
+
+  static #open(options: ClientOptions): Promise<ClientTransport> {
+    const kind = options.transport ??
+      (options.url.startsWith("wss:") || options.url.startsWith("ws:")
+        ? "websocket"
+        : "webtransport");
+    return kind === "websocket"
+      ? openWebSocket(options)
+      : openWebTransport(options);
+  }
+
+  async #readLoop(transport: ClientTransport): Promise<void> {
+    try {
+      for await (const frame of transport.frames()) {
+        let doc: Document;
+        try {
+          doc = decodeDocument(frame);
+        } catch {
+          continue;
+        }
+        if (typeof doc.event === "string" && doc.requestID === undefined) {
+          for (const handler of this.#pushHandlers) handler(doc as Push);
+          continue;
+        }
+        const id = doc.requestID;
+        const pending = typeof id === "number"
+          ? this.#pending.get(id)
+          : undefined;
+        if (pending) {
+          this.#pending.delete(id as number);
+          clearTimeout(pending.timer);
+          pending.resolve(doc as Response);
+        } else {
+          for (const handler of this.#strayHandlers) handler(doc as Response);
+        }
+      }
+    } catch {
+      // Connection broke; handled below.
+    }
+    if (transport !== this.#transport) return;
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new ConnectionClosedError());
+      this.#pending.delete(id);
+    }
+    if (!this.#closedByUser && this.#options.reconnect) {
+      await this.#reconnect();
+    } else {
+      this.#finish();
+    }
+  }
+
+  async #reconnect(): Promise<void> {
+    let delay = 250;
+    while (!this.#closedByUser) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      try {
+        this.#transport = await AmtpClient.#open(this.#options);
+        this.#readLoop(this.#transport);
+        for (const handler of this.#stateHandlers) handler("reconnected");
+        return;
+      } catch {
+        delay = Math.min(delay * 2, 15_000);
+      }
+    }
+  }
+
+  #finish(): void {
+    clearInterval(this.#keepAlive);
+    for (const handler of this.#stateHandlers) handler("closed");
+    this.#resolveClosed();
+  }
+
+  /** Send a request; resolves with the whole response, whatever its `error`. */
+  request(command: string, params: Document = {}): Promise<Response> {
+    const requestID = this.#nextId++;
+    const frame = encodeDocument({ ...params, command, requestID });
+    return new Promise<Response>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(requestID);
+        reject(new Error(`no response to ${command} in time`));
+      }, this.#options.requestTimeoutMs ?? 30_000);
+      this.#pending.set(requestID, { resolve, reject, timer });
+      this.#transport.send(frame).catch((error) => {
+        this.#pending.delete(requestID);
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  /** Send a request; resolves with `data`, or throws {@link AmtpError}. */
+  async call<T = Record<string, unknown>>(
+    command: string,
+    params: Document = {},
+  ): Promise<T> {
+    const response = await this.request(command, params);
+    if (response.error !== 0) throw new AmtpError(response);
+    return response.data as T;
+  }
+
+  /** Send raw bytes (tests of malformed input). */
+  sendRaw(bytes: Uint8Array): Promise<void> {
+    return this.#transport.send(bytes);
+  }
+
+  /** Receive server pushes; returns a function that unsubscribes. */
+  onPush(handler: (push: Push) => void): () => void {
+    this.#pushHandlers.add(handler);
+    return () => this.#pushHandlers.delete(handler);
+  }
+
+  /** Receive responses that match no pending request (errors about unreadable frames). */
+  onStray(handler: (response: Response) => void): () => void {
+    this.#strayHandlers.add(handler);
+    return () => this.#strayHandlers.delete(handler);
+  }
+
+  /** Be told when the client reconnected or closed for good. */
+  onState(handler: (state: "reconnected" | "closed") => void): () => void {
+    this.#stateHandlers.add(handler);
+    return () => this.#stateHandlers.delete(handler);
+  }
+
+  /** Close the connection for good. */
+  close(): void {
+    if (this.#closedByUser) return;
+    this.#closedByUser = true;
+    this.#transport.close();
+    this.#finish();
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Admin commands (`admin_*`): system information, logout, login blocks, and
+ * the domain, user, alias, catch-all and admin commands.
+ *
+ * @module
+ */
+
+import {
+  type Command,
+  defineCommand,
+  ErrorCode,
+  ProtocolError,
+} from "../protocol/mod.ts";
+import { adminAccountCommands } from "./admins.ts";
+import type { AdminDeps } from "./deps.ts";
+import { domainCommands } from "./domains.ts";
+import { systemInfo } from "./sysinfo.ts";
+import { userCommands } from "./users.ts";
+
+export type { AdminDeps } from "./deps.ts";
+
+/** Every admin command except the login pair (see core/auth). */
+export function adminCommands(deps: AdminDeps): Command[] {
+  return [
+    defineCommand({
+      name: "admin_sysinfo",
+      auth: "admin",
+      params: {},
+      handler: () => systemInfo(deps.startedAt),
+    }),
+    defineCommand({
+      name: "admin_logout",
+      auth: "admin",
+      params: {},
+      handler: async (_p, ctx) => {
+        await deps.tokens.revoke(ctx.caller!.tokenHash);
+        return { logged_out: true };
+      },
+    }),
+    defineCommand({
+      name: "admin_get_blocks",
+      auth: "admin",
+      params: {},
+      handler: async () => {
+        const now = Date.now();
+        const blocks = (await deps.login.blocks()).map((b) => ({
+          scope: b.scope,
+          id: b.id,
+          failures: b.failures,
+          blocked: b.blocked_until > now,
+          retry_after: Math.max(0, Math.ceil((b.blocked_until - now) / 1000)),
+          last: b.last,
+        }));
+        return { blocks };
+      },
+    }),
+    defineCommand({
+      name: "admin_del_block",
+      auth: "admin",
+      params: {
+        scope: { type: "string", max: 16 },
+        id: { type: "string", max: 400 },
+      },
+      handler: async (p) => {
+        if (p.scope !== "account" && p.scope !== "ip") {
+          throw new ProtocolError(
+            ErrorCode.INVALID_PARAMETER,
+            'parameter "scope" must be "account" or "ip"',
+            { parameter: "scope" },
+          );
+        }
+        if (!(await deps.login.unblock(p.scope, p.id))) {
+          throw new ProtocolError(ErrorCode.NOT_FOUND, `no block for ${p.id}`);
+        }
+        return { scope: p.scope, id: p.id };
+      },
+    }),
+    ...domainCommands(deps),
+    ...userCommands(deps),
+    ...adminAccountCommands(deps),
+  ];
+}

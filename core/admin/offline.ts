@@ -1,0 +1,139 @@
+/**
+ * Offline administration on the data folder, for an operator who is locked
+ * out (lost key, blocked account): `deno task admin ...`. It opens the KV
+ * directly (the server may keep running: KV handles two processes).
+ *
+ * ```
+ * deno task admin add-admin NAME --key FILE.pub   add an admin with a public key
+ * deno task admin add-key NAME --key FILE.pub     give an existing admin another key
+ * deno task admin enable NAME                     re-enable a disabled admin
+ * deno task admin list-admins
+ * deno task admin unblock --all | account ID | ip ADDRESS
+ * ```
+ *
+ * @module
+ */
+
+import { readPublicKey } from "../auth/keyfile.ts";
+import { openStore } from "../../kv/mod.ts";
+import { addKey, makeKeyRecord } from "../auth/mod.ts";
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import { normalizeAdminName } from "../identity/mod.ts";
+
+const USAGE = `usage:
+  deno task admin add-admin NAME --key FILE.pub
+  deno task admin add-key NAME --key FILE.pub
+  deno task admin enable NAME
+  deno task admin list-admins
+  deno task admin unblock --all | account ID | ip ADDRESS`;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** Run an offline admin command; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(Deno.env.toObject());
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`configuration error: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  const [verb, target] = args;
+  const store = await openStore(config.kvPath);
+  try {
+    switch (verb) {
+      case "add-admin":
+      case "add-key": {
+        const keyFile = flag(args, "key");
+        if (!target || !keyFile) break;
+        const name = normalizeAdminName(target);
+        const pub = await readPublicKey(keyFile);
+        const key = await makeKeyRecord(pub.algorithm, pub.spki, "offline");
+        const existing = await store.accounts.getAdmin(name);
+        if (verb === "add-admin") {
+          if (existing) {
+            console.error(`admin ${name} exists: use add-key`);
+            return 1;
+          }
+          const now = new Date();
+          await store.accounts.addAdmin({
+            name,
+            keys: [key],
+            disabled: false,
+            created: now,
+            updated: now,
+          });
+          console.log(`admin ${name} added (key ${key.id})`);
+        } else {
+          if (!existing) {
+            console.error(`no admin ${name}`);
+            return 1;
+          }
+          existing.keys = addKey(existing.keys, key);
+          existing.updated = new Date();
+          await store.accounts.putAdmin(existing);
+          console.log(`key ${key.id} added to admin ${name}`);
+        }
+        await store.failures.delete("account", `admin:${name}`);
+        return 0;
+      }
+      case "enable": {
+        if (!target) break;
+        const admin = await store.accounts.getAdmin(normalizeAdminName(target));
+        if (!admin) {
+          console.error(`no admin ${target}`);
+          return 1;
+        }
+        admin.disabled = false;
+        await store.accounts.putAdmin(admin);
+        console.log(`admin ${admin.name} enabled`);
+        return 0;
+      }
+      case "list-admins": {
+        const page = await store.accounts.listAdmins({ limit: 1000 });
+        for (const admin of page.items) {
+          console.log(
+            `${admin.name}${admin.disabled ? " (disabled)" : ""} keys: ${
+              admin.keys.map((k) => `${k.id} ${k.algorithm} ${k.label}`).join(
+                ", ",
+              )
+            }`,
+          );
+        }
+        return 0;
+      }
+      case "unblock": {
+        if (target === "--all") {
+          const all = await store.failures.list();
+          for (const record of all) {
+            await store.failures.delete(record.scope, record.id);
+          }
+          console.log(`${all.length} block records removed`);
+          return 0;
+        }
+        const id = args[2];
+        if ((target !== "account" && target !== "ip") || !id) break;
+        const had = await store.failures.delete(target, id);
+        console.log(had ? `unblocked ${target} ${id}` : `no block for ${id}`);
+        return had ? 0 : 1;
+      }
+    }
+    console.error(USAGE);
+    return 2;
+  } catch (error) {
+    console.error(`error: ${error instanceof Error ? error.message : error}`);
+    return 1;
+  } finally {
+    store.close();
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

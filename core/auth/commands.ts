@@ -1,0 +1,80 @@
+/**
+ * Login commands: `admin_login_request`, `admin_login_verify`,
+ * `user_login_request`, `user_login_verify`.
+ *
+ * @module
+ */
+
+import {
+  IdentityError,
+  normalizeAddress,
+  normalizeAdminName,
+} from "../identity/mod.ts";
+import {
+  type Command,
+  defineCommand,
+  ErrorCode,
+  ProtocolError,
+} from "../protocol/mod.ts";
+import type { LoginService } from "./login.ts";
+
+/** Normalise an account name of a kind, or throw INVALID_ADDRESS. */
+export function accountName(kind: "admin" | "user", input: string): string {
+  try {
+    return kind === "admin"
+      ? normalizeAdminName(input)
+      : normalizeAddress(input);
+  } catch (error) {
+    if (error instanceof IdentityError) {
+      throw new ProtocolError(ErrorCode.INVALID_ADDRESS, error.message, {
+        rule: error.rule,
+      });
+    }
+    throw error;
+  }
+}
+
+/** The four login commands. */
+export function loginCommands(login: LoginService): Command[] {
+  const commands: Command[] = [];
+  for (const kind of ["admin", "user"] as const) {
+    commands.push(
+      defineCommand({
+        name: `${kind}_login_request`,
+        auth: "none",
+        params: {
+          user: { type: "string", min: 1, max: 320 },
+          key_id: { type: "string", optional: true, max: 64 },
+        },
+        handler: (params, ctx) =>
+          login.request(
+            kind,
+            accountName(kind, params.user),
+            ctx.session,
+            params.key_id,
+          ),
+      }),
+      defineCommand({
+        name: `${kind}_login_verify`,
+        auth: "none",
+        params: {
+          user: { type: "string", min: 1, max: 320 },
+          verification_string: { type: "string", min: 1, max: 256 },
+          label: { type: "string", optional: true, max: 64 },
+        },
+        handler: async (params, ctx) => {
+          const account = accountName(kind, params.user);
+          const { token, expires } = await login.verify(
+            kind,
+            account,
+            params.verification_string,
+            { session: ctx.session, label: params.label },
+          );
+          if (kind === "user") ctx.session.bindUser?.(account);
+          return { [`${kind}_token`]: token, expires };
+        },
+      }),
+    );
+  }
+  return commands;
+}

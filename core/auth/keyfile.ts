@@ -1,0 +1,66 @@
+/**
+ * Key files: PEM private keys (PKCS#8) and public keys (SPKI) for login.
+ *
+ * @module
+ */
+
+import {
+  generateLoginKeyPair,
+  importLoginPrivateKey,
+  importLoginPublicKey,
+  keyId,
+  type LoginAlgorithm,
+} from "./algorithms.ts";
+import { fromPem, toPem } from "../tls/cert.ts";
+
+/** A private key loaded from a file. */
+export interface PrivateKeyFile {
+  /** Algorithm detected. */
+  algorithm: LoginAlgorithm;
+  /** The key, for decryption. */
+  key: CryptoKey;
+  /** The matching public key, SPKI DER. */
+  publicKey: Uint8Array;
+  /** Its key id. */
+  keyId: string;
+}
+
+/** Load a PEM private key. */
+export async function readPrivateKey(path: string): Promise<PrivateKeyFile> {
+  const pem = await Deno.readTextFile(path);
+  const loaded = await importLoginPrivateKey(fromPem(pem));
+  return { ...loaded, keyId: await keyId(loaded.publicKey) };
+}
+
+/** Load a PEM public key and detect its algorithm. */
+export async function readPublicKey(
+  path: string,
+): Promise<{ algorithm: LoginAlgorithm; spki: Uint8Array; keyId: string }> {
+  const text = await Deno.readTextFile(path);
+  const spki = fromPem(text);
+  for (const algorithm of ["HPKE-X25519", "RSA-OAEP-256"] as const) {
+    try {
+      await importLoginPublicKey(algorithm, spki);
+      return { algorithm, spki, keyId: await keyId(spki) };
+    } catch {
+      // Try the next algorithm.
+    }
+  }
+  throw new Error(`${path} holds no X25519 or RSA (2048-4096) public key`);
+}
+
+/** Generate a key pair and write `<base>.key` (owner-only) and `<base>.pub`. */
+export async function writeKeyPair(
+  base: string,
+  algorithm: LoginAlgorithm,
+): Promise<{ keyFile: string; pubFile: string; keyId: string }> {
+  const pair = await generateLoginKeyPair(algorithm);
+  const keyFile = `${base}.key`;
+  const pubFile = `${base}.pub`;
+  await Deno.writeTextFile(keyFile, toPem("PRIVATE KEY", pair.privateKey), {
+    mode: 0o600,
+  });
+  await Deno.chmod(keyFile, 0o600).catch(() => {});
+  await Deno.writeTextFile(pubFile, toPem("PUBLIC KEY", pair.publicKey));
+  return { keyFile, pubFile, keyId: await keyId(pair.publicKey) };
+}

@@ -1,0 +1,12 @@
+/**
+ * Authentication: key algorithms, challenge-response login, tokens and the
+ * login commands.
+ *
+ * @module
+ */
+
+export * from "./algorithms.ts";
+export * from "./tokens.ts";
+export * from "./login.ts";
+export * from "./keys.ts";
+export * from "./commands.ts";

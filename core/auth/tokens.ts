@@ -1,0 +1,125 @@
+/**
+ * Session tokens: 256 random bits given to the client once, stored only as a
+ * SHA-256 hash with an expiry inside the record, checked on every use and
+ * slid forward on use.
+ *
+ * @module
+ */
+
+import type { TokenRecord, TokenStore } from "../../kv/mod.ts";
+import { type Caller, ErrorCode, ProtocolError } from "../protocol/mod.ts";
+
+/** Hex of bytes. */
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** SHA-256 of a token, hex: the only form in which a token is stored. */
+export async function hashToken(token: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(token),
+  );
+  return hex(new Uint8Array(digest));
+}
+
+/** Options of {@link TokenService}. */
+export interface TokenServiceOptions {
+  /** Seconds an admin token lives after its last use. */
+  adminTtl: number;
+  /** Seconds a user token lives after its last use. */
+  userTtl: number;
+  /** Clock in epoch milliseconds (tests). */
+  now?: () => number;
+}
+
+/** Issues, checks and revokes tokens. */
+export class TokenService {
+  readonly #store: TokenStore;
+  readonly #ttl: Record<"admin" | "user", number>;
+  readonly #now: () => number;
+
+  /** Create the service over a token store. */
+  constructor(store: TokenStore, options: TokenServiceOptions) {
+    this.#store = store;
+    this.#ttl = { admin: options.adminTtl, user: options.userTtl };
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Issue a token; returns it (the only time it exists in clear). */
+  async issue(
+    kind: "admin" | "user",
+    account: string,
+    context: { ip: string; label?: string },
+  ): Promise<{ token: string; expires: Date }> {
+    const token = hex(crypto.getRandomValues(new Uint8Array(32)));
+    const ttl = this.#ttl[kind];
+    const expires = this.#now() + ttl * 1000;
+    await this.#store.put(await hashToken(token), {
+      kind,
+      account,
+      created: new Date(this.#now()),
+      expires,
+      ttl,
+      ip: context.ip,
+      label: context.label ?? "",
+    });
+    return { token, expires: new Date(expires) };
+  }
+
+  /**
+   * Check a token of the expected kind and slide its expiry.
+   *
+   * @throws {ProtocolError} NOT_LOGGED_IN (unknown or expired) or FORBIDDEN (other kind)
+   */
+  async verify(kind: "admin" | "user", token: string): Promise<Caller> {
+    const hash = await hashToken(token);
+    const record = await this.#store.get(hash);
+    const now = this.#now();
+    if (!record) {
+      throw new ProtocolError(
+        ErrorCode.NOT_LOGGED_IN,
+        "the token is not valid: log in again",
+      );
+    }
+    if (record.expires <= now) {
+      throw new ProtocolError(
+        ErrorCode.NOT_LOGGED_IN,
+        "the token has expired: log in again",
+      );
+    }
+    if (record.kind !== kind) {
+      throw new ProtocolError(
+        ErrorCode.FORBIDDEN,
+        `this command needs ${kind === "admin" ? "an admin" : "a user"} token`,
+      );
+    }
+    // Slide, but write at most about once per tenth of the lifetime.
+    const fresh = now + record.ttl * 1000;
+    if (fresh - record.expires > Math.min(60_000, record.ttl * 100)) {
+      await this.#store.touch(hash, { ...record, expires: fresh });
+    }
+    return { kind, name: record.account, tokenHash: hash };
+  }
+
+  /** Revoke the token with this hash; false if it did not exist. */
+  async revoke(hash: string): Promise<boolean> {
+    const record = await this.#store.get(hash);
+    if (!record) return false;
+    await this.#store.delete(hash, record);
+    return true;
+  }
+
+  /** The live tokens of an account (never the tokens themselves). */
+  list(
+    kind: "admin" | "user",
+    account: string,
+  ): Promise<(TokenRecord & { hash: string })[]> {
+    return this.#store.listFor(kind, account);
+  }
+
+  /** Revoke every token of an account. */
+  revokeAll(kind: "admin" | "user", account: string): Promise<number> {
+    return this.#store.deleteAllFor(kind, account);
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * Server configuration: the one place that knows every `AMTP_*` variable.
+ *
+ * Every variable has a default so that `deno task start` works on first run
+ * with no configuration at all. An invalid value stops the start with a
+ * {@link ConfigError} naming the variable and what it allows.
+ *
+ * @module
+ */
+
+/** Log levels, least to most severe. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The validated server configuration. */
+export interface Config {
+  /** Listen address for both QUIC (UDP) and WebSocket/HTTPS (TCP). */
+  host: string;
+  /** One port number: UDP for QUIC, TCP for WebSocket/HTTPS. 0 picks a free one. */
+  port: number;
+  /** Data folder (KV file, certificates, first admin key). */
+  dataDir: string;
+  /** Deno KV path or KV Connect URL. */
+  kvPath: string;
+  /** The name clients and other servers use for this server. */
+  hostname: string;
+  /** PEM certificate file, or undefined for a generated self-signed one. */
+  certFile?: string;
+  /** PEM private key file, or undefined for a generated self-signed one. */
+  keyFile?: string;
+  /** Minimum level of log lines written. */
+  logLevel: LogLevel;
+  /** `text` (logfmt) or `json` (one JSON object per line). */
+  logFormat: "text" | "json";
+  /** Largest accepted frame (BSON document) in bytes. */
+  maxFrame: number;
+  /** Simultaneous sessions allowed from one client IP address. */
+  maxSessionsPerIp: number;
+  /** Simultaneous sessions allowed in total. */
+  maxSessions: number;
+  /** Seconds without any frame from a client before its session is closed. */
+  idleTimeout: number;
+  /** Requests per second allowed on one session (token bucket, burst twice this). */
+  rateLimit: number;
+  /** Requests of one session being processed at once; reading pauses beyond it. */
+  maxInflight: number;
+  /** Seconds an admin token stays valid after its last use. */
+  adminTokenTtl: number;
+  /** Seconds a user token stays valid after its last use. */
+  userTokenTtl: number;
+  /** Seconds a login challenge stays valid. */
+  challengeTtl: number;
+  /** Seconds a command may run before it is answered with a timeout. */
+  commandTimeout: number;
+}
+
+/** A configuration variable with an invalid value. */
+export class ConfigError extends Error {
+  /** Stable error code. */
+  readonly code = "config_invalid";
+  /** The variable at fault. */
+  readonly variable: string;
+
+  /** Create an error for `variable`, saying what is allowed. */
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+/** Description of one variable, used for validation and for the README table. */
+export interface VariableSpec {
+  /** Variable name. */
+  name: string;
+  /** Default value as text, or empty when it is derived. */
+  default: string;
+  /** What it sets. */
+  description: string;
+}
+
+/** Every variable the server reads, with its default and meaning. */
+export const VARIABLES: readonly VariableSpec[] = [
+  { name: "AMTP_HOST", default: "0.0.0.0", description: "listen address" },
+  {
+    name: "AMTP_PORT",
+    default: "4433",
+    description: "UDP port for QUIC and TCP port for WebSocket (0 = any free)",
+  },
+  { name: "AMTP_DATA", default: "./data", description: "data folder" },
+  {
+    name: "AMTP_KV",
+    default: "<AMTP_DATA>/amtp.kv",
+    description: "Deno KV file path or KV Connect URL",
+  },
+  {
+    name: "AMTP_HOSTNAME",
+    default: "localhost",
+    description: "name clients and other servers use",
+  },
+  { name: "AMTP_CERT", default: "", description: "PEM certificate file" },
+  { name: "AMTP_KEY", default: "", description: "PEM private key file" },
+  {
+    name: "AMTP_LOG_LEVEL",
+    default: "info",
+    description: "debug, info, warn or error",
+  },
+  { name: "AMTP_LOG_FORMAT", default: "text", description: "text or json" },
+  {
+    name: "AMTP_MAX_FRAME",
+    default: "1048576",
+    description: "largest frame in bytes (1024 to 16777216)",
+  },
+  {
+    name: "AMTP_MAX_SESSIONS_PER_IP",
+    default: "100",
+    description: "sessions allowed from one IP",
+  },
+  {
+    name: "AMTP_MAX_SESSIONS",
+    default: "20000",
+    description: "sessions allowed in total",
+  },
+  {
+    name: "AMTP_IDLE_TIMEOUT",
+    default: "120",
+    description: "seconds of client silence before a session is closed",
+  },
+  {
+    name: "AMTP_RATE_LIMIT",
+    default: "1000",
+    description: "requests per second per session (burst twice this)",
+  },
+  {
+    name: "AMTP_MAX_INFLIGHT",
+    default: "256",
+    description: "requests processed at once per session",
+  },
+  {
+    name: "AMTP_ADMIN_TOKEN_TTL",
+    default: "900",
+    description: "seconds an admin token lives after its last use",
+  },
+  {
+    name: "AMTP_USER_TOKEN_TTL",
+    default: "2592000",
+    description: "seconds a user token lives after its last use",
+  },
+  {
+    name: "AMTP_CHALLENGE_TTL",
+    default: "60",
+    description: "seconds a login challenge is valid",
+  },
+  {
+    name: "AMTP_COMMAND_TIMEOUT",
+    default: "30",
+    description: "seconds before a command is answered with a timeout",
+  },
+];
+
+type Env = Record<string, string | undefined>;
+
+function intVar(env: Env, name: string, min: number, max: number): number {
+  const spec = VARIABLES.find((v) => v.name === name);
+  const raw = (env[name] ?? "").trim() || spec?.default || "";
+  if (!/^\d+$/.test(raw)) {
+    throw new ConfigError(
+      name,
+      `"${raw}" is not a whole number (allowed: ${min} to ${max})`,
+    );
+  }
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(name, `${value} is out of range ${min} to ${max}`);
+  }
+  return value;
+}
+
+function choiceVar<T extends string>(
+  env: Env,
+  name: string,
+  choices: readonly T[],
+): T {
+  const spec = VARIABLES.find((v) => v.name === name);
+  const raw = ((env[name] ?? "").trim() || spec?.default || "").toLowerCase();
+  if (!choices.includes(raw as T)) {
+    throw new ConfigError(
+      name,
+      `"${raw}" is not allowed (allowed: ${choices.join(", ")})`,
+    );
+  }
+  return raw as T;
+}
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * Read and validate the configuration from an environment.
+ *
+ * @param env variables, usually `Deno.env.toObject()`
+ * @returns the validated configuration
+ * @throws {ConfigError} naming the first invalid variable
+ */
+export function loadConfig(env: Env): Config {
+  const host = (env.AMTP_HOST ?? "").trim() || "0.0.0.0";
+  if (!/^[0-9a-fA-F:.]+$/.test(host) && !HOSTNAME_RE.test(host)) {
+    throw new ConfigError(
+      "AMTP_HOST",
+      `"${host}" is not an IP address or host name`,
+    );
+  }
+  const dataDir = (env.AMTP_DATA ?? "").trim() || "./data";
+  const hostname = ((env.AMTP_HOSTNAME ?? "").trim() || "localhost")
+    .toLowerCase();
+  if (!HOSTNAME_RE.test(hostname) && !/^[0-9.]+$/.test(hostname)) {
+    throw new ConfigError(
+      "AMTP_HOSTNAME",
+      `"${hostname}" is not a valid DNS name`,
+    );
+  }
+  const certFile = (env.AMTP_CERT ?? "").trim() || undefined;
+  const keyFile = (env.AMTP_KEY ?? "").trim() || undefined;
+  if (Boolean(certFile) !== Boolean(keyFile)) {
+    throw new ConfigError(
+      certFile ? "AMTP_KEY" : "AMTP_CERT",
+      "AMTP_CERT and AMTP_KEY must be set together (or neither, for a generated certificate)",
+    );
+  }
+  const kvPath = (env.AMTP_KV ?? "").trim() || `${dataDir}/amtp.kv`;
+  return {
+    host,
+    port: intVar(env, "AMTP_PORT", 0, 65535),
+    dataDir,
+    kvPath,
+    hostname,
+    certFile,
+    keyFile,
+    logLevel: choiceVar(env, "AMTP_LOG_LEVEL", [
+      "debug",
+      "info",
+      "warn",
+      "error",
+    ]),
+    logFormat: choiceVar(env, "AMTP_LOG_FORMAT", ["text", "json"]),
+    maxFrame: intVar(env, "AMTP_MAX_FRAME", 1024, 16 * 1024 * 1024),
+    maxSessionsPerIp: intVar(env, "AMTP_MAX_SESSIONS_PER_IP", 1, 1_000_000),
+    maxSessions: intVar(env, "AMTP_MAX_SESSIONS", 1, 1_000_000),
+    idleTimeout: intVar(env, "AMTP_IDLE_TIMEOUT", 1, 86_400),
+    rateLimit: intVar(env, "AMTP_RATE_LIMIT", 1, 10_000_000),
+    maxInflight: intVar(env, "AMTP_MAX_INFLIGHT", 1, 100_000),
+    adminTokenTtl: intVar(env, "AMTP_ADMIN_TOKEN_TTL", 1, 31_536_000),
+    userTokenTtl: intVar(env, "AMTP_USER_TOKEN_TTL", 1, 31_536_000),
+    challengeTtl: intVar(env, "AMTP_CHALLENGE_TTL", 1, 3_600),
+    commandTimeout: intVar(env, "AMTP_COMMAND_TIMEOUT", 1, 3_600),
+  };
+}

@@ -1,0 +1,193 @@
+/**
+ * Wiring: configuration -> storage -> certificate -> services -> dispatcher
+ * -> transports. The one place that knows every part; `main.ts` and the tests
+ * start servers through {@link startServer}.
+ *
+ * @module
+ */
+
+import { openStore, type Store } from "../../kv/mod.ts";
+import { adminCommands } from "../admin/mod.ts";
+import { type Bootstrap, ensureFirstAdmin } from "../admin/bootstrap.ts";
+import {
+  LOGIN_ALGORITHMS,
+  loginCommands,
+  LoginService,
+  TokenService,
+} from "../auth/mod.ts";
+import type { Config } from "../config/mod.ts";
+import { infoCommands } from "../info/mod.ts";
+import { Logger } from "../log/mod.ts";
+import { Dispatcher } from "../protocol/mod.ts";
+import { runSession, SessionRegistry } from "../session/mod.ts";
+import {
+  loadCertificate,
+  type ServerCertificate,
+  watchCertificate,
+} from "../tls/mod.ts";
+import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
+import { userCommands } from "../user/mod.ts";
+import { APP_NAME, APP_VERSION } from "../version.ts";
+
+/** A running server. */
+export interface ServerHandle {
+  /** Port number in use (UDP and TCP). */
+  port: number;
+  /** The configured host name. */
+  hostname: string;
+  /** SHA-256 of the certificate in use, hex. */
+  certSha256: () => string;
+  /** The certificate in use. */
+  certificate: () => ServerCertificate;
+  /** First-admin bootstrap result of this start. */
+  bootstrap: Bootstrap;
+  /** Storage (tests inspect it). */
+  store: Store;
+  /** Live sessions. */
+  registry: SessionRegistry;
+  /** Names of the core commands. */
+  commands: string[];
+  /** Stop accepting, finish in-flight work, close sessions and KV. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link startServer}. */
+export interface StartOptions {
+  /** Logger; one from the configuration otherwise. */
+  log?: Logger;
+  /** Milliseconds between certificate checks (default one hour). */
+  certCheckMs?: number;
+}
+
+/** Start a server with a validated configuration. */
+export async function startServer(
+  config: Config,
+  options: StartOptions = {},
+): Promise<ServerHandle> {
+  const startedAt = Date.now();
+  const log = options.log ??
+    new Logger({ level: config.logLevel, format: config.logFormat });
+  const store = await openStore(config.kvPath, { log });
+  const names = [
+    ...new Set([config.hostname, "localhost", "127.0.0.1", "::1"]),
+  ];
+  const certSource = {
+    dataDir: config.dataDir,
+    names,
+    certFile: config.certFile,
+    keyFile: config.keyFile,
+  };
+  let certificate: ServerCertificate;
+  try {
+    certificate = await loadCertificate(certSource, log);
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  const bootstrap = await ensureFirstAdmin(store.accounts, config.dataDir);
+
+  const tokens = new TokenService(store.tokens, {
+    adminTtl: config.adminTokenTtl,
+    userTtl: config.userTokenTtl,
+  });
+  const login = new LoginService({
+    accounts: store.accounts,
+    failures: store.failures,
+    tokens,
+    challengeTtl: config.challengeTtl,
+    log,
+  });
+  const limits = {
+    max_frame: config.maxFrame,
+    rate_limit: config.rateLimit,
+    max_inflight: config.maxInflight,
+    idle_timeout: config.idleTimeout,
+    max_page: 500,
+  };
+  const modules = () => [];
+  const dispatcher = new Dispatcher({
+    log,
+    verifyToken: (kind, token) => tokens.verify(kind, token),
+    timeoutMs: config.commandTimeout * 1000,
+  });
+  dispatcher.register(
+    ...infoCommands({
+      hostname: config.hostname,
+      loginAlgorithms: LOGIN_ALGORITHMS,
+      limits,
+      certificateSha256: () => certificate.sha256,
+      modules,
+    }),
+    ...loginCommands(login),
+    ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
+    ...userCommands({
+      accounts: store.accounts,
+      tokens,
+      hostname: config.hostname,
+      limits,
+      modules,
+    }),
+  );
+
+  const registry = new SessionRegistry();
+  const sessionLimits = {
+    maxInflight: config.maxInflight,
+    rateLimit: config.rateLimit,
+    maxFrame: config.maxFrame,
+    idleTimeoutMs: config.idleTimeout * 1000,
+  };
+  let transports;
+  try {
+    transports = startTransports({
+      hostname: config.host,
+      port: config.port,
+      cert: certificate.certPem,
+      key: certificate.keyPem,
+      maxFrame: config.maxFrame,
+      admission: new ConnectionLimiter({
+        maxPerIp: config.maxSessionsPerIp,
+        maxTotal: config.maxSessions,
+      }),
+      onConnection: (conn) =>
+        runSession(conn, { dispatcher, registry, limits: sessionLimits, log }),
+      httpHandler: () =>
+        new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`),
+      log,
+    });
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  registry.startSweeper(sessionLimits.idleTimeoutMs, log);
+  const stopWatching = watchCertificate(certSource, certificate, {
+    intervalMs: options.certCheckMs ?? 3_600_000,
+    log,
+    apply: async (next) => {
+      await transports.setCertificate(next.certPem, next.keyPem);
+      certificate = next;
+    },
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: transports.port,
+    hostname: config.hostname,
+    certSha256: () => certificate.sha256,
+    certificate: () => certificate,
+    bootstrap,
+    store,
+    registry,
+    commands: dispatcher.commandNames(),
+    close() {
+      closing ??= (async () => {
+        log.info("shutdown", { sessions: registry.size });
+        stopWatching();
+        await transports.stop();
+        await registry.closeAll("server shutting down", 5000);
+        transports.close();
+        store.close();
+      })();
+      return closing;
+    },
+  };
+}

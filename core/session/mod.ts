@@ -1,0 +1,279 @@
+/**
+ * Sessions: the loop between a transport connection and the dispatcher, and
+ * the registry of live sessions used for pushes, idle timeouts and shutdown.
+ *
+ * Per session: frames are decoded and answered concurrently (responses may
+ * overtake each other; clients match them by requestID), at most
+ * `maxInflight` at a time (reading pauses beyond that), at most `rateLimit`
+ * per second (beyond that a request is answered RATE_LIMITED unprocessed).
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/mod.ts";
+import {
+  type Dispatcher,
+  ErrorCode,
+  type SessionInfo,
+} from "../protocol/mod.ts";
+import type { Connection } from "../transport/mod.ts";
+import {
+  decodeDocument,
+  type Document,
+  encodeDocument,
+  FrameError,
+  isRequestId,
+  type Push,
+  type Response,
+} from "../wire/mod.ts";
+import { TokenBucket } from "./rate.ts";
+
+/** Limits applied to every session. */
+export interface SessionLimits {
+  /** Requests processed at once. */
+  maxInflight: number;
+  /** Requests per second (burst twice this). */
+  rateLimit: number;
+  /** Largest frame the server sends or accepts. */
+  maxFrame: number;
+  /** Milliseconds of client silence before the session is closed. */
+  idleTimeoutMs: number;
+}
+
+/** A live session. */
+class Session {
+  readonly info: SessionInfo;
+  readonly conn: Connection;
+  lastSeen = performance.now();
+  inflight = 0;
+  user?: string;
+  #slotWaiter?: () => void;
+  #drainWaiters: (() => void)[] = [];
+
+  constructor(conn: Connection, registry: SessionRegistry) {
+    this.conn = conn;
+    this.info = {
+      id: conn.id,
+      transport: conn.transport,
+      remoteAddr: conn.remoteAddr,
+      data: new Map(),
+      bindUser: (address) => registry.bindUser(this, address),
+    };
+  }
+
+  waitForSlot(): Promise<void> {
+    return new Promise((resolve) => this.#slotWaiter = resolve);
+  }
+
+  release(): void {
+    this.inflight--;
+    const waiter = this.#slotWaiter;
+    this.#slotWaiter = undefined;
+    waiter?.();
+    if (this.inflight === 0) {
+      for (const resolve of this.#drainWaiters.splice(0)) resolve();
+    }
+  }
+
+  drained(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  async send(doc: Document, maxFrame: number): Promise<void> {
+    let frame = encodeDocument(doc);
+    if (frame.byteLength > maxFrame) {
+      frame = encodeDocument({
+        command: doc.command,
+        requestID: doc.requestID,
+        error: ErrorCode.INTERNAL,
+        message: "response larger than the frame limit",
+      });
+    }
+    await this.conn.send(frame);
+  }
+}
+
+/** Live sessions, indexed by the user they act for. */
+export class SessionRegistry {
+  readonly #sessions = new Set<Session>();
+  readonly #byUser = new Map<string, Set<Session>>();
+  #sweeper?: ReturnType<typeof setInterval>;
+
+  /** Number of live sessions. */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** Add a session (called by {@link runSession}). */
+  add(session: Session): void {
+    this.#sessions.add(session);
+  }
+
+  /** Remove a session. */
+  remove(session: Session): void {
+    this.#sessions.delete(session);
+    if (session.user) {
+      const set = this.#byUser.get(session.user);
+      set?.delete(session);
+      if (set?.size === 0) this.#byUser.delete(session.user);
+    }
+  }
+
+  /** Mark a session as acting for `address` (so it receives that user's pushes). */
+  bindUser(session: Session, address: string): void {
+    if (session.user === address) return;
+    if (session.user) {
+      this.#byUser.get(session.user)?.delete(session);
+    }
+    session.user = address;
+    let set = this.#byUser.get(address);
+    if (!set) this.#byUser.set(address, set = new Set());
+    set.add(session);
+  }
+
+  /** Send a push to every live session of `address`; returns how many got it. */
+  async push(address: string, push: Push, maxFrame: number): Promise<number> {
+    const sessions = this.#byUser.get(address);
+    if (!sessions) return 0;
+    const all = [...sessions];
+    await Promise.all(all.map((s) => s.send(push, maxFrame)));
+    return all.length;
+  }
+
+  /** Send a push to every live session (announcements, benchmarks). */
+  async broadcast(push: Push, maxFrame: number): Promise<number> {
+    const all = [...this.#sessions];
+    await Promise.all(all.map((s) => s.send(push, maxFrame)));
+    return all.length;
+  }
+
+  /** Close sessions silent for longer than `idleMs`, checking every second. */
+  startSweeper(idleMs: number, log: Logger): void {
+    this.#sweeper = setInterval(() => {
+      const now = performance.now();
+      for (const session of this.#sessions) {
+        if (now - session.lastSeen > idleMs) {
+          log.info("session_idle", { session: session.info.id });
+          session.conn.close("idle timeout");
+        }
+      }
+    }, 1000);
+  }
+
+  /** Wait (at most `deadlineMs`) for in-flight requests, then close every session. */
+  async closeAll(reason: string, deadlineMs: number): Promise<void> {
+    clearInterval(this.#sweeper);
+    const all = [...this.#sessions];
+    await Promise.race([
+      Promise.all(all.map((s) => s.drained())),
+      new Promise((resolve) => setTimeout(resolve, deadlineMs)),
+    ]);
+    for (const session of all) session.conn.close(reason);
+  }
+}
+
+/** What {@link runSession} needs. */
+export interface SessionOptions {
+  /** Answers requests. */
+  dispatcher: Dispatcher;
+  /** Registry of live sessions. */
+  registry: SessionRegistry;
+  /** Limits. */
+  limits: SessionLimits;
+  /** Logger. */
+  log: Logger;
+}
+
+function errorResponse(
+  request: Document | undefined,
+  error: number,
+  message: string,
+  data?: unknown,
+): Response {
+  const response: Response = {
+    command: typeof request?.command === "string" ? request.command : "",
+    error,
+    message,
+  };
+  if (isRequestId(request?.requestID)) response.requestID = request.requestID;
+  if (data !== undefined) response.data = data;
+  return response;
+}
+
+/** Serve one connection until it closes. */
+export async function runSession(
+  conn: Connection,
+  options: SessionOptions,
+): Promise<void> {
+  const { dispatcher, registry, limits } = options;
+  const log = options.log.child({ session: conn.id });
+  const session = new Session(conn, registry);
+  const bucket = new TokenBucket(limits.rateLimit, limits.rateLimit * 2);
+  registry.add(session);
+  log.debug("session_open", {
+    transport: conn.transport,
+    ip: conn.remoteAddr,
+  });
+  try {
+    for await (const frame of conn.frames()) {
+      session.lastSeen = performance.now();
+      let request: Document;
+      try {
+        request = decodeDocument(frame);
+      } catch (error) {
+        await session.send(
+          errorResponse(
+            undefined,
+            ErrorCode.MALFORMED,
+            (error as Error).message,
+          ),
+          limits.maxFrame,
+        );
+        continue;
+      }
+      if (!bucket.take()) {
+        await session.send(
+          errorResponse(
+            request,
+            ErrorCode.RATE_LIMITED,
+            `more than ${limits.rateLimit} requests per second`,
+            { retry_after: 1 },
+          ),
+          limits.maxFrame,
+        );
+        continue;
+      }
+      while (session.inflight >= limits.maxInflight) {
+        await session.waitForSlot();
+      }
+      session.inflight++;
+      dispatcher.dispatch(request, session.info)
+        .then((response) => session.send(response, limits.maxFrame))
+        .catch((error) => log.error("send_failed", { error: String(error) }))
+        .finally(() => session.release());
+    }
+  } catch (error) {
+    if (error instanceof FrameError) {
+      log.warn("frame_refused", { reason: error.message });
+      await session.send(
+        errorResponse(
+          undefined,
+          error.code === "frame_too_large"
+            ? ErrorCode.FRAME_TOO_LARGE
+            : ErrorCode.MALFORMED,
+          error.message,
+        ),
+        limits.maxFrame,
+      );
+    } else {
+      log.debug("session_error", { error: String(error) });
+    }
+  } finally {
+    await session.drained();
+    registry.remove(session);
+    // Give the last response a moment to leave before closing.
+    setTimeout(() => conn.close("session ended"), 50);
+    log.debug("session_closed", {});
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * WebTransport over HTTP/3 (QUIC, UDP). A session is carried on the first
+ * bidirectional stream the client opens, frames back to back (Deno cannot yet
+ * close a stream cleanly, so one long-lived stream is the design).
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/mod.ts";
+import { FrameDecoder } from "../wire/mod.ts";
+import {
+  type Admission,
+  type Connection,
+  newConnectionId,
+} from "./connection.ts";
+
+/** Seconds a client has to open its stream after the handshake. */
+const STREAM_WAIT_MS = 10_000;
+
+/** Options of {@link listenWebTransport}. */
+export interface WebTransportOptions {
+  /** Listen address. */
+  hostname: string;
+  /** UDP port; 0 picks one. */
+  port: number;
+  /** PEM certificate chain. */
+  cert: string;
+  /** PEM private key. */
+  key: string;
+  /** Frame limit in bytes. */
+  maxFrame: number;
+  /** Per-IP and total connection limits. */
+  admission: Admission;
+  /** Called for each established connection. */
+  onConnection: (conn: Connection) => void;
+  /** Logger. */
+  log: Logger;
+}
+
+/** A running WebTransport listener. */
+export interface WebTransportListener {
+  /** The UDP port in use. */
+  port: number;
+  /** Serve new connections with another certificate; live sessions continue. */
+  setCertificate(cert: string, key: string): void;
+  /** Stop accepting; live sessions continue until closed. */
+  stop(): void;
+  /** Close the endpoint and every connection on it. */
+  close(): void;
+}
+
+/** Start the QUIC endpoint and accept WebTransport sessions at `/amtp`. */
+export function listenWebTransport(
+  options: WebTransportOptions,
+): WebTransportListener {
+  const endpoint = new Deno.QuicEndpoint({
+    hostname: options.hostname,
+    port: options.port,
+  });
+  let listener = startListening(endpoint, options, options.cert, options.key);
+  return {
+    port: endpoint.addr.port,
+    setCertificate(cert, key) {
+      const old = listener;
+      listener = startListening(endpoint, options, cert, key);
+      old.stop();
+    },
+    stop() {
+      listener.stop();
+    },
+    close() {
+      listener.stop();
+      endpoint.close();
+    },
+  };
+}
+
+function startListening(
+  endpoint: Deno.QuicEndpoint,
+  options: WebTransportOptions,
+  cert: string,
+  key: string,
+): Deno.QuicListener {
+  const listener = endpoint.listen({
+    cert,
+    key,
+    alpnProtocols: ["h3"],
+    keepAliveInterval: 15_000,
+    maxIdleTimeout: 60_000,
+  });
+  (async () => {
+    try {
+      for await (const incoming of listener) {
+        // Accept at once, before touching any property of `incoming`:
+        // in Deno 2.9 reading QuicIncoming.remoteAddr invalidates the
+        // resource ("Invalid QuicIncoming resource"). The address is read
+        // from the accepted connection instead.
+        let conn: Deno.QuicConn;
+        try {
+          conn = await incoming.accept();
+        } catch (error) {
+          options.log.debug("handshake_failed", {
+            transport: "webtransport",
+            error: String(error),
+          });
+          continue;
+        }
+        const ip = conn.remoteAddr.hostname;
+        if (!options.admission.admit(ip)) {
+          options.log.warn("connection_refused", {
+            transport: "webtransport",
+            ip,
+            reason: "too many sessions",
+          });
+          conn.close({ closeCode: 11, reason: "too many sessions" });
+          continue;
+        }
+        establish(conn, ip, options).catch((error) => {
+          options.admission.release(ip);
+          options.log.debug("handshake_failed", {
+            transport: "webtransport",
+            ip,
+            error: String(error),
+          });
+        });
+      }
+    } catch (error) {
+      options.log.debug("listener_ended", { error: String(error) });
+    }
+  })();
+  return listener;
+}
+
+async function establish(
+  conn: Deno.QuicConn,
+  ip: string,
+  options: WebTransportOptions,
+): Promise<void> {
+  const wt = await Deno.upgradeWebTransport(conn);
+  await wt.ready;
+  const streams = wt.incomingBidirectionalStreams.getReader();
+  const first = await Promise.race([
+    streams.read(),
+    new Promise<null>((resolve) =>
+      setTimeout(() => resolve(null), STREAM_WAIT_MS)
+    ),
+  ]);
+  if (!first || first.done) {
+    wt.close({ closeCode: 1, reason: "no stream opened" });
+    throw new Error("client opened no stream");
+  }
+  // Later streams are not part of the protocol: refuse their data.
+  (async () => {
+    while (true) {
+      const next = await streams.read().catch(() => ({ done: true as const }));
+      if (next.done) break;
+      next.value.readable.cancel().catch(() => {});
+    }
+  })();
+  const connection = new WebTransportConnection(
+    wt,
+    first.value,
+    ip,
+    options.maxFrame,
+  );
+  connection.closed.then(() => options.admission.release(ip));
+  options.onConnection(connection);
+}
+
+class WebTransportConnection implements Connection {
+  readonly id = newConnectionId("wt");
+  readonly transport = "webtransport" as const;
+  readonly remoteAddr: string;
+  readonly closed: Promise<void>;
+  readonly #wt: WebTransport;
+  readonly #stream: WebTransportBidirectionalStream;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #maxFrame: number;
+  #isClosed = false;
+  #resolveClosed!: () => void;
+
+  constructor(
+    wt: WebTransport,
+    stream: WebTransportBidirectionalStream,
+    ip: string,
+    maxFrame: number,
+  ) {
+    this.#wt = wt;
+    this.#stream = stream;
+    this.#writer = stream.writable.getWriter();
+    this.remoteAddr = ip;
+    this.#maxFrame = maxFrame;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    wt.closed.then(() => this.#markClosed(), () => this.#markClosed());
+  }
+
+  async *frames(): AsyncIterable<Uint8Array> {
+    const decoder = new FrameDecoder(this.#maxFrame);
+    const reader = this.#stream.readable.getReader();
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        for (const frame of decoder.push(value)) yield frame;
+      }
+    } catch (error) {
+      if (this.#isClosed) return;
+      throw error;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  async send(frame: Uint8Array): Promise<void> {
+    if (this.#isClosed) return;
+    try {
+      await this.#writer.write(frame);
+    } catch {
+      this.close();
+    }
+  }
+
+  close(reason = "closed"): void {
+    if (this.#isClosed) return;
+    try {
+      this.#wt.close({ closeCode: 0, reason: reason.slice(0, 100) });
+    } catch {
+      // Already gone.
+    }
+    this.#markClosed();
+  }
+
+  #markClosed(): void {
+    if (this.#isClosed) {
+      return;
+    }
+    this.#isClosed = true;
+    this.#resolveClosed();
+  }
+}

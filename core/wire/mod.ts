@@ -1,0 +1,8 @@
+/**
+ * Wire format shared by server and client: frames and the envelope.
+ *
+ * @module
+ */
+
+export * from "./frame.ts";
+export * from "./envelope.ts";

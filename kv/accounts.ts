@@ -1,0 +1,363 @@
+/**
+ * Accounts storage: domains, users, aliases, catch-alls, admins and photos.
+ * Methods that can conflict return a result word instead of throwing, so the
+ * caller (a handler) decides which protocol error it becomes.
+ *
+ * @module
+ */
+
+import {
+  type AdminRecord,
+  type AliasRecord,
+  type CatchallRecord,
+  type DomainRecord,
+  keys,
+  type PhotoRecord,
+  type UserRecord,
+} from "./records.ts";
+
+/** Mutations per atomic operation when deleting in bulk. */
+const BATCH = 200;
+
+/** A page of a listing. */
+export interface Page<T> {
+  /** Items of this page. */
+  items: T[];
+  /** Pass as `cursor` for the next page; absent on the last page. */
+  cursor?: string;
+}
+
+/** Options for listing. */
+export interface ListOptions<T> {
+  /** Maximum items. */
+  limit: number;
+  /** Cursor from the previous page. */
+  cursor?: string;
+  /** Keep only items for which this is true. */
+  filter?: (item: T) => boolean;
+}
+
+/** Split an address into local part and domain. */
+export function splitAddress(address: string): [string, string] {
+  const at = address.lastIndexOf("@");
+  return [address.slice(0, at), address.slice(at + 1)];
+}
+
+/** Typed access to account records. */
+export class AccountStore {
+  readonly #kv: Deno.Kv;
+
+  /** Wrap an open KV. */
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+  }
+
+  async #page<T>(
+    prefix: Deno.KvKey,
+    options: ListOptions<T>,
+  ): Promise<Page<T>> {
+    const items: T[] = [];
+    const iter = this.#kv.list<T>({ prefix }, {
+      cursor: options.cursor || undefined,
+      batchSize: Math.min(500, options.limit + 1),
+    });
+    for await (const entry of iter) {
+      if (options.filter && !options.filter(entry.value)) continue;
+      items.push(entry.value);
+      if (items.length === options.limit) {
+        // Is there anything after this one?
+        const cursor = iter.cursor;
+        for await (const next of iter) {
+          if (!options.filter || options.filter(next.value)) {
+            return { items, cursor };
+          }
+        }
+        return { items };
+      }
+    }
+    return { items };
+  }
+
+  // Domains
+
+  /** One domain. */
+  async getDomain(name: string): Promise<DomainRecord | null> {
+    return (await this.#kv.get<DomainRecord>(keys.domain(name))).value;
+  }
+
+  /** A page of domains in name order. */
+  listDomains(options: ListOptions<DomainRecord>): Promise<Page<DomainRecord>> {
+    return this.#page(keys.domains(), options);
+  }
+
+  /** Add a domain unless it exists. */
+  async addDomain(record: DomainRecord): Promise<"ok" | "exists"> {
+    const result = await this.#kv.atomic()
+      .check({ key: keys.domain(record.name), versionstamp: null })
+      .set(keys.domain(record.name), record)
+      .commit();
+    return result.ok ? "ok" : "exists";
+  }
+
+  /** Replace a domain record (it must exist). */
+  async putDomain(record: DomainRecord): Promise<void> {
+    await this.#kv.set(keys.domain(record.name), record);
+  }
+
+  /** Does the domain have users or aliases? */
+  async domainCounts(
+    name: string,
+  ): Promise<{ users: number; aliases: number }> {
+    let users = 0;
+    let aliases = 0;
+    for await (const _ of this.#kv.list({ prefix: keys.users(name) })) users++;
+    for await (const _ of this.#kv.list({ prefix: keys.aliases(name) })) {
+      aliases++;
+    }
+    return { users, aliases };
+  }
+
+  /**
+   * Delete a domain with everything under it. Children go first, in batches,
+   * the domain record last: a crash midway leaves the domain listed, and
+   * deleting it again finishes the job.
+   */
+  async deleteDomain(name: string): Promise<void> {
+    const prefixes = [
+      keys.users(name),
+      keys.aliases(name),
+      ["photo", name] as Deno.KvKey,
+    ];
+    for (const prefix of prefixes) {
+      let batch = this.#kv.atomic();
+      let count = 0;
+      for await (const entry of this.#kv.list({ prefix })) {
+        batch.delete(entry.key);
+        if (++count === BATCH) {
+          await batch.commit();
+          batch = this.#kv.atomic();
+          count = 0;
+        }
+      }
+      if (count > 0) await batch.commit();
+    }
+    await this.#kv.atomic()
+      .delete(keys.catchall(name))
+      .delete(keys.domain(name))
+      .commit();
+  }
+
+  // Users
+
+  /** One user by address. */
+  async getUser(address: string): Promise<UserRecord | null> {
+    const [local, domain] = splitAddress(address);
+    return (await this.#kv.get<UserRecord>(keys.user(domain, local))).value;
+  }
+
+  /** A page of users, of one domain or all. */
+  listUsers(
+    domain: string | undefined,
+    options: ListOptions<UserRecord>,
+  ): Promise<Page<UserRecord>> {
+    return this.#page(keys.users(domain), options);
+  }
+
+  /** Add a user; the domain must exist and the address be free of users and aliases. */
+  async addUser(
+    record: UserRecord,
+  ): Promise<"ok" | "exists" | "no_domain"> {
+    const [local, domain] = splitAddress(record.address);
+    const [domainEntry, aliasEntry] = await this.#kv.getMany([
+      keys.domain(domain),
+      keys.alias(domain, local),
+    ]);
+    if (!domainEntry.value) return "no_domain";
+    if (aliasEntry.value) return "exists";
+    const result = await this.#kv.atomic()
+      .check(domainEntry)
+      .check(aliasEntry)
+      .check({ key: keys.user(domain, local), versionstamp: null })
+      .set(keys.user(domain, local), record)
+      .commit();
+    return result.ok ? "ok" : "exists";
+  }
+
+  /** Replace a user record. */
+  async putUser(record: UserRecord): Promise<void> {
+    const [local, domain] = splitAddress(record.address);
+    await this.#kv.set(keys.user(domain, local), record);
+  }
+
+  /** Delete a user and their photo. */
+  async deleteUser(address: string): Promise<void> {
+    const [local, domain] = splitAddress(address);
+    await this.#kv.atomic()
+      .delete(keys.user(domain, local))
+      .delete(keys.photo(domain, local))
+      .commit();
+  }
+
+  /** A user's photo. */
+  async getPhoto(address: string): Promise<PhotoRecord | null> {
+    const [local, domain] = splitAddress(address);
+    return (await this.#kv.get<PhotoRecord>(keys.photo(domain, local))).value;
+  }
+
+  /** Set or (with null) remove a user's photo. */
+  async setPhoto(address: string, photo: PhotoRecord | null): Promise<void> {
+    const [local, domain] = splitAddress(address);
+    if (photo) await this.#kv.set(keys.photo(domain, local), photo);
+    else await this.#kv.delete(keys.photo(domain, local));
+  }
+
+  // Aliases
+
+  /** One alias. */
+  async getAlias(address: string): Promise<AliasRecord | null> {
+    const [local, domain] = splitAddress(address);
+    return (await this.#kv.get<AliasRecord>(keys.alias(domain, local))).value;
+  }
+
+  /** A page of aliases, of one domain or all. */
+  listAliases(
+    domain: string | undefined,
+    options: ListOptions<AliasRecord>,
+  ): Promise<Page<AliasRecord>> {
+    return this.#page(keys.aliases(domain), options);
+  }
+
+  /** Add an alias; the domain must exist and the address be free. */
+  async addAlias(
+    record: AliasRecord,
+  ): Promise<"ok" | "exists" | "no_domain"> {
+    const [local, domain] = splitAddress(record.address);
+    const [domainEntry, userEntry] = await this.#kv.getMany([
+      keys.domain(domain),
+      keys.user(domain, local),
+    ]);
+    if (!domainEntry.value) return "no_domain";
+    if (userEntry.value) return "exists";
+    const result = await this.#kv.atomic()
+      .check(domainEntry)
+      .check(userEntry)
+      .check({ key: keys.alias(domain, local), versionstamp: null })
+      .set(keys.alias(domain, local), record)
+      .commit();
+    return result.ok ? "ok" : "exists";
+  }
+
+  /** Replace an alias record. */
+  async putAlias(record: AliasRecord): Promise<void> {
+    const [local, domain] = splitAddress(record.address);
+    await this.#kv.set(keys.alias(domain, local), record);
+  }
+
+  /** Delete an alias. */
+  async deleteAlias(address: string): Promise<void> {
+    const [local, domain] = splitAddress(address);
+    await this.#kv.delete(keys.alias(domain, local));
+  }
+
+  /** Every alias and catch-all that lists `address`, to drop it when it goes. */
+  async removeRecipient(
+    address: string,
+  ): Promise<{ aliases: number; catchalls: number }> {
+    let aliases = 0;
+    let catchalls = 0;
+    for await (
+      const entry of this.#kv.list<AliasRecord>({ prefix: keys.aliases() })
+    ) {
+      if (!entry.value.recipients.includes(address)) continue;
+      const recipients = entry.value.recipients.filter((r) => r !== address);
+      if (recipients.length === 0) await this.#kv.delete(entry.key);
+      else {
+        await this.#kv.set(entry.key, {
+          ...entry.value,
+          recipients,
+          updated: new Date(),
+        });
+      }
+      aliases++;
+    }
+    for await (
+      const entry of this.#kv.list<CatchallRecord>({ prefix: keys.catchalls() })
+    ) {
+      if (!entry.value.recipients.includes(address)) continue;
+      await this.#kv.set(entry.key, {
+        ...entry.value,
+        recipients: entry.value.recipients.filter((r) => r !== address),
+        updated: new Date(),
+      });
+      catchalls++;
+    }
+    return { aliases, catchalls };
+  }
+
+  // Catch-all
+
+  /** A domain's catch-all (empty recipients when none is set). */
+  async getCatchall(domain: string): Promise<CatchallRecord | null> {
+    return (await this.#kv.get<CatchallRecord>(keys.catchall(domain))).value;
+  }
+
+  /** Set a domain's catch-all; an empty list removes it. */
+  async setCatchall(record: CatchallRecord): Promise<void> {
+    if (record.recipients.length === 0) {
+      await this.#kv.delete(keys.catchall(record.domain));
+    } else await this.#kv.set(keys.catchall(record.domain), record);
+  }
+
+  // Admins
+
+  /** One admin. */
+  async getAdmin(name: string): Promise<AdminRecord | null> {
+    return (await this.#kv.get<AdminRecord>(keys.admin(name))).value;
+  }
+
+  /** A page of admins. */
+  listAdmins(options: ListOptions<AdminRecord>): Promise<Page<AdminRecord>> {
+    return this.#page(keys.admins(), options);
+  }
+
+  /** Number of admins. */
+  async countAdmins(): Promise<number> {
+    let n = 0;
+    for await (const _ of this.#kv.list({ prefix: keys.admins() })) n++;
+    return n;
+  }
+
+  /** Add an admin unless the name is taken. */
+  async addAdmin(record: AdminRecord): Promise<"ok" | "exists"> {
+    const result = await this.#kv.atomic()
+      .check({ key: keys.admin(record.name), versionstamp: null })
+      .set(keys.admin(record.name), record)
+      .commit();
+    return result.ok ? "ok" : "exists";
+  }
+
+  /** Replace an admin record. */
+  async putAdmin(record: AdminRecord): Promise<void> {
+    await this.#kv.set(keys.admin(record.name), record);
+  }
+
+  /**
+   * Delete an admin unless it is the last one. Checked atomically against
+   * every admin record, so two concurrent deletes cannot remove the last two.
+   */
+  async deleteAdmin(name: string): Promise<"ok" | "last" | "missing"> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const entries = [];
+      for await (const e of this.#kv.list({ prefix: keys.admins() })) {
+        entries.push(e);
+      }
+      if (!entries.some((e) => e.key[1] === name)) return "missing";
+      if (entries.length <= 1) return "last";
+      let op = this.#kv.atomic();
+      for (const e of entries.slice(0, 9)) op = op.check(e);
+      const result = await op.delete(keys.admin(name)).commit();
+      if (result.ok) return "ok";
+    }
+    return "last";
+  }
+}

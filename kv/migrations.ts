@@ -1,0 +1,103 @@
+/**
+ * Schema versions and forward migrations of the KV data.
+ *
+ * The schema version lives at `["meta", "schema"]`. At start each migration
+ * newer than it runs in order; the version is raised after each one succeeds,
+ * in the same atomic operation as the migration's last write where possible.
+ * Migrations are idempotent (safe to run again after a crash) and a failing
+ * migration leaves the version, and so the data's meaning, where it was.
+ *
+ * @module
+ */
+
+import type { Logger } from "../core/log/mod.ts";
+
+/** One forward migration. */
+export interface Migration {
+  /** The schema version this migration produces. */
+  version: number;
+  /** What it does, for the log. */
+  description: string;
+  /** Apply it. Must be idempotent. */
+  run: (kv: Deno.Kv) => Promise<void>;
+}
+
+/** The data is newer than this server understands. */
+export class SchemaTooNewError extends Error {
+  /** Stable error code. */
+  readonly code = "schema_too_new";
+
+  /** Create the error. */
+  constructor(found: number, known: number) {
+    super(
+      `the data has schema version ${found}, this server knows up to ${known}: upgrade the server`,
+    );
+    this.name = "SchemaTooNewError";
+  }
+}
+
+/** A migration failed; the data stays at `version`. */
+export class MigrationError extends Error {
+  /** Stable error code. */
+  readonly code = "migration_failed";
+
+  /** Create the error. */
+  constructor(version: number, cause: unknown) {
+    super(`migration to schema ${version} failed: ${String(cause)}`);
+    this.name = "MigrationError";
+  }
+}
+
+const SCHEMA_KEY = ["meta", "schema"];
+
+/** The built-in migrations of this server, oldest first. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "initial layout: record the creation time",
+    run: async (kv) => {
+      await kv.atomic()
+        .check({ key: ["meta", "created"], versionstamp: null })
+        .set(["meta", "created"], new Date())
+        .commit();
+    },
+  },
+];
+
+/** Read the schema version (0 for an empty database). */
+export async function schemaVersion(kv: Deno.Kv): Promise<number> {
+  const entry = await kv.get<number>(SCHEMA_KEY);
+  return entry.value ?? 0;
+}
+
+/**
+ * Bring the data to the newest schema.
+ *
+ * @returns the schema version afterwards
+ * @throws {SchemaTooNewError} when the data is newer than `migrations`
+ * @throws {MigrationError} when one fails (earlier ones stay applied)
+ */
+export async function migrate(
+  kv: Deno.Kv,
+  options: { migrations?: readonly Migration[]; log?: Logger } = {},
+): Promise<number> {
+  const migrations = options.migrations ?? MIGRATIONS;
+  const known = migrations.at(-1)?.version ?? 0;
+  let current = await schemaVersion(kv);
+  if (current > known) throw new SchemaTooNewError(current, known);
+  for (const migration of migrations) {
+    if (migration.version <= current) continue;
+    options.log?.info("migration_start", {
+      version: migration.version,
+      description: migration.description,
+    });
+    try {
+      await migration.run(kv);
+    } catch (error) {
+      throw new MigrationError(migration.version, error);
+    }
+    await kv.set(SCHEMA_KEY, migration.version);
+    current = migration.version;
+  }
+  return current;
+}

@@ -1,0 +1,61 @@
+/**
+ * Storage: opens Deno KV (a local file, or a KV Connect URL for a store
+ * shared by several server processes), brings the schema up to date and hands
+ * out the typed stores.
+ *
+ * @module
+ */
+
+import type { Logger } from "../core/log/mod.ts";
+import { AccountStore } from "./accounts.ts";
+import { FailureStore } from "./failures.ts";
+import { migrate, type Migration } from "./migrations.ts";
+import { TokenStore } from "./tokens.ts";
+
+export * from "./records.ts";
+export * from "./accounts.ts";
+export * from "./tokens.ts";
+export * from "./failures.ts";
+export * from "./migrations.ts";
+
+/** The open storage. */
+export interface Store {
+  /** The raw KV, for the module host's namespaced storage. */
+  kv: Deno.Kv;
+  /** Domains, users, aliases, catch-alls, admins. */
+  accounts: AccountStore;
+  /** Session tokens. */
+  tokens: TokenStore;
+  /** Failed-login counters. */
+  failures: FailureStore;
+  /** Schema version after migrations. */
+  schema: number;
+  /** Close the KV. */
+  close(): void;
+}
+
+/** Open KV at `path` (file path or URL) and migrate it. */
+export async function openStore(
+  path: string,
+  options: { log?: Logger; migrations?: readonly Migration[] } = {},
+): Promise<Store> {
+  if (!/^https?:\/\//.test(path)) {
+    const dir = path.replace(/[^/]*$/, "");
+    if (dir) await Deno.mkdir(dir, { recursive: true });
+  }
+  const kv = await Deno.openKv(path);
+  try {
+    const schema = await migrate(kv, options);
+    return {
+      kv,
+      accounts: new AccountStore(kv),
+      tokens: new TokenStore(kv),
+      failures: new FailureStore(kv),
+      schema,
+      close: () => kv.close(),
+    };
+  } catch (error) {
+    kv.close();
+    throw error;
+  }
+}

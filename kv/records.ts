@@ -1,0 +1,188 @@
+/**
+ * Typed records stored in Deno KV, and the key layout.
+ *
+ * | key | value |
+ * | --- | --- |
+ * | `["meta","schema"]` | schema version (number) |
+ * | `["meta","created"]` | Date the data was created |
+ * | `["domain", name]` | {@link DomainRecord} |
+ * | `["user", domain, local]` | {@link UserRecord} |
+ * | `["alias", domain, local]` | {@link AliasRecord} |
+ * | `["catchall", domain]` | {@link CatchallRecord} |
+ * | `["admin", name]` | {@link AdminRecord} |
+ * | `["photo", domain, local]` | {@link PhotoRecord} |
+ * | `["token", sha256hex]` | {@link TokenRecord} |
+ * | `["token_index", kind, account, sha256hex]` | creation Date (lists an account's tokens) |
+ * | `["login_failure", "account"\|"ip", id]` | {@link FailureRecord} |
+ *
+ * @module
+ */
+
+/** Login key algorithms. */
+export type KeyAlgorithm = "RSA-OAEP-256" | "HPKE-X25519";
+
+/** A public key registered for login (one per device). */
+export interface KeyRecord {
+  /** Short random id. */
+  id: string;
+  /** Device label chosen by the owner. */
+  label: string;
+  /** Algorithm. */
+  algorithm: KeyAlgorithm;
+  /** SubjectPublicKeyInfo DER. */
+  public_key: Uint8Array;
+  /** When it was added. */
+  created: Date;
+}
+
+/** A hosted domain. */
+export interface DomainRecord {
+  /** Domain name (lowercase, punycode). */
+  name: string;
+  /** When it was added. */
+  created: Date;
+  /** Whether anyone may register an address on it. */
+  registration_open: boolean;
+  /** Free text for admins. */
+  description: string;
+}
+
+/** A user account with a mailbox. */
+export interface UserRecord {
+  /** Full address. */
+  address: string;
+  /** Display name. */
+  name: string;
+  /** Login keys. */
+  keys: KeyRecord[];
+  /** End-to-end public keys published in the profile (opaque to the server). */
+  public_keys: PublicKeyRecord[];
+  /** Disabled accounts cannot log in. */
+  disabled: boolean;
+  /** Mailbox quota in bytes, 0 for the server default. */
+  quota: number;
+  /** When it was created. */
+  created: Date;
+  /** When it last changed. */
+  updated: Date;
+}
+
+/** A public key a user publishes for end-to-end encryption. */
+export interface PublicKeyRecord {
+  /** Short id. */
+  id: string;
+  /** Device label. */
+  label: string;
+  /** Purpose and algorithm, e.g. `X25519` or `Ed25519`. */
+  algorithm: string;
+  /** Key bytes as the client gave them. */
+  key: Uint8Array;
+  /** When it was published. */
+  created: Date;
+}
+
+/** An address without a mailbox that forwards to others. */
+export interface AliasRecord {
+  /** Full alias address. */
+  address: string;
+  /** Where it forwards. */
+  recipients: string[];
+  /** Free text for admins. */
+  description: string;
+  /** When it was created. */
+  created: Date;
+  /** When it last changed. */
+  updated: Date;
+}
+
+/** A domain's catch-all: recipients for local addresses that do not exist. */
+export interface CatchallRecord {
+  /** The domain. */
+  domain: string;
+  /** Recipients (empty: catch-all off). */
+  recipients: string[];
+  /** When it last changed. */
+  updated: Date;
+}
+
+/** An administrator. */
+export interface AdminRecord {
+  /** Login name. */
+  name: string;
+  /** Login keys. */
+  keys: KeyRecord[];
+  /** Disabled admins cannot log in. */
+  disabled: boolean;
+  /** When it was created. */
+  created: Date;
+  /** When it last changed. */
+  updated: Date;
+}
+
+/** A user's profile photo. */
+export interface PhotoRecord {
+  /** MIME type. */
+  type: string;
+  /** Image bytes. */
+  data: Uint8Array;
+}
+
+/** A session token, stored under the SHA-256 of the token. */
+export interface TokenRecord {
+  /** Admin or user token. */
+  kind: "admin" | "user";
+  /** Admin name or user address. */
+  account: string;
+  /** Issued at. */
+  created: Date;
+  /** Epoch milliseconds after which it is invalid (checked on every use). */
+  expires: number;
+  /** Seconds added on each use (sliding expiry). */
+  ttl: number;
+  /** Client IP at login. */
+  ip: string;
+  /** Device label the client gave, if any. */
+  label: string;
+}
+
+/** Failed login attempts of one account or IP address. */
+export interface FailureRecord {
+  /** `account` or `ip`. */
+  scope: "account" | "ip";
+  /** Account name or IP address. */
+  id: string;
+  /** Consecutive failures. */
+  failures: number;
+  /** Epoch milliseconds until which logins are refused. */
+  blocked_until: number;
+  /** Last failure. */
+  last: Date;
+}
+
+/** Key builders, the one place that knows the layout. */
+export const keys = {
+  domain: (name: string) => ["domain", name] as Deno.KvKey,
+  domains: () => ["domain"] as Deno.KvKey,
+  user: (domain: string, local: string) =>
+    ["user", domain, local] as Deno.KvKey,
+  users: (domain?: string) =>
+    (domain ? ["user", domain] : ["user"]) as Deno.KvKey,
+  alias: (domain: string, local: string) =>
+    ["alias", domain, local] as Deno.KvKey,
+  aliases: (domain?: string) =>
+    (domain ? ["alias", domain] : ["alias"]) as Deno.KvKey,
+  catchall: (domain: string) => ["catchall", domain] as Deno.KvKey,
+  catchalls: () => ["catchall"] as Deno.KvKey,
+  admin: (name: string) => ["admin", name] as Deno.KvKey,
+  admins: () => ["admin"] as Deno.KvKey,
+  photo: (domain: string, local: string) =>
+    ["photo", domain, local] as Deno.KvKey,
+  token: (hash: string) => ["token", hash] as Deno.KvKey,
+  tokenIndex: (kind: string, account: string, hash?: string) =>
+    (hash
+      ? ["token_index", kind, account, hash]
+      : ["token_index", kind, account]) as Deno.KvKey,
+  failure: (scope: string, id: string) =>
+    ["login_failure", scope, id] as Deno.KvKey,
+  failures: () => ["login_failure"] as Deno.KvKey,
+} as const;

@@ -1,0 +1,54 @@
+/**
+ * Start an AMTP server: configuration from the environment, then serve until
+ * SIGINT or SIGTERM.
+ *
+ * @module
+ */
+
+import { ConfigError, loadConfig } from "./core/config/mod.ts";
+import { startServer } from "./core/server/mod.ts";
+
+if (import.meta.main) {
+  let config;
+  try {
+    config = loadConfig(Deno.env.toObject());
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`configuration error: ${error.message}`);
+      Deno.exit(2);
+    }
+    throw error;
+  }
+  const server = await startServer(config);
+  const where = config.host === "0.0.0.0" ? "localhost" : config.host;
+  console.log(
+    `AMTP server listening on ${config.host}:${server.port} (UDP: WebTransport, TCP: WebSocket)`,
+  );
+  console.log(`  WebTransport: https://${where}:${server.port}/amtp`);
+  console.log(`  WebSocket:    wss://${where}:${server.port}/amtp`);
+  console.log(
+    `  certificate sha256: ${server.certSha256()}${
+      server.certificate().selfSigned
+        ? " (self-signed: clients pin this hash)"
+        : ""
+    }`,
+  );
+  console.log(`  data: ${config.dataDir}  kv: ${config.kvPath}`);
+  if (server.bootstrap.created) {
+    console.log(
+      `  first admin "${server.bootstrap.created}" created; private key: ${server.bootstrap.keyFile}`,
+    );
+    console.log(
+      `  log in with: deno task amtp login --admin ${server.bootstrap.created} --key ${server.bootstrap.keyFile}`,
+    );
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await server.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}

@@ -1,0 +1,126 @@
+/**
+ * Running the server and the CLI as real processes, with the permission
+ * flags of the deno.json tasks.
+ *
+ * @module
+ */
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const CONFIG = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)) as {
+  tasks: Record<string, string>;
+};
+
+/** The `deno run` flags of a task, with its script made absolute. */
+export function taskArgs(task: string): string[] {
+  const words = CONFIG.tasks[task].split(/\s+/).slice(2); // drop "deno run"
+  return words.map((w) => w.endsWith(".ts") ? `${ROOT}${w}` : w)
+    .map((w) => w === "--env-file=.env" ? "--env-file=.env" : w);
+}
+
+/**
+ * The environment of this test process without any `AMTP_*` variable, plus
+ * `extra`: children see only the configuration a test gives them.
+ */
+export function cleanEnv(
+  extra: Record<string, string>,
+): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const [name, value] of Object.entries(Deno.env.toObject())) {
+    if (!name.startsWith("AMTP_")) env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+/** A server process. */
+export interface ServerProcess {
+  /** The child. */
+  child: Deno.ChildProcess;
+  /** The port it reported. */
+  port: number;
+  /** Its standard output so far. */
+  stdout: () => string;
+  /** Its standard error so far. */
+  stderr: () => string;
+  /** Send a signal and wait for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+async function collect(stream: ReadableStream<Uint8Array>, into: string[]) {
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) into.push(decoder.decode(chunk));
+}
+
+/** Start `main.ts` in `cwd` with `env`, waiting until it says where it listens. */
+export async function startServerProcess(
+  cwd: string,
+  env: Record<string, string>,
+): Promise<ServerProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...taskArgs("start")],
+    cwd,
+    env: cleanEnv(env),
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out: string[] = [];
+  const err: string[] = [];
+  const reading = Promise.all([
+    collect(child.stdout, out),
+    collect(child.stderr, err),
+  ]);
+  const end = Date.now() + 30_000;
+  let port = 0;
+  while (Date.now() < end) {
+    const match = out.join("").match(/listening on [^ ]+:(\d+)/);
+    if (match) {
+      port = Number(match[1]);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!port) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    await reading;
+    throw new Error(`server did not start:\n${out.join("")}\n${err.join("")}`);
+  }
+  return {
+    child,
+    port,
+    stdout: () => out.join(""),
+    stderr: () => err.join(""),
+    async stop(signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* gone */ }
+      const status = await child.status;
+      await reading;
+      return status.code;
+    },
+  };
+}
+
+/** Run the CLI; returns exit code and output. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string>,
+  cwd = ROOT,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...taskArgs("amtp"), ...args],
+    cwd,
+    env: cleanEnv(env),
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * The server as a user starts it: a real process with no configuration file,
+ * reached by the CLI over WebTransport and WebSocket, stopped by a signal.
+ */
+
+import assert from "node:assert/strict";
+import { cleanEnv, runCli, startServerProcess, taskArgs } from "./process.ts";
+
+Deno.test("start: a fresh folder serves, the CLI gets info both ways, SIGTERM stops cleanly", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "amtp-start-" });
+  try {
+    // No AMTP_* variable but the port (0 = a free one, so parallel runs cannot clash).
+    const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
+    const out = server.stdout();
+    const hash = out.match(/certificate sha256: ([0-9a-f]{64})/)?.[1];
+    assert.ok(hash, out);
+    assert.match(
+      out,
+      /first admin "admin" created; private key: \.\/data\/admin\.key/,
+    );
+    const keyInfo = await Deno.stat(`${cwd}/data/admin.key`);
+    assert.equal(
+      keyInfo.mode! & 0o077,
+      0,
+      "admin.key readable by its owner only",
+    );
+    const env = { AMTP_DATA: `${cwd}/data`, AMTP_CLI_STATE: `${cwd}/cli.json` };
+    const wt = await runCli(
+      ["info", "--server", `127.0.0.1:${server.port}`],
+      env,
+    );
+    assert.equal(wt.code, 0, wt.stderr);
+    assert.match(wt.stdout, /app_name: AMTP Deno Server/);
+    assert.match(wt.stdout, new RegExp(`certificate_sha256: ${hash}`));
+    const ws = await runCli([
+      "info",
+      "--server",
+      `127.0.0.1:${server.port}`,
+      "--ws",
+      "--json",
+    ], env);
+    assert.equal(ws.code, 0, ws.stderr);
+    assert.equal(JSON.parse(ws.stdout).certificate_sha256, hash);
+    // Pinning a wrong hash fails.
+    const wrong = await runCli(
+      [
+        "info",
+        "--server",
+        `127.0.0.1:${server.port}`,
+        "--cert-hash",
+        "00".repeat(32),
+      ],
+      { ...env, AMTP_DATA: `${cwd}/nowhere` },
+    );
+    assert.notEqual(wrong.code, 0);
+    const code = await server.stop("SIGTERM");
+    assert.equal(code, 0);
+    assert.match(server.stderr(), /event=shutdown/);
+    // A second start reuses the certificate and does not create another admin.
+    const again = await startServerProcess(cwd, { AMTP_PORT: "0" });
+    assert.match(again.stdout(), new RegExp(hash));
+    assert.doesNotMatch(again.stdout(), /first admin/);
+    assert.equal(await again.stop("SIGINT"), 0);
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
+
+Deno.test("start: an invalid variable stops the start, naming it", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "amtp-start-" });
+  try {
+    for (
+      const [name, value] of [["AMTP_PORT", "abc"], ["AMTP_LOG_LEVEL", "loud"]]
+    ) {
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["run", ...taskArgs("start")],
+        cwd,
+        env: cleanEnv({ [name]: value }),
+        clearEnv: true,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(output.code, 2);
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.match(stderr, new RegExp(`configuration error: ${name}: `));
+    }
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
