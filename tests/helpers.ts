@@ -35,6 +35,7 @@ export interface TestServer {
 /** Start a server on 127.0.0.1 with a free port and a fresh data folder. */
 export async function startTestServer(
   env: Record<string, string> = {},
+  options: { certCheckMs?: number } = {},
 ): Promise<TestServer> {
   const dataDir = env.AMTP_DATA ??
     await Deno.makeTempDir({ prefix: "amtp-test-" });
@@ -50,7 +51,7 @@ export async function startTestServer(
     level: "debug",
     sink: (line) => logs.push(line),
   });
-  const server = await startServer(config, { log });
+  const server = await startServer(config, { log, ...options });
   const clients: AmtpClient[] = [];
   return {
     server,

@@ -67,8 +67,10 @@ export function toPem(label: string, der: Uint8Array): string {
 
 /** Decode the first PEM block of a text. */
 export function fromPem(pem: string): Uint8Array {
-  const body = pem.replace(/-----(BEGIN|END) [A-Z0-9 ]+-----/g, "")
-    .replace(/\s+/g, "");
+  const block = pem.match(
+    /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/,
+  );
+  const body = (block ? block[2] : pem).replace(/\s+/g, "");
   return Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
 }
 

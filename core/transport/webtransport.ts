@@ -61,9 +61,10 @@ export function listenWebTransport(
   return {
     port: endpoint.addr.port,
     setCertificate(cert, key) {
-      const old = listener;
+      // Stop first, then listen: in Deno 2.9 a second listen() on a live
+      // endpoint is ignored while the first listener runs (measured).
+      listener.stop();
       listener = startListening(endpoint, options, cert, key);
-      old.stop();
     },
     stop() {
       listener.stop();
