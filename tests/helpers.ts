@@ -16,7 +16,11 @@ import {
 import { fromPem } from "../core/tls/cert.ts";
 import { loadConfig } from "../core/config/mod.ts";
 import { Logger } from "../core/log/mod.ts";
-import { type ServerHandle, startServer } from "../core/server/mod.ts";
+import {
+  type ServerHandle,
+  type StartOptions,
+  startServer,
+} from "../core/server/mod.ts";
 
 /** A server started for a test. */
 export interface TestServer {
@@ -35,7 +39,7 @@ export interface TestServer {
 /** Start a server on 127.0.0.1 with a free port and a fresh data folder. */
 export async function startTestServer(
   env: Record<string, string> = {},
-  options: { certCheckMs?: number } = {},
+  options: Omit<StartOptions, "log"> = {},
 ): Promise<TestServer> {
   const dataDir = env.AMTP_DATA ??
     await Deno.makeTempDir({ prefix: "amtp-test-" });

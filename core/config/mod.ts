@@ -51,6 +51,8 @@ export interface Config {
   challengeTtl: number;
   /** Seconds a command may run before it is answered with a timeout. */
   commandTimeout: number;
+  /** Folder of modules (`<name>/<version>/module.json`). */
+  modulesDir: string;
 }
 
 /** A configuration variable with an invalid value. */
@@ -149,6 +151,11 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_CHALLENGE_TTL",
     default: "60",
     description: "seconds a login challenge is valid",
+  },
+  {
+    name: "AMTP_MODULES",
+    default: "<install folder>/modules",
+    description: "folder of modules (<name>/<version>/module.json)",
   },
   {
     name: "AMTP_COMMAND_TIMEOUT",
@@ -252,5 +259,7 @@ export function loadConfig(env: Env): Config {
     userTokenTtl: intVar(env, "AMTP_USER_TOKEN_TTL", 1, 31_536_000),
     challengeTtl: intVar(env, "AMTP_CHALLENGE_TTL", 1, 3_600),
     commandTimeout: intVar(env, "AMTP_COMMAND_TIMEOUT", 1, 3_600),
+    modulesDir: (env.AMTP_MODULES ?? "").trim() ||
+      new URL("../../modules", import.meta.url).pathname.replace(/\/$/, ""),
   };
 }

@@ -28,6 +28,8 @@ import {
 import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
 import { userCommands } from "../user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../version.ts";
+import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
+import { moduleCommands } from "../admin/modules.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -47,6 +49,8 @@ export interface ServerHandle {
   registry: SessionRegistry;
   /** Names of the core commands. */
   commands: string[];
+  /** The module host. */
+  modules: ModuleHost;
   /** Stop accepting, finish in-flight work, close sessions and KV. */
   close(): Promise<void>;
 }
@@ -57,6 +61,13 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
+  /** Module host timing (tests make hang detection quick). */
+  moduleHost?: Partial<
+    Pick<
+      ModuleHostOptions,
+      "heartbeat" | "restartBaseMs" | "hangsBeforeProcess"
+    >
+  >;
 }
 
 /** Start a server with a validated configuration. */
@@ -104,10 +115,21 @@ export async function startServer(
     idle_timeout: config.idleTimeout,
     max_page: 500,
   };
-  const modules = () => [];
+  const registry = new SessionRegistry();
+  const host = new ModuleHost({
+    root: config.modulesDir,
+    kv: store.kv,
+    log,
+    push: (address, push) => registry.push(address, push, config.maxFrame),
+    denoConfig: new URL("../../deno.json", import.meta.url).pathname,
+    ...options.moduleHost,
+  });
+  await host.start();
+  const modules = () => host.available();
   const dispatcher = new Dispatcher({
     log,
     verifyToken: (kind, token) => tokens.verify(kind, token),
+    routeModule: (request, ctx) => host.route(request, ctx),
     timeoutMs: config.commandTimeout * 1000,
   });
   dispatcher.register(
@@ -120,6 +142,7 @@ export async function startServer(
     }),
     ...loginCommands(login),
     ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
+    ...moduleCommands(host),
     ...userCommands({
       accounts: store.accounts,
       tokens,
@@ -129,7 +152,6 @@ export async function startServer(
     }),
   );
 
-  const registry = new SessionRegistry();
   const sessionLimits = {
     maxInflight: config.maxInflight,
     rateLimit: config.rateLimit,
@@ -178,12 +200,14 @@ export async function startServer(
     store,
     registry,
     commands: dispatcher.commandNames(),
+    modules: host,
     close() {
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
         stopWatching();
         await transports.stop();
         await registry.closeAll("server shutting down", 5000);
+        await host.close();
         transports.close();
         store.close();
       })();

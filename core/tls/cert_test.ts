@@ -7,7 +7,7 @@ import {
   toPem,
 } from "./cert.ts";
 
-async function serveOnce(certPem: string, keyPem: string) {
+function serveOnce(certPem: string, keyPem: string) {
   const server = Deno.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -26,7 +26,7 @@ Deno.test("cert: a self-signed certificate is accepted by TLS when trusted", asy
   assert.equal(cert.sha256, await certificateHash(cert.certPem));
   assert.equal(cert.sha256.length, 64);
   assert.ok(cert.notAfter.getTime() - Date.now() < 14 * 86_400_000);
-  const server = await serveOnce(cert.certPem, cert.keyPem);
+  const server = serveOnce(cert.certPem, cert.keyPem);
   try {
     const client = Deno.createHttpClient({ caCerts: [cert.certPem] });
     const response = await fetch(`https://127.0.0.1:${server.addr.port}/`, {
@@ -50,7 +50,7 @@ Deno.test("cert: a leaf signed by a CA verifies with the CA alone, for its names
     days: 30,
     issuer: ca,
   });
-  const server = await serveOnce(
+  const server = serveOnce(
     chainPem(leaf.certPem, ca.certPem),
     leaf.keyPem,
   );

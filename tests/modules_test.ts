@@ -1,0 +1,464 @@
+/**
+ * The module host over real sessions: permission-restricted Workers and
+ * subprocesses, versions side by side, reload without disturbance, failure
+ * isolation, storage isolation and events.
+ */
+
+import assert from "node:assert/strict";
+import type { AmtpClient, Push } from "../client/mod.ts";
+import { ErrorCode } from "../core/protocol/mod.ts";
+import {
+  bootstrapKey,
+  login,
+  makeKey,
+  startTestServer,
+  type TestServer,
+  waitFor,
+} from "./helpers.ts";
+
+const FIXTURES = new URL("./fixtures/modules", import.meta.url).pathname;
+const FAST = {
+  heartbeat: { intervalMs: 200, toleranceMs: 1000, startMs: 15_000 },
+  restartBaseMs: 50,
+};
+
+interface World {
+  t: TestServer;
+  admin: (
+    command: string,
+    params?: Record<string, unknown>,
+  ) => Promise<Record<string, unknown>>;
+  user: (
+    address: string,
+  ) => Promise<
+    {
+      client: AmtpClient;
+      call: (
+        module: string,
+        command: string,
+        params?: Record<string, unknown>,
+      ) => Promise<import("../client/mod.ts").Response>;
+    }
+  >;
+}
+
+async function world(env: Record<string, string> = {}): Promise<World> {
+  const t = await startTestServer({ AMTP_MODULES: FIXTURES, ...env }, {
+    moduleHost: FAST,
+  });
+  const adminClient = await t.connect();
+  const adminToken = await login(
+    adminClient,
+    "admin",
+    "admin",
+    await bootstrapKey(t.dataDir),
+  );
+  const admin = (command: string, params: Record<string, unknown> = {}) =>
+    adminClient.call<Record<string, unknown>>(command, {
+      admin_token: adminToken,
+      ...params,
+    });
+  await admin("admin_add_domain", { domain: "example.org" }).catch(() => {});
+  const keys = new Map<string, Promise<Awaited<ReturnType<typeof makeKey>>>>();
+  return {
+    t,
+    admin,
+    async user(address) {
+      let pending = keys.get(address);
+      if (!pending) {
+        pending = makeKey("HPKE-X25519").then(async (key) => {
+          await admin("admin_add_user", {
+            address,
+            algorithm: key.algorithm,
+            public_key: key.publicKey,
+          });
+          return key;
+        });
+        keys.set(address, pending);
+      }
+      const key = await pending;
+      const client = await t.connect();
+      const token = await login(client, "user", address, key);
+      return {
+        client,
+        call: (module, command, params = {}) =>
+          client.request(command, { module, user_token: token, ...params }),
+      };
+    },
+  };
+}
+
+async function status(w: World, name: string, version: string) {
+  const { modules } = await w.admin("admin_get_modules") as {
+    modules: Record<string, unknown>[];
+  };
+  return modules.find((m) => m.name === name && m.version === version)!;
+}
+
+Deno.test("modules: two versions side by side, chosen by range or default; the caller cannot be spoofed", async () => {
+  const w = await world();
+  try {
+    const { call, client } = await w.user("alice@example.org");
+    const v1 = await call("probe", "whoami", { version: "1.0.0" });
+    assert.equal(v1.error, 0, v1.message);
+    assert.equal((v1.data as { version: string }).version, "1.0.0");
+    const v2 = await call("probe", "whoami", { version: "^2" });
+    assert.equal((v2.data as { version: string }).version, "2.0.0");
+    const latest = await call("probe", "whoami");
+    assert.equal((latest.data as { version: string }).version, "2.0.0");
+    await w.admin("admin_set_module_default", {
+      name: "probe",
+      version: "1.0.0",
+    });
+    assert.equal(
+      ((await call("probe", "whoami")).data as { version: string }).version,
+      "1.0.0",
+    );
+    assert.equal(
+      (await call("probe", "whoami", { version: "^3" })).error,
+      ErrorCode.MODULE_UNAVAILABLE,
+    );
+    assert.equal(
+      (await call("probe", "whoami", { version: "not a range" })).error,
+      ErrorCode.INVALID_PARAMETER,
+    );
+    assert.equal(
+      (await call("nosuch", "whoami")).error,
+      ErrorCode.MODULE_UNAVAILABLE,
+    );
+    assert.equal(
+      (await call("probe", "undeclared")).error,
+      ErrorCode.UNKNOWN_COMMAND,
+    );
+    // A client-supplied identity is only a parameter; the caller comes from the token.
+    const spoof = await call("probe", "whoami", {
+      caller: { address: "root@example.org", session: "x" },
+      address: "root@example.org",
+    });
+    const data = spoof.data as {
+      caller: { address: string; session: string };
+      params: Record<string, unknown>;
+    };
+    assert.equal(data.caller.address, "alice@example.org");
+    assert.notEqual(data.caller.session, "x");
+    assert.equal(data.params.address, "root@example.org");
+    assert.ok(!("user_token" in data.params));
+    // Module requests need a user token.
+    assert.equal(
+      (await client.request("whoami", { module: "probe" })).error,
+      ErrorCode.NOT_LOGGED_IN,
+    );
+    const info = await client.call<
+      { modules: { name: string; versions: string[] }[] }
+    >("info");
+    assert.deepEqual(
+      info.modules.find((m) => m.name === "probe")?.versions.sort(),
+      ["1.0.0", "2.0.0"],
+    );
+  } finally {
+    await w.t.close();
+  }
+});
+
+for (const isolation of ["worker", "process"] as const) {
+  Deno.test(`modules (${isolation}): a file or socket not granted is refused and logged`, async () => {
+    const w = await world();
+    try {
+      await w.admin("admin_set_module_isolation", {
+        name: "probe",
+        version: "1.0.0",
+        isolation,
+      });
+      const { call } = await w.user("alice@example.org");
+      for (const command of ["read_file", "open_socket"]) {
+        const r = await call("probe", command, { version: "1.0.0" });
+        assert.equal(r.error, ErrorCode.INTERNAL, `${command}: ${r.message}`);
+        assert.match(r.message ?? "", /no permission/);
+      }
+      const denied = w.t.logs.filter((l) =>
+        l.includes("module_permission_denied")
+      );
+      assert.equal(denied.length, 2);
+      assert.match(denied[0], /NotCapable|Requires read access/);
+      assert.equal(
+        (await call("probe", "whoami", { version: "1.0.0" })).error,
+        0,
+      );
+    } finally {
+      await w.t.close();
+    }
+  });
+
+  Deno.test(`modules (${isolation}): a throwing handler, a crash and an endless loop leave the server serving`, async () => {
+    const w = await world();
+    try {
+      await w.admin("admin_set_module_isolation", {
+        name: "probe",
+        version: "1.0.0",
+        isolation,
+      });
+      const { call, client } = await w.user("alice@example.org");
+      const v = { version: "1.0.0" };
+      // A module's own error code reaches the client.
+      const fail = await call("probe", "fail", v);
+      assert.equal(fail.error, ErrorCode.INVALID_PARAMETER);
+      assert.deepEqual(fail.data, { parameter: "x" });
+      // A throwing handler answers that request only.
+      const thrown = await call("probe", "throw", v);
+      assert.equal(thrown.error, ErrorCode.INTERNAL);
+      assert.match(thrown.message ?? "", /handler exploded/);
+      assert.equal((await call("probe", "whoami", v)).error, 0);
+
+      // A crash: the request fails, the module comes back.
+      const crashed = await call("probe", "crash", v);
+      assert.equal(crashed.error, ErrorCode.MODULE_UNAVAILABLE);
+      assert.equal((await client.request("ping")).error, 0);
+      await waitFor(
+        async () => (await call("probe", "whoami", v)).error === 0,
+        20_000,
+        "restart after crash",
+      );
+      assert.ok(((await status(w, "probe", "1.0.0")).restarts as number) >= 1);
+
+      // An endless loop: detected by the deadline, marked unavailable, replaced.
+      const started = Date.now();
+      const looped = call("probe", "loop", v);
+      // Meanwhile the server and the other version keep serving.
+      assert.equal((await client.request("ping")).error, 0);
+      assert.equal(
+        (await call("probe", "whoami", { version: "2.0.0" })).error,
+        0,
+      );
+      const hung = await looped;
+      assert.equal(hung.error, ErrorCode.MODULE_UNAVAILABLE, hung.message);
+      assert.ok(Date.now() - started < 5000);
+      await waitFor(
+        async () => (await call("probe", "whoami", v)).error === 0,
+        20_000,
+        "replacement after hang",
+      );
+      const after = await status(w, "probe", "1.0.0");
+      assert.equal(after.hangs, 1);
+      assert.equal(after.state, "running");
+      if (isolation === "process") {
+        // The hung process was killed: one probe 1.0.0 process is left.
+        const ps = await new Deno.Command("pgrep", {
+          args: ["-f", "probe/1.0.0/mod.ts"],
+          stdout: "piped",
+        }).output();
+        const pids = new TextDecoder().decode(ps.stdout).trim().split("\n")
+          .filter(Boolean);
+        assert.equal(pids.length, 1, `processes: ${pids.join(",")}`);
+      }
+      // A slow handler that still answers pings gets TIMEOUT, not a restart.
+      const slow = await call("probe", "slow", { ...v, ms: 1500 });
+      assert.equal(slow.error, ErrorCode.TIMEOUT, slow.message);
+      assert.equal((await status(w, "probe", "1.0.0")).hangs, 1);
+    } finally {
+      await w.t.close();
+    }
+  });
+}
+
+Deno.test("modules: a Worker that hangs twice moves to process isolation", async () => {
+  const w = await world();
+  try {
+    const { call } = await w.user("alice@example.org");
+    const v = { version: "1.0.0" };
+    for (let i = 0; i < 2; i++) {
+      await waitFor(
+        async () => (await call("probe", "whoami", v)).error === 0,
+        20_000,
+        "running",
+      );
+      assert.equal(
+        (await call("probe", "loop", v)).error,
+        ErrorCode.MODULE_UNAVAILABLE,
+      );
+    }
+    await waitFor(
+      async () => (await call("probe", "whoami", v)).error === 0,
+      20_000,
+      "running as a process",
+    );
+    assert.equal((await status(w, "probe", "1.0.0")).isolation, "process");
+    assert.ok(w.t.logs.some((l) => l.includes("module_isolation_changed")));
+  } finally {
+    await w.t.close();
+  }
+});
+
+Deno.test("modules: storage is per module, large values are chunked, the quota holds", async () => {
+  const w = await world();
+  try {
+    const { call } = await w.user("alice@example.org");
+    assert.equal(
+      (await call("probe", "put", { key: "k", value: "probe secret" })).error,
+      0,
+    );
+    assert.equal(
+      ((await call("probe", "get", { key: "k", version: "1.0.0" })).data as {
+        value: string;
+      }).value,
+      "probe secret",
+    );
+    // Another module asking for the same key sees its own namespace.
+    assert.equal(
+      ((await call("other", "get", { key: "k" })).data as { value: unknown })
+        .value,
+      null,
+    );
+    await call("other", "put", { key: "k", value: "other value" });
+    assert.equal(
+      ((await call("probe", "get", { key: "k" })).data as { value: string })
+        .value,
+      "probe secret",
+    );
+    // A value far over one KV value (64 KiB) round-trips.
+    const big = new Uint8Array(300_000).map((_, i) => i % 251);
+    assert.equal(
+      (await call("probe", "put", { key: "big", value: big })).error,
+      0,
+    );
+    const back = (await call("probe", "get", { key: "big" })).data as {
+      value: Uint8Array;
+    };
+    assert.deepEqual([...back.value.subarray(0, 1000)], [
+      ...big.subarray(0, 1000),
+    ]);
+    assert.equal(back.value.byteLength, big.byteLength);
+    // Past the quota (1,000,000 bytes).
+    const tooBig = await call("probe", "put", {
+      key: "huge",
+      value: new Uint8Array(800_000),
+    });
+    assert.equal(tooBig.error, ErrorCode.LIMIT_EXCEEDED);
+    assert.match(tooBig.message ?? "", /quota/);
+    // Overwriting frees the old size.
+    assert.equal(
+      (await call("probe", "put", { key: "big", value: "small now" })).error,
+      0,
+    );
+    assert.equal(
+      (await call("probe", "put", {
+        key: "huge",
+        value: new Uint8Array(800_000),
+      })).error,
+      0,
+    );
+  } finally {
+    await w.t.close();
+  }
+});
+
+Deno.test("modules: events reach every live session of the address, tagged with the module", async () => {
+  const w = await world();
+  try {
+    const a1 = await w.user("alice@example.org");
+    const a2 = await w.user("alice@example.org");
+    const bob = await w.user("bob@example.org");
+    const got: Push[][] = [[], [], []];
+    [a1, a2, bob].forEach((s, i) => s.client.onPush((p) => got[i].push(p)));
+    // The second session binds to Alice by making a request.
+    await a2.call("probe", "whoami");
+    await bob.call("probe", "whoami");
+    const r = await a1.call("probe", "push", { version: "1.0.0" });
+    assert.equal((r.data as { delivered: number }).delivered, 2);
+    await waitFor(
+      () => got[0].length === 1 && got[1].length === 1,
+      5000,
+      "pushes",
+    );
+    assert.deepEqual(got[0][0], {
+      event: "probed",
+      module: "probe",
+      data: { version: "1.0.0" },
+    });
+    assert.equal(got[2].length, 0);
+    // An event the manifest does not declare is refused.
+    const undeclared = await a1.call("probe", "push", { event: "sneaky" });
+    assert.notEqual(undeclared.error, 0);
+  } finally {
+    await w.t.close();
+  }
+});
+
+Deno.test("modules: reload, disable, unload and load without a restart, other sessions undisturbed", async () => {
+  const w = await world();
+  try {
+    const sessions = await Promise.all(
+      [1, 2, 3].map(() => w.user("alice@example.org")),
+    );
+    let stop = false;
+    const errors: string[] = [];
+    let calls = 0;
+    const workers = sessions.map(async (s) => {
+      while (!stop) {
+        const r = await s.call("probe", "whoami", { version: "2.0.0" });
+        calls++;
+        if (r.error !== 0) errors.push(r.message ?? String(r.error));
+      }
+    });
+    // Reload 2.0.0 twice and 1.0.0 once while the sessions work on 2.0.0.
+    await w.admin("admin_reload_module", { name: "probe", version: "2.0.0" });
+    await w.admin("admin_reload_module", { name: "probe", version: "1.0.0" });
+    await w.admin("admin_reload_module", { name: "probe", version: "2.0.0" });
+    await new Promise((r) => setTimeout(r, 200));
+    stop = true;
+    await Promise.all(workers);
+    assert.deepEqual(errors, []);
+    assert.ok(calls > 30, `calls ${calls}`);
+
+    const { call } = sessions[0];
+    await w.admin("admin_disable_module", { name: "probe", version: "1.0.0" });
+    assert.equal(
+      (await call("probe", "whoami", { version: "1.0.0" })).error,
+      ErrorCode.MODULE_UNAVAILABLE,
+    );
+    assert.equal((await status(w, "probe", "1.0.0")).state, "disabled");
+    await w.admin("admin_enable_module", { name: "probe", version: "1.0.0" });
+    assert.equal(
+      (await call("probe", "whoami", { version: "1.0.0" })).error,
+      0,
+    );
+    await w.admin("admin_unload_module", { name: "probe", version: "2.0.0" });
+    assert.equal(
+      ((await call("probe", "whoami")).data as { version: string }).version,
+      "1.0.0",
+    );
+    await w.admin("admin_load_module", { name: "probe", version: "2.0.0" });
+    assert.equal(
+      ((await call("probe", "whoami")).data as { version: string }).version,
+      "2.0.0",
+    );
+    const missing = await sessions[0].client.request("admin_load_module", {
+      name: "probe",
+      version: "9.9.9",
+    });
+    assert.notEqual(missing.error, 0);
+  } finally {
+    await w.t.close();
+  }
+});
+
+Deno.test("modules: admin choices survive a restart", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "amtp-test-" });
+  try {
+    const w = await world({ AMTP_DATA: dataDir });
+    await w.admin("admin_disable_module", { name: "other", version: "1.0.0" });
+    await w.admin("admin_set_module_default", {
+      name: "probe",
+      version: "1.0.0",
+    });
+    await w.t.close();
+    const again = await world({ AMTP_DATA: dataDir });
+    try {
+      assert.equal((await status(again, "other", "1.0.0")).state, "disabled");
+      assert.equal((await status(again, "probe", "1.0.0")).default, true);
+    } finally {
+      await again.t.close();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -1,0 +1,697 @@
+/**
+ * The module host: loads module versions, routes client requests to them,
+ * supervises them (restart with backoff, hang detection, process isolation
+ * when a Worker hangs), serves their storage and push requests, and carries
+ * out the admin's life-cycle commands — all without a server restart.
+ *
+ * It does not know sessions or federation: the server hands it a `push`
+ * function.
+ *
+ * @module
+ */
+
+import type { Logger } from "../core/log/mod.ts";
+import {
+  type Caller,
+  ErrorCode,
+  type HandlerContext,
+  ProtocolError,
+} from "../core/protocol/mod.ts";
+import type { Document, Push } from "../core/wire/mod.ts";
+import {
+  type DownReason,
+  type HeartbeatOptions,
+  ModuleInstance,
+} from "./instance.ts";
+import type { Channel } from "./isolation/channel.ts";
+import { startProcess } from "./isolation/process.ts";
+import { startWorker } from "./isolation/worker.ts";
+import {
+  discoverManifests,
+  type Isolation,
+  loadManifest,
+  type Manifest,
+} from "./manifest.ts";
+import {
+  compareVersions,
+  maxSatisfying,
+  parseVersion,
+  SemverError,
+} from "./semver.ts";
+import { ModuleStorage } from "./storage.ts";
+
+/** Request fields that belong to the envelope, not to the module. */
+const ENVELOPE = new Set([
+  "command",
+  "requestID",
+  "module",
+  "version",
+  "user_token",
+  "admin_token",
+]);
+/** Latency samples kept per version. */
+const SAMPLES = 512;
+
+/** Options of {@link ModuleHost}. */
+export interface ModuleHostOptions {
+  /** Folder holding `<name>/<version>/module.json`. */
+  root: string;
+  /** KV for module storage and the host's own state. */
+  kv: Deno.Kv;
+  /** Logger. */
+  log: Logger;
+  /** Deliver a push to every live session of an address. */
+  push: (address: string, push: Push) => Promise<number>;
+  /** deno.json for process-isolated modules (their import map). */
+  denoConfig: string;
+  /** Heartbeat timing. */
+  heartbeat?: Partial<HeartbeatOptions>;
+  /** First restart delay in milliseconds (doubles up to 30 s). */
+  restartBaseMs?: number;
+  /** Hangs in worker mode after which a version moves to process isolation. */
+  hangsBeforeProcess?: number;
+}
+
+/** What admins see of one module version. */
+export interface ModuleStatus {
+  /** Module name. */
+  name: string;
+  /** Version. */
+  version: string;
+  /** `running`, `starting`, `restarting`, `disabled` or `unloaded`. */
+  state: string;
+  /** Whether it serves requests when running. */
+  enabled: boolean;
+  /** Whether it is the default version of its module. */
+  default: boolean;
+  /** `worker` or `process`. */
+  isolation: Isolation;
+  /** Commands served. */
+  commands: string[];
+  /** Calls answered. */
+  calls: number;
+  /** Calls answered with an error. */
+  errors: number;
+  /** Restarts after a crash or hang. */
+  restarts: number;
+  /** Times it stopped answering. */
+  hangs: number;
+  /** Median call latency in milliseconds. */
+  p50_ms: number;
+  /** 99th percentile call latency in milliseconds. */
+  p99_ms: number;
+  /** Last failure, if any. */
+  last_error: string;
+  /** Storage quota in bytes. */
+  storage_quota: number;
+}
+
+interface PersistedState {
+  default?: string;
+  versions: Record<
+    string,
+    { enabled: boolean; loaded: boolean; isolation?: Isolation }
+  >;
+}
+
+interface Slot {
+  manifest: Manifest;
+  enabled: boolean;
+  loaded: boolean;
+  isolation: Isolation;
+  isolationSet: boolean;
+  instance?: ModuleInstance;
+  state: "running" | "starting" | "restarting" | "disabled" | "unloaded";
+  restarts: number;
+  hangs: number;
+  failures: number;
+  upSince: number;
+  restartTimer?: ReturnType<typeof setTimeout>;
+  lastError: string;
+  calls: number;
+  errors: number;
+  latencies: number[];
+}
+
+function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return 0;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return Math.round(
+    sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] * 1000,
+  ) / 1000;
+}
+
+function unavailable(message: string): ProtocolError {
+  return new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, message);
+}
+
+/** Runs modules. */
+export class ModuleHost {
+  readonly #options: ModuleHostOptions;
+  readonly #log: Logger;
+  readonly #heartbeat: HeartbeatOptions;
+  readonly #modules = new Map<string, Map<string, Slot>>();
+  readonly #defaults = new Map<string, string>();
+  #closed = false;
+
+  /** Create a host; call {@link start} to load modules. */
+  constructor(options: ModuleHostOptions) {
+    this.#options = options;
+    this.#log = options.log.child({ part: "modules" });
+    this.#heartbeat = {
+      intervalMs: 1000,
+      toleranceMs: 3000,
+      startMs: 15_000,
+      ...options.heartbeat,
+    };
+  }
+
+  /** Discover modules and start every enabled version. */
+  async start(): Promise<void> {
+    const { manifests, errors } = await discoverManifests(this.#options.root);
+    for (const error of errors) {
+      this.#log.error("module_manifest_invalid", { error });
+    }
+    for (const manifest of manifests) {
+      const state = await this.#state(manifest.name);
+      if (state.default) this.#defaults.set(manifest.name, state.default);
+      const saved = state.versions[manifest.version];
+      const slot = this.#addSlot(manifest, saved);
+      if (slot.loaded && slot.enabled) this.#launch(slot);
+    }
+    await Promise.all(
+      [...this.#slots()].filter((s) => s.state === "starting").map((s) =>
+        this.#waitStarted(s, this.#heartbeat.startMs)
+      ),
+    );
+  }
+
+  #addSlot(
+    manifest: Manifest,
+    saved?: PersistedState["versions"][string],
+  ): Slot {
+    let versions = this.#modules.get(manifest.name);
+    if (!versions) this.#modules.set(manifest.name, versions = new Map());
+    const slot: Slot = {
+      manifest,
+      enabled: saved?.enabled ?? true,
+      loaded: saved?.loaded ?? true,
+      isolation: saved?.isolation ?? manifest.isolation,
+      isolationSet: saved?.isolation !== undefined,
+      state: "disabled",
+      restarts: 0,
+      hangs: 0,
+      failures: 0,
+      upSince: 0,
+      lastError: "",
+      calls: 0,
+      errors: 0,
+      latencies: [],
+    };
+    if (!slot.loaded) slot.state = "unloaded";
+    versions.set(manifest.version, slot);
+    return slot;
+  }
+
+  *#slots(): Iterable<Slot> {
+    for (const versions of this.#modules.values()) yield* versions.values();
+  }
+
+  async #waitStarted(slot: Slot, ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    while (slot.state === "starting" && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async #state(name: string): Promise<PersistedState> {
+    return (await this.#options.kv.get<PersistedState>(["module_state", name]))
+      .value ??
+      { versions: {} };
+  }
+
+  async #persist(name: string): Promise<void> {
+    const versions = this.#modules.get(name);
+    const state: PersistedState = {
+      default: this.#defaults.get(name),
+      versions: {},
+    };
+    for (const [version, slot] of versions ?? []) {
+      state.versions[version] = {
+        enabled: slot.enabled,
+        loaded: slot.loaded,
+        isolation: slot.isolationSet ? slot.isolation : undefined,
+      };
+    }
+    await this.#options.kv.set(["module_state", name], state);
+  }
+
+  #channel(slot: Slot): Channel {
+    return slot.isolation === "process"
+      ? startProcess(slot.manifest, {
+        config: this.#options.denoConfig,
+        log: this.#log,
+      })
+      : startWorker(slot.manifest);
+  }
+
+  /** Start an instance for a slot; swap it in when ready. */
+  #launch(slot: Slot): Promise<ModuleInstance | undefined> {
+    if (slot.state !== "running") slot.state = "starting";
+    let instance: ModuleInstance;
+    try {
+      instance = new ModuleInstance(slot.manifest, this.#channel(slot), {
+        isolation: slot.isolation,
+        services: (manifest, request) => this.#serve(manifest, request),
+        log: this.#log,
+        heartbeat: this.#heartbeat,
+      });
+    } catch (error) {
+      this.#failed(slot, String(error));
+      return Promise.resolve(undefined);
+    }
+    instance.onDown((reason, detail) =>
+      this.#onDown(slot, instance, reason, detail)
+    );
+    return instance.start().then(
+      () => {
+        if (this.#closed || !slot.enabled || !slot.loaded) {
+          instance.stop();
+          return undefined;
+        }
+        const old = slot.instance;
+        slot.instance = instance;
+        slot.state = "running";
+        slot.upSince = Date.now();
+        if (old && old !== instance) {
+          old.drained(slot.manifest.timeoutMs).then(() => old.stop());
+        }
+        this.#log.info("module_started", {
+          module: slot.manifest.name,
+          version: slot.manifest.version,
+          isolation: slot.isolation,
+        });
+        return instance;
+      },
+      (error) => {
+        this.#failed(
+          slot,
+          error instanceof Error ? error.message : String(error),
+        );
+        return undefined;
+      },
+    );
+  }
+
+  #failed(slot: Slot, detail: string): void {
+    slot.lastError = detail;
+    this.#log.error("module_start_failed", {
+      module: slot.manifest.name,
+      version: slot.manifest.version,
+      error: detail,
+    });
+    if (!slot.instance) this.#scheduleRestart(slot);
+  }
+
+  #onDown(
+    slot: Slot,
+    instance: ModuleInstance,
+    reason: DownReason,
+    detail: string,
+  ): void {
+    if (slot.instance !== instance) return; // an old or never-swapped instance
+    slot.instance = undefined;
+    if (reason === "stopped" || this.#closed) return;
+    slot.lastError = `${reason}: ${detail}`;
+    if (reason === "hung") {
+      slot.hangs++;
+      const limit = this.#options.hangsBeforeProcess ?? 2;
+      if (slot.isolation === "worker" && slot.hangs >= limit) {
+        slot.isolation = "process";
+        this.#log.warn("module_isolation_changed", {
+          module: slot.manifest.name,
+          version: slot.manifest.version,
+          reason:
+            `hung ${slot.hangs} times in a Worker, which cannot be stopped: now a killable process`,
+        });
+      }
+    }
+    this.#scheduleRestart(slot);
+  }
+
+  #scheduleRestart(slot: Slot): void {
+    if (this.#closed || !slot.enabled || !slot.loaded || slot.restartTimer) {
+      return;
+    }
+    if (Date.now() - slot.upSince > 60_000) slot.failures = 0;
+    const base = this.#options.restartBaseMs ?? 100;
+    const delay = Math.min(30_000, base * 2 ** slot.failures);
+    slot.failures++;
+    slot.state = "restarting";
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (this.#closed || !slot.enabled || !slot.loaded) return;
+      slot.restarts++;
+      this.#launch(slot);
+    }, delay);
+  }
+
+  async #serve(manifest: Manifest, request: Document): Promise<unknown> {
+    const op = String(request.op);
+    if (op.startsWith("storage.")) {
+      const storage = new ModuleStorage(
+        this.#options.kv,
+        manifest.name,
+        manifest.storageQuota,
+      );
+      switch (op) {
+        case "storage.get":
+          return await storage.get(request.key);
+        case "storage.set":
+          await storage.set(request.key, request.value);
+          return { ok: true };
+        case "storage.delete":
+          await storage.delete(request.key);
+          return { ok: true };
+        case "storage.list":
+          return await storage.list(request.prefix, request);
+        case "storage.atomic":
+          return { ok: await storage.atomic(request.ops) };
+      }
+    }
+    if (op === "push") {
+      const event = String(request.event);
+      if (!manifest.events.includes(event)) {
+        throw Object.assign(
+          new Error(`event "${event}" is not declared in the manifest`),
+          {
+            code: "invalid_parameter",
+          },
+        );
+      }
+      if (typeof request.address !== "string") {
+        throw Object.assign(new Error("push needs an address"), {
+          code: "invalid_parameter",
+        });
+      }
+      const delivered = await this.#options.push(request.address, {
+        event,
+        module: manifest.name,
+        data: request.data ?? null,
+      });
+      return { delivered };
+    }
+    throw Object.assign(new Error(`unknown request ${op}`), {
+      code: "invalid_parameter",
+    });
+  }
+
+  #pick(name: string, range?: string): Slot {
+    const versions = this.#modules.get(name);
+    if (!versions || versions.size === 0) {
+      throw unavailable(`no module "${name.slice(0, 64)}"`);
+    }
+    const usable = [...versions.values()].filter((s) => s.enabled && s.loaded);
+    if (usable.length === 0) throw unavailable(`module "${name}" is disabled`);
+    let chosen: string | undefined;
+    if (range !== undefined) {
+      try {
+        chosen = maxSatisfying(usable.map((s) => s.manifest.version), range);
+      } catch (error) {
+        if (error instanceof SemverError) {
+          throw new ProtocolError(
+            ErrorCode.INVALID_PARAMETER,
+            `parameter "version": ${error.message}`,
+            {
+              parameter: "version",
+            },
+          );
+        }
+        throw error;
+      }
+      if (!chosen) {
+        throw unavailable(
+          `module "${name}" has no enabled version matching ${range}`,
+        );
+      }
+    } else {
+      const preferred = this.#defaults.get(name);
+      chosen = preferred && usable.some((s) => s.manifest.version === preferred)
+        ? preferred
+        : usable.map((s) => s.manifest.version).sort((a, b) =>
+          compareVersions(parseVersion(b), parseVersion(a))
+        )[0];
+    }
+    return versions.get(chosen)!;
+  }
+
+  /** Route a client request naming a module (the dispatcher's module router). */
+  async route(request: Document, ctx: HandlerContext): Promise<unknown> {
+    const name = String(request.module);
+    if (request.version !== undefined && typeof request.version !== "string") {
+      throw new ProtocolError(
+        ErrorCode.INVALID_PARAMETER,
+        'parameter "version" must be of type string',
+        {
+          parameter: "version",
+        },
+      );
+    }
+    const slot = this.#pick(name, request.version as string | undefined);
+    const command = String(request.command);
+    if (!slot.manifest.commands.includes(command)) {
+      throw new ProtocolError(
+        ErrorCode.UNKNOWN_COMMAND,
+        `module ${name} ${slot.manifest.version} has no command "${
+          command.slice(0, 64)
+        }"`,
+      );
+    }
+    const instance = slot.instance;
+    if (!instance || instance.state !== "ready") {
+      throw unavailable(
+        `module ${name} ${slot.manifest.version} is ${slot.state}; try again shortly`,
+      );
+    }
+    const params: Document = {};
+    for (const [key, value] of Object.entries(request)) {
+      if (!ENVELOPE.has(key)) params[key] = value;
+    }
+    const caller = ctx.caller as Caller;
+    const started = performance.now();
+    slot.calls++;
+    try {
+      return await instance.call(command, {
+        address: caller.name,
+        session: ctx.session.id,
+      }, params);
+    } catch (error) {
+      slot.errors++;
+      throw error;
+    } finally {
+      slot.latencies.push(performance.now() - started);
+      if (slot.latencies.length > SAMPLES) slot.latencies.shift();
+    }
+  }
+
+  /** Modules and versions clients may use, for `info`. */
+  available(): { name: string; versions: string[]; default?: string }[] {
+    const out = [];
+    for (const [name, versions] of this.#modules) {
+      const usable = [...versions.values()].filter((s) => s.enabled && s.loaded)
+        .map((s) => s.manifest.version);
+      if (usable.length === 0) continue;
+      out.push({ name, versions: usable, default: this.#defaults.get(name) });
+    }
+    return out;
+  }
+
+  /** Every version with its state and figures. */
+  list(): ModuleStatus[] {
+    const out: ModuleStatus[] = [];
+    for (const [name, versions] of this.#modules) {
+      for (const [version, slot] of versions) {
+        out.push({
+          name,
+          version,
+          state: slot.state,
+          enabled: slot.enabled,
+          default: this.#defaults.get(name) === version,
+          isolation: slot.isolation,
+          commands: slot.manifest.commands,
+          calls: slot.calls,
+          errors: slot.errors,
+          restarts: slot.restarts,
+          hangs: slot.hangs,
+          p50_ms: percentile(slot.latencies, 0.5),
+          p99_ms: percentile(slot.latencies, 0.99),
+          last_error: slot.lastError,
+          storage_quota: slot.manifest.storageQuota,
+        });
+      }
+    }
+    return out.sort((a, b) =>
+      a.name.localeCompare(b.name) || a.version.localeCompare(b.version)
+    );
+  }
+
+  #slot(name: string, version: string): Slot {
+    const slot = this.#modules.get(name)?.get(version);
+    if (!slot) {
+      throw new ProtocolError(
+        ErrorCode.NOT_FOUND,
+        `module ${name} ${version} is not known: load it first`,
+      );
+    }
+    return slot;
+  }
+
+  async #startAndCheck(slot: Slot): Promise<void> {
+    const instance = await this.#launch(slot);
+    if (!instance) {
+      throw unavailable(
+        `module ${slot.manifest.name} ${slot.manifest.version} failed to start: ${slot.lastError}`,
+      );
+    }
+  }
+
+  /** Load a version from its folder (new on disk, or unloaded before) and start it. */
+  async load(name: string, version: string): Promise<ModuleStatus> {
+    const existing = this.#modules.get(name)?.get(version);
+    if (existing?.loaded) {
+      throw new ProtocolError(
+        ErrorCode.ALREADY_EXISTS,
+        `module ${name} ${version} is already loaded`,
+      );
+    }
+    let manifest: Manifest;
+    try {
+      manifest = await loadManifest(`${this.#options.root}/${name}/${version}`);
+    } catch (error) {
+      throw new ProtocolError(
+        ErrorCode.NOT_FOUND,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
+    if (manifest.name !== name || manifest.version !== version) {
+      throw new ProtocolError(
+        ErrorCode.INVALID_PARAMETER,
+        `the folder holds ${manifest.name} ${manifest.version}`,
+      );
+    }
+    const slot = this.#addSlot(manifest, {
+      enabled: true,
+      loaded: true,
+      isolation: existing?.isolationSet ? existing.isolation : undefined,
+    });
+    await this.#persist(name);
+    await this.#startAndCheck(slot);
+    return this.#status(slot);
+  }
+
+  #status(slot: Slot): ModuleStatus {
+    return this.list().find((s) =>
+      s.name === slot.manifest.name && s.version === slot.manifest.version
+    )!;
+  }
+
+  /** Stop a version and forget it until it is loaded again. */
+  async unload(name: string, version: string): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    slot.loaded = false;
+    slot.state = "unloaded";
+    clearTimeout(slot.restartTimer);
+    slot.restartTimer = undefined;
+    await this.#retire(slot);
+    await this.#persist(name);
+    return this.#status(slot);
+  }
+
+  async #retire(slot: Slot): Promise<void> {
+    const old = slot.instance;
+    slot.instance = undefined;
+    if (old) {
+      await old.drained(slot.manifest.timeoutMs);
+      old.stop();
+    }
+  }
+
+  /** Start a fresh instance with the code on disk; the old one finishes its calls. */
+  async reload(name: string, version: string): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    if (!slot.loaded || !slot.enabled) {
+      throw unavailable(`module ${name} ${version} is ${slot.state}`);
+    }
+    try {
+      slot.manifest = await loadManifest(slot.manifest.dir);
+    } catch (error) {
+      throw new ProtocolError(
+        ErrorCode.INVALID_PARAMETER,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
+    await this.#startAndCheck(slot);
+    return this.#status(slot);
+  }
+
+  /** Let a version serve again. */
+  async enable(name: string, version: string): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    if (!slot.loaded) {
+      throw unavailable(`module ${name} ${version} is unloaded: load it`);
+    }
+    if (!slot.enabled) {
+      slot.enabled = true;
+      slot.failures = 0;
+      await this.#persist(name);
+      await this.#startAndCheck(slot);
+    }
+    return this.#status(slot);
+  }
+
+  /** Stop serving a version (it stays loaded). */
+  async disable(name: string, version: string): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    slot.enabled = false;
+    if (slot.loaded) slot.state = "disabled";
+    clearTimeout(slot.restartTimer);
+    slot.restartTimer = undefined;
+    await this.#persist(name);
+    await this.#retire(slot);
+    return this.#status(slot);
+  }
+
+  /** Make a version the one requests without a version range get. */
+  async setDefault(name: string, version: string): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    this.#defaults.set(name, version);
+    await this.#persist(name);
+    return this.#status(slot);
+  }
+
+  /** Choose worker or process isolation; the running instance is replaced. */
+  async setIsolation(
+    name: string,
+    version: string,
+    isolation: Isolation,
+  ): Promise<ModuleStatus> {
+    const slot = this.#slot(name, version);
+    slot.isolation = isolation;
+    slot.isolationSet = true;
+    slot.hangs = 0;
+    await this.#persist(name);
+    if (slot.loaded && slot.enabled) await this.#startAndCheck(slot);
+    return this.#status(slot);
+  }
+
+  /** Stop every module. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const stops = [];
+    for (const slot of this.#slots()) {
+      clearTimeout(slot.restartTimer);
+      stops.push(this.#retire(slot));
+    }
+    await Promise.all(stops);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Worker isolation: the module runs in a Web Worker created with exactly the
+ * permissions of its manifest. Cheap and fast; but Deno 2.9 cannot stop a
+ * Worker stuck in a JavaScript loop (terminate() leaves the thread running),
+ * so a hung Worker is abandoned and the supervisor prefers process isolation
+ * for a module that hangs repeatedly.
+ *
+ * @module
+ */
+
+import { decodeDocument, encodeDocument } from "../../core/wire/mod.ts";
+import type { Manifest } from "../manifest.ts";
+import type { Channel } from "./channel.ts";
+
+/** The Worker permission set of a manifest: what it lists, nothing else. */
+export function workerPermissions(
+  manifest: Manifest,
+): Deno.PermissionOptionsObject {
+  const list = (items: string[]) => items.length > 0 ? items : false;
+  return {
+    net: list(manifest.permissions.net),
+    read: list(manifest.permissions.read),
+    write: list(manifest.permissions.write),
+    env: list(manifest.permissions.env),
+    run: false,
+    ffi: false,
+    sys: false,
+    import: false,
+  };
+}
+
+/** Start the module's entry in a permission-restricted Worker. */
+export function startWorker(manifest: Manifest): Channel {
+  const worker = new Worker(manifest.entry, {
+    type: "module",
+    name: `${manifest.name}@${manifest.version}`,
+    deno: { permissions: workerPermissions(manifest) },
+  } as WorkerOptions);
+  let exitHandler: ((reason: string) => void) | undefined;
+  let stopped = false;
+  const exit = (reason: string) => {
+    if (stopped) return;
+    stopped = true;
+    exitHandler?.(reason);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    exit(`uncaught error: ${event.message}`);
+  };
+  worker.onmessageerror = () => exit("unreadable message");
+  return {
+    killable: false,
+    send(doc) {
+      if (!stopped) worker.postMessage(encodeDocument(doc));
+    },
+    onMessage(handler) {
+      worker.onmessage = (event: MessageEvent) => {
+        try {
+          handler(decodeDocument(new Uint8Array(event.data)));
+        } catch {
+          exit("sent an unreadable document");
+        }
+      };
+    },
+    onExit(handler) {
+      exitHandler = handler;
+    },
+    stop() {
+      stopped = true;
+      worker.terminate();
+    },
+  };
+}

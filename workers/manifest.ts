@@ -1,0 +1,232 @@
+/**
+ * Module manifests: `modules/<name>/<version>/module.json`.
+ *
+ * ```json
+ * {
+ *   "name": "echo",
+ *   "version": "1.0.0",
+ *   "entry": "mod.ts",
+ *   "description": "repeats what it is sent",
+ *   "permissions": { "net": ["127.0.0.1:8080"], "read": ["./assets"], "write": [], "env": [] },
+ *   "commands": ["echo"],
+ *   "events": ["echoed"],
+ *   "storage_quota": 1048576,
+ *   "isolation": "worker",
+ *   "timeout_ms": 5000,
+ *   "memory_mb": 128
+ * }
+ * ```
+ *
+ * Permissions default to none. Relative read/write paths are relative to the
+ * module's folder.
+ *
+ * @module
+ */
+
+import { parseVersion } from "./semver.ts";
+
+/** Isolation of a module: a Web Worker (default) or a killable subprocess. */
+export type Isolation = "worker" | "process";
+
+/** What a module may touch. */
+export interface Permissions {
+  /** `host:port` or `host` entries. */
+  net: string[];
+  /** Absolute paths readable. */
+  read: string[];
+  /** Absolute paths writable. */
+  write: string[];
+  /** Environment variable names readable. */
+  env: string[];
+}
+
+/** A validated manifest. */
+export interface Manifest {
+  /** Module name: lowercase letters, digits, `-`, `_`. */
+  name: string;
+  /** Semantic version. */
+  version: string;
+  /** Absolute file URL of the entry module. */
+  entry: string;
+  /** The module's folder (absolute path). */
+  dir: string;
+  /** One line for admins. */
+  description: string;
+  /** What it may touch. */
+  permissions: Permissions;
+  /** Commands it serves. */
+  commands: string[];
+  /** Events it may push. */
+  events: string[];
+  /** Storage quota in bytes. */
+  storageQuota: number;
+  /** Isolation chosen by the manifest. */
+  isolation: Isolation;
+  /** Deadline of one call in milliseconds. */
+  timeoutMs: number;
+  /** Memory cap of a process-isolated module in MiB. */
+  memoryMb: number;
+}
+
+/** A manifest that cannot be used. */
+export class ManifestError extends Error {
+  /** Stable error code. */
+  readonly code = "manifest_invalid";
+
+  /** Create the error for a manifest file. */
+  constructor(file: string, message: string) {
+    super(`${file}: ${message}`);
+    this.name = "ManifestError";
+  }
+}
+
+const NAME_RE = /^[a-z][a-z0-9_-]{0,62}$/;
+const COMMAND_RE = /^[a-z][a-z0-9_]{0,62}$/;
+
+function strings(file: string, value: unknown, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.some((v) => typeof v !== "string")) {
+    throw new ManifestError(file, `"${field}" must be a list of strings`);
+  }
+  return value as string[];
+}
+
+function resolvePath(dir: string, path: string): string {
+  if (path.startsWith("/")) return path;
+  return `${dir}/${path.replace(/^\.\//, "")}`;
+}
+
+/**
+ * Validate a parsed manifest found in `dir`.
+ *
+ * @throws {ManifestError}
+ */
+export function parseManifest(raw: unknown, dir: string): Manifest {
+  const file = `${dir}/module.json`;
+  if (!raw || typeof raw !== "object") {
+    throw new ManifestError(file, "not a JSON object");
+  }
+  const m = raw as Record<string, unknown>;
+  if (typeof m.name !== "string" || !NAME_RE.test(m.name)) {
+    throw new ManifestError(file, '"name" must match [a-z][a-z0-9_-]*');
+  }
+  if (typeof m.version !== "string") {
+    throw new ManifestError(file, '"version" must be a string');
+  }
+  try {
+    parseVersion(m.version);
+  } catch {
+    throw new ManifestError(
+      file,
+      `"version" ${m.version} is not MAJOR.MINOR.PATCH`,
+    );
+  }
+  const entry = typeof m.entry === "string" ? m.entry : "mod.ts";
+  if (entry.includes("..") || entry.startsWith("/")) {
+    throw new ManifestError(
+      file,
+      '"entry" must be a file inside the module folder',
+    );
+  }
+  const perms = (m.permissions ?? {}) as Record<string, unknown>;
+  const commands = strings(file, m.commands, "commands");
+  if (commands.length === 0 || commands.some((c) => !COMMAND_RE.test(c))) {
+    throw new ManifestError(
+      file,
+      '"commands" must list command names ([a-z][a-z0-9_]*)',
+    );
+  }
+  const isolation = m.isolation ?? "worker";
+  if (isolation !== "worker" && isolation !== "process") {
+    throw new ManifestError(file, '"isolation" is "worker" or "process"');
+  }
+  const number = (
+    field: string,
+    fallback: number,
+    min: number,
+    max: number,
+  ) => {
+    const value = m[field] ?? fallback;
+    if (
+      typeof value !== "number" || !Number.isInteger(value) || value < min ||
+      value > max
+    ) {
+      throw new ManifestError(
+        file,
+        `"${field}" must be a whole number from ${min} to ${max}`,
+      );
+    }
+    return value;
+  };
+  return {
+    name: m.name,
+    version: m.version,
+    entry: new URL(`file://${dir}/${entry}`).href,
+    dir,
+    description: typeof m.description === "string" ? m.description : "",
+    permissions: {
+      net: strings(file, perms.net, "permissions.net"),
+      read: strings(file, perms.read, "permissions.read").map((p) =>
+        resolvePath(dir, p)
+      ),
+      write: strings(file, perms.write, "permissions.write").map((p) =>
+        resolvePath(dir, p)
+      ),
+      env: strings(file, perms.env, "permissions.env"),
+    },
+    commands,
+    events: strings(file, m.events, "events"),
+    storageQuota: number("storage_quota", 10 * 1024 * 1024, 0, 1024 ** 4),
+    isolation,
+    timeoutMs: number("timeout_ms", 5000, 10, 600_000),
+    memoryMb: number("memory_mb", 256, 16, 16384),
+  };
+}
+
+/** Read every `<name>/<version>/module.json` under `root`; bad ones are reported, not fatal. */
+export async function discoverManifests(
+  root: string,
+): Promise<{ manifests: Manifest[]; errors: string[] }> {
+  const manifests: Manifest[] = [];
+  const errors: string[] = [];
+  let names: Deno.DirEntry[] = [];
+  try {
+    names = [...Deno.readDirSync(root)];
+  } catch {
+    return { manifests, errors };
+  }
+  for (const name of names.filter((e) => e.isDirectory)) {
+    for (const version of Deno.readDirSync(`${root}/${name.name}`)) {
+      if (!version.isDirectory) continue;
+      const dir = `${root}/${name.name}/${version.name}`;
+      try {
+        const manifest = await loadManifest(dir);
+        if (manifest.name !== name.name || manifest.version !== version.name) {
+          throw new ManifestError(
+            `${dir}/module.json`,
+            `name and version must match the folders ${name.name}/${version.name}`,
+          );
+        }
+        manifests.push(manifest);
+      } catch (error) {
+        errors.push(error instanceof Error ? error.message : String(error));
+      }
+    }
+  }
+  return { manifests, errors };
+}
+
+/** Read and validate one module folder's manifest. */
+export async function loadManifest(dir: string): Promise<Manifest> {
+  const file = `${dir}/module.json`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(file));
+  } catch (error) {
+    throw new ManifestError(
+      file,
+      `unreadable: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+  return parseManifest(raw, dir);
+}

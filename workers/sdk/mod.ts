@@ -1,0 +1,263 @@
+/**
+ * The module SDK: what a module author imports.
+ *
+ * ```ts
+ * import { ModuleError, serveModule } from "../../../workers/sdk/mod.ts";
+ *
+ * serveModule({
+ *   commands: {
+ *     async echo(params, ctx) {
+ *       await ctx.storage.set(["last", ctx.caller.address], params.text);
+ *       await ctx.push(ctx.caller.address, "echoed", { text: params.text });
+ *       return { text: params.text, caller: ctx.caller.address };
+ *     },
+ *   },
+ * });
+ * ```
+ *
+ * The same code runs in a Worker or in a subprocess; the SDK finds out which
+ * and speaks BSON to the core either way. Handlers get the parameters the
+ * client sent and a context whose caller the core set from the token.
+ *
+ * @module
+ */
+
+import {
+  decodeDocument,
+  type Document,
+  encodeDocument,
+  FrameDecoder,
+} from "../../core/wire/mod.ts";
+import type { BridgeCaller } from "../bridge.ts";
+
+/** A key in module storage: 1 to 8 parts, strings of at most 256 characters or numbers. */
+export type StorageKey = (string | number)[];
+
+/** An entry read from storage. */
+export interface StorageEntry<T = unknown> {
+  /** Its key. */
+  key: StorageKey;
+  /** Its value. */
+  value: T;
+  /** Changes on every write: pass to an atomic `check`. */
+  versionstamp: string;
+}
+
+/** One operation of {@link ModuleStorage.atomic}. */
+export type AtomicOp =
+  | { op: "set"; key: StorageKey; value: unknown }
+  | { op: "delete"; key: StorageKey }
+  | { op: "check"; key: StorageKey; versionstamp: string | null };
+
+/** The module's own storage namespace (shared by its versions). */
+export interface ModuleStorage {
+  /** Read one value. */
+  get<T = unknown>(key: StorageKey): Promise<StorageEntry<T> | null>;
+  /** Write one value (any BSON value; large values are chunked by the core). */
+  set(key: StorageKey, value: unknown): Promise<void>;
+  /** Delete one value. */
+  delete(key: StorageKey): Promise<void>;
+  /** List by key prefix, in key order, a page at a time. */
+  list<T = unknown>(
+    prefix: StorageKey,
+    options?: { limit?: number; cursor?: string; reverse?: boolean },
+  ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
+  /** Apply checks and writes all or nothing; false when a check failed. */
+  atomic(ops: AtomicOp[]): Promise<boolean>;
+}
+
+/** What a handler knows besides its parameters. */
+export interface ModuleContext {
+  /** The authenticated caller, set by the core. */
+  caller: BridgeCaller;
+  /** The module's storage. */
+  storage: ModuleStorage;
+  /** Push an event (declared in the manifest) to every live session of an address. */
+  push(address: string, event: string, data: unknown): Promise<number>;
+  /** Log through the server's log. */
+  log(
+    level: "info" | "warn" | "error",
+    event: string,
+    fields?: Record<string, string | number | boolean>,
+  ): void;
+}
+
+/** A command handler. */
+export type Handler = (
+  params: Record<string, unknown>,
+  ctx: ModuleContext,
+) => unknown;
+
+/** A module: its command handlers. */
+export interface ModuleDefinition {
+  /** Handlers by command name (the manifest lists the same names). */
+  commands: Record<string, Handler>;
+}
+
+/** An error a handler throws to answer with a code the client sees. */
+export class ModuleError extends Error {
+  /** `invalid_parameter`, `not_found`, `limit_exceeded` or `handler_failed`. */
+  readonly code: string;
+  /** Detail for the client. */
+  readonly data?: unknown;
+
+  /** Create the error. */
+  constructor(code: string, message: string, data?: unknown) {
+    super(message);
+    this.name = "ModuleError";
+    this.code = code;
+    this.data = data;
+  }
+}
+
+interface Port {
+  send(doc: Document): void;
+  listen(handler: (doc: Document) => void): void;
+}
+
+function workerPort(): Port {
+  const scope = globalThis as unknown as {
+    postMessage(data: unknown): void;
+    onmessage: ((event: MessageEvent) => void) | null;
+  };
+  return {
+    send: (doc) => scope.postMessage(encodeDocument(doc)),
+    listen: (handler) => {
+      scope.onmessage = (event) =>
+        handler(decodeDocument(new Uint8Array(event.data)));
+    },
+  };
+}
+
+function processPort(): Port {
+  // stdout carries frames: keep console output off it.
+  console.log = console.error;
+  console.info = console.error;
+  const out = Deno.stdout;
+  let chain = Promise.resolve();
+  return {
+    send: (doc) => {
+      const frame = encodeDocument(doc);
+      chain = chain.then(async () => {
+        let written = 0;
+        while (written < frame.length) {
+          written += await out.write(frame.subarray(written));
+        }
+      });
+    },
+    listen: (handler) => {
+      (async () => {
+        const decoder = new FrameDecoder(64 * 1024 * 1024);
+        for await (const chunk of Deno.stdin.readable) {
+          for (const frame of decoder.push(chunk)) {
+            handler(decodeDocument(frame));
+          }
+        }
+        Deno.exit(0);
+      })();
+    },
+  };
+}
+
+function inWorker(): boolean {
+  return typeof (globalThis as { WorkerGlobalScope?: unknown })
+    .WorkerGlobalScope !== "undefined";
+}
+
+/** Start serving a module definition (call once, from the module's entry file). */
+export function serveModule(definition: ModuleDefinition): void {
+  const port = inWorker() ? workerPort() : processPort();
+  let nextId = 1;
+  const waiting = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void }
+  >();
+  const request = (op: string, fields: Document): Promise<unknown> => {
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      waiting.set(id, { resolve, reject });
+      port.send({ t: "request", id, op, ...fields });
+    });
+  };
+  const storage: ModuleStorage = {
+    get: (key) => request("storage.get", { key }) as Promise<never>,
+    set: async (key, value) => {
+      await request("storage.set", { key, value });
+    },
+    delete: async (key) => {
+      await request("storage.delete", { key });
+    },
+    list: (prefix, options = {}) =>
+      request("storage.list", { prefix, ...options }) as Promise<never>,
+    atomic: async (ops) =>
+      ((await request("storage.atomic", { ops })) as { ok: boolean }).ok,
+  };
+  port.listen(async (doc) => {
+    switch (doc.t) {
+      case "ping":
+        port.send({ t: "pong", id: doc.id });
+        return;
+      case "reply": {
+        const entry = waiting.get(doc.id as number);
+        if (!entry) return;
+        waiting.delete(doc.id as number);
+        if (doc.error) {
+          entry.reject(
+            new ModuleError(String(doc.error), String(doc.message ?? "")),
+          );
+        } else entry.resolve(doc.data);
+        return;
+      }
+      case "call": {
+        const handler = definition.commands[doc.command as string];
+        if (!handler) {
+          port.send({
+            t: "error",
+            id: doc.id,
+            code: "unknown_command",
+            message: `no command ${doc.command}`,
+          });
+          return;
+        }
+        const caller = doc.caller as BridgeCaller;
+        const ctx: ModuleContext = {
+          caller,
+          storage,
+          push: async (address, event, data) =>
+            ((await request("push", { address, event, data })) as {
+              delivered: number;
+            }).delivered,
+          log: (level, event, fields = {}) =>
+            port.send({ t: "log", level, event, fields }),
+        };
+        try {
+          const data = await handler(
+            (doc.params ?? {}) as Record<string, unknown>,
+            ctx,
+          );
+          port.send({
+            t: "result",
+            id: doc.id,
+            data: data === undefined ? null : data,
+          });
+        } catch (error) {
+          const err = error as Error & { code?: string; data?: unknown };
+          const code = err?.name === "NotCapable"
+            ? "not_capable"
+            : error instanceof ModuleError
+            ? err.code
+            : "handler_failed";
+          port.send({
+            t: "error",
+            id: doc.id,
+            code,
+            message: String(err?.message ?? error).slice(0, 500),
+            data: error instanceof ModuleError ? err.data ?? null : null,
+          });
+        }
+        return;
+      }
+    }
+  });
+  port.send({ t: "ready", commands: Object.keys(definition.commands) });
+}
