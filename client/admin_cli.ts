@@ -157,6 +157,45 @@ export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
     help: "del-admin NAME",
   },
   blocks: { command: "admin_get_blocks", help: "failed-login blocks" },
+  modules: {
+    command: "admin_get_modules",
+    help: "modules with state and figures",
+  },
+  "load-module": {
+    command: "admin_load_module",
+    positional: ["name", "version"],
+    help: "load-module NAME VERSION",
+  },
+  "unload-module": {
+    command: "admin_unload_module",
+    positional: ["name", "version"],
+    help: "unload-module NAME VERSION",
+  },
+  "reload-module": {
+    command: "admin_reload_module",
+    positional: ["name", "version"],
+    help: "reload-module NAME VERSION",
+  },
+  "enable-module": {
+    command: "admin_enable_module",
+    positional: ["name", "version"],
+    help: "enable-module NAME VERSION",
+  },
+  "disable-module": {
+    command: "admin_disable_module",
+    positional: ["name", "version"],
+    help: "disable-module NAME VERSION",
+  },
+  "default-module": {
+    command: "admin_set_module_default",
+    positional: ["name", "version"],
+    help: "default-module NAME VERSION",
+  },
+  "module-isolation": {
+    command: "admin_set_module_isolation",
+    positional: ["name", "version", "isolation"],
+    help: "module-isolation NAME VERSION worker|process",
+  },
   unblock: {
     command: "admin_del_block",
     positional: ["scope", "id"],

@@ -103,6 +103,14 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
     assert.match(loop.stderr, /error 204 ALIAS_LOOP/);
     assert.match(await ok("admin", "sysinfo"), /uptime: /);
     assert.match(
+      await ok("admin", "modules"),
+      /name: example[\s\S]*state: running/,
+    );
+    assert.match(
+      await ok("admin", "reload-module", "example", "1.0.0"),
+      /state: running/,
+    );
+    assert.match(
       await ok("call", '{"command":"admin_get_domains"}'),
       /"name": "example.org"/,
     );
@@ -139,6 +147,13 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
     );
     assert.match(await ok("user", "sessions"), /current: true/);
     assert.match(await ok("user", "serverinfo"), /address: alice@example\.org/);
+    assert.match(
+      await ok(
+        "call",
+        '{"command":"echo","module":"example","text":"hi there"}',
+      ),
+      /"caller": "alice@example.org"/,
+    );
 
     // Deletes, then logout.
     await ok("admin", "del-alias", "team@example.org");

@@ -1,0 +1,41 @@
+import assert from "node:assert/strict";
+import { ManifestError, parseManifest } from "./manifest.ts";
+
+Deno.test("manifest: defaults, resolved paths, refusals", () => {
+  const m = parseManifest({
+    name: "notes",
+    version: "1.2.0",
+    commands: ["note_get"],
+    permissions: { read: ["./assets"] },
+  }, "/srv/modules/notes/1.2.0");
+  assert.equal(m.entry, "file:///srv/modules/notes/1.2.0/mod.ts");
+  assert.deepEqual(m.permissions, {
+    net: [],
+    read: ["/srv/modules/notes/1.2.0/assets"],
+    write: [],
+    env: [],
+  });
+  assert.equal(m.isolation, "worker");
+  assert.equal(m.timeoutMs, 5000);
+  const bad: Record<string, unknown>[] = [
+    { name: "Bad Name", version: "1.0.0", commands: ["a"] },
+    { name: "ok", version: "1.0", commands: ["a"] },
+    { name: "ok", version: "1.0.0", commands: [] },
+    { name: "ok", version: "1.0.0", commands: ["a"], entry: "../escape.ts" },
+    { name: "ok", version: "1.0.0", commands: ["a"], isolation: "vm" },
+    {
+      name: "ok",
+      version: "1.0.0",
+      commands: ["a"],
+      permissions: { net: "everything" },
+    },
+    { name: "ok", version: "1.0.0", commands: ["a"], timeout_ms: 0 },
+  ];
+  for (const raw of bad) {
+    assert.throws(
+      () => parseManifest(raw, "/m"),
+      ManifestError,
+      JSON.stringify(raw),
+    );
+  }
+});
