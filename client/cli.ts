@@ -10,6 +10,7 @@
  * deno task amtp admin SUBCOMMAND ...
  * deno task amtp user SUBCOMMAND ...
  * deno task amtp register ADDRESS --key FILE.pub
+ * deno task amtp send|inbox|read|search|watch ...
  * ```
  *
  * Connection settings: `--server` (default: the saved session's, else
@@ -35,6 +36,14 @@ import { type Args, parseArgs, UsageError } from "./cli_args.ts";
 import { asJson, parseJson, readable } from "./format.ts";
 import { readPrivateKey, writeKeyPair } from "../core/auth/keyfile.ts";
 import { AmtpClient, AmtpError } from "./mod.ts";
+import {
+  inboxCommand,
+  mail,
+  readCommand,
+  searchCommand,
+  sendCommand,
+  watchCommand,
+} from "./mail_cli.ts";
 
 /** What the CLI remembers between runs. */
 interface State {
@@ -200,6 +209,11 @@ const USAGE = `amtp - AMTP command-line client
   amtp login --user ADDRESS --key FILE.key      log in as user
   amtp register ADDRESS --key FILE.pub [--name NAME]   self-registration, where open
   amtp whoami | logout
+  amtp send --to A,B --subject S --body TEXT [--attach F1,F2] [--cc ..] [--bcc ..] [--format markdown]
+  amtp inbox [--folder F] [--unseen]   list a folder, newest first
+  amtp read ID [--save DIR]          show a message (marks it seen), save its attachments
+  amtp search TEXT [--from A]        search your mail
+  amtp watch                         print messages as they arrive
   amtp admin SUBCOMMAND ...         admin commands (amtp admin for the list)
   amtp user SUBCOMMAND ...          user commands (amtp user for the list)
 
@@ -315,6 +329,36 @@ export async function main(argv: string[]): Promise<number> {
           client.close();
         }
         await saveState(state);
+        return 0;
+      }
+      case "send":
+      case "inbox":
+      case "read":
+      case "search":
+      case "watch": {
+        const token = state.user_token;
+        if (!token) {
+          throw new UsageError(
+            "not logged in as user: amtp login --user ADDRESS --key FILE first",
+          );
+        }
+        const client = await connect(args, state);
+        const m = mail(client, token);
+        try {
+          if (verb === "watch") {
+            await watchCommand(m, args, (text) => console.log(text));
+          } else {
+            const run = {
+              send: sendCommand,
+              inbox: inboxCommand,
+              read: readCommand,
+              search: searchCommand,
+            }[verb];
+            console.log(await run(m, args));
+          }
+        } finally {
+          client.close();
+        }
         return 0;
       }
       case "admin":

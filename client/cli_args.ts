@@ -19,6 +19,7 @@ export const BOOLEAN_FLAGS = new Set([
   "force",
   "help",
   "unseen",
+  "quiet",
 ]);
 
 /** Split argv into positional arguments and flags. */

@@ -27,6 +27,7 @@ import type { Channel } from "./isolation/channel.ts";
 import { startProcess } from "./isolation/process.ts";
 import { startWorker } from "./isolation/worker.ts";
 import {
+  type CoreService,
   discoverManifests,
   type Isolation,
   loadManifest,
@@ -62,6 +63,13 @@ export interface ModuleHostOptions {
   log: Logger;
   /** Deliver a push to every live session of an address. */
   push: (address: string, push: Push) => Promise<number>;
+  /** Core services modules may declare in their manifest (`services`). */
+  services?: Partial<
+    Record<
+      CoreService,
+      (manifest: Manifest, request: Document) => Promise<unknown>
+    >
+  >;
   /** deno.json for process-isolated modules (their import map). */
   denoConfig: string;
   /** Heartbeat timing. */
@@ -400,6 +408,16 @@ export class ModuleHost {
         data: request.data ?? null,
       });
       return { delivered };
+    }
+    const service = this.#options.services?.[op as CoreService];
+    if (service) {
+      if (!manifest.services.includes(op as CoreService)) {
+        throw Object.assign(
+          new Error(`service "${op}" is not declared in the manifest`),
+          { code: "forbidden" },
+        );
+      }
+      return await service(manifest, request);
     }
     throw Object.assign(new Error(`unknown request ${op}`), {
       code: "invalid_parameter",

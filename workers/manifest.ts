@@ -13,7 +13,8 @@
  *   "storage_quota": 1048576,
  *   "isolation": "worker",
  *   "timeout_ms": 5000,
- *   "memory_mb": 128
+ *   "memory_mb": 128,
+ *   "services": ["accounts.resolve"]
  * }
  * ```
  *
@@ -66,7 +67,15 @@ export interface Manifest {
   timeoutMs: number;
   /** Memory cap of a process-isolated module in MiB. */
   memoryMb: number;
+  /** Core services it may call beyond storage and push. */
+  services: CoreService[];
 }
+
+/** Core services a module may ask for in its manifest. */
+export const CORE_SERVICES = ["accounts.resolve", "federation.send"] as const;
+
+/** One of {@link CORE_SERVICES}. */
+export type CoreService = typeof CORE_SERVICES[number];
 
 /** A manifest that cannot be used. */
 export class ManifestError extends Error {
@@ -136,6 +145,15 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
       '"commands" must list command names ([a-z][a-z0-9_]*)',
     );
   }
+  const services = strings(file, m.services, "services");
+  for (const service of services) {
+    if (!(CORE_SERVICES as readonly string[]).includes(service)) {
+      throw new ManifestError(
+        file,
+        `unknown service "${service}" (known: ${CORE_SERVICES.join(", ")})`,
+      );
+    }
+  }
   const isolation = m.isolation ?? "worker";
   if (isolation !== "worker" && isolation !== "process") {
     throw new ManifestError(file, '"isolation" is "worker" or "process"');
@@ -180,6 +198,7 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     isolation,
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
+    services: services as CoreService[],
   };
 }
 

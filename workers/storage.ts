@@ -247,13 +247,24 @@ export class ModuleStorage {
   /** List by prefix. */
   async list(
     rawPrefix: unknown,
-    options: { limit?: unknown; cursor?: unknown; reverse?: unknown } = {},
+    options: {
+      limit?: unknown;
+      cursor?: unknown;
+      reverse?: unknown;
+      start?: unknown;
+    } = {},
   ): Promise<{ items: Entry[]; cursor?: string }> {
     const prefix = checkKey(rawPrefix, "prefix");
+    const start = options.start === undefined || options.start === null
+      ? undefined
+      : checkKey(options.start, "start");
     const limit = typeof options.limit === "number"
       ? Math.max(1, Math.min(MAX_LIST, Math.floor(options.limit)))
       : 100;
-    const iter = this.#kv.list<Head>({ prefix: this.#head(prefix) }, {
+    const selector: Deno.KvListSelector = start
+      ? { prefix: this.#head(prefix), start: this.#head(start) }
+      : { prefix: this.#head(prefix) };
+    const iter = this.#kv.list<Head>(selector, {
       limit: limit + 1,
       cursor: typeof options.cursor === "string" && options.cursor
         ? options.cursor
@@ -332,10 +343,16 @@ export class ModuleStorage {
       const current = await this.#kv.getMany<Head[]>(
         writes.map((o) => this.#head(o.key)),
       );
-      // The module's own checks.
-      for (const check of ops.filter((o) => o.op === "check")) {
-        const entry = await this.#kv.get<Head>(this.#head(check.key));
-        if (entry.versionstamp !== check.versionstamp) return false;
+      // The module's own checks, read first so that a failed one is told
+      // apart from a conflict of the usage counter (which is retried).
+      const checks = ops.filter((o) => o.op === "check");
+      for (let i = 0; i < checks.length; i += 10) {
+        const entries = await this.#kv.getMany<Head[]>(
+          checks.slice(i, i + 10).map((o) => this.#head(o.key)),
+        );
+        if (
+          entries.some((e, j) => e.versionstamp !== checks[i + j].versionstamp)
+        ) return false;
       }
       let delta = 0;
       const op = this.#kv.atomic();
@@ -345,9 +362,11 @@ export class ModuleStorage {
           versionstamp: check.versionstamp,
         });
       }
+      // Writes are not checked one by one (a KV operation holds at most 100
+      // checks): the module's own checks guard its logic, and the usage
+      // delta may be off by a concurrent writer's change of the same key.
       writes.forEach((w, i) => {
         const old = current[i];
-        op.check(old);
         delta += (w.op === "set" ? w.size : 0) -
           ((old.value as Head | null)?.size ?? 0);
         if (w.op === "set") {

@@ -30,6 +30,8 @@ import { userCommands } from "../user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
+import { resolveRecipients } from "../routing/mod.ts";
+import { enqueueOutbound } from "../federation/outbox.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -122,6 +124,27 @@ export async function startServer(
     log,
     push: (address, push) => registry.push(address, push, config.maxFrame),
     denoConfig: new URL("../../deno.json", import.meta.url).pathname,
+    services: {
+      "accounts.resolve": async (_manifest, request) => {
+        const addresses = Array.isArray(request.addresses)
+          ? request.addresses.slice(0, 1000).map(String)
+          : [];
+        return {
+          resolutions: await resolveRecipients(store.accounts, addresses),
+        };
+      },
+      "federation.send": async (manifest, request) => {
+        const to = Array.isArray(request.to) ? request.to.map(String) : [];
+        const ids = await enqueueOutbound(store.kv, {
+          module: manifest.name,
+          from: String(request.from),
+          to,
+          id: String(request.delivery_id),
+          payload: request.payload ?? null,
+        });
+        return { queued: ids };
+      },
+    },
     ...options.moduleHost,
   });
   await host.start();

@@ -57,13 +57,39 @@ export interface ModuleStorage {
   set(key: StorageKey, value: unknown): Promise<void>;
   /** Delete one value. */
   delete(key: StorageKey): Promise<void>;
-  /** List by key prefix, in key order, a page at a time. */
+  /**
+   * List by key prefix, in key order, a page at a time; `start` (a full key
+   * under the prefix) begins the listing there, inclusive.
+   */
   list<T = unknown>(
     prefix: StorageKey,
-    options?: { limit?: number; cursor?: string; reverse?: boolean },
+    options?: {
+      limit?: number;
+      cursor?: string;
+      reverse?: boolean;
+      start?: StorageKey;
+    },
   ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
   /** Apply checks and writes all or nothing; false when a check failed. */
   atomic(ops: AtomicOp[]): Promise<boolean>;
+}
+
+/** Where one written address leads (see core/routing). */
+export interface Resolution {
+  /** The address as written. */
+  input: string;
+  /** Normalised address, when valid. */
+  address?: string;
+  /** `local`, `remote`, `unknown` or `invalid`. */
+  kind: "local" | "remote" | "unknown" | "invalid";
+  /** Local mailboxes that receive, with their quota (0: the module's default). */
+  mailboxes: { address: string; quota: number }[];
+  /** Remote addresses it leads to. */
+  remote: string[];
+  /** `alias` or `catchall` when forwarded. */
+  via?: "alias" | "catchall";
+  /** Why it is `invalid` or `unknown`. */
+  reason?: string;
 }
 
 /** What a handler knows besides its parameters. */
@@ -74,6 +100,12 @@ export interface ModuleContext {
   storage: ModuleStorage;
   /** Push an event (declared in the manifest) to every live session of an address. */
   push(address: string, event: string, data: unknown): Promise<number>;
+  /** Resolve recipient addresses (manifest service `accounts.resolve`). */
+  resolve(addresses: string[]): Promise<Resolution[]>;
+  /** Queue a payload for remote addresses (manifest service `federation.send`). */
+  sendRemote(
+    delivery: { from: string; to: string[]; id: string; payload: unknown },
+  ): Promise<string[]>;
   /** Log through the server's log. */
   log(
     level: "info" | "warn" | "error",
@@ -176,7 +208,7 @@ export function serveModule(definition: ModuleDefinition): void {
     const id = nextId++;
     return new Promise((resolve, reject) => {
       waiting.set(id, { resolve, reject });
-      port.send({ t: "request", id, op, ...fields });
+      port.send({ ...fields, t: "request", id, op });
     });
   };
   const storage: ModuleStorage = {
@@ -227,6 +259,17 @@ export function serveModule(definition: ModuleDefinition): void {
             ((await request("push", { address, event, data })) as {
               delivered: number;
             }).delivered,
+          resolve: async (addresses) =>
+            ((await request("accounts.resolve", { addresses })) as {
+              resolutions: Resolution[];
+            }).resolutions,
+          sendRemote: async (delivery) =>
+            ((await request("federation.send", {
+              from: delivery.from,
+              to: delivery.to,
+              delivery_id: delivery.id,
+              payload: delivery.payload,
+            })) as { queued: string[] }).queued,
           log: (level, event, fields = {}) =>
             port.send({ t: "log", level, event, fields }),
         };

@@ -1,0 +1,548 @@
+/**
+ * A user's mailbox in module storage.
+ *
+ * Keys (inside the module's namespace):
+ * - `["state", owner]` -> {@link MailboxState}: change sequence, bytes used,
+ *   per-folder counts, the user's own folders
+ * - `["msg", owner, copyId]` -> {@link MessageRecord}
+ * - `["idx", owner, folder, dateMs, copyId]` -> {@link Summary} (newest first by reverse listing)
+ * - `["thr", owner, thread, dateMs, copyId]` -> true
+ * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES})
+ * - `["content", messageId]` -> {@link Content} shared by every copy of a message
+ * - `["owners", messageId]` -> mailboxes holding a copy (one entry per copy);
+ *   the content is deleted with the last copy
+ *
+ * Every change of a mailbox is one atomic operation that also bumps the
+ * state's sequence and writes a change record, so a client holding a
+ * sequence number can always catch up (`changes`).
+ *
+ * @module
+ */
+
+import {
+  ModuleError,
+  type ModuleStorage,
+  type StorageEntry,
+} from "../../../workers/sdk/mod.ts";
+import { SYSTEM_FOLDERS } from "./params.ts";
+
+/** Changes kept per user for catch-up. */
+export const KEEP_CHANGES = 10_000;
+/** Default mailbox quota in bytes. */
+export const DEFAULT_QUOTA = 1024 ** 3;
+
+/** An attachment of a message. */
+export interface AttachmentRef {
+  /** Attachment (blob) id. */
+  id: string;
+  /** File name. */
+  name: string;
+  /** MIME type. */
+  type: string;
+  /** Bytes. */
+  size: number;
+  /** SHA-256, hex. */
+  sha256: string;
+}
+
+/** The body, stored once for every copy of a message. */
+export interface Content {
+  /** Text, or opaque bytes for encrypted messages. */
+  body: string | Uint8Array;
+}
+
+/** One copy of a message in one mailbox. */
+export interface MessageRecord {
+  /** Id of this copy in this mailbox. */
+  id: string;
+  /** Id of the message, the same in every mailbox. */
+  message_id: string;
+  /** Mailbox owner. */
+  owner: string;
+  /** Folder. */
+  folder: string;
+  /** Sender. */
+  from: string;
+  /** Recipients. */
+  to: string[];
+  /** Copy recipients. */
+  cc: string[];
+  /** Blind copies: only in the sender's copy. */
+  bcc: string[];
+  /** Subject. */
+  subject: string;
+  /** `text`, `markdown` or `html`, stored as given, never rendered. */
+  format: string;
+  /** Whether the body is an opaque encrypted payload. */
+  encrypted: boolean;
+  /** Attachments. */
+  attachments: AttachmentRef[];
+  /** The message this one answers. */
+  in_reply_to: string | null;
+  /** The thread (message id of its first message). */
+  thread: string;
+  /** Read. */
+  seen: boolean;
+  /** Flagged. */
+  flagged: boolean;
+  /** When it was sent. */
+  date: Date;
+  /** Bytes counted against the quota. */
+  size: number;
+  /** First characters of a plain body. */
+  preview: string;
+}
+
+/** What lists show of a message. */
+export type Summary =
+  & Pick<
+    MessageRecord,
+    | "id"
+    | "message_id"
+    | "folder"
+    | "from"
+    | "to"
+    | "subject"
+    | "date"
+    | "seen"
+    | "flagged"
+    | "size"
+    | "preview"
+    | "thread"
+    | "encrypted"
+  >
+  & { attachments: number };
+
+/** Counts of a folder. */
+export interface FolderCount {
+  /** Messages. */
+  total: number;
+  /** Messages not seen. */
+  unseen: number;
+}
+
+/** Per-user state. */
+export interface MailboxState {
+  /** Last change sequence. */
+  seq: number;
+  /** Bytes used. */
+  used: number;
+  /** Counts by folder. */
+  counts: Record<string, FolderCount>;
+  /** The user's own folders. */
+  folders: string[];
+}
+
+/** One change, for catch-up. */
+export interface Change {
+  /** Sequence number. */
+  seq: number;
+  /** `new`, `flags`, `move` or `delete`. */
+  type: "new" | "flags" | "move" | "delete";
+  /** Copy id. */
+  id: string;
+  /** Folder after the change. */
+  folder?: string;
+  /** Flags after the change. */
+  seen?: boolean;
+  /** Flags after the change. */
+  flagged?: boolean;
+  /** Summary of a new message. */
+  summary?: Summary;
+}
+
+/** Build the summary of a record. */
+export function summaryOf(m: MessageRecord): Summary {
+  return {
+    id: m.id,
+    message_id: m.message_id,
+    folder: m.folder,
+    from: m.from,
+    to: m.to,
+    subject: m.subject,
+    date: m.date,
+    seen: m.seen,
+    flagged: m.flagged,
+    size: m.size,
+    preview: m.preview,
+    thread: m.thread,
+    encrypted: m.encrypted,
+    attachments: m.attachments.length,
+  };
+}
+
+function emptyState(): MailboxState {
+  return { seq: 0, used: 0, counts: {}, folders: [] };
+}
+
+/** Keys of a mailbox. */
+export const key = {
+  state: (owner: string) => ["state", owner],
+  msg: (owner: string, id: string) => ["msg", owner, id],
+  idx: (
+    owner: string,
+    folder: string,
+    date: Date,
+    id: string,
+  ) => ["idx", owner, folder, date.getTime(), id],
+  thr: (
+    owner: string,
+    thread: string,
+    date: Date,
+    id: string,
+  ) => ["thr", owner, thread, date.getTime(), id],
+  chg: (owner: string, seq: number) => ["chg", owner, seq],
+  content: (messageId: string) => ["content", messageId],
+  owners: (messageId: string) => ["owners", messageId],
+};
+
+function count(state: MailboxState, folder: string): FolderCount {
+  return state.counts[folder] ??= { total: 0, unseen: 0 };
+}
+
+type Op =
+  | { op: "set"; key: (string | number)[]; value: unknown }
+  | { op: "delete"; key: (string | number)[] }
+  | { op: "check"; key: (string | number)[]; versionstamp: string | null };
+
+/** The tail of each mailbox's queue of changes in this instance. */
+const locks = new Map<string, Promise<void>>();
+
+/** Operations on one user's mailbox. */
+export class Mailbox {
+  readonly owner: string;
+  readonly #storage: ModuleStorage;
+
+  /** Open the mailbox of `owner`. */
+  constructor(storage: ModuleStorage, owner: string) {
+    this.#storage = storage;
+    this.owner = owner;
+  }
+
+  /** The state and its versionstamp. */
+  async state(): Promise<{ state: MailboxState; versionstamp: string | null }> {
+    const entry = await this.#storage.get<MailboxState>(key.state(this.owner));
+    return entry
+      ? { state: entry.value, versionstamp: entry.versionstamp }
+      : { state: emptyState(), versionstamp: null };
+  }
+
+  /** One copy, or null. */
+  async message(id: string): Promise<StorageEntry<MessageRecord> | null> {
+    return await this.#storage.get<MessageRecord>(key.msg(this.owner, id));
+  }
+
+  /**
+   * Run `build` against the current state and commit its operations together
+   * with the new state and change records, retrying on concurrent changes.
+   * `build` returns the changes (without seq) and operations, or null to do nothing.
+   */
+  commit(
+    build: (
+      state: MailboxState,
+    ) => Promise<{ changes: Omit<Change, "seq">[]; ops: Op[] } | null>,
+  ): Promise<{ changes: Change[]; state: MailboxState } | null> {
+    // One change of a mailbox at a time in this instance: concurrent sends to
+    // one user would otherwise conflict on its state record and retry.
+    const previous = locks.get(this.owner) ?? Promise.resolve();
+    const run = previous.then(() => this.#commit(build));
+    const tail = run.then(() => {}, () => {});
+    locks.set(this.owner, tail);
+    tail.then(() => {
+      if (locks.get(this.owner) === tail) locks.delete(this.owner);
+    });
+    return run;
+  }
+
+  async #commit(
+    build: (
+      state: MailboxState,
+    ) => Promise<{ changes: Omit<Change, "seq">[]; ops: Op[] } | null>,
+  ): Promise<{ changes: Change[]; state: MailboxState } | null> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const { state, versionstamp } = await this.state();
+      const next = structuredClone(state);
+      const plan = await build(next);
+      if (!plan) return null;
+      const changes: Change[] = plan.changes.map((c) => ({
+        ...c,
+        seq: ++next.seq,
+      }));
+      const ops: Op[] = [{
+        op: "check",
+        key: key.state(this.owner),
+        versionstamp,
+      }, ...plan.ops];
+      for (const change of changes) {
+        ops.push({
+          op: "set",
+          key: key.chg(this.owner, change.seq),
+          value: change,
+        });
+        if (change.seq > KEEP_CHANGES) {
+          ops.push({
+            op: "delete",
+            key: key.chg(this.owner, change.seq - KEEP_CHANGES),
+          });
+        }
+      }
+      ops.push({ op: "set", key: key.state(this.owner), value: next });
+      if (await this.#storage.atomic(ops)) return { changes, state: next };
+      await new Promise((r) =>
+        setTimeout(r, Math.random() * 5 * (attempt + 1))
+      );
+    }
+    throw new ModuleError(
+      "handler_failed",
+      "the mailbox is too busy; try again",
+    );
+  }
+
+  /**
+   * Store a new copy unless one with its id exists (idempotent delivery).
+   * Returns the change, `exists`, or `quota` when it does not fit.
+   */
+  async add(
+    record: MessageRecord,
+    quota: number,
+  ): Promise<Change | "exists" | "quota"> {
+    let outcome: "exists" | "quota" | undefined;
+    const result = await this.commit(async (state) => {
+      if (await this.message(record.id)) {
+        outcome = "exists";
+        return null;
+      }
+      if (state.used + record.size > quota) {
+        outcome = "quota";
+        return null;
+      }
+      state.used += record.size;
+      const c = count(state, record.folder);
+      c.total++;
+      if (!record.seen) c.unseen++;
+      return {
+        changes: [{
+          type: "new",
+          id: record.id,
+          folder: record.folder,
+          summary: summaryOf(record),
+        }],
+        ops: [
+          {
+            op: "check",
+            key: key.msg(this.owner, record.id),
+            versionstamp: null,
+          },
+          { op: "set", key: key.msg(this.owner, record.id), value: record },
+          {
+            op: "set",
+            key: key.idx(this.owner, record.folder, record.date, record.id),
+            value: summaryOf(record),
+          },
+          {
+            op: "set",
+            key: key.thr(this.owner, record.thread, record.date, record.id),
+            value: true,
+          },
+        ],
+      };
+    });
+    return outcome ?? result!.changes[0];
+  }
+
+  /** Change flags, folder or existence of copies; returns the changes made. */
+  async update(
+    ids: string[],
+    change: {
+      seen?: boolean;
+      flagged?: boolean;
+      folder?: string;
+      remove?: boolean;
+    },
+  ): Promise<
+    { changes: Change[]; missing: string[]; removed: MessageRecord[] }
+  > {
+    const missing: string[] = [];
+    const removed: MessageRecord[] = [];
+    const result = await this.commit(async (state) => {
+      missing.length = 0;
+      removed.length = 0;
+      const ops: Op[] = [];
+      const changes: Omit<Change, "seq">[] = [];
+      for (const id of ids) {
+        const entry = await this.message(id);
+        if (!entry) {
+          missing.push(id);
+          continue;
+        }
+        const old = entry.value;
+        ops.push({
+          op: "check",
+          key: key.msg(this.owner, id),
+          versionstamp: entry.versionstamp,
+        });
+        const before = count(state, old.folder);
+        before.total--;
+        if (!old.seen) before.unseen--;
+        ops.push({
+          op: "delete",
+          key: key.idx(this.owner, old.folder, old.date, id),
+        });
+        if (change.remove) {
+          state.used -= old.size;
+          ops.push({ op: "delete", key: key.msg(this.owner, id) });
+          ops.push({
+            op: "delete",
+            key: key.thr(this.owner, old.thread, old.date, id),
+          });
+          changes.push({ type: "delete", id, folder: old.folder });
+          removed.push(old);
+          continue;
+        }
+        const next: MessageRecord = {
+          ...old,
+          seen: change.seen ?? old.seen,
+          flagged: change.flagged ?? old.flagged,
+          folder: change.folder ?? old.folder,
+        };
+        const after = count(state, next.folder);
+        after.total++;
+        if (!next.seen) after.unseen++;
+        ops.push({ op: "set", key: key.msg(this.owner, id), value: next });
+        ops.push({
+          op: "set",
+          key: key.idx(this.owner, next.folder, next.date, id),
+          value: summaryOf(next),
+        });
+        changes.push(
+          next.folder !== old.folder
+            ? {
+              type: "move",
+              id,
+              folder: next.folder,
+              seen: next.seen,
+              flagged: next.flagged,
+            }
+            : {
+              type: "flags",
+              id,
+              folder: next.folder,
+              seen: next.seen,
+              flagged: next.flagged,
+            },
+        );
+      }
+      return changes.length > 0 ? { changes, ops } : null;
+    });
+    return { changes: result?.changes ?? [], missing, removed };
+  }
+
+  /** Add one of the user's own folders. */
+  async createFolder(name: string): Promise<void> {
+    await this.commit((state) => {
+      if (
+        (SYSTEM_FOLDERS as readonly string[]).includes(name) ||
+        state.folders.includes(name)
+      ) {
+        throw new ModuleError("invalid_parameter", `folder "${name}" exists`, {
+          parameter: "folder",
+        });
+      }
+      if (state.folders.length >= 200) {
+        throw new ModuleError("limit_exceeded", "at most 200 folders");
+      }
+      state.folders.push(name);
+      return Promise.resolve({ changes: [], ops: [] });
+    });
+  }
+
+  /** Remove one of the user's own folders; it must be empty. */
+  async deleteFolder(name: string): Promise<void> {
+    await this.commit((state) => {
+      if (!state.folders.includes(name)) {
+        throw new ModuleError("not_found", `no folder "${name}" of your own`);
+      }
+      if ((state.counts[name]?.total ?? 0) > 0) {
+        throw new ModuleError(
+          "invalid_parameter",
+          `folder "${name}" is not empty`,
+          { parameter: "folder" },
+        );
+      }
+      state.folders = state.folders.filter((f) => f !== name);
+      delete state.counts[name];
+      return Promise.resolve({ changes: [], ops: [] });
+    });
+  }
+
+  /** Does the folder exist for this user? */
+  async hasFolder(name: string): Promise<boolean> {
+    if ((SYSTEM_FOLDERS as readonly string[]).includes(name)) return true;
+    return (await this.state()).state.folders.includes(name);
+  }
+
+  /** A page of a folder, newest first. */
+  async list(
+    folder: string,
+    options: { limit: number; cursor?: string; unseen?: boolean },
+  ): Promise<{ messages: Summary[]; cursor?: string }> {
+    const messages: Summary[] = [];
+    let cursor = options.cursor;
+    // With the unseen filter a storage page may hold fewer matches: read on.
+    for (let pages = 0; pages < 20; pages++) {
+      const page = await this.#storage.list<Summary>([
+        "idx",
+        this.owner,
+        folder,
+      ], {
+        limit: options.limit - messages.length,
+        cursor,
+        reverse: true,
+      });
+      for (const entry of page.items) {
+        if (!options.unseen || !entry.value.seen) messages.push(entry.value);
+      }
+      cursor = page.cursor;
+      if (!cursor || messages.length >= options.limit) break;
+    }
+    return cursor ? { messages, cursor } : { messages };
+  }
+
+  /** Copies in a thread, oldest first. */
+  async thread(thread: string): Promise<Summary[]> {
+    const page = await this.#storage.list<boolean>(
+      ["thr", this.owner, thread],
+      { limit: 500 },
+    );
+    const out: Summary[] = [];
+    for (const entry of page.items) {
+      const message = await this.message(String(entry.key[4]));
+      if (message) out.push(summaryOf(message.value));
+    }
+    return out;
+  }
+
+  /** Changes after `since`, at most `limit`. */
+  async changes(
+    since: number,
+    limit: number,
+  ): Promise<
+    { changes: Change[]; seq: number; reset: boolean; more: boolean }
+  > {
+    const { state } = await this.state();
+    if (since > state.seq) {
+      return { changes: [], seq: state.seq, reset: true, more: false };
+    }
+    const oldest = Math.max(1, state.seq - KEEP_CHANGES + 1);
+    if (since + 1 < oldest && state.seq > 0) {
+      return { changes: [], seq: state.seq, reset: true, more: false };
+    }
+    const page = await this.#storage.list<Change>(["chg", this.owner], {
+      start: key.chg(this.owner, since + 1),
+      limit,
+    });
+    const changes = page.items.map((e) => e.value).filter((c) => c.seq > since);
+    const last = changes.at(-1)?.seq ?? since;
+    return { changes, seq: state.seq, reset: false, more: last < state.seq };
+  }
+}

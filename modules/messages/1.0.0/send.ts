@@ -1,0 +1,287 @@
+/**
+ * Sending: resolve recipients, store the content once, deliver a copy to every
+ * local mailbox (each delivery atomic and idempotent by message id), queue
+ * remote recipients, keep the sender's copy in Sent, push to every live
+ * session, and answer per recipient — only after everything is durable.
+ *
+ * A client-chosen `client_id` makes the send idempotent: the message id is
+ * derived from sender and client id, so a retry (even after a crash in the
+ * middle) delivers nothing twice and answers what the first attempt did.
+ *
+ * @module
+ */
+
+import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
+import type { BlobMeta } from "./attachments.ts";
+import {
+  type AttachmentRef,
+  type Change,
+  type Content,
+  DEFAULT_QUOTA,
+  key,
+  Mailbox,
+  type MessageRecord,
+} from "./mailbox.ts";
+
+/** Recipients of one message, all fields together. */
+export const MAX_RECIPIENTS = 100;
+/** Largest body in bytes. */
+export const MAX_BODY = 512 * 1024;
+
+/** What a send asks for (already checked for types). */
+export interface SendRequest {
+  /** Recipients. */
+  to: string[];
+  /** Copy recipients. */
+  cc: string[];
+  /** Blind copy recipients. */
+  bcc: string[];
+  /** Subject. */
+  subject: string;
+  /** Body: text, or bytes when encrypted. */
+  body: string | Uint8Array;
+  /** `text`, `markdown` or `html`. */
+  format: string;
+  /** Attachments (finished uploads of the sender). */
+  attachments: BlobMeta[];
+  /** Answered message id. */
+  in_reply_to: string | null;
+  /** Client idempotency key. */
+  client_id?: string;
+  /** Opaque encrypted body. */
+  encrypted: boolean;
+}
+
+/** The outcome for one written recipient. */
+export interface RecipientResult {
+  /** As written. */
+  address: string;
+  /** `delivered`, `queued` (remote) or `failed`. */
+  status: "delivered" | "queued" | "failed";
+  /** Protocol error code when failed: 200 invalid, 201 unknown, 206 quota. */
+  error?: number;
+  /** Why it failed. */
+  message?: string;
+}
+
+/** The answer to a send. */
+export interface SendResult {
+  /** Message id (the same in every mailbox). */
+  message_id: string;
+  /** Id of the sender's copy in Sent. */
+  id: string;
+  /** When it was sent. */
+  date: Date;
+  /** One entry per written recipient. */
+  recipients: RecipientResult[];
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+function preview(body: string | Uint8Array, encrypted: boolean): string {
+  if (encrypted || typeof body !== "string") return "";
+  return body.replace(/\s+/g, " ").trim().slice(0, 160);
+}
+
+async function threadOf(
+  mailbox: Mailbox,
+  inReplyTo: string | null,
+  messageId: string,
+): Promise<string> {
+  if (!inReplyTo) return messageId;
+  const parent = (await mailbox.message(inReplyTo)) ??
+    (await mailbox.message(`${inReplyTo}-sent`));
+  return parent?.value.thread ?? inReplyTo;
+}
+
+/** Send a message as the caller. */
+export async function send(
+  request: SendRequest,
+  ctx: ModuleContext,
+  quotaDefault = DEFAULT_QUOTA,
+): Promise<SendResult> {
+  const sender = ctx.caller.address;
+  const written = [...request.to, ...request.cc, ...request.bcc];
+  if (written.length === 0) {
+    throw new ModuleError(
+      "invalid_parameter",
+      "a message needs at least one recipient",
+      { parameter: "to" },
+    );
+  }
+  if (written.length > MAX_RECIPIENTS) {
+    throw new ModuleError(
+      "limit_exceeded",
+      `at most ${MAX_RECIPIENTS} recipients`,
+    );
+  }
+  const messageId = request.client_id
+    ? (await sha256Hex(`${sender}\n${request.client_id}`)).slice(0, 24)
+    : (await sha256Hex(`${sender}\n${crypto.randomUUID()}`)).slice(0, 24);
+  const storage = ctx.storage;
+  const resultKey = ["sent_result", sender, messageId];
+  const earlier = await storage.get<SendResult>(resultKey);
+  if (earlier) return earlier.value;
+
+  const resolutions = await ctx.resolve(written);
+  const attachments: AttachmentRef[] = request.attachments.map((a) => ({
+    id: a.id,
+    name: a.name,
+    type: a.type,
+    size: a.size,
+    sha256: a.sha256,
+  }));
+  const bodySize = typeof request.body === "string"
+    ? new TextEncoder().encode(request.body).byteLength
+    : request.body.byteLength;
+  const size = bodySize + request.subject.length +
+    attachments.reduce((n, a) => n + a.size, 0) +
+    200;
+  const date = new Date();
+
+  // Local mailboxes, each once, and remote addresses.
+  const mailboxes = new Map<string, number>();
+  const remote = new Set<string>();
+  for (const r of resolutions) {
+    for (const m of r.mailboxes) {
+      mailboxes.set(m.address, m.quota || quotaDefault);
+    }
+    for (const address of r.remote) remote.add(address);
+  }
+  // The content first (shared by every copy): a crash after this leaves an
+  // unreferenced content, never a message without its body.
+  const contentKey = key.content(messageId);
+  if (!(await storage.get(contentKey))) {
+    await storage.set(contentKey, { body: request.body } satisfies Content);
+  }
+  const base = {
+    message_id: messageId,
+    from: sender,
+    to: request.to,
+    cc: request.cc,
+    subject: request.subject,
+    format: request.format,
+    encrypted: request.encrypted,
+    attachments,
+    in_reply_to: request.in_reply_to,
+    flagged: false,
+    date,
+    size,
+    preview: preview(request.body, request.encrypted),
+  };
+
+  const delivered = new Map<string, "ok" | "quota">();
+  const pushes: { address: string; change: Change }[] = [];
+  for (const [address, quota] of mailboxes) {
+    const mailbox = new Mailbox(storage, address);
+    const record: MessageRecord = {
+      ...base,
+      id: messageId,
+      owner: address,
+      folder: "inbox",
+      bcc: [],
+      thread: await threadOf(mailbox, request.in_reply_to, messageId),
+      seen: false,
+    };
+    const outcome = await mailbox.add(record, quota);
+    if (outcome === "quota") delivered.set(address, "quota");
+    else {
+      delivered.set(address, "ok");
+      if (outcome !== "exists") pushes.push({ address, change: outcome });
+    }
+  }
+  let queued = new Set<string>();
+  if (remote.size > 0) {
+    await ctx.sendRemote({
+      from: sender,
+      to: [...remote],
+      id: messageId,
+      payload: { ...base, bcc: [], body: request.body },
+    });
+    queued = remote;
+  }
+  // The sender's copy in Sent (with bcc), counted against the sender's quota
+  // only as far as it fits: a full mailbox does not stop a send.
+  const own = new Mailbox(storage, sender);
+  const sentRecord: MessageRecord = {
+    ...base,
+    id: `${messageId}-sent`,
+    owner: sender,
+    folder: "sent",
+    bcc: request.bcc,
+    thread: await threadOf(own, request.in_reply_to, messageId),
+    seen: true,
+  };
+  const sentOutcome = await own.add(sentRecord, Number.MAX_SAFE_INTEGER);
+  if (typeof sentOutcome === "object") {
+    pushes.push({ address: sender, change: sentOutcome });
+  }
+  // Who holds a copy (one entry per copy): the content goes with the last one.
+  const holders = [...delivered].filter(([, d]) => d === "ok").map(([a]) => a);
+  await storage.set(key.owners(messageId), [...holders, sender]);
+
+  const recipients: RecipientResult[] = resolutions.map((r) => {
+    if (r.kind === "invalid") {
+      return {
+        address: r.input,
+        status: "failed",
+        error: 200,
+        message: `invalid address: ${r.reason}`,
+      };
+    }
+    if (r.kind === "unknown") {
+      return {
+        address: r.input,
+        status: "failed",
+        error: 201,
+        message: r.reason ?? "no such mailbox",
+      };
+    }
+    const full = r.mailboxes.filter((m) =>
+      delivered.get(m.address) === "quota"
+    );
+    if (r.mailboxes.length > 0 && full.length === r.mailboxes.length) {
+      return {
+        address: r.input,
+        status: "failed",
+        error: 206,
+        message: "the recipient's mailbox is full",
+      };
+    }
+    if (r.mailboxes.length === 0 && r.remote.every((a) => queued.has(a))) {
+      return { address: r.input, status: "queued" };
+    }
+    return { address: r.input, status: "delivered" };
+  });
+  const result: SendResult = {
+    message_id: messageId,
+    id: sentRecord.id,
+    date,
+    recipients,
+  };
+  await storage.set(resultKey, result);
+
+  for (const { address, change } of pushes) {
+    if (change.type === "new" && change.folder !== "sent") {
+      await ctx.push(address, "message_new", {
+        ...change.summary,
+        seq: change.seq,
+      });
+    } else {
+      await ctx.push(address, "mailbox_changed", {
+        seq: change.seq,
+        changes: [change],
+      });
+    }
+  }
+  return result;
+}
