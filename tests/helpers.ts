@@ -48,6 +48,8 @@ export async function startTestServer(
     AMTP_PORT: "0",
     AMTP_DATA: dataDir,
     AMTP_LOG_LEVEL: "debug",
+    // Federation lookups stay on loopback: a closed port unless a test runs dnsmasq.
+    AMTP_DNS: "127.0.0.1:9",
     ...env,
   });
   const logs: string[] = [];

@@ -24,7 +24,11 @@ export function taskArgs(task: string): string[] {
 export function cleanEnv(
   extra: Record<string, string>,
 ): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1" };
+  // Federation lookups stay on loopback unless a test names its DNS server.
+  const env: Record<string, string> = {
+    NO_COLOR: "1",
+    AMTP_DNS: "127.0.0.1:9",
+  };
   for (const [name, value] of Object.entries(Deno.env.toObject())) {
     if (!name.startsWith("AMTP_")) env[name] = value;
   }

@@ -512,6 +512,23 @@ export class ModuleHost {
     }
   }
 
+  /**
+   * Hand a delivery from another server (or a bounce) to a module's
+   * `inbound` handler, on its default version.
+   */
+  async inbound(name: string, delivery: Document): Promise<unknown> {
+    const slot = this.#pick(name);
+    const instance = slot.instance;
+    if (!instance || instance.state !== "ready") {
+      throw unavailable(`module ${name} is ${slot.state}`);
+    }
+    const caller = {
+      address: String(delivery.from),
+      session: `peer:${String(delivery.peer ?? "local")}`,
+    };
+    return await instance.call("$inbound", caller, delivery);
+  }
+
   /** Modules and versions clients may use, for `info`. */
   available(): { name: string; versions: string[]; default?: string }[] {
     const out = [];

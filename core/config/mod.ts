@@ -53,6 +53,20 @@ export interface Config {
   commandTimeout: number;
   /** Folder of modules (`<name>/<version>/module.json`). */
   modulesDir: string;
+  /** Name server `ip:port` for federation lookups; the system resolver when absent. */
+  dns?: string;
+  /** PEM file of extra CAs trusted for other servers. */
+  caFile?: string;
+  /** Seconds a queued remote delivery may wait before it bounces. */
+  federationLifetime: number;
+  /** First retry delay of a remote delivery in seconds. */
+  federationRetry: number;
+  /** Longest retry delay of a remote delivery in seconds. */
+  federationRetryMax: number;
+  /** Seconds allowed to connect to another server. */
+  federationTimeout: number;
+  /** Algorithm of a new server signing key. */
+  serverKeyAlgorithm: "ed25519" | "rsa";
 }
 
 /** A configuration variable with an invalid value. */
@@ -158,6 +172,44 @@ export const VARIABLES: readonly VariableSpec[] = [
     description: "folder of modules (<name>/<version>/module.json)",
   },
   {
+    name: "AMTP_DNS",
+    default: "",
+    description:
+      "name server ip:port for federation lookups (default: the system resolver)",
+  },
+  {
+    name: "AMTP_CA_FILE",
+    default: "",
+    description: "PEM file of extra CAs trusted for other servers",
+  },
+  {
+    name: "AMTP_FEDERATION_LIFETIME",
+    default: "432000",
+    description:
+      "seconds a remote delivery is retried before it bounces (5 days)",
+  },
+  {
+    name: "AMTP_FEDERATION_RETRY",
+    default: "60",
+    description:
+      "first retry delay of a remote delivery in seconds (doubles, with jitter)",
+  },
+  {
+    name: "AMTP_FEDERATION_RETRY_MAX",
+    default: "3600",
+    description: "longest retry delay of a remote delivery in seconds",
+  },
+  {
+    name: "AMTP_FEDERATION_TIMEOUT",
+    default: "10",
+    description: "seconds allowed to connect to another server",
+  },
+  {
+    name: "AMTP_SERVER_KEY_ALG",
+    default: "ed25519",
+    description: "algorithm of a new server signing key: ed25519 or rsa",
+  },
+  {
     name: "AMTP_COMMAND_TIMEOUT",
     default: "30",
     description: "seconds before a command is answered with a timeout",
@@ -200,6 +252,21 @@ function choiceVar<T extends string>(
 
 const HOSTNAME_RE =
   /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+function dnsVar(env: Env): string | undefined {
+  const raw = (env.AMTP_DNS ?? "").trim();
+  if (!raw) return undefined;
+  const match = raw.match(
+    /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})$/,
+  );
+  if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+    throw new ConfigError(
+      "AMTP_DNS",
+      `"${raw}" is not ip:port (for example 127.0.0.1:53)`,
+    );
+  }
+  return `${match[1].replace(/^\[|\]$/g, "")}:${match[2]}`;
+}
 
 /**
  * Read and validate the configuration from an environment.
@@ -259,6 +326,21 @@ export function loadConfig(env: Env): Config {
     userTokenTtl: intVar(env, "AMTP_USER_TOKEN_TTL", 1, 31_536_000),
     challengeTtl: intVar(env, "AMTP_CHALLENGE_TTL", 1, 3_600),
     commandTimeout: intVar(env, "AMTP_COMMAND_TIMEOUT", 1, 3_600),
+    dns: dnsVar(env),
+    caFile: (env.AMTP_CA_FILE ?? "").trim() || undefined,
+    federationLifetime: intVar(
+      env,
+      "AMTP_FEDERATION_LIFETIME",
+      1,
+      365 * 86_400,
+    ),
+    federationRetry: intVar(env, "AMTP_FEDERATION_RETRY", 1, 86_400),
+    federationRetryMax: intVar(env, "AMTP_FEDERATION_RETRY_MAX", 1, 7 * 86_400),
+    federationTimeout: intVar(env, "AMTP_FEDERATION_TIMEOUT", 1, 600),
+    serverKeyAlgorithm: choiceVar(env, "AMTP_SERVER_KEY_ALG", [
+      "ed25519",
+      "rsa",
+    ]),
     modulesDir: (env.AMTP_MODULES ?? "").trim() ||
       new URL("../../modules", import.meta.url).pathname.replace(/\/$/, ""),
   };

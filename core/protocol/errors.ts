@@ -3,7 +3,7 @@
  * throw. Every code is documented in docs/PROTOCOL.md.
  *
  * Ranges: 1-99 general, 100-199 login and tokens, 200-299 accounts and
- * administration, 300-399 module host.
+ * administration, 500-599 federation.
  *
  * @module
  */
@@ -66,6 +66,21 @@ export const ErrorCode = {
   REGISTRATION_CLOSED: 207,
   /** The domain is not hosted on this server. */
   UNKNOWN_DOMAIN: 208,
+
+  /** Server authentication failed: no or stale challenge, no published key, bad signature. */
+  S2S_AUTH_FAILED: 500,
+  /** The sending domain's `amtp-servers` record does not list the sending server. */
+  S2S_NOT_DELEGATED: 501,
+  /** The destination domain is not hosted on the receiving server. */
+  S2S_WRONG_DESTINATION: 502,
+  /** A delivery's sender is outside the domain the server authenticated for. */
+  S2S_FROM_MISMATCH: 503,
+  /** The domain publishes no `amtp-servers` record. */
+  NO_AMTP_RECORD: 504,
+  /** None of the domain's servers could be reached. */
+  REMOTE_UNREACHABLE: 505,
+  /** A server-to-server command before authentication. */
+  S2S_NOT_AUTHENTICATED: 506,
 } as const;
 
 /** A numeric error code. */

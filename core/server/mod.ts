@@ -26,12 +26,12 @@ import {
   watchCertificate,
 } from "../tls/mod.ts";
 import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
-import { userCommands } from "../user/mod.ts";
+import { publicProfile, userCommands } from "../user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
 import { resolveRecipients } from "../routing/mod.ts";
-import { enqueueOutbound } from "../federation/outbox.ts";
+import { Federation } from "../federation/mod.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -135,7 +135,7 @@ export async function startServer(
       },
       "federation.send": async (manifest, request) => {
         const to = Array.isArray(request.to) ? request.to.map(String) : [];
-        const ids = await enqueueOutbound(store.kv, {
+        const ids = await federation.enqueue({
           module: manifest.name,
           from: String(request.from),
           to,
@@ -148,6 +148,21 @@ export async function startServer(
     ...options.moduleHost,
   });
   await host.start();
+  let transportPort = config.port;
+  const federation = await Federation.start({
+    config,
+    kv: store.kv,
+    accounts: store.accounts,
+    log,
+    inbound: (module, delivery) => host.inbound(module, delivery),
+    profile: async (address) => {
+      const user = await store.accounts.getUser(address);
+      return user && !user.disabled
+        ? await publicProfile(store.accounts, user)
+        : null;
+    },
+    port: () => transportPort,
+  });
   const modules = () => host.available();
   const dispatcher = new Dispatcher({
     log,
@@ -166,15 +181,19 @@ export async function startServer(
     ...loginCommands(login),
     ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
     ...moduleCommands(host),
+    ...federation.adminCommands(),
     ...userCommands({
       accounts: store.accounts,
       tokens,
       hostname: config.hostname,
       limits,
       modules,
+      remoteProfile: (address, asDomain) =>
+        federation.remoteProfile(address, asDomain),
     }),
   );
 
+  const peers = new SessionRegistry();
   const sessionLimits = {
     maxInflight: config.maxInflight,
     rateLimit: config.rateLimit,
@@ -195,6 +214,13 @@ export async function startServer(
       }),
       onConnection: (conn) =>
         runSession(conn, { dispatcher, registry, limits: sessionLimits, log }),
+      onPeerConnection: (conn) =>
+        runSession(conn, {
+          dispatcher: federation.dispatcher,
+          registry: peers,
+          limits: sessionLimits,
+          log,
+        }),
       httpHandler: () =>
         new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`),
       log,
@@ -203,7 +229,9 @@ export async function startServer(
     store.close();
     throw error;
   }
+  transportPort = transports.port;
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
+  peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const stopWatching = watchCertificate(certSource, certificate, {
     intervalMs: options.certCheckMs ?? 3_600_000,
     log,
@@ -230,6 +258,8 @@ export async function startServer(
         stopWatching();
         await transports.stop();
         await registry.closeAll("server shutting down", 5000);
+        await peers.closeAll("server shutting down", 1000);
+        await federation.close();
         await host.close();
         transports.close();
         store.close();

@@ -9,8 +9,8 @@
 export interface Connection {
   /** Unique id. */
   readonly id: string;
-  /** `webtransport` or `websocket`. */
-  readonly transport: "webtransport" | "websocket";
+  /** `webtransport`, `websocket`, or `peer` (another server, over QUIC). */
+  readonly transport: "webtransport" | "websocket" | "peer";
   /** The peer's IP address. */
   readonly remoteAddr: string;
   /**

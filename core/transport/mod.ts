@@ -15,6 +15,7 @@ import {
 } from "./webtransport.ts";
 
 export * from "./connection.ts";
+export { S2S_ALPN, StreamConnection } from "./webtransport.ts";
 
 /** Options of {@link startTransports}. */
 export interface TransportOptions {
@@ -32,6 +33,8 @@ export interface TransportOptions {
   admission: Admission;
   /** Called for each established connection. */
   onConnection: (conn: Connection) => void;
+  /** Called for each server-to-server connection. */
+  onPeerConnection?: (conn: Connection) => void;
   /** Plain HTTPS requests (not `/amtp` upgrades). */
   httpHandler?: (request: Request) => Response | Promise<Response>;
   /** Logger. */

@@ -33,9 +33,14 @@ export interface WebTransportOptions {
   admission: Admission;
   /** Called for each established connection. */
   onConnection: (conn: Connection) => void;
+  /** Called for each server-to-server connection (ALPN `amtp/1`), if given. */
+  onPeerConnection?: (conn: Connection) => void;
   /** Logger. */
   log: Logger;
 }
+
+/** ALPN of server-to-server AMTP over QUIC (one bidirectional stream of BSON frames). */
+export const S2S_ALPN = "amtp/1";
 
 /** A running WebTransport listener. */
 export interface WebTransportListener {
@@ -85,7 +90,7 @@ function startListening(
   const listener = endpoint.listen({
     cert,
     key,
-    alpnProtocols: ["h3"],
+    alpnProtocols: options.onPeerConnection ? ["h3", S2S_ALPN] : ["h3"],
     keepAliveInterval: 15_000,
     maxIdleTimeout: 60_000,
   });
@@ -114,6 +119,16 @@ function startListening(
             reason: "too many sessions",
           });
           conn.close({ closeCode: 11, reason: "too many sessions" });
+          continue;
+        }
+        if (conn.protocol === S2S_ALPN && options.onPeerConnection) {
+          establishPeer(conn, ip, options).catch((error) => {
+            options.admission.release(ip);
+            options.log.debug("peer_handshake_failed", {
+              ip,
+              error: String(error),
+            });
+          });
           continue;
         }
         establish(conn, ip, options).catch((error) => {
@@ -158,7 +173,7 @@ async function establish(
       next.value.readable.cancel().catch(() => {});
     }
   })();
-  const connection = new WebTransportConnection(
+  const connection = new StreamConnection(
     wt,
     first.value,
     ip,
@@ -168,24 +183,74 @@ async function establish(
   options.onConnection(connection);
 }
 
-class WebTransportConnection implements Connection {
-  readonly id = newConnectionId("wt");
-  readonly transport = "webtransport" as const;
+async function establishPeer(
+  conn: Deno.QuicConn,
+  ip: string,
+  options: WebTransportOptions,
+): Promise<void> {
+  const streams = conn.incomingBidirectionalStreams.getReader();
+  const first = await Promise.race([
+    streams.read(),
+    new Promise<null>((resolve) =>
+      setTimeout(() => resolve(null), STREAM_WAIT_MS)
+    ),
+  ]);
+  if (!first || first.done) {
+    conn.close({ closeCode: 1, reason: "no stream opened" });
+    throw new Error("peer opened no stream");
+  }
+  const connection = new StreamConnection(
+    {
+      close: (info) =>
+        conn.close({
+          closeCode: info?.closeCode ?? 0,
+          reason: info?.reason ?? "",
+        }),
+      closed: conn.closed,
+    },
+    first.value,
+    ip,
+    options.maxFrame,
+    "peer",
+  );
+  connection.closed.then(() => options.admission.release(ip));
+  options.onPeerConnection!(connection);
+}
+
+/** A QUIC connection or WebTransport session carrying one stream. */
+interface StreamOwner {
+  close(info?: { closeCode?: number; reason?: string }): void;
+  closed: Promise<unknown>;
+}
+
+/** One long-lived bidirectional stream of frames, over WebTransport or raw QUIC. */
+export class StreamConnection implements Connection {
+  readonly id: string;
+  readonly transport: "webtransport" | "peer";
   readonly remoteAddr: string;
   readonly closed: Promise<void>;
-  readonly #wt: WebTransport;
-  readonly #stream: WebTransportBidirectionalStream;
+  readonly #wt: StreamOwner;
+  readonly #stream: {
+    readable: ReadableStream<Uint8Array>;
+    writable: WritableStream<Uint8Array>;
+  };
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #maxFrame: number;
   #isClosed = false;
   #resolveClosed!: () => void;
 
   constructor(
-    wt: WebTransport,
-    stream: WebTransportBidirectionalStream,
+    wt: StreamOwner,
+    stream: {
+      readable: ReadableStream<Uint8Array>;
+      writable: WritableStream<Uint8Array>;
+    },
     ip: string,
     maxFrame: number,
+    transport: "webtransport" | "peer" = "webtransport",
   ) {
+    this.transport = transport;
+    this.id = newConnectionId(transport === "peer" ? "s2s" : "wt");
     this.#wt = wt;
     this.#stream = stream;
     this.#writer = stream.writable.getWriter();

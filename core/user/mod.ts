@@ -51,6 +51,11 @@ export interface UserDeps {
   limits: Record<string, number>;
   /** Modules available. */
   modules: () => { name: string; versions: string[]; default?: string }[];
+  /** A remote user's profile through federation (asking as `asDomain`). */
+  remoteProfile?: (
+    address: string,
+    asDomain: string,
+  ) => Promise<Record<string, unknown>>;
 }
 
 function randomId(): string {
@@ -172,13 +177,19 @@ export function userCommands(deps: UserDeps): Command[] {
       name: "user_userinfo",
       auth: "user",
       params: { address: { type: "string", max: 320 } },
-      handler: async (p) => {
+      handler: async (p, ctx) => {
         const address = accountName("user", p.address);
         const [, domain] = splitAddress(address);
         if (!(await accounts.getDomain(domain))) {
-          throw new ProtocolError(
-            ErrorCode.UNKNOWN_DOMAIN,
-            `${domain} is not hosted on this server (remote profiles need federation)`,
+          if (!deps.remoteProfile) {
+            throw new ProtocolError(
+              ErrorCode.UNKNOWN_DOMAIN,
+              `${domain} is not hosted on this server`,
+            );
+          }
+          return await deps.remoteProfile(
+            address,
+            splitAddress(ctx.caller!.name)[1],
           );
         }
         const user = await accounts.getUser(address);

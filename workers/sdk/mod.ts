@@ -120,10 +120,48 @@ export type Handler = (
   ctx: ModuleContext,
 ) => unknown;
 
+/** A delivery from another server, or a bounce of one of ours. */
+export interface InboundDelivery {
+  /** `deliver`: a payload from another server for local recipients; `bounce`: a payload of ours that could not be delivered. */
+  kind: "deliver" | "bounce";
+  /** Sender address. */
+  from: string;
+  /** Recipients (`deliver`: local; `bounce`: the remote ones that failed). */
+  to: string[];
+  /** Delivery id (idempotency). */
+  id: string;
+  /** The payload the sending module queued. */
+  payload: unknown;
+  /** `bounce`: why, per recipient. */
+  failures?: { address: string; error: number; message: string }[];
+  /** `deliver`: the authenticated sending server. */
+  peer?: string;
+}
+
+/** Result of an inbound delivery, per recipient. */
+export interface InboundResult {
+  /** One entry per recipient of `to`. */
+  recipients: {
+    address: string;
+    status: "delivered" | "failed";
+    error?: number;
+    message?: string;
+  }[];
+}
+
 /** A module: its command handlers. */
 export interface ModuleDefinition {
   /** Handlers by command name (the manifest lists the same names). */
   commands: Record<string, Handler>;
+  /**
+   * Deliveries from other servers and bounces (modules that federate). The
+   * context's caller is the sender (`deliver`) or the local sender of the
+   * bounced payload (`bounce`).
+   */
+  inbound?: (
+    delivery: InboundDelivery,
+    ctx: ModuleContext,
+  ) => Promise<InboundResult>;
 }
 
 /** An error a handler throws to answer with a code the client sees. */
@@ -241,7 +279,14 @@ export function serveModule(definition: ModuleDefinition): void {
         return;
       }
       case "call": {
-        const handler = definition.commands[doc.command as string];
+        const inbound = doc.command === "$inbound"
+          ? definition.inbound
+          : undefined;
+        const handler: Handler | undefined = inbound
+          ? (params, ctx) => inbound(params as unknown as InboundDelivery, ctx)
+          : Object.hasOwn(definition.commands, doc.command as string)
+          ? definition.commands[doc.command as string]
+          : undefined;
         if (!handler) {
           port.send({
             t: "error",

@@ -30,6 +30,7 @@ import {
   SYSTEM_FOLDERS,
 } from "./params.ts";
 import { MAX_BODY, MAX_RECIPIENTS, send } from "./send.ts";
+import { inbound } from "./inbound.ts";
 
 /** Ids one mark, move or delete may name. */
 const MAX_IDS = 50;
@@ -110,6 +111,7 @@ async function release(
 }
 
 serveModule({
+  inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
   commands: {
     async send(p, ctx) {
       const encrypted = optBool(p, "encrypted") ?? false;

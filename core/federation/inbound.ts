@@ -1,0 +1,252 @@
+/**
+ * The receiving side of server-to-server sessions: `s2s_hello`, `s2s_auth`,
+ * `s2s_deliver`, `s2s_userinfo`. These commands are served only on peer
+ * connections (ALPN `amtp/1`), never on client sessions.
+ *
+ * @module
+ */
+
+import type { AccountStore } from "../../kv/mod.ts";
+import { toBase64 } from "../auth/algorithms.ts";
+import {
+  IdentityError,
+  normalizeAddress,
+  splitAddress,
+} from "../identity/mod.ts";
+import {
+  type Command,
+  defineCommand,
+  ErrorCode,
+  type HandlerContext,
+  ProtocolError,
+} from "../protocol/mod.ts";
+import { TokenBucket } from "../session/rate.ts";
+import type { Document } from "../wire/mod.ts";
+import type { DnsResolver } from "./dns.ts";
+import { verifyClaim } from "./proof.ts";
+
+/** An authenticated peer, kept in the session's state. */
+interface Peer {
+  host: string;
+  domain: string;
+  destination: string;
+}
+
+/** What the inbound commands need. */
+export interface InboundDeps {
+  /** DNS. */
+  dns: DnsResolver;
+  /** Accounts (hosted domains, users). */
+  accounts: AccountStore;
+  /** Hand a delivery to a local module. */
+  deliver: (module: string, delivery: Document) => Promise<unknown>;
+  /** A local user's public profile. */
+  profile: (address: string) => Promise<Record<string, unknown> | null>;
+  /** Deliveries per second allowed from one remote server (burst: ten times). */
+  peerRate?: number;
+}
+
+function peerOf(ctx: HandlerContext): Peer {
+  const peer = ctx.session.data.get("s2s_peer") as Peer | undefined;
+  if (!peer) {
+    throw new ProtocolError(
+      ErrorCode.S2S_NOT_AUTHENTICATED,
+      "authenticate with s2s_hello and s2s_auth first",
+    );
+  }
+  return peer;
+}
+
+function address(input: string): string | undefined {
+  try {
+    return normalizeAddress(input);
+  } catch (error) {
+    if (error instanceof IdentityError) return undefined;
+    throw error;
+  }
+}
+
+/** The server-to-server commands. */
+export function inboundCommands(deps: InboundDeps): Command[] {
+  const buckets = new Map<string, TokenBucket>();
+  const rate = deps.peerRate ?? 500;
+  const hosted = async (domain: string) =>
+    (await deps.accounts.getDomain(domain)) !== null;
+  return [
+    defineCommand({
+      name: "s2s_hello",
+      auth: "none",
+      params: {},
+      handler: (_p, ctx) => {
+        const challenge = toBase64(crypto.getRandomValues(new Uint8Array(32)));
+        ctx.session.data.set("s2s_challenge", challenge);
+        return { challenge };
+      },
+    }),
+    defineCommand({
+      name: "s2s_auth",
+      auth: "none",
+      params: {
+        challenge: { type: "string", max: 100 },
+        host: { type: "string", max: 253 },
+        domain: { type: "string", max: 253 },
+        destination: { type: "string", max: 253 },
+        timestamp: { type: "number" },
+        signature: { type: "binary", max: 1024 },
+      },
+      handler: async (p, ctx) => {
+        const expected = ctx.session.data.get("s2s_challenge") as
+          | string
+          | undefined;
+        ctx.session.data.delete("s2s_challenge");
+        const claim = {
+          challenge: p.challenge,
+          host: p.host.toLowerCase(),
+          domain: p.domain.toLowerCase(),
+          destination: p.destination.toLowerCase(),
+          timestamp: p.timestamp,
+        };
+        try {
+          await verifyClaim(claim, p.signature, {
+            dns: deps.dns,
+            expectedChallenge: expected,
+            hosted,
+          });
+        } catch (error) {
+          ctx.log.warn("s2s_auth_refused", {
+            host: claim.host,
+            domain: claim.domain,
+            ip: ctx.session.remoteAddr,
+            reason: (error as Error).message,
+          });
+          throw error;
+        }
+        ctx.session.data.set("s2s_peer", {
+          host: claim.host,
+          domain: claim.domain,
+          destination: claim.destination,
+        });
+        ctx.log.info("s2s_authenticated", {
+          host: claim.host,
+          domain: claim.domain,
+          ip: ctx.session.remoteAddr,
+        });
+        return { authenticated: true };
+      },
+    }),
+    defineCommand({
+      name: "s2s_deliver",
+      auth: "none",
+      params: {
+        module: { type: "string", max: 64 },
+        from: { type: "string", max: 320 },
+        to: { type: "array", items: "string", min: 1, max: 100, itemMax: 320 },
+        id: { type: "string", min: 1, max: 128 },
+        payload: { type: "object", optional: true },
+      },
+      handler: async (p, ctx) => {
+        const peer = peerOf(ctx);
+        let bucket = buckets.get(peer.host);
+        if (!bucket) {
+          buckets.set(peer.host, bucket = new TokenBucket(rate, rate * 10));
+        }
+        if (!bucket.take()) {
+          throw new ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            `more than ${rate} deliveries per second from ${peer.host}`,
+            {
+              retry_after: 1,
+            },
+          );
+        }
+        const from = address(p.from);
+        if (!from || splitAddress(from)[1] !== peer.domain) {
+          throw new ProtocolError(
+            ErrorCode.S2S_FROM_MISMATCH,
+            `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
+          );
+        }
+        const results: {
+          address: string;
+          status: string;
+          error?: number;
+          message?: string;
+        }[] = [];
+        const local: string[] = [];
+        for (const raw of p.to as string[]) {
+          const to = address(raw);
+          if (!to) {
+            results.push({
+              address: raw,
+              status: "failed",
+              error: ErrorCode.INVALID_ADDRESS,
+              message: "invalid address",
+            });
+          } else if (!(await hosted(splitAddress(to)[1]))) {
+            results.push({
+              address: raw,
+              status: "failed",
+              error: ErrorCode.S2S_WRONG_DESTINATION,
+              message: "not hosted here",
+            });
+          } else local.push(to);
+        }
+        if (local.length > 0) {
+          try {
+            const answer = await deps.deliver(p.module, {
+              kind: "deliver",
+              from,
+              to: local,
+              id: p.id,
+              payload: p.payload ?? null,
+              peer: peer.host,
+            }) as { recipients: typeof results };
+            results.push(...answer.recipients);
+          } catch (error) {
+            const code = error instanceof ProtocolError
+              ? error.code
+              : ErrorCode.INTERNAL;
+            const message = error instanceof ProtocolError
+              ? error.message
+              : "internal error";
+            for (const to of local) {
+              results.push({
+                address: to,
+                status: "failed",
+                error: code,
+                message,
+              });
+            }
+          }
+        }
+        ctx.log.info("s2s_delivered", {
+          host: peer.host,
+          module: p.module,
+          delivered: results.filter((r) => r.status === "delivered").length,
+          failed: results.filter((r) => r.status !== "delivered").length,
+        });
+        return { recipients: results };
+      },
+    }),
+    defineCommand({
+      name: "s2s_userinfo",
+      auth: "none",
+      params: { address: { type: "string", max: 320 } },
+      handler: async (p, ctx) => {
+        peerOf(ctx);
+        const target = address(p.address);
+        if (!target) {
+          throw new ProtocolError(
+            ErrorCode.INVALID_ADDRESS,
+            `invalid address ${p.address}`,
+          );
+        }
+        const profile = await deps.profile(target);
+        if (!profile) {
+          throw new ProtocolError(ErrorCode.NOT_FOUND, `no user ${target}`);
+        }
+        return profile;
+      },
+    }),
+  ];
+}

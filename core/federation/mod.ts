@@ -1,0 +1,331 @@
+/**
+ * Federation: servers find each other through DNS, prove who they are with a
+ * signed challenge, and deliver module payloads with a durable retry queue.
+ *
+ * This module wires the parts: the server key, DNS, the pool of peer
+ * sessions, the outbound queue, the inbound commands (served on peer
+ * connections only), remote profiles, and the admin commands for the queue
+ * and the DNS check.
+ *
+ * @module
+ */
+
+import type { AccountStore } from "../../kv/mod.ts";
+import type { Config } from "../config/mod.ts";
+import { splitAddress } from "../identity/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import {
+  type Command,
+  defineCommand,
+  Dispatcher,
+  ErrorCode,
+  ProtocolError,
+} from "../protocol/mod.ts";
+import type { Document } from "../wire/mod.ts";
+import { PeerPool } from "./client.ts";
+import { DnsError, DnsResolver } from "./dns.ts";
+import { inboundCommands } from "./inbound.ts";
+import { ServerKeys } from "./keys.ts";
+import { enqueueOutbound, type OutboundItem } from "./outbox.ts";
+import { OutboundQueue } from "./queue.ts";
+
+/** Seconds a remote profile is cached. */
+export const PROFILE_CACHE_SECONDS = 600;
+
+/** What federation needs from the rest of the server. */
+export interface FederationDeps {
+  /** Configuration. */
+  config: Config;
+  /** KV. */
+  kv: Deno.Kv;
+  /** Accounts. */
+  accounts: AccountStore;
+  /** Logger. */
+  log: Logger;
+  /** Hand a delivery or bounce to a module's inbound handler. */
+  inbound: (module: string, delivery: Document) => Promise<unknown>;
+  /** A local user's public profile, or null. */
+  profile: (address: string) => Promise<Record<string, unknown> | null>;
+  /** The port this server listens on (for the records to publish). */
+  port: () => number;
+}
+
+/** Running federation. */
+export class Federation {
+  readonly keys: ServerKeys;
+  readonly dns: DnsResolver;
+  readonly pool: PeerPool;
+  readonly queue: OutboundQueue;
+  /** Dispatcher of peer (server-to-server) sessions. */
+  readonly dispatcher: Dispatcher;
+  readonly #deps: FederationDeps;
+
+  private constructor(
+    deps: FederationDeps,
+    keys: ServerKeys,
+    caCerts: string[],
+  ) {
+    this.#deps = deps;
+    const { config, log } = deps;
+    this.keys = keys;
+    this.dns = new DnsResolver({ nameServer: config.dns, timeoutMs: 5000 });
+    this.pool = new PeerPool({
+      dns: this.dns,
+      caCerts,
+      connectTimeoutMs: config.federationTimeout * 1000,
+      requestTimeoutMs: 30_000,
+      maxFrame: config.maxFrame,
+      keys,
+      hostname: config.hostname,
+    });
+    this.queue = new OutboundQueue({
+      kv: deps.kv,
+      pool: this.pool,
+      log: log.child({ part: "federation" }),
+      lifetimeMs: config.federationLifetime * 1000,
+      retryBaseMs: config.federationRetry * 1000,
+      retryMaxMs: config.federationRetryMax * 1000,
+      bounce: async (item, failures) => {
+        await deps.inbound(item.module, {
+          kind: "bounce",
+          from: item.from,
+          to: failures.map((f) => f.address),
+          id: item.delivery_id,
+          payload: item.payload,
+          failures,
+        });
+      },
+    });
+    this.dispatcher = new Dispatcher({
+      log: log.child({ part: "s2s" }),
+      timeoutMs: 30_000,
+    });
+    this.dispatcher.register(...inboundCommands({
+      dns: this.dns,
+      accounts: deps.accounts,
+      deliver: deps.inbound,
+      profile: deps.profile,
+    }));
+  }
+
+  /** Load the server key, read the extra CAs, start the queue. */
+  static async start(deps: FederationDeps): Promise<Federation> {
+    const keys = await ServerKeys.open(
+      deps.config.dataDir,
+      deps.config.serverKeyAlgorithm,
+    );
+    const caCerts: string[] = [];
+    if (deps.config.caFile) {
+      const text = await Deno.readTextFile(deps.config.caFile);
+      caCerts.push(
+        ...(text.match(
+          /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g,
+        ) ?? []),
+      );
+    }
+    const federation = new Federation(deps, keys, caCerts);
+    federation.queue.start();
+    return federation;
+  }
+
+  /** Queue a payload for remote recipients and wake the queue. */
+  async enqueue(
+    delivery: {
+      module: string;
+      from: string;
+      to: string[];
+      id: string;
+      payload: unknown;
+    },
+  ): Promise<string[]> {
+    const ids = await enqueueOutbound(this.#deps.kv, delivery);
+    this.queue.kick();
+    return ids;
+  }
+
+  /**
+   * A remote user's public profile, through their server (cached).
+   *
+   * @throws {ProtocolError} NOT_FOUND, NO_AMTP_RECORD or REMOTE_UNREACHABLE
+   */
+  async remoteProfile(
+    address: string,
+    asDomain: string,
+  ): Promise<Record<string, unknown>> {
+    const key = ["profile_cache", address];
+    const cached = await this.#deps.kv.get<
+      { profile: Record<string, unknown>; fetched: number }
+    >(key);
+    if (
+      cached.value &&
+      Date.now() - cached.value.fetched < PROFILE_CACHE_SECONDS * 1000
+    ) return cached.value.profile;
+    const session = await this.pool.session(asDomain, splitAddress(address)[1]);
+    const profile = await session.call<Record<string, unknown>>(
+      "s2s_userinfo",
+      { address },
+    );
+    await this.#deps.kv.set(key, { profile, fetched: Date.now() }, {
+      expireIn: PROFILE_CACHE_SECONDS * 1000,
+    });
+    return profile;
+  }
+
+  /** The records to publish for `domains`, each checked against the live DNS. */
+  async checkDns(domains: string[]): Promise<Record<string, unknown>[]> {
+    const { hostname } = this.#deps.config;
+    const port = this.#deps.port();
+    const server = port === 443 ? hostname : `${hostname}:${port}`;
+    const rows: Record<string, unknown>[] = [];
+    this.dns.clear();
+    for (const domain of domains) {
+      const expected = `amtp-servers=${server}`;
+      let status = "ok";
+      let message = "";
+      let found: string[] = [];
+      try {
+        found = (await this.dns.txt(domain)).filter((r) =>
+          r.startsWith("amtp-servers=")
+        );
+        const servers = found.length ? await this.dns.servers(domain) : [];
+        if (found.length === 0) {
+          status = "missing";
+          message = `no amtp-servers record at ${domain}`;
+        } else if (
+          !servers.some((s) => s.host === hostname && s.port === port)
+        ) {
+          status = "wrong";
+          message = `the record does not list ${server}`;
+        }
+      } catch (error) {
+        status = "missing";
+        message = error instanceof DnsError ? error.message : String(error);
+      }
+      rows.push({
+        name: domain,
+        type: "TXT",
+        value: expected,
+        status,
+        found,
+        message,
+      });
+    }
+    const keyRecords = this.keys.records().map((r) => `amtp-dkim=${r}`);
+    let published: string[] = [];
+    let lookupError = "";
+    try {
+      published = (await this.dns.txt(hostname)).filter((r) =>
+        r.startsWith("amtp-dkim=")
+      );
+    } catch (error) {
+      lookupError = error instanceof DnsError ? error.message : String(error);
+    }
+    const norm = (r: string) => r.replace(/\s+/g, "");
+    keyRecords.forEach((value, i) => {
+      const present = published.some((p) => norm(p) === norm(value));
+      rows.push({
+        name: hostname,
+        type: "TXT",
+        value,
+        status: present ? "ok" : published.length ? "wrong" : "missing",
+        found: published,
+        message: present
+          ? ""
+          : published.length
+          ? `the published amtp-dkim record${
+            published.length > 1 ? "s differ" : " differs"
+          } from this server's ${i === 0 ? "active" : "pending"} key`
+          : lookupError || `no amtp-dkim record at ${hostname}`,
+      });
+    });
+    let addresses: string[] = [];
+    let addressError = "";
+    try {
+      addresses = await this.dns.addresses(hostname);
+    } catch (error) {
+      addressError = (error as Error).message;
+    }
+    rows.push({
+      name: hostname,
+      type: "A/AAAA",
+      value: "(this server's public address)",
+      status: addresses.length ? "ok" : "missing",
+      found: addresses,
+      message: addressError,
+    });
+    return rows;
+  }
+
+  /** Admin commands: the queue and the DNS check. */
+  adminCommands(): Command[] {
+    const view = (item: OutboundItem) => {
+      const { payload: _, ...rest } = item;
+      return { ...rest, next_attempt: new Date(item.next_attempt) };
+    };
+    return [
+      defineCommand({
+        name: "admin_get_queue",
+        auth: "admin",
+        params: {
+          domain: { type: "string", optional: true, max: 253 },
+          limit: { type: "int", optional: true, min: 1, max: 500 },
+        },
+        handler: async (p) => ({
+          items: (await this.queue.list(p.limit ?? 100, p.domain)).map(view),
+        }),
+      }),
+      defineCommand({
+        name: "admin_retry_queue",
+        auth: "admin",
+        params: { id: { type: "string", max: 400 } },
+        handler: async (p) => {
+          if (!(await this.queue.retry(p.id))) {
+            throw new ProtocolError(
+              ErrorCode.NOT_FOUND,
+              `no queued item ${p.id}`,
+            );
+          }
+          return { id: p.id };
+        },
+      }),
+      defineCommand({
+        name: "admin_del_queue",
+        auth: "admin",
+        params: { id: { type: "string", max: 400 } },
+        handler: async (p) => {
+          if (!(await this.queue.remove(p.id))) {
+            throw new ProtocolError(
+              ErrorCode.NOT_FOUND,
+              `no queued item ${p.id}`,
+            );
+          }
+          return { id: p.id };
+        },
+      }),
+      defineCommand({
+        name: "admin_dns_check",
+        auth: "admin",
+        params: { domain: { type: "string", optional: true, max: 253 } },
+        handler: async (p) => {
+          const domains = p.domain
+            ? [p.domain.toLowerCase()]
+            : (await this.#deps.accounts.listDomains({ limit: 500 })).items.map(
+              (d) => d.name,
+            );
+          const records = await this.checkDns(domains);
+          return {
+            hostname: this.#deps.config.hostname,
+            records,
+            ok: records.every((r) => r.status === "ok"),
+          };
+        },
+      }),
+    ];
+  }
+
+  /** Stop the queue and close peer sessions. */
+  async close(): Promise<void> {
+    await this.queue.stop();
+    await this.pool.close();
+  }
+}
