@@ -47,6 +47,8 @@ if (import.meta.main) {
     if (stopping) return;
     stopping = true;
     await server.close();
+    // Let the closing frames of QUIC connections leave before exiting.
+    await new Promise((resolve) => setTimeout(resolve, 100));
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);

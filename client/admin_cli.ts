@@ -161,6 +161,21 @@ export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
     command: "admin_get_modules",
     help: "modules with state and figures",
   },
+  queue: {
+    command: "admin_get_queue",
+    flags: { domain: ["domain", "string"], limit: ["limit", "int"] },
+    help: "queue [--domain D]: remote deliveries waiting",
+  },
+  "retry-queue": {
+    command: "admin_retry_queue",
+    positional: ["id"],
+    help: "retry-queue ID: try now",
+  },
+  "del-queue": {
+    command: "admin_del_queue",
+    positional: ["id"],
+    help: "del-queue ID: drop it",
+  },
   "load-module": {
     command: "admin_load_module",
     positional: ["name", "version"],

@@ -200,6 +200,49 @@ async function subcommand(
   }
 }
 
+/** The answer of `admin_dns_check`. */
+interface DnsCheck {
+  hostname: string;
+  ok: boolean;
+  records: {
+    name: string;
+    type: string;
+    value: string;
+    status: string;
+    found: string[];
+    message: string;
+  }[];
+}
+
+function formatDnsCheck(check: DnsCheck): string {
+  const lines = [`Records to publish for ${check.hostname}:`, ""];
+  for (const r of check.records) {
+    const record = r.type === "TXT"
+      ? `${r.name}. IN TXT "${r.value}"`
+      : `${r.name}. IN ${r.type} ${r.value}`;
+    lines.push(
+      `${
+        r.status === "ok" ? "ok     " : r.status.toUpperCase().padEnd(7)
+      } ${record}`,
+    );
+    if (r.status !== "ok") {
+      lines.push(`        ${r.message}`);
+      for (const found of r.found) {
+        lines.push(`        published now: ${found}`);
+      }
+    } else if (r.type !== "TXT") {
+      lines.push(`        resolves to ${r.found.join(", ")}`);
+    }
+  }
+  lines.push(
+    "",
+    check.ok
+      ? "DNS is set up correctly."
+      : "DNS needs the changes marked above.",
+  );
+  return lines.join("\n");
+}
+
 const USAGE = `amtp - AMTP command-line client
 
   amtp info                         server information (no login)
@@ -214,6 +257,7 @@ const USAGE = `amtp - AMTP command-line client
   amtp read ID [--save DIR]          show a message (marks it seen), save its attachments
   amtp search TEXT [--from A]        search your mail
   amtp watch                         print messages as they arrive
+  amtp dns [DOMAIN]                 the DNS records to publish, checked against live DNS (admin)
   amtp admin SUBCOMMAND ...         admin commands (amtp admin for the list)
   amtp user SUBCOMMAND ...          user commands (amtp user for the list)
 
@@ -360,6 +404,26 @@ export async function main(argv: string[]): Promise<number> {
           client.close();
         }
         return 0;
+      }
+      case "dns": {
+        const token = state.admin_token;
+        if (!token) {
+          throw new UsageError(
+            "not logged in as admin: amtp login --admin NAME --key FILE first",
+          );
+        }
+        const client = await connect(args, state);
+        try {
+          const check = await client.call<DnsCheck>("admin_dns_check", {
+            admin_token: token,
+            domain: args.positional[1],
+          });
+          if (args.flags.has("json")) console.log(asJson(check));
+          else console.log(formatDnsCheck(check));
+          return check.ok ? 0 : 1;
+        } finally {
+          client.close();
+        }
       }
       case "admin":
         await subcommand(args, state, "admin", ADMIN_SUBCOMMANDS);

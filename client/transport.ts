@@ -50,6 +50,8 @@ export async function openWebTransport(
     }];
   }
   const wt = new WebTransport(options.url, init);
+  // A lost connection rejects `closed`; the read loop reports it instead.
+  wt.closed.catch(() => {});
   await wt.ready;
   const stream = await wt.createBidirectionalStream();
   const writer = stream.writable.getWriter();

@@ -204,10 +204,14 @@ export class PeerClient {
   }
 }
 
+/** Milliseconds a server that could not be reached is tried after the others. */
+const DOWN_MS = 60_000;
+
 /** Connections to peers, reused per (server, domain, destination), closed when idle. */
 export class PeerPool {
   readonly #options: PeerOptions & { keys: ServerKeys; hostname: string };
   readonly #sessions = new Map<string, Promise<PeerClient>>();
+  readonly #down = new Map<string, number>();
   readonly #sweeper: ReturnType<typeof setInterval>;
 
   /** Create a pool. */
@@ -254,7 +258,17 @@ export class PeerPool {
       },
     );
     const errors: string[] = [];
-    for (const server of servers) {
+    // Servers that failed recently go last (still in priority order among themselves).
+    const now = Date.now();
+    const ordered = [
+      ...servers.filter((s) =>
+        (this.#down.get(`${s.host}:${s.port}`) ?? 0) <= now
+      ),
+      ...servers.filter((s) =>
+        (this.#down.get(`${s.host}:${s.port}`) ?? 0) > now
+      ),
+    ];
+    for (const server of ordered) {
       const key = `${server.host}:${server.port}|${domain}|${destination}`;
       const existing = await this.#sessions.get(key)?.catch(() => undefined);
       if (existing?.open) return existing;
@@ -278,6 +292,7 @@ export class PeerPool {
       } catch (error) {
         this.#sessions.delete(key);
         if (error instanceof ProtocolError) throw error; // refused: another server would refuse too
+        this.#down.set(`${server.host}:${server.port}`, Date.now() + DOWN_MS);
         errors.push(
           `${server.host}:${server.port}: ${(error as Error).message}`,
         );
@@ -288,6 +303,39 @@ export class PeerPool {
       `no server of ${destination} could be reached (${errors.join("; ")})`,
       { transient: true },
     );
+  }
+
+  /** Drop a session that failed (the next call connects afresh). */
+  forget(client: PeerClient): void {
+    client.close();
+    for (const [key, pending] of this.#sessions) {
+      pending.then((c) => {
+        if (c === client && this.#sessions.get(key) === pending) {
+          this.#sessions.delete(key);
+        }
+      }, () => {});
+    }
+  }
+
+  /**
+   * Call a command on an authenticated session; when a reused session turns
+   * out dead (the peer restarted), connect afresh once.
+   */
+  async call<T>(
+    domain: string,
+    destination: string,
+    command: string,
+    params: Document,
+  ): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      const session = await this.session(domain, destination);
+      try {
+        return await session.call<T>(command, params);
+      } catch (error) {
+        if (error instanceof ProtocolError || attempt > 0) throw error;
+        this.forget(session);
+      }
+    }
   }
 
   /** Close every session. */

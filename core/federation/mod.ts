@@ -98,6 +98,7 @@ export class Federation {
     });
     this.dispatcher = new Dispatcher({
       log: log.child({ part: "s2s" }),
+      moduleEnvelope: false,
       timeoutMs: 30_000,
     });
     this.dispatcher.register(...inboundCommands({
@@ -199,7 +200,9 @@ export class Federation {
         }
       } catch (error) {
         status = "missing";
-        message = error instanceof DnsError ? error.message : String(error);
+        message = error instanceof DnsError && error.code === "no_record"
+          ? `no amtp-servers record at ${domain}`
+          : String((error as Error).message);
       }
       rows.push({
         name: domain,

@@ -98,6 +98,11 @@ export interface DispatcherOptions {
   routeModule?: ModuleRouter;
   /** Deadline for one command in milliseconds. */
   timeoutMs?: number;
+  /**
+   * Whether a `module` field routes the request to a module (client
+   * sessions). On server-to-server sessions it is an ordinary parameter.
+   */
+  moduleEnvelope?: boolean;
 }
 
 const TOKEN_PARAM = { admin: "admin_token", user: "user_token" } as const;
@@ -109,9 +114,11 @@ export class Dispatcher {
   readonly #verifyToken?: TokenVerifier;
   readonly #routeModule?: ModuleRouter;
   readonly #timeoutMs: number;
+  readonly #moduleEnvelope: boolean;
 
   /** Create a dispatcher. */
   constructor(options: DispatcherOptions) {
+    this.#moduleEnvelope = options.moduleEnvelope ?? true;
     this.#log = options.log;
     this.#verifyToken = options.verifyToken;
     this.#routeModule = options.routeModule;
@@ -184,7 +191,7 @@ export class Dispatcher {
     session: SessionInfo,
     log: Logger,
   ): Promise<unknown> {
-    if (request.module !== undefined) {
+    if (request.module !== undefined && this.#moduleEnvelope) {
       if (typeof request.module !== "string") {
         throw new ProtocolError(
           ErrorCode.INVALID_PARAMETER,

@@ -1,0 +1,595 @@
+/**
+ * Federation with three server processes on loopback, dnsmasq as the DNS
+ * server and a test CA: delivery between domains, failover, a stopped
+ * receiver, bounces, and every refusal of server authentication.
+ */
+
+import assert from "node:assert/strict";
+import { AmtpClient } from "../client/mod.ts";
+import { PeerClient } from "../core/federation/client.ts";
+import { DnsResolver } from "../core/federation/dns.ts";
+import { ServerKeys } from "../core/federation/keys.ts";
+import { signedText } from "../core/federation/proof.ts";
+import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
+import { chainPem, createCertificate } from "../core/tls/cert.ts";
+import {
+  bootstrapKey,
+  login,
+  makeKey,
+  type TestKey,
+  waitFor,
+} from "./helpers.ts";
+import { freePort, startDns } from "./dnsmasq.ts";
+import { type MailSession, mailSession, pushOf } from "./mail.ts";
+import { runCli, type ServerProcess, startServerProcess } from "./process.ts";
+
+interface Node {
+  host: string;
+  domain: string;
+  port: number;
+  dir: string;
+  env: Record<string, string>;
+  server?: ServerProcess;
+  adminToken?: string;
+  certPem: string;
+}
+
+async function connect(node: Node): Promise<AmtpClient> {
+  const { certificateHash } = await import("../core/tls/cert.ts");
+  return await AmtpClient.connect({
+    url: `https://127.0.0.1:${node.port}/amtp`,
+    certHash: await certificateHash(node.certPem),
+    keepAliveMs: 0,
+  });
+}
+
+Deno.test("federation: three servers, DNS, signed server authentication, durable queue", async (t) => {
+  const root = await Deno.makeTempDir({ prefix: "amtp-fed-" });
+  const dns = await startDns(root);
+  const ca = await createCertificate({
+    names: ["AMTP Test CA"],
+    days: 30,
+    ca: true,
+  });
+  await Deno.writeTextFile(`${root}/ca.pem`, ca.certPem);
+  const make = async (host: string, domain: string): Promise<Node> => {
+    const dir = `${root}/${host}`;
+    await Deno.mkdir(dir, { recursive: true });
+    const cert = await createCertificate({
+      names: [host, "localhost", "127.0.0.1"],
+      days: 13,
+      issuer: ca,
+    });
+    await Deno.writeTextFile(
+      `${dir}/cert.pem`,
+      chainPem(cert.certPem, ca.certPem),
+    );
+    await Deno.writeTextFile(`${dir}/key.pem`, cert.keyPem);
+    const port = freePort();
+    return {
+      host,
+      domain,
+      port,
+      dir,
+      certPem: cert.certPem,
+      env: {
+        AMTP_PORT: String(port),
+        AMTP_HOST: "127.0.0.1",
+        AMTP_HOSTNAME: host,
+        AMTP_CERT: `${dir}/cert.pem`,
+        AMTP_KEY: `${dir}/key.pem`,
+        AMTP_CA_FILE: `${root}/ca.pem`,
+        AMTP_DNS: dns.address,
+        AMTP_FEDERATION_RETRY: "1",
+        AMTP_FEDERATION_RETRY_MAX: "1",
+        AMTP_FEDERATION_LIFETIME: "6",
+        AMTP_FEDERATION_TIMEOUT: "2",
+      },
+    };
+  };
+  const a = await make("a.example.test", "alpha.test");
+  const b = await make("b2.example.test", "beta.test");
+  const c = await make("c.example.test", "gamma.test");
+  const deadPort = freePort();
+  const nodes = [a, b, c];
+  const users = new Map<string, TestKey>();
+  const sessions: MailSession[] = [];
+  const clients: AmtpClient[] = [];
+  const openMail = async (node: Node, address: string) => {
+    const s = await mailSession(
+      await connect(node),
+      address,
+      users.get(address)!,
+    );
+    sessions.push(s);
+    return s;
+  };
+  try {
+    for (const node of nodes) {
+      node.server = await startServerProcess(node.dir, node.env);
+      const admin = await connect(node);
+      clients.push(admin);
+      node.adminToken = await login(
+        admin,
+        "admin",
+        "admin",
+        await bootstrapKey(`${node.dir}/data`),
+      );
+      await admin.call("admin_add_domain", {
+        admin_token: node.adminToken,
+        domain: node.domain,
+      });
+    }
+    // The DNS zone, with each server's published key.
+    const record = async (node: Node) =>
+      (await ServerKeys.open(`${node.dir}/data`)).records()[0];
+    const zone = async (overrides: Record<string, string> = {}) => ({
+      txt: [
+        ["alpha.test", `amtp-servers=${a.host}:${a.port}`],
+        [
+          "beta.test",
+          `amtp-servers=b1.example.test:${deadPort},${b.host}:${b.port}`,
+        ],
+        [
+          "gamma.test",
+          overrides["gamma.test"] ?? `amtp-servers=${c.host}:${c.port}`,
+        ],
+        ["delta.test", `amtp-servers=d.example.test:${deadPort}`],
+        [a.host, `amtp-dkim=${await record(a)}`],
+        [b.host, `amtp-dkim=${await record(b)}`],
+        [c.host, overrides[c.host] ?? `amtp-dkim=${await record(c)}`],
+      ] as [string, string][],
+      hosts: [
+        [a.host, "127.0.0.1"],
+        ["b1.example.test", "127.0.0.1"],
+        [b.host, "127.0.0.1"],
+        [c.host, "127.0.0.1"],
+        ["d.example.test", "127.0.0.1"],
+      ] as [string, string][],
+    });
+    await dns.set(await zone());
+    for (
+      const [node, address] of [[a, "alice@alpha.test"], [b, "bob@beta.test"], [
+        b,
+        "bea@beta.test",
+      ], [c, "carl@gamma.test"]] as const
+    ) {
+      const key = await makeKey("HPKE-X25519");
+      users.set(address, key);
+      const admin = clients[nodes.indexOf(node)];
+      await admin.call("admin_add_user", {
+        admin_token: node.adminToken,
+        address,
+        name: address.split("@")[0],
+        algorithm: key.algorithm,
+        public_key: key.publicKey,
+      });
+    }
+    const alice = await openMail(a, "alice@alpha.test");
+
+    await t.step(
+      "a message to two other domains is delivered and pushed live (beta.test via its second server)",
+      async () => {
+        const bob = await openMail(b, "bob@beta.test");
+        const bob2 = await openMail(b, "bob@beta.test");
+        const carl = await openMail(c, "carl@gamma.test");
+        const sent = await alice.call<
+          { message_id: string; recipients: { status: string }[] }
+        >("send", {
+          to: ["bob@beta.test", "carl@gamma.test"],
+          subject: "Across servers",
+          body: "Hello from alpha",
+        });
+        assert.deepEqual(sent.recipients.map((r) => r.status), [
+          "queued",
+          "queued",
+        ]);
+        for (const s of [bob, bob2, carl]) {
+          const push = await pushOf(
+            s,
+            "message_new",
+            (d) => d.message_id === sent.message_id,
+          );
+          assert.equal(push.from, "alice@alpha.test");
+          assert.equal(push.subject, "Across servers");
+        }
+        const got = await carl.call<{ body: string }>("get", {
+          id: sent.message_id,
+        });
+        assert.equal(got.body, "Hello from alpha");
+        await waitFor(
+          async () =>
+            (await clients[0].call<{ items: unknown[] }>("admin_get_queue", {
+              admin_token: a.adminToken,
+            })).items.length === 0,
+          10_000,
+          "empty queue",
+        );
+        // A reply goes back the other way, in the same thread.
+        const reply = await bob.call<{ message_id: string }>("send", {
+          to: ["alice@alpha.test"],
+          subject: "Re: Across servers",
+          body: "Hi back",
+          in_reply_to: sent.message_id,
+        });
+        await pushOf(
+          alice,
+          "message_new",
+          (d) => d.message_id === reply.message_id,
+        );
+        const thread = await alice.call<{ messages: { subject: string }[] }>(
+          "thread",
+          { id: reply.message_id },
+        );
+        assert.deepEqual(thread.messages.map((m) => m.subject), [
+          "Across servers",
+          "Re: Across servers",
+        ]);
+      },
+    );
+
+    await t.step(
+      "a stopped receiver: the message waits in the queue and arrives exactly once",
+      async () => {
+        const code = await c.server!.stop("SIGTERM");
+        assert.equal(code, 0);
+        const sent = await alice.call<
+          { message_id: string; recipients: { status: string }[] }
+        >("send", {
+          to: ["carl@gamma.test"],
+          subject: "While you were down",
+          body: "queued",
+        });
+        assert.equal(sent.recipients[0].status, "queued");
+        await waitFor(
+          async () => {
+            const q = await clients[0].call<
+              { items: { attempts: number; last_error: string }[] }
+            >("admin_get_queue", { admin_token: a.adminToken });
+            return q.items.length === 1 && q.items[0].attempts >= 1;
+          },
+          10_000,
+          "a failed attempt",
+        );
+        c.server = await startServerProcess(c.dir, c.env);
+        const carl = await openMail(c, "carl@gamma.test");
+        await waitFor(
+          async () => {
+            const inbox = await carl.call<
+              { messages: { message_id: string }[] }
+            >("list");
+            return inbox.messages.some((m) => m.message_id === sent.message_id);
+          },
+          15_000,
+          "delivery after restart",
+        );
+        await waitFor(
+          async () =>
+            (await clients[0].call<{ items: unknown[] }>("admin_get_queue", {
+              admin_token: a.adminToken,
+            })).items.length === 0,
+          10_000,
+          "empty queue",
+        );
+        const inbox = await carl.call<{ messages: { message_id: string }[] }>(
+          "list",
+          { limit: 200 },
+        );
+        assert.equal(
+          inbox.messages.filter((m) => m.message_id === sent.message_id).length,
+          1,
+        );
+      },
+    );
+
+    await t.step(
+      "a permanently failing destination bounces; a domain without the record too, at once",
+      async () => {
+        const dead = await alice.call<{ message_id: string }>("send", {
+          to: ["x@delta.test"],
+          subject: "Into the void",
+          body: ".",
+        });
+        const none = await alice.call<{ message_id: string }>("send", {
+          to: ["y@nodns.test"],
+          subject: "Nowhere",
+          body: ".",
+        });
+        const noRecord = await pushOf(
+          alice,
+          "message_new",
+          (d) => d.subject === "Undeliverable: Nowhere",
+        );
+        assert.equal(noRecord.from, "mailer-daemon@alpha.test");
+        const notice = await alice.call<{ body: string; in_reply_to: string }>(
+          "get",
+          { id: noRecord.id as string },
+        );
+        assert.match(
+          notice.body,
+          /y@nodns\.test: error 504: nodns\.test publishes no amtp-servers record/,
+        );
+        assert.equal(notice.in_reply_to, none.message_id);
+        const expired = await pushOf(
+          alice,
+          "message_new",
+          (d) => d.subject === "Undeliverable: Into the void",
+        );
+        const body = await alice.call<{ body: string }>("get", {
+          id: expired.id as string,
+        });
+        assert.match(
+          body.body,
+          /x@delta\.test: error 505: not delivered within 6 s/,
+        );
+        assert.equal(body.body.includes(dead.message_id), true);
+        // The user sees the same clear error asking for a profile there.
+        const remote = await alice.client.request("user_userinfo", {
+          user_token: alice.token,
+          address: "y@nodns.test",
+        });
+        assert.equal(remote.error, ErrorCode.NO_AMTP_RECORD);
+      },
+    );
+
+    await t.step(
+      "remote profiles are answered through the remote server",
+      async () => {
+        const profile = await alice.client.call<
+          { address: string; name: string }
+        >("user_userinfo", {
+          user_token: alice.token,
+          address: "bob@beta.test",
+        });
+        assert.equal(profile.address, "bob@beta.test");
+        assert.equal(profile.name, "bob");
+        const missing = await alice.client.request("user_userinfo", {
+          user_token: alice.token,
+          address: "nobody@beta.test",
+        });
+        assert.equal(missing.error, ErrorCode.NOT_FOUND);
+      },
+    );
+
+    const resolver = new DnsResolver({ nameServer: dns.address });
+    const peerOptions = {
+      dns: resolver,
+      caCerts: [ca.certPem],
+      connectTimeoutMs: 2000,
+      requestTimeoutMs: 5000,
+      maxFrame: 1 << 20,
+    };
+    const keysA = await ServerKeys.open(`${a.dir}/data`);
+    const keysC = await ServerKeys.open(`${c.dir}/data`);
+    const peer = async (node: Node) =>
+      await PeerClient.connect(
+        { host: node.host, port: node.port },
+        peerOptions,
+      );
+    const refused = async (work: Promise<unknown>, code: number) => {
+      await assert.rejects(work, (error: unknown) => {
+        assert.ok(error instanceof ProtocolError, String(error));
+        assert.equal(error.code, code, error.message);
+        return true;
+      });
+    };
+
+    await t.step(
+      "refused: a server not listed for its domain, a wrong key, a replayed signature, a from outside the domain",
+      async () => {
+        // c.example.test signs correctly but claims alpha.test, which lists only a.example.test.
+        const p1 = await peer(b);
+        await refused(
+          p1.authenticate(keysC, {
+            host: c.host,
+            domain: "alpha.test",
+            destination: "beta.test",
+          }),
+          ErrorCode.S2S_NOT_DELEGATED,
+        );
+        p1.close();
+        // a.example.test's name with c's key: the published key does not verify it.
+        const p2 = await peer(b);
+        await refused(
+          p2.authenticate(keysC, {
+            host: a.host,
+            domain: "alpha.test",
+            destination: "beta.test",
+          }),
+          ErrorCode.S2S_AUTH_FAILED,
+        );
+        p2.close();
+        // A signature made for beta.test, replayed to gamma.test's server.
+        const toB = await peer(b);
+        const { challenge } = await toB.call<{ challenge: string }>(
+          "s2s_hello",
+        );
+        const claim = {
+          challenge,
+          host: a.host,
+          domain: "alpha.test",
+          destination: "beta.test",
+          timestamp: Date.now(),
+        };
+        const signature = await keysA.sign(signedText(claim));
+        const toC = await peer(c);
+        await toC.call("s2s_hello");
+        await refused(
+          toC.call("s2s_auth", { ...claim, signature }),
+          ErrorCode.S2S_AUTH_FAILED,
+        );
+        // Even with gamma's own challenge, a signature for beta.test is refused by gamma.
+        const again = await toC.call<{ challenge: string }>("s2s_hello");
+        const forB = { ...claim, challenge: again.challenge };
+        await refused(
+          toC.call("s2s_auth", {
+            ...forB,
+            signature: await keysA.sign(signedText(forB)),
+          }),
+          ErrorCode.S2S_WRONG_DESTINATION,
+        );
+        toC.close();
+        // The original signature still works where it was meant to go.
+        await toB.call("s2s_auth", { ...claim, signature });
+        // Authenticated for alpha.test, it cannot deliver as someone of gamma.test.
+        await refused(
+          toB.call("s2s_deliver", {
+            module: "messages",
+            from: "mallory@gamma.test",
+            to: ["bob@beta.test"],
+            id: "x1",
+            payload: {},
+          }),
+          ErrorCode.S2S_FROM_MISMATCH,
+        );
+        // Per recipient: an unknown module and an unknown user.
+        const perRecipient = await toB.call<
+          { recipients: { address: string; error?: number }[] }
+        >("s2s_deliver", {
+          module: "messages",
+          from: "alice@alpha.test",
+          to: ["nobody@beta.test", "bob@beta.test"],
+          id: "direct-1",
+          payload: { subject: "direct", body: "hi" },
+        });
+        assert.deepEqual(
+          perRecipient.recipients.map((r) => [r.address, r.error]),
+          [["nobody@beta.test", ErrorCode.NOT_FOUND], [
+            "bob@beta.test",
+            undefined,
+          ]],
+        );
+        const noModule = await toB.call<{ recipients: { error?: number }[] }>(
+          "s2s_deliver",
+          {
+            module: "nosuch",
+            from: "alice@alpha.test",
+            to: ["bob@beta.test"],
+            id: "direct-2",
+            payload: {},
+          },
+        );
+        assert.equal(
+          noModule.recipients[0].error,
+          ErrorCode.MODULE_UNAVAILABLE,
+        );
+        toB.close();
+        // Commands before authentication.
+        const p3 = await peer(b);
+        await refused(
+          p3.call("s2s_deliver", {
+            module: "messages",
+            from: "alice@alpha.test",
+            to: ["bob@beta.test"],
+            id: "x",
+            payload: {},
+          }),
+          ErrorCode.S2S_NOT_AUTHENTICATED,
+        );
+        p3.close();
+        // A client session cannot use server-to-server commands at all.
+        const client = await connect(b);
+        clients.push(client);
+        assert.equal(
+          (await client.request("s2s_hello")).error,
+          ErrorCode.UNKNOWN_COMMAND,
+        );
+        assert.ok(b.server!.stderr().includes("s2s_auth_refused"));
+      },
+    );
+
+    await t.step(
+      "the DNS check shows a correct and an incorrect set-up, as an admin sees it",
+      async () => {
+        // CA-issued certificates: the CLI pins the leaf's hash (production uses the system roots).
+        const { certificateHash } = await import("../core/tls/cert.ts");
+        const env = {
+          AMTP_DATA: `${a.dir}/data`,
+          AMTP_CLI_STATE: `${root}/cli-a.json`,
+        };
+        const loggedIn = await runCli([
+          "login",
+          "--admin",
+          "admin",
+          "--key",
+          `${a.dir}/data/admin.key`,
+          "--server",
+          `127.0.0.1:${a.port}`,
+          "--cert-hash",
+          await certificateHash(a.certPem),
+        ], env);
+        assert.equal(loggedIn.code, 0, loggedIn.stderr);
+        const good = await runCli(["dns"], env);
+        assert.equal(good.code, 0, good.stdout + good.stderr);
+        assert.match(
+          good.stdout,
+          new RegExp(
+            `ok\\s+alpha\\.test\\. IN TXT "amtp-servers=a\\.example\\.test:${a.port}"`,
+          ),
+        );
+        assert.match(
+          good.stdout,
+          /ok\s+a\.example\.test\. IN TXT "amtp-dkim=v=DKIM1;h=sha256;k=ed25519;p=/,
+        );
+        assert.match(good.stdout, /DNS is set up correctly/);
+        // A hosted domain whose record is missing, and gamma's server checking a wrong key.
+        await clients[0].call("admin_add_domain", {
+          admin_token: a.adminToken,
+          domain: "unpublished.test",
+        });
+        const bad = await runCli(["dns"], env);
+        assert.equal(bad.code, 1);
+        assert.match(
+          bad.stdout,
+          /MISSING unpublished\.test\. IN TXT "amtp-servers=a\.example\.test:\d+"/,
+        );
+        assert.match(
+          bad.stdout,
+          /no amtp-servers record|publishes no amtp-servers/,
+        );
+        assert.match(bad.stdout, /DNS needs the changes marked above/);
+        await dns.set(
+          await zone({
+            [c.host]: `amtp-dkim=${await record(a)}`,
+            "gamma.test": `amtp-servers=${c.host}:${c.port + 1}`,
+          }),
+        );
+        const cEnv = {
+          AMTP_DATA: `${c.dir}/data`,
+          AMTP_CLI_STATE: `${root}/cli-c.json`,
+        };
+        await runCli([
+          "login",
+          "--admin",
+          "admin",
+          "--key",
+          `${c.dir}/data/admin.key`,
+          "--server",
+          `127.0.0.1:${c.port}`,
+          "--cert-hash",
+          await certificateHash(c.certPem),
+        ], cEnv);
+        const wrong = await runCli(["dns"], cEnv);
+        assert.equal(wrong.code, 1);
+        assert.match(wrong.stdout, /WRONG\s+gamma\.test\. IN TXT/);
+        assert.match(wrong.stdout, /does not list c\.example\.test/);
+        assert.match(
+          wrong.stdout,
+          /WRONG\s+c\.example\.test\. IN TXT "amtp-dkim=/,
+        );
+        assert.match(wrong.stdout, /published now: amtp-dkim=/);
+      },
+    );
+  } finally {
+    if (Deno.env.get("AMTP_TEST_DEBUG")) {
+      for (const node of nodes) {
+        console.error(`--- ${node.host}\n${node.server?.stderr()}`);
+      }
+    }
+    for (const s of sessions) s.client.close();
+    for (const client of clients) client.close();
+    for (const node of nodes) await node.server?.stop();
+    await dns.stop();
+    await Deno.remove(root, { recursive: true });
+  }
+});
