@@ -19,13 +19,15 @@ import { openStore } from "../../kv/mod.ts";
 import { addKey, makeKeyRecord } from "../auth/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { normalizeAdminName } from "../identity/mod.ts";
+import { ServerKeys } from "../federation/keys.ts";
 
 const USAGE = `usage:
   deno task admin add-admin NAME --key FILE.pub
   deno task admin add-key NAME --key FILE.pub
   deno task admin enable NAME
   deno task admin list-admins
-  deno task admin unblock --all | account ID | ip ADDRESS`;
+  deno task admin unblock --all | account ID | ip ADDRESS
+  deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -93,6 +95,32 @@ export async function main(args: string[]): Promise<number> {
         admin.disabled = false;
         await store.accounts.putAdmin(admin);
         console.log(`admin ${admin.name} enabled`);
+        return 0;
+      }
+      case "rotate-server-key": {
+        const keys = await ServerKeys.open(
+          config.dataDir,
+          config.serverKeyAlgorithm,
+        );
+        const record = await keys.rotate();
+        console.log(
+          `new key pending. Publish this TXT record at ${config.hostname} next to the current one:`,
+        );
+        console.log(`  amtp-dkim=${record}`);
+        console.log(
+          "then, once DNS caches have it (an hour or so): deno task admin activate-server-key",
+        );
+        return 0;
+      }
+      case "activate-server-key": {
+        const keys = await ServerKeys.open(
+          config.dataDir,
+          config.serverKeyAlgorithm,
+        );
+        await keys.activate();
+        console.log(
+          "the new key signs from now on (restart the server to use it); keep the old record published a day longer",
+        );
         return 0;
       }
       case "list-admins": {
