@@ -42,8 +42,15 @@ import {
   readCommand,
   searchCommand,
   sendCommand,
+  trustPath,
   watchCommand,
 } from "./mail_cli.ts";
+import {
+  devicePath,
+  devicesFor,
+  FileTrustStore,
+  initDevice,
+} from "./e2e_cli.ts";
 
 /** What the CLI remembers between runs. */
 interface State {
@@ -257,6 +264,8 @@ const USAGE = `amtp - AMTP command-line client
   amtp read ID [--save DIR]          show a message (marks it seen), save its attachments
   amtp search TEXT [--from A]        search your mail
   amtp watch                         print messages as they arrive
+  amtp device init [--label NAME]    create and publish this device's encryption keys
+  amtp trust ADDRESS                 confirm a correspondent's current keys
   amtp dns [DOMAIN]                 the DNS records to publish, checked against live DNS (admin)
   amtp admin SUBCOMMAND ...         admin commands (amtp admin for the list)
   amtp user SUBCOMMAND ...          user commands (amtp user for the list)
@@ -387,7 +396,11 @@ export async function main(argv: string[]): Promise<number> {
           );
         }
         const client = await connect(args, state);
-        const m = mail(client, token);
+        const m = mail(client, {
+          token,
+          address: state.user!,
+          stateFile: statePath(),
+        });
         try {
           if (verb === "watch") {
             await watchCommand(m, args, (text) => console.log(text));
@@ -424,6 +437,58 @@ export async function main(argv: string[]): Promise<number> {
         } finally {
           client.close();
         }
+      }
+      case "device": {
+        const token = state.user_token;
+        if (!token || !state.user) {
+          throw new UsageError(
+            "not logged in as user: amtp login --user ADDRESS --key FILE first",
+          );
+        }
+        if (args.positional[1] !== "init") {
+          throw new UsageError("usage: amtp device init [--label NAME]");
+        }
+        const client = await connect(args, state);
+        try {
+          const keys = await initDevice(client, {
+            token,
+            address: state.user,
+            label: args.flags.get("label") ?? Deno.hostname(),
+            stateFile: statePath(),
+          });
+          console.log(
+            `device keys created (X25519 to receive, Ed25519 to sign) and published as ${keys.keyId}; private keys: ${
+              devicePath(statePath(), state.user)
+            }`,
+          );
+        } finally {
+          client.close();
+        }
+        return 0;
+      }
+      case "trust": {
+        const address = args.positional[1];
+        if (!address || !state.user_token) {
+          throw new UsageError("usage: amtp trust ADDRESS (logged in as user)");
+        }
+        const client = await connect(args, state);
+        try {
+          const devices = await devicesFor(client, state.user_token, address);
+          const store = new FileTrustStore(trustPath(statePath()));
+          const keys = devices.map((d) => ({
+            key: btoa(String.fromCharCode(...d.sign)),
+            confirmed: true,
+          }));
+          await store.set(address.toLowerCase(), keys);
+          console.log(
+            `confirmed ${keys.length} key(s) of ${address}: ${
+              devices.map((d) => d.label).join(", ")
+            }`,
+          );
+        } finally {
+          client.close();
+        }
+        return 0;
       }
       case "admin":
         await subcommand(args, state, "admin", ADMIN_SUBCOMMANDS);

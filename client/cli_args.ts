@@ -20,6 +20,7 @@ export const BOOLEAN_FLAGS = new Set([
   "help",
   "unseen",
   "quiet",
+  "plain",
 ]);
 
 /** Split argv into positional arguments and flags. */

@@ -6,6 +6,14 @@
 
 import assert from "node:assert/strict";
 import { AmtpClient } from "../client/mod.ts";
+import {
+  decryptMessage,
+  type DeviceKeys,
+  deviceRecord,
+  devicesOf,
+  encryptMessage,
+  generateDeviceKeys,
+} from "../client/e2e.ts";
 import { PeerClient } from "../core/federation/client.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
@@ -348,6 +356,140 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           address: "nobody@beta.test",
         });
         assert.equal(missing.error, ErrorCode.NOT_FOUND);
+      },
+    );
+
+    await t.step(
+      "end to end encrypted: every recipient device and the sender's other device read it; no server sees it",
+      async () => {
+        const MARKER = "E2E-MARKER-7f3a9c";
+        const CONTROL = "PLAIN-CONTROL-5b1d";
+        const devices = new Map<string, DeviceKeys[]>();
+        const publish = async (s: MailSession, label: string) => {
+          const keys = await generateDeviceKeys(label);
+          const { key_id } = await s.client.call<{ key_id: string }>(
+            "user_add_public_key",
+            { user_token: s.token, ...deviceRecord(keys) },
+          );
+          keys.keyId = key_id;
+          devices.set(s.address, [...(devices.get(s.address) ?? []), keys]);
+          return keys;
+        };
+        const bob = await openMail(b, "bob@beta.test");
+        const bea = await openMail(b, "bea@beta.test");
+        const laptop = await publish(alice, "laptop");
+        await publish(alice, "phone");
+        await publish(bob, "bob-phone");
+        await publish(bea, "bea-laptop");
+        await publish(bea, "bea-phone");
+        // The sender reads the recipients' keys from their profiles, through their server.
+        const targets = [];
+        for (
+          const address of [
+            "bob@beta.test",
+            "bea@beta.test",
+            "alice@alpha.test",
+          ]
+        ) {
+          const profile = await alice.client.call<Record<string, unknown>>(
+            "user_userinfo",
+            { user_token: alice.token, address, fresh: true },
+          );
+          targets.push({ address, devices: devicesOf(profile as never) });
+        }
+        assert.deepEqual(targets.map((x) => x.devices.length), [1, 2, 2]);
+        const envelope = await encryptMessage({
+          subject: "Secret subject",
+          body: `${MARKER} the vault code`,
+          format: "text",
+        }, {
+          sender: "alice@alpha.test",
+          device: laptop,
+          recipients: targets,
+        });
+        const sent = await alice.call<{ message_id: string; id: string }>(
+          "send",
+          {
+            to: ["bob@beta.test", "bea@beta.test"],
+            subject: "",
+            body: envelope,
+            encrypted: true,
+          },
+        );
+        await alice.call("send", {
+          to: ["bob@beta.test"],
+          subject: "control",
+          body: `${CONTROL} readable by servers`,
+        });
+        for (const session of [bob, bea]) {
+          await pushOf(
+            session,
+            "message_new",
+            (d) => d.message_id === sent.message_id,
+          );
+        }
+        const readOn = async (
+          s: MailSession,
+          id: string,
+          device: DeviceKeys,
+        ) => {
+          const got = await s.call<{ body: Uint8Array; encrypted: boolean }>(
+            "get",
+            { id },
+          );
+          assert.equal(got.encrypted, true);
+          return await decryptMessage(got.body, { address: s.address, device });
+        };
+        for (
+          const [s, id, device] of [
+            [bob, sent.message_id, devices.get("bob@beta.test")![0]],
+            [bea, sent.message_id, devices.get("bea@beta.test")![0]],
+            [bea, sent.message_id, devices.get("bea@beta.test")![1]],
+            [alice, sent.id, devices.get("alice@alpha.test")![1]],
+          ] as const
+        ) {
+          const opened = await readOn(s, id, device);
+          assert.equal(opened.content.body, `${MARKER} the vault code`);
+          assert.equal(opened.content.subject, "Secret subject");
+          assert.equal(opened.signatureValid, true);
+        }
+        // Bob's device cannot open it as Bea.
+        await assert.rejects(() =>
+          readOn(bea, sent.message_id, { ...devices.get("bob@beta.test")![0] })
+        );
+        // The plaintext is in no server's files or logs; the control message is (so the search works).
+        const found = async (node: Node, needle: string) => {
+          const bytes = new TextEncoder().encode(needle);
+          for await (const entry of Deno.readDir(`${node.dir}/data`)) {
+            if (!entry.isFile) continue;
+            const data = await Deno.readFile(`${node.dir}/data/${entry.name}`);
+            outer: for (let i = 0; i <= data.length - bytes.length; i++) {
+              for (let j = 0; j < bytes.length; j++) {
+                if (data[i + j] !== bytes[j]) continue outer;
+              }
+              return true;
+            }
+          }
+          return node.server!.stderr().includes(needle) ||
+            node.server!.stdout().includes(needle);
+        };
+        await waitFor(
+          async () => await found(b, CONTROL),
+          5000,
+          "the control message on disk",
+        );
+        for (const node of [a, b]) {
+          assert.equal(
+            await found(node, MARKER),
+            false,
+            `${node.host} holds the plaintext`,
+          );
+          assert.equal(
+            await found(node, "Secret subject"),
+            false,
+            `${node.host} holds the subject`,
+          );
+        }
       },
     );
 

@@ -83,7 +83,7 @@ Deno.test("cli: send, watch, inbox, read with attachments, search", async () => 
     );
     assert.match(sent, /bob@example\.org: delivered/);
     assert.match(sent, /ghost@example\.org: failed \(error 201/);
-    const messageId = sent.match(/^message ([0-9a-f]+)/)![1];
+    const messageId = sent.match(/message ([0-9a-f]+)/)![1];
     while (true) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -107,6 +107,71 @@ Deno.test("cli: send, watch, inbox, read with attachments, search", async () => 
       await ok("alice", "inbox", "--folder", "sent"),
       /Quarterly report/,
     );
+
+    // End to end: Alice has a device key, Bob has none yet: the CLI says why it is not encrypted.
+    assert.match(
+      await ok("alice", "device", "init", "--label", "laptop"),
+      /published as [0-9a-f]+/,
+    );
+    const plain = await ok(
+      "alice",
+      "send",
+      "--to",
+      "bob@example.org",
+      "--subject",
+      "Hi",
+      "--body",
+      "not secret",
+    );
+    assert.match(
+      plain,
+      /NOT ENCRYPTED: bob@example\.org has no published encryption key/,
+    );
+    await ok("bob", "device", "init", "--label", "bob-laptop");
+    const secret = await ok(
+      "alice",
+      "send",
+      "--to",
+      "bob@example.org",
+      "--subject",
+      "Vault",
+      "--body",
+      "code 4711",
+      "--attach",
+      "report.bin",
+    );
+    assert.match(secret, /encrypted end to end for 2 devices/);
+    const secretId = secret.match(/message ([0-9a-f]+)/)![1];
+    assert.match(
+      await ok("bob", "inbox"),
+      new RegExp(`E ${secretId}.*\\(encrypted\\)`),
+    );
+    const opened = await ok("bob", "read", secretId, "--save", "secret");
+    assert.match(opened, /Subject: Vault/);
+    assert.match(opened, /code 4711/);
+    assert.match(opened, /Encryption: end to end .*decrypted/);
+    assert.match(
+      opened,
+      /Signature: verified, key of alice@example\.org \(device "laptop"\), seen for the first time/,
+    );
+    assert.match(opened, /Attachment: report\.bin .*decrypted/);
+    assert.deepEqual(await Deno.readFile(`${cwd}/secret/report.bin`), report);
+    // Alice's key changes: Bob is told.
+    await Deno.remove(`${cwd}/device-alice@example.org.json`);
+    await ok("alice", "device", "init", "--label", "new-laptop");
+    const again = (await ok(
+      "alice",
+      "send",
+      "--to",
+      "bob@example.org",
+      "--subject",
+      "New key",
+      "--body",
+      "hello",
+    )).match(/message ([0-9a-f]+)/)![1];
+    assert.match(await ok("bob", "read", again), /now signs with a NEW key/);
+    await ok("bob", "trust", "alice@example.org");
+    assert.match(await ok("bob", "read", again), /confirmed by you/);
   } finally {
     await server.stop();
     await Deno.remove(cwd, { recursive: true });

@@ -30,7 +30,7 @@ import { enqueueOutbound, type OutboundItem } from "./outbox.ts";
 import { OutboundQueue } from "./queue.ts";
 
 /** Seconds a remote profile is cached. */
-export const PROFILE_CACHE_SECONDS = 600;
+export const PROFILE_CACHE_SECONDS = 300;
 
 /** What federation needs from the rest of the server. */
 export interface FederationDeps {
@@ -152,15 +152,18 @@ export class Federation {
   async remoteProfile(
     address: string,
     asDomain: string,
+    fresh = false,
   ): Promise<Record<string, unknown>> {
     const key = ["profile_cache", address];
     const cached = await this.#deps.kv.get<
       { profile: Record<string, unknown>; fetched: number }
     >(key);
     if (
-      cached.value &&
+      !fresh && cached.value &&
       Date.now() - cached.value.fetched < PROFILE_CACHE_SECONDS * 1000
-    ) return cached.value.profile;
+    ) {
+      return cached.value.profile;
+    }
     const session = await this.pool.session(asDomain, splitAddress(address)[1]);
     const profile = await session.call<Record<string, unknown>>(
       "s2s_userinfo",

@@ -188,8 +188,8 @@ export async function startServer(
       hostname: config.hostname,
       limits,
       modules,
-      remoteProfile: (address, asDomain) =>
-        federation.remoteProfile(address, asDomain),
+      remoteProfile: (address, asDomain, fresh) =>
+        federation.remoteProfile(address, asDomain, fresh),
     }),
   );
 

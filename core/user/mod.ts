@@ -55,6 +55,7 @@ export interface UserDeps {
   remoteProfile?: (
     address: string,
     asDomain: string,
+    fresh?: boolean,
   ) => Promise<Record<string, unknown>>;
 }
 
@@ -176,7 +177,10 @@ export function userCommands(deps: UserDeps): Command[] {
     defineCommand({
       name: "user_userinfo",
       auth: "user",
-      params: { address: { type: "string", max: 320 } },
+      params: {
+        address: { type: "string", max: 320 },
+        fresh: { type: "bool", optional: true },
+      },
       handler: async (p, ctx) => {
         const address = accountName("user", p.address);
         const [, domain] = splitAddress(address);
@@ -190,6 +194,7 @@ export function userCommands(deps: UserDeps): Command[] {
           return await deps.remoteProfile(
             address,
             splitAddress(ctx.caller!.name)[1],
+            p.fresh === true,
           );
         }
         const user = await accounts.getUser(address);
