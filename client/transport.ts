@@ -68,7 +68,7 @@ export async function openWebTransport(
         while (true) {
           const { value, done } = await reader.read();
           if (done) return;
-          yield* decoder.push(value);
+          yield* decoder.pushOrThrow(value);
         }
       } catch (error) {
         if (!closed) throw error;

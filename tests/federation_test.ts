@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { AmtpClient } from "../client/mod.ts";
 import {
   decryptMessage,
   type DeviceKeys,
@@ -14,165 +13,62 @@ import {
   encryptMessage,
   generateDeviceKeys,
 } from "../client/e2e.ts";
+import type { AmtpClient } from "../client/mod.ts";
 import { PeerClient } from "../core/federation/client.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { signedText } from "../core/federation/proof.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { chainPem, createCertificate } from "../core/tls/cert.ts";
-import {
-  bootstrapKey,
-  login,
-  makeKey,
-  type TestKey,
-  waitFor,
-} from "./helpers.ts";
-import { freePort, startDns } from "./dnsmasq.ts";
-import { type MailSession, mailSession, pushOf } from "./mail.ts";
-import { runCli, type ServerProcess, startServerProcess } from "./process.ts";
-
-interface Node {
-  host: string;
-  domain: string;
-  port: number;
-  dir: string;
-  env: Record<string, string>;
-  server?: ServerProcess;
-  adminToken?: string;
-  certPem: string;
-}
-
-async function connect(node: Node): Promise<AmtpClient> {
-  const { certificateHash } = await import("../core/tls/cert.ts");
-  return await AmtpClient.connect({
-    url: `https://127.0.0.1:${node.port}/amtp`,
-    certHash: await certificateHash(node.certPem),
-    keepAliveMs: 0,
-  });
-}
+import { freePort } from "./dnsmasq.ts";
+import { type Node, startWorld } from "./federation_world.ts";
+import { waitFor } from "./helpers.ts";
+import { type MailSession, pushOf } from "./mail.ts";
+import { runCli } from "./process.ts";
 
 Deno.test("federation: three servers, DNS, signed server authentication, durable queue", async (t) => {
-  const root = await Deno.makeTempDir({ prefix: "amtp-fed-" });
-  const dns = await startDns(root);
-  const ca = await createCertificate({
-    names: ["AMTP Test CA"],
-    days: 30,
-    ca: true,
-  });
-  await Deno.writeTextFile(`${root}/ca.pem`, ca.certPem);
-  const make = async (host: string, domain: string): Promise<Node> => {
-    const dir = `${root}/${host}`;
-    await Deno.mkdir(dir, { recursive: true });
-    const cert = await createCertificate({
-      names: [host, "localhost", "127.0.0.1"],
-      days: 13,
-      issuer: ca,
-    });
-    await Deno.writeTextFile(
-      `${dir}/cert.pem`,
-      chainPem(cert.certPem, ca.certPem),
-    );
-    await Deno.writeTextFile(`${dir}/key.pem`, cert.keyPem);
-    const port = freePort();
-    return {
-      host,
-      domain,
-      port,
-      dir,
-      certPem: cert.certPem,
-      env: {
-        AMTP_PORT: String(port),
-        AMTP_HOST: "127.0.0.1",
-        AMTP_HOSTNAME: host,
-        AMTP_CERT: `${dir}/cert.pem`,
-        AMTP_KEY: `${dir}/key.pem`,
-        AMTP_CA_FILE: `${root}/ca.pem`,
-        AMTP_DNS: dns.address,
-        AMTP_FEDERATION_RETRY: "1",
-        AMTP_FEDERATION_RETRY_MAX: "1",
-        AMTP_FEDERATION_LIFETIME: "6",
-        AMTP_FEDERATION_TIMEOUT: "2",
-      },
-    };
-  };
-  const a = await make("a.example.test", "alpha.test");
-  const b = await make("b2.example.test", "beta.test");
-  const c = await make("c.example.test", "gamma.test");
+  const world = await startWorld([
+    ["a.example.test", "alpha.test"],
+    ["b2.example.test", "beta.test"],
+    ["c.example.test", "gamma.test"],
+  ]);
+  const [a, b, c] = world.nodes;
   const deadPort = freePort();
-  const nodes = [a, b, c];
-  const users = new Map<string, TestKey>();
-  const sessions: MailSession[] = [];
   const clients: AmtpClient[] = [];
-  const openMail = async (node: Node, address: string) => {
-    const s = await mailSession(
-      await connect(node),
-      address,
-      users.get(address)!,
-    );
-    sessions.push(s);
-    return s;
-  };
-  try {
-    for (const node of nodes) {
-      node.server = await startServerProcess(node.dir, node.env);
-      const admin = await connect(node);
-      clients.push(admin);
-      node.adminToken = await login(
-        admin,
-        "admin",
-        "admin",
-        await bootstrapKey(`${node.dir}/data`),
-      );
-      await admin.call("admin_add_domain", {
-        admin_token: node.adminToken,
-        domain: node.domain,
-      });
-    }
-    // The DNS zone, with each server's published key.
-    const record = async (node: Node) =>
-      (await ServerKeys.open(`${node.dir}/data`)).records()[0];
-    const zone = async (overrides: Record<string, string> = {}) => ({
+  // beta.test lists a dead server first; delta.test only a dead one.
+  const zone = (overrides: Record<string, string> = {}) =>
+    world.publish({
       txt: [
-        ["alpha.test", `amtp-servers=${a.host}:${a.port}`],
         [
           "beta.test",
           `amtp-servers=b1.example.test:${deadPort},${b.host}:${b.port}`,
         ],
-        [
-          "gamma.test",
-          overrides["gamma.test"] ?? `amtp-servers=${c.host}:${c.port}`,
-        ],
         ["delta.test", `amtp-servers=d.example.test:${deadPort}`],
-        [a.host, `amtp-dkim=${await record(a)}`],
-        [b.host, `amtp-dkim=${await record(b)}`],
-        [c.host, overrides[c.host] ?? `amtp-dkim=${await record(c)}`],
-      ] as [string, string][],
-      hosts: [
-        [a.host, "127.0.0.1"],
-        ["b1.example.test", "127.0.0.1"],
-        [b.host, "127.0.0.1"],
-        [c.host, "127.0.0.1"],
-        ["d.example.test", "127.0.0.1"],
-      ] as [string, string][],
+        ...Object.entries(overrides),
+      ],
+      hosts: [["b1.example.test", "127.0.0.1"], [
+        "d.example.test",
+        "127.0.0.1",
+      ]],
     });
-    await dns.set(await zone());
+  const connect = async (node: Node) => {
+    const client = await world.connect(node);
+    clients.push(client);
+    return client;
+  };
+  try {
+    await zone();
     for (
-      const [node, address] of [[a, "alice@alpha.test"], [b, "bob@beta.test"], [
-        b,
+      const address of [
+        "alice@alpha.test",
+        "bob@beta.test",
         "bea@beta.test",
-      ], [c, "carl@gamma.test"]] as const
+        "carl@gamma.test",
+      ]
     ) {
-      const key = await makeKey("HPKE-X25519");
-      users.set(address, key);
-      const admin = clients[nodes.indexOf(node)];
-      await admin.call("admin_add_user", {
-        admin_token: node.adminToken,
-        address,
-        name: address.split("@")[0],
-        algorithm: key.algorithm,
-        public_key: key.publicKey,
-      });
+      await world.addUser(address);
     }
+    clients.push(await world.connect(a));
+    const openMail = (_node: Node, address: string) => world.mail(address);
     const alice = await openMail(a, "alice@alpha.test");
 
     await t.step(
@@ -259,7 +155,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           10_000,
           "a failed attempt",
         );
-        c.server = await startServerProcess(c.dir, c.env);
+        await world.start(c);
         const carl = await openMail(c, "carl@gamma.test");
         await waitFor(
           async () => {
@@ -493,10 +389,10 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
       },
     );
 
-    const resolver = new DnsResolver({ nameServer: dns.address });
+    const resolver = new DnsResolver({ nameServer: world.dns.address });
     const peerOptions = {
       dns: resolver,
-      caCerts: [ca.certPem],
+      caCerts: [world.caPem],
       connectTimeoutMs: 2000,
       requestTimeoutMs: 5000,
       maxFrame: 1 << 20,
@@ -647,7 +543,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         const { certificateHash } = await import("../core/tls/cert.ts");
         const env = {
           AMTP_DATA: `${a.dir}/data`,
-          AMTP_CLI_STATE: `${root}/cli-a.json`,
+          AMTP_CLI_STATE: `${world.root}/cli-a.json`,
         };
         const loggedIn = await runCli([
           "login",
@@ -690,15 +586,13 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           /no amtp-servers record|publishes no amtp-servers/,
         );
         assert.match(bad.stdout, /DNS needs the changes marked above/);
-        await dns.set(
-          await zone({
-            [c.host]: `amtp-dkim=${await record(a)}`,
-            "gamma.test": `amtp-servers=${c.host}:${c.port + 1}`,
-          }),
-        );
+        await zone({
+          [c.host]: `amtp-dkim=${await world.keyRecord(a)}`,
+          "gamma.test": `amtp-servers=${c.host}:${c.port + 1}`,
+        });
         const cEnv = {
           AMTP_DATA: `${c.dir}/data`,
-          AMTP_CLI_STATE: `${root}/cli-c.json`,
+          AMTP_CLI_STATE: `${world.root}/cli-c.json`,
         };
         await runCli([
           "login",
@@ -724,14 +618,11 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
     );
   } finally {
     if (Deno.env.get("AMTP_TEST_DEBUG")) {
-      for (const node of nodes) {
+      for (const node of world.nodes) {
         console.error(`--- ${node.host}\n${node.server?.stderr()}`);
       }
     }
-    for (const s of sessions) s.client.close();
     for (const client of clients) client.close();
-    for (const node of nodes) await node.server?.stop();
-    await dns.stop();
-    await Deno.remove(root, { recursive: true });
+    await world.close();
   }
 });

@@ -80,7 +80,7 @@ export class PeerClient {
       const decoder = new FrameDecoder(options.maxFrame);
       try {
         for await (const chunk of stream.readable) {
-          for (const frame of decoder.push(chunk)) {
+          for (const frame of decoder.pushOrThrow(chunk)) {
             const doc = decodeDocument(frame);
             const waiter = this.#pending.get(doc.requestID as number);
             if (waiter) {

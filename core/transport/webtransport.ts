@@ -268,6 +268,7 @@ export class StreamConnection implements Connection {
         const { value, done } = await reader.read();
         if (done) return;
         for (const frame of decoder.push(value)) yield frame;
+        if (decoder.error) throw decoder.error;
       }
     } catch (error) {
       if (this.#isClosed) return;

@@ -73,7 +73,7 @@ export class FrameDecoder {
   #chunks: Uint8Array[] = [];
   #buffered = 0;
   #need = -1;
-  #failed = false;
+  #error?: FrameError;
 
   /** Create a decoder that refuses frames larger than `maxFrame` bytes. */
   constructor(maxFrame: number) {
@@ -86,16 +86,44 @@ export class FrameDecoder {
   }
 
   /**
-   * Feed a chunk; return every frame it completes, in order.
-   *
-   * @throws {FrameError} on a length outside the limits; the decoder is then
-   * unusable, as the stream cannot be resynchronised.
+   * The error that stopped the decoder: a length outside the limits. The
+   * stream cannot be resynchronised after it; check it after each push.
+   */
+  get error(): FrameError | undefined {
+    return this.#error;
+  }
+
+  /**
+   * Feed a chunk; return every frame it completes, in order — including the
+   * frames before a bad length prefix in the same chunk (answer those, then
+   * report {@link error}).
    */
   push(chunk: Uint8Array): Uint8Array[] {
-    if (this.#failed) {
-      throw new FrameError("frame_malformed", "decoder already failed");
-    }
     const frames: Uint8Array[] = [];
+    if (this.#error) return frames;
+    try {
+      this.#decode(chunk, frames);
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      this.#error = error;
+    }
+    return frames;
+  }
+
+  /**
+   * Like {@link push}, but throws the error when the chunk breaks the
+   * framing (after handing over nothing): for callers without a per-frame
+   * answer.
+   *
+   * @throws {FrameError}
+   */
+  pushOrThrow(chunk: Uint8Array): Uint8Array[] {
+    const frames = this.push(chunk);
+    if (this.#error) throw this.#error;
+    return frames;
+  }
+
+  #decode(chunk: Uint8Array, frames: Uint8Array[]): void {
     let offset = 0;
     while (offset < chunk.length) {
       if (this.#buffered === 0) {
@@ -139,14 +167,12 @@ export class FrameDecoder {
         this.#need = -1;
       }
     }
-    return frames;
   }
 
   #check(length: number): void {
     try {
       checkLength(length, this.#maxFrame);
     } catch (error) {
-      this.#failed = true;
       this.#chunks = [];
       this.#buffered = 0;
       throw error;

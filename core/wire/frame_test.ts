@@ -67,7 +67,7 @@ Deno.test("decoder: a truncated frame waits and yields nothing", () => {
 Deno.test("decoder: an oversized length prefix is refused before buffering", () => {
   const decoder = new FrameDecoder(1024);
   const prefix = new Uint8Array([0xff, 0xff, 0xff, 0x7f]); // 2 GiB announced
-  assert.throws(() => decoder.push(prefix), (error: unknown) => {
+  assert.throws(() => decoder.pushOrThrow(prefix), (error: unknown) => {
     assert.ok(error instanceof FrameError);
     assert.equal(error.code, "frame_too_large");
     assert.equal(error.announced, 0x7fffffff);
@@ -75,25 +75,29 @@ Deno.test("decoder: an oversized length prefix is refused before buffering", () 
   });
   assert.equal(decoder.buffered, 0);
   // The decoder stays failed: the stream cannot be resynchronised.
-  assert.throws(() => decoder.push(frames(1)[0]), FrameError);
+  assert.deepEqual(decoder.push(frames(1)[0]), []);
+  assert.ok(decoder.error instanceof FrameError);
 });
 
 Deno.test("decoder: an oversized prefix split across chunks is refused too", () => {
   const decoder = new FrameDecoder(1024);
   assert.deepEqual(decoder.push(new Uint8Array([0x00, 0x10])), []);
-  assert.throws(() => decoder.push(new Uint8Array([0x00, 0x00])), FrameError);
+  assert.throws(
+    () => decoder.pushOrThrow(new Uint8Array([0x00, 0x00])),
+    FrameError,
+  );
 });
 
 Deno.test("decoder: a length below the BSON minimum is malformed", () => {
   const decoder = new FrameDecoder(1024);
   assert.throws(
-    () => decoder.push(new Uint8Array([3, 0, 0, 0, 0])),
+    () => decoder.pushOrThrow(new Uint8Array([3, 0, 0, 0, 0])),
     (error: unknown) =>
       error instanceof FrameError && error.code === "frame_malformed",
   );
   const negative = new FrameDecoder(1024);
   assert.throws(
-    () => negative.push(new Uint8Array([0, 0, 0, 0x80])),
+    () => negative.pushOrThrow(new Uint8Array([0, 0, 0, 0x80])),
     FrameError,
   );
 });
@@ -129,4 +133,14 @@ Deno.test("envelope: binary values are copied out of the frame", () => {
   assert.deepEqual([...a], [1, 2, 3]);
   assert.equal(a.buffer.byteLength, 3);
   assert.equal((doc.list as Uint8Array[])[0].buffer.byteLength, 2);
+});
+
+Deno.test("decoder: frames before a bad length prefix in the same chunk are handed over", () => {
+  const good = frames(3);
+  const decoder = new FrameDecoder(1024);
+  const out = decoder.push(
+    join([...good, new Uint8Array([0xff, 0xff, 0xff, 0x7f])]),
+  );
+  assert.deepEqual(out, good);
+  assert.equal(decoder.error?.code, "frame_too_large");
 });

@@ -64,7 +64,7 @@ export function startProcess(
     const decoder = new FrameDecoder(MAX_FRAME);
     try {
       for await (const chunk of child.stdout) {
-        for (const frame of decoder.push(chunk)) {
+        for (const frame of decoder.pushOrThrow(chunk)) {
           messageHandler?.(decodeDocument(frame));
         }
       }

@@ -219,7 +219,7 @@ function processPort(): Port {
       (async () => {
         const decoder = new FrameDecoder(64 * 1024 * 1024);
         for await (const chunk of Deno.stdin.readable) {
-          for (const frame of decoder.push(chunk)) {
+          for (const frame of decoder.pushOrThrow(chunk)) {
             handler(decodeDocument(frame));
           }
         }

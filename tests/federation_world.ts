@@ -1,0 +1,215 @@
+/**
+ * Several real server processes federating on loopback: a test CA, dnsmasq
+ * with the zone, one data folder per server. Used by the federation and kill
+ * tests and by the benchmark.
+ *
+ * @module
+ */
+
+import { AmtpClient } from "../client/mod.ts";
+import { ServerKeys } from "../core/federation/keys.ts";
+import {
+  certificateHash,
+  chainPem,
+  createCertificate,
+} from "../core/tls/cert.ts";
+import { type Dns, freePort, startDns } from "./dnsmasq.ts";
+import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
+import { type MailSession, mailSession } from "./mail.ts";
+import { type ServerProcess, startServerProcess } from "./process.ts";
+
+/** One server of the world. */
+export interface Node {
+  /** Host name. */
+  host: string;
+  /** The domain it hosts. */
+  domain: string;
+  /** Port (UDP and TCP). */
+  port: number;
+  /** Working folder (its data folder is `<dir>/data`). */
+  dir: string;
+  /** Environment it starts with. */
+  env: Record<string, string>;
+  /** The running process, when running. */
+  server?: ServerProcess;
+  /** An admin token (valid across restarts). */
+  adminToken?: string;
+  /** Its TLS certificate (leaf). */
+  certPem: string;
+}
+
+/** The world. */
+export interface World {
+  /** Root folder. */
+  root: string;
+  /** The DNS server. */
+  dns: Dns;
+  /** The test CA (PEM). */
+  caPem: string;
+  /** The servers. */
+  nodes: Node[];
+  /** A client connected to a server. */
+  connect(node: Node): Promise<AmtpClient>;
+  /** The published `amtp-dkim` value of a server. */
+  keyRecord(node: Node): Promise<string>;
+  /** Publish the zone: each domain lists its server, each host its key; `extra` adds or replaces. */
+  publish(
+    extra?: { txt?: [string, string][]; hosts?: [string, string][] },
+  ): Promise<void>;
+  /** Create a user on its domain's server (once). */
+  addUser(address: string, name?: string): Promise<TestKey>;
+  /** A logged-in messages session of a user. */
+  mail(address: string): Promise<MailSession>;
+  /** The server hosting an address's domain. */
+  nodeOf(address: string): Node;
+  /** Start (or restart) a server. */
+  start(node: Node): Promise<void>;
+  /** Stop everything and remove the folder. */
+  close(): Promise<void>;
+}
+
+/** Create servers for `[host, domain]` pairs, started, each with its domain added. */
+export async function startWorld(
+  specs: [string, string][],
+  env: Record<string, string> = {},
+): Promise<World> {
+  const root = await Deno.makeTempDir({ prefix: "amtp-world-" });
+  const dns = await startDns(root);
+  const ca = await createCertificate({
+    names: ["AMTP Test CA"],
+    days: 30,
+    ca: true,
+  });
+  await Deno.writeTextFile(`${root}/ca.pem`, ca.certPem);
+  const nodes: Node[] = [];
+  for (const [host, domain] of specs) {
+    const dir = `${root}/${host}`;
+    await Deno.mkdir(dir, { recursive: true });
+    const cert = await createCertificate({
+      names: [host, "localhost", "127.0.0.1"],
+      days: 13,
+      issuer: ca,
+    });
+    await Deno.writeTextFile(
+      `${dir}/cert.pem`,
+      chainPem(cert.certPem, ca.certPem),
+    );
+    await Deno.writeTextFile(`${dir}/key.pem`, cert.keyPem);
+    const port = freePort();
+    nodes.push({
+      host,
+      domain,
+      port,
+      dir,
+      certPem: cert.certPem,
+      env: {
+        AMTP_PORT: String(port),
+        AMTP_HOST: "127.0.0.1",
+        AMTP_HOSTNAME: host,
+        AMTP_CERT: `${dir}/cert.pem`,
+        AMTP_KEY: `${dir}/key.pem`,
+        AMTP_CA_FILE: `${root}/ca.pem`,
+        AMTP_DNS: dns.address,
+        AMTP_FEDERATION_RETRY: "1",
+        AMTP_FEDERATION_RETRY_MAX: "1",
+        AMTP_FEDERATION_LIFETIME: "6",
+        AMTP_FEDERATION_TIMEOUT: "2",
+        ...env,
+      },
+    });
+  }
+  const clients: AmtpClient[] = [];
+  const sessions: MailSession[] = [];
+  const users = new Map<string, TestKey>();
+  const connect = async (node: Node) => {
+    const client = await AmtpClient.connect({
+      url: `https://127.0.0.1:${node.port}/amtp`,
+      certHash: await certificateHash(node.certPem),
+      keepAliveMs: 0,
+    });
+    clients.push(client);
+    return client;
+  };
+  const nodeOf = (address: string) => {
+    const node = nodes.find((n) => address.endsWith(`@${n.domain}`));
+    if (!node) throw new Error(`no server for ${address}`);
+    return node;
+  };
+  const world: World = {
+    root,
+    dns,
+    caPem: ca.certPem,
+    nodes,
+    connect,
+    nodeOf,
+    keyRecord: async (node) =>
+      (await ServerKeys.open(`${node.dir}/data`)).records()[0],
+    async publish(extra = {}) {
+      const txt = new Map<string, string>();
+      for (const n of nodes) {
+        txt.set(n.domain, `amtp-servers=${n.host}:${n.port}`);
+        txt.set(n.host, `amtp-dkim=${await world.keyRecord(n)}`);
+      }
+      for (const [name, value] of extra.txt ?? []) txt.set(name, value);
+      const hosts = new Map<string, string>(
+        nodes.map((n) => [n.host, "127.0.0.1"]),
+      );
+      for (const [name, ip] of extra.hosts ?? []) hosts.set(name, ip);
+      await dns.set({ txt: [...txt], hosts: [...hosts] });
+    },
+    async start(node) {
+      node.server = await startServerProcess(node.dir, node.env);
+    },
+    async addUser(address, name) {
+      const existing = users.get(address);
+      if (existing) return existing;
+      const node = nodeOf(address);
+      const key = await makeKey("HPKE-X25519");
+      users.set(address, key);
+      const admin = await connect(node);
+      await admin.call("admin_add_user", {
+        admin_token: node.adminToken,
+        address,
+        name: name ?? address.split("@")[0],
+        algorithm: key.algorithm,
+        public_key: key.publicKey,
+      });
+      admin.close();
+      return key;
+    },
+    async mail(address) {
+      const key = await world.addUser(address);
+      const session = await mailSession(
+        await connect(nodeOf(address)),
+        address,
+        key,
+      );
+      sessions.push(session);
+      return session;
+    },
+    async close() {
+      for (const s of sessions) s.client.close();
+      for (const c of clients) c.close();
+      for (const n of nodes) await n.server?.stop();
+      await dns.stop();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+  for (const node of nodes) {
+    await world.start(node);
+    const admin = await connect(node);
+    node.adminToken = await login(
+      admin,
+      "admin",
+      "admin",
+      await bootstrapKey(`${node.dir}/data`),
+    );
+    await admin.call("admin_add_domain", {
+      admin_token: node.adminToken,
+      domain: node.domain,
+    });
+    admin.close();
+  }
+  await world.publish();
+  return world;
+}
