@@ -16,6 +16,7 @@ import { ErrorCode } from "../core/protocol/errors.ts";
 import { certificateHash } from "../core/tls/cert.ts";
 import { bootstrapKey, login, makeKey } from "../tests/helpers.ts";
 import { startServerProcess } from "../tests/process.ts";
+import { rss } from "./measure.ts";
 
 /** What a fuzz run found. */
 export interface FuzzReport {
@@ -49,11 +50,6 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-function rss(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0) * 1024;
 }
 
 /** Run the fuzzer against a fresh server process. */
@@ -310,12 +306,9 @@ export async function fuzz(
     canary.close();
   } finally {
     const rssAfter = (() => {
-      try {
-        return rss(pid);
-      } catch {
-        problems.push("the server process is gone");
-        return 0;
-      }
+      const value = rss(pid);
+      if (value === 0) problems.push("the server process is gone");
+      return value;
     })();
     const code = await server.stop("SIGTERM");
     if (code !== 0) problems.push(`server exited with ${code}`);

@@ -53,6 +53,30 @@ Deno.test("start: a fresh folder serves, the CLI gets info both ways, SIGTERM st
       { ...env, AMTP_DATA: `${cwd}/nowhere` },
     );
     assert.notEqual(wrong.code, 0);
+    // With the start task's permissions, a module can move to a killable process.
+    const cliEnv = { ...env, AMTP_CLI_STATE: `${cwd}/admin.json` };
+    const admin = await runCli(
+      [
+        "login",
+        "--admin",
+        "admin",
+        "--key",
+        "data/admin.key",
+        "--server",
+        `127.0.0.1:${server.port}`,
+      ],
+      cliEnv,
+      cwd,
+    );
+    assert.equal(admin.code, 0, admin.stderr);
+    const moved = await runCli(
+      ["admin", "module-isolation", "example", "1.0.0", "process"],
+      cliEnv,
+      cwd,
+    );
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.match(moved.stdout, /isolation: process[\s\S]*|state: running/);
+    assert.match(moved.stdout, /state: running/);
     const code = await server.stop("SIGTERM");
     assert.equal(code, 0);
     assert.match(server.stderr(), /event=shutdown/);

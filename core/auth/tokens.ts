@@ -9,6 +9,15 @@
 import type { TokenRecord, TokenStore } from "../../kv/mod.ts";
 import { type Caller, ErrorCode, ProtocolError } from "../protocol/mod.ts";
 
+/**
+ * Milliseconds a token record read from KV is reused. A revocation made by
+ * another server process sharing the KV takes effect within this time; one
+ * made by this process at once.
+ */
+export const CACHE_MS = 2000;
+/** Token records kept in the cache. */
+const CACHE_MAX = 10_000;
+
 /** Hex of bytes. */
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -38,6 +47,8 @@ export class TokenService {
   readonly #store: TokenStore;
   readonly #ttl: Record<"admin" | "user", number>;
   readonly #now: () => number;
+  /** Recently read records by hash: spares a KV read per request. */
+  readonly #cache = new Map<string, { record: TokenRecord; at: number }>();
 
   /** Create the service over a token store. */
   constructor(store: TokenStore, options: TokenServiceOptions) {
@@ -74,8 +85,22 @@ export class TokenService {
    */
   async verify(kind: "admin" | "user", token: string): Promise<Caller> {
     const hash = await hashToken(token);
-    const record = await this.#store.get(hash);
     const now = this.#now();
+    const cached = this.#cache.get(hash);
+    let record: TokenRecord | null;
+    if (cached && now - cached.at < CACHE_MS) {
+      record = cached.record;
+    } else {
+      record = await this.#store.get(hash);
+      if (record) {
+        if (this.#cache.size >= CACHE_MAX) {
+          this.#cache.delete(this.#cache.keys().next().value!);
+        }
+        this.#cache.set(hash, { record, at: now });
+      } else {
+        this.#cache.delete(hash);
+      }
+    }
     if (!record) {
       throw new ProtocolError(
         ErrorCode.NOT_LOGGED_IN,
@@ -97,13 +122,16 @@ export class TokenService {
     // Slide, but write at most about once per tenth of the lifetime.
     const fresh = now + record.ttl * 1000;
     if (fresh - record.expires > Math.min(60_000, record.ttl * 100)) {
-      await this.#store.touch(hash, { ...record, expires: fresh });
+      const touched = { ...record, expires: fresh };
+      await this.#store.touch(hash, touched);
+      this.#cache.set(hash, { record: touched, at: now });
     }
     return { kind, name: record.account, tokenHash: hash };
   }
 
   /** Revoke the token with this hash; false if it did not exist. */
   async revoke(hash: string): Promise<boolean> {
+    this.#cache.delete(hash);
     const record = await this.#store.get(hash);
     if (!record) return false;
     await this.#store.delete(hash, record);
@@ -120,6 +148,11 @@ export class TokenService {
 
   /** Revoke every token of an account. */
   revokeAll(kind: "admin" | "user", account: string): Promise<number> {
+    for (const [hash, entry] of this.#cache) {
+      if (entry.record.kind === kind && entry.record.account === account) {
+        this.#cache.delete(hash);
+      }
+    }
     return this.#store.deleteAllFor(kind, account);
   }
 }

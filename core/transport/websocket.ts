@@ -13,8 +13,12 @@ import {
   newConnectionId,
 } from "./connection.ts";
 
-/** Frames a connection may hold unread before it is closed. */
-const MAX_QUEUED = 4096;
+/**
+ * Bytes of frames a connection may hold unprocessed before it is closed
+ * (WebSocket cannot pause the peer, so a pipelining client is bounded here;
+ * WebTransport pauses reading instead).
+ */
+const MAX_QUEUED_BYTES = 32 * 1024 * 1024;
 
 /** Options of {@link listenWebSocket}. */
 export interface WebSocketOptions {
@@ -125,6 +129,7 @@ class WebSocketConnection implements Connection {
   readonly #queue: (Uint8Array | FrameError)[] = [];
   #wake?: () => void;
   #ended = false;
+  #queuedBytes = 0;
 
   constructor(socket: WebSocket, ip: string, maxFrame: number) {
     this.#socket = socket;
@@ -155,13 +160,14 @@ class WebSocketConnection implements Connection {
         this.#fail(error as FrameError);
         return;
       }
-      if (this.#queue.length >= MAX_QUEUED) {
+      if (this.#queuedBytes + frame.byteLength > MAX_QUEUED_BYTES) {
         this.#fail(
           new FrameError("frame_malformed", "too many unanswered frames"),
         );
         return;
       }
       this.#queue.push(frame);
+      this.#queuedBytes += frame.byteLength;
       this.#wake?.();
     });
   }
@@ -177,6 +183,7 @@ class WebSocketConnection implements Connection {
       const item = this.#queue.shift();
       if (item instanceof FrameError) throw item;
       if (item) {
+        this.#queuedBytes -= item.byteLength;
         yield item;
         continue;
       }

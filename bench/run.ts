@@ -1,0 +1,711 @@
+/**
+ * `deno task bench [--full] [--out FILE]`: real servers on loopback, real
+ * clients, every figure next to a baseline measured in the same run. Prints a
+ * table (figure, value, baseline, ratio, goal) and writes the same as JSON
+ * (default `bench/results/latest.json`).
+ *
+ * @module
+ */
+
+import { AmtpClient } from "../client/mod.ts";
+import { openWebSocket, openWebTransport } from "../client/transport.ts";
+import { certificateHash, createCertificate } from "../core/tls/cert.ts";
+import { startWorld } from "../tests/federation_world.ts";
+import {
+  bootstrapKey,
+  login,
+  makeKey,
+  type TestKey,
+} from "../tests/helpers.ts";
+import { mailSession } from "../tests/mail.ts";
+import { type ServerProcess, startServerProcess } from "../tests/process.ts";
+import {
+  concurrent,
+  percentile,
+  pipelined,
+  rawPipelined,
+  rawSequential,
+  rss,
+  sequential,
+} from "./measure.ts";
+
+const FULL = Deno.args.includes("--full");
+const OUT = (() => {
+  const i = Deno.args.indexOf("--out");
+  return i >= 0
+    ? Deno.args[i + 1]
+    : new URL("./results/latest.json", import.meta.url).pathname;
+})();
+const SEQ_MS = FULL ? 5000 : 1500;
+const PIPE = FULL ? 20_000 : 5000;
+
+/** One row of the table. */
+interface Figure {
+  group: string;
+  name: string;
+  value: number;
+  unit: string;
+  baseline?: number;
+  baselineName?: string;
+  goal?: string;
+  met?: boolean;
+  note?: string;
+}
+
+const figures: Figure[] = [];
+function add(f: Figure): void {
+  figures.push(f);
+  const ratio = f.baseline
+    ? ` (${(f.value / f.baseline * 100).toFixed(0)}% of ${fmt(f.baseline)})`
+    : "";
+  console.error(
+    `  ${f.group}: ${f.name} = ${fmt(f.value)} ${f.unit}${ratio}${
+      f.met === undefined ? "" : f.met ? " ok" : " BELOW GOAL"
+    }`,
+  );
+}
+
+function fmt(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  if (Math.abs(n) >= 100) return Math.round(n).toLocaleString("en-US");
+  return n.toFixed(n < 1 ? 3 : 1);
+}
+
+async function section(name: string, work: () => Promise<void>): Promise<void> {
+  console.error(`${name} ...`);
+  try {
+    await work();
+  } catch (error) {
+    add({
+      group: name,
+      name: "(failed)",
+      value: NaN,
+      unit: "",
+      note: String(error).slice(0, 200),
+    });
+  }
+}
+
+const root = await Deno.makeTempDir({ prefix: "amtp-bench-" });
+const certDir = `${root}/echo`;
+await Deno.mkdir(certDir);
+const echoCert = await createCertificate({
+  names: ["localhost", "127.0.0.1"],
+  days: 13,
+});
+await Deno.writeTextFile(`${certDir}/cert.pem`, echoCert.certPem);
+await Deno.writeTextFile(`${certDir}/key.pem`, echoCert.keyPem);
+
+async function startEcho(): Promise<
+  { port: number; child: Deno.ChildProcess; stop(): Promise<void> }
+> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--unstable-net",
+      "-A",
+      new URL("./echo_server.ts", import.meta.url).pathname,
+      certDir,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) text += (await reader.read()).value ?? "";
+  reader.releaseLock();
+  const port = Number(text.match(/listening (\d+)/)![1]);
+  return {
+    port,
+    child,
+    async stop() {
+      child.kill("SIGKILL");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
+
+const raw = { wtSeq: 0, wtPipe: 0, wsSeq: 0, wsPipe: 0 };
+
+// 1. The ceiling: a bare echo server.
+await section("ceiling", async () => {
+  const echo = await startEcho();
+  try {
+    const url = `https://127.0.0.1:${echo.port}/amtp`;
+    const wt = await openWebTransport({ url, certHash: echoCert.sha256 });
+    raw.wtSeq = await rawSequential(wt, SEQ_MS);
+    wt.close();
+    const wt2 = await openWebTransport({ url, certHash: echoCert.sha256 });
+    raw.wtPipe = await rawPipelined(wt2, PIPE);
+    wt2.close();
+    const ws = await openWebSocket({
+      url: url.replace("https", "wss"),
+      caCerts: [echoCert.certPem],
+    });
+    raw.wsSeq = await rawSequential(ws, SEQ_MS);
+    ws.close();
+    const ws2 = await openWebSocket({
+      url: url.replace("https", "wss"),
+      caCerts: [echoCert.certPem],
+    });
+    raw.wsPipe = await rawPipelined(ws2, PIPE);
+    ws2.close();
+    add({
+      group: "ceiling",
+      name: "raw WebTransport echo, sequential",
+      value: raw.wtSeq,
+      unit: "round trips/s",
+    });
+    add({
+      group: "ceiling",
+      name: "raw WebTransport echo, pipelined",
+      value: raw.wtPipe,
+      unit: "msgs/s",
+    });
+    add({
+      group: "ceiling",
+      name: "raw WebSocket echo, sequential",
+      value: raw.wsSeq,
+      unit: "round trips/s",
+    });
+    add({
+      group: "ceiling",
+      name: "raw WebSocket echo, pipelined",
+      value: raw.wsPipe,
+      unit: "msgs/s",
+    });
+  } finally {
+    await echo.stop();
+  }
+});
+
+// One AMTP server process for the single-server figures.
+const cwd = `${root}/amtp`;
+await Deno.mkdir(cwd);
+const server: ServerProcess = await startServerProcess(cwd, {
+  AMTP_PORT: "0",
+  AMTP_HOST: "127.0.0.1",
+  AMTP_RATE_LIMIT: "10000000",
+  AMTP_MAX_SESSIONS_PER_IP: "50000",
+  AMTP_MAX_SESSIONS: "50000",
+  AMTP_LOG_LEVEL: "warn",
+  AMTP_IDLE_TIMEOUT: "3600",
+});
+const certHash = await certificateHash(
+  await Deno.readTextFile(`${cwd}/data/tls/cert.pem`),
+);
+const caPem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
+const connect = (transport: "webtransport" | "websocket" = "webtransport") =>
+  AmtpClient.connect({
+    url: `${
+      transport === "websocket" ? "wss" : "https"
+    }://127.0.0.1:${server.port}/amtp`,
+    transport,
+    certHash,
+    caCerts: [caPem],
+    keepAliveMs: 0,
+    requestTimeoutMs: 120_000,
+  });
+const admin = await connect();
+const adminToken = await login(
+  admin,
+  "admin",
+  "admin",
+  await bootstrapKey(`${cwd}/data`),
+);
+await admin.call("admin_add_domain", {
+  admin_token: adminToken,
+  domain: "bench.test",
+});
+const keys = new Map<string, TestKey>();
+async function user(
+  address: string,
+  algorithm: "HPKE-X25519" | "RSA-OAEP-256" = "HPKE-X25519",
+): Promise<TestKey> {
+  const key = await makeKey(algorithm);
+  await admin.call("admin_add_user", {
+    admin_token: adminToken,
+    address,
+    algorithm,
+    public_key: key.publicKey,
+  });
+  keys.set(address, key);
+  return key;
+}
+await user("u@bench.test");
+
+// 2. Command overhead.
+await section("commands", async () => {
+  for (const transport of ["webtransport", "websocket"] as const) {
+    const client = await connect(transport);
+    const token = await login(
+      client,
+      "user",
+      "u@bench.test",
+      keys.get("u@bench.test")!,
+    );
+    const seqRaw = transport === "webtransport" ? raw.wtSeq : raw.wsSeq;
+    const pipeRaw = transport === "webtransport" ? raw.wtPipe : raw.wsPipe;
+    const label = transport === "webtransport" ? "WebTransport" : "WebSocket";
+    const seqPing = await sequential(() => client.request("ping"), SEQ_MS);
+    add({
+      group: "commands",
+      name: `ping, sequential, ${label}`,
+      value: seqPing,
+      unit: "round trips/s",
+      baseline: seqRaw,
+      baselineName: "raw echo",
+      goal: ">= 70% of raw",
+      met: seqPing >= 0.7 * seqRaw,
+    });
+    const pipePing = await pipelined(() => client.request("ping"), PIPE);
+    add({
+      group: "commands",
+      name: `ping, pipelined, ${label}`,
+      value: pipePing,
+      unit: "msgs/s",
+      baseline: pipeRaw,
+      baselineName: "raw echo",
+      goal: ">= 50% of raw",
+      met: pipePing >= 0.5 * pipeRaw,
+    });
+    const seqUser = await sequential(
+      () => client.request("user_get_keys", { user_token: token }),
+      SEQ_MS,
+    );
+    add({
+      group: "commands",
+      name: `user_get_keys (token + KV), sequential, ${label}`,
+      value: seqUser,
+      unit: "round trips/s",
+      baseline: seqRaw,
+      baselineName: "raw echo",
+      goal: ">= 70% of raw",
+      met: seqUser >= 0.7 * seqRaw,
+    });
+    const pipeUser = await pipelined(
+      () => client.request("user_get_keys", { user_token: token }),
+      PIPE,
+    );
+    add({
+      group: "commands",
+      name: `user_get_keys, pipelined, ${label}`,
+      value: pipeUser,
+      unit: "msgs/s",
+      baseline: pipeRaw,
+      baselineName: "raw echo",
+      goal: ">= 50% of raw",
+      met: pipeUser >= 0.5 * pipeRaw,
+    });
+    client.close();
+  }
+});
+
+// 3. Logins.
+await section("logins", async () => {
+  for (const algorithm of ["HPKE-X25519", "RSA-OAEP-256"] as const) {
+    const addresses = Array.from(
+      { length: 50 },
+      (_, i) => `l${i}-${algorithm === "RSA-OAEP-256" ? "r" : "x"}@bench.test`,
+    );
+    for (const a of addresses) await user(a, algorithm);
+    const clients = await Promise.all(addresses.map(() => connect()));
+    const rate = await concurrent(
+      50,
+      (w) => login(clients[w], "user", addresses[w], keys.get(addresses[w])!),
+      SEQ_MS * 2,
+    );
+    add({
+      group: "logins",
+      name: `logins, 50 concurrent clients, ${algorithm}`,
+      value: rate,
+      unit: "logins/s",
+      goal: algorithm === "HPKE-X25519" ? ">= 1,000/s" : undefined,
+      met: algorithm === "HPKE-X25519" ? rate >= 1000 : undefined,
+    });
+    for (const c of clients) c.close();
+  }
+});
+
+// 4. Local delivery.
+await section("delivery", async () => {
+  // Baseline: raw sequential KV commits in this run.
+  const kv = await Deno.openKv(`${root}/baseline.kv`);
+  const commits = await sequential(
+    () => kv.set(["k", Math.random()], "x".repeat(1024)),
+    SEQ_MS,
+  );
+  kv.close();
+  add({
+    group: "delivery",
+    name: "raw Deno KV sequential commits (1 KiB)",
+    value: commits,
+    unit: "commits/s",
+  });
+  const senders = Array.from({ length: 50 }, (_, i) => `s${i}@bench.test`);
+  const receivers = Array.from({ length: 10 }, (_, i) => `r${i}@bench.test`);
+  for (const a of [...senders, ...receivers]) await user(a);
+  const sessions = await Promise.all(
+    senders.map(async (a) =>
+      await mailSession(await connect(), a, keys.get(a)!)
+    ),
+  );
+  const body = "x".repeat(1024);
+  let n = 0;
+  const rate = await concurrent(
+    50,
+    (w) =>
+      sessions[w].call("send", {
+        to: [receivers[(w + n++) % receivers.length]],
+        subject: "b",
+        body,
+      }),
+    SEQ_MS * 2,
+  );
+  add({
+    group: "delivery",
+    name:
+      "local delivery, 1 KiB, 50 concurrent senders (acknowledged = durable)",
+    value: rate,
+    unit: "msgs/s",
+    baseline: commits,
+    baselineName: "KV commits",
+    goal: ">= 5,000/s",
+    met: rate >= 5000,
+  });
+  // Send-to-push latency at a steady rate.
+  const steady = Math.min(500, Math.floor(rate * 0.6));
+  const watcher = await mailSession(
+    await connect(),
+    "r0@bench.test",
+    keys.get("r0@bench.test")!,
+  );
+  const sentAt = new Map<string, number>();
+  const latencies: number[] = [];
+  watcher.client.onPush((p) => {
+    const subject = (p.data as { subject?: string }).subject ?? "";
+    const t0 = sentAt.get(subject);
+    if (p.event === "message_new" && t0 !== undefined) {
+      latencies.push(performance.now() - t0);
+    }
+  });
+  const total = steady * (FULL ? 10 : 3);
+  const pending: Promise<unknown>[] = [];
+  const start = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / steady;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const subject = `lat-${i}`;
+    sentAt.set(subject, performance.now());
+    pending.push(
+      sessions[i % 50].call("send", { to: ["r0@bench.test"], subject, body }),
+    );
+  }
+  await Promise.all(pending);
+  await new Promise((r) => setTimeout(r, 500));
+  add({
+    group: "delivery",
+    name: `send-to-push latency p50 at ${steady} msgs/s`,
+    value: percentile(latencies, 0.5),
+    unit: "ms",
+  });
+  add({
+    group: "delivery",
+    name: `send-to-push latency p99 at ${steady} msgs/s`,
+    value: percentile(latencies, 0.99),
+    unit: "ms",
+    goal: "<= 10 ms at 500/s",
+    met: steady >= 500 && percentile(latencies, 0.99) <= 10,
+    note: steady < 500
+      ? `500/s not sustainable here; measured at ${steady}/s`
+      : undefined,
+  });
+  for (const s of [...sessions, watcher]) s.client.close();
+});
+
+// 5. Module round trips.
+await section("modules", async () => {
+  const client = await connect();
+  const token = await login(
+    client,
+    "user",
+    "u@bench.test",
+    keys.get("u@bench.test")!,
+  );
+  const timeIt = async (work: () => Promise<unknown>) => {
+    const samples: number[] = [];
+    const end = performance.now() + SEQ_MS;
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      await work();
+      samples.push(performance.now() - t0);
+    }
+    return percentile(samples, 0.5);
+  };
+  const core = await timeIt(() =>
+    client.request("user_get_keys", { user_token: token })
+  );
+  add({
+    group: "modules",
+    name: "in-core command (user_get_keys) p50",
+    value: core * 1000,
+    unit: "µs",
+  });
+  for (const isolation of ["worker", "process"] as const) {
+    await admin.call("admin_set_module_isolation", {
+      admin_token: adminToken,
+      name: "example",
+      version: "1.0.0",
+      isolation,
+    });
+    const mod = await timeIt(() =>
+      client.request("echo", {
+        module: "example",
+        user_token: token,
+        text: "hi",
+      })
+    );
+    add({
+      group: "modules",
+      name: `module round trip (example echo), ${isolation}, p50`,
+      value: mod * 1000,
+      unit: "µs",
+      baseline: core * 1000,
+      baselineName: "in-core",
+      goal: isolation === "worker" ? "<= +150 µs over in-core" : undefined,
+      met: isolation === "worker" ? (mod - core) * 1000 <= 150 : undefined,
+      note: `adds ${((mod - core) * 1000).toFixed(0)} µs`,
+    });
+  }
+  await admin.call("admin_set_module_isolation", {
+    admin_token: adminToken,
+    name: "example",
+    version: "1.0.0",
+    isolation: "worker",
+  });
+  client.close();
+});
+
+// 6. Idle sessions: memory per session and a push to all.
+await section("sessions", async () => {
+  const counts = FULL ? [1000, 5000, 10_000] : [1000];
+  for (const count of counts) {
+    for (const transport of ["webtransport", "websocket"] as const) {
+      const echo = await startEcho();
+      const label = transport === "webtransport" ? "WebTransport" : "WebSocket";
+      try {
+        const url = `https://127.0.0.1:${echo.port}/amtp`;
+        const before = rss(echo.child.pid);
+        const bare = [];
+        for (let i = 0; i < count; i++) {
+          bare.push(
+            transport === "webtransport"
+              ? await openWebTransport({ url, certHash: echoCert.sha256 })
+              : await openWebSocket({
+                url: url.replace("https", "wss"),
+                caCerts: [echoCert.certPem],
+              }),
+          );
+          if (transport === "webtransport") {
+            await bare[i].send(new Uint8Array([5, 0, 0, 0, 0])); // opens the stream server-side
+          }
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        const barePer = (rss(echo.child.pid) - before) / count;
+        for (const b of bare) b.close();
+        const serverBefore = rss(server.child.pid);
+        const clients: AmtpClient[] = [];
+        const token = await login(
+          admin,
+          "user",
+          "u@bench.test",
+          keys.get("u@bench.test")!,
+        );
+        for (let i = 0; i < count; i++) {
+          const c = await connect(transport);
+          await c.request("user_get_keys", { user_token: token }); // binds the session to the user
+          clients.push(c);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        const amtpPer = (rss(server.child.pid) - serverBefore) / count;
+        add({
+          group: "sessions",
+          name: `${count} idle ${label} sessions, memory per session`,
+          value: amtpPer / 1024,
+          unit: "KiB",
+          baseline: barePer / 1024,
+          baselineName: "bare echo",
+          goal: "<= 125% of bare",
+          met: amtpPer <= 1.25 * barePer,
+        });
+        let received = 0;
+        const allIn = new Promise<void>((resolve) => {
+          for (const c of clients) {
+            c.onPush(() => {
+              if (++received === count) resolve();
+            });
+          }
+        });
+        const t0 = performance.now();
+        await admin.call("ping_me", { module: "example", user_token: token });
+        await Promise.race([allIn, new Promise((r) => setTimeout(r, 30_000))]);
+        const pushMs = performance.now() - t0;
+        add({
+          group: "sessions",
+          name: `push to all ${count} ${label} sessions`,
+          value: pushMs,
+          unit: "ms",
+          goal: "<= 2,000 ms",
+          met: received === count && pushMs <= 2000,
+          note: `${received} of ${count} received`,
+        });
+        for (const c of clients) c.close();
+      } finally {
+        await echo.stop();
+      }
+    }
+  }
+});
+
+admin.close();
+await server.stop();
+
+// 7. Federated delivery between two servers.
+await section("federation", async () => {
+  const world = await startWorld([["a.bench.test", "alpha.test"], [
+    "b.bench.test",
+    "beta.test",
+  ]], {
+    AMTP_RATE_LIMIT: "10000000",
+    AMTP_LOG_LEVEL: "warn",
+    AMTP_FEDERATION_LIFETIME: "600",
+  });
+  try {
+    const senders = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => world.mail(`s${i}@alpha.test`)),
+    );
+    const receiver = await world.mail("r@beta.test");
+    const arrived: number[] = [];
+    const sentAt = new Map<string, number>();
+    receiver.client.onPush((p) => {
+      const subject = (p.data as { subject?: string }).subject ?? "";
+      const t0 = sentAt.get(subject);
+      if (t0 !== undefined) arrived.push(performance.now() - t0);
+    });
+    const count = FULL ? 5000 : 1000;
+    const start = performance.now();
+    await Promise.all(senders.map(async (s, w) => {
+      for (let i = w; i < count; i += senders.length) {
+        const subject = `f-${i}`;
+        sentAt.set(subject, performance.now());
+        await s.call("send", {
+          to: ["r@beta.test"],
+          subject,
+          body: "x".repeat(1024),
+        });
+      }
+    }));
+    const deadline = Date.now() + 120_000;
+    while (arrived.length < count && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const rate = arrived.length / ((performance.now() - start) / 1000);
+    add({
+      group: "federation",
+      name: "federated delivery, 1 KiB, 20 senders (received at the remote)",
+      value: rate,
+      unit: "msgs/s",
+      goal: ">= 2,000/s",
+      met: rate >= 2000,
+      note: `${arrived.length} of ${count} arrived`,
+    });
+    // Latency at a steady rate.
+    arrived.length = 0;
+    sentAt.clear();
+    const steady = Math.min(200, Math.floor(rate * 0.6));
+    const total = steady * 3;
+    const t0 = performance.now();
+    const pending = [];
+    for (let i = 0; i < total; i++) {
+      const wait = t0 + (i * 1000) / steady - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const subject = `fl-${i}`;
+      sentAt.set(subject, performance.now());
+      pending.push(
+        senders[i % senders.length].call("send", {
+          to: ["r@beta.test"],
+          subject,
+          body: "x",
+        }),
+      );
+    }
+    await Promise.all(pending);
+    const end = Date.now() + 30_000;
+    while (arrived.length < total && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    add({
+      group: "federation",
+      name: `send-to-remote-push latency p50 at ${steady} msgs/s`,
+      value: percentile(arrived, 0.5),
+      unit: "ms",
+    });
+    add({
+      group: "federation",
+      name: `send-to-remote-push latency p99 at ${steady} msgs/s`,
+      value: percentile(arrived, 0.99),
+      unit: "ms",
+      goal: "<= 25 ms at 200/s",
+      met: steady >= 200 && percentile(arrived, 0.99) <= 25,
+    });
+  } finally {
+    await world.close();
+  }
+});
+
+await Deno.remove(root, { recursive: true });
+
+// The table.
+const rows = figures.map((f) => [
+  f.group,
+  f.name,
+  `${fmt(f.value)} ${f.unit}`,
+  f.baseline !== undefined ? `${fmt(f.baseline)} (${f.baselineName})` : "",
+  f.baseline ? `${(f.value / f.baseline * 100).toFixed(0)}%` : "",
+  f.goal ?? "",
+  f.met === undefined ? "" : f.met ? "met" : "NOT MET",
+]);
+const head = [
+  "group",
+  "figure",
+  "value",
+  "baseline (same run)",
+  "ratio",
+  "goal",
+  "",
+];
+const widths = head.map((h, i) =>
+  Math.max(h.length, ...rows.map((r) => r[i].length))
+);
+const line = (cells: string[]) =>
+  "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
+console.log(line(head));
+console.log("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
+for (const r of rows) console.log(line(r));
+const machine = {
+  cores: navigator.hardwareConcurrency,
+  os: Deno.build.os,
+  deno: Deno.version.deno,
+  date: new Date().toISOString(),
+  mode: FULL ? "full" : "quick",
+};
+await Deno.mkdir(OUT.replace(/[^/]*$/, ""), { recursive: true });
+await Deno.writeTextFile(OUT, JSON.stringify({ machine, figures }, null, 2));
+console.log(
+  `\n${
+    FULL ? "full" : "quick"
+  } run on ${machine.cores} cores, Deno ${machine.deno}; JSON: ${OUT}`,
+);
+Deno.exit(0);
