@@ -180,60 +180,64 @@ await section("ceiling", async () => {
   }
 });
 
-// One AMTP server process for the single-server figures.
-const cwd = `${root}/amtp`;
-await Deno.mkdir(cwd);
-const server: ServerProcess = await startServerProcess(cwd, {
-  AMTP_PORT: "0",
-  AMTP_HOST: "127.0.0.1",
-  AMTP_RATE_LIMIT: "10000000",
-  AMTP_MAX_SESSIONS_PER_IP: "50000",
-  AMTP_MAX_SESSIONS: "50000",
-  AMTP_LOG_LEVEL: "warn",
-  AMTP_IDLE_TIMEOUT: "3600",
-});
-const certHash = await certificateHash(
-  await Deno.readTextFile(`${cwd}/data/tls/cert.pem`),
-);
-const caPem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
-const connect = (transport: "webtransport" | "websocket" = "webtransport") =>
-  AmtpClient.connect({
-    url: `${
-      transport === "websocket" ? "wss" : "https"
-    }://127.0.0.1:${server.port}/amtp`,
-    transport,
-    certHash,
-    caCerts: [caPem],
-    keepAliveMs: 0,
-    requestTimeoutMs: 120_000,
+/** An AMTP server process with an admin session and a user. */
+async function startAmtp(name: string) {
+  const cwd = `${root}/${name}`;
+  await Deno.mkdir(cwd);
+  const server: ServerProcess = await startServerProcess(cwd, {
+    AMTP_PORT: "0",
+    AMTP_HOST: "127.0.0.1",
+    AMTP_RATE_LIMIT: "10000000",
+    AMTP_MAX_SESSIONS_PER_IP: "50000",
+    AMTP_MAX_SESSIONS: "50000",
+    AMTP_LOG_LEVEL: "warn",
+    AMTP_IDLE_TIMEOUT: "3600",
   });
-const admin = await connect();
-const adminToken = await login(
-  admin,
-  "admin",
-  "admin",
-  await bootstrapKey(`${cwd}/data`),
-);
-await admin.call("admin_add_domain", {
-  admin_token: adminToken,
-  domain: "bench.test",
-});
-const keys = new Map<string, TestKey>();
-async function user(
-  address: string,
-  algorithm: "HPKE-X25519" | "RSA-OAEP-256" = "HPKE-X25519",
-): Promise<TestKey> {
-  const key = await makeKey(algorithm);
-  await admin.call("admin_add_user", {
+  const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
+  const hash = await certificateHash(pem);
+  const connect = (transport: "webtransport" | "websocket" = "webtransport") =>
+    AmtpClient.connect({
+      url: `${
+        transport === "websocket" ? "wss" : "https"
+      }://127.0.0.1:${server.port}/amtp`,
+      transport,
+      certHash: hash,
+      caCerts: [pem],
+      keepAliveMs: 0,
+      requestTimeoutMs: 120_000,
+    });
+  const admin = await connect();
+  const adminToken = await login(
+    admin,
+    "admin",
+    "admin",
+    await bootstrapKey(`${cwd}/data`),
+  );
+  await admin.call("admin_add_domain", {
     admin_token: adminToken,
-    address,
-    algorithm,
-    public_key: key.publicKey,
+    domain: "bench.test",
   });
-  keys.set(address, key);
-  return key;
+  const keys = new Map<string, TestKey>();
+  const user = async (
+    address: string,
+    algorithm: "HPKE-X25519" | "RSA-OAEP-256" = "HPKE-X25519",
+  ) => {
+    const key = await makeKey(algorithm);
+    await admin.call("admin_add_user", {
+      admin_token: adminToken,
+      address,
+      algorithm,
+      public_key: key.publicKey,
+    });
+    keys.set(address, key);
+    return key;
+  };
+  await user("u@bench.test");
+  return { server, connect, admin, adminToken, keys, user };
 }
-await user("u@bench.test");
+
+const main = await startAmtp("amtp");
+const { server, connect, admin, adminToken, keys, user } = main;
 
 // 2. Command overhead.
 await section("commands", async () => {
@@ -515,21 +519,24 @@ await section("sessions", async () => {
         await new Promise((r) => setTimeout(r, 500));
         const barePer = (rss(echo.child.pid) - before) / count;
         for (const b of bare) b.close();
-        const serverBefore = rss(server.child.pid);
+        // A fresh server, so that earlier figures' garbage does not blur the measure.
+        const fresh = await startAmtp(`sessions-${count}-${transport}`);
+        await new Promise((r) => setTimeout(r, 500));
+        const serverBefore = rss(fresh.server.child.pid);
         const clients: AmtpClient[] = [];
         const token = await login(
-          admin,
+          fresh.admin,
           "user",
           "u@bench.test",
-          keys.get("u@bench.test")!,
+          fresh.keys.get("u@bench.test")!,
         );
         for (let i = 0; i < count; i++) {
-          const c = await connect(transport);
+          const c = await fresh.connect(transport);
           await c.request("user_get_keys", { user_token: token }); // binds the session to the user
           clients.push(c);
         }
         await new Promise((r) => setTimeout(r, 500));
-        const amtpPer = (rss(server.child.pid) - serverBefore) / count;
+        const amtpPer = (rss(fresh.server.child.pid) - serverBefore) / count;
         add({
           group: "sessions",
           name: `${count} idle ${label} sessions, memory per session`,
@@ -549,7 +556,10 @@ await section("sessions", async () => {
           }
         });
         const t0 = performance.now();
-        await admin.call("ping_me", { module: "example", user_token: token });
+        await fresh.admin.call("ping_me", {
+          module: "example",
+          user_token: token,
+        });
         await Promise.race([allIn, new Promise((r) => setTimeout(r, 30_000))]);
         const pushMs = performance.now() - t0;
         add({
@@ -562,6 +572,8 @@ await section("sessions", async () => {
           note: `${received} of ${count} received`,
         });
         for (const c of clients) c.close();
+        fresh.admin.close();
+        await fresh.server.stop();
       } finally {
         await echo.stop();
       }

@@ -37,7 +37,8 @@ export class FailureStore {
   async delete(scope: "account" | "ip", id: string): Promise<boolean> {
     const key = keys.failure(scope, id);
     const had = (await this.#kv.get(key)).value !== null;
-    await this.#kv.delete(key);
+    // Only a record that exists costs a commit (every successful login asks).
+    if (had) await this.#kv.delete(key);
     return had;
   }
 

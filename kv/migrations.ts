@@ -62,6 +62,31 @@ export const MIGRATIONS: readonly Migration[] = [
         .commit();
     },
   },
+  {
+    version: 2,
+    description:
+      "module storage usage: numbered shard counters become add/sub KvU64 counters",
+    run: async (kv) => {
+      const totals = new Map<string, bigint>();
+      const old: Deno.KvKey[] = [];
+      for await (const entry of kv.list<number>({ prefix: ["mod_usage"] })) {
+        if (typeof entry.key[2] !== "number") continue;
+        const name = String(entry.key[1]);
+        totals.set(
+          name,
+          (totals.get(name) ?? 0n) +
+            BigInt(Math.max(0, Math.round(entry.value))),
+        );
+        old.push(entry.key);
+      }
+      for (const [name, total] of totals) {
+        // Idempotent: the shard keys go in the same operation that adds their total.
+        let op = kv.atomic().sum(["mod_usage", name, "add"], total);
+        for (const key of old.filter((k) => k[1] === name)) op = op.delete(key);
+        await op.commit();
+      }
+    },
+  },
 ];
 
 /** Read the schema version (0 for an empty database). */

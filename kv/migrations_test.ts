@@ -36,10 +36,12 @@ Deno.test("migrations: a failing migration leaves the version and the data where
   const { kv, dir } = await tempKv();
   try {
     await kv.set(["domain", "example.org"], { name: "example.org" });
+    const known = MIGRATIONS.at(-1)!.version;
+    const next = known + 1;
     const migrations: Migration[] = [
       ...MIGRATIONS,
       {
-        version: 2,
+        version: next,
         description: "rename domains (fails half way)",
         run: async (db) => {
           await db.set(["domain_v2", "example.org"], { name: "example.org" });
@@ -48,13 +50,13 @@ Deno.test("migrations: a failing migration leaves the version and the data where
       },
     ];
     await assert.rejects(() => migrate(kv, { migrations }), MigrationError);
-    assert.equal(await schemaVersion(kv), 1);
+    assert.equal(await schemaVersion(kv), known);
     assert.deepEqual((await kv.get(["domain", "example.org"])).value, {
       name: "example.org",
     });
     // Fixed migration, run again: idempotent over the half-done state.
-    migrations[1] = {
-      version: 2,
+    migrations[MIGRATIONS.length] = {
+      version: next,
       description: "rename domains",
       run: async (db) => {
         for await (const e of db.list({ prefix: ["domain"] })) {
@@ -63,7 +65,7 @@ Deno.test("migrations: a failing migration leaves the version and the data where
         }
       },
     };
-    assert.equal(await migrate(kv, { migrations }), 2);
+    assert.equal(await migrate(kv, { migrations }), next);
     assert.deepEqual((await kv.get(["domain_v2", "example.org"])).value, {
       name: "example.org",
     });
@@ -84,6 +86,30 @@ Deno.test("migrations: data newer than the server is refused, untouched", async 
     assert.equal((await again.get(["meta", "schema"])).value, 99);
     again.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("migrations: old shard usage counters become one add counter", async () => {
+  const { kv, dir } = await tempKv();
+  try {
+    await kv.set(["meta", "schema"], 1);
+    await kv.set(["mod_usage", "messages", 0], 100);
+    await kv.set(["mod_usage", "messages", 5], 23);
+    await migrate(kv);
+    assert.equal(
+      (await kv.get<Deno.KvU64>(["mod_usage", "messages", "add"])).value?.value,
+      123n,
+    );
+    assert.equal((await kv.get(["mod_usage", "messages", 0])).value, null);
+    // Again: nothing changes.
+    await migrate(kv);
+    assert.equal(
+      (await kv.get<Deno.KvU64>(["mod_usage", "messages", "add"])).value?.value,
+      123n,
+    );
+  } finally {
+    kv.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

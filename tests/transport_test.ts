@@ -224,7 +224,7 @@ Deno.test("shutdown: in-flight sessions are closed and the KV is released", asyn
   await waitFor(() => closed, 5000, "client close on shutdown");
   // The KV file can be opened again, with the data intact.
   const kv = await Deno.openKv(`${dataDir}/amtp.kv`);
-  assert.equal((await kv.get(["meta", "schema"])).value, 1);
+  assert.equal((await kv.get(["meta", "schema"])).value, 2);
   kv.close();
   await Deno.remove(dataDir, { recursive: true });
 });

@@ -7,9 +7,11 @@
  * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
  *   chunk generation
  * - `["mod", module, "c", generation, i]` -> one chunk of a large value (BSON)
- * - `["mod_usage", module, shard]` -> bytes used (8 shards, so concurrent
- *   writers do not all contend on one key; the quota check sums them, so a
- *   burst of concurrent writes may overshoot it by at most their own sizes)
+ * - `["mod_usage", module, "add"]` and `["mod_usage", module, "sub"]` ->
+ *   bytes written and freed (`Deno.KvU64`, updated with `sum` mutations, so
+ *   concurrent writers never conflict on them; usage is their difference; the
+ *   quota check reads them first, so a burst of concurrent writes may
+ *   overshoot the quota by at most their own sizes)
  *
  * A module never names the namespace: the host binds a storage to the module
  * that sent the request, so one module cannot reach another's keys.
@@ -25,8 +27,6 @@ const INLINE_MAX = 60_000;
 const CHUNK = 60_000;
 /** Chunks written per atomic operation. */
 const CHUNKS_PER_OP = 8;
-/** Usage shards. */
-const SHARDS = 8;
 /** Parts of a key. */
 const MAX_KEY_PARTS = 8;
 /** Items of one list page. */
@@ -105,15 +105,11 @@ export class ModuleStorage {
 
   /** Bytes in use. */
   async usage(): Promise<number> {
-    const keys = Array.from(
-      { length: SHARDS },
-      (_, i) => ["mod_usage", this.#name, i],
-    );
-    const entries = await this.#kv.getMany<number[]>(keys);
-    return entries.reduce(
-      (sum, e) => sum + ((e.value as number | null) ?? 0),
-      0,
-    );
+    const [added, freed] = await this.#kv.getMany<Deno.KvU64[]>([
+      ["mod_usage", this.#name, "add"],
+      ["mod_usage", this.#name, "sub"],
+    ]);
+    return Number((added.value?.value ?? 0n) - (freed.value?.value ?? 0n));
   }
 
   async #read(head: Head): Promise<unknown> {
@@ -153,11 +149,9 @@ export class ModuleStorage {
     };
   }
 
-  async #shardUpdate(op: Deno.AtomicOperation, delta: number): Promise<void> {
-    const shard = Math.floor(Math.random() * SHARDS);
-    const key = ["mod_usage", this.#name, shard];
-    const current = await this.#kv.get<number>(key);
-    op.check(current).set(key, (current.value ?? 0) + delta);
+  #usageUpdate(op: Deno.AtomicOperation, delta: number): void {
+    if (delta > 0) op.sum(["mod_usage", this.#name, "add"], BigInt(delta));
+    if (delta < 0) op.sum(["mod_usage", this.#name, "sub"], BigInt(-delta));
   }
 
   async #ensureRoom(delta: number): Promise<void> {
@@ -209,7 +203,7 @@ export class ModuleStorage {
         throw error;
       }
       const op = this.#kv.atomic().check(old).set(this.#head(key), head);
-      await this.#shardUpdate(op, delta);
+      this.#usageUpdate(op, delta);
       if ((await op.commit()).ok) {
         if (old.value?.gen) await this.#deleteChunks(old.value);
         return;
@@ -235,7 +229,7 @@ export class ModuleStorage {
       const old = await this.#kv.get<Head>(this.#head(key));
       if (!old.value) return;
       const op = this.#kv.atomic().check(old).delete(this.#head(key));
-      await this.#shardUpdate(op, -old.value.size);
+      this.#usageUpdate(op, -old.value.size);
       if ((await op.commit()).ok) {
         if (old.value.gen) await this.#deleteChunks(old.value);
         return;
@@ -374,7 +368,7 @@ export class ModuleStorage {
         } else op.delete(this.#head(w.key));
       });
       await this.#ensureRoom(delta);
-      await this.#shardUpdate(op, delta);
+      this.#usageUpdate(op, delta);
       if ((await op.commit()).ok) {
         for (const old of current) {
           const head = old.value as Head | null;

@@ -114,6 +114,10 @@ export class Dispatcher {
   readonly #verifyToken?: TokenVerifier;
   readonly #routeModule?: ModuleRouter;
   readonly #timeoutMs: number;
+  readonly #inflight = new Set<
+    { due: number; reject: (error: Error) => void }
+  >();
+  #sweeper?: ReturnType<typeof setInterval>;
   readonly #moduleEnvelope: boolean;
 
   /** Create a dispatcher. */
@@ -258,20 +262,48 @@ export class Dispatcher {
     return await this.#verifyToken(kind, token);
   }
 
+  /**
+   * Race `work` against the command deadline. One shared sweeper checks the
+   * deadlines of all requests in flight (a timer per request costs more than
+   * the cheapest commands), so a timeout is answered up to a quarter of the
+   * deadline (at most a second) late.
+   */
   #withDeadline<T>(work: Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new ProtocolError(
-              ErrorCode.TIMEOUT,
-              `command did not finish within ${this.#timeoutMs} ms`,
-            ),
-          ),
-        this.#timeoutMs,
+    return new Promise<T>((resolve, reject) => {
+      const entry = { due: performance.now() + this.#timeoutMs, reject };
+      this.#inflight.add(entry);
+      this.#startSweeper();
+      work.then(
+        (value) => {
+          this.#inflight.delete(entry);
+          resolve(value);
+        },
+        (error) => {
+          this.#inflight.delete(entry);
+          reject(error);
+        },
       );
     });
-    return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+  }
+
+  #startSweeper(): void {
+    if (this.#sweeper !== undefined) return;
+    this.#sweeper = setInterval(() => {
+      const now = performance.now();
+      for (const entry of this.#inflight) {
+        if (entry.due > now) continue;
+        this.#inflight.delete(entry);
+        entry.reject(
+          new ProtocolError(
+            ErrorCode.TIMEOUT,
+            `command did not finish within ${this.#timeoutMs} ms`,
+          ),
+        );
+      }
+      if (this.#inflight.size === 0) {
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
+      }
+    }, Math.min(1000, Math.max(5, this.#timeoutMs / 4)));
   }
 }
