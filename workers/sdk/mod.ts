@@ -75,22 +75,8 @@ export interface ModuleStorage {
 }
 
 /** Where one written address leads (see core/routing). */
-export interface Resolution {
-  /** The address as written. */
-  input: string;
-  /** Normalised address, when valid. */
-  address?: string;
-  /** `local`, `remote`, `unknown` or `invalid`. */
-  kind: "local" | "remote" | "unknown" | "invalid";
-  /** Local mailboxes that receive, with their quota (0: the module's default). */
-  mailboxes: { address: string; quota: number }[];
-  /** Remote addresses it leads to. */
-  remote: string[];
-  /** `alias` or `catchall` when forwarded. */
-  via?: "alias" | "catchall";
-  /** Why it is `invalid` or `unknown`. */
-  reason?: string;
-}
+export type { Resolution } from "../../core/routing/mod.ts";
+import type { Resolution } from "../../core/routing/mod.ts";
 
 /** What a handler knows besides its parameters. */
 export interface ModuleContext {
