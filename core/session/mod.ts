@@ -136,16 +136,21 @@ export class SessionRegistry {
   async push(address: string, push: Push, maxFrame: number): Promise<number> {
     const sessions = this.#byUser.get(address);
     if (!sessions) return 0;
-    const all = [...sessions];
-    await Promise.all(all.map((s) => s.send(push, maxFrame)));
-    return all.length;
+    return await this.#sendAll([...sessions], push, maxFrame);
   }
 
   /** Send a push to every live session (announcements, benchmarks). */
   async broadcast(push: Push, maxFrame: number): Promise<number> {
-    const all = [...this.#sessions];
-    await Promise.all(all.map((s) => s.send(push, maxFrame)));
-    return all.length;
+    return await this.#sendAll([...this.#sessions], push, maxFrame);
+  }
+
+  /** Encode once, send the same frame to each session. */
+  async #sendAll(sessions: Session[], push: Push, maxFrame: number): Promise<number> {
+    if (sessions.length === 0) return 0;
+    const frame = encodeDocument(push);
+    if (frame.byteLength > maxFrame) throw new Error(`push of ${frame.byteLength} bytes exceeds the frame limit`);
+    await Promise.all(sessions.map((s) => s.conn.send(frame)));
+    return sessions.length;
   }
 
   /** Close sessions silent for longer than `idleMs`, checking every second. */
