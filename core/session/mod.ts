@@ -145,10 +145,18 @@ export class SessionRegistry {
   }
 
   /** Encode once, send the same frame to each session. */
-  async #sendAll(sessions: Session[], push: Push, maxFrame: number): Promise<number> {
+  async #sendAll(
+    sessions: Session[],
+    push: Push,
+    maxFrame: number,
+  ): Promise<number> {
     if (sessions.length === 0) return 0;
     const frame = encodeDocument(push);
-    if (frame.byteLength > maxFrame) throw new Error(`push of ${frame.byteLength} bytes exceeds the frame limit`);
+    if (frame.byteLength > maxFrame) {
+      throw new Error(
+        `push of ${frame.byteLength} bytes exceeds the frame limit`,
+      );
+    }
     await Promise.all(sessions.map((s) => s.conn.send(frame)));
     return sessions.length;
   }
