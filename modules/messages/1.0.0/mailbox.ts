@@ -307,8 +307,11 @@ export class Mailbox {
     quota: number,
   ): Promise<Change | "exists" | "quota"> {
     let outcome: "exists" | "quota" | undefined;
+    let attempt = 0;
     const result = await this.commit(async (state) => {
-      if (await this.message(record.id)) {
+      // Optimistic: the atomic operation checks that the copy does not exist;
+      // only after a failed attempt is it read (a retried delivery).
+      if (attempt++ > 0 && await this.message(record.id)) {
         outcome = "exists";
         return null;
       }

@@ -129,8 +129,10 @@ export async function send(
     : (await sha256Hex(`${sender}\n${crypto.randomUUID()}`)).slice(0, 24);
   const storage = ctx.storage;
   const resultKey = ["sent_result", sender, messageId];
-  const earlier = await storage.get<SendResult>(resultKey);
-  if (earlier) return earlier.value;
+  if (request.client_id) {
+    const earlier = await storage.get<SendResult>(resultKey);
+    if (earlier) return earlier.value;
+  }
 
   const resolutions = await ctx.resolve(written);
   const attachments: AttachmentRef[] = request.attachments.map((a) => ({
@@ -160,9 +162,8 @@ export async function send(
   // The content first (shared by every copy): a crash after this leaves an
   // unreferenced content, never a message without its body.
   const contentKey = key.content(messageId);
-  if (!(await storage.get(contentKey))) {
-    await storage.set(contentKey, { body: request.body } satisfies Content);
-  }
+  // Written again on a retry: the same bytes for the same message id.
+  await storage.set(contentKey, { body: request.body } satisfies Content);
   const base = {
     message_id: messageId,
     from: sender,
@@ -268,7 +269,7 @@ export async function send(
     date,
     recipients,
   };
-  await storage.set(resultKey, result);
+  if (request.client_id) await storage.set(resultKey, result);
 
   for (const { address, change } of pushes) {
     if (change.type === "new" && change.folder !== "sent") {
