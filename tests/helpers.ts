@@ -156,3 +156,28 @@ export async function login(
   );
   return result[`${kind}_token`];
 }
+
+/**
+ * Creates each user once (concurrent callers share the creation) through an
+ * admin call; returns the user's key.
+ */
+export function userMaker(
+  admin: (command: string, params: Record<string, unknown>) => Promise<unknown>,
+): (address: string) => Promise<TestKey> {
+  const keys = new Map<string, Promise<TestKey>>();
+  return (address) => {
+    let pending = keys.get(address);
+    if (!pending) {
+      pending = makeKey("HPKE-X25519").then(async (key) => {
+        await admin("admin_add_user", {
+          address,
+          algorithm: key.algorithm,
+          public_key: key.publicKey,
+        });
+        return key;
+      });
+      keys.set(address, pending);
+    }
+    return pending;
+  };
+}

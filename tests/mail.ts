@@ -9,10 +9,10 @@ import type { AmtpClient, Push, Response } from "../client/mod.ts";
 import {
   bootstrapKey,
   login,
-  makeKey,
   startTestServer,
   type TestKey,
   type TestServer,
+  userMaker,
   waitFor,
 } from "./helpers.ts";
 
@@ -106,24 +106,12 @@ export async function mailWorld(
       ...params,
     });
   for (const domain of domains) await admin("admin_add_domain", { domain });
-  const keys = new Map<string, Promise<TestKey>>();
+  const user = userMaker(admin);
   return {
     t,
     admin,
     async session(address, options = {}) {
-      let pending = keys.get(address);
-      if (!pending) {
-        pending = makeKey("HPKE-X25519").then(async (key) => {
-          await admin("admin_add_user", {
-            address,
-            algorithm: key.algorithm,
-            public_key: key.publicKey,
-          });
-          return key;
-        });
-        keys.set(address, pending);
-      }
-      const key = await pending;
+      const key = await user(address);
       return await mailSession(await t.connect(options), address, key);
     },
   };

@@ -10,9 +10,9 @@ import { ErrorCode } from "../core/protocol/mod.ts";
 import {
   bootstrapKey,
   login,
-  makeKey,
   startTestServer,
   type TestServer,
+  userMaker,
   waitFor,
 } from "./helpers.ts";
 
@@ -59,24 +59,12 @@ async function world(env: Record<string, string> = {}): Promise<World> {
       ...params,
     });
   await admin("admin_add_domain", { domain: "example.org" }).catch(() => {});
-  const keys = new Map<string, Promise<Awaited<ReturnType<typeof makeKey>>>>();
+  const makeUser = userMaker(admin);
   return {
     t,
     admin,
     async user(address) {
-      let pending = keys.get(address);
-      if (!pending) {
-        pending = makeKey("HPKE-X25519").then(async (key) => {
-          await admin("admin_add_user", {
-            address,
-            algorithm: key.algorithm,
-            public_key: key.publicKey,
-          });
-          return key;
-        });
-        keys.set(address, pending);
-      }
-      const key = await pending;
+      const key = await makeUser(address);
       const client = await t.connect();
       const token = await login(client, "user", address, key);
       return {
