@@ -218,6 +218,8 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           alice,
           "message_new",
           (d) => d.subject === "Undeliverable: Into the void",
+          // The lifetime is 6 s; attempts and retries come on top of it.
+          30_000,
         );
         const body = await alice.call<{ body: string }>("get", {
           id: expired.id as string,

@@ -122,6 +122,7 @@ export async function pushOf(
   session: MailSession,
   event: string,
   match: (data: Record<string, unknown>) => boolean = () => true,
+  timeoutMs = 5000,
 ): Promise<Record<string, unknown>> {
   let found: Record<string, unknown> | undefined;
   await waitFor(
@@ -130,7 +131,7 @@ export async function pushOf(
         .find((d, i) => session.pushes[i].event === event && match(d));
       return found !== undefined;
     },
-    5000,
+    timeoutMs,
     `push ${event} to ${session.address}`,
   );
   return found!;
