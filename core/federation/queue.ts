@@ -28,6 +28,9 @@ const PERMANENT = new Set<number>([
   ErrorCode.NO_AMTP_RECORD,
 ]);
 
+/** Deliveries in flight to one domain at a time. */
+const PER_DOMAIN = 16;
+
 /** One failed recipient of a bounce. */
 export interface Failure {
   /** Recipient. */
@@ -175,7 +178,17 @@ export class OutboundQueue {
       async () => {
         while (domains.length) {
           const domain = domains.shift()!;
-          for (const entry of due.get(domain)!) await this.#deliver(entry);
+          // Several deliveries in flight per domain: the peer session
+          // multiplexes requests, so a round trip does not wait for another.
+          const entries = due.get(domain)!;
+          await Promise.all(
+            Array.from(
+              { length: Math.min(PER_DOMAIN, entries.length) },
+              async () => {
+                while (entries.length) await this.#deliver(entries.shift()!);
+              },
+            ),
+          );
         }
       },
     );
