@@ -11,12 +11,11 @@
  */
 
 import { BSON } from "bson";
-import { AmtpClient, type Response } from "../client/mod.ts";
+import type { Response } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/errors.ts";
-import { certificateHash } from "../core/tls/cert.ts";
-import { bootstrapKey, login, makeKey } from "../tests/helpers.ts";
-import { startServerProcess } from "../tests/process.ts";
+import { login } from "../tests/helpers.ts";
 import { rss } from "./measure.ts";
+import { startAmtp } from "./server.ts";
 
 /** What a fuzz run found. */
 export interface FuzzReport {
@@ -60,49 +59,25 @@ export async function fuzz(
   const random = prng(options.seed ?? 1);
   const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)];
   const int = (n: number) => Math.floor(random() * n);
-  const cwd = await Deno.makeTempDir({ prefix: "amtp-fuzz-" });
-  const server = await startServerProcess(cwd, {
-    AMTP_PORT: "0",
-    AMTP_RATE_LIMIT: "1000000",
-    AMTP_LOG_LEVEL: "warn",
-  });
+  const root = await Deno.makeTempDir({ prefix: "amtp-fuzz-" });
+  // A server with an admin session (the canary, which must keep working) and a user to fuzz after login.
+  const { server, connect, admin, adminToken, keys } = await startAmtp(
+    root,
+    "server",
+  );
   const problems: string[] = [];
   const codes: Record<number, number> = {};
   let responses = 0;
   let closedSessions = 0;
-  const certHash = await certificateHash(
-    await Deno.readTextFile(`${cwd}/data/tls/cert.pem`),
-  );
-  const connect = () =>
-    AmtpClient.connect({
-      url: `https://127.0.0.1:${server.port}/amtp`,
-      certHash,
-      keepAliveMs: 0,
-      requestTimeoutMs: 20_000,
-    });
   const pid = server.child.pid;
   const rssBefore = rss(pid);
   try {
-    // A user to fuzz after login, and a canary session that must keep working.
-    const admin = await connect();
-    const adminToken = await login(
+    const userToken = await login(
       admin,
-      "admin",
-      "admin",
-      await bootstrapKey(`${cwd}/data`),
+      "user",
+      "u@bench.test",
+      keys.get("u@bench.test")!,
     );
-    await admin.call("admin_add_domain", {
-      admin_token: adminToken,
-      domain: "fuzz.test",
-    });
-    const key = await makeKey("HPKE-X25519");
-    await admin.call("admin_add_user", {
-      admin_token: adminToken,
-      address: "f@fuzz.test",
-      algorithm: key.algorithm,
-      public_key: key.publicKey,
-    });
-    const userToken = await login(admin, "user", "f@fuzz.test", key);
     const canary = admin;
     const commands = [
       "ping",
@@ -312,7 +287,7 @@ export async function fuzz(
     })();
     const code = await server.stop("SIGTERM");
     if (code !== 0) problems.push(`server exited with ${code}`);
-    await Deno.remove(cwd, { recursive: true });
+    await Deno.remove(root, { recursive: true });
     const report: FuzzReport = {
       frames: options.frames,
       responses,

@@ -9,16 +9,11 @@
 
 import { AmtpClient } from "../client/mod.ts";
 import { openWebSocket, openWebTransport } from "../client/transport.ts";
-import { certificateHash, createCertificate } from "../core/tls/cert.ts";
+import { createCertificate } from "../core/tls/cert.ts";
 import { startWorld } from "../tests/federation_world.ts";
-import {
-  bootstrapKey,
-  login,
-  makeKey,
-  type TestKey,
-} from "../tests/helpers.ts";
+import { login } from "../tests/helpers.ts";
 import { mailSession } from "../tests/mail.ts";
-import { type ServerProcess, startServerProcess } from "../tests/process.ts";
+import { startAmtp } from "./server.ts";
 import {
   concurrent,
   percentile,
@@ -180,63 +175,7 @@ await section("ceiling", async () => {
   }
 });
 
-/** An AMTP server process with an admin session and a user. */
-async function startAmtp(name: string) {
-  const cwd = `${root}/${name}`;
-  await Deno.mkdir(cwd);
-  const server: ServerProcess = await startServerProcess(cwd, {
-    AMTP_PORT: "0",
-    AMTP_HOST: "127.0.0.1",
-    AMTP_RATE_LIMIT: "10000000",
-    AMTP_MAX_SESSIONS_PER_IP: "50000",
-    AMTP_MAX_SESSIONS: "50000",
-    AMTP_LOG_LEVEL: "warn",
-    AMTP_IDLE_TIMEOUT: "3600",
-  });
-  const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
-  const hash = await certificateHash(pem);
-  const connect = (transport: "webtransport" | "websocket" = "webtransport") =>
-    AmtpClient.connect({
-      url: `${
-        transport === "websocket" ? "wss" : "https"
-      }://127.0.0.1:${server.port}/amtp`,
-      transport,
-      certHash: hash,
-      caCerts: [pem],
-      keepAliveMs: 0,
-      requestTimeoutMs: 120_000,
-    });
-  const admin = await connect();
-  const adminToken = await login(
-    admin,
-    "admin",
-    "admin",
-    await bootstrapKey(`${cwd}/data`),
-  );
-  await admin.call("admin_add_domain", {
-    admin_token: adminToken,
-    domain: "bench.test",
-  });
-  const keys = new Map<string, TestKey>();
-  const user = async (
-    address: string,
-    algorithm: "HPKE-X25519" | "RSA-OAEP-256" = "HPKE-X25519",
-  ) => {
-    const key = await makeKey(algorithm);
-    await admin.call("admin_add_user", {
-      admin_token: adminToken,
-      address,
-      algorithm,
-      public_key: key.publicKey,
-    });
-    keys.set(address, key);
-    return key;
-  };
-  await user("u@bench.test");
-  return { server, connect, admin, adminToken, keys, user };
-}
-
-const main = await startAmtp("amtp");
+const main = await startAmtp(root, "amtp");
 const { server, connect, admin, adminToken, keys, user } = main;
 
 // 2. Command overhead.
@@ -520,7 +459,7 @@ await section("sessions", async () => {
         const barePer = (rss(echo.child.pid) - before) / count;
         for (const b of bare) b.close();
         // A fresh server, so that earlier figures' garbage does not blur the measure.
-        const fresh = await startAmtp(`sessions-${count}-${transport}`);
+        const fresh = await startAmtp(root, `sessions-${count}-${transport}`);
         await new Promise((r) => setTimeout(r, 500));
         const serverBefore = rss(fresh.server.child.pid);
         const clients: AmtpClient[] = [];

@@ -28,8 +28,28 @@ const LIST: Record<string, [string, FlagType]> = {
   search: ["search", "string"],
 };
 
+/** Module life-cycle subcommands: `<verb>-module NAME VERSION`. */
+const MODULE_VERBS: [string, string][] = [
+  ["load-module", "admin_load_module"],
+  ["unload-module", "admin_unload_module"],
+  ["reload-module", "admin_reload_module"],
+  ["enable-module", "admin_enable_module"],
+  ["disable-module", "admin_disable_module"],
+  ["default-module", "admin_set_module_default"],
+];
+
 /** Admin subcommands. */
 export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
+  ...Object.fromEntries(
+    MODULE_VERBS.map(([name, command]) => [
+      name,
+      {
+        command,
+        positional: ["name", "version"],
+        help: `${name} NAME VERSION`,
+      },
+    ]),
+  ),
   sysinfo: { command: "admin_sysinfo", help: "system information" },
   domains: { command: "admin_get_domains", flags: LIST, help: "list domains" },
   "add-domain": {
@@ -175,36 +195,6 @@ export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
     command: "admin_del_queue",
     positional: ["id"],
     help: "del-queue ID: drop it",
-  },
-  "load-module": {
-    command: "admin_load_module",
-    positional: ["name", "version"],
-    help: "load-module NAME VERSION",
-  },
-  "unload-module": {
-    command: "admin_unload_module",
-    positional: ["name", "version"],
-    help: "unload-module NAME VERSION",
-  },
-  "reload-module": {
-    command: "admin_reload_module",
-    positional: ["name", "version"],
-    help: "reload-module NAME VERSION",
-  },
-  "enable-module": {
-    command: "admin_enable_module",
-    positional: ["name", "version"],
-    help: "enable-module NAME VERSION",
-  },
-  "disable-module": {
-    command: "admin_disable_module",
-    positional: ["name", "version"],
-    help: "disable-module NAME VERSION",
-  },
-  "default-module": {
-    command: "admin_set_module_default",
-    positional: ["name", "version"],
-    help: "default-module NAME VERSION",
   },
   "module-isolation": {
     command: "admin_set_module_isolation",

@@ -181,3 +181,26 @@ export function userMaker(
     return pending;
   };
 }
+
+/** Log the bootstrap admin of `dataDir` in on `client`; returns a caller of admin commands. */
+export async function adminCaller(
+  client: AmtpClient,
+  dataDir: string,
+): Promise<
+  (
+    command: string,
+    params?: Record<string, unknown>,
+  ) => Promise<Record<string, unknown>>
+> {
+  const token = await login(
+    client,
+    "admin",
+    "admin",
+    await bootstrapKey(dataDir),
+  );
+  return (command, params = {}) =>
+    client.call<Record<string, unknown>>(command, {
+      admin_token: token,
+      ...params,
+    });
+}

@@ -7,7 +7,7 @@
 
 import type { AmtpClient, Push, Response } from "../client/mod.ts";
 import {
-  bootstrapKey,
+  adminCaller,
   login,
   startTestServer,
   type TestKey,
@@ -93,18 +93,7 @@ export async function mailWorld(
   domains: string[] = ["example.org"],
 ): Promise<MailWorld> {
   const t = await startTestServer(env);
-  const adminClient = await t.connect();
-  const token = await login(
-    adminClient,
-    "admin",
-    "admin",
-    await bootstrapKey(t.dataDir),
-  );
-  const admin = (command: string, params: Record<string, unknown> = {}) =>
-    adminClient.call<Record<string, unknown>>(command, {
-      admin_token: token,
-      ...params,
-    });
+  const admin = await adminCaller(await t.connect(), t.dataDir);
   for (const domain of domains) await admin("admin_add_domain", { domain });
   const user = userMaker(admin);
   return {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { AmtpClient, Push } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import {
-  bootstrapKey,
+  adminCaller,
   login,
   startTestServer,
   type TestServer,
@@ -46,18 +46,7 @@ async function world(env: Record<string, string> = {}): Promise<World> {
   const t = await startTestServer({ AMTP_MODULES: FIXTURES, ...env }, {
     moduleHost: FAST,
   });
-  const adminClient = await t.connect();
-  const adminToken = await login(
-    adminClient,
-    "admin",
-    "admin",
-    await bootstrapKey(t.dataDir),
-  );
-  const admin = (command: string, params: Record<string, unknown> = {}) =>
-    adminClient.call<Record<string, unknown>>(command, {
-      admin_token: adminToken,
-      ...params,
-    });
+  const admin = await adminCaller(await t.connect(), t.dataDir);
   await admin("admin_add_domain", { domain: "example.org" }).catch(() => {});
   const makeUser = userMaker(admin);
   return {
