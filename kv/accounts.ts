@@ -43,13 +43,57 @@ export function splitAddress(address: string): [string, string] {
   return [address.slice(0, at), address.slice(at + 1)];
 }
 
-/** Typed access to account records. */
+/** How long a record read stays cached in this process, in milliseconds. */
+const CACHE_MS = 2000;
+/** Records cached at most. */
+const CACHE_MAX = 20_000;
+
+/**
+ * Typed access to account records. Single records read (domains, users,
+ * aliases, catch-alls) are cached for {@link CACHE_MS}: every write through
+ * this store empties the cache, so this process always sees its own writes;
+ * another process sharing the database is seen up to 2 s late (as with
+ * tokens).
+ */
 export class AccountStore {
   readonly #kv: Deno.Kv;
+  readonly #cache = new Map<
+    string,
+    { value: unknown; at: number; gen: number }
+  >();
+  /** Raised before and after every write: a read that overlapped one is not cached. */
+  #gen = 0;
 
   /** Wrap an open KV. */
   constructor(kv: Deno.Kv) {
     this.#kv = kv;
+  }
+
+  async #write<T>(work: () => Promise<T>): Promise<T> {
+    this.#gen++;
+    this.#cache.clear();
+    try {
+      return await work();
+    } finally {
+      this.#gen++;
+      this.#cache.clear();
+    }
+  }
+
+  async #get<T>(key: Deno.KvKey): Promise<T | null> {
+    const id = JSON.stringify(key);
+    const now = Date.now();
+    const hit = this.#cache.get(id);
+    if (hit && hit.gen === this.#gen && now - hit.at < CACHE_MS) {
+      return structuredClone(hit.value) as T | null;
+    }
+    const gen = this.#gen;
+    const value = (await this.#kv.get<T>(key)).value;
+    if (gen === this.#gen) {
+      if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
+      this.#cache.set(id, { value: structuredClone(value), at: now, gen });
+    }
+    return value;
   }
 
   async #page<T>(
@@ -82,7 +126,7 @@ export class AccountStore {
 
   /** One domain. */
   async getDomain(name: string): Promise<DomainRecord | null> {
-    return (await this.#kv.get<DomainRecord>(keys.domain(name))).value;
+    return await this.#get<DomainRecord>(keys.domain(name));
   }
 
   /** A page of domains in name order. */
@@ -91,17 +135,21 @@ export class AccountStore {
   }
 
   /** Add a domain unless it exists. */
-  async addDomain(record: DomainRecord): Promise<"ok" | "exists"> {
-    const result = await this.#kv.atomic()
-      .check({ key: keys.domain(record.name), versionstamp: null })
-      .set(keys.domain(record.name), record)
-      .commit();
-    return result.ok ? "ok" : "exists";
+  addDomain(record: DomainRecord): Promise<"ok" | "exists"> {
+    return this.#write(async () => {
+      const result = await this.#kv.atomic()
+        .check({ key: keys.domain(record.name), versionstamp: null })
+        .set(keys.domain(record.name), record)
+        .commit();
+      return result.ok ? "ok" : "exists";
+    });
   }
 
   /** Replace a domain record (it must exist). */
-  async putDomain(record: DomainRecord): Promise<void> {
-    await this.#kv.set(keys.domain(record.name), record);
+  putDomain(record: DomainRecord): Promise<void> {
+    return this.#write(async () => {
+      await this.#kv.set(keys.domain(record.name), record);
+    });
   }
 
   /** Does the domain have users or aliases? */
@@ -122,29 +170,31 @@ export class AccountStore {
    * the domain record last: a crash midway leaves the domain listed, and
    * deleting it again finishes the job.
    */
-  async deleteDomain(name: string): Promise<void> {
-    const prefixes = [
-      keys.users(name),
-      keys.aliases(name),
-      ["photo", name] as Deno.KvKey,
-    ];
-    for (const prefix of prefixes) {
-      let batch = this.#kv.atomic();
-      let count = 0;
-      for await (const entry of this.#kv.list({ prefix })) {
-        batch.delete(entry.key);
-        if (++count === BATCH) {
-          await batch.commit();
-          batch = this.#kv.atomic();
-          count = 0;
+  deleteDomain(name: string): Promise<void> {
+    return this.#write(async () => {
+      const prefixes = [
+        keys.users(name),
+        keys.aliases(name),
+        ["photo", name] as Deno.KvKey,
+      ];
+      for (const prefix of prefixes) {
+        let batch = this.#kv.atomic();
+        let count = 0;
+        for await (const entry of this.#kv.list({ prefix })) {
+          batch.delete(entry.key);
+          if (++count === BATCH) {
+            await batch.commit();
+            batch = this.#kv.atomic();
+            count = 0;
+          }
         }
+        if (count > 0) await batch.commit();
       }
-      if (count > 0) await batch.commit();
-    }
-    await this.#kv.atomic()
-      .delete(keys.catchall(name))
-      .delete(keys.domain(name))
-      .commit();
+      await this.#kv.atomic()
+        .delete(keys.catchall(name))
+        .delete(keys.domain(name))
+        .commit();
+    });
   }
 
   // Users
@@ -152,7 +202,7 @@ export class AccountStore {
   /** One user by address. */
   async getUser(address: string): Promise<UserRecord | null> {
     const [local, domain] = splitAddress(address);
-    return (await this.#kv.get<UserRecord>(keys.user(domain, local))).value;
+    return await this.#get<UserRecord>(keys.user(domain, local));
   }
 
   /** A page of users, of one domain or all. */
@@ -164,38 +214,44 @@ export class AccountStore {
   }
 
   /** Add a user; the domain must exist and the address be free of users and aliases. */
-  async addUser(
+  addUser(
     record: UserRecord,
   ): Promise<"ok" | "exists" | "no_domain"> {
-    const [local, domain] = splitAddress(record.address);
-    const [domainEntry, aliasEntry] = await this.#kv.getMany([
-      keys.domain(domain),
-      keys.alias(domain, local),
-    ]);
-    if (!domainEntry.value) return "no_domain";
-    if (aliasEntry.value) return "exists";
-    const result = await this.#kv.atomic()
-      .check(domainEntry)
-      .check(aliasEntry)
-      .check({ key: keys.user(domain, local), versionstamp: null })
-      .set(keys.user(domain, local), record)
-      .commit();
-    return result.ok ? "ok" : "exists";
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(record.address);
+      const [domainEntry, aliasEntry] = await this.#kv.getMany([
+        keys.domain(domain),
+        keys.alias(domain, local),
+      ]);
+      if (!domainEntry.value) return "no_domain";
+      if (aliasEntry.value) return "exists";
+      const result = await this.#kv.atomic()
+        .check(domainEntry)
+        .check(aliasEntry)
+        .check({ key: keys.user(domain, local), versionstamp: null })
+        .set(keys.user(domain, local), record)
+        .commit();
+      return result.ok ? "ok" : "exists";
+    });
   }
 
   /** Replace a user record. */
-  async putUser(record: UserRecord): Promise<void> {
-    const [local, domain] = splitAddress(record.address);
-    await this.#kv.set(keys.user(domain, local), record);
+  putUser(record: UserRecord): Promise<void> {
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(record.address);
+      await this.#kv.set(keys.user(domain, local), record);
+    });
   }
 
   /** Delete a user and their photo. */
-  async deleteUser(address: string): Promise<void> {
-    const [local, domain] = splitAddress(address);
-    await this.#kv.atomic()
-      .delete(keys.user(domain, local))
-      .delete(keys.photo(domain, local))
-      .commit();
+  deleteUser(address: string): Promise<void> {
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(address);
+      await this.#kv.atomic()
+        .delete(keys.user(domain, local))
+        .delete(keys.photo(domain, local))
+        .commit();
+    });
   }
 
   /** A user's photo. */
@@ -205,10 +261,12 @@ export class AccountStore {
   }
 
   /** Set or (with null) remove a user's photo. */
-  async setPhoto(address: string, photo: PhotoRecord | null): Promise<void> {
-    const [local, domain] = splitAddress(address);
-    if (photo) await this.#kv.set(keys.photo(domain, local), photo);
-    else await this.#kv.delete(keys.photo(domain, local));
+  setPhoto(address: string, photo: PhotoRecord | null): Promise<void> {
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(address);
+      if (photo) await this.#kv.set(keys.photo(domain, local), photo);
+      else await this.#kv.delete(keys.photo(domain, local));
+    });
   }
 
   // Aliases
@@ -216,7 +274,7 @@ export class AccountStore {
   /** One alias. */
   async getAlias(address: string): Promise<AliasRecord | null> {
     const [local, domain] = splitAddress(address);
-    return (await this.#kv.get<AliasRecord>(keys.alias(domain, local))).value;
+    return await this.#get<AliasRecord>(keys.alias(domain, local));
   }
 
   /** A page of aliases, of one domain or all. */
@@ -228,84 +286,96 @@ export class AccountStore {
   }
 
   /** Add an alias; the domain must exist and the address be free. */
-  async addAlias(
+  addAlias(
     record: AliasRecord,
   ): Promise<"ok" | "exists" | "no_domain"> {
-    const [local, domain] = splitAddress(record.address);
-    const [domainEntry, userEntry] = await this.#kv.getMany([
-      keys.domain(domain),
-      keys.user(domain, local),
-    ]);
-    if (!domainEntry.value) return "no_domain";
-    if (userEntry.value) return "exists";
-    const result = await this.#kv.atomic()
-      .check(domainEntry)
-      .check(userEntry)
-      .check({ key: keys.alias(domain, local), versionstamp: null })
-      .set(keys.alias(domain, local), record)
-      .commit();
-    return result.ok ? "ok" : "exists";
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(record.address);
+      const [domainEntry, userEntry] = await this.#kv.getMany([
+        keys.domain(domain),
+        keys.user(domain, local),
+      ]);
+      if (!domainEntry.value) return "no_domain";
+      if (userEntry.value) return "exists";
+      const result = await this.#kv.atomic()
+        .check(domainEntry)
+        .check(userEntry)
+        .check({ key: keys.alias(domain, local), versionstamp: null })
+        .set(keys.alias(domain, local), record)
+        .commit();
+      return result.ok ? "ok" : "exists";
+    });
   }
 
   /** Replace an alias record. */
-  async putAlias(record: AliasRecord): Promise<void> {
-    const [local, domain] = splitAddress(record.address);
-    await this.#kv.set(keys.alias(domain, local), record);
+  putAlias(record: AliasRecord): Promise<void> {
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(record.address);
+      await this.#kv.set(keys.alias(domain, local), record);
+    });
   }
 
   /** Delete an alias. */
-  async deleteAlias(address: string): Promise<void> {
-    const [local, domain] = splitAddress(address);
-    await this.#kv.delete(keys.alias(domain, local));
+  deleteAlias(address: string): Promise<void> {
+    return this.#write(async () => {
+      const [local, domain] = splitAddress(address);
+      await this.#kv.delete(keys.alias(domain, local));
+    });
   }
 
   /** Every alias and catch-all that lists `address`, to drop it when it goes. */
-  async removeRecipient(
+  removeRecipient(
     address: string,
   ): Promise<{ aliases: number; catchalls: number }> {
-    let aliases = 0;
-    let catchalls = 0;
-    for await (
-      const entry of this.#kv.list<AliasRecord>({ prefix: keys.aliases() })
-    ) {
-      if (!entry.value.recipients.includes(address)) continue;
-      const recipients = entry.value.recipients.filter((r) => r !== address);
-      if (recipients.length === 0) await this.#kv.delete(entry.key);
-      else {
+    return this.#write(async () => {
+      let aliases = 0;
+      let catchalls = 0;
+      for await (
+        const entry of this.#kv.list<AliasRecord>({ prefix: keys.aliases() })
+      ) {
+        if (!entry.value.recipients.includes(address)) continue;
+        const recipients = entry.value.recipients.filter((r) => r !== address);
+        if (recipients.length === 0) await this.#kv.delete(entry.key);
+        else {
+          await this.#kv.set(entry.key, {
+            ...entry.value,
+            recipients,
+            updated: new Date(),
+          });
+        }
+        aliases++;
+      }
+      for await (
+        const entry of this.#kv.list<CatchallRecord>({
+          prefix: keys.catchalls(),
+        })
+      ) {
+        if (!entry.value.recipients.includes(address)) continue;
         await this.#kv.set(entry.key, {
           ...entry.value,
-          recipients,
+          recipients: entry.value.recipients.filter((r) => r !== address),
           updated: new Date(),
         });
+        catchalls++;
       }
-      aliases++;
-    }
-    for await (
-      const entry of this.#kv.list<CatchallRecord>({ prefix: keys.catchalls() })
-    ) {
-      if (!entry.value.recipients.includes(address)) continue;
-      await this.#kv.set(entry.key, {
-        ...entry.value,
-        recipients: entry.value.recipients.filter((r) => r !== address),
-        updated: new Date(),
-      });
-      catchalls++;
-    }
-    return { aliases, catchalls };
+      return { aliases, catchalls };
+    });
   }
 
   // Catch-all
 
   /** A domain's catch-all (empty recipients when none is set). */
   async getCatchall(domain: string): Promise<CatchallRecord | null> {
-    return (await this.#kv.get<CatchallRecord>(keys.catchall(domain))).value;
+    return await this.#get<CatchallRecord>(keys.catchall(domain));
   }
 
   /** Set a domain's catch-all; an empty list removes it. */
-  async setCatchall(record: CatchallRecord): Promise<void> {
-    if (record.recipients.length === 0) {
-      await this.#kv.delete(keys.catchall(record.domain));
-    } else await this.#kv.set(keys.catchall(record.domain), record);
+  setCatchall(record: CatchallRecord): Promise<void> {
+    return this.#write(async () => {
+      if (record.recipients.length === 0) {
+        await this.#kv.delete(keys.catchall(record.domain));
+      } else await this.#kv.set(keys.catchall(record.domain), record);
+    });
   }
 
   // Admins
@@ -328,36 +398,42 @@ export class AccountStore {
   }
 
   /** Add an admin unless the name is taken. */
-  async addAdmin(record: AdminRecord): Promise<"ok" | "exists"> {
-    const result = await this.#kv.atomic()
-      .check({ key: keys.admin(record.name), versionstamp: null })
-      .set(keys.admin(record.name), record)
-      .commit();
-    return result.ok ? "ok" : "exists";
+  addAdmin(record: AdminRecord): Promise<"ok" | "exists"> {
+    return this.#write(async () => {
+      const result = await this.#kv.atomic()
+        .check({ key: keys.admin(record.name), versionstamp: null })
+        .set(keys.admin(record.name), record)
+        .commit();
+      return result.ok ? "ok" : "exists";
+    });
   }
 
   /** Replace an admin record. */
-  async putAdmin(record: AdminRecord): Promise<void> {
-    await this.#kv.set(keys.admin(record.name), record);
+  putAdmin(record: AdminRecord): Promise<void> {
+    return this.#write(async () => {
+      await this.#kv.set(keys.admin(record.name), record);
+    });
   }
 
   /**
    * Delete an admin unless it is the last one. Checked atomically against
    * every admin record, so two concurrent deletes cannot remove the last two.
    */
-  async deleteAdmin(name: string): Promise<"ok" | "last" | "missing"> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const entries = [];
-      for await (const e of this.#kv.list({ prefix: keys.admins() })) {
-        entries.push(e);
+  deleteAdmin(name: string): Promise<"ok" | "last" | "missing"> {
+    return this.#write(async () => {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const entries = [];
+        for await (const e of this.#kv.list({ prefix: keys.admins() })) {
+          entries.push(e);
+        }
+        if (!entries.some((e) => e.key[1] === name)) return "missing";
+        if (entries.length <= 1) return "last";
+        let op = this.#kv.atomic();
+        for (const e of entries.slice(0, 9)) op = op.check(e);
+        const result = await op.delete(keys.admin(name)).commit();
+        if (result.ok) return "ok";
       }
-      if (!entries.some((e) => e.key[1] === name)) return "missing";
-      if (entries.length <= 1) return "last";
-      let op = this.#kv.atomic();
-      for (const e of entries.slice(0, 9)) op = op.check(e);
-      const result = await op.delete(keys.admin(name)).commit();
-      if (result.ok) return "ok";
-    }
-    return "last";
+      return "last";
+    });
   }
 }

@@ -356,11 +356,12 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           readOn(bea, sent.message_id, { ...devices.get("bob@beta.test")![0] })
         );
         // The plaintext is in no server's files or logs; the control message is (so the search works).
-        const found = async (node: Node, needle: string) => {
-          const bytes = new TextEncoder().encode(needle);
-          for await (const entry of Deno.readDir(`${node.dir}/data`)) {
+        const inFiles = async (dir: string, bytes: Uint8Array) => {
+          for await (const entry of Deno.readDir(dir)) {
+            const path = `${dir}/${entry.name}`;
+            if (entry.isDirectory && await inFiles(path, bytes)) return true;
             if (!entry.isFile) continue;
-            const data = await Deno.readFile(`${node.dir}/data/${entry.name}`);
+            const data = await Deno.readFile(path);
             outer: for (let i = 0; i <= data.length - bytes.length; i++) {
               for (let j = 0; j < bytes.length; j++) {
                 if (data[i + j] !== bytes[j]) continue outer;
@@ -368,9 +369,13 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
               return true;
             }
           }
-          return node.server!.stderr().includes(needle) ||
-            node.server!.stdout().includes(needle);
+          return false;
         };
+        // Every file under data/, the modules' databases included.
+        const found = async (node: Node, needle: string) =>
+          await inFiles(`${node.dir}/data`, new TextEncoder().encode(needle)) ||
+          node.server!.stderr().includes(needle) ||
+          node.server!.stdout().includes(needle);
         await waitFor(
           async () => await found(b, CONTROL),
           5000,

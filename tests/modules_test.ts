@@ -291,6 +291,21 @@ Deno.test("modules: storage is per module, large values are chunked, the quota h
         .value,
       "probe secret",
     );
+    // Each module's data is in its own database, which no other module may open.
+    const stores = `${w.t.dataDir}/modules`;
+    const own = await Deno.openKv(`${stores}/probe.kv`);
+    assert.equal(
+      (await own.get<{ value: string }>(["mod", "probe", "d", "shared", "k"]))
+        .value?.value,
+      "probe secret",
+    );
+    own.close();
+    const refused = await call("probe", "open_kv", {
+      path: `${stores}/other.kv`,
+      version: "1.0.0",
+    });
+    assert.equal(refused.error, ErrorCode.INTERNAL, refused.message);
+    assert.match(refused.message ?? "", /no permission/);
     // A value far over one KV value (64 KiB) round-trips.
     const big = new Uint8Array(300_000).map((_, i) => i % 251);
     assert.equal(

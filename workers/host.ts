@@ -39,7 +39,7 @@ import {
   parseVersion,
   SemverError,
 } from "./semver.ts";
-import { ModuleStorage } from "./storage.ts";
+import { importLegacyStore, storePath } from "./store.ts";
 
 /** Request fields that belong to the envelope, not to the module. */
 const ENVELOPE = new Set([
@@ -57,8 +57,10 @@ const SAMPLES = 512;
 export interface ModuleHostOptions {
   /** Folder holding `<name>/<version>/module.json`. */
   root: string;
-  /** KV for module storage and the host's own state. */
+  /** KV for the host's own state (which versions run, defaults). */
   kv: Deno.Kv;
+  /** Folder of the modules' own storage databases (created when missing). */
+  stores: string;
   /** Logger. */
   log: Logger;
   /** Deliver a push to every live session of an address. */
@@ -180,6 +182,19 @@ export class ModuleHost {
     for (const error of errors) {
       this.#log.error("module_manifest_invalid", { error });
     }
+    await Deno.mkdir(this.#stores, { recursive: true });
+    for (const name of new Set(manifests.map((m) => m.name))) {
+      const moved = await importLegacyStore(this.#options.kv, {
+        name,
+        path: storePath(this.#stores, name),
+      });
+      if (moved > 0) {
+        this.#log.info("module_storage_moved", {
+          module: name,
+          entries: moved,
+        });
+      }
+    }
     for (const manifest of manifests) {
       const state = await this.#state(manifest.name);
       if (state.default) this.#defaults.set(manifest.name, state.default);
@@ -254,13 +269,21 @@ export class ModuleHost {
     await this.#options.kv.set(["module_state", name], state);
   }
 
+  /** The folder of the stores, absolute (permissions name absolute paths). */
+  get #stores(): string {
+    const dir = this.#options.stores;
+    return dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
+  }
+
   #channel(slot: Slot): Channel {
+    const store = storePath(this.#stores, slot.manifest.name);
     return slot.isolation === "process"
       ? startProcess(slot.manifest, {
         config: this.#options.denoConfig,
         log: this.#log,
+        store,
       })
-      : startWorker(slot.manifest);
+      : startWorker(slot.manifest, store);
   }
 
   /** Start an instance for a slot; swap it in when ready. */
@@ -273,6 +296,11 @@ export class ModuleHost {
         services: (manifest, request) => this.#serve(manifest, request),
         log: this.#log,
         heartbeat: this.#heartbeat,
+        store: {
+          path: storePath(this.#stores, slot.manifest.name),
+          name: slot.manifest.name,
+          quota: slot.manifest.storageQuota,
+        },
       });
     } catch (error) {
       this.#failed(slot, String(error));
@@ -366,27 +394,6 @@ export class ModuleHost {
 
   async #serve(manifest: Manifest, request: Document): Promise<unknown> {
     const op = String(request.op);
-    if (op.startsWith("storage.")) {
-      const storage = new ModuleStorage(
-        this.#options.kv,
-        manifest.name,
-        manifest.storageQuota,
-      );
-      switch (op) {
-        case "storage.get":
-          return await storage.get(request.key);
-        case "storage.set":
-          await storage.set(request.key, request.value);
-          return { ok: true };
-        case "storage.delete":
-          await storage.delete(request.key);
-          return { ok: true };
-        case "storage.list":
-          return await storage.list(request.prefix, request);
-        case "storage.atomic":
-          return { ok: await storage.atomic(request.ops) };
-      }
-    }
     if (op === "push") {
       const event = String(request.event);
       if (!manifest.events.includes(event)) {

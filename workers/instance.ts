@@ -23,6 +23,16 @@ export type ServiceHandler = (
   request: Document,
 ) => Promise<unknown>;
 
+/** The module's own storage database, named to the module in `init`. */
+export interface StoreInfo {
+  /** Path of its KV database. */
+  path: string;
+  /** Module name (its namespace). */
+  name: string;
+  /** Quota in bytes. */
+  quota: number;
+}
+
 /** Why an instance went down. */
 export type DownReason = "crashed" | "hung" | "stopped";
 
@@ -60,6 +70,7 @@ export class ModuleInstance {
   readonly #services: ServiceHandler;
   readonly #log: Logger;
   readonly #heartbeat: HeartbeatOptions;
+  readonly #store: StoreInfo;
   readonly #calls = new Map<number, PendingCall>();
   #nextId = 1;
   #lastPong = performance.now();
@@ -80,6 +91,7 @@ export class ModuleInstance {
       services: ServiceHandler;
       log: Logger;
       heartbeat: HeartbeatOptions;
+      store: StoreInfo;
     },
   ) {
     this.manifest = manifest;
@@ -91,6 +103,7 @@ export class ModuleInstance {
       version: manifest.version,
     });
     this.#heartbeat = options.heartbeat;
+    this.#store = options.store;
     channel.onMessage((doc) => this.#receive(doc));
     channel.onExit((detail) => this.#down("crashed", detail));
   }
@@ -130,6 +143,10 @@ export class ModuleInstance {
   #receive(doc: Document): void {
     switch (doc.t) {
       case "ready":
+        // Loaded: tell it where its storage is; it is ready once it opened it.
+        this.#channel.send({ t: "init", storage: { ...this.#store } });
+        return;
+      case "initialized":
         this.state = "ready";
         this.#lastPong = performance.now();
         this.#pingTimer = setInterval(

@@ -121,6 +121,7 @@ export async function startServer(
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
+    stores: `${config.dataDir}/modules`,
     log,
     push: (address, push) => registry.push(address, push, config.maxFrame),
     denoConfig: new URL("../../deno.json", import.meta.url).pathname,

@@ -19,13 +19,13 @@ import type { Channel } from "./channel.ts";
 /** Largest frame a module process may send. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
-/** The `deno run` permission flags of a manifest. */
-export function processFlags(manifest: Manifest): string[] {
-  const flags = ["--no-prompt"];
+/** The `deno run` flags of a manifest with its storage database `store`. */
+export function processFlags(manifest: Manifest, store: string): string[] {
+  const flags = ["--no-prompt", "--unstable-kv"];
   const { net, read, write, env } = manifest.permissions;
   if (net.length) flags.push(`--allow-net=${net.join(",")}`);
-  if (read.length) flags.push(`--allow-read=${read.join(",")}`);
-  if (write.length) flags.push(`--allow-write=${write.join(",")}`);
+  flags.push(`--allow-read=${[...read, store].join(",")}`);
+  flags.push(`--allow-write=${[...write, store].join(",")}`);
   if (env.length) flags.push(`--allow-env=${env.join(",")}`);
   flags.push(`--v8-flags=--max-old-space-size=${manifest.memoryMb}`);
   return flags;
@@ -34,13 +34,13 @@ export function processFlags(manifest: Manifest): string[] {
 /** Start the module's entry in a subprocess. */
 export function startProcess(
   manifest: Manifest,
-  options: { config: string; log: Logger },
+  options: { config: string; log: Logger; store: string },
 ): Channel {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       `--config=${options.config}`,
-      ...processFlags(manifest),
+      ...processFlags(manifest, options.store),
       new URL(manifest.entry).pathname,
     ],
     env: { AMTP_MODULE_PROCESS: "1", NO_COLOR: "1" },

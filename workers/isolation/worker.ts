@@ -12,15 +12,19 @@ import { decodeDocument, encodeDocument } from "../../core/wire/mod.ts";
 import type { Manifest } from "../manifest.ts";
 import type { Channel } from "./channel.ts";
 
-/** The Worker permission set of a manifest: what it lists, nothing else. */
+/**
+ * The Worker permission set of a manifest: what it lists, and reading and
+ * writing its own storage database `store`, nothing else.
+ */
 export function workerPermissions(
   manifest: Manifest,
+  store: string,
 ): Deno.PermissionOptionsObject {
   const list = (items: string[]) => items.length > 0 ? items : false;
   return {
     net: list(manifest.permissions.net),
-    read: list(manifest.permissions.read),
-    write: list(manifest.permissions.write),
+    read: [...manifest.permissions.read, store],
+    write: [...manifest.permissions.write, store],
     env: list(manifest.permissions.env),
     run: false,
     ffi: false,
@@ -29,12 +33,12 @@ export function workerPermissions(
   };
 }
 
-/** Start the module's entry in a permission-restricted Worker. */
-export function startWorker(manifest: Manifest): Channel {
+/** Start the module's entry in a permission-restricted Worker with its storage database `store`. */
+export function startWorker(manifest: Manifest, store: string): Channel {
   const worker = new Worker(manifest.entry, {
     type: "module",
     name: `${manifest.name}@${manifest.version}`,
-    deno: { permissions: workerPermissions(manifest) },
+    deno: { permissions: workerPermissions(manifest, store) },
   } as WorkerOptions);
   let exitHandler: ((reason: string) => void) | undefined;
   let stopped = false;

@@ -29,50 +29,18 @@ import {
   FrameDecoder,
 } from "../../core/wire/mod.ts";
 import type { BridgeCaller } from "../bridge.ts";
+import { ModuleError } from "./error.ts";
+import { KvStorage, type ModuleStorage } from "./storage.ts";
 
-/** A key in module storage: 1 to 8 parts, strings of at most 256 characters or numbers. */
-export type StorageKey = (string | number)[];
+export { ModuleError } from "./error.ts";
 
-/** An entry read from storage. */
-export interface StorageEntry<T = unknown> {
-  /** Its key. */
-  key: StorageKey;
-  /** Its value. */
-  value: T;
-  /** Changes on every write: pass to an atomic `check`. */
-  versionstamp: string;
-}
-
-/** One operation of {@link ModuleStorage.atomic}. */
-export type AtomicOp =
-  | { op: "set"; key: StorageKey; value: unknown }
-  | { op: "delete"; key: StorageKey }
-  | { op: "check"; key: StorageKey; versionstamp: string | null };
-
-/** The module's own storage namespace (shared by its versions). */
-export interface ModuleStorage {
-  /** Read one value. */
-  get<T = unknown>(key: StorageKey): Promise<StorageEntry<T> | null>;
-  /** Write one value (any BSON value; large values are chunked by the core). */
-  set(key: StorageKey, value: unknown): Promise<void>;
-  /** Delete one value. */
-  delete(key: StorageKey): Promise<void>;
-  /**
-   * List by key prefix, in key order, a page at a time; `start` (a full key
-   * under the prefix) begins the listing there, inclusive.
-   */
-  list<T = unknown>(
-    prefix: StorageKey,
-    options?: {
-      limit?: number;
-      cursor?: string;
-      reverse?: boolean;
-      start?: StorageKey;
-    },
-  ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
-  /** Apply checks and writes all or nothing; false when a check failed. */
-  atomic(ops: AtomicOp[]): Promise<boolean>;
-}
+export type {
+  AtomicOp,
+  ModuleStorage,
+  StorageEntry,
+  StorageKey,
+} from "./storage.ts";
+export { StorageError } from "./storage.ts";
 
 /** Where one written address leads (see core/routing). */
 export type { Resolution } from "../../core/routing/mod.ts";
@@ -150,22 +118,6 @@ export interface ModuleDefinition {
   ) => Promise<InboundResult>;
 }
 
-/** An error a handler throws to answer with a code the client sees. */
-export class ModuleError extends Error {
-  /** `invalid_parameter`, `not_found`, `limit_exceeded` or `handler_failed`. */
-  readonly code: string;
-  /** Detail for the client. */
-  readonly data?: unknown;
-
-  /** Create the error. */
-  constructor(code: string, message: string, data?: unknown) {
-    super(message);
-    this.name = "ModuleError";
-    this.code = code;
-    this.data = data;
-  }
-}
-
 interface Port {
   send(doc: Document): void;
   listen(handler: (doc: Document) => void): void;
@@ -235,21 +187,30 @@ export function serveModule(definition: ModuleDefinition): void {
       port.send({ ...fields, t: "request", id, op });
     });
   };
+  // The host names the module's own database in `init`, before any call.
+  let opened: (store: KvStorage) => void;
+  const store = new Promise<KvStorage>((resolve) => opened = resolve);
   const storage: ModuleStorage = {
-    get: (key) => request("storage.get", { key }) as Promise<never>,
-    set: async (key, value) => {
-      await request("storage.set", { key, value });
-    },
-    delete: async (key) => {
-      await request("storage.delete", { key });
-    },
-    list: (prefix, options = {}) =>
-      request("storage.list", { prefix, ...options }) as Promise<never>,
-    atomic: async (ops) =>
-      ((await request("storage.atomic", { ops })) as { ok: boolean }).ok,
+    get: async (key) => await (await store).get(key),
+    getMany: async (keys) => await (await store).getMany(keys),
+    set: async (key, value) => await (await store).set(key, value),
+    delete: async (key) => await (await store).delete(key),
+    list: async (prefix, options) => await (await store).list(prefix, options),
+    atomic: async (ops) => await (await store).atomic(ops),
   };
   port.listen(async (doc) => {
     switch (doc.t) {
+      case "init": {
+        const init = doc.storage as {
+          path: string;
+          name: string;
+          quota: number;
+        };
+        const kv = await Deno.openKv(init.path);
+        opened(new KvStorage(kv, init.name, init.quota));
+        port.send({ t: "initialized" });
+        return;
+      }
       case "ping":
         port.send({ t: "pong", id: doc.id });
         return;

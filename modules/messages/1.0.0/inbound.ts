@@ -17,12 +17,13 @@ import type {
   ModuleContext,
 } from "../../../workers/sdk/mod.ts";
 import {
-  type Change,
+  addCopies,
   type Content,
   DEFAULT_QUOTA,
+  INLINE_BODY,
   key,
   Mailbox,
-  type MessageRecord,
+  type NewCopy,
 } from "./mailbox.ts";
 
 /** The fields of a message a sending server carries in its payload. */
@@ -83,42 +84,74 @@ async function store(
   mailboxes: Map<string, number>,
 ): Promise<Map<string, "ok" | "quota">> {
   const contentKey = key.content(payload.message_id);
-  if (!(await ctx.storage.get(contentKey))) {
-    await ctx.storage.set(contentKey, { body: payload.body } satisfies Content);
-  }
-  const outcome = new Map<string, "ok" | "quota">();
-  const pushes: { address: string; change: Change }[] = [];
+  const { body: _, ...fields } = payload;
+  const copies: NewCopy[] = [];
   for (const [address, quota] of mailboxes) {
-    const mailbox = new Mailbox(ctx.storage, address);
     const parent = payload.in_reply_to
-      ? await mailbox.message(payload.in_reply_to)
+      ? await new Mailbox(ctx.storage, address).message(payload.in_reply_to)
       : null;
-    const { body: _, ...fields } = payload;
-    const record: MessageRecord = {
-      ...fields,
-      id: payload.message_id,
-      owner: address,
-      folder: "inbox",
-      bcc: [],
-      attachments: [],
-      thread: parent?.value.thread ?? payload.in_reply_to ?? payload.message_id,
-      seen: false,
-      flagged: false,
-    };
-    const result = await mailbox.add(record, quota);
-    outcome.set(address, result === "quota" ? "quota" : "ok");
-    if (typeof result === "object") pushes.push({ address, change: result });
-  }
-  const holders = [...outcome].filter(([, o]) => o === "ok").map(([a]) => a);
-  const ownersKey = key.owners(payload.message_id);
-  const existing = (await ctx.storage.get<string[]>(ownersKey))?.value ?? [];
-  await ctx.storage.set(ownersKey, [...new Set([...existing, ...holders])]);
-  for (const { address, change } of pushes) {
-    await ctx.push(address, "message_new", {
-      ...change.summary,
-      seq: change.seq,
+    copies.push({
+      record: {
+        ...fields,
+        id: payload.message_id,
+        owner: address,
+        folder: "inbox",
+        bcc: [],
+        attachments: [],
+        thread: parent?.value.thread ?? payload.in_reply_to ??
+          payload.message_id,
+        seen: false,
+        flagged: false,
+      },
+      quota,
     });
   }
+  const content: Content = { body: payload.body };
+  const bodySize = typeof payload.body === "string"
+    ? payload.body.length * 3
+    : payload.body.byteLength;
+  // A large body goes first on its own (see send.ts), a small one with the copies.
+  const inline = bodySize <= INLINE_BODY;
+  if (!inline && !(await ctx.storage.get(contentKey))) {
+    await ctx.storage.set(contentKey, content);
+  }
+  const ownersKey = key.owners(payload.message_id);
+  const outcomes = await addCopies(ctx.storage, copies, {
+    first: inline ? [{ op: "set", key: contentKey, value: content }] : [],
+    // Holders of a copy, added to those of an earlier delivery of the same message.
+    last: async (outcomes) => {
+      const existing = await ctx.storage.get<string[]>(ownersKey);
+      const holders = copies.filter((_, i) => outcomes[i] !== "quota").map((
+        c,
+      ) => c.record.owner);
+      return [
+        {
+          op: "check",
+          key: ownersKey,
+          versionstamp: existing?.versionstamp ?? null,
+        },
+        {
+          op: "set",
+          key: ownersKey,
+          value: [...new Set([...(existing?.value ?? []), ...holders])],
+        },
+      ];
+    },
+  });
+  const outcome = new Map<string, "ok" | "quota">();
+  copies.forEach((c, i) =>
+    outcome.set(c.record.owner, outcomes[i] === "quota" ? "quota" : "ok")
+  );
+  await Promise.all(
+    outcomes.map((change, i) =>
+      typeof change === "object"
+        ? ctx.push(copies[i].record.owner, "message_new", {
+          ...change.summary,
+          seq: change.seq,
+        })
+        : 0
+    ),
+  );
   return outcome;
 }
 

@@ -28,6 +28,8 @@ import { SYSTEM_FOLDERS } from "./params.ts";
 
 /** Changes kept per user for catch-up. */
 export const KEEP_CHANGES = 10_000;
+/** Largest body stored in the same atomic operation as its copies. */
+export const INLINE_BODY = 48 * 1024;
 /** Default mailbox quota in bytes. */
 export const DEFAULT_QUOTA = 1024 ** 3;
 
@@ -200,13 +202,315 @@ function count(state: MailboxState, folder: string): FolderCount {
   return state.counts[folder] ??= { total: 0, unseen: 0 };
 }
 
-type Op =
-  | { op: "set"; key: (string | number)[]; value: unknown }
+/** One operation of an atomic storage write. */
+export type Op =
+  | { op: "set"; key: (string | number)[]; value: unknown; fresh?: boolean }
   | { op: "delete"; key: (string | number)[] }
   | { op: "check"; key: (string | number)[]; versionstamp: string | null };
 
 /** The tail of each mailbox's queue of changes in this instance. */
 const locks = new Map<string, Promise<void>>();
+
+/**
+ * Run `work` once every earlier holder of any of `owners`' locks is done.
+ * All locks of one call are taken at once, so calls wait only on earlier
+ * calls and never on each other in a circle.
+ */
+async function withLocks<T>(
+  owners: string[],
+  work: () => Promise<T>,
+): Promise<T> {
+  const unique = [...new Set(owners)];
+  const earlier = unique.map((o) => locks.get(o)).filter((p) => p);
+  let release!: () => void;
+  const mine = new Promise<void>((resolve) => release = resolve);
+  for (const owner of unique) locks.set(owner, mine);
+  try {
+    await Promise.all(earlier);
+    return await work();
+  } finally {
+    release();
+    for (const owner of unique) {
+      if (locks.get(owner) === mine) locks.delete(owner);
+    }
+  }
+}
+
+/** Copies of one message stored per atomic operation. */
+const COPIES_PER_PART = 8;
+/** Bounds of one batch: copies, and checks of the atomic operation (KV allows 100). */
+const BATCH_COPIES = 96;
+const BATCH_CHECKS = 95;
+
+/** What became of one copy: its change, `exists` (delivered before) or `quota`. */
+export type CopyOutcome = Change | "exists" | "quota";
+
+/** One copy to add with {@link addCopies}. */
+export interface NewCopy {
+  /** The copy. */
+  record: MessageRecord;
+  /** Quota of its mailbox in bytes. */
+  quota: number;
+  /**
+   * The copy's id was never used (a message id just made at random): its
+   * absence is not checked. Otherwise a copy that exists is not added again.
+   */
+  fresh?: boolean;
+}
+
+/** Copies of one message to store in one atomic operation with others. */
+interface Part {
+  copies: NewCopy[];
+  first: Op[];
+  last?: (outcomes: CopyOutcome[]) => Promise<Op[]>;
+  resolve: (outcomes: CopyOutcome[]) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Stores parts of concurrent deliveries together: while one atomic operation
+ * is being committed, the parts that arrive wait and then go in the next one
+ * (each mailbox's state read once, its sequence numbers given out in order).
+ * Under load one commit carries the copies of many messages.
+ */
+class CopyBatcher {
+  readonly #storage: ModuleStorage;
+  #queue: Part[] = [];
+  #running = false;
+
+  constructor(storage: ModuleStorage) {
+    this.#storage = storage;
+  }
+
+  submit(part: Omit<Part, "resolve" | "reject">): Promise<CopyOutcome[]> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ ...part, resolve, reject });
+      if (!this.#running) this.#run();
+    });
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#take();
+        const owners = batch.flatMap((p) =>
+          p.copies.map((c) => c.record.owner)
+        );
+        try {
+          await withLocks(owners, () => this.#commit(batch));
+        } catch (error) {
+          for (const part of batch) part.reject(error);
+        }
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #take(): Part[] {
+    const batch: Part[] = [];
+    const owners = new Set<string>();
+    let copies = 0;
+    let checks = 0;
+    while (this.#queue.length > 0) {
+      const part = this.#queue[0];
+      const newOwners = new Set(
+        part.copies.map((c) => c.record.owner).filter((o) => !owners.has(o)),
+      );
+      const c = part.copies.length;
+      const k = part.copies.filter((x) => !x.fresh).length + newOwners.size +
+        (part.last ? 1 : 0);
+      if (
+        batch.length > 0 &&
+        (copies + c > BATCH_COPIES || checks + k > BATCH_CHECKS)
+      ) break;
+      batch.push(this.#queue.shift()!);
+      for (const o of newOwners) owners.add(o);
+      copies += c;
+      checks += k;
+    }
+    return batch;
+  }
+
+  async #commit(batch: Part[]): Promise<void> {
+    const all = batch.flatMap((p) => p.copies);
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const plan = await planCopies(this.#storage, all, attempt > 0);
+      const ops: Op[] = [...batch.flatMap((p) => p.first), ...plan.ops];
+      const outcomes: CopyOutcome[][] = [];
+      let at = 0;
+      for (const part of batch) {
+        const mine = plan.outcomes.slice(at, at += part.copies.length);
+        outcomes.push(mine);
+        if (part.last) ops.push(...await part.last(mine));
+      }
+      if (ops.length === 0 || await this.#storage.atomic(ops)) {
+        batch.forEach((part, i) => part.resolve(outcomes[i]));
+        return;
+      }
+      await new Promise((r) =>
+        setTimeout(r, Math.random() * 5 * (attempt + 1))
+      );
+    }
+    throw new ModuleError(
+      "handler_failed",
+      "the mailboxes are too busy; try again",
+    );
+  }
+}
+
+const batchers = new WeakMap<ModuleStorage, CopyBatcher>();
+
+/**
+ * Store copies of one message in several mailboxes (the recipients' and the
+ * sender's Sent), each copy idempotent by its id and counted against its
+ * mailbox's quota, in one atomic operation for up to
+ * {@link COPIES_PER_PART} copies (shared with concurrent deliveries).
+ * `first` operations go with the first atomic operation (the shared
+ * content), `last` ones are built with the outcome of every copy (in the
+ * order of `copies`) and go with the last (the owners list).
+ */
+export async function addCopies(
+  storage: ModuleStorage,
+  copies: NewCopy[],
+  options: {
+    first?: Op[];
+    last?: (outcomes: CopyOutcome[]) => Promise<Op[]>;
+  } = {},
+): Promise<CopyOutcome[]> {
+  let batcher = batchers.get(storage);
+  if (!batcher) batchers.set(storage, batcher = new CopyBatcher(storage));
+  const outcomes: CopyOutcome[] = [];
+  for (
+    let from = 0;
+    from < copies.length || from === 0;
+    from += COPIES_PER_PART
+  ) {
+    const part = copies.slice(from, from + COPIES_PER_PART);
+    const isLast = from + COPIES_PER_PART >= copies.length;
+    const last = options.last;
+    const earlier = [...outcomes];
+    outcomes.push(
+      ...await batcher.submit({
+        copies: part,
+        first: from === 0 ? options.first ?? [] : [],
+        last: isLast && last
+          ? (mine) => last([...earlier, ...mine])
+          : undefined,
+      }),
+    );
+  }
+  return outcomes;
+}
+
+/** The operations adding `part`, from the mailboxes' current states. */
+async function planCopies(
+  storage: ModuleStorage,
+  part: NewCopy[],
+  retry: boolean,
+): Promise<
+  {
+    ops: Op[];
+    outcomes: (Change | "exists" | "quota")[];
+    stored: MessageRecord[];
+  }
+> {
+  const states = new Map<
+    string,
+    { state: MailboxState; versionstamp: string | null }
+  >();
+  const owners = [...new Set(part.map((c) => c.record.owner))];
+  const entries = await storage.getMany<MailboxState>(
+    owners.map((owner) => key.state(owner)),
+  );
+  owners.forEach((owner, i) => {
+    const entry = entries[i];
+    states.set(
+      owner,
+      entry
+        ? { state: entry.value, versionstamp: entry.versionstamp }
+        : { state: emptyState(), versionstamp: null },
+    );
+  });
+  // Optimistic: each copy's absence is checked by the atomic operation; only
+  // after a failed attempt are they read (a retried delivery).
+  const exists = retry
+    ? (await storage.getMany(
+      part.map((c) => key.msg(c.record.owner, c.record.id)),
+    )).map((entry) => entry !== null)
+    : part.map(() => false);
+  const ops: Op[] = [];
+  const outcomes: (Change | "exists" | "quota")[] = [];
+  const stored: MessageRecord[] = [];
+  part.forEach(({ record, quota, fresh = false }, i) => {
+    const { state } = states.get(record.owner)!;
+    if (exists[i]) return outcomes.push("exists");
+    if (state.used + record.size > quota) return outcomes.push("quota");
+    state.used += record.size;
+    const c = count(state, record.folder);
+    c.total++;
+    if (!record.seen) c.unseen++;
+    const change: Change = {
+      seq: ++state.seq,
+      type: "new",
+      id: record.id,
+      folder: record.folder,
+      summary: summaryOf(record),
+    };
+    const owner = record.owner;
+    ops.push(
+      ...(fresh ? [] : [{
+        op: "check" as const,
+        key: key.msg(owner, record.id),
+        versionstamp: null,
+      }]),
+      { op: "set", key: key.msg(owner, record.id), value: record, fresh },
+      // New keys (the copy's id and the sequence number are new): not read.
+      {
+        op: "set",
+        key: key.idx(owner, record.folder, record.date, record.id),
+        value: change.summary,
+        fresh: true,
+      },
+      {
+        op: "set",
+        key: key.thr(owner, record.thread, record.date, record.id),
+        value: true,
+        fresh: true,
+      },
+      // The change record leaves the summary out (it is in the index):
+      // `changes` adds it back from the copy.
+      {
+        op: "set",
+        key: key.chg(owner, change.seq),
+        value: {
+          seq: change.seq,
+          type: "new",
+          id: record.id,
+          folder: record.folder,
+        },
+        fresh: true,
+      },
+    );
+    if (change.seq > KEEP_CHANGES) {
+      ops.push({
+        op: "delete",
+        key: key.chg(owner, change.seq - KEEP_CHANGES),
+      });
+    }
+    outcomes.push(change);
+    stored.push(record);
+  });
+  for (const [owner, { state, versionstamp }] of states) {
+    if (!stored.some((r) => r.owner === owner)) continue;
+    ops.push(
+      { op: "check", key: key.state(owner), versionstamp },
+      { op: "set", key: key.state(owner), value: state },
+    );
+  }
+  return { ops, outcomes, stored };
+}
 
 /** Operations on one user's mailbox. */
 export class Mailbox {
@@ -244,14 +548,7 @@ export class Mailbox {
   ): Promise<{ changes: Change[]; state: MailboxState } | null> {
     // One change of a mailbox at a time in this instance: concurrent sends to
     // one user would otherwise conflict on its state record and retry.
-    const previous = locks.get(this.owner) ?? Promise.resolve();
-    const run = previous.then(() => this.#commit(build));
-    const tail = run.then(() => {}, () => {});
-    locks.set(this.owner, tail);
-    tail.then(() => {
-      if (locks.get(this.owner) === tail) locks.delete(this.owner);
-    });
-    return run;
+    return withLocks([this.owner], () => this.#commit(build));
   }
 
   async #commit(
@@ -296,61 +593,6 @@ export class Mailbox {
       "handler_failed",
       "the mailbox is too busy; try again",
     );
-  }
-
-  /**
-   * Store a new copy unless one with its id exists (idempotent delivery).
-   * Returns the change, `exists`, or `quota` when it does not fit.
-   */
-  async add(
-    record: MessageRecord,
-    quota: number,
-  ): Promise<Change | "exists" | "quota"> {
-    let outcome: "exists" | "quota" | undefined;
-    let attempt = 0;
-    const result = await this.commit(async (state) => {
-      // Optimistic: the atomic operation checks that the copy does not exist;
-      // only after a failed attempt is it read (a retried delivery).
-      if (attempt++ > 0 && await this.message(record.id)) {
-        outcome = "exists";
-        return null;
-      }
-      if (state.used + record.size > quota) {
-        outcome = "quota";
-        return null;
-      }
-      state.used += record.size;
-      const c = count(state, record.folder);
-      c.total++;
-      if (!record.seen) c.unseen++;
-      return {
-        changes: [{
-          type: "new",
-          id: record.id,
-          folder: record.folder,
-          summary: summaryOf(record),
-        }],
-        ops: [
-          {
-            op: "check",
-            key: key.msg(this.owner, record.id),
-            versionstamp: null,
-          },
-          { op: "set", key: key.msg(this.owner, record.id), value: record },
-          {
-            op: "set",
-            key: key.idx(this.owner, record.folder, record.date, record.id),
-            value: summaryOf(record),
-          },
-          {
-            op: "set",
-            key: key.thr(this.owner, record.thread, record.date, record.id),
-            value: true,
-          },
-        ],
-      };
-    });
-    return outcome ?? result!.changes[0];
   }
 
   /** Change flags, folder or existence of copies; returns the changes made. */
@@ -545,6 +787,16 @@ export class Mailbox {
       limit,
     });
     const changes = page.items.map((e) => e.value).filter((c) => c.seq > since);
+    // New copies are stored without their summary: add it from the copy
+    // (gone when it was deleted since; a later change says so).
+    const added = changes.filter((c) => c.type === "new" && !c.summary);
+    const copies = await this.#storage.getMany<MessageRecord>(
+      added.map((c) => key.msg(this.owner, c.id)),
+    );
+    added.forEach((c, i) => {
+      const copy = copies[i];
+      if (copy) c.summary = summaryOf(copy.value);
+    });
     const last = changes.at(-1)?.seq ?? since;
     return { changes, seq: state.seq, reset: false, more: last < state.seq };
   }

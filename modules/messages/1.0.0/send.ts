@@ -14,13 +14,15 @@
 import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
 import type { BlobMeta } from "./attachments.ts";
 import {
+  addCopies,
   type AttachmentRef,
   type Change,
   type Content,
   DEFAULT_QUOTA,
+  INLINE_BODY,
   key,
   Mailbox,
-  type MessageRecord,
+  type NewCopy,
 } from "./mailbox.ts";
 
 /** Recipients of one message, all fields together. */
@@ -159,11 +161,6 @@ export async function send(
     }
     for (const address of r.remote) remote.add(address);
   }
-  // The content first (shared by every copy): a crash after this leaves an
-  // unreferenced content, never a message without its body.
-  const contentKey = key.content(messageId);
-  // Written again on a retry: the same bytes for the same message id.
-  await storage.set(contentKey, { body: request.body } satisfies Content);
   const base = {
     message_id: messageId,
     from: sender,
@@ -179,27 +176,6 @@ export async function send(
     size,
     preview: preview(request.body, request.encrypted),
   };
-
-  const delivered = new Map<string, "ok" | "quota">();
-  const pushes: { address: string; change: Change }[] = [];
-  for (const [address, quota] of mailboxes) {
-    const mailbox = new Mailbox(storage, address);
-    const record: MessageRecord = {
-      ...base,
-      id: messageId,
-      owner: address,
-      folder: "inbox",
-      bcc: [],
-      thread: await threadOf(mailbox, request.in_reply_to, messageId),
-      seen: false,
-    };
-    const outcome = await mailbox.add(record, quota);
-    if (outcome === "quota") delivered.set(address, "quota");
-    else {
-      delivered.set(address, "ok");
-      if (outcome !== "exists") pushes.push({ address, change: outcome });
-    }
-  }
   let queued = new Set<string>();
   if (remote.size > 0) {
     await ctx.sendRemote({
@@ -210,79 +186,139 @@ export async function send(
     });
     queued = remote;
   }
-  // The sender's copy in Sent (with bcc), counted against the sender's quota
-  // only as far as it fits: a full mailbox does not stop a send.
-  const own = new Mailbox(storage, sender);
-  const sentRecord: MessageRecord = {
-    ...base,
-    id: `${messageId}-sent`,
-    owner: sender,
-    folder: "sent",
-    bcc: request.bcc,
-    thread: await threadOf(own, request.in_reply_to, messageId),
-    seen: true,
-  };
-  const sentOutcome = await own.add(sentRecord, Number.MAX_SAFE_INTEGER);
-  if (typeof sentOutcome === "object") {
-    pushes.push({ address: sender, change: sentOutcome });
+  // Every local copy and the sender's copy in Sent (with bcc; counted against
+  // the sender's quota only as far as it fits: a full mailbox does not stop a
+  // send), with the content shared by all of them and the list of who holds
+  // a copy, in one atomic operation for up to 8 copies.
+  // Without a client id the message id is new (random): nothing to check.
+  const fresh = request.client_id === undefined;
+  const copies: NewCopy[] = [];
+  for (const [address, quota] of mailboxes) {
+    copies.push({
+      record: {
+        ...base,
+        id: messageId,
+        owner: address,
+        folder: "inbox",
+        bcc: [],
+        thread: await threadOf(
+          new Mailbox(storage, address),
+          request.in_reply_to,
+          messageId,
+        ),
+        seen: false,
+      },
+      quota,
+      fresh,
+    });
   }
-  // Who holds a copy (one entry per copy): the content goes with the last one.
-  const holders = [...delivered].filter(([, d]) => d === "ok").map(([a]) => a);
-  await storage.set(key.owners(messageId), [...holders, sender]);
-
-  const recipients: RecipientResult[] = resolutions.map((r) => {
-    if (r.kind === "invalid") {
-      return {
-        address: r.input,
-        status: "failed",
-        error: 200,
-        message: `invalid address: ${r.reason}`,
-      };
-    }
-    if (r.kind === "unknown") {
-      return {
-        address: r.input,
-        status: "failed",
-        error: 201,
-        message: r.reason ?? "no such mailbox",
-      };
-    }
-    const full = r.mailboxes.filter((m) =>
-      delivered.get(m.address) === "quota"
-    );
-    if (r.mailboxes.length > 0 && full.length === r.mailboxes.length) {
-      return {
-        address: r.input,
-        status: "failed",
-        error: 206,
-        message: "the recipient's mailbox is full",
-      };
-    }
-    if (r.mailboxes.length === 0 && r.remote.every((a) => queued.has(a))) {
-      return { address: r.input, status: "queued" };
-    }
-    return { address: r.input, status: "delivered" };
+  copies.push({
+    record: {
+      ...base,
+      id: `${messageId}-sent`,
+      owner: sender,
+      folder: "sent",
+      bcc: request.bcc,
+      thread: await threadOf(
+        new Mailbox(storage, sender),
+        request.in_reply_to,
+        messageId,
+      ),
+      seen: true,
+    },
+    quota: Number.MAX_SAFE_INTEGER,
+    fresh,
   });
-  const result: SendResult = {
-    message_id: messageId,
-    id: sentRecord.id,
-    date,
-    recipients,
+  const content: Content = { body: request.body };
+  const contentKey = key.content(messageId);
+  // A large body cannot go into an atomic operation: it is written first (a
+  // crash after this leaves an unreferenced content, never a message
+  // without its body); the same bytes again on a retry.
+  const inline = bodySize <= INLINE_BODY;
+  if (!inline) await storage.set(contentKey, content);
+  const sentId = `${messageId}-sent`;
+  // The answer, from each copy's outcome (in the order of `copies`).
+  const resultOf = (outcomes: (Change | "exists" | "quota")[]): SendResult => {
+    const full = new Set(
+      copies.filter((_, i) => outcomes[i] === "quota").map((c) =>
+        c.record.owner
+      ),
+    );
+    const recipients = resolutions.map((r): RecipientResult => {
+      if (r.kind === "invalid") {
+        return {
+          address: r.input,
+          status: "failed",
+          error: 200,
+          message: `invalid address: ${r.reason}`,
+        };
+      }
+      if (r.kind === "unknown") {
+        return {
+          address: r.input,
+          status: "failed",
+          error: 201,
+          message: r.reason ?? "no such mailbox",
+        };
+      }
+      if (
+        r.mailboxes.length > 0 && r.mailboxes.every((m) => full.has(m.address))
+      ) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: 206,
+          message: "the recipient's mailbox is full",
+        };
+      }
+      if (r.mailboxes.length === 0 && r.remote.every((a) => queued.has(a))) {
+        return { address: r.input, status: "queued" };
+      }
+      return { address: r.input, status: "delivered" };
+    });
+    return { message_id: messageId, id: sentId, date, recipients };
   };
-  if (request.client_id) await storage.set(resultKey, result);
-
-  for (const { address, change } of pushes) {
-    if (change.type === "new" && change.folder !== "sent") {
-      await ctx.push(address, "message_new", {
-        ...change.summary,
-        seq: change.seq,
-      });
-    } else {
-      await ctx.push(address, "mailbox_changed", {
-        seq: change.seq,
-        changes: [change],
-      });
-    }
-  }
+  const outcomes = await addCopies(storage, copies, {
+    // New keys (a new message id): not read; on a retry with the same client
+    // id the same bytes are written again.
+    first: inline
+      ? [{ op: "set", key: contentKey, value: content, fresh: true }]
+      : [],
+    last: (outcomes) =>
+      Promise.resolve([
+        // Who holds a copy (one entry per copy): the content goes with the last one.
+        {
+          op: "set",
+          fresh: true,
+          key: key.owners(messageId),
+          value: copies.filter((_, i) => outcomes[i] !== "quota").map((c) =>
+            c.record.owner
+          ),
+        },
+        // What a retry with the same client id is answered.
+        ...(request.client_id
+          ? [{ op: "set" as const, key: resultKey, value: resultOf(outcomes) }]
+          : []),
+      ]),
+  });
+  const result = resultOf(outcomes);
+  const pushes = outcomes.flatMap((change, i) =>
+    typeof change === "object"
+      ? [{ address: copies[i].record.owner, change }]
+      : []
+  );
+  await Promise.all(
+    pushes.map(({ address, change }) =>
+      change.type === "new" && change.folder !== "sent"
+        ? ctx.push(address, "message_new", {
+          ...change.summary,
+          seq: change.seq,
+        })
+        : ctx.push(address, "mailbox_changed", {
+          seq: change.seq,
+          changes: [change],
+        })
+    ),
+  );
   return result;
 }

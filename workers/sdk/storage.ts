@@ -1,0 +1,677 @@
+/**
+ * Module storage through the core: one namespace per module (shared by its
+ * versions), values of any size (chunked past one KV value), listing by
+ * prefix, atomic operations, and a per-module quota.
+ *
+ * Key layout:
+ * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
+ *   chunk generation
+ * - `["mod", module, "c", generation, i]` -> one chunk of a large value (BSON)
+ * - `["mod_usage", module, "add"]` and `["mod_usage", module, "sub"]` ->
+ *   bytes written and freed (`Deno.KvU64`, updated with `sum` mutations, so
+ *   concurrent writers never conflict on them; usage is their difference; the
+ *   quota check reads them first, so a burst of concurrent writes may
+ *   overshoot the quota by at most their own sizes)
+ *
+ * A module never names the namespace: the host binds a storage to the module
+ * that sent the request, so one module cannot reach another's keys.
+ *
+ * @module
+ */
+
+import { BSON } from "bson";
+import { ModuleError } from "./error.ts";
+
+/** Bytes of a value stored inline in its head record. */
+const INLINE_MAX = 60_000;
+/** Bytes per chunk of a large value. */
+const CHUNK = 60_000;
+/** Chunks written per atomic operation. */
+const CHUNKS_PER_OP = 8;
+/** Parts of a key. */
+const MAX_KEY_PARTS = 8;
+/** Items of one list page. */
+const MAX_LIST = 1000;
+/** Sizes remembered for writes without a read. */
+const SEEN_MAX = 20_000;
+
+interface Head {
+  size: number;
+  value?: unknown;
+  gen?: string;
+  chunks?: number;
+}
+
+/** A storage request the module's storage cannot carry out. */
+export class StorageError extends ModuleError {
+  /** Create the error: `invalid_parameter` (bad key, op) or `limit_exceeded` (quota, size). */
+  constructor(code: "invalid_parameter" | "limit_exceeded", message: string) {
+    super(code, message);
+    this.name = "StorageError";
+  }
+}
+
+/** A key in module storage: 1 to 8 parts, strings of at most 256 characters or numbers. */
+export type StorageKey = (string | number)[];
+
+/** An entry read from storage. */
+export interface StorageEntry<T = unknown> {
+  /** Its key. */
+  key: StorageKey;
+  /** Its value. */
+  value: T;
+  /** Changes on every write: pass to an atomic `check`. */
+  versionstamp: string;
+}
+
+/**
+ * One operation of {@link ModuleStorage.atomic}. A `set` with `fresh: true`
+ * says the key is new (an id never used before): its old value is not read,
+ * and were there one, its size would stay counted in the usage.
+ */
+export type AtomicOp =
+  | { op: "set"; key: StorageKey; value: unknown; fresh?: boolean }
+  | { op: "delete"; key: StorageKey }
+  | { op: "check"; key: StorageKey; versionstamp: string | null };
+
+/** The module's own storage namespace (shared by its versions). */
+export interface ModuleStorage {
+  /** Read one value. */
+  get<T = unknown>(key: StorageKey): Promise<StorageEntry<T> | null>;
+  /** Read several values at once (null for those that do not exist). */
+  getMany<T = unknown>(keys: StorageKey[]): Promise<(StorageEntry<T> | null)[]>;
+  /** Write one value (any value KV can hold; large values are chunked). */
+  set(key: StorageKey, value: unknown): Promise<void>;
+  /** Delete one value. */
+  delete(key: StorageKey): Promise<void>;
+  /**
+   * List by key prefix, in key order, a page at a time; `start` (a full key
+   * under the prefix) begins the listing there, inclusive.
+   */
+  list<T = unknown>(
+    prefix: StorageKey,
+    options?: {
+      limit?: number;
+      cursor?: string;
+      reverse?: boolean;
+      start?: StorageKey;
+    },
+  ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
+  /**
+   * Apply checks and writes all or nothing (at most {@link MAX_ATOMIC_OPS}
+   * operations, {@link MAX_ATOMIC_CHECKS} of them checks); false when a check
+   * failed.
+   */
+  atomic(ops: AtomicOp[]): Promise<boolean>;
+}
+
+/** Operations of one atomic write. */
+export const MAX_ATOMIC_OPS = 900;
+/** Checks of one atomic write. */
+export const MAX_ATOMIC_CHECKS = 100;
+
+function checkKey(key: unknown, what = "key"): (string | number)[] {
+  if (!Array.isArray(key) || key.length > MAX_KEY_PARTS) {
+    throw new StorageError(
+      "invalid_parameter",
+      `${what} must be a list of at most ${MAX_KEY_PARTS} parts`,
+    );
+  }
+  for (const part of key) {
+    const ok = (typeof part === "string" && part.length <= 256) ||
+      (typeof part === "number" && Number.isFinite(part));
+    if (!ok) {
+      throw new StorageError(
+        "invalid_parameter",
+        `${what} parts are strings (at most 256 characters) or numbers`,
+      );
+    }
+  }
+  return key as (string | number)[];
+}
+
+function sizeOf(value: unknown): number {
+  return BSON.calculateObjectSize({ v: value });
+}
+
+/** A validated operation; `head` is what a write stores. */
+interface Op {
+  op: "set" | "delete" | "check";
+  key: StorageKey;
+  head?: Head;
+  size: number;
+  versionstamp?: string | null;
+  fresh?: boolean;
+}
+
+/** An atomic operation waiting for its group commit. */
+interface Pending {
+  ops: Op[];
+  resolve: (ok: boolean) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Bounds of one group commit (Deno KV allows 100 checks, 1,000 mutations, 800 KiB). */
+const GROUP_CHECKS = 100;
+const GROUP_MUTATIONS = 500;
+const GROUP_BYTES = 400_000;
+
+/** A head's size and chunk reference, without its (inline) value. */
+function withoutValue(head: Head): Head {
+  return head.gen === undefined
+    ? { size: head.size }
+    : { size: head.size, gen: head.gen, chunks: head.chunks };
+}
+
+function keyId(key: StorageKey): string {
+  return JSON.stringify(key);
+}
+
+/**
+ * The storage of one module in its own KV database. Atomic operations that
+ * arrive while a commit is running are committed together in the next one
+ * (group commit): under load one KV commit carries many modules' writes,
+ * each still all or nothing with its own checks.
+ */
+export class KvStorage implements ModuleStorage {
+  readonly #kv: Deno.Kv;
+  readonly #name: string;
+  readonly #quota: number;
+  #queue: Pending[] = [];
+  #flushing = false;
+  /** Sizes of values last seen, by key and versionstamp: a write checked against one needs no read. */
+  readonly #seen = new Map<string, { versionstamp: string; head: Head }>();
+
+  /** Bind a storage to the module `name` with a quota in bytes. */
+  constructor(kv: Deno.Kv, name: string, quota: number) {
+    this.#kv = kv;
+    this.#name = name;
+    this.#quota = quota;
+  }
+
+  #head(key: StorageKey): Deno.KvKey {
+    return ["mod", this.#name, "d", ...key];
+  }
+
+  /** Bytes in use. */
+  async usage(): Promise<number> {
+    const [added, freed] = await this.#kv.getMany<Deno.KvU64[]>([
+      ["mod_usage", this.#name, "add"],
+      ["mod_usage", this.#name, "sub"],
+    ]);
+    return Number((added.value?.value ?? 0n) - (freed.value?.value ?? 0n));
+  }
+
+  async #read(head: Head): Promise<unknown> {
+    if (head.gen === undefined) return head.value;
+    const keys = Array.from(
+      { length: head.chunks ?? 0 },
+      (_, i) => ["mod", this.#name, "c", head.gen!, i],
+    );
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < keys.length; i += 10) {
+      const batch = await this.#kv.getMany<Uint8Array[]>(keys.slice(i, i + 10));
+      for (const entry of batch) {
+        if (!entry.value) {
+          throw new Error("a chunk of a stored value is missing");
+        }
+        parts.push(entry.value as Uint8Array);
+      }
+    }
+    const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      bytes.set(p, at);
+      at += p.length;
+    }
+    return BSON.deserialize(bytes, { promoteBuffers: true }).v;
+  }
+
+  #remember(key: StorageKey, versionstamp: string, head: Head): void {
+    const id = keyId(key);
+    this.#seen.delete(id);
+    this.#seen.set(id, { versionstamp, head });
+    if (this.#seen.size > SEEN_MAX) {
+      this.#seen.delete(this.#seen.keys().next().value!);
+    }
+  }
+
+  async #entry<T>(
+    key: StorageKey,
+    entry: Deno.KvEntryMaybe<Head>,
+  ): Promise<StorageEntry<T> | null> {
+    if (!entry.value) return null;
+    this.#remember(key, entry.versionstamp!, withoutValue(entry.value));
+    return {
+      key,
+      value: await this.#read(entry.value) as T,
+      versionstamp: entry.versionstamp!,
+    };
+  }
+
+  /** Read one value. */
+  async get<T = unknown>(rawKey: StorageKey): Promise<StorageEntry<T> | null> {
+    const key = checkKey(rawKey);
+    return await this.#entry<T>(key, await this.#kv.get<Head>(this.#head(key)));
+  }
+
+  /** Read several values (at most {@link MAX_LIST}). */
+  async getMany<T = unknown>(
+    rawKeys: StorageKey[],
+  ): Promise<(StorageEntry<T> | null)[]> {
+    if (!Array.isArray(rawKeys) || rawKeys.length > MAX_LIST) {
+      throw new StorageError(
+        "invalid_parameter",
+        `keys must be a list of at most ${MAX_LIST} keys`,
+      );
+    }
+    const keys = rawKeys.map((k) => checkKey(k));
+    const out: (StorageEntry<T> | null)[] = [];
+    for (let i = 0; i < keys.length; i += 10) {
+      const part = keys.slice(i, i + 10);
+      const entries = await this.#kv.getMany<Head[]>(
+        part.map((k) => this.#head(k)),
+      );
+      for (let j = 0; j < part.length; j++) {
+        out.push(await this.#entry<T>(part[j], entries[j]));
+      }
+    }
+    return out;
+  }
+
+  #usageUpdate(op: Deno.AtomicOperation, delta: number): void {
+    if (delta > 0) op.sum(["mod_usage", this.#name, "add"], BigInt(delta));
+    if (delta < 0) op.sum(["mod_usage", this.#name, "sub"], BigInt(-delta));
+  }
+
+  async #ensureRoom(delta: number): Promise<void> {
+    if (delta <= 0) return;
+    const used = await this.usage();
+    if (used + delta > this.#quota) {
+      throw new StorageError(
+        "limit_exceeded",
+        `storage quota exceeded: ${used} of ${this.#quota} bytes used, ${delta} more asked`,
+      );
+    }
+  }
+
+  /** Write one value of any size. */
+  async set(rawKey: StorageKey, value: unknown): Promise<void> {
+    const key = checkKey(rawKey);
+    const size = sizeOf(value);
+    if (size <= INLINE_MAX) {
+      await this.#enqueue([{ op: "set", key, size, head: { size, value } }]);
+      return;
+    }
+    const bytes = BSON.serialize({ v: value });
+    const gen = crypto.randomUUID();
+    const chunks = Math.ceil(bytes.length / CHUNK);
+    // Check the quota before writing any chunk.
+    const old = await this.#kv.get<Head>(this.#head(key));
+    await this.#ensureRoom(size - (old.value?.size ?? 0));
+    for (let i = 0; i < chunks; i += CHUNKS_PER_OP) {
+      const op = this.#kv.atomic();
+      for (let j = i; j < Math.min(chunks, i + CHUNKS_PER_OP); j++) {
+        op.set(
+          ["mod", this.#name, "c", gen, j],
+          bytes.slice(j * CHUNK, (j + 1) * CHUNK),
+        );
+      }
+      await op.commit();
+    }
+    const head: Head = { size, gen, chunks };
+    try {
+      await this.#enqueue([{ op: "set", key, size, head }]);
+    } catch (error) {
+      await this.#deleteChunks(head);
+      throw error;
+    }
+  }
+
+  async #deleteChunks(head: Head): Promise<void> {
+    for (let i = 0; i < (head.chunks ?? 0); i += 50) {
+      const op = this.#kv.atomic();
+      for (let j = i; j < Math.min(head.chunks!, i + 50); j++) {
+        op.delete(["mod", this.#name, "c", head.gen!, j]);
+      }
+      await op.commit();
+    }
+  }
+
+  /** Delete one value. */
+  async delete(rawKey: StorageKey): Promise<void> {
+    const key = checkKey(rawKey);
+    await this.#enqueue([{ op: "delete", key, size: 0 }]);
+  }
+
+  /** List by prefix. */
+  async list<T = unknown>(
+    rawPrefix: StorageKey,
+    options: {
+      limit?: unknown;
+      cursor?: unknown;
+      reverse?: unknown;
+      start?: unknown;
+    } = {},
+  ): Promise<{ items: StorageEntry<T>[]; cursor?: string }> {
+    const prefix = checkKey(rawPrefix, "prefix");
+    const start = options.start === undefined || options.start === null
+      ? undefined
+      : checkKey(options.start, "start");
+    const limit = typeof options.limit === "number"
+      ? Math.max(1, Math.min(MAX_LIST, Math.floor(options.limit)))
+      : 100;
+    const selector: Deno.KvListSelector = start
+      ? { prefix: this.#head(prefix), start: this.#head(start) }
+      : { prefix: this.#head(prefix) };
+    const iter = this.#kv.list<Head>(selector, {
+      limit: limit + 1,
+      cursor: typeof options.cursor === "string" && options.cursor
+        ? options.cursor
+        : undefined,
+      reverse: options.reverse === true,
+    });
+    const items: StorageEntry<T>[] = [];
+    let cursor: string | undefined;
+    let more = false;
+    for await (const entry of iter) {
+      if (items.length === limit) {
+        more = true; // the extra entry asked for exists
+        break;
+      }
+      items.push({
+        key: entry.key.slice(3) as StorageKey,
+        value: await this.#read(entry.value) as T,
+        versionstamp: entry.versionstamp,
+      });
+      cursor = iter.cursor;
+    }
+    return more ? { items, cursor } : { items };
+  }
+
+  /**
+   * Apply checks, sets and deletes all or nothing (inline-sized values only).
+   * Returns false when one of the module's checks failed.
+   */
+  async atomic(rawOps: AtomicOp[]): Promise<boolean> {
+    if (
+      !Array.isArray(rawOps) || rawOps.length === 0 ||
+      rawOps.length > MAX_ATOMIC_OPS
+    ) {
+      throw new StorageError(
+        "invalid_parameter",
+        `ops must be a list of 1 to ${MAX_ATOMIC_OPS} operations`,
+      );
+    }
+    if (rawOps.filter((o) => o?.op === "check").length > MAX_ATOMIC_CHECKS) {
+      throw new StorageError(
+        "invalid_parameter",
+        `at most ${MAX_ATOMIC_CHECKS} checks in one atomic operation`,
+      );
+    }
+    const ops = rawOps.map((raw): Op => {
+      const o = raw as {
+        op?: unknown;
+        key?: unknown;
+        value?: unknown;
+        versionstamp?: unknown;
+        fresh?: unknown;
+      };
+      if (o.op !== "set" && o.op !== "delete" && o.op !== "check") {
+        throw new StorageError(
+          "invalid_parameter",
+          'op is "set", "delete" or "check"',
+        );
+      }
+      const key = checkKey(o.key);
+      if (o.op === "check") {
+        if (
+          o.versionstamp !== null &&
+          !(typeof o.versionstamp === "string" &&
+            /^[0-9a-f]{20}$/.test(o.versionstamp))
+        ) {
+          throw new StorageError(
+            "invalid_parameter",
+            "check needs a versionstamp (as read, or null for absent)",
+          );
+        }
+        return { op: "check", key, size: 0, versionstamp: o.versionstamp };
+      }
+      if (o.op === "delete") return { op: "delete", key, size: 0 };
+      const size = sizeOf(o.value);
+      if (size > INLINE_MAX) {
+        throw new StorageError(
+          "limit_exceeded",
+          `values in an atomic operation are at most ${INLINE_MAX} bytes`,
+        );
+      }
+      return {
+        op: "set",
+        key,
+        size,
+        head: { size, value: o.value },
+        fresh: o.fresh === true,
+      };
+    });
+    return await this.#enqueue(ops);
+  }
+
+  #enqueue(ops: Op[]): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ ops, resolve, reject });
+      if (!this.#flushing) this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const group = this.#take();
+        let alone: Pending[];
+        try {
+          alone = await this.#commitGroup(group);
+        } catch (error) {
+          // One operation's fault (a KV limit) must not fail the others.
+          if (group.length > 1) alone = group;
+          else {
+            group[0].reject(error);
+            alone = [];
+          }
+        }
+        for (const p of alone) {
+          try {
+            await this.#commitAlone(p);
+          } catch (error) {
+            p.reject(error);
+          }
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /** The next group: waiting operations in order that touch disjoint keys, within KV's bounds. */
+  #take(): Pending[] {
+    const group: Pending[] = [];
+    const rest: Pending[] = [];
+    const touched = new Set<string>();
+    let checks = 0;
+    let mutations = 2; // the usage counters
+    let bytes = 0;
+    for (const p of this.#queue) {
+      const ids = p.ops.map((o) => keyId(o.key));
+      const c = p.ops.filter((o) => o.op === "check").length;
+      const m = p.ops.length - c;
+      const b = p.ops.reduce((n, o) => n + o.size + 200, 0);
+      const fits = group.length === 0 ||
+        (checks + c <= GROUP_CHECKS && mutations + m <= GROUP_MUTATIONS &&
+          bytes + b <= GROUP_BYTES && !ids.some((id) => touched.has(id)));
+      if (!fits) {
+        rest.push(p);
+        // Later operations on the same keys stay behind this one.
+        for (const id of ids) touched.add(id);
+        continue;
+      }
+      group.push(p);
+      for (const id of ids) touched.add(id);
+      checks += c;
+      mutations += m;
+      bytes += b;
+    }
+    this.#queue = rest;
+    return group;
+  }
+
+  /** Read the current heads of every key of `group`, ten at a time, in parallel. */
+  async #current(
+    group: Pending[],
+  ): Promise<Map<string, Deno.KvEntryMaybe<Head>>> {
+    const keys = new Map<string, StorageKey>();
+    for (const p of group) {
+      for (const o of p.ops) keys.set(keyId(o.key), o.key);
+    }
+    const list = [...keys];
+    const reads: Promise<Deno.KvEntryMaybe<Head>[]>[] = [];
+    for (let i = 0; i < list.length; i += 10) {
+      reads.push(
+        this.#kv.getMany<Head[]>(
+          list.slice(i, i + 10).map(([, key]) => this.#head(key)),
+        ),
+      );
+    }
+    const entries = (await Promise.all(reads)).flat();
+    return new Map(list.map(([id], i) => [id, entries[i]]));
+  }
+
+  /**
+   * What each written key of `group` holds now, read only where it is not
+   * known: a key checked against "absent" or against a versionstamp whose
+   * size was seen, or a `fresh` one, needs no read.
+   */
+  async #oldHeads(group: Pending[]): Promise<Map<string, Head | null>> {
+    const known = new Map<string, Head | null>();
+    const unknown: Pending["ops"] = [];
+    for (const p of group) {
+      const checked = new Map<string, string | null>();
+      for (const o of p.ops) {
+        if (o.op === "check") checked.set(keyId(o.key), o.versionstamp ?? null);
+      }
+      for (const o of p.ops) {
+        if (o.op === "check") continue;
+        const id = keyId(o.key);
+        const stamp = checked.get(id);
+        const seen = this.#seen.get(id);
+        if (o.fresh || stamp === null) known.set(id, null);
+        else if (stamp !== undefined && seen?.versionstamp === stamp) {
+          known.set(id, seen.head);
+        } else unknown.push(o);
+      }
+    }
+    if (unknown.length > 0) {
+      const read = await this.#current([{
+        ops: unknown,
+        resolve: () => {},
+        reject: () => {},
+      }]);
+      for (const [id, entry] of read) known.set(id, entry.value);
+    }
+    return known;
+  }
+
+  /**
+   * One KV commit for every operation of `group`, reading only what it must.
+   * Returns the operations still to do one by one (which tells a failed check
+   * from a conflict): none, or all of them when the commit did not succeed or
+   * the group would pass the quota.
+   */
+  async #commitGroup(group: Pending[]): Promise<Pending[]> {
+    const old = await this.#oldHeads(group);
+    const op = this.#kv.atomic();
+    const freed: Head[] = [];
+    const written: Op[] = [];
+    let delta = 0;
+    for (const p of group) {
+      for (const o of p.ops) {
+        const head = this.#head(o.key);
+        if (o.op === "check") {
+          op.check({ key: head, versionstamp: o.versionstamp ?? null });
+          continue;
+        }
+        // Each key is in one operation of the group: its old size is exact.
+        const before = old.get(keyId(o.key)) ?? null;
+        delta += o.size - (before?.size ?? 0);
+        if (before?.gen && before.gen !== o.head?.gen) freed.push(before);
+        if (o.op === "set") op.set(head, o.head);
+        else op.delete(head);
+        written.push(o);
+      }
+    }
+    if (delta > 0 && await this.usage() + delta > this.#quota) {
+      return group; // one by one: each is told about the quota itself
+    }
+    this.#usageUpdate(op, delta);
+    const result = await op.commit();
+    if (!result.ok) return group;
+    for (const o of written) {
+      if (o.op === "set") {
+        this.#remember(o.key, result.versionstamp, withoutValue(o.head!));
+      } else this.#seen.delete(keyId(o.key));
+    }
+    for (const p of group) p.resolve(true);
+    for (const head of freed) await this.#deleteChunks(head);
+    return [];
+  }
+
+  /** Commit one operation on its own, retrying when others' writes conflict. */
+  async #commitAlone(p: Pending): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const current = await this.#current([p]);
+      if (
+        p.ops.some((o) =>
+          o.op === "check" &&
+          current.get(keyId(o.key))!.versionstamp !== o.versionstamp
+        )
+      ) {
+        p.resolve(false);
+        return;
+      }
+      const op = this.#kv.atomic();
+      const freed: Head[] = [];
+      let delta = 0;
+      // Old values are checked too, when KV's 100 checks allow: the usage
+      // delta is then exact even against writers in other processes.
+      const checkOld = p.ops.length <= 100;
+      for (const o of p.ops) {
+        const head = this.#head(o.key);
+        const old = current.get(keyId(o.key))!;
+        if (o.op === "check") {
+          op.check({ key: head, versionstamp: o.versionstamp ?? null });
+          continue;
+        }
+        if (checkOld) op.check(old);
+        delta += o.size - (old.value?.size ?? 0);
+        if (old.value?.gen && old.value.gen !== o.head?.gen) {
+          freed.push(old.value);
+        }
+        if (o.op === "set") op.set(head, o.head);
+        else op.delete(head);
+      }
+      await this.#ensureRoom(delta);
+      this.#usageUpdate(op, delta);
+      const result = await op.commit();
+      if (result.ok) {
+        for (const o of p.ops) {
+          if (o.op === "set") {
+            this.#remember(o.key, result.versionstamp, withoutValue(o.head!));
+          } else if (o.op === "delete") this.#seen.delete(keyId(o.key));
+        }
+        p.resolve(true);
+        for (const head of freed) await this.#deleteChunks(head);
+        return;
+      }
+    }
+    throw new Error("a storage operation kept conflicting");
+  }
+}
