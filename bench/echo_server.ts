@@ -3,6 +3,9 @@
  * stream per session) and WebSocket, with no AMTP at all. The benchmark
  * measures it next to AMTP in the same run.
  *
+ * A frame holding the BSON document `{b: 1}` is not echoed: the server sends a
+ * 100-byte frame to every session instead (the baseline of a push to all).
+ *
  * Prints `listening PORT` and serves until killed.
  *
  * @module
@@ -21,6 +24,25 @@ const listener = endpoint.listen({
   alpnProtocols: ["h3"],
 });
 const port = endpoint.addr.port;
+
+/** `{b: 1}` in BSON. */
+const BROADCAST = new Uint8Array([12, 0, 0, 0, 0x10, 0x62, 0, 1, 0, 0, 0, 0]);
+/** A 100-byte BSON document `{p: "xx…"}`. */
+const PUSH = new Uint8Array(100);
+new DataView(PUSH.buffer).setInt32(0, 100, true);
+PUSH.set([0x02, 0x70, 0], 4);
+new DataView(PUSH.buffer).setInt32(7, 88, true);
+PUSH.fill(0x78, 11, 98);
+const senders = new Set<(frame: Uint8Array) => void>();
+
+function isBroadcast(chunk: Uint8Array): boolean {
+  return chunk.length === BROADCAST.length &&
+    chunk.every((b, i) => b === BROADCAST[i]);
+}
+
+function broadcast(): void {
+  for (const send of senders) send(PUSH);
+}
 (async () => {
   for await (const incoming of listener) {
     (async () => {
@@ -30,10 +52,13 @@ const port = endpoint.addr.port;
       wt.closed.catch(() => {});
       for await (const stream of wt.incomingBidirectionalStreams) {
         const writer = stream.writable.getWriter();
+        const send = (frame: Uint8Array) => writer.write(frame).catch(() => {});
+        senders.add(send);
         (async () => {
           try {
             for await (const chunk of stream.readable) {
-              await writer.write(chunk);
+              if (isBroadcast(chunk)) broadcast();
+              else await writer.write(chunk);
             }
           } catch {
             // Session gone.
@@ -52,7 +77,13 @@ Deno.serve({
 }, (request) => {
   const { socket, response } = Deno.upgradeWebSocket(request);
   socket.binaryType = "arraybuffer";
-  socket.onmessage = (event) => socket.send(event.data);
+  const send = (frame: Uint8Array) => socket.send(frame);
+  socket.onopen = () => senders.add(send);
+  socket.onclose = () => senders.delete(send);
+  socket.onmessage = (event) => {
+    if (isBroadcast(new Uint8Array(event.data))) broadcast();
+    else socket.send(event.data);
+  };
   return response;
 });
 console.log(`listening ${port}`);

@@ -24,6 +24,16 @@ export class FailureStore {
     return (await this.#kv.get<FailureRecord>(keys.failure(scope, id))).value;
   }
 
+  /** Several records in one read (at most 10). */
+  async getMany(
+    which: ["account" | "ip", string][],
+  ): Promise<(FailureRecord | null)[]> {
+    const entries = await this.#kv.getMany<FailureRecord[]>(
+      which.map(([scope, id]) => keys.failure(scope, id)),
+    );
+    return entries.map((e) => e.value);
+  }
+
   /** Store a record; it is forgotten a day after the block ends. */
   async put(record: FailureRecord): Promise<void> {
     const expireIn = Math.max(0, record.blocked_until - Date.now()) +

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
+import { createHash, generateKeyPairSync, timingSafeEqual } from "node:crypto";
 import type {
   AccountStore,
   FailureRecord,
@@ -28,7 +28,9 @@ import {
   encryptChallenge,
   importLoginPublicKey,
   type LoginAlgorithm,
+  toBase64,
 } from "./algorithms.ts";
+import { sealChallenge, type SealKey, sealKey } from "./seal.ts";
 import { hashToken, type TokenService } from "./tokens.ts";
 
 /** Failures of one account allowed before blocks start. */
@@ -90,7 +92,7 @@ function randomString(length: number): string {
 export class LoginService {
   readonly #options: LoginServiceOptions;
   readonly #now: () => number;
-  #decoy?: Promise<CryptoKey>;
+  #decoy?: SealKey;
   readonly #decoySalt = randomString(32);
 
   /** Create the service. */
@@ -110,18 +112,23 @@ export class LoginService {
     return record.keys;
   }
 
-  #decoyKey(): Promise<CryptoKey> {
-    this.#decoy ??= crypto.subtle.generateKey({ name: "X25519" }, true, [
-      "deriveBits",
-    ]).then((pair) => (pair as CryptoKeyPair).publicKey);
+  #decoyKey(): SealKey {
+    if (!this.#decoy) {
+      const spki = generateKeyPairSync("x25519").publicKey.export({
+        format: "der",
+        type: "spki",
+      });
+      this.#decoy = sealKey(new Uint8Array(spki));
+    }
     return this.#decoy;
   }
 
-  async #checkBlocked(account: string, ip: string): Promise<void> {
+  /** Refuse when the account or the IP is blocked; tells whether the account has failures on record. */
+  async #checkBlocked(account: string, ip: string): Promise<boolean> {
     const now = this.#now();
-    const [byAccount, byIp] = await Promise.all([
-      this.#options.failures.get("account", account),
-      this.#options.failures.get("ip", ip),
+    const [byAccount, byIp] = await this.#options.failures.getMany([
+      ["account", account],
+      ["ip", ip],
     ]);
     const until = Math.max(
       byAccount?.blocked_until ?? 0,
@@ -135,6 +142,7 @@ export class LoginService {
         { retry_after: retry },
       );
     }
+    return byAccount !== null;
   }
 
   async #recordFailure(account: string, ip: string): Promise<void> {
@@ -177,16 +185,20 @@ export class LoginService {
     const secret = randomString(48);
     let challenge: Challenge;
     if (key) {
-      const publicKey = await importLoginPublicKey(
-        key.algorithm,
-        key.public_key,
-      );
       challenge = {
-        verification_string: await encryptChallenge(
-          key.algorithm,
-          publicKey,
-          secret,
-        ),
+        verification_string: key.algorithm === "HPKE-X25519"
+          // Native and synchronous: the same bytes as the portable library.
+          ? toBase64(
+            sealChallenge(
+              sealKey(key.public_key),
+              new TextEncoder().encode(secret),
+            ),
+          )
+          : await encryptChallenge(
+            key.algorithm,
+            await importLoginPublicKey(key.algorithm, key.public_key),
+            secret,
+          ),
         key_id: key.id,
         algorithm: key.algorithm,
         expires_in: this.#options.challengeTtl,
@@ -195,10 +207,8 @@ export class LoginService {
       const fakeId = (await hashToken(`${this.#decoySalt}:${kind}:${account}`))
         .slice(0, 16);
       challenge = {
-        verification_string: await encryptChallenge(
-          "HPKE-X25519",
-          await this.#decoyKey(),
-          secret,
+        verification_string: toBase64(
+          sealChallenge(this.#decoyKey(), new TextEncoder().encode(secret)),
         ),
         key_id: keyId ?? fakeId,
         algorithm: "HPKE-X25519",
@@ -235,7 +245,10 @@ export class LoginService {
   ): Promise<{ token: string; expires: Date }> {
     const { session } = context;
     const limitId = `${kind}:${account}`;
-    await this.#checkBlocked(limitId, session.remoteAddr);
+    const failedBefore = await this.#checkBlocked(
+      limitId,
+      session.remoteAddr,
+    );
     const slot = `login:${kind}:${account}`;
     const pending = session.data.get(slot) as Pending | undefined;
     session.data.delete(slot);
@@ -252,15 +265,9 @@ export class LoginService {
         "the challenge has expired: request a new one",
       );
     }
-    const a = new Uint8Array(
-      await crypto.subtle.digest("SHA-256", new TextEncoder().encode(answer)),
-    );
-    const b = new Uint8Array(
-      await crypto.subtle.digest(
-        "SHA-256",
-        new TextEncoder().encode(pending.secret),
-      ),
-    );
+    // Equal-length digests, compared in constant time.
+    const a = createHash("sha256").update(answer).digest();
+    const b = createHash("sha256").update(pending.secret).digest();
     if (!timingSafeEqual(a, b) || !pending.known) {
       await this.#recordFailure(limitId, session.remoteAddr);
       this.#options.log.info("login_failed", {
@@ -273,7 +280,7 @@ export class LoginService {
         "login failed: the answer does not match",
       );
     }
-    await this.#options.failures.delete("account", limitId);
+    if (failedBefore) await this.#options.failures.delete("account", limitId);
     this.#options.log.info("login", { kind, account, ip: session.remoteAddr });
     return await this.#options.tokens.issue(kind, account, {
       ip: session.remoteAddr,

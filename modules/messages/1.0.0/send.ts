@@ -11,6 +11,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
 import type { BlobMeta } from "./attachments.ts";
 import {
@@ -78,13 +79,17 @@ export interface SendResult {
   recipients: RecipientResult[];
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** A message id: derived from sender and client id (idempotent), else random. */
+function newMessageId(sender: string, clientId?: string): string {
+  if (clientId !== undefined) {
+    return sha256Hex(`${sender}\n${clientId}`).slice(0, 24);
+  }
   return Array.from(
-    new Uint8Array(digest),
+    crypto.getRandomValues(new Uint8Array(12)),
     (b) => b.toString(16).padStart(2, "0"),
   ).join("");
 }
@@ -126,9 +131,7 @@ export async function send(
       `at most ${MAX_RECIPIENTS} recipients`,
     );
   }
-  const messageId = request.client_id
-    ? (await sha256Hex(`${sender}\n${request.client_id}`)).slice(0, 24)
-    : (await sha256Hex(`${sender}\n${crypto.randomUUID()}`)).slice(0, 24);
+  const messageId = newMessageId(sender, request.client_id);
   const storage = ctx.storage;
   const resultKey = ["sent_result", sender, messageId];
   if (request.client_id) {
