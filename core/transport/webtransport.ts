@@ -238,6 +238,9 @@ export class StreamConnection implements Connection {
   readonly #maxFrame: number;
   #isClosed = false;
   #resolveClosed!: () => void;
+  /** Frames waiting for this turn's write, and the promise of that write. */
+  #pending: Uint8Array[] = [];
+  #flushed: Promise<void> = Promise.resolve();
 
   constructor(
     wt: StreamOwner,
@@ -278,10 +281,36 @@ export class StreamConnection implements Connection {
     }
   }
 
-  async send(frame: Uint8Array): Promise<void> {
-    if (this.#isClosed) return;
+  /**
+   * Send one frame. Frames sent in the same turn of the event loop go out in
+   * one stream write (a pipelined burst of responses costs one write, not
+   * one each); each caller's promise settles when its write is done.
+   */
+  send(frame: Uint8Array): Promise<void> {
+    if (this.#isClosed) return Promise.resolve();
+    if (this.#pending.length === 0) {
+      this.#flushed = new Promise((resolve) =>
+        queueMicrotask(() => resolve(this.#flush()))
+      );
+    }
+    this.#pending.push(frame);
+    return this.#flushed;
+  }
+
+  async #flush(): Promise<void> {
+    const frames = this.#pending;
+    this.#pending = [];
+    let bytes = frames[0];
+    if (frames.length > 1) {
+      bytes = new Uint8Array(frames.reduce((n, f) => n + f.byteLength, 0));
+      let at = 0;
+      for (const f of frames) {
+        bytes.set(f, at);
+        at += f.byteLength;
+      }
+    }
     try {
-      await this.#writer.write(frame);
+      await this.#writer.write(bytes);
     } catch {
       this.close();
     }

@@ -55,7 +55,11 @@ export function startWorker(manifest: Manifest, store: string): Channel {
   return {
     killable: false,
     send(doc) {
-      if (!stopped) worker.postMessage(encodeDocument(doc));
+      if (stopped) return;
+      // Its own exact buffer, moved, not copied: BSON's output is a view
+      // into a shared 8 KiB pool, which postMessage would clone whole.
+      const bytes = new Uint8Array(encodeDocument(doc));
+      worker.postMessage(bytes, [bytes.buffer]);
     },
     onMessage(handler) {
       worker.onmessage = (event: MessageEvent) => {
