@@ -201,6 +201,7 @@ export function serveModule(definition: ModuleDefinition): void {
     delete: async (key) => await (await store).delete(key),
     list: async (prefix, options) => await (await store).list(prefix, options),
     atomic: async (ops) => await (await store).atomic(ops),
+    commit: async (ops) => await (await store).commit(ops),
   };
   port.listen(async (doc) => {
     switch (doc.t) {

@@ -32,6 +32,8 @@ const CHUNKS_PER_OP = 8;
 const MAX_KEY_PARTS = 8;
 /** Items of one list page. */
 const MAX_LIST = 1000;
+/** Milliseconds a usage figure read from KV is trusted (plus own writes). */
+const USAGE_READ_MS = 1000;
 /** Sizes remembered for writes without a read. */
 const SEEN_MAX = 20_000;
 
@@ -103,6 +105,8 @@ export interface ModuleStorage {
    * failed.
    */
   atomic(ops: AtomicOp[]): Promise<boolean>;
+  /** {@link atomic}, answering the commit's versionstamp, or null when a check failed. */
+  commit(ops: AtomicOp[]): Promise<string | null>;
 }
 
 /** Operations of one atomic write. */
@@ -147,7 +151,8 @@ interface Op {
 /** An atomic operation waiting for its group commit. */
 interface Pending {
   ops: Op[];
-  resolve: (ok: boolean) => void;
+  /** The commit's versionstamp, or null when a check failed. */
+  resolve: (versionstamp: string | null) => void;
   reject: (error: unknown) => void;
 }
 
@@ -181,6 +186,7 @@ export class KvStorage implements ModuleStorage {
   #flushing = false;
   /** Sizes of values last seen, by key and versionstamp: a write checked against one needs no read. */
   readonly #seen = new Map<string, { versionstamp: string; head: Head }>();
+  #usage?: { bytes: number; at: number };
 
   /** Bind a storage to the module `name` with a quota in bytes. */
   constructor(kv: Deno.Kv, name: string, quota: number) {
@@ -191,6 +197,19 @@ export class KvStorage implements ModuleStorage {
 
   #head(key: StorageKey): Deno.KvKey {
     return ["mod", this.#name, "d", ...key];
+  }
+
+  /**
+   * Bytes in use as this storage last read them, plus its own writes since:
+   * read again after {@link USAGE_READ_MS} (other versions of the module may
+   * write too) or when a write would pass the quota.
+   */
+  async #usageNow(force = false): Promise<number> {
+    const now = Date.now();
+    if (force || !this.#usage || now - this.#usage.at > USAGE_READ_MS) {
+      this.#usage = { bytes: await this.usage(), at: now };
+    }
+    return this.#usage.bytes;
   }
 
   /** Bytes in use. */
@@ -286,7 +305,7 @@ export class KvStorage implements ModuleStorage {
 
   async #ensureRoom(delta: number): Promise<void> {
     if (delta <= 0) return;
-    const used = await this.usage();
+    const used = await this.#usageNow(true);
     if (used + delta > this.#quota) {
       throw new StorageError(
         "limit_exceeded",
@@ -394,6 +413,14 @@ export class KvStorage implements ModuleStorage {
    * Returns false when one of the module's checks failed.
    */
   async atomic(rawOps: AtomicOp[]): Promise<boolean> {
+    return await this.commit(rawOps) !== null;
+  }
+
+  /**
+   * {@link atomic}, answering the versionstamp of the commit (the one every
+   * written key now has), or null when one of the module's checks failed.
+   */
+  async commit(rawOps: AtomicOp[]): Promise<string | null> {
     if (
       !Array.isArray(rawOps) || rawOps.length === 0 ||
       rawOps.length > MAX_ATOMIC_OPS
@@ -456,7 +483,7 @@ export class KvStorage implements ModuleStorage {
     return await this.#enqueue(ops);
   }
 
-  #enqueue(ops: Op[]): Promise<boolean> {
+  #enqueue(ops: Op[]): Promise<string | null> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ ops, resolve, reject });
       if (!this.#flushing) this.#flush();
@@ -608,18 +635,19 @@ export class KvStorage implements ModuleStorage {
         written.push(o);
       }
     }
-    if (delta > 0 && await this.usage() + delta > this.#quota) {
+    if (delta > 0 && await this.#usageNow() + delta > this.#quota) {
       return group; // one by one: each is told about the quota itself
     }
     this.#usageUpdate(op, delta);
     const result = await op.commit();
     if (!result.ok) return group;
+    if (this.#usage) this.#usage.bytes += delta;
     for (const o of written) {
       if (o.op === "set") {
         this.#remember(o.key, result.versionstamp, withoutValue(o.head!));
       } else this.#seen.delete(keyId(o.key));
     }
-    for (const p of group) p.resolve(true);
+    for (const p of group) p.resolve(result.versionstamp);
     for (const head of freed) await this.#deleteChunks(head);
     return [];
   }
@@ -634,7 +662,7 @@ export class KvStorage implements ModuleStorage {
           current.get(keyId(o.key))!.versionstamp !== o.versionstamp
         )
       ) {
-        p.resolve(false);
+        p.resolve(null);
         return;
       }
       const op = this.#kv.atomic();
@@ -662,12 +690,13 @@ export class KvStorage implements ModuleStorage {
       this.#usageUpdate(op, delta);
       const result = await op.commit();
       if (result.ok) {
+        if (this.#usage) this.#usage.bytes += delta;
         for (const o of p.ops) {
           if (o.op === "set") {
             this.#remember(o.key, result.versionstamp, withoutValue(o.head!));
           } else if (o.op === "delete") this.#seen.delete(keyId(o.key));
         }
-        p.resolve(true);
+        p.resolve(result.versionstamp);
         for (const head of freed) await this.#deleteChunks(head);
         return;
       }

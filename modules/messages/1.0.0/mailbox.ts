@@ -242,6 +242,15 @@ const COPIES_PER_PART = 8;
 const BATCH_COPIES = 96;
 const BATCH_CHECKS = 95;
 
+/** Mailbox states kept by a batcher. */
+const STATES_KEPT = 20_000;
+
+/** A mailbox state and the versionstamp it was written with. */
+interface CachedState {
+  state: MailboxState;
+  versionstamp: string;
+}
+
 /** What became of one copy: its change, `exists` (delivered before) or `quota`. */
 export type CopyOutcome = Change | "exists" | "quota";
 
@@ -277,6 +286,12 @@ class CopyBatcher {
   readonly #storage: ModuleStorage;
   #queue: Part[] = [];
   #running = false;
+  /**
+   * States this batcher wrote, with their versionstamps: the next batch
+   * plans from them without reading. A stale one (another copy of the
+   * module wrote since) fails the atomic check and is read again.
+   */
+  readonly #states = new Map<string, CachedState>();
 
   constructor(storage: ModuleStorage) {
     this.#storage = storage;
@@ -336,7 +351,11 @@ class CopyBatcher {
   async #commit(batch: Part[]): Promise<void> {
     const all = batch.flatMap((p) => p.copies);
     for (let attempt = 0; attempt < 50; attempt++) {
-      const plan = await planCopies(this.#storage, all, attempt > 0);
+      const plan = await planCopies(
+        this.#storage,
+        all,
+        attempt > 0 ? "read" : this.#states,
+      );
       const ops: Op[] = [...batch.flatMap((p) => p.first), ...plan.ops];
       const outcomes: CopyOutcome[][] = [];
       let at = 0;
@@ -345,10 +364,18 @@ class CopyBatcher {
         outcomes.push(mine);
         if (part.last) ops.push(...await part.last(mine));
       }
-      if (ops.length === 0 || await this.#storage.atomic(ops)) {
+      const versionstamp = ops.length === 0
+        ? "none"
+        : await this.#storage.commit(ops);
+      if (versionstamp !== null) {
+        for (const [owner, state] of plan.written) {
+          this.#remember(owner, { state, versionstamp });
+        }
         batch.forEach((part, i) => part.resolve(outcomes[i]));
         return;
       }
+      // Someone else changed one of these mailboxes: read them again.
+      for (const copy of all) this.forget(copy.record.owner);
       await new Promise((r) =>
         setTimeout(r, Math.random() * 5 * (attempt + 1))
       );
@@ -357,6 +384,19 @@ class CopyBatcher {
       "handler_failed",
       "the mailboxes are too busy; try again",
     );
+  }
+
+  /** Forget a mailbox's state (it was changed outside this batcher). */
+  forget(owner: string): void {
+    this.#states.delete(owner);
+  }
+
+  #remember(owner: string, entry: CachedState): void {
+    this.#states.delete(owner);
+    this.#states.set(owner, entry);
+    if (this.#states.size > STATES_KEPT) {
+      this.#states.delete(this.#states.keys().next().value!);
+    }
   }
 }
 
@@ -408,23 +448,35 @@ export async function addCopies(
 async function planCopies(
   storage: ModuleStorage,
   part: NewCopy[],
-  retry: boolean,
+  known: Map<string, CachedState> | "read",
 ): Promise<
   {
     ops: Op[];
     outcomes: (Change | "exists" | "quota")[];
     stored: MessageRecord[];
+    written: Map<string, MailboxState>;
   }
 > {
+  const retry = known === "read";
   const states = new Map<
     string,
     { state: MailboxState; versionstamp: string | null }
   >();
   const owners = [...new Set(part.map((c) => c.record.owner))];
+  const unknown: string[] = [];
+  for (const owner of owners) {
+    const cached = known === "read" ? undefined : known.get(owner);
+    if (cached) {
+      states.set(owner, {
+        state: structuredClone(cached.state),
+        versionstamp: cached.versionstamp,
+      });
+    } else unknown.push(owner);
+  }
   const entries = await storage.getMany<MailboxState>(
-    owners.map((owner) => key.state(owner)),
+    unknown.map((owner) => key.state(owner)),
   );
-  owners.forEach((owner, i) => {
+  unknown.forEach((owner, i) => {
     const entry = entries[i];
     states.set(
       owner,
@@ -502,14 +554,16 @@ async function planCopies(
     outcomes.push(change);
     stored.push(record);
   });
+  const written = new Map<string, MailboxState>();
   for (const [owner, { state, versionstamp }] of states) {
     if (!stored.some((r) => r.owner === owner)) continue;
     ops.push(
       { op: "check", key: key.state(owner), versionstamp },
       { op: "set", key: key.state(owner), value: state },
     );
+    written.set(owner, state);
   }
-  return { ops, outcomes, stored };
+  return { ops, outcomes, stored, written };
 }
 
 /** Operations on one user's mailbox. */
@@ -584,7 +638,11 @@ export class Mailbox {
         }
       }
       ops.push({ op: "set", key: key.state(this.owner), value: next });
-      if (await this.#storage.atomic(ops)) return { changes, state: next };
+      if (await this.#storage.atomic(ops)) {
+        // The batcher's copy of this state is now old.
+        batchers.get(this.#storage)?.forget(this.owner);
+        return { changes, state: next };
+      }
       await new Promise((r) =>
         setTimeout(r, Math.random() * 5 * (attempt + 1))
       );

@@ -310,7 +310,10 @@ export async function send(
       ? [{ address: copies[i].record.owner, change }]
       : []
   );
-  await Promise.all(
+  // Pushes leave once everything is durable; the answer does not wait for
+  // the core to confirm them (a session that misses one catches up with
+  // `changes`).
+  Promise.all(
     pushes.map(({ address, change }) =>
       change.type === "new" && change.folder !== "sent"
         ? ctx.push(address, "message_new", {
@@ -322,6 +325,8 @@ export async function send(
           changes: [change],
         })
     ),
+  ).catch((error) =>
+    ctx.log("warn", "push_failed", { error: String(error).slice(0, 200) })
   );
   return result;
 }
