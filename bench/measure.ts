@@ -109,3 +109,66 @@ export function rss(pid: number): number {
   }).outputSync();
   return Number(new TextDecoder().decode(out.stdout).trim() || 0) * 1024;
 }
+
+/**
+ * The KV writes of one local delivery as the messages module stores it (the
+ * content, the owners list, and for the recipient's and the sender's copy:
+ * record, index entry, thread entry, change), `perCommit` deliveries per
+ * commit, for `ms`: deliveries per second. The ceiling Deno KV puts on local
+ * delivery on this machine, measured without any server.
+ */
+export async function kvDeliveryRate(
+  kv: Deno.Kv,
+  perCommit: number,
+  ms: number,
+): Promise<number> {
+  const body = "x".repeat(1024);
+  const preview = "x".repeat(160);
+  let n = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    const op = kv.atomic();
+    for (let k = 0; k < perCommit; k++, n++) {
+      const id = `${n}`.padStart(24, "0");
+      const date = new Date();
+      op.set(["content", id], { size: 1100, value: { body } });
+      op.set(["owners", id], { size: 60, value: ["r@b.test", "s@b.test"] });
+      for (const owner of ["r@b.test", "s@b.test"]) {
+        const summary = {
+          id,
+          message_id: id,
+          folder: "inbox",
+          from: "s@b.test",
+          to: ["r@b.test"],
+          subject: "b",
+          date,
+          seen: false,
+          flagged: false,
+          size: 1300,
+          preview,
+          thread: id,
+          encrypted: false,
+          attachments: 0,
+        };
+        op.set(["msg", owner, id], {
+          size: 700,
+          value: { ...summary, owner, cc: [], bcc: [], format: "text" },
+        });
+        op.set(["idx", owner, "inbox", date.getTime(), id], {
+          size: 400,
+          value: summary,
+        });
+        op.set(["thr", owner, id, date.getTime(), id], {
+          size: 20,
+          value: true,
+        });
+        op.set(["chg", owner, n], {
+          size: 60,
+          value: { seq: n, type: "new", id, folder: "inbox" },
+        });
+      }
+    }
+    await op.commit();
+  }
+  return n / (ms / 1000);
+}
