@@ -113,7 +113,7 @@ export function rss(pid: number): number {
 /**
  * The KV writes of one local delivery as the messages module stores it (the
  * content, the owners list, and for the recipient's and the sender's copy:
- * record, index entry, thread entry, change), `perCommit` deliveries per
+ * record, index entry, change; a new thread has no thread entry), `perCommit` deliveries per
  * commit, for `ms`: deliveries per second. The ceiling Deno KV puts on local
  * delivery on this machine, measured without any server.
  */
@@ -157,10 +157,6 @@ export async function kvDeliveryRate(
         op.set(["idx", owner, "inbox", date.getTime(), id], {
           size: 400,
           value: summary,
-        });
-        op.set(["thr", owner, id, date.getTime(), id], {
-          size: 20,
-          value: true,
         });
         op.set(["chg", owner, n], {
           size: 60,

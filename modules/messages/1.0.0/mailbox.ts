@@ -6,7 +6,8 @@
  *   per-folder counts, the user's own folders
  * - `["msg", owner, copyId]` -> {@link MessageRecord}
  * - `["idx", owner, folder, dateMs, copyId]` -> {@link Summary} (newest first by reverse listing)
- * - `["thr", owner, thread, dateMs, copyId]` -> true
+ * - `["thr", owner, thread, dateMs, copyId]` -> true, for copies of messages
+ *   that answer another (the message that starts a thread is found by its id)
  * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES})
  * - `["content", messageId]` -> {@link Content} shared by every copy of a message
  * - `["owners", messageId]` -> mailboxes holding a copy (one entry per copy);
@@ -525,12 +526,14 @@ async function planCopies(
         value: change.summary,
         fresh: true,
       },
-      {
-        op: "set",
+      // A message that starts its thread has no thread entry: `thread`
+      // finds it by its id (one record less per delivery).
+      ...(record.thread === record.message_id ? [] : [{
+        op: "set" as const,
         key: key.thr(owner, record.thread, record.date, record.id),
         value: true,
         fresh: true,
-      },
+      }]),
       // The change record leaves the summary out (it is in the index):
       // `changes` adds it back from the copy.
       {
@@ -811,18 +814,28 @@ export class Mailbox {
     return cursor ? { messages, cursor } : { messages };
   }
 
-  /** Copies in a thread, oldest first. */
+  /**
+   * Copies in a thread, oldest first: the thread's entries, and the copies of
+   * the message that started it (stored without an entry; copies written
+   * before that rule have one too, counted once).
+   */
   async thread(thread: string): Promise<Summary[]> {
     const page = await this.#storage.list<boolean>(
       ["thr", this.owner, thread],
       { limit: 500 },
     );
-    const out: Summary[] = [];
-    for (const entry of page.items) {
-      const message = await this.message(String(entry.key[4]));
-      if (message) out.push(summaryOf(message.value));
-    }
-    return out;
+    const ids = new Set(page.items.map((entry) => String(entry.key[4])));
+    ids.add(thread);
+    ids.add(`${thread}-sent`);
+    const copies = await this.#storage.getMany<MessageRecord>(
+      [...ids].map((id) => key.msg(this.owner, id)),
+    );
+    return copies
+      .filter((copy) => copy !== null && copy.value.thread === thread)
+      .map((copy) => summaryOf(copy!.value))
+      .sort((a, b) =>
+        a.date.getTime() - b.date.getTime() || a.id.localeCompare(b.id)
+      );
   }
 
   /** Changes after `since`, at most `limit`. */
