@@ -156,6 +156,20 @@ for (const isolation of ["worker", "process"] as const) {
         l.includes("module_permission_denied")
       );
       assert.equal(denied.length, 2);
+      // Its own database it may use, in either isolation.
+      assert.equal(
+        (await call("probe", "put", {
+          version: "1.0.0",
+          key: isolation,
+          value: "stored",
+        })).error,
+        0,
+      );
+      assert.equal(
+        ((await call("probe", "get", { version: "1.0.0", key: isolation }))
+          .data as { value: string }).value,
+        "stored",
+      );
       assert.match(denied[0], /NotCapable|Requires read access/);
       assert.equal(
         (await call("probe", "whoami", { version: "1.0.0" })).error,
