@@ -202,7 +202,8 @@ export const VARIABLES: readonly VariableSpec[] = [
   {
     name: "AMTP_FEDERATION_TIMEOUT",
     default: "10",
-    description: "seconds allowed to connect to another server",
+    description:
+      "seconds allowed to connect to another server, and for it to answer one request",
   },
   {
     name: "AMTP_SERVER_KEY_ALG",

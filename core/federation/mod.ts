@@ -73,7 +73,7 @@ export class Federation {
       dns: this.dns,
       caCerts,
       connectTimeoutMs: config.federationTimeout * 1000,
-      requestTimeoutMs: 30_000,
+      requestTimeoutMs: config.federationTimeout * 1000,
       maxFrame: config.maxFrame,
       keys,
       hostname: config.hostname,

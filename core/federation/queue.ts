@@ -13,7 +13,7 @@
 
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import type { PeerPool } from "./client.ts";
+import type { PeerClient, PeerPool } from "./client.ts";
 import type { OutboundItem } from "./outbox.ts";
 
 /** Per-recipient and session error codes that no retry can fix. */
@@ -218,8 +218,9 @@ export class OutboundQueue {
       error?: number;
       message?: string;
     }[];
+    let session: PeerClient | undefined;
     try {
-      const session = await this.#options.pool.session(
+      session = await this.#options.pool.session(
         senderDomain(item.from),
         item.domain,
       );
@@ -236,6 +237,12 @@ export class OutboundQueue {
       results = answer.recipients;
       this.#dead.delete(item.domain);
     } catch (error) {
+      // No answer (a timeout, a connection gone: the peer may have died
+      // without closing it): the next attempt connects afresh instead of
+      // waiting on the same dead connection.
+      if (session && !(error instanceof ProtocolError)) {
+        this.#options.pool.forget(session);
+      }
       const code = error instanceof ProtocolError
         ? error.code
         : ErrorCode.REMOTE_UNREACHABLE;
