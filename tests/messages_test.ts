@@ -17,65 +17,79 @@ type Summary = {
   from: string;
 };
 
-Deno.test("messages: a message from A appears live on both of B's sessions and in A's Sent", async () => {
-  const w = await mailWorld();
-  try {
-    const a = await w.session("alice@example.org");
-    const aPhone = await w.session("alice@example.org", {
-      transport: "websocket",
-    });
-    const b1 = await w.session("bob@example.org");
-    const b2 = await w.session("bob@example.org", { transport: "websocket" });
-    const sent = await a.call<
-      {
-        message_id: string;
-        id: string;
-        recipients: { address: string; status: string }[];
+for (const storage of ["files", "core"] as const) {
+  Deno.test(`messages (storage: ${storage}): a message from A appears live on both of B's sessions and in A's Sent`, async () => {
+    const w = await mailWorld({ AMTP_MODULE_STORAGE: storage });
+    try {
+      const a = await w.session("alice@example.org");
+      const aPhone = await w.session("alice@example.org", {
+        transport: "websocket",
+      });
+      const b1 = await w.session("bob@example.org");
+      const b2 = await w.session("bob@example.org", { transport: "websocket" });
+      const sent = await a.call<
+        {
+          message_id: string;
+          id: string;
+          recipients: { address: string; status: string }[];
+        }
+      >("send", {
+        to: ["bob@example.org"],
+        subject: "Hello",
+        body: "Hi Bob, **lunch**?",
+        format: "markdown",
+      });
+      assert.deepEqual(sent.recipients, [{
+        address: "bob@example.org",
+        status: "delivered",
+      }]);
+      for (const b of [b1, b2]) {
+        const push = await pushOf(
+          b,
+          "message_new",
+          (d) => d.message_id === sent.message_id,
+        );
+        assert.equal(push.subject, "Hello");
+        assert.equal(push.from, "alice@example.org");
+        assert.equal(push.preview, "Hi Bob, **lunch**?");
+        assert.equal(push.folder, "inbox");
+        assert.ok(typeof push.seq === "number");
       }
-    >("send", {
-      to: ["bob@example.org"],
-      subject: "Hello",
-      body: "Hi Bob, **lunch**?",
-      format: "markdown",
-    });
-    assert.deepEqual(sent.recipients, [{
-      address: "bob@example.org",
-      status: "delivered",
-    }]);
-    for (const b of [b1, b2]) {
-      const push = await pushOf(
-        b,
-        "message_new",
-        (d) => d.message_id === sent.message_id,
+      // Alice's other device hears about the Sent copy.
+      const changed = await pushOf(aPhone, "mailbox_changed");
+      assert.equal((changed.changes as { folder: string }[])[0].folder, "sent");
+      const inbox = await b1.call<{ messages: Summary[] }>("list", {
+        folder: "inbox",
+      });
+      assert.equal(inbox.messages.length, 1);
+      const full = await b1.call<Record<string, unknown>>("get", {
+        id: inbox.messages[0].id,
+      });
+      assert.equal(full.body, "Hi Bob, **lunch**?");
+      assert.equal(full.format, "markdown");
+      assert.deepEqual(full.bcc, []);
+      const sentBox = await a.call<{ messages: Summary[] }>("list", {
+        folder: "sent",
+      });
+      assert.equal(sentBox.messages[0].id, sent.id);
+      assert.equal(sentBox.messages[0].seen, true);
+      // Where the mailboxes are: the module's own database, or the core's.
+      const own = await Deno.stat(`${w.t.dataDir}/modules/messages.kv`).then(
+        () => true,
+        () => false,
       );
-      assert.equal(push.subject, "Hello");
-      assert.equal(push.from, "alice@example.org");
-      assert.equal(push.preview, "Hi Bob, **lunch**?");
-      assert.equal(push.folder, "inbox");
-      assert.ok(typeof push.seq === "number");
+      assert.equal(own, storage === "files");
+      const core = await Deno.openKv(`${w.t.dataDir}/amtp.kv`);
+      const inCore = await core.list({ prefix: ["mod", "messages"] }, {
+        limit: 1,
+      }).next();
+      core.close();
+      assert.equal(!inCore.done, storage === "core");
+    } finally {
+      await w.t.close();
     }
-    // Alice's other device hears about the Sent copy.
-    const changed = await pushOf(aPhone, "mailbox_changed");
-    assert.equal((changed.changes as { folder: string }[])[0].folder, "sent");
-    const inbox = await b1.call<{ messages: Summary[] }>("list", {
-      folder: "inbox",
-    });
-    assert.equal(inbox.messages.length, 1);
-    const full = await b1.call<Record<string, unknown>>("get", {
-      id: inbox.messages[0].id,
-    });
-    assert.equal(full.body, "Hi Bob, **lunch**?");
-    assert.equal(full.format, "markdown");
-    assert.deepEqual(full.bcc, []);
-    const sentBox = await a.call<{ messages: Summary[] }>("list", {
-      folder: "sent",
-    });
-    assert.equal(sentBox.messages[0].id, sent.id);
-    assert.equal(sentBox.messages[0].seen, true);
-  } finally {
-    await w.t.close();
-  }
-});
+  });
+}
 
 Deno.test("messages: an alias with three recipients, a catch-all, and valid with invalid recipients", async () => {
   const w = await mailWorld();

@@ -468,3 +468,49 @@ Deno.test("modules: admin choices survive a restart", async () => {
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("modules: with AMTP_MODULE_STORAGE=core, storage goes through the core into its database (KV Connect deployments)", async () => {
+  const w = await world({ AMTP_MODULE_STORAGE: "core" });
+  try {
+    const { call } = await w.user("alice@example.org");
+    const big = new Uint8Array(300_000).map((_, i) => i % 251);
+    assert.equal(
+      (await call("probe", "put", { version: "1.0.0", key: "big", value: big }))
+        .error,
+      0,
+    );
+    const back = (await call("probe", "get", { version: "1.0.0", key: "big" }))
+      .data as { value: Uint8Array };
+    assert.equal(back.value.byteLength, big.byteLength);
+    assert.equal(back.value[299_999], big[299_999]);
+    // The other module still sees only its own keys.
+    assert.equal(
+      ((await call("other", "get", { key: "big" })).data as { value: unknown })
+        .value,
+      null,
+    );
+    const tooBig = await call("probe", "put", {
+      version: "1.0.0",
+      key: "huge",
+      value: new Uint8Array(800_000),
+    });
+    assert.equal(tooBig.error, ErrorCode.LIMIT_EXCEEDED);
+    // No database of its own: the core's holds the data.
+    assert.equal(
+      await Deno.stat(`${w.t.dataDir}/modules`).then(() => true, () => false),
+      false,
+    );
+    const core = await Deno.openKv(`${w.t.dataDir}/amtp.kv`);
+    const head = await core.get<{ size: number }>([
+      "mod",
+      "probe",
+      "d",
+      "shared",
+      "big",
+    ]);
+    core.close();
+    assert.ok((head.value?.size ?? 0) > 300_000);
+  } finally {
+    await w.t.close();
+  }
+});

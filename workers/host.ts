@@ -40,6 +40,7 @@ import {
   SemverError,
 } from "./semver.ts";
 import { importLegacyStore, storePath } from "./store.ts";
+import { KvStorage, type StorageKey } from "./sdk/storage.ts";
 
 /** Request fields that belong to the envelope, not to the module. */
 const ENVELOPE = new Set([
@@ -59,8 +60,12 @@ export interface ModuleHostOptions {
   root: string;
   /** KV for the host's own state (which versions run, defaults). */
   kv: Deno.Kv;
-  /** Folder of the modules' own storage databases (created when missing). */
-  stores: string;
+  /**
+   * Folder of the modules' own storage databases (created when missing);
+   * absent: modules keep their data in `kv`, through the host (deployments
+   * whose `kv` is a KV Connect database and that have no disk of their own).
+   */
+  stores?: string;
   /** Logger. */
   log: Logger;
   /** Deliver a push to every live session of an address. */
@@ -162,6 +167,7 @@ export class ModuleHost {
   readonly #heartbeat: HeartbeatOptions;
   readonly #modules = new Map<string, Map<string, Slot>>();
   readonly #defaults = new Map<string, string>();
+  readonly #bridged = new Map<string, KvStorage>();
   #closed = false;
 
   /** Create a host; call {@link start} to load modules. */
@@ -182,17 +188,20 @@ export class ModuleHost {
     for (const error of errors) {
       this.#log.error("module_manifest_invalid", { error });
     }
-    await Deno.mkdir(this.#stores, { recursive: true });
-    for (const name of new Set(manifests.map((m) => m.name))) {
-      const moved = await importLegacyStore(this.#options.kv, {
-        name,
-        path: storePath(this.#stores, name),
-      });
-      if (moved > 0) {
-        this.#log.info("module_storage_moved", {
-          module: name,
-          entries: moved,
+    const stores = this.#stores;
+    if (stores) {
+      await Deno.mkdir(stores, { recursive: true });
+      for (const name of new Set(manifests.map((m) => m.name))) {
+        const moved = await importLegacyStore(this.#options.kv, {
+          name,
+          path: storePath(stores, name),
         });
+        if (moved > 0) {
+          this.#log.info("module_storage_moved", {
+            module: name,
+            entries: moved,
+          });
+        }
       }
     }
     for (const manifest of manifests) {
@@ -270,13 +279,34 @@ export class ModuleHost {
   }
 
   /** The folder of the stores, absolute (permissions name absolute paths). */
-  get #stores(): string {
+  get #stores(): string | undefined {
     const dir = this.#options.stores;
+    if (dir === undefined) return undefined;
     return dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
   }
 
+  /** A module's own database, or undefined when modules store in the core's. */
+  #storePath(name: string): string | undefined {
+    const stores = this.#stores;
+    return stores === undefined ? undefined : storePath(stores, name);
+  }
+
+  /** The storage of a module in the core's database (bridged mode), one per module. */
+  #coreStorage(manifest: Manifest): KvStorage {
+    let storage = this.#bridged.get(manifest.name);
+    if (!storage) {
+      storage = new KvStorage(
+        this.#options.kv,
+        manifest.name,
+        manifest.storageQuota,
+      );
+      this.#bridged.set(manifest.name, storage);
+    }
+    return storage;
+  }
+
   #channel(slot: Slot): Channel {
-    const store = storePath(this.#stores, slot.manifest.name);
+    const store = this.#storePath(slot.manifest.name);
     return slot.isolation === "process"
       ? startProcess(slot.manifest, {
         config: this.#options.denoConfig,
@@ -297,7 +327,7 @@ export class ModuleHost {
         log: this.#log,
         heartbeat: this.#heartbeat,
         store: {
-          path: storePath(this.#stores, slot.manifest.name),
+          path: this.#storePath(slot.manifest.name),
           name: slot.manifest.name,
           quota: slot.manifest.storageQuota,
         },
@@ -394,6 +424,32 @@ export class ModuleHost {
 
   async #serve(manifest: Manifest, request: Document): Promise<unknown> {
     const op = String(request.op);
+    if (op.startsWith("storage.")) {
+      if (this.#stores !== undefined) {
+        throw Object.assign(
+          new Error("module storage is the module's own database"),
+          { code: "invalid_parameter" },
+        );
+      }
+      const storage = this.#coreStorage(manifest);
+      const r = request as Document & { key: StorageKey; keys: StorageKey[] };
+      switch (op) {
+        case "storage.get":
+          return { entry: await storage.get(r.key) };
+        case "storage.getMany":
+          return { entries: await storage.getMany(r.keys) };
+        case "storage.set":
+          await storage.set(r.key, request.value);
+          return { ok: true };
+        case "storage.delete":
+          await storage.delete(r.key);
+          return { ok: true };
+        case "storage.list":
+          return await storage.list(request.prefix as StorageKey, request);
+        case "storage.commit":
+          return { versionstamp: await storage.commit(request.ops as never) };
+      }
+    }
     if (op === "push") {
       const event = String(request.event);
       if (!manifest.events.includes(event)) {

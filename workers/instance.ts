@@ -25,8 +25,8 @@ export type ServiceHandler = (
 
 /** The module's own storage database, named to the module in `init`. */
 export interface StoreInfo {
-  /** Path of its KV database. */
-  path: string;
+  /** Path of its KV database; absent: it stores through the core (`storage.*` requests). */
+  path?: string;
   /** Module name (its namespace). */
   name: string;
   /** Quota in bytes. */

@@ -53,6 +53,12 @@ export interface Config {
   commandTimeout: number;
   /** Folder of modules (`<name>/<version>/module.json`). */
   modulesDir: string;
+  /**
+   * Where modules keep their data: `files` (each its own KV database in
+   * `<dataDir>/modules/`, opened inside its sandbox) or `core` (the core's
+   * database, through the core: for KV Connect deployments without a disk).
+   */
+  moduleStorage: "files" | "core";
   /** Name server `ip:port` for federation lookups; the system resolver when absent. */
   dns?: string;
   /** PEM file of extra CAs trusted for other servers. */
@@ -170,6 +176,12 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_MODULES",
     default: "<install folder>/modules",
     description: "folder of modules (<name>/<version>/module.json)",
+  },
+  {
+    name: "AMTP_MODULE_STORAGE",
+    default: "files (core when AMTP_KV is a URL)",
+    description:
+      "where modules keep their data: files (own KV file each) or core (the core database)",
   },
   {
     name: "AMTP_DNS",
@@ -302,7 +314,16 @@ export function loadConfig(env: Env): Config {
     );
   }
   const kvPath = (env.AMTP_KV ?? "").trim() || `${dataDir}/amtp.kv`;
+  const moduleStorage = (env.AMTP_MODULE_STORAGE ?? "").trim().toLowerCase() ||
+    (/^https?:\/\//.test(kvPath) ? "core" : "files");
+  if (moduleStorage !== "files" && moduleStorage !== "core") {
+    throw new ConfigError(
+      "AMTP_MODULE_STORAGE",
+      `"${moduleStorage}" is not allowed (allowed: files, core)`,
+    );
+  }
   return {
+    moduleStorage,
     host,
     port: intVar(env, "AMTP_PORT", 0, 65535),
     dataDir,

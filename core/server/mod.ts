@@ -121,7 +121,9 @@ export async function startServer(
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
-    stores: `${config.dataDir}/modules`,
+    stores: config.moduleStorage === "files"
+      ? `${config.dataDir}/modules`
+      : undefined,
     log,
     push: (address, push) => registry.push(address, push, config.maxFrame),
     denoConfig: new URL("../../deno.json", import.meta.url).pathname,

@@ -20,12 +20,15 @@ import type { Channel } from "./channel.ts";
 const MAX_FRAME = 16 * 1024 * 1024;
 
 /** The `deno run` flags of a manifest with its storage database `store`. */
-export function processFlags(manifest: Manifest, store: string): string[] {
+export function processFlags(manifest: Manifest, store?: string): string[] {
   const flags = ["--no-prompt", "--unstable-kv"];
-  const { net, read, write, env } = manifest.permissions;
+  const { net, env } = manifest.permissions;
+  const own = store === undefined ? [] : [store];
+  const read = [...manifest.permissions.read, ...own];
+  const write = [...manifest.permissions.write, ...own];
   if (net.length) flags.push(`--allow-net=${net.join(",")}`);
-  flags.push(`--allow-read=${[...read, store].join(",")}`);
-  flags.push(`--allow-write=${[...write, store].join(",")}`);
+  if (read.length) flags.push(`--allow-read=${read.join(",")}`);
+  if (write.length) flags.push(`--allow-write=${write.join(",")}`);
   if (env.length) flags.push(`--allow-env=${env.join(",")}`);
   flags.push(`--v8-flags=--max-old-space-size=${manifest.memoryMb}`);
   return flags;
@@ -34,7 +37,7 @@ export function processFlags(manifest: Manifest, store: string): string[] {
 /** Start the module's entry in a subprocess. */
 export function startProcess(
   manifest: Manifest,
-  options: { config: string; log: Logger; store: string },
+  options: { config: string; log: Logger; store?: string },
 ): Channel {
   const child = new Deno.Command(Deno.execPath(), {
     args: [

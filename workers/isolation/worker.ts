@@ -18,13 +18,14 @@ import type { Channel } from "./channel.ts";
  */
 export function workerPermissions(
   manifest: Manifest,
-  store: string,
+  store?: string,
 ): Deno.PermissionOptionsObject {
   const list = (items: string[]) => items.length > 0 ? items : false;
+  const own = store === undefined ? [] : [store];
   return {
     net: list(manifest.permissions.net),
-    read: [...manifest.permissions.read, store],
-    write: [...manifest.permissions.write, store],
+    read: list([...manifest.permissions.read, ...own]),
+    write: list([...manifest.permissions.write, ...own]),
     env: list(manifest.permissions.env),
     run: false,
     ffi: false,
@@ -34,7 +35,7 @@ export function workerPermissions(
 }
 
 /** Start the module's entry in a permission-restricted Worker with its storage database `store`. */
-export function startWorker(manifest: Manifest, store: string): Channel {
+export function startWorker(manifest: Manifest, store?: string): Channel {
   const worker = new Worker(manifest.entry, {
     type: "module",
     name: `${manifest.name}@${manifest.version}`,

@@ -191,9 +191,30 @@ export function serveModule(definition: ModuleDefinition): void {
       port.send({ ...fields, t: "request", id, op });
     });
   };
-  // The host names the module's own database in `init`, before any call.
-  let opened: (store: KvStorage) => void;
-  const store = new Promise<KvStorage>((resolve) => opened = resolve);
+  // The host names the module's own database in `init`, before any call;
+  // without one, storage goes through the core (`storage.*` requests).
+  let opened: (store: ModuleStorage) => void;
+  const store = new Promise<ModuleStorage>((resolve) => opened = resolve);
+  const bridged: ModuleStorage = {
+    get: async (key) =>
+      ((await request("storage.get", { key })) as { entry: never }).entry,
+    getMany: async (keys) =>
+      ((await request("storage.getMany", { keys })) as { entries: never })
+        .entries,
+    set: async (key, value) => {
+      await request("storage.set", { key, value });
+    },
+    delete: async (key) => {
+      await request("storage.delete", { key });
+    },
+    list: async (prefix, options = {}) =>
+      await request("storage.list", { prefix, ...options }) as never,
+    atomic: async (ops) => (await bridged.commit(ops)) !== null,
+    commit: async (ops) =>
+      ((await request("storage.commit", { ops })) as {
+        versionstamp: string | null;
+      }).versionstamp,
+  };
   const storage: ModuleStorage = {
     get: async (key) => await (await store).get(key),
     getMany: async (keys) => await (await store).getMany(keys),
@@ -207,12 +228,15 @@ export function serveModule(definition: ModuleDefinition): void {
     switch (doc.t) {
       case "init": {
         const init = doc.storage as {
-          path: string;
+          path?: string;
           name: string;
           quota: number;
         };
-        const kv = await Deno.openKv(init.path);
-        opened(new KvStorage(kv, init.name, init.quota));
+        opened(
+          init.path
+            ? new KvStorage(await Deno.openKv(init.path), init.name, init.quota)
+            : bridged,
+        );
         port.send({ t: "initialized" });
         return;
       }
