@@ -21,6 +21,7 @@ import {
   HkdfSha256,
 } from "@hpke/core";
 import { BSON } from "bson";
+import { concatBytes } from "../core/wire/bytes.ts";
 
 /** Algorithm name of a published device record. */
 export const DEVICE_ALGORITHM = "E2E-DEVICE-1";
@@ -42,16 +43,6 @@ function hpke(): CipherSuite {
 
 function buf(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(bytes) as Uint8Array<ArrayBuffer>;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** A device's keys, private parts included (kept on the device). */
@@ -164,7 +155,7 @@ export function deviceRecord(
 ): { algorithm: string; key: Uint8Array; label: string } {
   return {
     algorithm: DEVICE_ALGORITHM,
-    key: concat(keys.encryptPublic, keys.signPublic),
+    key: concatBytes(keys.encryptPublic, keys.signPublic),
     label: keys.label,
   };
 }

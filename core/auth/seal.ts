@@ -21,26 +21,18 @@ import {
   type KeyObject,
 } from "node:crypto";
 
+import { concatBytes } from "../wire/bytes.ts";
+
 const encoder = new TextEncoder();
 const VERSION = encoder.encode("HPKE-v1");
 const KEM_ID = new Uint8Array([0x00, 0x20]);
-const KEM_SUITE = concat(encoder.encode("KEM"), KEM_ID);
-const HPKE_SUITE = concat(
+const KEM_SUITE = concatBytes(encoder.encode("KEM"), KEM_ID);
+const HPKE_SUITE = concatBytes(
   encoder.encode("HPKE"),
   KEM_ID,
   new Uint8Array([0x00, 0x01, 0x00, 0x01]),
 );
 const INFO = encoder.encode("AMTP login v1");
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
   return new Uint8Array(createHmac("sha256", key).update(data).digest());
@@ -53,7 +45,7 @@ function labeledExtract(
   ikm: Uint8Array,
 ): Uint8Array {
   // HKDF-Extract with an empty salt is HMAC keyed with zeros: the same key.
-  return hmac(salt, concat(VERSION, suite, encoder.encode(label), ikm));
+  return hmac(salt, concatBytes(VERSION, suite, encoder.encode(label), ikm));
 }
 
 function labeledExpand(
@@ -64,18 +56,21 @@ function labeledExpand(
   length: number,
 ): Uint8Array {
   // One HMAC block suffices: every output here is at most 32 bytes.
-  const labeled = concat(
+  const labeled = concatBytes(
     new Uint8Array([length >> 8, length & 0xff]),
     VERSION,
     suite,
     encoder.encode(label),
     info,
   );
-  return hmac(prk, concat(labeled, new Uint8Array([1]))).subarray(0, length);
+  return hmac(prk, concatBytes(labeled, new Uint8Array([1]))).subarray(
+    0,
+    length,
+  );
 }
 
 /** The context of the key schedule for base mode and our info, computed once. */
-const SCHEDULE_CONTEXT = concat(
+const SCHEDULE_CONTEXT = concatBytes(
   new Uint8Array([0x00]),
   labeledExtract(HPKE_SUITE, new Uint8Array(), "psk_id_hash", new Uint8Array()),
   labeledExtract(HPKE_SUITE, new Uint8Array(), "info_hash", INFO),
@@ -123,7 +118,7 @@ export function sealChallenge(
     KEM_SUITE,
     eaePrk,
     "shared_secret",
-    concat(enc, recipient.raw),
+    concatBytes(enc, recipient.raw),
     32,
   );
   const secret = labeledExtract(HPKE_SUITE, shared, "secret", new Uint8Array());
@@ -136,10 +131,10 @@ export function sealChallenge(
     12,
   );
   const cipher = createCipheriv("aes-128-gcm", key, nonce);
-  const body = concat(
+  const body = concatBytes(
     new Uint8Array(cipher.update(plain)),
     new Uint8Array(cipher.final()),
     new Uint8Array(cipher.getAuthTag()),
   );
-  return concat(enc, body);
+  return concatBytes(enc, body);
 }

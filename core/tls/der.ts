@@ -4,6 +4,8 @@
  * @module
  */
 
+import { concatBytes } from "../wire/bytes.ts";
+
 /** Encode a tag-length-value. */
 export function tlv(tag: number, content: Uint8Array): Uint8Array {
   const length = content.length;
@@ -23,17 +25,6 @@ export function tlv(tag: number, content: Uint8Array): Uint8Array {
   const out = new Uint8Array(header.length + length);
   out.set(header);
   out.set(content, header.length);
-  return out;
-}
-
-/** Concatenate byte arrays. */
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
   return out;
 }
 

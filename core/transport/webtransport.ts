@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log/mod.ts";
-import { FrameDecoder } from "../wire/mod.ts";
+import { concatBytes, FrameDecoder } from "../wire/mod.ts";
 import {
   type Admission,
   type Connection,
@@ -300,15 +300,7 @@ export class StreamConnection implements Connection {
   async #flush(): Promise<void> {
     const frames = this.#pending;
     this.#pending = [];
-    let bytes = frames[0];
-    if (frames.length > 1) {
-      bytes = new Uint8Array(frames.reduce((n, f) => n + f.byteLength, 0));
-      let at = 0;
-      for (const f of frames) {
-        bytes.set(f, at);
-        at += f.byteLength;
-      }
-    }
+    const bytes = frames.length === 1 ? frames[0] : concatBytes(...frames);
     try {
       await this.#writer.write(bytes);
     } catch {

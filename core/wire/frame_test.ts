@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { BSON } from "bson";
+import { concatBytes } from "./bytes.ts";
 import { FrameDecoder, FrameError } from "./frame.ts";
 import {
   decodeDocument,
@@ -21,25 +22,15 @@ function frames(n: number): Uint8Array[] {
   );
 }
 
-function join(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 Deno.test("decoder: several frames coalesced in one chunk", () => {
   const input = frames(5);
-  const out = new FrameDecoder(1 << 20).push(join(input));
+  const out = new FrameDecoder(1 << 20).push(concatBytes(...input));
   assert.deepEqual(out, input);
 });
 
 Deno.test("decoder: frames split at every possible byte", () => {
   const input = frames(4);
-  const bytes = join(input);
+  const bytes = concatBytes(...input);
   for (let size = 1; size <= 9; size++) {
     const decoder = new FrameDecoder(1 << 20);
     const out: Uint8Array[] = [];
@@ -139,7 +130,7 @@ Deno.test("decoder: frames before a bad length prefix in the same chunk are hand
   const good = frames(3);
   const decoder = new FrameDecoder(1024);
   const out = decoder.push(
-    join([...good, new Uint8Array([0xff, 0xff, 0xff, 0x7f])]),
+    concatBytes(...[...good, new Uint8Array([0xff, 0xff, 0xff, 0x7f])]),
   );
   assert.deepEqual(out, good);
   assert.equal(decoder.error?.code, "frame_too_large");

@@ -6,3 +6,4 @@
 
 export * from "./frame.ts";
 export * from "./envelope.ts";
+export * from "./bytes.ts";

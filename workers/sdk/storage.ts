@@ -20,6 +20,7 @@
  */
 
 import { BSON } from "bson";
+import { concatBytes } from "../../core/wire/bytes.ts";
 import { ModuleError } from "./error.ts";
 
 /** Bytes of a value stored inline in its head record. */
@@ -237,13 +238,7 @@ export class KvStorage implements ModuleStorage {
         parts.push(entry.value as Uint8Array);
       }
     }
-    const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      bytes.set(p, at);
-      at += p.length;
-    }
-    return BSON.deserialize(bytes, { promoteBuffers: true }).v;
+    return BSON.deserialize(concatBytes(...parts), { promoteBuffers: true }).v;
   }
 
   #remember(key: StorageKey, versionstamp: string, head: Head): void {
