@@ -316,7 +316,22 @@ class CopyBatcher {
         try {
           await withLocks(owners, () => this.#commit(batch));
         } catch (error) {
-          for (const part of batch) part.reject(error);
+          if (batch.length === 1) {
+            batch[0].reject(error);
+            continue;
+          }
+          // One part's fault (its quota, a limit, a failed read) must not
+          // fail the others: each on its own.
+          for (const part of batch) {
+            try {
+              await withLocks(
+                part.copies.map((c) => c.record.owner),
+                () => this.#commit([part]),
+              );
+            } catch (alone) {
+              part.reject(alone);
+            }
+          }
         }
       }
     } finally {

@@ -103,3 +103,22 @@ Deno.test("mailbox: two module copies on one database lose no change (a stale ca
     }]);
     assert.deepEqual(full, ["quota"]);
   }));
+
+Deno.test("mailbox: a delivery that fails in a shared batch fails alone", () =>
+  withStorages(async (a) => {
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        addCopies(
+          a,
+          [{ record: record(`m${i}`, "r@x.test"), quota: 1e9 }],
+          i === 4
+            ? { last: () => Promise.reject(new Error("its own fault")) }
+            : {},
+        )),
+    );
+    assert.equal(results[4].status, "rejected");
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 9);
+    const state = (await a.get<MailboxState>(key.state("r@x.test")))!.value;
+    assert.equal(state.counts.inbox.total, 9);
+    assert.equal(await a.get(key.msg("r@x.test", "m4")), null);
+  }));
