@@ -26,6 +26,7 @@ import { PeerPool } from "./client.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
 import { ServerKeys } from "./keys.ts";
+import { GroupCommit } from "../../kv/group_commit.ts";
 import { enqueueOutbound, type OutboundItem } from "./outbox.ts";
 import { OutboundQueue } from "./queue.ts";
 
@@ -59,6 +60,8 @@ export class Federation {
   /** Dispatcher of peer (server-to-server) sessions. */
   readonly dispatcher: Dispatcher;
   readonly #deps: FederationDeps;
+  /** The queue's writes, committed together when they come together. */
+  readonly #writes: GroupCommit;
 
   private constructor(
     deps: FederationDeps,
@@ -78,8 +81,10 @@ export class Federation {
       keys,
       hostname: config.hostname,
     });
+    this.#writes = new GroupCommit(deps.kv);
     this.queue = new OutboundQueue({
       kv: deps.kv,
+      writes: this.#writes,
       pool: this.pool,
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
@@ -139,7 +144,7 @@ export class Federation {
       payload: unknown;
     },
   ): Promise<string[]> {
-    const ids = await enqueueOutbound(this.#deps.kv, delivery);
+    const ids = await enqueueOutbound(this.#writes, delivery);
     this.queue.kick();
     return ids;
   }

@@ -9,6 +9,8 @@
  * @module
  */
 
+import type { GroupCommit } from "../../kv/group_commit.ts";
+
 /** One queued delivery to one remote domain. */
 export interface OutboundItem {
   /** `<module>:<delivery id>:<domain>`. */
@@ -35,9 +37,12 @@ export interface OutboundItem {
   last_error: string;
 }
 
-/** Queue a payload for remote recipients, one item per domain. Returns item ids. */
+/**
+ * Queue a payload for remote recipients, one item per domain (committed with
+ * concurrent ones by `writes`). Returns item ids.
+ */
 export async function enqueueOutbound(
-  kv: Deno.Kv,
+  writes: GroupCommit,
   delivery: {
     module: string;
     from: string;
@@ -67,11 +72,15 @@ export async function enqueueOutbound(
       next_attempt: Date.now(),
       last_error: "",
     };
-    await kv.atomic()
-      .check({ key: ["outbound", id], versionstamp: null })
-      .set(["outbound", id], item)
-      .set(["outbound_by_domain", domain, id], true)
-      .commit();
+    // Already queued (a retried send) when the check fails: kept as it is.
+    await writes.write([{ key: ["outbound", id], versionstamp: null }], {
+      mutations: 2,
+      mutate: (op) =>
+        op.set(["outbound", id], item).set(
+          ["outbound_by_domain", domain, id],
+          true,
+        ),
+    });
     ids.push(id);
   }
   return ids;

@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { GroupCommit } from "../../kv/group_commit.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 import type { PeerClient, PeerPool } from "./client.ts";
@@ -45,6 +46,8 @@ export interface Failure {
 export interface QueueOptions {
   /** KV holding the queue. */
   kv: Deno.Kv;
+  /** Commits of the queue's writes, grouped with concurrent ones. */
+  writes: GroupCommit;
   /** Sessions with peers. */
   pool: PeerPool;
   /** Logger. */
@@ -314,11 +317,16 @@ export class OutboundQueue {
         attempts: item.attempts + 1,
       });
     }
-    await this.#options.kv.atomic().delete(entry.key).delete([
-      "outbound_by_domain",
-      item.domain,
-      item.id,
-    ]).commit();
+    // Deliveries finishing together leave the queue in one commit.
+    await this.#options.writes.write([], {
+      mutations: 2,
+      mutate: (op) =>
+        op.delete(entry.key).delete([
+          "outbound_by_domain",
+          item.domain,
+          item.id,
+        ]),
+    });
   }
 
   async #postpone(
