@@ -10,6 +10,7 @@ import type { Logger } from "../core/log/mod.ts";
 import { AccountStore } from "./accounts.ts";
 import { FailureStore } from "./failures.ts";
 import { migrate, type Migration } from "./migrations.ts";
+import { GroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
 
 export * from "./records.ts";
@@ -17,11 +18,14 @@ export * from "./accounts.ts";
 export * from "./tokens.ts";
 export * from "./failures.ts";
 export * from "./migrations.ts";
+export * from "./group_commit.ts";
 
 /** The open storage. */
 export interface Store {
-  /** The raw KV, for the module host's namespaced storage. */
+  /** The raw KV (module host state, modules' data in `core` storage, the queue). */
   kv: Deno.Kv;
+  /** Concurrent independent writes to `kv`, committed together. */
+  writes: GroupCommit;
   /** Domains, users, aliases, catch-alls, admins. */
   accounts: AccountStore;
   /** Session tokens. */
@@ -44,12 +48,14 @@ export async function openStore(
     if (dir) await Deno.mkdir(dir, { recursive: true });
   }
   const kv = await Deno.openKv(path);
+  const writes = new GroupCommit(kv);
   try {
     const schema = await migrate(kv, options);
     return {
       kv,
       accounts: new AccountStore(kv),
-      tokens: new TokenStore(kv),
+      writes,
+      tokens: new TokenStore(kv, writes),
       failures: new FailureStore(kv),
       schema,
       close: () => kv.close(),

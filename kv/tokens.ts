@@ -5,6 +5,7 @@
  * @module
  */
 
+import { GroupCommit } from "./group_commit.ts";
 import { keys, type TokenRecord } from "./records.ts";
 
 /** A token record with its hash. */
@@ -16,21 +17,26 @@ export interface TokenEntry extends TokenRecord {
 /** Token storage. */
 export class TokenStore {
   readonly #kv: Deno.Kv;
+  readonly #writes: GroupCommit;
 
-  /** Wrap an open KV. */
-  constructor(kv: Deno.Kv) {
+  /** Wrap an open KV; new tokens are committed with concurrent writes by `writes`. */
+  constructor(kv: Deno.Kv, writes = new GroupCommit(kv)) {
     this.#kv = kv;
+    this.#writes = writes;
   }
 
-  /** Store a new token record and its index entry. */
+  /** Store a new token record and its index entry (logins at once share a commit). */
   async put(hash: string, record: TokenRecord): Promise<void> {
     const expireIn = Math.max(1000, record.expires - Date.now()) + 60_000;
-    await this.#kv.atomic()
-      .set(keys.token(hash), record, { expireIn })
-      .set(keys.tokenIndex(record.kind, record.account, hash), record.created, {
-        expireIn,
-      })
-      .commit();
+    await this.#writes.write([], {
+      mutations: 2,
+      mutate: (op) =>
+        op.set(keys.token(hash), record, { expireIn }).set(
+          keys.tokenIndex(record.kind, record.account, hash),
+          record.created,
+          { expireIn },
+        ),
+    });
   }
 
   /** The record of a hash, or null. Expiry is the caller's to check. */

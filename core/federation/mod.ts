@@ -39,6 +39,8 @@ export interface FederationDeps {
   config: Config;
   /** KV. */
   kv: Deno.Kv;
+  /** Group commit of `kv` shared with the rest of the core (one is made when absent). */
+  writes?: GroupCommit;
   /** Accounts. */
   accounts: AccountStore;
   /** Logger. */
@@ -81,7 +83,7 @@ export class Federation {
       keys,
       hostname: config.hostname,
     });
-    this.#writes = new GroupCommit(deps.kv);
+    this.#writes = deps.writes ?? new GroupCommit(deps.kv);
     this.queue = new OutboundQueue({
       kv: deps.kv,
       writes: this.#writes,

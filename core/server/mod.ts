@@ -155,6 +155,7 @@ export async function startServer(
   const federation = await Federation.start({
     config,
     kv: store.kv,
+    writes: store.writes,
     accounts: store.accounts,
     log,
     inbound: (module, delivery) => host.inbound(module, delivery),
