@@ -21,27 +21,25 @@ if (import.meta.main) {
   }
   const server = await startServer(config);
   const where = config.host === "0.0.0.0" ? "localhost" : config.host;
-  console.log(
+  // One write: whoever reads the output gets the whole banner at once.
+  const banner = [
     `AMTP server listening on ${config.host}:${server.port} (UDP: WebTransport, TCP: WebSocket)`,
-  );
-  console.log(`  WebTransport: https://${where}:${server.port}/amtp`);
-  console.log(`  WebSocket:    wss://${where}:${server.port}/amtp`);
-  console.log(
+    `  WebTransport: https://${where}:${server.port}/amtp`,
+    `  WebSocket:    wss://${where}:${server.port}/amtp`,
     `  certificate sha256: ${server.certSha256()}${
       server.certificate().selfSigned
         ? " (self-signed: clients pin this hash)"
         : ""
     }`,
-  );
-  console.log(`  data: ${config.dataDir}  kv: ${config.kvPath}`);
+    `  data: ${config.dataDir}  kv: ${config.kvPath}`,
+  ];
   if (server.bootstrap.created) {
-    console.log(
+    banner.push(
       `  first admin "${server.bootstrap.created}" created; private key: ${server.bootstrap.keyFile}`,
-    );
-    console.log(
       `  log in with: deno task amtp login --admin ${server.bootstrap.created} --key ${server.bootstrap.keyFile}`,
     );
   }
+  console.log(banner.join("\n"));
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
