@@ -3,16 +3,21 @@
  * same over a Worker's postMessage and over a subprocess's stdio.
  *
  * Core to module:
+ * - `{t: "init", storage: {path?, name, quota}}` once it is ready (its own KV
+ *   database; without a path it stores through the core)
  * - `{t: "call", id, command, caller: {address, session}, params}`
  * - `{t: "reply", id, data}` or `{t: "reply", id, error, message}` (answer to a module request)
  * - `{t: "ping", id}`
  *
  * Module to core:
  * - `{t: "ready", commands: [..]}` once the module's code has loaded
+ * - `{t: "initialized"}` once it opened its storage
  * - `{t: "result", id, data}` or `{t: "error", id, code, message}` (answer to a call)
  * - `{t: "pong", id}`
- * - `{t: "request", id, op, ...}` for a core service: `storage.get`, `storage.set`,
- *   `storage.delete`, `storage.list`, `storage.atomic`, `push`
+ * - `{t: "request", id, op, ...}` for a core service: `push`, those of the
+ *   manifest's `services`, and with storage through the core `storage.get`,
+ *   `storage.getMany`, `storage.set`, `storage.delete`, `storage.list`,
+ *   `storage.commit`
  * - `{t: "log", level, event, fields}`
  *
  * @module
@@ -41,11 +46,3 @@ export const MODULE_ERRORS = {
   /** A module-defined limit (quota, size). */
   limit_exceeded: "limit_exceeded",
 } as const;
-
-/** Storage operations a module may ask for. */
-export type StorageOp =
-  | "storage.get"
-  | "storage.set"
-  | "storage.delete"
-  | "storage.list"
-  | "storage.atomic";

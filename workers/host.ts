@@ -326,11 +326,7 @@ export class ModuleHost {
         services: (manifest, request) => this.#serve(manifest, request),
         log: this.#log,
         heartbeat: this.#heartbeat,
-        store: {
-          path: this.#storePath(slot.manifest.name),
-          name: slot.manifest.name,
-          quota: slot.manifest.storageQuota,
-        },
+        storePath: this.#storePath(slot.manifest.name),
       });
     } catch (error) {
       this.#failed(slot, String(error));

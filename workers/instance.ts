@@ -23,16 +23,6 @@ export type ServiceHandler = (
   request: Document,
 ) => Promise<unknown>;
 
-/** The module's own storage database, named to the module in `init`. */
-export interface StoreInfo {
-  /** Path of its KV database; absent: it stores through the core (`storage.*` requests). */
-  path?: string;
-  /** Module name (its namespace). */
-  name: string;
-  /** Quota in bytes. */
-  quota: number;
-}
-
 /** Why an instance went down. */
 export type DownReason = "crashed" | "hung" | "stopped";
 
@@ -70,7 +60,7 @@ export class ModuleInstance {
   readonly #services: ServiceHandler;
   readonly #log: Logger;
   readonly #heartbeat: HeartbeatOptions;
-  readonly #store: StoreInfo;
+  readonly #storePath?: string;
   readonly #calls = new Map<number, PendingCall>();
   #nextId = 1;
   #lastPong = performance.now();
@@ -91,7 +81,8 @@ export class ModuleInstance {
       services: ServiceHandler;
       log: Logger;
       heartbeat: HeartbeatOptions;
-      store: StoreInfo;
+      /** The module's own KV database; absent: it stores through the core. */
+      storePath?: string;
     },
   ) {
     this.manifest = manifest;
@@ -103,7 +94,7 @@ export class ModuleInstance {
       version: manifest.version,
     });
     this.#heartbeat = options.heartbeat;
-    this.#store = options.store;
+    this.#storePath = options.storePath;
     channel.onMessage((doc) => this.#receive(doc));
     channel.onExit((detail) => this.#down("crashed", detail));
   }
@@ -144,7 +135,14 @@ export class ModuleInstance {
     switch (doc.t) {
       case "ready":
         // Loaded: tell it where its storage is; it is ready once it opened it.
-        this.#channel.send({ t: "init", storage: { ...this.#store } });
+        this.#channel.send({
+          t: "init",
+          storage: {
+            path: this.#storePath,
+            name: this.manifest.name,
+            quota: this.manifest.storageQuota,
+          },
+        });
         return;
       case "initialized":
         this.state = "ready";

@@ -27,7 +27,11 @@ import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
 import { ServerKeys } from "./keys.ts";
 import { GroupCommit } from "../../kv/group_commit.ts";
-import { enqueueOutbound, type OutboundItem } from "./outbox.ts";
+import {
+  enqueueOutbound,
+  type OutboundDelivery,
+  type OutboundItem,
+} from "./outbox.ts";
 import { OutboundQueue } from "./queue.ts";
 
 /** Seconds a remote profile is cached. */
@@ -137,15 +141,7 @@ export class Federation {
   }
 
   /** Queue a payload for remote recipients and wake the queue. */
-  async enqueue(
-    delivery: {
-      module: string;
-      from: string;
-      to: string[];
-      id: string;
-      payload: unknown;
-    },
-  ): Promise<string[]> {
+  async enqueue(delivery: OutboundDelivery): Promise<string[]> {
     const ids = await enqueueOutbound(this.#writes, delivery);
     this.queue.kick();
     return ids;

@@ -11,6 +11,20 @@
 
 import type { GroupCommit } from "../../kv/group_commit.ts";
 
+/** What a module asks to send to remote recipients. */
+export interface OutboundDelivery {
+  /** The sending module. */
+  module: string;
+  /** Sender address (a local user). */
+  from: string;
+  /** Remote recipients, on any number of domains. */
+  to: string[];
+  /** Delivery id chosen by the module (idempotency across retries). */
+  id: string;
+  /** The module's payload. */
+  payload: unknown;
+}
+
 /** One queued delivery to one remote domain. */
 export interface OutboundItem {
   /** `<module>:<delivery id>:<domain>`. */
@@ -43,13 +57,7 @@ export interface OutboundItem {
  */
 export async function enqueueOutbound(
   writes: GroupCommit,
-  delivery: {
-    module: string;
-    from: string;
-    to: string[];
-    id: string;
-    payload: unknown;
-  },
+  delivery: OutboundDelivery,
 ): Promise<string[]> {
   const byDomain = new Map<string, string[]>();
   for (const address of delivery.to) {

@@ -15,21 +15,22 @@ import {
 } from "../../core/wire/mod.ts";
 import type { Manifest } from "../manifest.ts";
 import type { Channel } from "./channel.ts";
+import { workerPermissions } from "./worker.ts";
 
 /** Largest frame a module process may send. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
-/** The `deno run` flags of a manifest with its storage database `store`. */
+/**
+ * The `deno run` flags of a manifest with its storage database `store`: the
+ * same grants as a Worker's, as flags.
+ */
 export function processFlags(manifest: Manifest, store?: string): string[] {
   const flags = ["--no-prompt", "--unstable-kv"];
-  const { net, env } = manifest.permissions;
-  const own = store === undefined ? [] : [store];
-  const read = [...manifest.permissions.read, ...own];
-  const write = [...manifest.permissions.write, ...own];
-  if (net.length) flags.push(`--allow-net=${net.join(",")}`);
-  if (read.length) flags.push(`--allow-read=${read.join(",")}`);
-  if (write.length) flags.push(`--allow-write=${write.join(",")}`);
-  if (env.length) flags.push(`--allow-env=${env.join(",")}`);
+  const granted = workerPermissions(manifest, store);
+  for (const name of ["net", "read", "write", "env"] as const) {
+    const list = granted[name];
+    if (Array.isArray(list)) flags.push(`--allow-${name}=${list.join(",")}`);
+  }
   flags.push(`--v8-flags=--max-old-space-size=${manifest.memoryMb}`);
   return flags;
 }

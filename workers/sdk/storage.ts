@@ -546,14 +546,10 @@ export class KvStorage implements ModuleStorage {
     return group;
   }
 
-  /** Read the current heads of every key of `group`, ten at a time, in parallel. */
-  async #current(
-    group: Pending[],
-  ): Promise<Map<string, Deno.KvEntryMaybe<Head>>> {
+  /** Read the current heads of the keys of `ops`, ten at a time, in parallel. */
+  async #current(ops: Op[]): Promise<Map<string, Deno.KvEntryMaybe<Head>>> {
     const keys = new Map<string, StorageKey>();
-    for (const p of group) {
-      for (const o of p.ops) keys.set(keyId(o.key), o.key);
-    }
+    for (const o of ops) keys.set(keyId(o.key), o.key);
     const list = [...keys];
     const reads: Promise<Deno.KvEntryMaybe<Head>[]>[] = [];
     for (let i = 0; i < list.length; i += 10) {
@@ -574,7 +570,7 @@ export class KvStorage implements ModuleStorage {
    */
   async #oldHeads(group: Pending[]): Promise<Map<string, Head | null>> {
     const known = new Map<string, Head | null>();
-    const unknown: Pending["ops"] = [];
+    const unknown: Op[] = [];
     for (const p of group) {
       const checked = new Map<string, string | null>();
       for (const o of p.ops) {
@@ -592,11 +588,7 @@ export class KvStorage implements ModuleStorage {
       }
     }
     if (unknown.length > 0) {
-      const read = await this.#current([{
-        ops: unknown,
-        resolve: () => {},
-        reject: () => {},
-      }]);
+      const read = await this.#current(unknown);
       for (const [id, entry] of read) known.set(id, entry.value);
     }
     return known;
@@ -650,7 +642,7 @@ export class KvStorage implements ModuleStorage {
   /** Commit one operation on its own, retrying when others' writes conflict. */
   async #commitAlone(p: Pending): Promise<void> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const current = await this.#current([p]);
+      const current = await this.#current(p.ops);
       if (
         p.ops.some((o) =>
           o.op === "check" &&

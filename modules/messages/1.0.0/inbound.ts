@@ -18,9 +18,10 @@ import type {
 } from "../../../workers/sdk/mod.ts";
 import {
   addCopies,
-  type Content,
+  bodyBytes,
+  contentOps,
   DEFAULT_QUOTA,
-  INLINE_BODY,
+  holdersOf,
   key,
   Mailbox,
   type NewCopy,
@@ -52,9 +53,6 @@ function asPayload(raw: unknown, from: string, id: string): Payload {
     ? p.body
     : "";
   const encrypted = p.encrypted === true;
-  const bodySize = typeof body === "string"
-    ? new TextEncoder().encode(body).byteLength
-    : body.byteLength;
   const subject = typeof p.subject === "string" ? p.subject.slice(0, 1000) : "";
   return {
     message_id: id,
@@ -70,7 +68,7 @@ function asPayload(raw: unknown, from: string, id: string): Payload {
       ? p.in_reply_to.slice(0, 64)
       : null,
     date: p.date instanceof Date ? p.date : new Date(),
-    size: bodySize + subject.length + 200,
+    size: bodyBytes(body) + subject.length + 200,
     preview: encrypted || typeof body !== "string"
       ? ""
       : body.replace(/\s+/g, " ").trim().slice(0, 160),
@@ -83,7 +81,6 @@ async function store(
   payload: Payload,
   mailboxes: Map<string, number>,
 ): Promise<Map<string, "ok" | "quota">> {
-  const contentKey = key.content(payload.message_id);
   const { body: _, ...fields } = payload;
   const copies: NewCopy[] = [];
   for (const [address, quota] of mailboxes) {
@@ -106,24 +103,18 @@ async function store(
       quota,
     });
   }
-  const content: Content = { body: payload.body };
-  const bodySize = typeof payload.body === "string"
-    ? payload.body.length * 3
-    : payload.body.byteLength;
-  // A large body goes first on its own (see send.ts), a small one with the copies.
-  const inline = bodySize <= INLINE_BODY;
-  if (!inline && !(await ctx.storage.get(contentKey))) {
-    await ctx.storage.set(contentKey, content);
-  }
+  // A delivery may be a retry: its content may be there already.
+  const first = await contentOps(ctx.storage, payload.message_id, {
+    body: payload.body,
+    fresh: false,
+  });
   const ownersKey = key.owners(payload.message_id);
   const outcomes = await addCopies(ctx.storage, copies, {
-    first: inline ? [{ op: "set", key: contentKey, value: content }] : [],
+    first,
     // Holders of a copy, added to those of an earlier delivery of the same message.
     last: async (outcomes) => {
       const existing = await ctx.storage.get<string[]>(ownersKey);
-      const holders = copies.filter((_, i) => outcomes[i] !== "quota").map((
-        c,
-      ) => c.record.owner);
+      const holders = holdersOf(copies, outcomes);
       return [
         {
           op: "check",

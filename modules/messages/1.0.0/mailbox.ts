@@ -243,6 +243,52 @@ const COPIES_PER_PART = 8;
 const BATCH_COPIES = 96;
 const BATCH_CHECKS = 95;
 
+/** Bytes of a body (UTF-8 for text). */
+export function bodyBytes(body: string | Uint8Array): number {
+  return typeof body === "string"
+    ? new TextEncoder().encode(body).byteLength
+    : body.byteLength;
+}
+
+/**
+ * Store the content shared by every copy of a message: a body of at most
+ * {@link INLINE_BODY} bytes goes with the copies (the operation is returned
+ * for {@link addCopies}' `first`); a larger one cannot go into an atomic
+ * operation and is written now, before any copy (a crash after this leaves an
+ * unreferenced content, never a message without its body).
+ * `fresh`: the message id is new, its content never written.
+ */
+export async function contentOps(
+  storage: ModuleStorage,
+  messageId: string,
+  options: { body: string | Uint8Array; fresh: boolean },
+): Promise<Op[]> {
+  const content: Content = { body: options.body };
+  const contentKey = key.content(messageId);
+  if (bodyBytes(options.body) <= INLINE_BODY) {
+    return [{
+      op: "set",
+      key: contentKey,
+      value: content,
+      fresh: options.fresh,
+    }];
+  }
+  if (options.fresh || !(await storage.get(contentKey))) {
+    await storage.set(contentKey, content);
+  }
+  return [];
+}
+
+/** Mailboxes that hold a copy (one entry per copy), from {@link addCopies}' outcomes. */
+export function holdersOf(
+  copies: NewCopy[],
+  outcomes: CopyOutcome[],
+): string[] {
+  return copies.filter((_, i) => outcomes[i] !== "quota").map((c) =>
+    c.record.owner
+  );
+}
+
 /** Mailbox states kept by a batcher. */
 const STATES_KEPT = 20_000;
 

@@ -17,10 +17,11 @@ import type { BlobMeta } from "./attachments.ts";
 import {
   addCopies,
   type AttachmentRef,
+  bodyBytes,
   type Change,
-  type Content,
+  contentOps,
   DEFAULT_QUOTA,
-  INLINE_BODY,
+  holdersOf,
   key,
   Mailbox,
   type NewCopy,
@@ -147,10 +148,7 @@ export async function send(
     size: a.size,
     sha256: a.sha256,
   }));
-  const bodySize = typeof request.body === "string"
-    ? new TextEncoder().encode(request.body).byteLength
-    : request.body.byteLength;
-  const size = bodySize + request.subject.length +
+  const size = bodyBytes(request.body) + request.subject.length +
     attachments.reduce((n, a) => n + a.size, 0) +
     200;
   const date = new Date();
@@ -195,6 +193,7 @@ export async function send(
   // a copy, in one atomic operation for up to 8 copies.
   // Without a client id the message id is new (random): nothing to check.
   const fresh = request.client_id === undefined;
+  const sentId = `${messageId}-sent`;
   const copies: NewCopy[] = [];
   for (const [address, quota] of mailboxes) {
     copies.push({
@@ -218,7 +217,7 @@ export async function send(
   copies.push({
     record: {
       ...base,
-      id: `${messageId}-sent`,
+      id: sentId,
       owner: sender,
       folder: "sent",
       bcc: request.bcc,
@@ -232,14 +231,10 @@ export async function send(
     quota: Number.MAX_SAFE_INTEGER,
     fresh,
   });
-  const content: Content = { body: request.body };
-  const contentKey = key.content(messageId);
-  // A large body cannot go into an atomic operation: it is written first (a
-  // crash after this leaves an unreferenced content, never a message
-  // without its body); the same bytes again on a retry.
-  const inline = bodySize <= INLINE_BODY;
-  if (!inline) await storage.set(contentKey, content);
-  const sentId = `${messageId}-sent`;
+  const first = await contentOps(storage, messageId, {
+    body: request.body,
+    fresh,
+  });
   // The answer, from each copy's outcome (in the order of `copies`).
   const resultOf = (outcomes: (Change | "exists" | "quota")[]): SendResult => {
     const full = new Set(
@@ -282,11 +277,7 @@ export async function send(
     return { message_id: messageId, id: sentId, date, recipients };
   };
   const outcomes = await addCopies(storage, copies, {
-    // New keys (a new message id): not read; on a retry with the same client
-    // id the same bytes are written again.
-    first: inline
-      ? [{ op: "set", key: contentKey, value: content, fresh: true }]
-      : [],
+    first,
     last: (outcomes) =>
       Promise.resolve([
         // Who holds a copy (one entry per copy): the content goes with the last one.
@@ -294,9 +285,7 @@ export async function send(
           op: "set",
           fresh: true,
           key: key.owners(messageId),
-          value: copies.filter((_, i) => outcomes[i] !== "quota").map((c) =>
-            c.record.owner
-          ),
+          value: holdersOf(copies, outcomes),
         },
         // What a retry with the same client id is answered.
         ...(request.client_id
