@@ -43,18 +43,19 @@ async function retry<T>(work: () => Promise<T>, until: number): Promise<T> {
   throw lastError;
 }
 
+/** Global ids of every copy in a folder (the same for a message on every server). */
 async function ids(session: MailSession, folder: string): Promise<string[]> {
   const out: string[] = [];
   let cursor: string | undefined;
   do {
     const page = await session.call<
-      { messages: { message_id: string }[]; cursor?: string }
+      { messages: { global_id: string }[]; cursor?: string }
     >("list", {
       folder,
       limit: 200,
       cursor,
     });
-    out.push(...page.messages.map((m) => m.message_id));
+    out.push(...page.messages.map((m) => m.global_id));
     cursor = page.cursor;
   } while (cursor);
   return out;
@@ -86,13 +87,13 @@ export async function soak(
         // Retry the same client id until acknowledged: the answer is then certain.
         for (;;) {
           try {
-            const r = await session.call<{ message_id: string }>("send", {
+            const r = await session.call<{ global_id: string }>("send", {
               to: ["bob@alpha.test", "carl@beta.test"],
               subject: `soak ${clientId}`,
               body: `message ${clientId}`,
               client_id: clientId,
             });
-            acked.add(r.message_id);
+            acked.add(r.global_id);
             break;
           } catch {
             session.client.close();

@@ -78,7 +78,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         const bob2 = await openMail(b, "bob@beta.test");
         const carl = await openMail(c, "carl@gamma.test");
         const sent = await alice.call<
-          { message_id: string; recipients: { status: string }[] }
+          { global_id: string; recipients: { status: string }[] }
         >("send", {
           to: ["bob@beta.test", "carl@gamma.test"],
           subject: "Across servers",
@@ -88,17 +88,20 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           "queued",
           "queued",
         ]);
+        // Each server has its own id for the message; its global id is one.
+        const pushed = [];
         for (const s of [bob, bob2, carl]) {
           const push = await pushOf(
             s,
             "message_new",
-            (d) => d.message_id === sent.message_id,
+            (d) => d.global_id === sent.global_id,
           );
           assert.equal(push.from, "alice@alpha.test");
           assert.equal(push.subject, "Across servers");
+          pushed.push(push);
         }
         const got = await carl.call<{ body: string }>("get", {
-          id: sent.message_id,
+          id: pushed[2].id,
         });
         assert.equal(got.body, "Hello from alpha");
         await waitFor(
@@ -110,20 +113,20 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           "empty queue",
         );
         // A reply goes back the other way, in the same thread.
-        const reply = await bob.call<{ message_id: string }>("send", {
+        const reply = await bob.call<{ global_id: string }>("send", {
           to: ["alice@alpha.test"],
           subject: "Re: Across servers",
           body: "Hi back",
-          in_reply_to: sent.message_id,
+          in_reply_to: pushed[0].id,
         });
-        await pushOf(
+        const answer = await pushOf(
           alice,
           "message_new",
-          (d) => d.message_id === reply.message_id,
+          (d) => d.global_id === reply.global_id,
         );
         const thread = await alice.call<{ messages: { subject: string }[] }>(
           "thread",
-          { id: reply.message_id },
+          { id: answer.id },
         );
         assert.deepEqual(thread.messages.map((m) => m.subject), [
           "Across servers",
@@ -138,7 +141,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         const code = await c.server!.stop("SIGTERM");
         assert.equal(code, 0);
         const sent = await alice.call<
-          { message_id: string; recipients: { status: string }[] }
+          { global_id: string; recipients: { status: string }[] }
         >("send", {
           to: ["carl@gamma.test"],
           subject: "While you were down",
@@ -160,9 +163,9 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         await waitFor(
           async () => {
             const inbox = await carl.call<
-              { messages: { message_id: string }[] }
+              { messages: { global_id: string }[] }
             >("list");
-            return inbox.messages.some((m) => m.message_id === sent.message_id);
+            return inbox.messages.some((m) => m.global_id === sent.global_id);
           },
           15_000,
           "delivery after restart",
@@ -175,12 +178,12 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           10_000,
           "empty queue",
         );
-        const inbox = await carl.call<{ messages: { message_id: string }[] }>(
+        const inbox = await carl.call<{ messages: { global_id: string }[] }>(
           "list",
           { limit: 200 },
         );
         assert.equal(
-          inbox.messages.filter((m) => m.message_id === sent.message_id).length,
+          inbox.messages.filter((m) => m.global_id === sent.global_id).length,
           1,
         );
       },
@@ -305,7 +308,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           device: laptop,
           recipients: targets,
         });
-        const sent = await alice.call<{ message_id: string; id: string }>(
+        const sent = await alice.call<{ global_id: string; id: string }>(
           "send",
           {
             to: ["bob@beta.test", "bea@beta.test"],
@@ -319,12 +322,16 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           subject: "control",
           body: `${CONTROL} readable by servers`,
         });
+        // Each recipient's copy, by its id on beta.test.
+        const received: string[] = [];
         for (const session of [bob, bea]) {
-          await pushOf(
-            session,
-            "message_new",
-            (d) => d.message_id === sent.message_id,
-          );
+          received.push(String(
+            (await pushOf(
+              session,
+              "message_new",
+              (d) => d.global_id === sent.global_id,
+            )).id,
+          ));
         }
         const readOn = async (
           s: MailSession,
@@ -340,9 +347,9 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         };
         for (
           const [s, id, device] of [
-            [bob, sent.message_id, devices.get("bob@beta.test")![0]],
-            [bea, sent.message_id, devices.get("bea@beta.test")![0]],
-            [bea, sent.message_id, devices.get("bea@beta.test")![1]],
+            [bob, received[0], devices.get("bob@beta.test")![0]],
+            [bea, received[1], devices.get("bea@beta.test")![0]],
+            [bea, received[1], devices.get("bea@beta.test")![1]],
             [alice, sent.id, devices.get("alice@alpha.test")![1]],
           ] as const
         ) {
@@ -353,7 +360,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         }
         // Bob's device cannot open it as Bea.
         await assert.rejects(() =>
-          readOn(bea, sent.message_id, { ...devices.get("bob@beta.test")![0] })
+          readOn(bea, received[1], { ...devices.get("bob@beta.test")![0] })
         );
         // The plaintext is in no server's files or logs; the control message is (so the search works).
         const inFiles = async (dir: string, bytes: Uint8Array) => {

@@ -159,6 +159,15 @@ export function inboundCommands(deps: InboundDeps): Command[] {
             },
           );
         }
+        // Only this server speaks for the domains it hosts: a peer that
+        // authenticated for one (its DNS lists that peer too) could
+        // otherwise deliver mail that looks made here.
+        if (await hosted(peer.domain)) {
+          throw new ProtocolError(
+            ErrorCode.S2S_NOT_DELEGATED,
+            `${peer.domain} is hosted on this server: no other server delivers for it`,
+          );
+        }
         const from = address(p.from);
         if (!from || splitAddress(from)[1] !== peer.domain) {
           throw new ProtocolError(
@@ -200,6 +209,8 @@ export function inboundCommands(deps: InboundDeps): Command[] {
               id: p.id,
               payload: p.payload ?? null,
               peer: peer.host,
+              // The origin of what is delivered: the authenticated domain.
+              peer_domain: peer.domain,
             }) as { recipients: typeof results };
             results.push(...answer.recipients);
           } catch (error) {

@@ -2,8 +2,12 @@
  * Mail from other servers, and bounces of ours.
  *
  * - `deliver`: the payload a remote messages module queued; each local
- *   recipient (aliases and catch-all apply) gets a copy, idempotent by the
- *   message id, so a retried delivery never makes a second copy.
+ *   recipient (aliases and catch-all apply) gets a copy. The message is the
+ *   origin's: its global id is the delivery id at the domain the sending
+ *   server authenticated for (`peer_domain`, set by the core, never read from
+ *   the payload), its local id a hash of that (ids.ts). So a delivery only
+ *   ever adds a message; a retry of the same (origin, id) adds nothing and
+ *   changes nothing; no id a peer sends can name a message made elsewhere.
  * - `bounce`: a remote delivery failed for good; the sender gets a notice in
  *   the inbox from `mailer-daemon@<their domain>` naming each failed
  *   recipient and why.
@@ -17,133 +21,127 @@ import type {
   ModuleContext,
 } from "../../../workers/sdk/mod.ts";
 import {
-  addCopies,
+  domainOf,
+  globalId,
+  localMessageId,
+  mainMessageId,
+  parseGlobalId,
+  sha256Hex,
+} from "./ids.ts";
+import {
+  addMessage,
   bodyBytes,
-  contentOps,
   DEFAULT_QUOTA,
-  holdersOf,
-  key,
   Mailbox,
-  type NewCopy,
+  type MessageRecord,
+  type NewMessage,
 } from "./mailbox.ts";
+import { MAX_BODY } from "./send.ts";
 
-/** The fields of a message a sending server carries in its payload. */
-interface Payload {
-  message_id: string;
-  from: string;
+/** Protocol error codes of refused recipients (docs/PROTOCOL.md section 4). */
+const NOT_DELEGATED = 501;
+const FROM_MISMATCH = 503;
+const NOT_FOUND = 201;
+const INVALID_ADDRESS = 200;
+const LIMIT_EXCEEDED = 206;
+
+/** What a copy takes from a sending server's payload, each field checked. */
+interface Fields {
   to: string[];
   cc: string[];
   subject: string;
   format: string;
   encrypted: boolean;
-  in_reply_to: string | null;
   date: Date;
-  size: number;
-  preview: string;
   body: string | Uint8Array;
+  in_reply_to: unknown;
+  thread: unknown;
 }
 
-function asPayload(raw: unknown, from: string, id: string): Payload {
+function fieldsOf(raw: unknown, now: Date): Fields {
   const p = (raw ?? {}) as Record<string, unknown>;
   const strings = (v: unknown) =>
     Array.isArray(v)
-      ? v.filter((x): x is string => typeof x === "string").slice(0, 100)
+      ? v.filter((x): x is string => typeof x === "string" && x.length <= 320)
+        .slice(0, 100)
       : [];
   const body = typeof p.body === "string" || p.body instanceof Uint8Array
     ? p.body
     : "";
-  const encrypted = p.encrypted === true;
-  const subject = typeof p.subject === "string" ? p.subject.slice(0, 1000) : "";
+  // A date from the future would keep a message on top of the inbox.
+  const date = p.date instanceof Date && p.date.getTime() <= now.getTime()
+    ? p.date
+    : now;
   return {
-    message_id: id,
-    from,
     to: strings(p.to),
     cc: strings(p.cc),
-    subject,
+    subject: typeof p.subject === "string" ? p.subject.slice(0, 1000) : "",
     format: ["text", "markdown", "html"].includes(String(p.format))
       ? String(p.format)
       : "text",
-    encrypted,
-    in_reply_to: typeof p.in_reply_to === "string"
-      ? p.in_reply_to.slice(0, 64)
-      : null,
-    date: p.date instanceof Date ? p.date : new Date(),
-    size: bodyBytes(body) + subject.length + 200,
-    preview: encrypted || typeof body !== "string"
-      ? ""
-      : body.replace(/\s+/g, " ").trim().slice(0, 160),
+    encrypted: p.encrypted === true || body instanceof Uint8Array,
+    date,
     body,
+    in_reply_to: p.in_reply_to,
+    thread: p.thread,
   };
 }
 
+/** A received copy of a message, before its thread is known. */
+function recordOf(
+  fields: Fields,
+  message: { id: string; global: string; from: string; owner: string },
+  inReplyTo: string | null,
+  thread: string,
+): MessageRecord {
+  const { body, date } = fields;
+  return {
+    id: message.id,
+    message_id: message.id,
+    global_id: message.global,
+    owner: message.owner,
+    folder: "inbox",
+    from: message.from,
+    to: fields.to,
+    cc: fields.cc,
+    bcc: [],
+    subject: fields.subject,
+    format: fields.format,
+    encrypted: fields.encrypted,
+    attachments: [],
+    in_reply_to: inReplyTo,
+    thread,
+    seen: false,
+    flagged: false,
+    date,
+    size: bodyBytes(body) + fields.subject.length + 200,
+    preview: fields.encrypted || typeof body !== "string"
+      ? ""
+      : body.replace(/\s+/g, " ").trim().slice(0, 160),
+  };
+}
+
+/** Store a message and push each new copy to its owner; the owners that are full. */
 async function store(
   ctx: ModuleContext,
-  payload: Payload,
-  mailboxes: Map<string, number>,
-): Promise<Map<string, "ok" | "quota">> {
-  const { body: _, ...fields } = payload;
-  const copies: NewCopy[] = [];
-  for (const [address, quota] of mailboxes) {
-    const parent = payload.in_reply_to
-      ? await new Mailbox(ctx.storage, address).message(payload.in_reply_to)
-      : null;
-    copies.push({
-      record: {
-        ...fields,
-        id: payload.message_id,
-        owner: address,
-        folder: "inbox",
-        bcc: [],
-        attachments: [],
-        thread: parent?.value.thread ?? payload.in_reply_to ??
-          payload.message_id,
-        seen: false,
-        flagged: false,
-      },
-      quota,
-    });
-  }
-  // A delivery may be a retry: its content may be there already.
-  const first = await contentOps(ctx.storage, payload.message_id, {
-    body: payload.body,
-    fresh: false,
-  });
-  const ownersKey = key.owners(payload.message_id);
-  const outcomes = await addCopies(ctx.storage, copies, {
-    first,
-    // Holders of a copy, added to those of an earlier delivery of the same message.
-    last: async (outcomes) => {
-      const existing = await ctx.storage.get<string[]>(ownersKey);
-      const holders = holdersOf(copies, outcomes);
-      return [
-        {
-          op: "check",
-          key: ownersKey,
-          versionstamp: existing?.versionstamp ?? null,
-        },
-        {
-          op: "set",
-          key: ownersKey,
-          value: [...new Set([...(existing?.value ?? []), ...holders])],
-        },
-      ];
-    },
-  });
-  const outcome = new Map<string, "ok" | "quota">();
-  copies.forEach((c, i) =>
-    outcome.set(c.record.owner, outcomes[i] === "quota" ? "quota" : "ok")
-  );
+  message: NewMessage,
+): Promise<Set<string>> {
+  const outcomes = await addMessage(ctx.storage, message);
   await Promise.all(
     outcomes.map((change, i) =>
       typeof change === "object"
-        ? ctx.push(copies[i].record.owner, "message_new", {
+        ? ctx.push(message.copies[i].record.owner, "message_new", {
           ...change.summary,
           seq: change.seq,
         })
         : 0
     ),
   );
-  return outcome;
+  return new Set(
+    message.copies.filter((_, i) => outcomes[i] === "quota").map((c) =>
+      c.record.owner
+    ),
+  );
 }
 
 /** Handle an inbound delivery or bounce. */
@@ -153,22 +151,90 @@ export async function inbound(
   quotaDefault = DEFAULT_QUOTA,
 ): Promise<InboundResult> {
   if (delivery.kind === "bounce") return await bounce(delivery, ctx);
-  const payload = asPayload(delivery.payload, delivery.from, delivery.id);
-  const resolutions = await ctx.resolve(delivery.to);
+  const refuse = (error: number, message: string): InboundResult => ({
+    recipients: delivery.to.map((address) => ({
+      address,
+      status: "failed",
+      error,
+      message,
+    })),
+  });
+  // The domain the sending server authenticated for, as the core passes it.
+  const peerDomain = (delivery as { peer_domain?: unknown }).peer_domain;
+  const origin = typeof peerDomain === "string" ? peerDomain.toLowerCase() : "";
+  if (!origin || domainOf(delivery.from) !== origin) {
+    return refuse(FROM_MISMATCH, "the sender is not of the sending domain");
+  }
+  const now = new Date();
+  const fields = fieldsOf(delivery.payload, now);
+  if (bodyBytes(fields.body) > MAX_BODY) {
+    return refuse(LIMIT_EXCEEDED, `a body is at most ${MAX_BODY} bytes`);
+  }
+  const answered = parseGlobalId(fields.in_reply_to);
+  const named = parseGlobalId(fields.thread);
+  // Which domains are hosted here, asked with the recipients: a hosted
+  // domain's address never resolves to itself as a remote one.
+  const domains = [...new Set([origin, answered?.domain ?? origin])];
+  const resolutions = await ctx.resolve([
+    ...delivery.to,
+    ...domains.map((d) => `postmaster@${d}`),
+  ]);
+  const recipients = resolutions.slice(0, delivery.to.length);
+  const hosted = new Set(
+    domains.filter((_, i) => {
+      const probe = resolutions[delivery.to.length + i];
+      return probe.kind !== "invalid" && !probe.remote.includes(probe.address!);
+    }),
+  );
+  if (hosted.has(origin)) {
+    return refuse(
+      NOT_DELEGATED,
+      `${origin} is hosted here: no other server speaks for it`,
+    );
+  }
+  const global = globalId(delivery.id, origin);
+  const id = localMessageId({ id: delivery.id, global }, false);
+  const inReplyTo = answered
+    ? localMessageId(answered, hosted.has(answered.domain))
+    : null;
   const mailboxes = new Map<string, number>();
-  for (const r of resolutions) {
+  for (const r of recipients) {
     for (const m of r.mailboxes) {
       mailboxes.set(m.address, m.quota || quotaDefault);
     }
   }
-  const outcome = await store(ctx, payload, mailboxes);
+  const copies = [];
+  for (const [owner, quota] of mailboxes) {
+    // The thread the origin names; else the one of the answered message
+    // here; else the answered message's; else this one starts it.
+    const thread = named?.global ??
+      (inReplyTo
+        ? (await new Mailbox(ctx.storage, owner).copyOf(inReplyTo))?.thread
+        : undefined) ??
+      answered?.global ?? global;
+    copies.push({
+      record: recordOf(
+        fields,
+        { id, global, from: delivery.from, owner },
+        inReplyTo,
+        thread,
+      ),
+      quota,
+    });
+  }
+  const full = await store(ctx, {
+    id,
+    body: fields.body,
+    fresh: false,
+    copies,
+  });
   return {
-    recipients: resolutions.map((r) => {
+    recipients: recipients.map((r) => {
       if (r.kind === "invalid") {
         return {
           address: r.input,
           status: "failed",
-          error: 200,
+          error: INVALID_ADDRESS,
           message: "invalid address",
         };
       }
@@ -176,15 +242,15 @@ export async function inbound(
         return {
           address: r.input,
           status: "failed",
-          error: 201,
+          error: NOT_FOUND,
           message: r.reason ?? "no such mailbox",
         };
       }
-      if (r.mailboxes.every((m) => outcome.get(m.address) === "quota")) {
+      if (r.mailboxes.every((m) => full.has(m.address))) {
         return {
           address: r.input,
           status: "failed",
-          error: 206,
+          error: LIMIT_EXCEEDED,
           message: "the recipient's mailbox is full",
         };
       }
@@ -197,8 +263,11 @@ async function bounce(
   delivery: InboundDelivery,
   ctx: ModuleContext,
 ): Promise<InboundResult> {
-  const original = asPayload(delivery.payload, delivery.from, delivery.id);
-  const domain = delivery.from.slice(delivery.from.lastIndexOf("@") + 1);
+  const now = new Date();
+  const original = fieldsOf(delivery.payload, now);
+  const domain = domainOf(delivery.from);
+  // The sender's message (a Bcc recipient's delivery has an id of its own).
+  const answered = mainMessageId(delivery.id);
   const lines = [
     `Your message "${original.subject}" of ${original.date.toISOString()} could not be delivered to:`,
     "",
@@ -206,35 +275,44 @@ async function bounce(
       `  ${f.address}: error ${f.error}: ${f.message}`
     ),
     "",
-    `Message id: ${delivery.id}`,
+    `Message id: ${answered}`,
   ];
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(
-      `bounce\n${delivery.id}\n${delivery.to.join(",")}`,
-    ),
+  const id = sha256Hex(`bounce\n${delivery.id}\n${delivery.to.join(",")}`)
+    .slice(0, 24);
+  const global = globalId(id, domain);
+  const parent = await new Mailbox(ctx.storage, delivery.from).copyOf(
+    answered,
   );
-  const id = Array.from(
-    new Uint8Array(digest).subarray(0, 12),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  const notice: Payload = {
-    message_id: id,
-    from: `mailer-daemon@${domain}`,
+  const notice: Fields = {
     to: [delivery.from],
     cc: [],
     subject: `Undeliverable: ${original.subject}`.slice(0, 1000),
     format: "text",
     encrypted: false,
-    in_reply_to: delivery.id,
-    date: new Date(),
-    size: 0,
-    preview: "",
+    date: now,
     body: lines.join("\n"),
+    in_reply_to: null,
+    thread: null,
   };
-  notice.size = notice.body.length + notice.subject.length + 200;
-  notice.preview = (notice.body as string).replace(/\s+/g, " ").slice(0, 160);
-  await store(ctx, notice, new Map([[delivery.from, Number.MAX_SAFE_INTEGER]]));
+  await store(ctx, {
+    id,
+    body: notice.body,
+    fresh: false,
+    copies: [{
+      record: recordOf(
+        notice,
+        {
+          id,
+          global,
+          from: `mailer-daemon@${domain}`,
+          owner: delivery.from,
+        },
+        answered,
+        parent?.thread ?? globalId(answered, domain),
+      ),
+      quota: Number.MAX_SAFE_INTEGER,
+    }],
+  });
   return {
     recipients: delivery.to.map((address) => ({
       address,

@@ -6,16 +6,21 @@
  *   per-folder counts, the user's own folders
  * - `["msg", owner, copyId]` -> {@link MessageRecord}
  * - `["idx", owner, folder, dateMs, copyId]` -> {@link Summary} (newest first by reverse listing)
- * - `["thr", owner, thread, dateMs, copyId]` -> true, for copies of messages
- *   that answer another (the message that starts a thread is found by its id)
+ * - `["thr", owner, threadKey(thread), dateMs, copyId]` -> true, for copies of
+ *   messages that answer another (the message that starts a thread is found
+ *   by its id)
  * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES})
  * - `["content", messageId]` -> {@link Content} shared by every copy of a message
+ * - `["body", messageId, gen]` -> a body larger than {@link INLINE_BODY},
+ *   written before the content record that names it
  * - `["owners", messageId]` -> mailboxes holding a copy (one entry per copy);
  *   the content is deleted with the last copy
  *
- * Every change of a mailbox is one atomic operation that also bumps the
- * state's sequence and writes a change record, so a client holding a
- * sequence number can always catch up (`changes`).
+ * `messageId` is the message's local id (see ids.ts). Every change of a
+ * mailbox is one atomic operation that also bumps the state's sequence and
+ * writes a change record, so a client holding a sequence number can always
+ * catch up (`changes`). A message is only ever added: its content is written
+ * once, checked absent, and never replaced (docs/PROTOCOL.md section 13.1).
  *
  * @module
  */
@@ -25,6 +30,7 @@ import {
   type ModuleStorage,
   type StorageEntry,
 } from "../../../workers/sdk/mod.ts";
+import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
 
 /** Changes kept per user for catch-up. */
@@ -48,18 +54,25 @@ export interface AttachmentRef {
   sha256: string;
 }
 
-/** The body, stored once for every copy of a message. */
+/**
+ * The body, stored once for every copy of a message: inline, or (larger than
+ * {@link INLINE_BODY}) under `["body", messageId, large]`.
+ */
 export interface Content {
   /** Text, or opaque bytes for encrypted messages. */
-  body: string | Uint8Array;
+  body?: string | Uint8Array;
+  /** Generation of a large body stored apart. */
+  large?: string;
 }
 
 /** One copy of a message in one mailbox. */
 export interface MessageRecord {
   /** Id of this copy in this mailbox. */
   id: string;
-  /** Id of the message, the same in every mailbox. */
+  /** Local id of the message, the same in every mailbox of this server. */
   message_id: string;
+  /** `<id>@<origin domain>`: the message's id on every server. */
+  global_id: string;
   /** Mailbox owner. */
   owner: string;
   /** Folder. */
@@ -80,9 +93,9 @@ export interface MessageRecord {
   encrypted: boolean;
   /** Attachments. */
   attachments: AttachmentRef[];
-  /** The message this one answers. */
+  /** Local id of the message this one answers. */
   in_reply_to: string | null;
-  /** The thread (message id of its first message). */
+  /** The thread: the global id of its first message. */
   thread: string;
   /** Read. */
   seen: boolean;
@@ -102,6 +115,7 @@ export type Summary =
     MessageRecord,
     | "id"
     | "message_id"
+    | "global_id"
     | "folder"
     | "from"
     | "to"
@@ -159,6 +173,7 @@ export function summaryOf(m: MessageRecord): Summary {
   return {
     id: m.id,
     message_id: m.message_id,
+    global_id: m.global_id,
     folder: m.folder,
     from: m.from,
     to: m.to,
@@ -178,6 +193,11 @@ function emptyState(): MailboxState {
   return { seq: 0, used: 0, counts: {}, folders: [] };
 }
 
+/** The key part of a thread (a global id may be longer than a key part). */
+export function threadKey(thread: string): string {
+  return sha256Hex(`AMTP thread\n${thread}`).slice(0, 32);
+}
+
 /** Keys of a mailbox. */
 export const key = {
   state: (owner: string) => ["state", owner],
@@ -193,9 +213,10 @@ export const key = {
     thread: string,
     date: Date,
     id: string,
-  ) => ["thr", owner, thread, date.getTime(), id],
+  ) => ["thr", owner, threadKey(thread), date.getTime(), id],
   chg: (owner: string, seq: number) => ["chg", owner, seq],
   content: (messageId: string) => ["content", messageId],
+  body: (messageId: string, gen: string) => ["body", messageId, gen],
   owners: (messageId: string) => ["owners", messageId],
 };
 
@@ -250,43 +271,67 @@ export function bodyBytes(body: string | Uint8Array): number {
     : body.byteLength;
 }
 
-/**
- * Store the content shared by every copy of a message: a body of at most
- * {@link INLINE_BODY} bytes goes with the copies (the operation is returned
- * for {@link addCopies}' `first`); a larger one cannot go into an atomic
- * operation and is written now, before any copy (a crash after this leaves an
- * unreferenced content, never a message without its body).
- * `fresh`: the message id is new, its content never written.
- */
-export async function contentOps(
+/** The body of a message, or null when its content is gone. */
+export async function readBody(
   storage: ModuleStorage,
   messageId: string,
-  options: { body: string | Uint8Array; fresh: boolean },
-): Promise<Op[]> {
-  const content: Content = { body: options.body };
-  const contentKey = key.content(messageId);
-  if (bodyBytes(options.body) <= INLINE_BODY) {
-    return [{
-      op: "set",
-      key: contentKey,
-      value: content,
-      fresh: options.fresh,
-    }];
-  }
-  if (options.fresh || !(await storage.get(contentKey))) {
-    await storage.set(contentKey, content);
-  }
-  return [];
+): Promise<string | Uint8Array | null> {
+  const content = (await storage.get<Content>(key.content(messageId)))?.value;
+  if (!content) return null;
+  if (content.large === undefined) return content.body ?? null;
+  return (await storage.get<string | Uint8Array>(
+    key.body(messageId, content.large),
+  ))?.value ?? null;
 }
 
-/** Mailboxes that hold a copy (one entry per copy), from {@link addCopies}' outcomes. */
-export function holdersOf(
-  copies: NewCopy[],
-  outcomes: CopyOutcome[],
-): string[] {
-  return copies.filter((_, i) => outcomes[i] !== "quota").map((c) =>
-    c.record.owner
-  );
+/**
+ * Drop removed copies from their messages' owners lists; a message no
+ * mailbox holds any more loses its content in the same atomic operation (so
+ * a delivery adding a copy at that moment sees the content gone and writes
+ * it again, never keeps a copy without one).
+ */
+export async function releaseCopies(
+  storage: ModuleStorage,
+  removed: MessageRecord[],
+): Promise<void> {
+  for (const record of removed) {
+    const ownersKey = key.owners(record.message_id);
+    const contentKey = key.content(record.message_id);
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const [owners, content] = await storage.getMany<string[] | Content>([
+        ownersKey,
+        contentKey,
+      ]) as [StorageEntry<string[]> | null, StorageEntry<Content> | null];
+      if (!owners) break;
+      const rest = [...owners.value];
+      const at = rest.indexOf(record.owner);
+      if (at < 0) break;
+      rest.splice(at, 1);
+      const ops: Op[] = [{
+        op: "check",
+        key: ownersKey,
+        versionstamp: owners.versionstamp,
+      }];
+      if (rest.length > 0) {
+        ops.push({ op: "set", key: ownersKey, value: rest });
+      } else {
+        ops.push(
+          { op: "delete", key: ownersKey },
+          {
+            op: "check",
+            key: contentKey,
+            versionstamp: content?.versionstamp ?? null,
+          },
+          { op: "delete", key: contentKey },
+        );
+      }
+      if (!(await storage.atomic(ops))) continue;
+      if (rest.length === 0 && content?.value.large !== undefined) {
+        await storage.delete(key.body(record.message_id, content.value.large));
+      }
+      break;
+    }
+  }
 }
 
 /** Mailbox states kept by a batcher. */
@@ -301,7 +346,7 @@ interface CachedState {
 /** What became of one copy: its change, `exists` (delivered before) or `quota`. */
 export type CopyOutcome = Change | "exists" | "quota";
 
-/** One copy to add with {@link addCopies}. */
+/** One copy of a {@link NewMessage}. */
 export interface NewCopy {
   /** The copy. */
   record: MessageRecord;
@@ -314,13 +359,38 @@ export interface NewCopy {
   fresh?: boolean;
 }
 
+/** A message to store with {@link addMessage}. */
+export interface NewMessage {
+  /** Local id: keys the content shared by the copies, and its owners list. */
+  id: string;
+  /** The body, stored once for every copy. */
+  body: string | Uint8Array;
+  /**
+   * The id was just drawn at random: its content and owners list are known
+   * to be absent (still checked by the atomic operation, but not read).
+   */
+  fresh: boolean;
+  /** Its copies, each in its own mailbox. */
+  copies: NewCopy[];
+}
+
 /** Copies of one message to store in one atomic operation with others. */
 interface Part {
   copies: NewCopy[];
-  first: Op[];
-  last?: (outcomes: CopyOutcome[]) => Promise<Op[]>;
-  resolve: (outcomes: CopyOutcome[]) => void;
+  /** Local id of the message: two parts of one message never share a commit. */
+  message: string;
+  /** Checks the part's own operations hold (for the batch's bound). */
+  checks: number;
+  /** The part's own operations, from its copies' outcomes (`retry`: read, do not trust what is known). */
+  extra: (outcomes: CopyOutcome[], retry: boolean) => Promise<Op[]>;
+  resolve: (done: PartDone) => void;
   reject: (error: unknown) => void;
+}
+
+/** The outcome of a part: its copies', and the versionstamp of the commit (null when nothing was written). */
+interface PartDone {
+  outcomes: CopyOutcome[];
+  versionstamp: string | null;
 }
 
 /**
@@ -344,7 +414,7 @@ class CopyBatcher {
     this.#storage = storage;
   }
 
-  submit(part: Omit<Part, "resolve" | "reject">): Promise<CopyOutcome[]> {
+  submit(part: Omit<Part, "resolve" | "reject">): Promise<PartDone> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ ...part, resolve, reject });
       if (!this.#running) this.#run();
@@ -388,6 +458,7 @@ class CopyBatcher {
   #take(): Part[] {
     const batch: Part[] = [];
     const owners = new Set<string>();
+    const messages = new Set<string>();
     let copies = 0;
     let checks = 0;
     while (this.#queue.length > 0) {
@@ -397,13 +468,17 @@ class CopyBatcher {
       );
       const c = part.copies.length;
       const k = part.copies.filter((x) => !x.fresh).length + newOwners.size +
-        (part.last ? 1 : 0);
+        part.checks;
       if (
         batch.length > 0 &&
-        (copies + c > BATCH_COPIES || checks + k > BATCH_CHECKS)
+        (copies + c > BATCH_COPIES || checks + k > BATCH_CHECKS ||
+          // The same message twice (a retry racing its first attempt): its
+          // content and owners must be planned from what the first wrote.
+          messages.has(part.message))
       ) break;
       batch.push(this.#queue.shift()!);
       for (const o of newOwners) owners.add(o);
+      messages.add(part.message);
       copies += c;
       checks += k;
     }
@@ -418,22 +493,24 @@ class CopyBatcher {
         all,
         attempt > 0 ? "read" : this.#states,
       );
-      const ops: Op[] = [...batch.flatMap((p) => p.first), ...plan.ops];
+      const ops: Op[] = [...plan.ops];
       const outcomes: CopyOutcome[][] = [];
       let at = 0;
       for (const part of batch) {
         const mine = plan.outcomes.slice(at, at += part.copies.length);
         outcomes.push(mine);
-        if (part.last) ops.push(...await part.last(mine));
+        ops.push(...await part.extra(mine, attempt > 0));
       }
       const versionstamp = ops.length === 0
-        ? "none"
+        ? null
         : await this.#storage.commit(ops);
-      if (versionstamp !== null) {
+      if (versionstamp !== null || ops.length === 0) {
         for (const [owner, state] of plan.written) {
-          this.#remember(owner, { state, versionstamp });
+          this.#remember(owner, { state, versionstamp: versionstamp! });
         }
-        batch.forEach((part, i) => part.resolve(outcomes[i]));
+        batch.forEach((part, i) =>
+          part.resolve({ outcomes: outcomes[i], versionstamp })
+        );
         return;
       }
       // Someone else changed one of these mailboxes: read them again.
@@ -464,44 +541,144 @@ class CopyBatcher {
 
 const batchers = new WeakMap<ModuleStorage, CopyBatcher>();
 
+/** What a delivery knows of its message's content and owners list. */
+interface Shared {
+  /** Versionstamp of the content record, null when there is none. */
+  content: string | null;
+  /** The owners list. */
+  owners: StorageEntry<string[]> | null;
+}
+
 /**
- * Store copies of one message in several mailboxes (the recipients' and the
- * sender's Sent), each copy idempotent by its id and counted against its
- * mailbox's quota, in one atomic operation for up to
- * {@link COPIES_PER_PART} copies (shared with concurrent deliveries).
- * `first` operations go with the first atomic operation (the shared
- * content), `last` ones are built with the outcome of every copy (in the
- * order of `copies`) and go with the last (the owners list).
+ * Store a message: its copies in their mailboxes (each idempotent by its
+ * id and counted against its mailbox's quota, up to {@link COPIES_PER_PART}
+ * copies per atomic operation, shared with concurrent deliveries), the
+ * content they share and the list of who holds a copy.
+ *
+ * Only ever adds: the content is written only when absent (checked by the
+ * atomic operation) and never replaced, so a retry or another delivery of
+ * the same id cannot change what its copies read; the owners list grows by
+ * the copies really added; a part that adds no copy commits nothing.
+ * `last` operations (built from every copy's outcome, in the order of
+ * `copies`) go with the last part, whatever it adds.
  */
-export async function addCopies(
+export async function addMessage(
   storage: ModuleStorage,
-  copies: NewCopy[],
-  options: {
-    first?: Op[];
-    last?: (outcomes: CopyOutcome[]) => Promise<Op[]>;
-  } = {},
+  message: NewMessage,
+  options: { last?: (outcomes: CopyOutcome[]) => Promise<Op[]> } = {},
 ): Promise<CopyOutcome[]> {
+  if (message.copies.length === 0) return [];
   let batcher = batchers.get(storage);
   if (!batcher) batchers.set(storage, batcher = new CopyBatcher(storage));
+  const contentKey = key.content(message.id);
+  const ownersKey = key.owners(message.id);
+  const read = async (): Promise<Shared> => {
+    const [content, owners] = await storage.getMany<string[]>([
+      contentKey,
+      ownersKey,
+    ]);
+    return { content: content?.versionstamp ?? null, owners };
+  };
+  let known: Shared | null = message.fresh
+    ? { content: null, owners: null }
+    : null;
+  // A large body cannot go into an atomic operation: it is written apart
+  // first, under a generation of its own, and the content record naming it
+  // goes with the copies. Unused (the content was there), it is deleted.
+  const large = bodyBytes(message.body) > INLINE_BODY;
+  let staged: string | undefined;
+  let stagedUsed = false;
+  const stage = async () => {
+    if (staged !== undefined) return staged;
+    const gen = crypto.randomUUID();
+    await storage.set(key.body(message.id, gen), message.body);
+    return staged = gen;
+  };
+  if (large && (known ?? (known = await read())).content === null) {
+    await stage();
+  }
   const outcomes: CopyOutcome[] = [];
-  for (
-    let from = 0;
-    from < copies.length || from === 0;
-    from += COPIES_PER_PART
-  ) {
-    const part = copies.slice(from, from + COPIES_PER_PART);
-    const isLast = from + COPIES_PER_PART >= copies.length;
-    const last = options.last;
-    const earlier = [...outcomes];
-    outcomes.push(
-      ...await batcher.submit({
-        copies: part,
-        first: from === 0 ? options.first ?? [] : [],
-        last: isLast && last
-          ? (mine) => last([...earlier, ...mine])
-          : undefined,
-      }),
-    );
+  try {
+    for (
+      let from = 0;
+      from < message.copies.length;
+      from += COPIES_PER_PART
+    ) {
+      const copies = message.copies.slice(from, from + COPIES_PER_PART);
+      const isLast = from + COPIES_PER_PART >= message.copies.length;
+      const earlier = [...outcomes];
+      let planned: { shared: Shared; wrote: boolean; owners: string[] } | null =
+        null;
+      const done = await batcher.submit({
+        copies,
+        message: message.id,
+        checks: 2,
+        extra: async (mine, retry) => {
+          planned = null;
+          const ops: Op[] = [];
+          const added = copies.filter((_, i) => typeof mine[i] === "object")
+            .map((c) => c.record.owner);
+          if (added.length > 0) {
+            const shared = !retry && known ? known : await read();
+            const wrote = shared.content === null;
+            if (wrote) {
+              const value: Content = large
+                ? { large: await stage() }
+                : { body: message.body };
+              ops.push(
+                { op: "check", key: contentKey, versionstamp: null },
+                { op: "set", key: contentKey, value, fresh: true },
+              );
+            } else {
+              // Kept as it is; checked so that it is still there.
+              ops.push({
+                op: "check",
+                key: contentKey,
+                versionstamp: shared.content,
+              });
+            }
+            const owners = [...(shared.owners?.value ?? []), ...added];
+            ops.push(
+              {
+                op: "check",
+                key: ownersKey,
+                versionstamp: shared.owners?.versionstamp ?? null,
+              },
+              {
+                op: "set",
+                key: ownersKey,
+                value: owners,
+                fresh: shared.owners === null,
+              },
+            );
+            planned = { shared, wrote, owners };
+          }
+          if (isLast && options.last) {
+            ops.push(...await options.last([...earlier, ...mine]));
+          }
+          return ops;
+        },
+      });
+      outcomes.push(...done.outcomes);
+      const wrote = planned as
+        | { shared: Shared; wrote: boolean; owners: string[] }
+        | null;
+      if (wrote && done.versionstamp !== null) {
+        if (wrote.wrote) stagedUsed = true;
+        known = {
+          content: wrote.wrote ? done.versionstamp : wrote.shared.content,
+          owners: {
+            key: ownersKey,
+            value: wrote.owners,
+            versionstamp: done.versionstamp,
+          },
+        };
+      }
+    }
+  } finally {
+    if (staged !== undefined && !stagedUsed) {
+      await storage.delete(key.body(message.id, staged));
+    }
   }
   return outcomes;
 }
@@ -589,7 +766,7 @@ async function planCopies(
       },
       // A message that starts its thread has no thread entry: `thread`
       // finds it by its id (one record less per delivery).
-      ...(record.thread === record.message_id ? [] : [{
+      ...(record.thread === record.global_id ? [] : [{
         op: "set" as const,
         key: key.thr(owner, record.thread, record.date, record.id),
         value: true,
@@ -652,6 +829,15 @@ export class Mailbox {
   /** One copy, or null. */
   async message(id: string): Promise<StorageEntry<MessageRecord> | null> {
     return await this.#storage.get<MessageRecord>(key.msg(this.owner, id));
+  }
+
+  /** The copy of a message by its id or its copy's, received or sent; or null. */
+  async copyOf(id: string): Promise<MessageRecord | null> {
+    const [received, sent] = await this.#storage.getMany<MessageRecord>([
+      key.msg(this.owner, id),
+      key.msg(this.owner, `${id}-sent`),
+    ]);
+    return (received ?? sent)?.value ?? null;
   }
 
   /**
@@ -877,17 +1063,22 @@ export class Mailbox {
 
   /**
    * Copies in a thread, oldest first: the thread's entries, and the copies of
-   * the message that started it (stored without an entry; copies written
-   * before that rule have one too, counted once).
+   * the message that started it (stored without an entry), under each local
+   * id its global id can have here; only copies that name the thread count.
    */
   async thread(thread: string): Promise<Summary[]> {
     const page = await this.#storage.list<boolean>(
-      ["thr", this.owner, thread],
+      ["thr", this.owner, threadKey(thread)],
       { limit: 500 },
     );
     const ids = new Set(page.items.map((entry) => String(entry.key[4])));
-    ids.add(thread);
-    ids.add(`${thread}-sent`);
+    const first = parseGlobalId(thread);
+    if (first) {
+      const mine = localMessageId(first, true);
+      ids.add(mine);
+      ids.add(`${mine}-sent`);
+      ids.add(localMessageId(first, false));
+    }
     const copies = await this.#storage.getMany<MessageRecord>(
       [...ids].map((id) => key.msg(this.owner, id)),
     );

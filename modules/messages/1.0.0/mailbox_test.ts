@@ -1,17 +1,25 @@
 import assert from "node:assert/strict";
 import { KvStorage } from "../../../workers/sdk/storage.ts";
 import {
-  addCopies,
+  addMessage,
   type Change,
+  type CopyOutcome,
+  INLINE_BODY,
   key,
+  Mailbox,
   type MailboxState,
   type MessageRecord,
+  type NewMessage,
+  readBody,
+  releaseCopies,
 } from "./mailbox.ts";
+import { localMessageId, parseGlobalId } from "./ids.ts";
 
 function record(id: string, owner: string): MessageRecord {
   return {
     id,
-    message_id: id,
+    message_id: id.replace(/-sent$/, ""),
+    global_id: `${id.replace(/-sent$/, "")}@x.test`,
     owner,
     folder: "inbox",
     from: "a@x.test",
@@ -23,12 +31,29 @@ function record(id: string, owner: string): MessageRecord {
     encrypted: false,
     attachments: [],
     in_reply_to: null,
-    thread: id,
+    thread: `${id.replace(/-sent$/, "")}@x.test`,
     seen: false,
     flagged: false,
     date: new Date(),
     size: 300,
     preview: "",
+  };
+}
+
+/** A message `id` with a copy in each of `owners`' mailboxes. */
+function message(
+  id: string,
+  owners: string[],
+  options: { body?: string | Uint8Array; quota?: number } = {},
+): NewMessage {
+  return {
+    id,
+    body: options.body ?? `body of ${id}`,
+    fresh: false,
+    copies: owners.map((owner) => ({
+      record: record(id, owner),
+      quota: options.quota ?? 1e9,
+    })),
   };
 }
 
@@ -52,14 +77,28 @@ async function withStorages(
   }
 }
 
+/** Every key of the module's namespace with its versionstamp. */
+async function snapshot(kv: Deno.Kv): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for await (const entry of kv.list({ prefix: [] })) {
+    out.set(JSON.stringify(entry.key), entry.versionstamp);
+  }
+  return out;
+}
+
 Deno.test("mailbox: concurrent deliveries share commits; every copy gets its own sequence number", () =>
   withStorages(async (a) => {
     const outcomes = await Promise.all(
       Array.from({ length: 60 }, (_, i) =>
-        addCopies(a, [
-          { record: record(`m${i}`, "r@x.test"), quota: 1e9 },
-          { record: record(`m${i}-sent`, `s${i % 3}@x.test`), quota: 1e9 },
-        ])),
+        addMessage(a, {
+          id: `m${i}`,
+          body: "b",
+          fresh: false,
+          copies: [
+            { record: record(`m${i}`, "r@x.test"), quota: 1e9 },
+            { record: record(`m${i}-sent`, `s${i % 3}@x.test`), quota: 1e9 },
+          ],
+        })),
     );
     const seqs = outcomes.map((o) => (o[0] as Change).seq).sort((x, y) =>
       x - y
@@ -81,26 +120,26 @@ Deno.test("mailbox: two module copies on one database lose no change (a stale ca
   withStorages(async (a, b) => {
     for (let i = 0; i < 20; i++) {
       const storage = i % 2 === 0 ? a : b;
-      const [outcome] = await addCopies(storage, [{
-        record: record(`m${i}`, "r@x.test"),
-        quota: 1e9,
-      }]);
+      const [outcome] = await addMessage(
+        storage,
+        message(`m${i}`, ["r@x.test"]),
+      );
       assert.equal((outcome as Change).seq, i + 1);
     }
     const state = (await a.get<MailboxState>(key.state("r@x.test")))!.value;
     assert.equal(state.seq, 20);
     assert.equal(state.counts.inbox.total, 20);
     // The same copy again (a retried delivery) is not added twice.
-    const again = await addCopies(b, [{
-      record: record("m3", "r@x.test"),
-      quota: 1e9,
-    }]);
+    const again = await addMessage(b, message("m3", ["r@x.test"]));
     assert.deepEqual(again, ["exists"]);
     // Past the quota.
-    const full = await addCopies(a, [{
-      record: { ...record("big", "r@x.test"), size: 10_000 },
-      quota: 20 * 300 + 100,
-    }]);
+    const full = await addMessage(a, {
+      ...message("big", ["r@x.test"]),
+      copies: [{
+        record: { ...record("big", "r@x.test"), size: 10_000 },
+        quota: 20 * 300 + 100,
+      }],
+    });
     assert.deepEqual(full, ["quota"]);
   }));
 
@@ -108,9 +147,9 @@ Deno.test("mailbox: a delivery that fails in a shared batch fails alone", () =>
   withStorages(async (a) => {
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
-        addCopies(
+        addMessage(
           a,
-          [{ record: record(`m${i}`, "r@x.test"), quota: 1e9 }],
+          message(`m${i}`, ["r@x.test"]),
           i === 4
             ? { last: () => Promise.reject(new Error("its own fault")) }
             : {},
@@ -121,4 +160,114 @@ Deno.test("mailbox: a delivery that fails in a shared batch fails alone", () =>
     const state = (await a.get<MailboxState>(key.state("r@x.test")))!.value;
     assert.equal(state.counts.inbox.total, 9);
     assert.equal(await a.get(key.msg("r@x.test", "m4")), null);
+    assert.equal(await a.get(key.content("m4")), null);
+  }));
+
+Deno.test("mailbox: a message's content is written once; another delivery of its id cannot change it", () =>
+  withStorages(async (a, b) => {
+    await addMessage(a, message("m", ["r@x.test"], { body: "the original" }));
+    // The same id again, from the other module copy too, with other bodies
+    // and a new recipient: the new copy shares the first content.
+    const outcomes = await addMessage(
+      b,
+      message("m", ["r@x.test", "t@x.test"], { body: "a rewrite" }),
+    );
+    assert.equal(outcomes[0], "exists");
+    assert.equal((outcomes[1] as Change).type, "new");
+    await addMessage(a, message("m", ["t@x.test"], { body: "again" }));
+    assert.equal(await readBody(a, "m"), "the original");
+    assert.deepEqual((await a.get(key.owners("m")))!.value, [
+      "r@x.test",
+      "t@x.test",
+    ]);
+  }));
+
+Deno.test("mailbox: concurrent deliveries of one message share its content and owners list without losing an entry", () =>
+  withStorages(async (a) => {
+    const outcomes = await Promise.all(
+      ["r@x.test", "s@x.test", "t@x.test", "r@x.test"].map((owner, i) =>
+        addMessage(a, message("m", [owner], { body: `body ${i}` }))
+      ),
+    );
+    assert.deepEqual(
+      outcomes.map((o) => typeof o[0] === "object" ? "new" : o[0]),
+      ["new", "new", "new", "exists"],
+    );
+    assert.equal(await readBody(a, "m"), "body 0");
+    assert.deepEqual(
+      (await a.get<string[]>(key.owners("m")))!.value.sort(),
+      ["r@x.test", "s@x.test", "t@x.test"],
+    );
+  }));
+
+Deno.test("mailbox: a delivery that adds no copy commits nothing", () =>
+  withStorages(async (a, _b, kv) => {
+    await addMessage(a, message("m", ["r@x.test"]));
+    const before = await snapshot(kv);
+    // A retry (the copy exists), a full mailbox, and no mailbox at all.
+    assert.deepEqual(
+      await addMessage(a, message("m", ["r@x.test"], { body: "other" })),
+      ["exists"],
+    );
+    const full: CopyOutcome[] = await addMessage(
+      a,
+      message("n", ["r@x.test"], { quota: 10 }),
+    );
+    assert.deepEqual(full, ["quota"]);
+    assert.deepEqual(await addMessage(a, message("o", [])), []);
+    assert.deepEqual(await snapshot(kv), before);
+  }));
+
+Deno.test("mailbox: a large body is stored apart once, never replaced, removed when unused and with the last copy", () =>
+  withStorages(async (a, _b, kv) => {
+    const big = (fill: number) => new Uint8Array(INLINE_BODY + 1000).fill(fill);
+    const bodies = async () => {
+      let n = 0;
+      for await (
+        const _ of kv.list({ prefix: ["mod", "messages", "d", "body"] })
+      ) n++;
+      return n;
+    };
+    await addMessage(a, message("m", ["r@x.test"], { body: big(1) }));
+    await addMessage(
+      a,
+      message("m", ["r@x.test", "t@x.test"], {
+        body: big(2),
+      }),
+    );
+    assert.deepEqual(await readBody(a, "m"), big(1));
+    assert.equal(await bodies(), 1);
+    // A full mailbox: nothing stays behind.
+    await addMessage(a, message("n", ["r@x.test"], { body: big(3), quota: 1 }));
+    assert.equal(await readBody(a, "n"), null);
+    assert.equal(await bodies(), 1);
+    // The last copy takes the content and the body along.
+    await releaseCopies(a, [record("m", "r@x.test")]);
+    assert.deepEqual(await readBody(a, "m"), big(1));
+    await releaseCopies(a, [record("m", "t@x.test")]);
+    assert.equal(await readBody(a, "m"), null);
+    assert.equal(await a.get(key.owners("m")), null);
+    assert.equal(await bodies(), 0);
+  }));
+
+Deno.test("mailbox: a thread named by a long global id (a long origin domain) holds its copies", () =>
+  withStorages(async (a) => {
+    const domain = `${"d".repeat(60)}.${"e".repeat(60)}.${"f".repeat(60)}.${
+      "g".repeat(60)
+    }.test`;
+    const root = `${"r".repeat(100)}@${domain}`;
+    // Received from that domain: its local id is the hash of its global id.
+    const id = localMessageId(parseGlobalId(root)!, false);
+    const first = message(id, ["r@x.test"]);
+    first.copies[0].record = {
+      ...first.copies[0].record,
+      global_id: root,
+      thread: root,
+    };
+    const answer = message("answer", ["r@x.test"]);
+    answer.copies[0].record.thread = root;
+    await addMessage(a, first);
+    await addMessage(a, answer);
+    const thread = await new Mailbox(a, "r@x.test").thread(root);
+    assert.deepEqual(thread.map((m) => m.id).sort(), [id, "answer"].sort());
   }));

@@ -12,14 +12,15 @@ import {
 import { Attachments, CHUNK_SIZE } from "./attachments.ts";
 import {
   type Change,
-  type Content,
   DEFAULT_QUOTA,
-  key,
   Mailbox,
   type MessageRecord,
+  readBody,
+  releaseCopies,
 } from "./mailbox.ts";
 import {
   bytes,
+  bytesList,
   folderName,
   optBool,
   optInt,
@@ -67,49 +68,6 @@ async function notify(ctx: ModuleContext, changes: Change[]): Promise<void> {
   });
 }
 
-async function content(
-  ctx: ModuleContext,
-  messageId: string,
-): Promise<Content | null> {
-  return (await ctx.storage.get<Content>(key.content(messageId)))?.value ??
-    null;
-}
-
-/** Drop removed copies from their content's owners; delete a content no mailbox holds. */
-async function release(
-  ctx: ModuleContext,
-  removed: MessageRecord[],
-): Promise<void> {
-  for (const record of removed) {
-    const ownersKey = key.owners(record.message_id);
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const entry = await ctx.storage.get<string[]>(ownersKey);
-      if (!entry) break;
-      const owners = [...entry.value];
-      const at = owners.indexOf(record.owner);
-      if (at < 0) break;
-      owners.splice(at, 1);
-      const check = {
-        op: "check" as const,
-        key: ownersKey,
-        versionstamp: entry.versionstamp,
-      };
-      const done = owners.length > 0
-        ? await ctx.storage.atomic([check, {
-          op: "set",
-          key: ownersKey,
-          value: owners,
-        }])
-        : await ctx.storage.atomic([check, { op: "delete", key: ownersKey }]);
-      if (!done) continue;
-      if (owners.length === 0) {
-        await ctx.storage.delete(key.content(record.message_id));
-      }
-      break;
-    }
-  }
-}
-
 serveModule({
   inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
   commands: {
@@ -133,6 +91,17 @@ serveModule({
           { parameter: "format" },
         );
       }
+      const bcc = strList(p, "bcc", MAX_RECIPIENTS);
+      const bccBodies = p.bcc_bodies === undefined || p.bcc_bodies === null
+        ? undefined
+        : bytesList(p, "bcc_bodies", MAX_RECIPIENTS, MAX_BODY);
+      if (bccBodies && (!encrypted || bccBodies.length !== bcc.length)) {
+        throw new ModuleError(
+          "invalid_parameter",
+          '"bcc_bodies" needs "encrypted": true and one body per bcc address',
+          { parameter: "bcc_bodies" },
+        );
+      }
       const files = new Attachments(ctx.storage, ctx.caller.address);
       const attachments = [];
       for (const id of strList(p, "attachments", 20, 64)) {
@@ -142,9 +111,10 @@ serveModule({
         {
           to: strList(p, "to", MAX_RECIPIENTS),
           cc: strList(p, "cc", MAX_RECIPIENTS),
-          bcc: strList(p, "bcc", MAX_RECIPIENTS),
+          bcc,
           subject: optStr(p, "subject", 1000) ?? "",
           body,
+          bcc_bodies: bccBodies,
           format,
           attachments,
           in_reply_to: optStr(p, "in_reply_to", 64) ?? null,
@@ -200,9 +170,9 @@ serveModule({
       const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
       const entry = await mailbox.message(str(p, "id", 64));
       if (!entry) throw new ModuleError("not_found", `no message ${p.id}`);
-      const body = await content(ctx, entry.value.message_id);
+      const body = await readBody(ctx.storage, entry.value.message_id);
       const { owner: _, ...message } = entry.value;
-      return { ...message, body: body?.body ?? "" };
+      return { ...message, body: body ?? "" };
     },
 
     async mark(p, ctx) {
@@ -260,7 +230,7 @@ serveModule({
       const removed = forGood.length
         ? await mailbox.update(forGood, { remove: true })
         : { changes: [] as Change[], removed: [] as MessageRecord[] };
-      await release(ctx, removed.removed);
+      await releaseCopies(ctx.storage, removed.removed);
       const changes = [...moved.changes, ...removed.changes];
       await notify(ctx, changes);
       return {
@@ -316,7 +286,7 @@ serveModule({
               m.from.includes(query);
             let hit = inHeaders;
             if (!hit && !m.encrypted) {
-              const body = (await content(ctx, m.message_id))?.body;
+              const body = await readBody(ctx.storage, m.message_id);
               hit = typeof body === "string" &&
                 body.toLowerCase().includes(query);
             }

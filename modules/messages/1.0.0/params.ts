@@ -90,6 +90,25 @@ export function bytes(p: Params, name: string, max: number): Uint8Array {
   return v;
 }
 
+/** A list of at most `max` binaries of at most `maxBytes` bytes each. */
+export function bytesList(
+  p: Params,
+  name: string,
+  max: number,
+  maxBytes: number,
+): Uint8Array[] {
+  const v = p[name];
+  if (!Array.isArray(v) || v.length > max) {
+    throw bad(name, `must be a list of at most ${max} binaries`);
+  }
+  for (const item of v) {
+    if (!(item instanceof Uint8Array) || item.byteLength > maxBytes) {
+      throw bad(name, `items must be binaries of at most ${maxBytes} bytes`);
+    }
+  }
+  return v as Uint8Array[];
+}
+
 /** The names of the built-in folders. */
 export const SYSTEM_FOLDERS = ["inbox", "sent", "archive", "trash"] as const;
 

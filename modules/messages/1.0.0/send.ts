@@ -8,23 +8,26 @@
  * derived from sender and client id, so a retry (even after a crash in the
  * middle) delivers nothing twice and answers what the first attempt did.
  *
+ * With `bcc_bodies` (encrypted messages), each Bcc recipient gets a message
+ * of its own: its own body, an id derived from the message's and its address
+ * (ids.ts), its own remote delivery.
+ *
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
 import type { BlobMeta } from "./attachments.ts";
+import { bccMessageId, domainOf, globalId, newMessageId } from "./ids.ts";
 import {
-  addCopies,
+  addMessage,
   type AttachmentRef,
   bodyBytes,
-  type Change,
-  contentOps,
+  type CopyOutcome,
   DEFAULT_QUOTA,
-  holdersOf,
-  key,
   Mailbox,
+  type MessageRecord,
   type NewCopy,
+  type NewMessage,
 } from "./mailbox.ts";
 
 /** Recipients of one message, all fields together. */
@@ -44,11 +47,16 @@ export interface SendRequest {
   subject: string;
   /** Body: text, or bytes when encrypted. */
   body: string | Uint8Array;
+  /**
+   * One body per `bcc` address, in the same order (encrypted messages): each
+   * Bcc recipient gets its own instead of `body`.
+   */
+  bcc_bodies?: Uint8Array[];
   /** `text`, `markdown` or `html`. */
   format: string;
   /** Attachments (finished uploads of the sender). */
   attachments: BlobMeta[];
-  /** Answered message id. */
+  /** The sender's copy this message answers (a copy id). */
   in_reply_to: string | null;
   /** Client idempotency key. */
   client_id?: string;
@@ -70,8 +78,10 @@ export interface RecipientResult {
 
 /** The answer to a send. */
 export interface SendResult {
-  /** Message id (the same in every mailbox). */
+  /** Message id (the same in every mailbox of this server). */
   message_id: string;
+  /** `<message_id>@<sender's domain>`, the message's id on every server. */
+  global_id: string;
   /** Id of the sender's copy in Sent. */
   id: string;
   /** When it was sent. */
@@ -80,19 +90,19 @@ export interface SendResult {
   recipients: RecipientResult[];
 }
 
-function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}
-
-/** A message id: derived from sender and client id (idempotent), else random. */
-function newMessageId(sender: string, clientId?: string): string {
-  if (clientId !== undefined) {
-    return sha256Hex(`${sender}\n${clientId}`).slice(0, 24);
-  }
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(12)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
+/** The payload of a message for another server (docs/PROTOCOL.md 14.4). */
+export interface RemotePayload {
+  to: string[];
+  cc: string[];
+  subject: string;
+  format: string;
+  encrypted: boolean;
+  /** Global id of the message answered. */
+  in_reply_to: string | null;
+  /** Global id of the thread's first message. */
+  thread: string;
+  date: Date;
+  body: string | Uint8Array;
 }
 
 function preview(body: string | Uint8Array, encrypted: boolean): string {
@@ -100,15 +110,10 @@ function preview(body: string | Uint8Array, encrypted: boolean): string {
   return body.replace(/\s+/g, " ").trim().slice(0, 160);
 }
 
-async function threadOf(
-  mailbox: Mailbox,
-  inReplyTo: string | null,
-  messageId: string,
-): Promise<string> {
-  if (!inReplyTo) return messageId;
-  const parent = (await mailbox.message(inReplyTo)) ??
-    (await mailbox.message(`${inReplyTo}-sent`));
-  return parent?.value.thread ?? inReplyTo;
+/** Mailboxes (with quotas) and remote addresses one message goes to. */
+interface Destinations {
+  mailboxes: Map<string, number>;
+  remote: string[];
 }
 
 /** Send a message as the caller. */
@@ -118,6 +123,7 @@ export async function send(
   quotaDefault = DEFAULT_QUOTA,
 ): Promise<SendResult> {
   const sender = ctx.caller.address;
+  const domain = domainOf(sender);
   const written = [...request.to, ...request.cc, ...request.bcc];
   if (written.length === 0) {
     throw new ModuleError(
@@ -141,6 +147,12 @@ export async function send(
   }
 
   const resolutions = await ctx.resolve(written);
+  // The copy answered, in the sender's mailbox: its local id for local
+  // copies, its global id and thread for everyone.
+  const parent = request.in_reply_to
+    ? await new Mailbox(storage, sender).copyOf(request.in_reply_to)
+    : null;
+  const inReplyTo = parent?.message_id ?? request.in_reply_to;
   const attachments: AttachmentRef[] = request.attachments.map((a) => ({
     id: a.id,
     name: a.name,
@@ -148,99 +160,148 @@ export async function send(
     size: a.size,
     sha256: a.sha256,
   }));
-  const size = bodyBytes(request.body) + request.subject.length +
-    attachments.reduce((n, a) => n + a.size, 0) +
-    200;
+  const attachmentBytes = attachments.reduce((n, a) => n + a.size, 0);
   const date = new Date();
 
-  // Local mailboxes, each once, and remote addresses.
-  const mailboxes = new Map<string, number>();
-  const remote = new Set<string>();
-  for (const r of resolutions) {
+  // Each mailbox and remote address gets one message: the main one, or a
+  // Bcc recipient's own (only when it is not also a To or Cc recipient).
+  const bodies = request.bcc_bodies;
+  const direct = bodies
+    ? resolutions.slice(0, request.to.length + request.cc.length)
+    : resolutions;
+  const main: Destinations = { mailboxes: new Map(), remote: [] };
+  const taken = new Set<string>();
+  const collect = (into: Destinations, r: (typeof resolutions)[number]) => {
     for (const m of r.mailboxes) {
-      mailboxes.set(m.address, m.quota || quotaDefault);
+      if (taken.has(m.address)) continue;
+      taken.add(m.address);
+      into.mailboxes.set(m.address, m.quota || quotaDefault);
     }
-    for (const address of r.remote) remote.add(address);
+    for (const address of r.remote) {
+      if (taken.has(address)) continue;
+      taken.add(address);
+      into.remote.push(address);
+    }
+  };
+  for (const r of direct) collect(main, r);
+  const blind: { id: string; body: Uint8Array; to: Destinations }[] = [];
+  if (bodies) {
+    request.bcc.forEach((_, i) => {
+      const r = resolutions[direct.length + i];
+      const to: Destinations = { mailboxes: new Map(), remote: [] };
+      collect(to, r);
+      blind.push({
+        id: bccMessageId(messageId, r.address ?? r.input),
+        body: bodies[i],
+        to,
+      });
+    });
   }
-  const base = {
-    message_id: messageId,
-    from: sender,
+
+  const thread = parent?.thread ?? null;
+  const payload = (body: string | Uint8Array): RemotePayload => ({
     to: request.to,
     cc: request.cc,
     subject: request.subject,
     format: request.format,
     encrypted: request.encrypted,
-    attachments,
-    in_reply_to: request.in_reply_to,
-    flagged: false,
+    in_reply_to: parent?.global_id ?? null,
+    thread: thread ?? globalId(messageId, domain),
     date,
-    size,
-    preview: preview(request.body, request.encrypted),
-  };
-  let queued = new Set<string>();
-  if (remote.size > 0) {
+    body,
+  });
+  const queued = new Set<string>();
+  for (
+    const m of [{ id: messageId, body: request.body, to: main }, ...blind]
+  ) {
+    if (m.to.remote.length === 0) continue;
     await ctx.sendRemote({
       from: sender,
-      to: [...remote],
-      id: messageId,
-      payload: { ...base, bcc: [], body: request.body },
+      to: m.to.remote,
+      id: m.id,
+      payload: payload(m.body),
     });
-    queued = remote;
+    for (const address of m.to.remote) queued.add(address);
   }
-  // Every local copy and the sender's copy in Sent (with bcc; counted against
-  // the sender's quota only as far as it fits: a full mailbox does not stop a
-  // send), with the content shared by all of them and the list of who holds
-  // a copy, in one atomic operation for up to 8 copies.
+
   // Without a client id the message id is new (random): nothing to check.
   const fresh = request.client_id === undefined;
-  const sentId = `${messageId}-sent`;
-  const copies: NewCopy[] = [];
-  for (const [address, quota] of mailboxes) {
-    copies.push({
-      record: {
-        ...base,
-        id: messageId,
-        owner: address,
-        folder: "inbox",
-        bcc: [],
-        thread: await threadOf(
-          new Mailbox(storage, address),
-          request.in_reply_to,
-          messageId,
-        ),
-        seen: false,
-      },
-      quota,
-      fresh,
-    });
-  }
-  copies.push({
-    record: {
-      ...base,
-      id: sentId,
-      owner: sender,
-      folder: "sent",
-      bcc: request.bcc,
-      thread: await threadOf(
-        new Mailbox(storage, sender),
-        request.in_reply_to,
-        messageId,
-      ),
-      seen: true,
-    },
-    quota: Number.MAX_SAFE_INTEGER,
-    fresh,
+  const recordOf = async (
+    id: string,
+    body: string | Uint8Array,
+    owner: string,
+    sentCopy: boolean,
+  ): Promise<MessageRecord> => ({
+    id: sentCopy ? `${id}-sent` : id,
+    message_id: id,
+    global_id: globalId(id, domain),
+    owner,
+    folder: sentCopy ? "sent" : "inbox",
+    from: sender,
+    to: request.to,
+    cc: request.cc,
+    bcc: sentCopy ? request.bcc : [],
+    subject: request.subject,
+    format: request.format,
+    encrypted: request.encrypted,
+    attachments,
+    in_reply_to: inReplyTo,
+    // The parent's thread; else the recipient's copy of what it answers
+    // may know it; else the message starts one.
+    thread: thread ??
+      (inReplyTo
+        ? (await new Mailbox(storage, owner).copyOf(inReplyTo))?.thread
+        : undefined) ??
+      globalId(messageId, domain),
+    seen: sentCopy,
+    flagged: false,
+    date,
+    size: bodyBytes(body) + request.subject.length + attachmentBytes + 200,
+    preview: preview(body, request.encrypted),
   });
-  const first = await contentOps(storage, messageId, {
-    body: request.body,
-    fresh,
-  });
-  // The answer, from each copy's outcome (in the order of `copies`).
-  const resultOf = (outcomes: (Change | "exists" | "quota")[]): SendResult => {
+  const messageOf = async (
+    id: string,
+    body: string | Uint8Array,
+    to: Destinations,
+    withSent: boolean,
+  ): Promise<NewMessage> => {
+    const copies: NewCopy[] = [];
+    for (const [address, quota] of to.mailboxes) {
+      copies.push({
+        record: await recordOf(id, body, address, false),
+        quota,
+        fresh,
+      });
+    }
+    // The sender's copy is kept even in a full mailbox.
+    if (withSent) {
+      copies.push({
+        record: await recordOf(id, body, sender, true),
+        quota: Number.MAX_SAFE_INTEGER,
+        fresh,
+      });
+    }
+    return { id, body, fresh, copies };
+  };
+
+  // Bcc recipients' own messages first, then the main one with the answer
+  // for a retry: that answer is stored only once everything else is.
+  const blindMessages = await Promise.all(
+    blind.map((m) => messageOf(m.id, m.body, m.to, false)),
+  );
+  const blindOutcomes = await Promise.all(
+    blindMessages.map((m) => addMessage(storage, m)),
+  );
+  const mainMessage = await messageOf(messageId, request.body, main, true);
+  const resultOf = (outcomes: CopyOutcome[]): SendResult => {
+    const all = [...blindOutcomes.flat(), ...outcomes];
+    const copies = [
+      ...blindMessages.flatMap((m) => m.copies),
+      ...mainMessage
+        .copies,
+    ];
     const full = new Set(
-      copies.filter((_, i) => outcomes[i] === "quota").map((c) =>
-        c.record.owner
-      ),
+      copies.filter((_, i) => all[i] === "quota").map((c) => c.record.owner),
     );
     const recipients = resolutions.map((r): RecipientResult => {
       if (r.kind === "invalid") {
@@ -274,30 +335,33 @@ export async function send(
       }
       return { address: r.input, status: "delivered" };
     });
-    return { message_id: messageId, id: sentId, date, recipients };
+    return {
+      message_id: messageId,
+      global_id: globalId(messageId, domain),
+      id: `${messageId}-sent`,
+      date,
+      recipients,
+    };
   };
-  const outcomes = await addCopies(storage, copies, {
-    first,
+  const outcomes = await addMessage(storage, mainMessage, {
+    // What a retry with the same client id is answered.
     last: (outcomes) =>
-      Promise.resolve([
-        // Who holds a copy (one entry per copy): the content goes with the last one.
-        {
-          op: "set",
-          fresh: true,
-          key: key.owners(messageId),
-          value: holdersOf(copies, outcomes),
-        },
-        // What a retry with the same client id is answered.
-        ...(request.client_id
+      Promise.resolve(
+        request.client_id
           ? [{ op: "set" as const, key: resultKey, value: resultOf(outcomes) }]
-          : []),
-      ]),
+          : [],
+      ),
   });
   const result = resultOf(outcomes);
-  const pushes = outcomes.flatMap((change, i) =>
-    typeof change === "object"
-      ? [{ address: copies[i].record.owner, change }]
-      : []
+  const pushes = [...blindMessages, mainMessage].flatMap((m, j) =>
+    (j < blindMessages.length ? blindOutcomes[j] : outcomes).flatMap((
+      change,
+      i,
+    ) =>
+      typeof change === "object"
+        ? [{ address: m.copies[i].record.owner, change }]
+        : []
+    )
   );
   // Pushes leave once everything is durable; the answer does not wait for
   // the core to confirm them (a session that misses one catches up with
