@@ -225,8 +225,9 @@ export async function startServer(
           limits: sessionLimits,
           log,
         }),
-      httpHandler: () =>
-        new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`),
+      httpHandler: async (request) =>
+        await federation.handleHttp(request) ??
+          new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`),
       log,
     });
   } catch (error) {
