@@ -226,6 +226,8 @@ function formatDnsCheck(check: DnsCheck): string {
   for (const r of check.records) {
     const record = r.type === "TXT"
       ? `${r.name}. IN TXT "${r.value}"`
+      : r.type === "HTTPS"
+      ? `${r.name} serves ${r.value}`
       : `${r.name}. IN ${r.type} ${r.value}`;
     lines.push(
       `${
@@ -237,7 +239,7 @@ function formatDnsCheck(check: DnsCheck): string {
       for (const found of r.found) {
         lines.push(`        published now: ${found}`);
       }
-    } else if (r.type !== "TXT") {
+    } else if (r.type !== "TXT" && r.found.length) {
       lines.push(`        resolves to ${r.found.join(", ")}`);
     }
   }

@@ -35,8 +35,12 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
   const deadPort = freePort();
   const clients: AmtpClient[] = [];
   // beta.test lists a dead server first; delta.test only a dead one.
-  const zone = (overrides: Record<string, string> = {}) =>
+  const zone = (
+    overrides: Record<string, string> = {},
+    policies: string[] = [],
+  ) =>
     world.publish({
+      policies,
       txt: [
         [
           "beta.test",
@@ -435,7 +439,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           p1.authenticate(keysC, {
             host: c.host,
             domain: "alpha.test",
-            destination: "beta.test",
+            destinations: ["beta.test"],
           }),
           ErrorCode.S2S_NOT_DELEGATED,
         );
@@ -446,37 +450,59 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           p2.authenticate(keysC, {
             host: a.host,
             domain: "alpha.test",
-            destination: "beta.test",
+            destinations: ["beta.test"],
           }),
           ErrorCode.S2S_AUTH_FAILED,
         );
         p2.close();
-        // A signature made for beta.test, replayed to gamma.test's server.
+        // A signature made for beta.test's server, replayed to gamma.test's server.
         const toB = await peer(b);
         const { challenge } = await toB.call<{ challenge: string }>(
           "s2s_hello",
+          { receiver: b.host },
         );
         const claim = {
           challenge,
+          nonce: "bm9uY2Utb2YtdGhlLXNlbmRlcg==",
           host: a.host,
+          receiver: b.host,
           domain: "alpha.test",
-          destination: "beta.test",
+          destinations: ["beta.test"],
           timestamp: Date.now(),
         };
         const signature = await keysA.sign(signedText(claim));
         const toC = await peer(c);
-        await toC.call("s2s_hello");
+        // Gamma's server will not even issue a challenge for another server's name.
+        await refused(
+          toC.call("s2s_hello", { receiver: b.host }),
+          ErrorCode.S2S_AUTH_FAILED,
+        );
+        await toC.call("s2s_hello", { receiver: c.host });
         await refused(
           toC.call("s2s_auth", { ...claim, signature }),
           ErrorCode.S2S_AUTH_FAILED,
         );
-        // Even with gamma's own challenge, a signature for beta.test is refused by gamma.
-        const again = await toC.call<{ challenge: string }>("s2s_hello");
+        // Even with gamma's own challenge, a signature naming beta's server is refused by gamma.
+        const again = await toC.call<{ challenge: string }>("s2s_hello", {
+          receiver: c.host,
+        });
         const forB = { ...claim, challenge: again.challenge };
         await refused(
           toC.call("s2s_auth", {
             ...forB,
             signature: await keysA.sign(signedText(forB)),
+          }),
+          ErrorCode.S2S_AUTH_FAILED,
+        );
+        // Naming gamma's server but a domain gamma does not host.
+        const third = await toC.call<{ challenge: string }>("s2s_hello", {
+          receiver: c.host,
+        });
+        const forC = { ...claim, challenge: third.challenge, receiver: c.host };
+        await refused(
+          toC.call("s2s_auth", {
+            ...forC,
+            signature: await keysA.sign(signedText(forC)),
           }),
           ErrorCode.S2S_WRONG_DESTINATION,
         );
@@ -571,6 +597,13 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           await certificateHash(a.certPem),
         ], env);
         assert.equal(loggedIn.code, 0, loggedIn.stderr);
+        // Without the policy announced, the check says what to publish.
+        const unannounced = await runCli(["dns"], env);
+        assert.match(
+          unannounced.stdout,
+          /MISSING _amtp-policy\.alpha\.test\. IN TXT "v=AMTP-POLICY1; id=[0-9a-f]{16}; port=\d+"/,
+        );
+        await zone({}, ["alpha.test"]);
         const good = await runCli(["dns"], env);
         assert.equal(good.code, 0, good.stdout + good.stderr);
         assert.match(
@@ -582,6 +615,14 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
         assert.match(
           good.stdout,
           /ok\s+a\.example\.test\. IN TXT "amtp-dkim=v=DKIM1;h=sha256;k=ed25519;p=/,
+        );
+        assert.match(
+          good.stdout,
+          /ok\s+_amtp-policy\.alpha\.test\. IN TXT "v=AMTP-POLICY1; id=/,
+        );
+        assert.match(
+          good.stdout,
+          /ok\s+https:\/\/amtp-policy\.alpha\.test:\d+\/\.well-known\/amtp-policy\.json serves/,
         );
         assert.match(good.stdout, /DNS is set up correctly/);
         // A hosted domain whose record is missing, and gamma's server checking a wrong key.

@@ -7,7 +7,9 @@
  */
 
 import { AmtpClient } from "../client/mod.ts";
+import { httpsGet } from "../core/federation/https.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
+import { POLICY_PATH, policyId } from "../core/federation/policy.ts";
 import {
   certificateHash,
   chainPem,
@@ -52,10 +54,22 @@ export interface World {
   connect(node: Node): Promise<AmtpClient>;
   /** The published `amtp-dkim` value of a server. */
   keyRecord(node: Node): Promise<string>;
-  /** Publish the zone: each domain lists its server, each host its key; `extra` adds or replaces. */
+  /**
+   * Publish the zone: each domain lists its server, each host its key;
+   * `policies` announces the delivery policies the named domains' servers
+   * serve (as they serve them now); `extra` adds or replaces.
+   */
   publish(
-    extra?: { txt?: [string, string][]; hosts?: [string, string][] },
+    extra?: {
+      txt?: [string, string][];
+      hosts?: [string, string][];
+      policies?: string[];
+    },
   ): Promise<void>;
+  /** A certificate for `names` issued by the test CA (e.g. for an attacker's own host). */
+  certificate(names: string[]): Promise<{ certPem: string; keyPem: string }>;
+  /** The delivery policy a server serves for its domain, and its id. */
+  policyOf(node: Node): Promise<{ document: string; id: string }>;
   /** Create a user on its domain's server (once). */
   addUser(address: string, name?: string): Promise<TestKey>;
   /** A logged-in messages session of a user. */
@@ -86,7 +100,7 @@ export async function startWorld(
     const dir = `${root}/${host}`;
     await Deno.mkdir(dir, { recursive: true });
     const cert = await createCertificate({
-      names: [host, "localhost", "127.0.0.1"],
+      names: [host, `amtp-policy.${domain}`, "localhost", "127.0.0.1"],
       days: 13,
       issuer: ca,
     });
@@ -144,15 +158,47 @@ export async function startWorld(
     nodeOf,
     keyRecord: async (node) =>
       (await ServerKeys.open(`${node.dir}/data`)).records()[0],
+    async certificate(names) {
+      const cert = await createCertificate({ names, days: 13, issuer: ca });
+      return {
+        certPem: chainPem(cert.certPem, ca.certPem),
+        keyPem: cert.keyPem,
+      };
+    },
+    async policyOf(node) {
+      const answer = await httpsGet(`amtp-policy.${node.domain}`, POLICY_PATH, {
+        addresses: ["127.0.0.1"],
+        port: node.port,
+        caCerts: [ca.certPem],
+        timeoutMs: 5000,
+        maxBytes: 65536,
+      });
+      if (answer.status !== 200) {
+        throw new Error(`${node.host} serves no policy (${answer.status})`);
+      }
+      const document = new TextDecoder().decode(answer.body);
+      return { document, id: await policyId(document) };
+    },
     async publish(extra = {}) {
       const txt = new Map<string, string>();
       for (const n of nodes) {
         txt.set(n.domain, `amtp-servers=${n.host}:${n.port}`);
         txt.set(n.host, `amtp-dkim=${await world.keyRecord(n)}`);
       }
+      for (const domain of extra.policies ?? []) {
+        const n = nodes.find((x) => x.domain === domain)!;
+        const { id } = await world.policyOf(n);
+        txt.set(
+          `_amtp-policy.${domain}`,
+          `v=AMTP-POLICY1; id=${id}; port=${n.port}`,
+        );
+      }
       for (const [name, value] of extra.txt ?? []) txt.set(name, value);
       const hosts = new Map<string, string>(
-        nodes.map((n) => [n.host, "127.0.0.1"]),
+        nodes.flatMap((n) => [
+          [n.host, "127.0.0.1"],
+          [`amtp-policy.${n.domain}`, "127.0.0.1"],
+        ]),
       );
       for (const [name, ip] of extra.hosts ?? []) hosts.set(name, ip);
       await dns.set({ txt: [...txt], hosts: [...hosts] });

@@ -73,6 +73,16 @@ export interface Config {
   federationTimeout: number;
   /** Algorithm of a new server signing key. */
   serverKeyAlgorithm: "ed25519" | "rsa";
+  /** Seconds federation reuses a DNS answer. */
+  dnsCache: number;
+  /** The delivery policy this server publishes for its domains: `enforce`, `testing` or `off`. */
+  policyMode: "enforce" | "testing" | "off";
+  /** Seconds other servers may cache the published policy. */
+  policyMaxAge: number;
+  /** Servers (`host[:port]`) the policy lists; this server alone when empty. */
+  policyServers: string[];
+  /** `amtp-dkim` values of the other servers of these domains, added to the policy's keys. */
+  policyKeys: string[];
 }
 
 /** A configuration variable with an invalid value. */
@@ -190,6 +200,12 @@ export const VARIABLES: readonly VariableSpec[] = [
       "name server ip:port for federation lookups (default: the system resolver)",
   },
   {
+    name: "AMTP_DNS_CACHE",
+    default: "60",
+    description:
+      "seconds federation reuses a DNS answer (a changed or revoked record takes effect after this)",
+  },
+  {
     name: "AMTP_CA_FILE",
     default: "",
     description: "PEM file of extra CAs trusted for other servers",
@@ -221,6 +237,30 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_SERVER_KEY_ALG",
     default: "ed25519",
     description: "algorithm of a new server signing key: ed25519 or rsa",
+  },
+  {
+    name: "AMTP_POLICY_MODE",
+    default: "enforce",
+    description:
+      "delivery policy published for the hosted domains: enforce, testing (report only) or off",
+  },
+  {
+    name: "AMTP_POLICY_MAX_AGE",
+    default: "604800",
+    description:
+      "seconds other servers cache the published delivery policy (one week)",
+  },
+  {
+    name: "AMTP_POLICY_SERVERS",
+    default: "",
+    description:
+      "servers (host[:port], comma-separated) the policy lists; this server when empty",
+  },
+  {
+    name: "AMTP_POLICY_KEYS",
+    default: "",
+    description:
+      "amtp-dkim values (v=DKIM1;k=...;p=..., separated by |) of the other servers of these domains",
   },
   {
     name: "AMTP_COMMAND_TIMEOUT",
@@ -363,6 +403,18 @@ export function loadConfig(env: Env): Config {
       "ed25519",
       "rsa",
     ]),
+    dnsCache: intVar(env, "AMTP_DNS_CACHE", 0, 86_400),
+    policyMode: choiceVar(env, "AMTP_POLICY_MODE", [
+      "enforce",
+      "testing",
+      "off",
+    ]),
+    policyMaxAge: intVar(env, "AMTP_POLICY_MAX_AGE", 60, 31_536_000),
+    policyServers: (env.AMTP_POLICY_SERVERS ?? "").split(",").map((s) =>
+      s.trim().toLowerCase()
+    ).filter(Boolean),
+    policyKeys: (env.AMTP_POLICY_KEYS ?? "").split("|").map((s) => s.trim())
+      .filter(Boolean),
     modulesDir: (env.AMTP_MODULES ?? "").trim() ||
       new URL("../../modules", import.meta.url).pathname.replace(/\/$/, ""),
   };

@@ -16,8 +16,10 @@ import {
   FrameDecoder,
   type Response,
 } from "../wire/mod.ts";
+import { toBase64 } from "../auth/algorithms.ts";
 import type { DnsResolver, ServerAddress } from "./dns.ts";
 import type { ServerKeys } from "./keys.ts";
+import { allowsServer, type PolicyStore } from "./policy.ts";
 import { type Claim, signedText } from "./proof.ts";
 
 /** How to reach peers. */
@@ -177,16 +179,27 @@ export class PeerClient {
     return response.data as T;
   }
 
-  /** Authenticate as `host`, speaking for `domain`, towards `destination`. */
+  /**
+   * Authenticate as `host`, speaking for `domain`, towards `destinations`,
+   * to the server this client connected to (its name is signed, so the
+   * signature is worth nothing to any other server).
+   */
   async authenticate(
     keys: ServerKeys,
-    claim: Omit<Claim, "challenge" | "timestamp">,
+    claim: Pick<Claim, "host" | "domain" | "destinations">,
   ): Promise<void> {
+    const receiver = this.server.host;
     const { challenge } = await this.call<{ challenge: string }>(
       "s2s_hello",
-      {},
+      { receiver },
     );
-    const full: Claim = { ...claim, challenge, timestamp: Date.now() };
+    const full: Claim = {
+      ...claim,
+      challenge,
+      receiver,
+      nonce: toBase64(crypto.getRandomValues(new Uint8Array(32))),
+      timestamp: Date.now(),
+    };
     await this.call("s2s_auth", {
       ...full,
       signature: await keys.sign(signedText(full)),
@@ -211,7 +224,11 @@ const DOWN_MS = 60_000;
 
 /** Connections to peers, reused per (server, domain, destination), closed when idle. */
 export class PeerPool {
-  readonly #options: PeerOptions & { keys: ServerKeys; hostname: string };
+  readonly #options: PeerOptions & {
+    keys: ServerKeys;
+    hostname: string;
+    policies?: PolicyStore;
+  };
   readonly #sessions = new Map<string, Promise<PeerClient>>();
   readonly #down = new Map<string, number>();
   readonly #sweeper: ReturnType<typeof setInterval>;
@@ -221,6 +238,8 @@ export class PeerPool {
     options: PeerOptions & {
       keys: ServerKeys;
       hostname: string;
+      /** Delivery policies: servers outside a destination's policy are not used. */
+      policies?: PolicyStore;
       idleMs?: number;
     },
   ) {
@@ -241,10 +260,11 @@ export class PeerPool {
    * An authenticated session with the first reachable server of `destination`
    * for the local `domain`; the servers are tried in their priority order.
    *
-   * @throws {ProtocolError} NO_AMTP_RECORD, REMOTE_UNREACHABLE or the peer's refusal
+   * @throws {ProtocolError} NO_AMTP_RECORD, REMOTE_UNREACHABLE,
+   *   POLICY_VIOLATION (temporary) or the peer's refusal
    */
   async session(domain: string, destination: string): Promise<PeerClient> {
-    const servers = await this.#options.dns.servers(destination).catch(
+    const listed = await this.#options.dns.servers(destination).catch(
       (error) => {
         if (error?.code === "no_record") {
           throw new ProtocolError(
@@ -259,6 +279,7 @@ export class PeerPool {
         );
       },
     );
+    const servers = await this.#permitted(destination, listed);
     const errors: string[] = [];
     // Servers that failed recently go last (still in priority order among themselves).
     const now = Date.now();
@@ -280,7 +301,7 @@ export class PeerPool {
           await client.authenticate(this.#options.keys, {
             host: this.#options.hostname,
             domain,
-            destination,
+            destinations: [destination],
           });
         } catch (error) {
           client.close();
@@ -305,6 +326,38 @@ export class PeerPool {
       `no server of ${destination} could be reached (${errors.join("; ")})`,
       { transient: true },
     );
+  }
+
+  /**
+   * The servers DNS lists for a destination that its delivery policy (if
+   * any) permits; the others are reported, and used only in `testing` mode.
+   *
+   * @throws {ProtocolError} POLICY_VIOLATION (temporary) when none is left
+   */
+  async #permitted(
+    destination: string,
+    listed: ServerAddress[],
+  ): Promise<ServerAddress[]> {
+    const policies = this.#options.policies;
+    const cached = await policies?.get(destination);
+    if (!policies || !cached) return listed;
+    const outside = listed.filter((s) => !allowsServer(cached.policy, s));
+    for (const s of outside) {
+      policies.report(
+        destination,
+        `DNS lists ${s.host}:${s.port}, which is not in the delivery policy`,
+      );
+    }
+    if (cached.policy.mode === "testing") return listed;
+    const inside = listed.filter((s) => allowsServer(cached.policy, s));
+    if (inside.length === 0) {
+      throw new ProtocolError(
+        ErrorCode.POLICY_VIOLATION,
+        `every server DNS lists for ${destination} is outside its delivery policy`,
+        { transient: true },
+      );
+    }
+    return inside;
   }
 
   /** Drop a session that failed (the next call connects afresh). */

@@ -14,7 +14,7 @@
  * @module
  */
 
-/** Seconds a lookup is cached (Deno's resolver does not report TTLs). */
+/** Seconds a lookup is cached by default (Deno's resolver does not report TTLs). */
 export const CACHE_SECONDS = 60;
 
 /** One server of a domain. */
@@ -100,12 +100,15 @@ export interface DnsOptions {
   nameServer?: string;
   /** Milliseconds before a lookup fails. */
   timeoutMs?: number;
+  /** Seconds an answer is reused ({@link CACHE_SECONDS} by default; 0: never). */
+  cacheSeconds?: number;
 }
 
 /** Cached TXT and address lookups. */
 export class DnsResolver {
   readonly #nameServer?: { ipAddr: string; port: number };
   readonly #timeoutMs: number;
+  readonly #cacheMs: number;
   readonly #cache = new Map<
     string,
     { at: number; value: string[] | DnsError }
@@ -121,6 +124,7 @@ export class DnsResolver {
       };
     }
     this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.#cacheMs = (options.cacheSeconds ?? CACHE_SECONDS) * 1000;
   }
 
   /** Forget cached answers (after a DNS change, and in tests). */
@@ -131,7 +135,7 @@ export class DnsResolver {
   async #lookup(name: string, type: "TXT" | "A" | "AAAA"): Promise<string[]> {
     const cacheKey = `${type} ${name}`;
     const hit = this.#cache.get(cacheKey);
-    if (hit && Date.now() - hit.at < CACHE_SECONDS * 1000) {
+    if (hit && Date.now() - hit.at < this.#cacheMs) {
       if (hit.value instanceof DnsError) throw hit.value;
       return hit.value;
     }

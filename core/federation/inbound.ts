@@ -23,19 +23,27 @@ import {
 import { TokenBucket } from "../session/rate.ts";
 import type { Document } from "../wire/mod.ts";
 import type { DnsResolver } from "./dns.ts";
+import type { PolicyStore } from "./policy.ts";
 import { verifyClaim } from "./proof.ts";
 
 /** An authenticated peer, kept in the session's state. */
 interface Peer {
+  /** The sending server's host name. */
   host: string;
+  /** The domain it speaks for. */
   domain: string;
-  destination: string;
+  /** The hosted domains this session may deliver to. */
+  destinations: string[];
 }
 
 /** What the inbound commands need. */
 export interface InboundDeps {
   /** DNS. */
   dns: DnsResolver;
+  /** This server's host name (what senders must sign for). */
+  self: string;
+  /** Other domains' delivery policies. */
+  policies?: PolicyStore;
   /** Accounts (hosted domains, users). */
   accounts: AccountStore;
   /** Hand a delivery to a local module. */
@@ -76,8 +84,14 @@ export function inboundCommands(deps: InboundDeps): Command[] {
     defineCommand({
       name: "s2s_hello",
       auth: "none",
-      params: {},
-      handler: (_p, ctx) => {
+      params: { receiver: { type: "string", max: 253 } },
+      handler: (p, ctx) => {
+        if (p.receiver.toLowerCase() !== deps.self) {
+          throw new ProtocolError(
+            ErrorCode.S2S_AUTH_FAILED,
+            `this server is ${deps.self}, not ${p.receiver}`,
+          );
+        }
         const challenge = toBase64(crypto.getRandomValues(new Uint8Array(32)));
         ctx.session.data.set("s2s_challenge", challenge);
         return { challenge };
@@ -88,9 +102,17 @@ export function inboundCommands(deps: InboundDeps): Command[] {
       auth: "none",
       params: {
         challenge: { type: "string", max: 100 },
+        nonce: { type: "string", min: 16, max: 100 },
         host: { type: "string", max: 253 },
+        receiver: { type: "string", max: 253 },
         domain: { type: "string", max: 253 },
-        destination: { type: "string", max: 253 },
+        destinations: {
+          type: "array",
+          items: "string",
+          min: 1,
+          max: 100,
+          itemMax: 253,
+        },
         timestamp: { type: "number" },
         signature: { type: "binary", max: 1024 },
       },
@@ -101,16 +123,26 @@ export function inboundCommands(deps: InboundDeps): Command[] {
         ctx.session.data.delete("s2s_challenge");
         const claim = {
           challenge: p.challenge,
+          nonce: p.nonce,
           host: p.host.toLowerCase(),
+          receiver: p.receiver.toLowerCase(),
           domain: p.domain.toLowerCase(),
-          destination: p.destination.toLowerCase(),
+          destinations: [
+            ...new Set(
+              (p.destinations as string[]).map((d) => d.toLowerCase()),
+            ),
+          ],
           timestamp: p.timestamp,
         };
         try {
           await verifyClaim(claim, p.signature, {
             dns: deps.dns,
             expectedChallenge: expected,
+            self: deps.self,
             hosted,
+            policy: deps.policies && ((d) => deps.policies!.get(d)),
+            report: deps.policies &&
+              ((d, detail) => deps.policies!.report(d, detail)),
           });
         } catch (error) {
           ctx.log.warn("s2s_auth_refused", {
@@ -121,11 +153,14 @@ export function inboundCommands(deps: InboundDeps): Command[] {
           });
           throw error;
         }
-        ctx.session.data.set("s2s_peer", {
-          host: claim.host,
-          domain: claim.domain,
-          destination: claim.destination,
-        });
+        ctx.session.data.set(
+          "s2s_peer",
+          {
+            host: claim.host,
+            domain: claim.domain,
+            destinations: claim.destinations,
+          } satisfies Peer,
+        );
         ctx.log.info("s2s_authenticated", {
           host: claim.host,
           domain: claim.domain,
@@ -191,6 +226,14 @@ export function inboundCommands(deps: InboundDeps): Command[] {
               error: ErrorCode.INVALID_ADDRESS,
               message: "invalid address",
             });
+          } else if (!peer.destinations.includes(splitAddress(to)[1])) {
+            // The session was accepted for the domains it named, nothing else.
+            results.push({
+              address: raw,
+              status: "failed",
+              error: ErrorCode.S2S_WRONG_DESTINATION,
+              message: "not a destination of this server session",
+            });
           } else if (!(await hosted(splitAddress(to)[1]))) {
             results.push({
               address: raw,
@@ -244,12 +287,20 @@ export function inboundCommands(deps: InboundDeps): Command[] {
       auth: "none",
       params: { address: { type: "string", max: 320 } },
       handler: async (p, ctx) => {
-        peerOf(ctx);
+        const peer = peerOf(ctx);
         const target = address(p.address);
         if (!target) {
           throw new ProtocolError(
             ErrorCode.INVALID_ADDRESS,
             `invalid address ${p.address}`,
+          );
+        }
+        if (!peer.destinations.includes(splitAddress(target)[1])) {
+          throw new ProtocolError(
+            ErrorCode.S2S_WRONG_DESTINATION,
+            `${
+              splitAddress(target)[1]
+            } is not a destination of this server session`,
           );
         }
         const profile = await deps.profile(target);

@@ -73,6 +73,36 @@ function record(key: StoredKey): string {
   return `v=DKIM1;h=sha256;k=${key.algorithm};p=${key.public_key}`;
 }
 
+/** Smallest RSA modulus accepted from another server, in bits. */
+export const MIN_RSA_BITS = 2048;
+
+/** Why a published key must not be used (an RSA key under {@link MIN_RSA_BITS} bits, or unreadable), or undefined. */
+export async function keyWeakness(key: DkimKey): Promise<string | undefined> {
+  if (key.algorithm === "ed25519") {
+    return key.key.length === 32 ? undefined : "an Ed25519 key is 32 bytes";
+  }
+  try {
+    const imported = await crypto.subtle.importKey(
+      "spki",
+      buf(key.key),
+      RSA,
+      true,
+      ["verify"],
+    );
+    const bits = (imported.algorithm as RsaHashedKeyAlgorithm).modulusLength;
+    return bits < MIN_RSA_BITS
+      ? `an RSA key of ${bits} bits is too weak (at least ${MIN_RSA_BITS})`
+      : undefined;
+  } catch {
+    return "an RSA key that is not a valid SubjectPublicKeyInfo";
+  }
+}
+
+/** A key as policies list it: `ed25519:<base64 raw>` or `rsa:<base64 SPKI>`. */
+export function keyText(key: DkimKey): string {
+  return `${key.algorithm}:${toBase64(key.key)}`;
+}
+
 /** Verify `signature` over `data` with a published key. */
 export async function verifyWith(
   key: DkimKey,
@@ -159,6 +189,13 @@ export class ServerKeys {
         buf(data),
       ),
     );
+  }
+
+  /** The public keys to publish: the active key, and a pending one during rotation. */
+  publicKeys(): DkimKey[] {
+    return [this.#stored.active, this.#stored.pending]
+      .filter((k): k is StoredKey => k !== undefined)
+      .map((k) => ({ algorithm: k.algorithm, key: fromBase64(k.public_key) }));
   }
 
   /** The `amtp-dkim=` values to publish: the active key, and a pending one during rotation. */

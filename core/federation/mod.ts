@@ -25,7 +25,15 @@ import type { Document } from "../wire/mod.ts";
 import { PeerPool } from "./client.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
-import { ServerKeys } from "./keys.ts";
+import { keyText, ServerKeys } from "./keys.ts";
+import {
+  parsePolicyRecord,
+  POLICY_PATH,
+  policyDocument,
+  policyId,
+  policyKeyOf,
+  PolicyStore,
+} from "./policy.ts";
 import { GroupCommit } from "../../kv/group_commit.ts";
 import {
   enqueueOutbound,
@@ -63,6 +71,8 @@ export class Federation {
   readonly dns: DnsResolver;
   readonly pool: PeerPool;
   readonly queue: OutboundQueue;
+  /** Other domains' delivery policies (fetched, cached, reported). */
+  readonly policies: PolicyStore;
   /** Dispatcher of peer (server-to-server) sessions. */
   readonly dispatcher: Dispatcher;
   readonly #deps: FederationDeps;
@@ -77,8 +87,20 @@ export class Federation {
     this.#deps = deps;
     const { config, log } = deps;
     this.keys = keys;
-    this.dns = new DnsResolver({ nameServer: config.dns, timeoutMs: 5000 });
+    this.dns = new DnsResolver({
+      nameServer: config.dns,
+      timeoutMs: 5000,
+      cacheSeconds: config.dnsCache,
+    });
+    this.policies = new PolicyStore({
+      kv: deps.kv,
+      dns: this.dns,
+      caCerts,
+      timeoutMs: config.federationTimeout * 1000,
+      log: log.child({ part: "policy" }),
+    });
     this.pool = new PeerPool({
+      policies: this.policies,
       dns: this.dns,
       caCerts,
       connectTimeoutMs: config.federationTimeout * 1000,
@@ -114,6 +136,8 @@ export class Federation {
     });
     this.dispatcher.register(...inboundCommands({
       dns: this.dns,
+      self: config.hostname,
+      policies: this.policies,
       accounts: deps.accounts,
       deliver: deps.inbound,
       profile: deps.profile,
@@ -178,6 +202,74 @@ export class Federation {
     return profile;
   }
 
+  /** The policy announcement and document of a hosted domain, checked against DNS and HTTPS. */
+  async #checkPolicy(domain: string): Promise<Record<string, unknown>[]> {
+    const policy = await this.policy();
+    if (!policy) return [];
+    const port = this.#deps.port();
+    const name = `_amtp-policy.${domain}`;
+    const value = `v=AMTP-POLICY1; id=${policy.id}${
+      port === 443 ? "" : `; port=${port}`
+    }`;
+    let found: string[] = [];
+    let status = "missing";
+    let message = `no delivery policy announced at ${name}`;
+    try {
+      found = (await this.dns.txt(name)).filter((r) =>
+        r.startsWith("v=AMTP-POLICY1")
+      );
+    } catch (error) {
+      if (!(error instanceof DnsError && error.code === "no_record")) {
+        message = (error as Error).message;
+      }
+    }
+    const record = found.map(parsePolicyRecord).find((r) => r);
+    if (record) {
+      status = record.id === policy.id && record.port === port ? "ok" : "wrong";
+      message = status === "ok"
+        ? ""
+        : record.id !== policy.id
+        ? "the announced id is not the current policy's: publish the new id (the policy changed)"
+        : `the announced port is not ${port}`;
+    }
+    const url = `https://amtp-policy.${domain}${
+      port === 443 ? "" : `:${port}`
+    }${POLICY_PATH}`;
+    let served = "missing";
+    let servedMessage = "";
+    try {
+      const fetched = await this.policies.fetch(domain, port);
+      const mine = JSON.parse(policy.document);
+      const same = fetched.mode === mine.mode &&
+        fetched.max_age === mine.max_age &&
+        JSON.stringify(fetched.keys) === JSON.stringify(mine.keys) &&
+        fetched.servers.map((s) => `${s.host}:${s.port}`).join() ===
+          mine.servers.map((s: string) => {
+            const [host, p] = s.split(":");
+            return `${host}:${p ?? 443}`;
+          }).join();
+      served = same ? "ok" : "wrong";
+      if (!same) {
+        servedMessage = "the policy served there differs from this server's";
+      }
+    } catch (error) {
+      servedMessage = `${
+        (error as Error).message
+      } (the name needs an address and this server's certificate must cover it)`;
+    }
+    return [
+      { name, type: "TXT", value, status, found, message },
+      {
+        name: url,
+        type: "HTTPS",
+        value: "this server's delivery policy",
+        status: served,
+        found: [],
+        message: servedMessage,
+      },
+    ];
+  }
+
   /** The records to publish for `domains`, each checked against the live DNS. */
   async checkDns(domains: string[]): Promise<Record<string, unknown>[]> {
     const { hostname } = this.#deps.config;
@@ -218,6 +310,7 @@ export class Federation {
         found,
         message,
       });
+      rows.push(...await this.#checkPolicy(domain));
     }
     const keyRecords = this.keys.records().map((r) => `amtp-dkim=${r}`);
     let published: string[] = [];
@@ -265,6 +358,62 @@ export class Federation {
     return rows;
   }
 
+  /** This server as `amtp-servers` names it: `host` on port 443, else `host:port`. */
+  #published(): string {
+    const { hostname } = this.#deps.config;
+    const port = this.#deps.port();
+    return port === 443 ? hostname : `${hostname}:${port}`;
+  }
+
+  /** The delivery policy this server publishes for its domains, or undefined when `AMTP_POLICY_MODE=off`. */
+  async policy(): Promise<{ document: string; id: string } | undefined> {
+    const { config } = this.#deps;
+    if (config.policyMode === "off") return undefined;
+    const keys = [
+      ...this.keys.publicKeys().map(keyText),
+      ...config.policyKeys.map(policyKeyOf).filter((k): k is string =>
+        k !== undefined
+      ),
+    ];
+    const document = policyDocument({
+      mode: config.policyMode,
+      servers: config.policyServers.length
+        ? config.policyServers
+        : [this.#published()],
+      keys: [...new Set(keys)],
+      max_age: config.policyMaxAge,
+    });
+    return { document, id: await policyId(document) };
+  }
+
+  /**
+   * Serve `https://amtp-policy.<hosted domain>/.well-known/amtp-policy.json`;
+   * undefined for any other request.
+   */
+  async handleHttp(request: Request): Promise<Response | undefined> {
+    const url = new URL(request.url);
+    if (url.pathname !== POLICY_PATH) return undefined;
+    const host = (request.headers.get("host") ?? url.host).replace(
+      /:\d+$/,
+      "",
+    ).toLowerCase();
+    const domain = host.startsWith("amtp-policy.")
+      ? host.slice("amtp-policy.".length)
+      : "";
+    const policy = await this.policy();
+    if (
+      !policy || !domain || !(await this.#deps.accounts.getDomain(domain))
+    ) {
+      return new Response("no delivery policy here\n", { status: 404 });
+    }
+    return new Response(policy.document, {
+      headers: {
+        "content-type": "application/json",
+        "cache-control": "no-store",
+      },
+    });
+  }
+
   /** Admin commands: the queue and the DNS check. */
   adminCommands(): Command[] {
     const view = (item: OutboundItem) => {
@@ -310,6 +459,12 @@ export class Federation {
           }
           return { id: p.id };
         },
+      }),
+      defineCommand({
+        name: "admin_get_policy_reports",
+        auth: "admin",
+        params: {},
+        handler: () => ({ reports: this.policies.reports() }),
       }),
       defineCommand({
         name: "admin_dns_check",

@@ -81,6 +81,8 @@ export const ErrorCode = {
   REMOTE_UNREACHABLE: 505,
   /** A server-to-server command before authentication. */
   S2S_NOT_AUTHENTICATED: 506,
+  /** A server or key outside the domain's published delivery policy. */
+  POLICY_VIOLATION: 507,
 } as const;
 
 /** A numeric error code. */
