@@ -252,7 +252,7 @@ Deno.test("federation trust: relayed proofs, session scope, policies against DNS
         await pushOf(
           bob,
           "message_new",
-          (d) => d.message_id === first.message_id,
+          (d) => d.global_id === `${first.message_id}@alpha.test`,
         );
         // The evil server hosts beta.test too and would take bob's mail.
         await adminE("admin_add_domain", { domain: "beta.test" });
