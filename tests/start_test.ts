@@ -112,3 +112,44 @@ Deno.test("start: an invalid variable stops the start, naming it", async () => {
     await Deno.remove(cwd, { recursive: true });
   }
 });
+
+Deno.test("start: the data folder is the server user's alone, whatever the umask, old files included", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "amtp-modes-" });
+  const before = Deno.umask(0o022);
+  try {
+    // An install from before: a world-readable folder and file.
+    await Deno.mkdir(`${cwd}/data/old`, { recursive: true, mode: 0o755 });
+    await Deno.writeTextFile(`${cwd}/data/old/notes.json`, "{}", {
+      mode: 0o644,
+    });
+    await Deno.chmod(`${cwd}/data`, 0o755);
+    const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
+    try {
+      const loose: string[] = [];
+      const walk = async (path: string) => {
+        const info = await Deno.lstat(path);
+        if ((info.mode! & 0o077) !== 0) {
+          loose.push(`${path} ${(info.mode! & 0o777).toString(8)}`);
+        }
+        if (info.isDirectory) {
+          for await (const e of Deno.readDir(path)) {
+            await walk(`${path}/${e.name}`);
+          }
+        }
+      };
+      await walk(`${cwd}/data`);
+      assert.deepEqual(loose, []);
+      // The files that matter are there to be checked.
+      for (
+        const file of ["amtp.kv", "server_key.json", "admin.key"]
+      ) {
+        await Deno.stat(`${cwd}/data/${file}`);
+      }
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    Deno.umask(before);
+    await Deno.remove(cwd, { recursive: true });
+  }
+});

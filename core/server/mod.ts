@@ -32,6 +32,7 @@ import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
 import { resolveRecipients } from "../routing/mod.ts";
 import { Federation } from "../federation/mod.ts";
+import { secureDataDir } from "./data_dir.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -80,6 +81,7 @@ export async function startServer(
   const startedAt = Date.now();
   const log = options.log ??
     new Logger({ level: config.logLevel, format: config.logFormat });
+  await secureDataDir(config.dataDir);
   const store = await openStore(config.kvPath, { log });
   const names = [
     ...new Set([config.hostname, "localhost", "127.0.0.1", "::1"]),
