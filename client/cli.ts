@@ -46,11 +46,16 @@ import {
   watchCommand,
 } from "./mail_cli.ts";
 import {
+  approveDevice,
   devicePath,
-  devicesFor,
   FileTrustStore,
   initDevice,
+  keysOf,
+  loadDevice,
+  revokeDevice,
 } from "./e2e_cli.ts";
+import { b64, confirmContact, deviceCode, safetyCode } from "./e2e.ts";
+import { NotSentError } from "./mail_cli.ts";
 
 /** What the CLI remembers between runs. */
 interface State {
@@ -266,13 +271,152 @@ const USAGE = `amtp - AMTP command-line client
   amtp read ID [--save DIR]          show a message (marks it seen), save its attachments
   amtp search TEXT [--from A]        search your mail
   amtp watch                         print messages as they arrive
-  amtp device init [--label NAME]    create and publish this device's encryption keys
-  amtp trust ADDRESS                 confirm a correspondent's current keys
+  amtp send ... --plain | --encrypt   send in clear with consent | refuse unless encrypted
+  amtp device init [--label NAME]    this device's encryption keys: the first device also creates
+                                     your master key; later ones wait for approval
+  amtp device list                   your device list (signed by your master key) and pending devices
+  amtp device approve ID --code C    add a pending device (on a device with your master key)
+  amtp device revoke ID              remove a device from your list
+  amtp verify ADDRESS                the safety code to compare with ADDRESS out of band
+  amtp trust ADDRESS [--code C]      confirm ADDRESS's current master key (after comparing the code)
   amtp dns [DOMAIN]                 the DNS records to publish, checked against live DNS (admin)
   amtp admin SUBCOMMAND ...         admin commands (amtp admin for the list)
   amtp user SUBCOMMAND ...          user commands (amtp user for the list)
 
 flags: --server HOST:PORT  --ws (WebSocket)  --cert-hash HEX  --ca FILE  --json`;
+
+/** `device init|list|approve|revoke`, `verify` and `trust`: the end-to-end keys. */
+async function keyCommand(
+  client: AmtpClient,
+  token: string,
+  user: string,
+  args: Args,
+): Promise<string> {
+  const verb = args.positional[0];
+  const address = user.toLowerCase();
+  const stateFile = statePath();
+  if (verb === "verify" || verb === "trust") {
+    const other = args.positional[1]?.toLowerCase();
+    if (!other) throw new UsageError(`usage: amtp ${verb} ADDRESS`);
+    const theirs = (await keysOf(client, token, other)).list;
+    if (!theirs) throw new Error(`${other} publishes no device list`);
+    const file = await loadDevice(stateFile, address);
+    const mine = (await keysOf(client, token, address)).list;
+    const myMaster = file?.master?.public ?? mine?.master;
+    if (!myMaster) {
+      throw new Error("you have no master key yet (amtp device init)");
+    }
+    const code = await safetyCode(
+      { address, master: myMaster },
+      { address: other, master: theirs.master },
+    );
+    if (verb === "verify") {
+      return [
+        `safety code of you and ${other}: ${code}`,
+        `compare it with ${other} (in person, by phone); if it matches: amtp trust ${other} --code "${code}"`,
+      ].join("\n");
+    }
+    const given = args.flags.get("code");
+    if (
+      given !== undefined &&
+      given.replace(/\s/g, "") !== code.replace(/\s/g, "")
+    ) {
+      throw new Error(
+        `the code does not match (${code}): do not trust this key`,
+      );
+    }
+    await confirmContact(theirs, new FileTrustStore(trustPath(stateFile)));
+    return `confirmed the master key of ${other} (${
+      b64(theirs.master).slice(0, 12)
+    }..., ${theirs.devices.length} device(s): ${
+      theirs.devices.map((d) => d.label).join(", ")
+    })${
+      given === undefined ? "; safety code: " + code : ", safety code matched"
+    }`;
+  }
+  const sub = args.positional[1];
+  if (sub === "init") {
+    const result = await initDevice(client, {
+      token,
+      address,
+      label: args.flags.get("label") ?? "device",
+      stateFile,
+      newMaster: args.flags.has("new-master"),
+    });
+    const where = devicePath(stateFile, address);
+    if (result.kind === "listed") {
+      return `device ${result.file.device.id} created and published in your device list (#${result.list.counter}), signed by your new master key; private keys: ${where}`;
+    }
+    return [
+      `device ${result.file.device.id} created; private keys: ${where}`,
+      `it waits for approval. Its code: ${await deviceCode(address, {
+        enc: result.file.device.encryptPublic,
+        sign: result.file.device.signPublic,
+      })}`,
+      `on a device with your master key: amtp device approve ${result.file.device.id} --code "<the code above>"`,
+    ].join("\n");
+  }
+  if (sub === "list") {
+    const keys = await keysOf(client, token, address);
+    const file = await loadDevice(stateFile, address);
+    const lines = keys.list
+      ? [
+        `device list #${keys.list.counter} (master key ${
+          b64(keys.list.master).slice(0, 12)
+        }...):`,
+      ]
+      : ["no device list (amtp device init)"];
+    for (const d of keys.list?.devices ?? []) {
+      lines.push(
+        `  ${d.id}  ${d.label}${
+          d.id === file?.device.id ? "  (this device)" : ""
+        }`,
+      );
+    }
+    for (const p of keys.pending) {
+      lines.push(
+        `  ${p.id}  ${p.label}  PENDING, code ${await deviceCode(address, p)}${
+          p.id === file?.device.id ? "  (this device)" : ""
+        }`,
+      );
+    }
+    if (keys.invalid) {
+      lines.push(`  ${keys.invalid} list(s) that do not verify (ignored)`);
+    }
+    return lines.join("\n");
+  }
+  if (sub === "approve" || sub === "revoke") {
+    const id = args.positional[2];
+    if (!id) throw new UsageError(`usage: amtp device ${sub} ID`);
+    const file = await loadDevice(stateFile, address);
+    if (!file) throw new Error("this device has no keys (amtp device init)");
+    if (sub === "approve") {
+      const pending = (await keysOf(client, token, address)).pending.find((
+        p,
+      ) => p.id === id);
+      if (!pending) throw new Error(`no pending device ${id}`);
+      const code = await deviceCode(address, pending);
+      const given = args.flags.get("code");
+      if (given === undefined) {
+        throw new UsageError(
+          `compare the code shown on the new device with ${code}, then: amtp device approve ${id} --code "${code}"`,
+        );
+      }
+      if (given.replace(/\s/g, "") !== code.replace(/\s/g, "")) {
+        throw new Error(
+          `the code does not match (${code}): this is not the device you set up`,
+        );
+      }
+      const list = await approveDevice(client, { token, file, id });
+      return `device ${id} approved: device list #${list.counter} has ${list.devices.length} device(s)`;
+    }
+    const list = await revokeDevice(client, { token, file, id });
+    return `device ${id} revoked: device list #${list.counter} has ${list.devices.length} device(s)`;
+  }
+  throw new UsageError(
+    "usage: amtp device init [--label NAME] | list | approve ID --code C | revoke ID",
+  );
+}
 
 /** Run the CLI with arguments; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -440,53 +584,18 @@ export async function main(argv: string[]): Promise<number> {
           client.close();
         }
       }
-      case "device": {
+      case "device":
+      case "trust":
+      case "verify": {
         const token = state.user_token;
         if (!token || !state.user) {
           throw new UsageError(
             "not logged in as user: amtp login --user ADDRESS --key FILE first",
           );
         }
-        if (args.positional[1] !== "init") {
-          throw new UsageError("usage: amtp device init [--label NAME]");
-        }
         const client = await connect(args, state);
         try {
-          const keys = await initDevice(client, {
-            token,
-            address: state.user,
-            label: args.flags.get("label") ?? Deno.hostname(),
-            stateFile: statePath(),
-          });
-          console.log(
-            `device keys created (X25519 to receive, Ed25519 to sign) and published as ${keys.keyId}; private keys: ${
-              devicePath(statePath(), state.user)
-            }`,
-          );
-        } finally {
-          client.close();
-        }
-        return 0;
-      }
-      case "trust": {
-        const address = args.positional[1];
-        if (!address || !state.user_token) {
-          throw new UsageError("usage: amtp trust ADDRESS (logged in as user)");
-        }
-        const client = await connect(args, state);
-        try {
-          const devices = await devicesFor(client, state.user_token, address);
-          const store = new FileTrustStore(trustPath(statePath()));
-          const keys = devices.map((d) => ({
-            key: btoa(String.fromCharCode(...d.sign)),
-            confirmed: true,
-          }));
-          await store.set(address.toLowerCase(), keys);
-          console.log(
-            `confirmed ${keys.length} key(s) of ${address}: ${
-              devices.map((d) => d.label).join(", ")
-            }`,
-          );
+          console.log(await keyCommand(client, token, state.user, args));
         } finally {
           client.close();
         }
@@ -512,6 +621,10 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof UsageError) {
       console.error(error.message);
       return 2;
+    }
+    if (error instanceof NotSentError) {
+      console.error(error.message);
+      return 1;
     }
     console.error(
       `error: ${error instanceof Error ? error.message : String(error)}`,

@@ -21,6 +21,8 @@ export const BOOLEAN_FLAGS = new Set([
   "unseen",
   "quiet",
   "plain",
+  "encrypt",
+  "new-master",
 ]);
 
 /** Split argv into positional arguments and flags. */

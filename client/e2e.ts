@@ -1,15 +1,22 @@
 /**
  * End-to-end encryption for messages, in the client (Deno and browsers).
  *
- * Each device has an X25519 key (HPKE, RFC 9180) to receive and an Ed25519
- * key to sign; the private parts stay on the device. A device publishes both
- * public keys as one record of algorithm {@link DEVICE_ALGORITHM} (64 bytes:
- * X25519 then Ed25519) through `user_add_public_key`.
+ * Keys. Each account has a **master** Ed25519 key, kept on the user's own
+ * devices; it signs the account's **device list** (every device's X25519 key
+ * to receive, HPKE RFC 9180, and Ed25519 key to sign, with a counter that
+ * only grows). The list is published in the profile as one record; a device
+ * not yet approved publishes a **pending** record, which no sender uses. A
+ * correspondent's master key is pinned on first sight; a different one later
+ * is a key change that stays flagged, and blocks sending, until the user
+ * confirms it (comparing a safety code out of band).
  *
- * A message is encrypted with a fresh AES-256-GCM content key; the key is
- * sealed with HPKE to every device of every recipient and to the sender's own
- * devices; the whole envelope is signed with the sending device's Ed25519 key.
- * The server stores and relays the envelope as opaque bytes.
+ * Messages. A fresh AES-256-GCM content key encrypts the content and the
+ * protected headers (from, to, cc, date, message id, thread reference) and
+ * the attachments' names and hashes; the key is sealed with HPKE to every
+ * listed device of every recipient and of the sender, each seal bound to the
+ * sender, the sender's signing key, the recipient and the device; a
+ * commitment to the key is signed with everything else by the sending
+ * device. The server stores and relays the envelope as opaque bytes.
  *
  * @module
  */
@@ -23,13 +30,17 @@ import {
 import { BSON } from "bson";
 import { concatBytes } from "../core/wire/bytes.ts";
 
-/** Algorithm name of a published device record. */
-export const DEVICE_ALGORITHM = "E2E-DEVICE-1";
-/** Envelope version. */
-export const ENVELOPE_VERSION = 1;
+/** Algorithm name of a published device list (`key` is its signed BSON). */
+export const DEVICE_LIST_ALGORITHM = "E2E-DEVICES-1";
+/** Algorithm name of a device waiting for approval (`key`: X25519 then Ed25519, 64 bytes). */
+export const PENDING_DEVICE_ALGORITHM = "E2E-DEVICE-1";
+/** Envelope version written. */
+export const ENVELOPE_VERSION = 2;
+/** Most devices one list holds (a published key is at most 2048 bytes). */
+export const MAX_DEVICES = 10;
 
-const HPKE_INFO = new TextEncoder().encode("AMTP e2e v1");
 const ED = { name: "Ed25519" } as const;
+const text = new TextEncoder();
 
 let suite: CipherSuite | undefined;
 function hpke(): CipherSuite {
@@ -45,69 +56,34 @@ function buf(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(bytes) as Uint8Array<ArrayBuffer>;
 }
 
-/** A device's keys, private parts included (kept on the device). */
-export interface DeviceKeys {
-  /** Device label. */
-  label: string;
-  /** X25519 private key, PKCS#8. */
-  encryptPrivate: Uint8Array;
-  /** X25519 public key, raw 32 bytes. */
-  encryptPublic: Uint8Array;
-  /** Ed25519 private key, PKCS#8. */
-  signPrivate: Uint8Array;
-  /** Ed25519 public key, raw 32 bytes. */
-  signPublic: Uint8Array;
-  /** The id the server gave the published record, once published. */
-  keyId?: string;
+/** Base64 (standard, padded) of bytes. */
+export function b64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
 }
 
-/** A published device of a user, as read from a profile. */
-export interface PublishedDevice {
-  /** Record id. */
-  key_id: string;
-  /** Device label. */
-  label: string;
-  /** X25519 public key, raw. */
-  encrypt: Uint8Array;
-  /** Ed25519 public key, raw. */
-  sign: Uint8Array;
-  /** When it was published. */
-  created?: Date;
+/** Bytes of base64. */
+export function unb64(value: string): Uint8Array {
+  return Uint8Array.from(atob(value), (c) => c.charCodeAt(0));
 }
 
-/** What travels encrypted. */
-export interface SecretContent {
-  /** Subject (the server sees an empty one). */
-  subject: string;
-  /** Body text. */
-  body: string;
-  /** `text`, `markdown` or `html`. */
-  format: string;
-  /** Attachments: their names, types and the keys of their encrypted uploads. */
-  attachments?: {
-    attachment_id: string;
-    name: string;
-    type: string;
-    nonce: Uint8Array;
-    sha256: string;
-  }[];
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The outcome of opening an envelope. */
-export interface Opened {
-  /** The decrypted content. */
-  content: SecretContent;
-  /** The sender the envelope names. */
-  sender: string;
-  /** The sending device's record id and signing key. */
-  senderDevice: { key_id: string; sign: Uint8Array };
-  /** Whether the signature verified with that key. */
-  signatureValid: boolean;
-  /** The content key (to decrypt attachments). */
-  contentKey: Uint8Array;
+async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", buf(bytes)));
 }
 
-/** Something wrong with an envelope: tampered, not for us, unreadable. */
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** Something wrong with an envelope or a key record: tampered, not for us, unreadable. */
 export class E2eError extends Error {
   /** `not_a_recipient`, `tampered` or `malformed`. */
   readonly code: "not_a_recipient" | "tampered" | "malformed";
@@ -123,206 +99,618 @@ export class E2eError extends Error {
   }
 }
 
+// ---------------------------------------------------------------- keys
+
+/** A device's keys, private parts included (kept on the device). */
+export interface DeviceKeys {
+  /** Device label. */
+  label: string;
+  /** Device id: {@link deviceId} of its public keys. */
+  id: string;
+  /** X25519 private key, PKCS#8. */
+  encryptPrivate: Uint8Array;
+  /** X25519 public key, raw 32 bytes. */
+  encryptPublic: Uint8Array;
+  /** Ed25519 private key, PKCS#8. */
+  signPrivate: Uint8Array;
+  /** Ed25519 public key, raw 32 bytes. */
+  signPublic: Uint8Array;
+}
+
+/** An account's master key (on the devices that hold it). */
+export interface MasterKeys {
+  /** Ed25519 private key, PKCS#8. */
+  private: Uint8Array;
+  /** Ed25519 public key, raw 32 bytes. */
+  public: Uint8Array;
+}
+
+/** A device as a list (or a pending record) names it. */
+export interface ListedDevice {
+  /** Device id. */
+  id: string;
+  /** X25519 public key, raw. */
+  enc: Uint8Array;
+  /** Ed25519 public key, raw. */
+  sign: Uint8Array;
+  /** Its name. */
+  label: string;
+  /** When it was added to the list (pending: published). */
+  added: Date;
+}
+
+/** A device list, signed by the account's master key. */
+export interface DeviceList {
+  /** The account. */
+  address: string;
+  /** The master key that signed it (raw Ed25519). */
+  master: Uint8Array;
+  /** Grows with every new list; a lower one than seen before is a rollback. */
+  counter: number;
+  /** When it was signed. */
+  created: Date;
+  /** The approved devices. */
+  devices: ListedDevice[];
+}
+
+/** The id of a device: the first 16 hex digits of SHA-256 over its X25519 then Ed25519 public keys. */
+export async function deviceId(
+  enc: Uint8Array,
+  sign: Uint8Array,
+): Promise<string> {
+  return hex((await sha256(concatBytes(enc, sign))).subarray(0, 8));
+}
+
+async function ed25519Pair(): Promise<{ priv: Uint8Array; pub: Uint8Array }> {
+  const pair = await crypto.subtle.generateKey(ED, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  return {
+    priv: new Uint8Array(
+      await crypto.subtle.exportKey("pkcs8", pair.privateKey),
+    ),
+    pub: new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)),
+  };
+}
+
 /** Generate a device's keys. */
 export async function generateDeviceKeys(label: string): Promise<DeviceKeys> {
   const enc = await crypto.subtle.generateKey({ name: "X25519" }, true, [
     "deriveBits",
   ]) as CryptoKeyPair;
-  const sig = await crypto.subtle.generateKey(ED, true, [
-    "sign",
-    "verify",
-  ]) as CryptoKeyPair;
+  const sig = await ed25519Pair();
+  const encryptPublic = new Uint8Array(
+    await crypto.subtle.exportKey("raw", enc.publicKey),
+  );
   return {
     label,
+    id: await deviceId(encryptPublic, sig.pub),
     encryptPrivate: new Uint8Array(
       await crypto.subtle.exportKey("pkcs8", enc.privateKey),
     ),
-    encryptPublic: new Uint8Array(
-      await crypto.subtle.exportKey("raw", enc.publicKey),
-    ),
-    signPrivate: new Uint8Array(
-      await crypto.subtle.exportKey("pkcs8", sig.privateKey),
-    ),
-    signPublic: new Uint8Array(
-      await crypto.subtle.exportKey("raw", sig.publicKey),
-    ),
+    encryptPublic,
+    signPrivate: sig.priv,
+    signPublic: sig.pub,
   };
 }
 
-/** The public record a device publishes (`user_add_public_key` parameters). */
-export function deviceRecord(
-  keys: DeviceKeys,
-): { algorithm: string; key: Uint8Array; label: string } {
+/** Generate an account's master key. */
+export async function generateMasterKeys(): Promise<MasterKeys> {
+  const pair = await ed25519Pair();
+  return { private: pair.priv, public: pair.pub };
+}
+
+/** What a device adds to a list. */
+export function listed(device: DeviceKeys, added = new Date()): ListedDevice {
   return {
-    algorithm: DEVICE_ALGORITHM,
-    key: concatBytes(keys.encryptPublic, keys.signPublic),
-    label: keys.label,
+    id: device.id,
+    enc: device.encryptPublic,
+    sign: device.signPublic,
+    label: device.label,
+    added,
   };
 }
 
-/** The devices in a profile's `public_keys`. */
-export function devicesOf(
-  profile: {
-    public_keys?: {
-      key_id: string;
-      label: string;
-      algorithm: string;
-      key: Uint8Array;
-      created?: Date;
-    }[];
-  },
-): PublishedDevice[] {
-  return (profile.public_keys ?? [])
-    .filter((k) =>
-      k.algorithm === DEVICE_ALGORITHM && k.key instanceof Uint8Array &&
-      k.key.length === 64
-    )
-    .map((k) => ({
-      key_id: k.key_id,
-      label: k.label,
-      encrypt: k.key.subarray(0, 32),
-      sign: k.key.subarray(32),
-      created: k.created,
-    }));
+async function sign(pkcs8: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
+  const key = await crypto.subtle.importKey("pkcs8", buf(pkcs8), ED, false, [
+    "sign",
+  ]);
+  return new Uint8Array(await crypto.subtle.sign(ED, key, buf(data)));
 }
 
-async function digest(bytes: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", buf(bytes)));
+async function verify(
+  raw: Uint8Array,
+  signature: Uint8Array,
+  data: Uint8Array,
+): Promise<boolean> {
+  try {
+    const key = await crypto.subtle.importKey("raw", buf(raw), ED, false, [
+      "verify",
+    ]);
+    return await crypto.subtle.verify(ED, key, buf(signature), buf(data));
+  } catch {
+    return false;
+  }
 }
 
-/** The bytes a signature covers: everything but the signature, in a fixed order. */
-function signedPart(env: Record<string, unknown>): Uint8Array {
-  const { signature: _, ...rest } = env;
+function listBody(list: DeviceList): Uint8Array {
   return BSON.serialize({
-    v: rest.v,
-    sender: rest.sender,
-    sender_key_id: rest.sender_key_id,
-    sender_sign: rest.sender_sign,
-    nonce: rest.nonce,
-    ciphertext: rest.ciphertext,
-    recipients: rest.recipients,
+    v: 1,
+    address: list.address,
+    master: list.master,
+    counter: list.counter,
+    created: list.created,
+    devices: list.devices.map((d) => ({
+      id: d.id,
+      enc: d.enc,
+      sign: d.sign,
+      label: d.label,
+      added: d.added,
+    })),
   });
 }
 
 /**
- * Encrypt content for recipients' devices (the sender's own devices included
- * by the caller), signed by the sending device.
+ * The published record of a device list signed with the master key
+ * (`user_add_public_key` parameters).
  */
-export async function encryptMessage(
-  content: SecretContent,
-  options: {
-    sender: string;
-    device: DeviceKeys;
-    recipients: { address: string; devices: PublishedDevice[] }[];
-    contentKey?: Uint8Array;
-  },
-): Promise<Uint8Array> {
-  if (!options.device.keyId) {
-    throw new Error("publish the device keys first (no key id)");
+export async function signDeviceList(
+  master: MasterKeys,
+  list: Omit<DeviceList, "master" | "created"> & { created?: Date },
+): Promise<{ algorithm: string; key: Uint8Array; label: string }> {
+  if (list.devices.length === 0 || list.devices.length > MAX_DEVICES) {
+    throw new E2eError(
+      "malformed",
+      `a device list holds 1 to ${MAX_DEVICES} devices`,
+    );
   }
-  const contentKey = options.contentKey ??
-    crypto.getRandomValues(new Uint8Array(32));
-  const aesKey = await crypto.subtle.importKey(
+  const full: DeviceList = {
+    ...list,
+    master: master.public,
+    created: list.created ?? new Date(),
+  };
+  const body = listBody(full);
+  const sig = await sign(
+    master.private,
+    concatBytes(text.encode("AMTP e2e device list\n"), await sha256(body)),
+  );
+  return {
+    algorithm: DEVICE_LIST_ALGORITHM,
+    key: new Uint8Array(BSON.serialize({ list: body, sig })),
+    label: `devices #${full.counter}`,
+  };
+}
+
+/**
+ * Read and verify a published device list of `address`.
+ *
+ * @throws {E2eError} `malformed` or `tampered` (bad signature, another account's list)
+ */
+export async function parseDeviceList(
+  key: Uint8Array,
+  address: string,
+): Promise<DeviceList> {
+  let body: Uint8Array;
+  let doc: Record<string, unknown>;
+  let sig: Uint8Array;
+  try {
+    const outer = BSON.deserialize(key, { promoteBuffers: true });
+    body = outer.list as Uint8Array;
+    sig = outer.sig as Uint8Array;
+    doc = BSON.deserialize(body, { promoteBuffers: true });
+  } catch {
+    throw new E2eError("malformed", "an unreadable device list");
+  }
+  const devices = doc.devices as Record<string, unknown>[];
+  if (
+    doc.v !== 1 || typeof doc.address !== "string" ||
+    !(doc.master instanceof Uint8Array) || doc.master.length !== 32 ||
+    typeof doc.counter !== "number" || !(doc.created instanceof Date) ||
+    !Array.isArray(devices) || devices.length > MAX_DEVICES ||
+    !(sig instanceof Uint8Array)
+  ) {
+    throw new E2eError("malformed", "a device list of an unknown shape");
+  }
+  if (doc.address !== address.toLowerCase()) {
+    throw new E2eError("tampered", "a device list of another account");
+  }
+  if (
+    !(await verify(
+      doc.master,
+      sig,
+      concatBytes(text.encode("AMTP e2e device list\n"), await sha256(body)),
+    ))
+  ) {
+    throw new E2eError(
+      "tampered",
+      "a device list whose signature does not verify",
+    );
+  }
+  const parsed: ListedDevice[] = [];
+  for (const d of devices) {
+    if (
+      typeof d.id !== "string" || !(d.enc instanceof Uint8Array) ||
+      d.enc.length !== 32 || !(d.sign instanceof Uint8Array) ||
+      d.sign.length !== 32 || d.id !== await deviceId(d.enc, d.sign)
+    ) {
+      throw new E2eError("malformed", "a device list with a broken entry");
+    }
+    parsed.push({
+      id: d.id,
+      enc: d.enc,
+      sign: d.sign,
+      label: typeof d.label === "string" ? d.label : "",
+      added: d.added instanceof Date ? d.added : new Date(0),
+    });
+  }
+  return {
+    address: doc.address,
+    master: doc.master,
+    counter: doc.counter,
+    created: doc.created,
+    devices: parsed,
+  };
+}
+
+/** A profile's `public_keys` entry. */
+export interface ProfileKey {
+  /** Record id (server-assigned). */
+  key_id: string;
+  /** Label. */
+  label: string;
+  /** Algorithm name. */
+  algorithm: string;
+  /** Key bytes. */
+  key: Uint8Array;
+  /** When published. */
+  created?: Date;
+}
+
+/** What a profile says about an account's end-to-end keys. */
+export interface AccountKeys {
+  /** The valid device list with the highest counter, if any. */
+  list?: DeviceList;
+  /** Its record id (to replace it). */
+  listRecord?: string;
+  /** Other list records (older, or not verifying): their ids. */
+  staleRecords: string[];
+  /** Devices published but not in the list: never sealed to. */
+  pending: (ListedDevice & { record: string })[];
+  /** Records that did not verify (forged or broken lists). */
+  invalid: number;
+}
+
+/** Read an account's keys from its profile (every list record is verified). */
+export async function accountKeys(
+  address: string,
+  keys: ProfileKey[] = [],
+): Promise<AccountKeys> {
+  const out: AccountKeys = { staleRecords: [], pending: [], invalid: 0 };
+  for (const k of keys) {
+    if (k.algorithm !== DEVICE_LIST_ALGORITHM) continue;
+    try {
+      const list = await parseDeviceList(k.key, address);
+      if (!out.list || list.counter > out.list.counter) {
+        if (out.listRecord) out.staleRecords.push(out.listRecord);
+        out.list = list;
+        out.listRecord = k.key_id;
+      } else out.staleRecords.push(k.key_id);
+    } catch {
+      out.invalid++;
+      out.staleRecords.push(k.key_id);
+    }
+  }
+  for (const k of keys) {
+    if (
+      k.algorithm !== PENDING_DEVICE_ALGORITHM ||
+      !(k.key instanceof Uint8Array) || k.key.length !== 64
+    ) continue;
+    const enc = k.key.subarray(0, 32);
+    const sign = k.key.subarray(32);
+    const id = await deviceId(enc, sign);
+    if (out.list?.devices.some((d) => d.id === id)) continue;
+    out.pending.push({
+      id,
+      enc,
+      sign,
+      label: k.label,
+      added: k.created ?? new Date(0),
+      record: k.key_id,
+    });
+  }
+  return out;
+}
+
+/** The record a device publishes while it waits for approval. */
+export function pendingRecord(
+  device: DeviceKeys,
+): { algorithm: string; key: Uint8Array; label: string } {
+  return {
+    algorithm: PENDING_DEVICE_ALGORITHM,
+    key: concatBytes(device.encryptPublic, device.signPublic),
+    label: device.label,
+  };
+}
+
+function digits(bytes: Uint8Array, groups: number): string {
+  const out: string[] = [];
+  for (let g = 0; g < groups; g++) {
+    let n = 0;
+    for (let i = 0; i < 5; i++) n = n * 256 + bytes[g * 5 + i];
+    out.push(String(n % 100000).padStart(5, "0"));
+  }
+  return out.join(" ");
+}
+
+/**
+ * The code two people compare out of band to verify each other's master
+ * keys: 30 digits from SHA-256 over both (address, master key) pairs in a
+ * fixed order, the same on both sides.
+ */
+export async function safetyCode(
+  a: { address: string; master: Uint8Array },
+  b: { address: string; master: Uint8Array },
+): Promise<string> {
+  const part = (x: { address: string; master: Uint8Array }) =>
+    concatBytes(text.encode(`${x.address.toLowerCase()}\n`), x.master);
+  const [first, second] = [part(a), part(b)].sort((x, y) =>
+    b64(x) < b64(y) ? -1 : 1
+  );
+  return digits(
+    await sha256(concatBytes(text.encode("AMTP safety code\n"), first, second)),
+    6,
+  );
+}
+
+/** The code shown on a new device and on the approving one, to compare before approval. */
+export async function deviceCode(
+  address: string,
+  device: { enc: Uint8Array; sign: Uint8Array },
+): Promise<string> {
+  return digits(
+    await sha256(
+      concatBytes(
+        text.encode(`AMTP device code\n${address.toLowerCase()}\n`),
+        device.enc,
+        device.sign,
+      ),
+    ),
+    6,
+  );
+}
+
+// ---------------------------------------------------------------- messages
+
+/** The headers a sender protects: inside the ciphertext, signed. */
+export interface ProtectedHeaders {
+  /** The sender's address. */
+  from: string;
+  /** The sending device's id. */
+  sender_device: string;
+  /** Recipients as shown. */
+  to: string[];
+  /** Copy recipients as shown. */
+  cc: string[];
+  /** Set only in a Bcc recipient's own envelope: that recipient. */
+  bcc?: string[];
+  /** When it was written. */
+  date: Date;
+  /** The message's global id (`<message id>@<sender's domain>`). */
+  message_id: string;
+  /** The global id of the message it answers. */
+  in_reply_to: string | null;
+}
+
+/** An attachment as the encrypted content names it. */
+export interface SecretAttachment {
+  /** The upload's id. */
+  attachment_id: string;
+  /** Real file name. */
+  name: string;
+  /** Real type. */
+  type: string;
+  /** AES-GCM nonce of its encryption. */
+  nonce: Uint8Array;
+  /** SHA-256 (hex) of the plain file. */
+  sha256: string;
+  /** SHA-256 (hex) of the encrypted upload the server stores. */
+  stored_sha256: string;
+}
+
+/** What travels encrypted. */
+export interface SecretContent {
+  /** Subject (the server sees an empty one). */
+  subject: string;
+  /** Body text. */
+  body: string;
+  /** `text`, `markdown` or `html`. */
+  format: string;
+  /** Attachments. */
+  attachments?: SecretAttachment[];
+  /** Protected headers (absent in legacy version 1 envelopes). */
+  headers?: ProtectedHeaders;
+}
+
+/** A recipient's devices to seal to. */
+export interface Target {
+  /** Address. */
+  address: string;
+  /** Devices (of its verified list). */
+  devices: ListedDevice[];
+}
+
+/** The outcome of opening an envelope. */
+export interface Opened {
+  /** Envelope version (1: legacy, without protected headers or commitment). */
+  version: number;
+  /** The decrypted content. */
+  content: SecretContent;
+  /** The sender the envelope names. */
+  sender: string;
+  /** The sending device's id and signing key. */
+  senderDevice: { id: string; sign: Uint8Array };
+  /** Whether the signature verified with that key (and the protected sender matches). */
+  signatureValid: boolean;
+  /** The content key (to decrypt attachments). */
+  contentKey: Uint8Array;
+}
+
+function sealInfo(
+  sender: string,
+  senderSign: Uint8Array,
+  address: string,
+  device: string,
+): Uint8Array {
+  return text.encode(
+    `AMTP e2e v2\n${sender}\n${b64(senderSign)}\n${address}\n${device}`,
+  );
+}
+
+async function commitmentOf(contentKey: Uint8Array): Promise<Uint8Array> {
+  return await sha256(
+    concatBytes(text.encode("AMTP e2e v2 key commitment\n"), contentKey),
+  );
+}
+
+function signedPart(env: Record<string, unknown>): Uint8Array {
+  return BSON.serialize({
+    v: env.v,
+    sender: env.sender,
+    sender_device: env.sender_device,
+    sender_sign: env.sender_sign,
+    nonce: env.nonce,
+    ciphertext: env.ciphertext,
+    commitment: env.commitment,
+    recipients: env.recipients,
+  });
+}
+
+async function aesKey(
+  contentKey: Uint8Array,
+  use: "encrypt" | "decrypt",
+): Promise<CryptoKey> {
+  return await crypto.subtle.importKey(
     "raw",
     buf(contentKey),
     "AES-GCM",
     false,
-    ["encrypt"],
+    [use],
   );
+}
+
+/**
+ * Encrypt content with protected headers for recipients' devices (the
+ * sender's own devices included by the caller), signed by the sending device.
+ */
+export async function encryptMessage(
+  content: Omit<SecretContent, "headers">,
+  options: {
+    sender: string;
+    device: DeviceKeys;
+    recipients: Target[];
+    headers: Omit<ProtectedHeaders, "from" | "sender_device">;
+    contentKey?: Uint8Array;
+  },
+): Promise<Uint8Array> {
+  const sender = options.sender.toLowerCase();
+  const contentKey = options.contentKey ??
+    crypto.getRandomValues(new Uint8Array(32));
+  const commitment = await commitmentOf(contentKey);
   const nonce = crypto.getRandomValues(new Uint8Array(12));
-  const plaintext = BSON.serialize(
-    content as unknown as Record<string, unknown>,
-  );
+  const inner: SecretContent = {
+    ...content,
+    headers: {
+      ...options.headers,
+      from: sender,
+      sender_device: options.device.id,
+    },
+  };
   const ciphertext = new Uint8Array(
     await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: nonce },
-      aesKey,
-      buf(plaintext),
+      { name: "AES-GCM", iv: nonce, additionalData: buf(commitment) },
+      await aesKey(contentKey, "encrypt"),
+      buf(BSON.serialize(inner as unknown as Record<string, unknown>)),
     ),
   );
   const recipients = [];
   for (const r of options.recipients) {
+    const address = r.address.toLowerCase();
     for (const device of r.devices) {
       const publicKey = await crypto.subtle.importKey(
         "raw",
-        buf(device.encrypt),
+        buf(device.enc),
         { name: "X25519" },
         true,
         [],
       );
-      const sender = await hpke().createSenderContext({
+      const context = await hpke().createSenderContext({
         recipientPublicKey: publicKey,
-        info: HPKE_INFO,
+        info: buf(
+          sealInfo(sender, options.device.signPublic, address, device.id),
+        ),
       });
       const sealed = new Uint8Array(
-        await sender.seal(
-          buf(contentKey),
-          buf(new TextEncoder().encode(`${r.address}\n${device.key_id}`)),
-        ),
+        await context.seal(buf(contentKey), buf(commitment)),
       );
       recipients.push({
-        address: r.address,
-        key_id: device.key_id,
-        enc: new Uint8Array(sender.enc),
+        address,
+        device: device.id,
+        enc: new Uint8Array(context.enc),
         sealed_key: sealed,
       });
     }
   }
   const envelope: Record<string, unknown> = {
     v: ENVELOPE_VERSION,
-    sender: options.sender,
-    sender_key_id: options.device.keyId,
+    sender,
+    sender_device: options.device.id,
     sender_sign: options.device.signPublic,
     nonce,
     ciphertext,
+    commitment,
     recipients,
   };
-  const signKey = await crypto.subtle.importKey(
-    "pkcs8",
-    buf(options.device.signPrivate),
-    ED,
-    false,
-    ["sign"],
-  );
-  envelope.signature = new Uint8Array(
-    await crypto.subtle.sign(
-      ED,
-      signKey,
-      buf(await digest(signedPart(envelope))),
-    ),
+  envelope.signature = await sign(
+    options.device.signPrivate,
+    await sha256(signedPart(envelope)),
   );
   return new Uint8Array(BSON.serialize(envelope));
 }
 
 /**
- * Open an envelope as `address` with a device's keys. Decryption failures of
- * a tampered envelope throw; a bad signature is reported, not hidden.
+ * Open an envelope as `address` with a device's keys. A tampered envelope
+ * throws; a bad signature is reported, not hidden. Version 1 envelopes
+ * (before protected headers) still open, marked as such.
  */
 export async function decryptMessage(
   bytes: Uint8Array,
-  options: { address: string; device: DeviceKeys },
+  options: { address: string; device: DeviceKeys; legacyKeyId?: string },
 ): Promise<Opened> {
   let env: Record<string, unknown>;
   try {
-    env = BSON.deserialize(bytes, { promoteBuffers: true }) as Record<
-      string,
-      unknown
-    >;
+    env = BSON.deserialize(bytes, { promoteBuffers: true });
   } catch {
     throw new E2eError("malformed", "the encrypted message cannot be read");
   }
-  if (env.v !== ENVELOPE_VERSION || !Array.isArray(env.recipients)) {
+  if (env.v === 1) return await openLegacy(env, options);
+  if (
+    env.v !== ENVELOPE_VERSION || !Array.isArray(env.recipients) ||
+    typeof env.sender !== "string" ||
+    !(env.sender_sign instanceof Uint8Array) ||
+    !(env.commitment instanceof Uint8Array) ||
+    !(env.nonce instanceof Uint8Array) ||
+    !(env.ciphertext instanceof Uint8Array)
+  ) {
     throw new E2eError("malformed", "unknown encrypted message format");
   }
+  const address = options.address.toLowerCase();
   const mine = (env.recipients as {
     address: string;
-    key_id: string;
+    device: string;
     enc: Uint8Array;
     sealed_key: Uint8Array;
-  }[])
-    .find((r) =>
-      r.address === options.address && r.key_id === options.device.keyId
-    );
+  }[]).find((r) => r.address === address && r.device === options.device.id);
   if (!mine) {
     throw new E2eError(
       "not_a_recipient",
@@ -336,40 +724,38 @@ export async function decryptMessage(
       buf(options.device.encryptPrivate),
       { name: "X25519" },
       true,
-      [
-        "deriveBits",
-      ],
+      ["deriveBits"],
     );
-    const recipient = await hpke().createRecipientContext({
+    const context = await hpke().createRecipientContext({
       recipientKey: privateKey,
       enc: buf(mine.enc),
-      info: HPKE_INFO,
+      info: buf(sealInfo(env.sender, env.sender_sign, address, mine.device)),
     });
     contentKey = new Uint8Array(
-      await recipient.open(
-        buf(mine.sealed_key),
-        buf(new TextEncoder().encode(`${mine.address}\n${mine.key_id}`)),
-      ),
+      await context.open(buf(mine.sealed_key), buf(env.commitment)),
     );
   } catch {
     throw new E2eError(
       "tampered",
-      "the sealed key does not open: the message was changed or is not for this device",
+      "the sealed key does not open: the message was changed, re-signed by someone else, or is not for this device",
+    );
+  }
+  if (!equal(await commitmentOf(contentKey), env.commitment)) {
+    throw new E2eError(
+      "tampered",
+      "the content key does not match its commitment",
     );
   }
   let content: SecretContent;
   try {
-    const aesKey = await crypto.subtle.importKey(
-      "raw",
-      buf(contentKey),
-      "AES-GCM",
-      false,
-      ["decrypt"],
-    );
     const plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: buf(env.nonce as Uint8Array) },
-      aesKey,
-      buf(env.ciphertext as Uint8Array),
+      {
+        name: "AES-GCM",
+        iv: buf(env.nonce),
+        additionalData: buf(env.commitment),
+      },
+      await aesKey(contentKey, "decrypt"),
+      buf(env.ciphertext),
     );
     content = BSON.deserialize(new Uint8Array(plain), {
       promoteBuffers: true,
@@ -380,29 +766,94 @@ export async function decryptMessage(
       "the content does not decrypt: the message was changed",
     );
   }
-  let signatureValid = false;
-  try {
-    const verifyKey = await crypto.subtle.importKey(
-      "raw",
-      buf(env.sender_sign as Uint8Array),
-      ED,
-      false,
-      ["verify"],
-    );
-    signatureValid = await crypto.subtle.verify(
-      ED,
-      verifyKey,
-      buf(env.signature as Uint8Array),
-      buf(await digest(signedPart(env))),
-    );
-  } catch {
-    signatureValid = false;
-  }
+  const signatureValid = await verify(
+    env.sender_sign,
+    env.signature as Uint8Array,
+    await sha256(signedPart(env)),
+  ) &&
+    content.headers?.from === env.sender &&
+    content.headers?.sender_device === env.sender_device;
   return {
+    version: 2,
     content,
+    sender: env.sender,
+    senderDevice: { id: String(env.sender_device), sign: env.sender_sign },
+    signatureValid,
+    contentKey,
+  };
+}
+
+/** Open a version 1 envelope (stored before version 2): no protected headers, no commitment. */
+async function openLegacy(
+  env: Record<string, unknown>,
+  options: { address: string; device: DeviceKeys; legacyKeyId?: string },
+): Promise<Opened> {
+  const mine = (env.recipients as {
+    address: string;
+    key_id: string;
+    enc: Uint8Array;
+    sealed_key: Uint8Array;
+  }[]).find((r) =>
+    r.address === options.address && r.key_id === options.legacyKeyId
+  );
+  if (!mine) {
+    throw new E2eError(
+      "not_a_recipient",
+      "this device is not among the message's recipients",
+    );
+  }
+  let contentKey: Uint8Array;
+  let content: SecretContent;
+  try {
+    const privateKey = await crypto.subtle.importKey(
+      "pkcs8",
+      buf(options.device.encryptPrivate),
+      { name: "X25519" },
+      true,
+      ["deriveBits"],
+    );
+    const context = await hpke().createRecipientContext({
+      recipientKey: privateKey,
+      enc: buf(mine.enc),
+      info: buf(text.encode("AMTP e2e v1")),
+    });
+    contentKey = new Uint8Array(
+      await context.open(
+        buf(mine.sealed_key),
+        buf(text.encode(`${mine.address}\n${mine.key_id}`)),
+      ),
+    );
+    const plain = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: buf(env.nonce as Uint8Array) },
+      await aesKey(contentKey, "decrypt"),
+      buf(env.ciphertext as Uint8Array),
+    );
+    content = BSON.deserialize(new Uint8Array(plain), {
+      promoteBuffers: true,
+    }) as unknown as SecretContent;
+  } catch {
+    throw new E2eError("tampered", "the legacy envelope does not open");
+  }
+  const { signature: _, ...rest } = env;
+  const signatureValid = await verify(
+    env.sender_sign as Uint8Array,
+    env.signature as Uint8Array,
+    await sha256(BSON.serialize({
+      v: rest.v,
+      sender: rest.sender,
+      sender_key_id: rest.sender_key_id,
+      sender_sign: rest.sender_sign,
+      nonce: rest.nonce,
+      ciphertext: rest.ciphertext,
+      recipients: rest.recipients,
+    })),
+  );
+  return {
+    version: 1,
+    content: { ...content, headers: undefined },
     sender: String(env.sender),
     senderDevice: {
-      key_id: String(env.sender_key_id),
+      id: String(env.sender_key_id),
       sign: env.sender_sign as Uint8Array,
     },
     signatureValid,
@@ -415,20 +866,13 @@ export async function encryptAttachment(
   contentKey: Uint8Array,
   data: Uint8Array,
 ): Promise<{ nonce: Uint8Array; data: Uint8Array }> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    buf(contentKey),
-    "AES-GCM",
-    false,
-    ["encrypt"],
-  );
   const nonce = crypto.getRandomValues(new Uint8Array(12));
   return {
     nonce,
     data: new Uint8Array(
       await crypto.subtle.encrypt(
         { name: "AES-GCM", iv: nonce },
-        key,
+        await aesKey(contentKey, "encrypt"),
         buf(data),
       ),
     ),
@@ -442,17 +886,10 @@ export async function decryptAttachment(
   data: Uint8Array,
 ): Promise<Uint8Array> {
   try {
-    const key = await crypto.subtle.importKey(
-      "raw",
-      buf(contentKey),
-      "AES-GCM",
-      false,
-      ["decrypt"],
-    );
     return new Uint8Array(
       await crypto.subtle.decrypt(
         { name: "AES-GCM", iv: buf(nonce) },
-        key,
+        await aesKey(contentKey, "decrypt"),
         buf(data),
       ),
     );
@@ -464,63 +901,199 @@ export async function decryptAttachment(
   }
 }
 
-/** What a client remembers of its correspondents' signing keys (trust on first use). */
-export interface TrustStore {
-  /** Signing keys seen for an address (base64), with whether the user confirmed them. */
-  get(address: string): Promise<{ key: string; confirmed: boolean }[]>;
-  /** Remember keys for an address. */
-  set(
-    address: string,
-    keys: { key: string; confirmed: boolean }[],
-  ): Promise<void>;
-}
+// ---------------------------------------------------------------- checks
 
-/** How a sender's signing key compares with what the client knew. */
-export type KeyTrust =
-  | "confirmed"
-  | "first-use"
-  | "known"
-  | "changed"
-  | "unpublished";
-
-function b64(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes));
+/** What the server shows of a message (outside the encryption). */
+export interface OuterCopy {
+  /** The copy's global id. */
+  global_id?: string;
+  /** Sender. */
+  from: string;
+  /** Recipients. */
+  to: string[];
+  /** Copy recipients. */
+  cc: string[];
+  /** Date. */
+  date: Date;
+  /** Attachments the server lists: upload id and SHA-256 of the stored bytes. */
+  attachments: { id: string; sha256: string }[];
 }
 
 /**
- * Judge the signing key of an opened message: is it one the sender publishes,
- * and is it one this client saw before? A new key of a known correspondent is
- * reported as `changed` (until confirmed).
+ * Where the server's copy disagrees with the signed headers and the signed
+ * attachment list: each a sentence for the reader. `parentGlobalId` is the
+ * global id of the message the server threads this one under (if any).
  */
-export async function judgeSender(
+export function headerMismatches(
   opened: Opened,
-  published: PublishedDevice[],
+  outer: OuterCopy,
+  parentGlobalId?: string | null,
+): string[] {
+  const h = opened.content.headers;
+  if (!h) return ["legacy envelope: its headers are not protected"];
+  const out: string[] = [];
+  const same = (a: string[], b: string[]) =>
+    [...a].map((x) => x.toLowerCase()).sort().join() ===
+      [...b].map((x) => x.toLowerCase()).sort().join();
+  if (h.from !== outer.from.toLowerCase()) {
+    out.push(
+      `the server shows it from ${outer.from}, the sender signed ${h.from}`,
+    );
+  }
+  if (!same(h.to, outer.to)) {
+    out.push(
+      `the server shows To ${outer.to.join(", ")}, the sender signed ${
+        h.to.join(", ")
+      }`,
+    );
+  }
+  if (!same(h.cc, outer.cc)) {
+    out.push(
+      `the server shows Cc ${outer.cc.join(", ")}, the sender signed ${
+        h.cc.join(", ")
+      }`,
+    );
+  }
+  if (Math.abs(h.date.getTime() - outer.date.getTime()) > 5 * 60_000) {
+    out.push(
+      `the server dates it ${outer.date.toISOString()}, the sender signed ${h.date.toISOString()}`,
+    );
+  }
+  if (outer.global_id && outer.global_id !== h.message_id) {
+    out.push(
+      `the server delivered it as ${outer.global_id}, the sender signed ${h.message_id} (replayed or moved)`,
+    );
+  }
+  if (
+    parentGlobalId !== undefined && (parentGlobalId ?? null) !== h.in_reply_to
+  ) {
+    out.push(
+      `the server threads it under ${
+        parentGlobalId ?? "nothing"
+      }, the sender signed a reply to ${h.in_reply_to ?? "nothing"}`,
+    );
+  }
+  const signed = opened.content.attachments ?? [];
+  for (const a of outer.attachments) {
+    const inner = signed.find((s) => s.attachment_id === a.id);
+    if (!inner) {
+      out.push(
+        `attachment ${a.id} is not signed by the sender (added by a server)`,
+      );
+    } else if (inner.stored_sha256 !== a.sha256) {
+      out.push(`attachment ${inner.name} differs from what the sender signed`);
+    }
+  }
+  for (const s of signed) {
+    if (!outer.attachments.some((a) => a.id === s.attachment_id)) {
+      out.push(
+        `attachment ${s.name} signed by the sender is missing (removed by a server)`,
+      );
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- trust
+
+/** What a client remembers of a correspondent. */
+export interface ContactRecord {
+  /** The pinned master key (base64). */
+  master: string;
+  /** Whether the user confirmed it (compared the safety code). */
+  confirmed: boolean;
+  /** Highest device list counter seen under the pinned master. */
+  counter: number;
+  /** A different master key seen and not yet confirmed (base64). */
+  changed?: string;
+}
+
+/** Storage of contact records and of message ids seen per sender (replays). */
+export interface TrustStore {
+  /** The record of an address. */
+  get(address: string): Promise<ContactRecord | undefined>;
+  /** Replace the record of an address. */
+  set(address: string, record: ContactRecord): Promise<void>;
+  /** Remember that `messageId` of `sender` arrived as `copy`; answers the copy it first arrived as. */
+  seen(sender: string, messageId: string, copy: string): Promise<string>;
+}
+
+/** How a correspondent's current keys compare with what the client knew. */
+export type KeyTrust =
+  | "confirmed"
+  | "known"
+  | "first-use"
+  | "changed"
+  | "rolled-back";
+
+/**
+ * Judge an account's current device list against what the client pinned: a
+ * first list is pinned (trust on first use); the same master is `known` or
+ * `confirmed`; another master is `changed` — every time, until
+ * {@link confirmContact}; a lower counter than seen is `rolled-back` (a
+ * server showing an old list, e.g. with a revoked device).
+ */
+export async function judgeContact(
+  list: DeviceList,
   trust: TrustStore,
 ): Promise<KeyTrust> {
-  const key = b64(opened.senderDevice.sign);
-  if (!published.some((d) => b64(d.sign) === key)) return "unpublished";
-  const known = await trust.get(opened.sender);
-  const entry = known.find((k) => k.key === key);
-  if (entry) return entry.confirmed ? "confirmed" : "known";
-  await trust.set(opened.sender, [...known, { key, confirmed: false }]);
-  return known.length === 0 ? "first-use" : "changed";
+  const address = list.address;
+  const master = b64(list.master);
+  const known = await trust.get(address);
+  if (!known) {
+    await trust.set(address, {
+      master,
+      confirmed: false,
+      counter: list.counter,
+    });
+    return "first-use";
+  }
+  if (known.master !== master) {
+    if (known.changed !== master) {
+      await trust.set(address, { ...known, changed: master });
+    }
+    return "changed";
+  }
+  if (list.counter < known.counter) return "rolled-back";
+  if (list.counter > known.counter) {
+    await trust.set(address, { ...known, counter: list.counter });
+  }
+  return known.confirmed ? "confirmed" : "known";
+}
+
+/** The user confirms an account's current master key (after comparing the safety code). */
+export async function confirmContact(
+  list: DeviceList,
+  trust: TrustStore,
+): Promise<void> {
+  await trust.set(list.address, {
+    master: b64(list.master),
+    confirmed: true,
+    counter: list.counter,
+  });
 }
 
 /** A trust store in memory (tests, short-lived clients). */
 export class MemoryTrustStore implements TrustStore {
-  readonly #map = new Map<string, { key: string; confirmed: boolean }[]>();
+  readonly #contacts = new Map<string, ContactRecord>();
+  readonly #seen = new Map<string, string>();
 
-  /** Keys of an address. */
-  get(address: string): Promise<{ key: string; confirmed: boolean }[]> {
-    return Promise.resolve([...(this.#map.get(address) ?? [])]);
+  /** The record of an address. */
+  get(address: string): Promise<ContactRecord | undefined> {
+    const record = this.#contacts.get(address);
+    return Promise.resolve(record && { ...record });
   }
 
-  /** Remember keys. */
-  set(
-    address: string,
-    keys: { key: string; confirmed: boolean }[],
-  ): Promise<void> {
-    this.#map.set(address, keys);
+  /** Replace a record. */
+  set(address: string, record: ContactRecord): Promise<void> {
+    this.#contacts.set(address, { ...record });
     return Promise.resolve();
+  }
+
+  /** Remember a message id. */
+  seen(sender: string, messageId: string, copy: string): Promise<string> {
+    const key = `${sender}\n${messageId}`;
+    if (!this.#seen.has(key)) this.#seen.set(key, copy);
+    return Promise.resolve(this.#seen.get(key)!);
   }
 }

@@ -1,29 +1,46 @@
 /**
- * End-to-end encryption in the CLI: the device's keys in a file beside the
- * CLI session (owner-only), choosing to encrypt when every recipient has a
- * key, and a trust-on-first-use store of correspondents' keys.
+ * End-to-end encryption in the CLI: the device's keys (and the account's
+ * master key, on the devices that hold it) in a file beside the CLI session
+ * (owner-only), the device list life cycle (create, approve, revoke), the
+ * contacts' pinned master keys, and the decision whether a message may go
+ * out encrypted — or, failing closed, not at all.
  *
  * @module
  */
 
 import {
+  type AccountKeys,
+  accountKeys,
+  b64,
+  type ContactRecord,
+  deviceId,
   type DeviceKeys,
-  deviceRecord,
-  devicesOf,
+  type DeviceList,
   generateDeviceKeys,
-  type PublishedDevice,
+  generateMasterKeys,
+  judgeContact,
+  type KeyTrust,
+  listed,
+  type MasterKeys,
+  pendingRecord,
+  type ProfileKey,
+  signDeviceList,
+  type Target,
   type TrustStore,
+  unb64,
 } from "./e2e.ts";
 import type { AmtpClient } from "./mod.ts";
 
-function b64(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
-function unb64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+/** This device's keys, and the master key when this device holds it. */
+export interface DeviceFile {
+  /** The account. */
+  address: string;
+  /** The device's keys. */
+  device: DeviceKeys;
+  /** The account's master key, when held here. */
+  master?: MasterKeys;
+  /** The server record id of a version 1 key of this device (legacy messages). */
+  legacyKeyId?: string;
 }
 
 /** Where the CLI keeps a user's device keys. */
@@ -32,133 +49,398 @@ export function devicePath(stateFile: string, address: string): string {
   return `${dir}device-${address}.json`;
 }
 
+async function writePrivate(path: string, data: string): Promise<void> {
+  await Deno.writeTextFile(path, data, { mode: 0o600 });
+  // The mode of an existing file is not changed by writeTextFile.
+  await Deno.chmod(path, 0o600).catch(() => {});
+}
+
 /** Load this device's keys for `address`, if it has any. */
 export async function loadDevice(
   stateFile: string,
   address: string,
-): Promise<DeviceKeys | undefined> {
+): Promise<DeviceFile | undefined> {
+  let raw;
   try {
-    const raw = JSON.parse(
-      await Deno.readTextFile(devicePath(stateFile, address)),
-    );
-    return {
-      label: raw.label,
-      keyId: raw.keyId,
-      encryptPrivate: unb64(raw.encryptPrivate),
-      encryptPublic: unb64(raw.encryptPublic),
-      signPrivate: unb64(raw.signPrivate),
-      signPublic: unb64(raw.signPublic),
-    };
+    raw = JSON.parse(await Deno.readTextFile(devicePath(stateFile, address)));
   } catch {
     return undefined;
   }
-}
-
-/** Create this device's keys, publish them in the user's profile, save them. */
-export async function initDevice(
-  client: AmtpClient,
-  options: { token: string; address: string; label: string; stateFile: string },
-): Promise<DeviceKeys> {
-  const keys = await generateDeviceKeys(options.label);
-  const published = await client.call<{ key_id: string }>(
-    "user_add_public_key",
-    {
-      user_token: options.token,
-      ...deviceRecord(keys),
+  const encryptPublic = unb64(raw.encryptPublic);
+  const signPublic = unb64(raw.signPublic);
+  return {
+    address,
+    device: {
+      label: raw.label,
+      id: raw.id ?? await deviceId(encryptPublic, signPublic),
+      encryptPrivate: unb64(raw.encryptPrivate),
+      encryptPublic,
+      signPrivate: unb64(raw.signPrivate),
+      signPublic,
     },
-  );
-  keys.keyId = published.key_id;
-  const path = devicePath(options.stateFile, options.address);
-  await Deno.writeTextFile(
-    path,
-    JSON.stringify({
-      label: keys.label,
-      keyId: keys.keyId,
-      encryptPrivate: b64(keys.encryptPrivate),
-      encryptPublic: b64(keys.encryptPublic),
-      signPrivate: b64(keys.signPrivate),
-      signPublic: b64(keys.signPublic),
-    }),
-    { mode: 0o600 },
-  );
-  await Deno.chmod(path, 0o600).catch(() => {});
-  return keys;
+    master: raw.masterPrivate
+      ? { private: unb64(raw.masterPrivate), public: unb64(raw.masterPublic) }
+      : undefined,
+    legacyKeyId: raw.id ? raw.legacyKeyId : raw.keyId,
+  };
 }
 
-/** A user's published devices (local or through federation). */
-export async function devicesFor(
+/** Save this device's keys (owner-only). */
+export async function saveDevice(
+  stateFile: string,
+  file: DeviceFile,
+): Promise<void> {
+  const d = file.device;
+  await writePrivate(
+    devicePath(stateFile, file.address),
+    JSON.stringify({
+      label: d.label,
+      id: d.id,
+      encryptPrivate: b64(d.encryptPrivate),
+      encryptPublic: b64(d.encryptPublic),
+      signPrivate: b64(d.signPrivate),
+      signPublic: b64(d.signPublic),
+      masterPrivate: file.master ? b64(file.master.private) : undefined,
+      masterPublic: file.master ? b64(file.master.public) : undefined,
+      legacyKeyId: file.legacyKeyId,
+    }),
+  );
+}
+
+/** An account's end-to-end keys from its profile (local or through federation), fresh. */
+export async function keysOf(
   client: AmtpClient,
   token: string,
   address: string,
-): Promise<PublishedDevice[]> {
+): Promise<AccountKeys> {
   // Fresh: a cached profile could miss a device added a moment ago.
-  const profile = await client.call<{ public_keys?: never[] }>(
+  const profile = await client.call<{ public_keys?: ProfileKey[] }>(
     "user_userinfo",
     { user_token: token, address, fresh: true },
   );
-  return devicesOf(profile);
+  return await accountKeys(address.toLowerCase(), profile.public_keys);
+}
+
+/** Publish a device list (replacing the current one), signed with the master key. */
+async function publishList(
+  client: AmtpClient,
+  token: string,
+  file: DeviceFile,
+  current: AccountKeys,
+  devices: DeviceList["devices"],
+): Promise<DeviceList> {
+  const counter = (current.list?.counter ?? 0) + 1;
+  const record = await signDeviceList(file.master!, {
+    address: file.address,
+    counter,
+    devices,
+  });
+  await client.call("user_add_public_key", { user_token: token, ...record });
+  for (
+    const stale of [current.listRecord, ...current.staleRecords].filter((
+      id,
+    ): id is string => id !== undefined)
+  ) {
+    await client.call("user_del_public_key", {
+      user_token: token,
+      key_id: stale,
+    }).catch(() => {});
+  }
+  return {
+    address: file.address,
+    master: file.master!.public,
+    counter,
+    created: new Date(),
+    devices,
+  };
+}
+
+/** What `device init` did. */
+export type InitResult =
+  | { kind: "listed"; file: DeviceFile; list: DeviceList }
+  | { kind: "pending"; file: DeviceFile };
+
+/**
+ * Set up this device: on an account without a device list, create the
+ * master key and a list of this device (this device then holds the master
+ * key); on an account that has one, publish this device as pending, to be
+ * approved on a device holding the master key. `newMaster` replaces the
+ * master key (a key change every correspondent is told about).
+ */
+export async function initDevice(
+  client: AmtpClient,
+  options: {
+    token: string;
+    address: string;
+    label: string;
+    stateFile: string;
+    newMaster?: boolean;
+  },
+): Promise<InitResult> {
+  const address = options.address.toLowerCase();
+  const current = await keysOf(client, options.token, address);
+  const device = await generateDeviceKeys(options.label);
+  if (current.list && !options.newMaster) {
+    const file: DeviceFile = { address, device };
+    await client.call("user_add_public_key", {
+      user_token: options.token,
+      ...pendingRecord(device),
+    });
+    await saveDevice(options.stateFile, file);
+    return { kind: "pending", file };
+  }
+  const file: DeviceFile = {
+    address,
+    device,
+    master: await generateMasterKeys(),
+  };
+  await saveDevice(options.stateFile, file);
+  const list = await publishList(client, options.token, file, current, [
+    listed(device),
+  ]);
+  return { kind: "listed", file, list };
+}
+
+/**
+ * Approve a pending device (this device holds the master key): a new list
+ * with it, the pending record removed.
+ */
+export async function approveDevice(
+  client: AmtpClient,
+  options: { token: string; file: DeviceFile; id: string },
+): Promise<DeviceList> {
+  const { file } = options;
+  if (!file.master) {
+    throw new Error(
+      "this device does not hold the master key: approve on the device that does",
+    );
+  }
+  const current = await keysOf(client, options.token, file.address);
+  const pending = current.pending.find((p) => p.id === options.id);
+  if (!pending) throw new Error(`no pending device ${options.id}`);
+  const devices = [...(current.list?.devices ?? []), {
+    id: pending.id,
+    enc: pending.enc,
+    sign: pending.sign,
+    label: pending.label,
+    added: new Date(),
+  }];
+  const list = await publishList(
+    client,
+    options.token,
+    file,
+    current,
+    devices,
+  );
+  await client.call("user_del_public_key", {
+    user_token: options.token,
+    key_id: pending.record,
+  });
+  return list;
+}
+
+/** Revoke a device (this device holds the master key): a new list without it. */
+export async function revokeDevice(
+  client: AmtpClient,
+  options: { token: string; file: DeviceFile; id: string },
+): Promise<DeviceList> {
+  const { file } = options;
+  if (!file.master) {
+    throw new Error(
+      "this device does not hold the master key: revoke on the device that does",
+    );
+  }
+  const current = await keysOf(client, options.token, file.address);
+  const devices = (current.list?.devices ?? []).filter((d) =>
+    d.id !== options.id
+  );
+  if (devices.length === current.list?.devices.length) {
+    const pending = current.pending.find((p) => p.id === options.id);
+    if (!pending) throw new Error(`no device ${options.id}`);
+    await client.call("user_del_public_key", {
+      user_token: options.token,
+      key_id: pending.record,
+    });
+    return current.list!;
+  }
+  if (devices.length === 0) {
+    throw new Error("the last device cannot be revoked");
+  }
+  return await publishList(client, options.token, file, current, devices);
 }
 
 /** Whether a message can go out encrypted, and to which devices; or why not. */
 export type EncryptionPlan =
   | {
     encrypt: true;
-    targets: { address: string; devices: PublishedDevice[] }[];
+    /** To, Cc and the sender's own devices. */
+    targets: Target[];
+    /** Each Bcc recipient's devices (with the sender's own). */
+    bcc: { address: string; targets: Target[] }[];
+    /** Things the sender should know (devices ignored). */
+    notes: string[];
   }
-  | { encrypt: false; reason: string };
+  | {
+    encrypt: false;
+    /** Why it cannot be encrypted. */
+    reason: string;
+    /** Whether sending in clear needs the user's explicit consent (a contact had keys, or a key changed). */
+    needsConsent: boolean;
+  };
 
-/** Decide: encrypt when the sender has a device and every recipient publishes a key. */
+/** The verdict on one recipient. */
+interface Verdict {
+  address: string;
+  devices?: Target["devices"];
+  trust?: KeyTrust | "none";
+  had: boolean;
+  notes: string[];
+}
+
+async function verdict(
+  client: AmtpClient,
+  token: string,
+  address: string,
+  trust: TrustStore,
+): Promise<Verdict> {
+  const known: ContactRecord | undefined = await trust.get(address);
+  let keys: AccountKeys;
+  try {
+    keys = await keysOf(client, token, address);
+  } catch {
+    return { address, had: known !== undefined, notes: [], trust: "none" };
+  }
+  const notes: string[] = [];
+  if (keys.pending.length) {
+    notes.push(
+      `ignoring ${keys.pending.length} device(s) of ${address} not signed by its master key (${
+        keys.pending.map((p) => p.label || p.id).join(", ")
+      })`,
+    );
+  }
+  if (keys.invalid) {
+    notes.push(
+      `ignoring ${keys.invalid} device list(s) of ${address} that do not verify`,
+    );
+  }
+  if (!keys.list) {
+    return { address, had: known !== undefined, notes, trust: "none" };
+  }
+  const judged = await judgeContact(keys.list, trust);
+  return {
+    address,
+    devices: keys.list.devices,
+    trust: judged,
+    had: true,
+    notes,
+  };
+}
+
+/**
+ * Decide before sending: encrypt when the sender's device is in its own
+ * list and every recipient has a device list whose master key is pinned
+ * (first use pins it) and has not changed or rolled back. Devices outside a
+ * list are never sealed to. When encryption is impossible, sending in clear
+ * needs consent if any recipient had keys before (fail closed).
+ */
 export async function planEncryption(
   client: AmtpClient,
   options: {
     token: string;
     sender: string;
-    device?: DeviceKeys;
-    recipients: string[];
+    file?: DeviceFile;
+    to: string[];
+    bcc: string[];
+    trust: TrustStore;
   },
 ): Promise<EncryptionPlan> {
-  if (!options.device) {
+  const lower = (xs: string[]) => [...new Set(xs.map((x) => x.toLowerCase()))];
+  const open = lower(options.to);
+  const blind = lower(options.bcc).filter((x) => !open.includes(x));
+  const verdicts = new Map<string, Verdict>();
+  for (const address of [...open, ...blind]) {
+    verdicts.set(
+      address,
+      await verdict(client, options.token, address, options.trust),
+    );
+  }
+  const all = [...verdicts.values()];
+  const had = all.some((v) => v.had);
+  const blocked = all.filter((v) =>
+    v.trust === "changed" || v.trust === "rolled-back"
+  );
+  if (blocked.length) {
     return {
       encrypt: false,
+      needsConsent: true,
+      reason: blocked.map((v) =>
+        v.trust === "changed"
+          ? `${v.address} has a NEW master key: compare the safety code (amtp verify ${v.address}), then amtp trust ${v.address}`
+          : `the server shows an OLDER device list of ${v.address} than seen before (a revoked device may be back)`
+      ).join("; "),
+    };
+  }
+  if (!options.file) {
+    return {
+      encrypt: false,
+      needsConsent: had,
       reason: "this device has no encryption key (amtp device init)",
     };
   }
-  const targets: { address: string; devices: PublishedDevice[] }[] = [];
-  const missing: string[] = [];
-  for (
-    const address of [
-      ...new Set(options.recipients.map((r) => r.toLowerCase())),
-    ]
-  ) {
-    let devices: PublishedDevice[] = [];
-    try {
-      devices = await devicesFor(client, options.token, address);
-    } catch {
-      devices = [];
-    }
-    if (devices.length === 0) missing.push(address);
-    else targets.push({ address, devices });
-  }
-  if (missing.length > 0) {
+  const missing = all.filter((v) => !v.devices);
+  if (missing.length) {
     return {
       encrypt: false,
-      reason: `${missing.join(", ")} ${
+      needsConsent: had,
+      reason: `${missing.map((v) => v.address).join(", ")} ${
         missing.length === 1 ? "has" : "have"
-      } no published encryption key`,
+      } no verified encryption keys`,
     };
   }
-  const own = await devicesFor(client, options.token, options.sender);
-  if (!own.some((d) => d.key_id === options.device!.keyId)) {
+  const sender = options.sender.toLowerCase();
+  const own = await keysOf(client, options.token, sender);
+  const ownMaster = options.file.master;
+  if (
+    own.list &&
+    (ownMaster
+      ? b64(own.list.master) !== b64(ownMaster.public)
+      : ["changed", "rolled-back"].includes(
+        await judgeContact(own.list, options.trust),
+      ))
+  ) {
     return {
       encrypt: false,
-      reason: "this device's key is no longer published in your profile",
+      needsConsent: true,
+      reason:
+        "your own device list is not signed by your master key any more (or was rolled back): someone else may have replaced it",
     };
   }
-  targets.push({ address: options.sender, devices: own });
-  return { encrypt: true, targets };
+  if (!own.list?.devices.some((d) => d.id === options.file!.device.id)) {
+    return {
+      encrypt: false,
+      needsConsent: had,
+      reason: own.pending.some((p) => p.id === options.file!.device.id)
+        ? "this device is not approved yet (amtp device approve on a device with your master key)"
+        : "this device is not in your device list (revoked?)",
+    };
+  }
+  const mine: Target = { address: sender, devices: own.list.devices };
+  const notes = all.flatMap((v) => v.notes);
+  return {
+    encrypt: true,
+    targets: [
+      ...open.map((a) => ({ address: a, devices: verdicts.get(a)!.devices! })),
+      mine,
+    ],
+    bcc: blind.map((a) => ({
+      address: a,
+      targets: [{ address: a, devices: verdicts.get(a)!.devices! }, mine],
+    })),
+    notes,
+  };
 }
 
-/** A trust store in a JSON file beside the CLI session. */
+/** Contacts and seen message ids in a JSON file beside the CLI session (owner-only). */
 export class FileTrustStore implements TrustStore {
   readonly #path: string;
 
@@ -167,30 +449,53 @@ export class FileTrustStore implements TrustStore {
     this.#path = path;
   }
 
-  async #read(): Promise<
-    Record<string, { key: string; confirmed: boolean }[]>
-  > {
+  async #read(): Promise<{
+    contacts: Record<string, ContactRecord>;
+    seen: Record<string, string>;
+  }> {
     try {
-      return JSON.parse(await Deno.readTextFile(this.#path));
+      const raw = JSON.parse(await Deno.readTextFile(this.#path));
+      // Version 1 files (per-device keys) hold nothing version 2 can use.
+      if (raw && raw.v === 2) return raw;
     } catch {
-      return {};
+      // No file yet.
     }
+    return { contacts: {}, seen: {} };
   }
 
-  /** Keys of an address. */
-  async get(address: string): Promise<{ key: string; confirmed: boolean }[]> {
-    return (await this.#read())[address] ?? [];
+  async #write(data: {
+    contacts: Record<string, ContactRecord>;
+    seen: Record<string, string>;
+  }): Promise<void> {
+    const seen = Object.entries(data.seen);
+    // The newest 10,000 ids are enough to catch a replay.
+    const kept = Object.fromEntries(seen.slice(-10_000));
+    await writePrivate(
+      this.#path,
+      JSON.stringify({ v: 2, contacts: data.contacts, seen: kept }, null, 2),
+    );
   }
 
-  /** Remember keys. */
-  async set(
-    address: string,
-    keys: { key: string; confirmed: boolean }[],
-  ): Promise<void> {
-    const all = await this.#read();
-    all[address] = keys;
-    await Deno.writeTextFile(this.#path, JSON.stringify(all, null, 2), {
-      mode: 0o600,
-    });
+  /** The record of an address. */
+  async get(address: string): Promise<ContactRecord | undefined> {
+    return (await this.#read()).contacts[address];
+  }
+
+  /** Replace a record. */
+  async set(address: string, record: ContactRecord): Promise<void> {
+    const data = await this.#read();
+    data.contacts[address] = record;
+    await this.#write(data);
+  }
+
+  /** Remember a message id as seen in a copy; answers the first copy. */
+  async seen(sender: string, messageId: string, copy: string): Promise<string> {
+    const data = await this.#read();
+    const key = `${sender}\n${messageId}`;
+    if (!data.seen[key]) {
+      data.seen[key] = copy;
+      await this.#write(data);
+    }
+    return data.seen[key];
   }
 }

@@ -13,12 +13,15 @@ import {
   E2eError,
   encryptAttachment,
   encryptMessage,
-  judgeSender,
+  headerMismatches,
+  judgeContact,
   type Opened,
+  type SecretAttachment,
+  type Target,
 } from "./e2e.ts";
 import {
-  devicesFor,
   FileTrustStore,
+  keysOf,
   loadDevice,
   planEncryption,
 } from "./e2e_cli.ts";
@@ -135,41 +138,77 @@ export async function uploadBytes(
   return done.attachment_id;
 }
 
+/** The message id the messages module derives from a sender and a client id (PROTOCOL.md §13.1). */
+async function messageIdOf(sender: string, clientId: string): Promise<string> {
+  return (await sha256Hex(new TextEncoder().encode(`${sender}\n${clientId}`)))
+    .slice(0, 24);
+}
+
+/** Thrown when a message is not sent because it would go out in clear without consent. */
+export class NotSentError extends Error {
+  /** Create the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NotSentError";
+  }
+}
+
 /**
  * `amtp send --to A,B [--cc ..] [--bcc ..] --subject S (--body T | --body-file F) [--format f]
- * [--attach F1,F2] [--reply-to ID] [--client-id X] [--plain]`
+ * [--attach F1,F2] [--reply-to ID] [--client-id X] [--plain | --encrypt]`
+ *
+ * Encrypted end to end whenever every recipient has verified keys. When that
+ * is impossible, it goes out in clear only if no recipient ever had keys and
+ * `--encrypt` was not given; otherwise only with `--plain` (explicit consent).
+ * Each Bcc recipient gets an envelope of its own.
  */
-export async function sendCommand(m: Mail, args: Args): Promise<string> {
+export async function sendCommand(
+  m: Mail,
+  args: Args,
+  warn: (line: string) => void = (line) => console.error(line),
+): Promise<string> {
   const to = list(args.flags.get("to"));
-  if (to.length === 0) {
+  const cc = list(args.flags.get("cc"));
+  const bcc = list(args.flags.get("bcc"));
+  if (to.length + cc.length + bcc.length === 0) {
     throw new UsageError(
-      "usage: amtp send --to ADDRESS[,ADDRESS] --subject TEXT --body TEXT [--attach FILE,FILE] [--cc ..] [--bcc ..] [--plain]",
+      "usage: amtp send --to ADDRESS[,ADDRESS] --subject TEXT --body TEXT [--attach FILE,FILE] [--cc ..] [--bcc ..] [--plain | --encrypt]",
     );
   }
   const bodyFile = args.flags.get("body-file");
   const body = bodyFile
     ? await Deno.readTextFile(bodyFile)
     : args.flags.get("body") ?? "";
-  const cc = list(args.flags.get("cc"));
-  const bcc = list(args.flags.get("bcc"));
   const subject = args.flags.get("subject") ?? "";
   const format = args.flags.get("format") ?? "text";
   const files = list(args.flags.get("attach"));
-  const device = await loadDevice(m.stateFile, m.address);
+  const clientId = args.flags.get("client-id") ?? crypto.randomUUID();
+  const replyTo = args.flags.get("reply-to");
+  const trust = new FileTrustStore(trustPath(m.stateFile));
+  const file = await loadDevice(m.stateFile, m.address);
   const plan = args.flags.has("plain")
-    ? { encrypt: false as const, reason: "--plain was given" }
+    ? {
+      encrypt: false as const,
+      reason: "--plain was given",
+      needsConsent: false,
+    }
     : await planEncryption(m.client, {
       token: m.token,
       sender: m.address,
-      device,
-      recipients: [...to, ...cc, ...bcc],
+      file,
+      to: [...to, ...cc],
+      bcc,
+      trust,
     });
   const notes: string[] = [];
   let params: Record<string, unknown>;
   if (plan.encrypt) {
-    // One fresh content key for the body and every attachment.
+    for (const note of plan.notes) warn(`note: ${note}`);
+    notes.push(...plan.notes.map((n) => `note: ${n}`));
+    const device = file!.device;
+    // One content key for every envelope of this message and its attachments.
     const contentKey = crypto.getRandomValues(new Uint8Array(32));
-    const secretAttachments = [];
+    const secretAttachments: SecretAttachment[] = [];
     const attachments = [];
     for (const path of files) {
       const plain = await Deno.readFile(path);
@@ -188,24 +227,53 @@ export async function sendCommand(m: Mail, args: Args): Promise<string> {
         type: mimeOf(name),
         nonce: sealed.nonce,
         sha256: await sha256Hex(plain),
+        stored_sha256: await sha256Hex(sealed.data),
       });
     }
-    const envelope = await encryptMessage({
-      subject,
-      body,
-      format,
-      attachments: secretAttachments,
-    }, {
-      sender: m.address,
-      device: device!,
-      recipients: plan.targets,
-      contentKey,
-    });
+    const sender = m.address.toLowerCase();
+    const domain = sender.slice(sender.lastIndexOf("@") + 1);
+    const messageId = `${await messageIdOf(sender, clientId)}@${domain}`;
+    let inReplyTo: string | null = null;
+    if (replyTo) {
+      const parent = await m.call<{ global_id?: string }>("get", {
+        id: replyTo,
+      });
+      inReplyTo = parent.global_id ?? null;
+    }
+    const headers = {
+      to: to.map((a) => a.toLowerCase()),
+      cc: cc.map((a) => a.toLowerCase()),
+      date: new Date(),
+      message_id: messageId,
+      in_reply_to: inReplyTo,
+    };
+    const seal = (recipients: Target[], extra: { bcc?: string[] } = {}) =>
+      encryptMessage({
+        subject,
+        body,
+        format,
+        attachments: secretAttachments,
+      }, {
+        sender,
+        device,
+        recipients,
+        headers: { ...headers, ...extra },
+        contentKey,
+      });
+    const envelope = await seal(plan.targets);
+    const bccBodies = [];
+    for (const b of plan.bcc) {
+      bccBodies.push(await seal(b.targets, { bcc: [b.address] }));
+    }
     const devices = plan.targets.reduce((n, t) => n + t.devices.length, 0);
     notes.push(
-      `encrypted end to end for ${devices} device${
-        devices === 1 ? "" : "s"
-      } (the subject travels inside)`,
+      `encrypted end to end for ${devices} device${devices === 1 ? "" : "s"}${
+        plan.bcc.length
+          ? ` and ${plan.bcc.length} Bcc envelope${
+            plan.bcc.length === 1 ? "" : "s"
+          }`
+          : ""
+      } (the subject and headers travel inside)`,
     );
     params = {
       subject: "",
@@ -213,11 +281,25 @@ export async function sendCommand(m: Mail, args: Args): Promise<string> {
       encrypted: true,
       format: "text",
       attachments,
+      ...(bccBodies.length ? { bcc_bodies: bccBodies } : {}),
     };
   } else {
-    notes.push(
-      `NOT ENCRYPTED: ${plan.reason}; the servers can read this message`,
-    );
+    if (
+      !args.flags.has("plain") &&
+      (plan.needsConsent || args.flags.has("encrypt"))
+    ) {
+      throw new NotSentError(
+        `NOT SENT: it cannot be encrypted: ${plan.reason}. ${
+          args.flags.has("encrypt")
+            ? "--encrypt requires encryption."
+            : "A recipient had encryption keys before; to send it in clear anyway, add --plain."
+        }`,
+      );
+    }
+    const note =
+      `NOT ENCRYPTED: ${plan.reason}; the servers can read this message`;
+    warn(note);
+    notes.push(note);
     const attachments = [];
     for (const path of files) {
       const name = path.slice(path.lastIndexOf("/") + 1);
@@ -244,8 +326,8 @@ export async function sendCommand(m: Mail, args: Args): Promise<string> {
       to,
       cc,
       bcc,
-      in_reply_to: args.flags.get("reply-to"),
-      client_id: args.flags.get("client-id") ?? crypto.randomUUID(),
+      in_reply_to: replyTo,
+      client_id: clientId,
     },
   );
   const lines = [...notes, `message ${result.message_id}`];
@@ -284,10 +366,10 @@ export async function inboxCommand(m: Mail, args: Args): Promise<string> {
 
 async function openEncrypted(
   m: Mail,
-  body: Uint8Array,
+  msg: Record<string, unknown>,
 ): Promise<{ opened?: Opened; lines: string[] }> {
-  const device = await loadDevice(m.stateFile, m.address);
-  if (!device) {
+  const file = await loadDevice(m.stateFile, m.address);
+  if (!file) {
     return {
       lines: [
         "Encryption: end to end; this device has no key to open it (amtp device init)",
@@ -296,7 +378,11 @@ async function openEncrypted(
   }
   let opened: Opened;
   try {
-    opened = await decryptMessage(body, { address: m.address, device });
+    opened = await decryptMessage(msg.body as Uint8Array, {
+      address: m.address,
+      device: file.device,
+      legacyKeyId: file.legacyKeyId,
+    });
   } catch (error) {
     return {
       lines: [
@@ -315,32 +401,65 @@ async function openEncrypted(
     );
     return { opened, lines };
   }
-  const published = await devicesFor(m.client, m.token, opened.sender).catch(
-    () => [],
+  const trust = new FileTrustStore(trustPath(m.stateFile));
+  const keys = await keysOf(m.client, m.token, opened.sender).catch(() =>
+    undefined
   );
-  const trust = await judgeSender(
-    opened,
-    published,
-    new FileTrustStore(trustPath(m.stateFile)),
+  const list = keys?.list;
+  const device = list?.devices.find((d) =>
+    d.id === opened.senderDevice.id &&
+    d.sign.every((b, i) => b === opened.senderDevice.sign[i])
   );
-  const device2 = published.find((d) =>
-    d.key_id === opened.senderDevice.key_id
-  );
-  const who = `${opened.sender}${
-    device2 ? ` (device "${device2.label}")` : ""
-  }`;
-  lines.push(
-    {
-      "confirmed": `Signature: verified, key of ${who}, confirmed by you`,
-      "known": `Signature: verified, key of ${who}, seen before`,
-      "first-use":
-        `Signature: verified, key of ${who}, seen for the first time (trusted on first use)`,
-      "changed":
-        `Signature: verified, but ${opened.sender} now signs with a NEW key: check it, then amtp trust ${opened.sender}`,
-      "unpublished":
-        `Signature: valid, but the key is NOT one ${opened.sender} publishes`,
-    }[trust],
-  );
+  const who = `${opened.sender}${device ? ` (device "${device.label}")` : ""}`;
+  if (!list || !device) {
+    lines.push(
+      `Signature: valid, but the signing device is NOT in ${opened.sender}'s device list (signed by its master key)`,
+    );
+  } else {
+    const judged = await judgeContact(list, trust);
+    lines.push(
+      {
+        "confirmed":
+          `Signature: verified, key of ${who}, master key confirmed by you`,
+        "known": `Signature: verified, key of ${who}, master key seen before`,
+        "first-use":
+          `Signature: verified, key of ${who}, master key seen for the first time (trusted on first use; compare the safety code: amtp verify ${opened.sender})`,
+        "changed":
+          `Signature: verified, but ${opened.sender} now has a NEW master key: compare the safety code (amtp verify ${opened.sender}), then amtp trust ${opened.sender}`,
+        "rolled-back":
+          `Signature: verified, but the server shows an OLDER device list of ${opened.sender} than seen before (a revoked device may be back)`,
+      }[judged],
+    );
+  }
+  // The server's copy against what the sender signed.
+  const headers = opened.content.headers;
+  let parent: string | null | undefined = undefined;
+  if (headers) {
+    parent = null;
+    if (msg.in_reply_to) {
+      const p = await m.call<{ global_id?: string }>("get", {
+        id: msg.in_reply_to,
+      }).catch(() => undefined);
+      parent = p?.global_id ?? String(msg.in_reply_to);
+    }
+  }
+  const problems = headerMismatches(opened, {
+    global_id: msg.global_id as string | undefined,
+    from: String(msg.from),
+    to: msg.to as string[],
+    cc: msg.cc as string[],
+    date: msg.date as Date,
+    attachments: msg.attachments as { id: string; sha256: string }[],
+  }, parent);
+  if (headers && typeof msg.id === "string") {
+    const first = await trust.seen(opened.sender, headers.message_id, msg.id);
+    if (first !== msg.id) {
+      problems.push(
+        `the same signed message arrived before as ${first}: this copy is a replay`,
+      );
+    }
+  }
+  for (const problem of problems) lines.push(`WARNING: ${problem}`);
   return { opened, lines };
 }
 
@@ -358,24 +477,24 @@ export async function readCommand(m: Mail, args: Args): Promise<string> {
   }[];
   const { opened, lines: security } =
     msg.encrypted && msg.body instanceof Uint8Array
-      ? await openEncrypted(m, msg.body)
+      ? await openEncrypted(m, msg)
       : {
         opened: undefined,
         lines: ["Encryption: none (the servers could read this message)"],
       };
   const secret = opened?.content;
+  // What the sender signed is shown; the server's copy only where nothing is signed.
+  const h = secret?.headers;
   const out = [
-    `From:    ${msg.from}`,
-    `To:      ${(msg.to as string[]).join(", ")}`,
+    `From:    ${h?.from ?? msg.from}`,
+    `To:      ${(h?.to ?? msg.to as string[]).join(", ")}`,
   ];
-  if ((msg.cc as string[]).length) {
-    out.push(`Cc:      ${(msg.cc as string[]).join(", ")}`);
-  }
-  if ((msg.bcc as string[]).length) {
-    out.push(`Bcc:     ${(msg.bcc as string[]).join(", ")}`);
-  }
+  const cc = h?.cc ?? msg.cc as string[];
+  if (cc.length) out.push(`Cc:      ${cc.join(", ")}`);
+  const bcc = h?.bcc ?? msg.bcc as string[];
+  if (bcc.length) out.push(`Bcc:     ${bcc.join(", ")}`);
   out.push(
-    `Date:    ${(msg.date as Date).toISOString()}`,
+    `Date:    ${(h?.date ?? msg.date as Date).toISOString()}`,
     `Subject: ${secret ? secret.subject : msg.subject}`,
   );
   if (msg.in_reply_to) out.push(`Reply to: ${msg.in_reply_to}`);
@@ -391,8 +510,9 @@ export async function readCommand(m: Mail, args: Args): Promise<string> {
   for (const a of attachments) {
     const inner = secret?.attachments?.find((x) => x.attachment_id === a.id);
     const name = inner?.name ?? a.name;
+    const unsigned = secret && !inner;
     let saved = "";
-    if (dir) {
+    if (dir && !unsigned) {
       const parts: Uint8Array[] = [];
       let chunks = 1;
       for (let index = 0; index < chunks; index++) {
@@ -422,13 +542,15 @@ export async function readCommand(m: Mail, args: Args): Promise<string> {
       }
       const safe = name.replace(/[/\\\0]/g, "_").replace(/^\.+/, "_");
       await Deno.mkdir(dir, { recursive: true });
-      await Deno.writeFile(`${dir}/${safe}`, data);
-      saved = ` -> ${dir}/${safe} (checksum ok${inner ? ", decrypted" : ""})`;
+      await Deno.writeFile(`${dir.replace(/\/+$/, "")}/${safe}`, data);
+      saved = ` -> ${dir.replace(/\/+$/, "")}/${safe} (checksum ok${
+        inner ? ", decrypted" : ""
+      })`;
     }
     out.push(
       `Attachment: ${name} (${a.size} bytes, sha256 ${
         a.sha256.slice(0, 16)
-      }...)${saved}`,
+      }...)${unsigned ? " NOT SIGNED by the sender: not saved" : saved}`,
     );
   }
   return out.join("\n");

@@ -7,12 +7,19 @@
 import assert from "node:assert/strict";
 import {
   decryptMessage,
-  type DeviceKeys,
-  deviceRecord,
-  devicesOf,
+  deviceCode,
+  E2eError,
   encryptMessage,
-  generateDeviceKeys,
+  MemoryTrustStore,
 } from "../client/e2e.ts";
+import {
+  approveDevice,
+  type DeviceFile,
+  initDevice,
+  keysOf,
+  planEncryption,
+  revokeDevice,
+} from "../client/e2e_cli.ts";
 import type { AmtpClient } from "../client/mod.ts";
 import { PeerClient } from "../core/federation/client.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
@@ -265,60 +272,119 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
     );
 
     await t.step(
-      "end to end encrypted: every recipient device and the sender's other device read it; no server sees it",
+      "end to end across three servers: two devices per user, one approved with its code, one revoked, a ghost device; readable on exactly the verified devices, by no server",
       async () => {
         const MARKER = "E2E-MARKER-7f3a9c";
         const CONTROL = "PLAIN-CONTROL-5b1d";
-        const devices = new Map<string, DeviceKeys[]>();
-        const publish = async (s: MailSession, label: string) => {
-          const keys = await generateDeviceKeys(label);
-          const { key_id } = await s.client.call<{ key_id: string }>(
-            "user_add_public_key",
-            { user_token: s.token, ...deviceRecord(keys) },
-          );
-          keys.keyId = key_id;
-          devices.set(s.address, [...(devices.get(s.address) ?? []), keys]);
-          return keys;
-        };
         const bob = await openMail(b, "bob@beta.test");
-        const bea = await openMail(b, "bea@beta.test");
-        const laptop = await publish(alice, "laptop");
-        await publish(alice, "phone");
-        await publish(bob, "bob-phone");
-        await publish(bea, "bea-laptop");
-        await publish(bea, "bea-phone");
-        // The sender reads the recipients' keys from their profiles, through their server.
-        const targets = [];
-        for (
-          const address of [
-            "bob@beta.test",
-            "bea@beta.test",
-            "alice@alpha.test",
-          ]
-        ) {
-          const profile = await alice.client.call<Record<string, unknown>>(
-            "user_userinfo",
-            { user_token: alice.token, address, fresh: true },
-          );
-          targets.push({ address, devices: devicesOf(profile as never) });
-        }
-        assert.deepEqual(targets.map((x) => x.devices.length), [1, 2, 2]);
+        const carl = await openMail(c, "carl@gamma.test");
+        // Each device keeps its keys in its own folder, as separate machines would.
+        const device = async (s: MailSession, name: string) => {
+          const stateFile = `${world.root}/device-${name}/state.json`;
+          await Deno.mkdir(`${world.root}/device-${name}`, { recursive: true });
+          const result = await initDevice(s.client, {
+            token: s.token,
+            address: s.address,
+            label: name,
+            stateFile,
+          });
+          return { ...result, stateFile };
+        };
+        const aliceLaptop = await device(alice, "alice-laptop");
+        const alicePhone = await device(alice, "alice-phone");
+        const bobPhone = await device(bob, "bob-phone");
+        const bobTablet = await device(bob, "bob-tablet");
+        const carlLaptop = await device(carl, "carl-laptop");
+        const carlGhost = await device(carl, "carl-ghost");
+        assert.equal(aliceLaptop.kind, "listed");
+        assert.equal(alicePhone.kind, "pending");
+        // Approval needs the code the new device shows; a wrong device id is refused.
+        await assert.rejects(() =>
+          approveDevice(alice.client, {
+            token: alice.token,
+            file: aliceLaptop.file,
+            id: "0000000000000000",
+          })
+        );
+        const shown = await deviceCode(alice.address, {
+          enc: alicePhone.file.device.encryptPublic,
+          sign: alicePhone.file.device.signPublic,
+        });
+        const pendingOnServer = (await keysOf(
+          alice.client,
+          alice.token,
+          alice.address,
+        )).pending.find((p) => p.id === alicePhone.file.device.id)!;
+        assert.equal(await deviceCode(alice.address, pendingOnServer), shown);
+        await approveDevice(alice.client, {
+          token: alice.token,
+          file: aliceLaptop.file,
+          id: alicePhone.file.device.id,
+        });
+        await approveDevice(bob.client, {
+          token: bob.token,
+          file: bobPhone.file,
+          id: bobTablet.file.device.id,
+        });
+        // A device of a list holder that is not the master holder cannot approve.
+        await assert.rejects(() =>
+          approveDevice(carl.client, {
+            token: carl.token,
+            file: carlGhost.file,
+            id: carlGhost.file.device.id,
+          })
+        );
+        const revoked = await revokeDevice(bob.client, {
+          token: bob.token,
+          file: bobPhone.file,
+          id: bobTablet.file.device.id,
+        });
+        assert.equal(revoked.counter, 3);
+        // Alice's laptop plans: through the servers, fresh profiles; carl's pending device is ignored, with a note.
+        const trust = new MemoryTrustStore();
+        const plan = await planEncryption(alice.client, {
+          token: alice.token,
+          sender: alice.address,
+          file: aliceLaptop.file,
+          to: ["bob@beta.test", "carl@gamma.test"],
+          bcc: [],
+          trust,
+        });
+        assert.ok(plan.encrypt, JSON.stringify(plan));
+        assert.deepEqual(
+          plan.targets.map((x) => [x.address, x.devices.map((d) => d.label)]),
+          [
+            ["bob@beta.test", ["bob-phone"]],
+            ["carl@gamma.test", ["carl-laptop"]],
+            ["alice@alpha.test", ["alice-laptop", "alice-phone"]],
+          ],
+        );
+        assert.ok(plan.notes.some((n) => /carl-ghost/.test(n)));
+        const clientId = crypto.randomUUID();
         const envelope = await encryptMessage({
           subject: "Secret subject",
           body: `${MARKER} the vault code`,
           format: "text",
         }, {
-          sender: "alice@alpha.test",
-          device: laptop,
-          recipients: targets,
+          sender: alice.address,
+          device: aliceLaptop.file.device,
+          recipients: plan.targets,
+          headers: {
+            to: ["bob@beta.test", "carl@gamma.test"],
+            cc: [],
+            date: new Date(),
+            message_id: "x@alpha.test",
+            in_reply_to: null,
+          },
         });
         const sent = await alice.call<{ global_id: string; id: string }>(
           "send",
           {
-            to: ["bob@beta.test", "bea@beta.test"],
+            to: ["bob@beta.test", "carl@gamma.test"],
             subject: "",
             body: envelope,
             encrypted: true,
+            client_id: clientId,
           },
         );
         await alice.call("send", {
@@ -326,9 +392,9 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           subject: "control",
           body: `${CONTROL} readable by servers`,
         });
-        // Each recipient's copy, by its id on beta.test.
+        // Each recipient's copy, by its id on its own server.
         const received: string[] = [];
-        for (const session of [bob, bea]) {
+        for (const session of [bob, carl]) {
           received.push(String(
             (await pushOf(
               session,
@@ -337,35 +403,43 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
             )).id,
           ));
         }
-        const readOn = async (
-          s: MailSession,
-          id: string,
-          device: DeviceKeys,
-        ) => {
+        const readOn = async (s: MailSession, id: string, file: DeviceFile) => {
           const got = await s.call<{ body: Uint8Array; encrypted: boolean }>(
             "get",
             { id },
           );
           assert.equal(got.encrypted, true);
-          return await decryptMessage(got.body, { address: s.address, device });
+          return await decryptMessage(got.body, {
+            address: s.address,
+            device: file.device,
+          });
         };
         for (
-          const [s, id, device] of [
-            [bob, received[0], devices.get("bob@beta.test")![0]],
-            [bea, received[1], devices.get("bea@beta.test")![0]],
-            [bea, received[1], devices.get("bea@beta.test")![1]],
-            [alice, sent.id, devices.get("alice@alpha.test")![1]],
+          const [s, id, d] of [
+            [bob, received[0], bobPhone],
+            [carl, received[1], carlLaptop],
+            [alice, sent.id, aliceLaptop],
+            [alice, sent.id, alicePhone],
           ] as const
         ) {
-          const opened = await readOn(s, id, device);
+          const opened = await readOn(s, id, d.file);
           assert.equal(opened.content.body, `${MARKER} the vault code`);
           assert.equal(opened.content.subject, "Secret subject");
           assert.equal(opened.signatureValid, true);
         }
-        // Bob's device cannot open it as Bea.
-        await assert.rejects(() =>
-          readOn(bea, received[1], { ...devices.get("bob@beta.test")![0] })
-        );
+        // Not on the revoked tablet, not on the ghost.
+        for (
+          const [s, id, d] of [
+            [bob, received[0], bobTablet],
+            [carl, received[1], carlGhost],
+          ] as const
+        ) {
+          await assert.rejects(
+            () => readOn(s, id, d.file),
+            (e: unknown) =>
+              e instanceof E2eError && e.code === "not_a_recipient",
+          );
+        }
         // The plaintext is in no server's files or logs; the control message is (so the search works).
         const inFiles = async (dir: string, bytes: Uint8Array) => {
           for await (const entry of Deno.readDir(dir)) {
@@ -392,7 +466,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
           5000,
           "the control message on disk",
         );
-        for (const node of [a, b]) {
+        for (const node of [a, b, c]) {
           assert.equal(
             await found(node, MARKER),
             false,

@@ -1,0 +1,357 @@
+/**
+ * End-to-end encryption with the CLI against a real server process, and the
+ * attacks of an active server operator: a ghost device, a forged device list,
+ * a removed device list (to make a sender fall back to plaintext), a key
+ * change that must stay flagged until confirmed.
+ *
+ * The operator can write any record of a profile; these tests write them
+ * through the user's own session token, which has the same effect on what
+ * other users read.
+ */
+
+import assert from "node:assert/strict";
+import {
+  generateDeviceKeys,
+  generateMasterKeys,
+  listed,
+  pendingRecord,
+  signDeviceList,
+} from "../client/e2e.ts";
+import { AmtpClient } from "../client/mod.ts";
+import { freePort } from "./dnsmasq.ts";
+import { runCli, startServerProcess } from "./process.ts";
+
+Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and key changes block until confirmed, no silent plaintext", async (t) => {
+  const cwd = await Deno.makeTempDir({ prefix: "amtp-e2ecli-" });
+  const port = freePort();
+  const server = await startServerProcess(cwd, { AMTP_PORT: String(port) });
+  const as = (who: string) => ({
+    AMTP_DATA: `${cwd}/data`,
+    AMTP_CLI_STATE: `${cwd}/${who}/state.json`,
+  });
+  const run = (who: string, ...args: string[]) => runCli(args, as(who), cwd);
+  const ok = async (who: string, ...args: string[]) => {
+    const r = await run(who, ...args);
+    assert.equal(r.code, 0, `amtp ${args.join(" ")}\n${r.stdout}\n${r.stderr}`);
+    return r.stdout;
+  };
+  const fails = async (who: string, ...args: string[]) => {
+    const r = await run(who, ...args);
+    assert.equal(r.code, 1, `amtp ${args.join(" ")}\n${r.stdout}\n${r.stderr}`);
+    return r.stderr;
+  };
+  const idOf = (out: string) => out.match(/message ([0-9a-f]+)/)![1];
+  // "The operator" edits profiles; here through the user's own session.
+  const hash = server.stdout().match(/certificate sha256: ([0-9a-f]{64})/)![1];
+  const asServer = async (who: string) => {
+    const state = JSON.parse(
+      await Deno.readTextFile(`${cwd}/${who}/state.json`),
+    );
+    const client = await AmtpClient.connect({
+      url: `https://127.0.0.1:${port}/amtp`,
+      certHash: hash,
+      keepAliveMs: 0,
+    });
+    return {
+      client,
+      call: (command: string, params: Record<string, unknown> = {}) =>
+        client.call<Record<string, unknown>>(command, {
+          user_token: state.user_token,
+          ...params,
+        }),
+    };
+  };
+  try {
+    const where = `127.0.0.1:${port}`;
+    await ok(
+      "admin",
+      "login",
+      "--admin",
+      "admin",
+      "--key",
+      "data/admin.key",
+      "--server",
+      where,
+    );
+    await ok("admin", "admin", "add-domain", "example.org");
+    for (const name of ["alice", "bob", "carol"]) {
+      await Deno.mkdir(`${cwd}/${name}`);
+      await ok("admin", "keygen", "--out", `${name}/login`);
+      await ok(
+        "admin",
+        "admin",
+        "add-user",
+        `${name}@example.org`,
+        "--key",
+        `${name}/login.pub`,
+      );
+      await ok(
+        name,
+        "login",
+        "--user",
+        `${name}@example.org`,
+        "--key",
+        `${name}/login.key`,
+        "--server",
+        where,
+      );
+    }
+    const send = (
+      who: string,
+      to: string,
+      subject: string,
+      ...more: string[]
+    ) =>
+      run(
+        who,
+        "send",
+        "--to",
+        to,
+        "--subject",
+        subject,
+        "--body",
+        "b",
+        ...more,
+      );
+
+    await t.step(
+      "a contact without keys gets plain mail, said before it is sent; --encrypt refuses it",
+      async () => {
+        assert.match(
+          await ok("alice", "device", "init", "--label", "laptop"),
+          /created and published in your device list \(#1\)/,
+        );
+        const plain = await send("alice", "bob@example.org", "hello");
+        assert.equal(plain.code, 0, plain.stderr);
+        assert.match(
+          plain.stderr,
+          /NOT ENCRYPTED: bob@example\.org has no verified encryption keys/,
+        );
+        assert.match(
+          await fails(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--body",
+            "x",
+            "--encrypt",
+          ),
+          /NOT SENT: .*--encrypt requires encryption/,
+        );
+      },
+    );
+
+    await t.step(
+      "a ghost device the server adds is not sealed to, and the sender is told",
+      async () => {
+        await ok("bob", "device", "init", "--label", "bob-laptop");
+        const server = await asServer("bob");
+        const ghost = await generateDeviceKeys("ghost");
+        await server.call("user_add_public_key", pendingRecord(ghost));
+        server.client.close();
+        const out = await ok(
+          "alice",
+          "send",
+          "--to",
+          "bob@example.org",
+          "--subject",
+          "Vault",
+          "--body",
+          "code 4711",
+        );
+        assert.match(
+          out,
+          /note: ignoring 1 device\(s\) of bob@example\.org not signed by its master key \(ghost\)/,
+        );
+        assert.match(out, /encrypted end to end for 2 devices/);
+        const read = await ok("bob", "read", idOf(out));
+        assert.match(read, /Subject: Vault/);
+        assert.match(read, /code 4711/);
+        assert.match(read, /master key seen for the first time/);
+      },
+    );
+
+    await t.step(
+      "a device list forged by the server (its own master key) blocks sending until the user confirms",
+      async () => {
+        const server = await asServer("bob");
+        const fake = await generateMasterKeys();
+        const ghost = await generateDeviceKeys("ghost2");
+        const { key_id } = await server.call(
+          "user_add_public_key",
+          await signDeviceList(fake, {
+            address: "bob@example.org",
+            counter: 99,
+            devices: [listed(ghost)],
+          }),
+        ) as { key_id: string };
+        const blocked = await fails(
+          "alice",
+          "send",
+          "--to",
+          "bob@example.org",
+          "--body",
+          "x",
+        );
+        assert.match(
+          blocked,
+          /NOT SENT: .*bob@example\.org has a NEW master key/,
+        );
+        // Again: still blocked (the change stays flagged).
+        assert.match(
+          await fails(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--body",
+            "x",
+          ),
+          /NEW master key/,
+        );
+        // The forged list withdrawn, bob's real list is the pinned one again.
+        await server.call("user_del_public_key", { key_id });
+        server.client.close();
+        assert.match(
+          await ok("alice", "send", "--to", "bob@example.org", "--body", "x"),
+          /encrypted end to end for 2 devices/,
+        );
+      },
+    );
+
+    await t.step(
+      "once a contact had keys, no plaintext leaves without consent",
+      async () => {
+        const server = await asServer("bob");
+        const profile = await server.call("user_userinfo", {
+          address: "bob@example.org",
+        }) as {
+          public_keys: { key_id: string; algorithm: string }[];
+        };
+        for (const k of profile.public_keys) {
+          await server.call("user_del_public_key", { key_id: k.key_id });
+        }
+        server.client.close();
+        assert.match(
+          await fails(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--body",
+            "secret",
+          ),
+          /NOT SENT: .*had encryption keys before; to send it in clear anyway, add --plain/,
+        );
+        const consented = await ok(
+          "alice",
+          "send",
+          "--to",
+          "bob@example.org",
+          "--body",
+          "not secret",
+          "--plain",
+        );
+        assert.match(consented, /NOT ENCRYPTED: --plain was given/);
+      },
+    );
+
+    await t.step(
+      "a new master key of a contact stays flagged until confirmed with the safety code",
+      async () => {
+        await ok("bob", "device", "init", "--label", "bob-new", "--new-master");
+        assert.match(
+          await fails(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--body",
+            "x",
+          ),
+          /bob@example\.org has a NEW master key: compare the safety code \(amtp verify bob@example\.org\)/,
+        );
+        const shown = await ok("alice", "verify", "bob@example.org");
+        const code = shown.match(
+          /safety code of you and bob@example\.org: ([\d ]+)/,
+        )![1].trim();
+        // Bob sees the same code on his side.
+        assert.match(
+          await ok("bob", "verify", "alice@example.org"),
+          new RegExp(code),
+        );
+        const wrong = await run(
+          "alice",
+          "trust",
+          "bob@example.org",
+          "--code",
+          "00000 00000 00000 00000 00000 00000",
+        );
+        assert.equal(wrong.code, 1);
+        assert.match(wrong.stderr, /does not match/);
+        assert.match(
+          await ok("alice", "trust", "bob@example.org", "--code", code),
+          /confirmed the master key of bob@example\.org .*safety code matched/,
+        );
+        const out = await ok(
+          "alice",
+          "send",
+          "--to",
+          "bob@example.org",
+          "--subject",
+          "after",
+          "--body",
+          "y",
+        );
+        assert.match(out, /encrypted end to end/);
+        // The reader side: alice's master key changes; bob is told on every read until he confirms.
+        await ok(
+          "alice",
+          "device",
+          "init",
+          "--label",
+          "alice-new",
+          "--new-master",
+        );
+        const again = idOf(
+          await ok(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--subject",
+            "new key",
+            "--body",
+            "z",
+          ),
+        );
+        for (let i = 0; i < 2; i++) {
+          assert.match(
+            await ok("bob", "read", again),
+            /alice@example\.org now has a NEW master key: compare the safety code/,
+          );
+        }
+        assert.match(
+          await fails(
+            "bob",
+            "send",
+            "--to",
+            "alice@example.org",
+            "--body",
+            "x",
+          ),
+          /alice@example\.org has a NEW master key/,
+        );
+        await ok("bob", "trust", "alice@example.org");
+        assert.match(
+          await ok("bob", "read", again),
+          /master key confirmed by you/,
+        );
+      },
+    );
+  } finally {
+    await server.stop();
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
