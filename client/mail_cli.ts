@@ -247,7 +247,10 @@ export async function sendCommand(
       message_id: messageId,
       in_reply_to: inReplyTo,
     };
-    const seal = (recipients: Target[], extra: { bcc?: string[] } = {}) =>
+    const seal = (
+      recipients: Target[],
+      extra: { bcc?: string[]; message_id?: string } = {},
+    ) =>
       encryptMessage({
         subject,
         body,
@@ -261,9 +264,22 @@ export async function sendCommand(
         contentKey,
       });
     const envelope = await seal(plan.targets);
+    // Each Bcc recipient's own message: its id is derived as the messages
+    // module derives it (PROTOCOL.md §13.1), so its signed id matches.
     const bccBodies = [];
     for (const b of plan.bcc) {
-      bccBodies.push(await seal(b.targets, { bcc: [b.address] }));
+      const bccId = `${messageId.slice(0, messageId.indexOf("@"))}-${
+        (await sha256Hex(
+          new TextEncoder().encode(
+            `AMTP bcc\n${
+              messageId.slice(0, messageId.indexOf("@"))
+            }\n${b.address}`,
+          ),
+        )).slice(0, 16)
+      }@${domain}`;
+      bccBodies.push(
+        await seal(b.targets, { bcc: [b.address], message_id: bccId }),
+      );
     }
     const devices = plan.targets.reduce((n, t) => n + t.devices.length, 0);
     notes.push(
@@ -281,6 +297,8 @@ export async function sendCommand(
       encrypted: true,
       format: "text",
       attachments,
+      // The Bcc addresses as planned (deduplicated), in the order of their bodies.
+      bcc: plan.bcc.map((b) => b.address),
       ...(bccBodies.length ? { bcc_bodies: bccBodies } : {}),
     };
   } else {
@@ -322,10 +340,10 @@ export async function sendCommand(
   >(
     "send",
     {
-      ...params,
       to,
       cc,
       bcc,
+      ...params,
       in_reply_to: replyTo,
       client_id: clientId,
     },

@@ -18,13 +18,14 @@ import {
   signDeviceList,
 } from "../client/e2e.ts";
 import { AmtpClient } from "../client/mod.ts";
+import { KvStorage } from "../workers/sdk/storage.ts";
 import { freePort } from "./dnsmasq.ts";
 import { runCli, startServerProcess } from "./process.ts";
 
 Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and key changes block until confirmed, no silent plaintext", async (t) => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-e2ecli-" });
   const port = freePort();
-  const server = await startServerProcess(cwd, { AMTP_PORT: String(port) });
+  let server = await startServerProcess(cwd, { AMTP_PORT: String(port) });
   const as = (who: string) => ({
     AMTP_DATA: `${cwd}/data`,
     AMTP_CLI_STATE: `${cwd}/${who}/state.json`,
@@ -43,10 +44,10 @@ Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and 
   const idOf = (out: string) => out.match(/message ([0-9a-f]+)/)![1];
   // "The operator" edits profiles; here through the user's own session.
   const hash = server.stdout().match(/certificate sha256: ([0-9a-f]{64})/)![1];
+  const state = async (who: string) =>
+    JSON.parse(await Deno.readTextFile(`${cwd}/${who}/state.json`));
   const asServer = async (who: string) => {
-    const state = JSON.parse(
-      await Deno.readTextFile(`${cwd}/${who}/state.json`),
-    );
+    const { user_token } = await state(who);
     const client = await AmtpClient.connect({
       url: `https://127.0.0.1:${port}/amtp`,
       certHash: hash,
@@ -56,7 +57,7 @@ Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and 
       client,
       call: (command: string, params: Record<string, unknown> = {}) =>
         client.call<Record<string, unknown>>(command, {
-          user_token: state.user_token,
+          user_token,
           ...params,
         }),
     };
@@ -347,6 +348,118 @@ Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and 
         assert.match(
           await ok("bob", "read", again),
           /master key confirmed by you/,
+        );
+      },
+    );
+
+    await t.step(
+      "a Bcc recipient gets an envelope of its own: no other recipient learns of it",
+      async () => {
+        await ok("carol", "device", "init", "--label", "carol-laptop");
+        const out = await ok(
+          "alice",
+          "send",
+          "--to",
+          "bob@example.org",
+          "--bcc",
+          "carol@example.org",
+          "--subject",
+          "Board",
+          "--body",
+          "the plan",
+        );
+        assert.match(out, /and 1 Bcc envelope/);
+        const server = await asServer("bob");
+        const list = await server.client.call<{ messages: { id: string }[] }>(
+          "list",
+          { module: "messages", user_token: (await state("bob")).user_token },
+        );
+        const bobCopy = await server.client.call<{ body: Uint8Array }>("get", {
+          module: "messages",
+          user_token: (await state("bob")).user_token,
+          id: list.messages[0].id,
+        });
+        server.client.close();
+        assert.ok(
+          !new TextDecoder("latin1").decode(bobCopy.body).includes("carol"),
+          "bob's envelope names carol",
+        );
+        const bobRead = await ok("bob", "read", list.messages[0].id);
+        assert.match(bobRead, /Subject: Board/);
+        assert.doesNotMatch(bobRead, /carol|Bcc/);
+        assert.doesNotMatch(bobRead, /WARNING/);
+        const carolInbox = await ok("carol", "inbox");
+        const carolId = carolInbox.match(/E ([0-9a-f-]+) /)![1];
+        const carolRead = await ok("carol", "read", carolId);
+        assert.match(carolRead, /Bcc: {5}carol@example\.org/);
+        assert.match(carolRead, /the plan/);
+        assert.doesNotMatch(carolRead, /WARNING/);
+      },
+    );
+
+    await t.step(
+      "what the server changes in a copy (To, date, thread) or replays is pointed out",
+      async () => {
+        const first = idOf(
+          await ok(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--subject",
+            "Original",
+            "--body",
+            "one",
+          ),
+        );
+        const other = idOf(
+          await ok(
+            "alice",
+            "send",
+            "--to",
+            "bob@example.org",
+            "--subject",
+            "Other",
+            "--body",
+            "two",
+          ),
+        );
+        assert.doesNotMatch(await ok("bob", "read", first), /WARNING/);
+        // The operator edits bob's mailbox while the server is down.
+        await server.stop();
+        const kv = await Deno.openKv(`${cwd}/data/modules/messages.kv`);
+        const storage = new KvStorage(kv, "messages", 1 << 30);
+        const key = ["msg", "bob@example.org", first];
+        const record = (await storage.get<Record<string, unknown>>(key))!.value;
+        await storage.set(key, {
+          ...record,
+          to: ["bob@example.org", "mallory@example.org"],
+          date: new Date("2020-01-01T00:00:00Z"),
+          in_reply_to: other,
+        });
+        await storage.set(["msg", "bob@example.org", "f".repeat(24)], {
+          ...record,
+          id: "f".repeat(24),
+        });
+        kv.close();
+        server = await startServerProcess(cwd, { AMTP_PORT: String(port) });
+        const changed = await ok("bob", "read", first);
+        assert.match(
+          changed,
+          /WARNING: the server shows To bob@example\.org, mallory@example\.org/,
+        );
+        assert.match(changed, /WARNING: the server dates it 2020-01-01/);
+        assert.match(
+          changed,
+          /WARNING: the server threads it under .*, the sender signed a reply to nothing/,
+        );
+        // What the sender signed is what is shown.
+        assert.match(changed, /To: {6}bob@example\.org\n/);
+        assert.match(
+          await ok("bob", "read", "f".repeat(24)),
+          new RegExp(
+            `WARNING: the same signed message arrived before as ${first}: this copy is a replay`,
+          ),
         );
       },
     );
