@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { MEMORY_SLACK_MB } from "../workers/isolation/limits.ts";
 import {
+  adminCaller,
   bootstrapKey,
   login,
   startTestServer,
@@ -126,6 +127,53 @@ Deno.test("confinement: a module that imports a file outside its folder or a rem
     assert.equal((await w.call("steady", "hello")).error, 0);
   } finally {
     await w.t.close();
+  }
+});
+
+Deno.test("confinement: a symbolic link out of a module's folder is refused; a module outside the server's tree may import the SDK by its path", async () => {
+  const root = await Deno.makeTempDir({ prefix: "amtp-modules-" });
+  const sdk = new URL("../workers/sdk/mod.ts", import.meta.url).href;
+  try {
+    for (
+      const [name, body] of [
+        ["linker", 'import key from "./key.json" with { type: "json" };'],
+        ["clean", "const key = null;"],
+      ]
+    ) {
+      const dir = `${root}/${name}/1.0.0`;
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.writeTextFile(
+        `${dir}/module.json`,
+        JSON.stringify({ name, version: "1.0.0", commands: ["leak"] }),
+      );
+      await Deno.writeTextFile(
+        `${dir}/mod.ts`,
+        `${body}\nimport { serveModule } from "${sdk}";\n` +
+          "serveModule({ commands: { leak: () => ({ key }) } });\n",
+      );
+    }
+    await Deno.symlink(
+      `${HOSTILE}/server_key.json`,
+      `${root}/linker/1.0.0/key.json`,
+    );
+    const t = await startTestServer({ AMTP_MODULES: root });
+    try {
+      const admin = await adminCaller(await t.connect(), t.dataDir);
+      const { modules } = await admin("admin_get_modules") as {
+        modules: Record<string, unknown>[];
+      };
+      const linker = modules.find((m) => m.name === "linker")!;
+      assert.equal(linker.state, "refused", String(linker.last_error));
+      assert.match(
+        String(linker.last_error),
+        /mod\.ts imports "\.\/key\.json".*outside the module's folder \(.*server_key\.json\)/,
+      );
+      assert.equal(modules.find((m) => m.name === "clean")!.state, "running");
+    } finally {
+      await t.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
 
