@@ -453,7 +453,10 @@ export class ModuleHost {
       slot.hangs++;
       const limit = this.#options.hangsBeforeProcess ?? 1;
       if (slot.isolation === "worker" && slot.hangs >= limit) {
+        // For good: its abandoned thread still spins; the next one could too.
         slot.isolation = "process";
+        slot.isolationSet = true;
+        this.#persist(slot.manifest.name).catch(() => {});
         this.#log.warn("module_isolation_changed", {
           module: slot.manifest.name,
           version: slot.manifest.version,
