@@ -33,7 +33,7 @@ export function workerPermissions(
     run: false,
     ffi: false,
     sys: false,
-    import: false,
+    import: list(manifest.permissions.import),
   };
 }
 
