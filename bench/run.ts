@@ -343,6 +343,34 @@ await section("delivery", async () => {
     goal: ">= 5,000/s",
     met: rate >= 5000,
   });
+  // The same with the messages module in a process (the placement of every
+  // module not shipped with the server), next to the Worker figure above.
+  const place = (isolation: "worker" | "process") =>
+    admin.call("admin_set_module_isolation", {
+      admin_token: adminToken,
+      name: "messages",
+      version: "1.0.0",
+      isolation,
+    });
+  await place("process");
+  const sendAll = (w: number) =>
+    sessions[w].call("send", {
+      to: [receivers[(w + n++) % receivers.length]],
+      subject: "b",
+      body,
+    });
+  await concurrent(50, sendAll, 500); // warm: a fresh copy starts cold
+  const inProcess = await concurrent(50, sendAll, SEQ_MS * 2);
+  await place("worker");
+  await concurrent(50, sendAll, 500);
+  add({
+    group: "delivery",
+    name: "local delivery as above, messages module in a process",
+    value: inProcess,
+    unit: "msgs/s",
+    baseline: rate,
+    baselineName: "in a Worker",
+  });
   // Send-to-push latency at a steady rate.
   const steady = Math.min(500, Math.floor(rate * 0.6));
   const watcher = await mailSession(
@@ -450,6 +478,24 @@ await section("modules", async () => {
       goal: isolation === "worker" ? "<= +150 µs over in-core" : undefined,
       met: isolation === "worker" ? (mod - core) * 1000 <= 150 : undefined,
       note: `adds ${((mod - core) * 1000).toFixed(0)} µs`,
+    });
+    // Starting a copy: the graph check (cached while the files are unchanged)
+    // and the Worker or the process, until it answers.
+    const starts: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      await admin.call("admin_reload_module", {
+        admin_token: adminToken,
+        name: "example",
+        version: "1.0.0",
+      });
+      starts.push(performance.now() - t0);
+    }
+    add({
+      group: "modules",
+      name: `module start (admin_reload_module), ${isolation}, p50 of 5`,
+      value: percentile(starts, 0.5),
+      unit: "ms",
     });
   }
   await admin.call("admin_set_module_isolation", {

@@ -125,6 +125,10 @@ Deno.test("modules: two versions side by side, chosen by range or default; the c
       (await client.request("whoami", { module: "probe" })).error,
       ErrorCode.NOT_LOGGED_IN,
     );
+    // Not shipped with the server: a process, though the manifest says nothing.
+    const placed = await status(w, "probe", "1.0.0");
+    assert.equal(placed.isolation, "process");
+    assert.equal(placed.shipped, false);
     const info = await client.call<
       { modules: { name: string; versions: string[] }[] }
     >("info");
@@ -251,31 +255,47 @@ for (const isolation of ["worker", "process"] as const) {
   });
 }
 
-Deno.test("modules: a Worker that hangs twice moves to process isolation", async () => {
+Deno.test("modules: a Worker that hangs once moves to process isolation", async () => {
   const w = await world();
   try {
     const { call } = await w.user("alice@example.org");
     const v = { version: "1.0.0" };
-    for (let i = 0; i < 2; i++) {
-      await waitFor(
-        async () => (await call("probe", "whoami", v)).error === 0,
-        20_000,
-        "running",
-      );
-      assert.equal(
-        (await call("probe", "loop", v)).error,
-        ErrorCode.MODULE_UNAVAILABLE,
-      );
-    }
+    await w.admin("admin_set_module_isolation", {
+      name: "probe",
+      version: "1.0.0",
+      isolation: "worker",
+    });
+    assert.equal(
+      (await call("probe", "loop", v)).error,
+      ErrorCode.MODULE_UNAVAILABLE,
+    );
     await waitFor(
       async () => (await call("probe", "whoami", v)).error === 0,
       20_000,
       "running as a process",
     );
-    assert.equal((await status(w, "probe", "1.0.0")).isolation, "process");
+    const after = await status(w, "probe", "1.0.0");
+    assert.equal(after.isolation, "process");
+    assert.equal(after.hangs, 1);
     assert.ok(w.t.logs.some((l) => l.includes("module_isolation_changed")));
   } finally {
     await w.t.close();
+  }
+});
+
+Deno.test("modules: the modules shipped with the server run where their manifest says", async () => {
+  const t = await startTestServer();
+  try {
+    const admin = await adminCaller(await t.connect(), t.dataDir);
+    const { modules } = await admin("admin_get_modules") as {
+      modules: Record<string, unknown>[];
+    };
+    const example = modules.find((m) => m.name === "example")!;
+    assert.equal(example.shipped, true);
+    assert.equal(example.isolation, "worker");
+    assert.equal(example.state, "running");
+  } finally {
+    await t.close();
   }
 });
 
@@ -456,11 +476,27 @@ Deno.test("modules: admin choices survive a restart", async () => {
       name: "probe",
       version: "1.0.0",
     });
+    // Trusting a module not shipped with the server with a Worker is logged.
+    await w.admin("admin_set_module_isolation", {
+      name: "probe",
+      version: "2.0.0",
+      isolation: "worker",
+    });
+    assert.ok(
+      w.t.logs.some((l) =>
+        l.includes("module_trusted") && l.includes("module=probe")
+      ),
+    );
     await w.t.close();
     const again = await world({ AMTP_DATA: dataDir });
     try {
       assert.equal((await status(again, "other", "1.0.0")).state, "disabled");
       assert.equal((await status(again, "probe", "1.0.0")).default, true);
+      assert.equal((await status(again, "probe", "2.0.0")).isolation, "worker");
+      assert.equal(
+        (await status(again, "probe", "1.0.0")).isolation,
+        "process",
+      );
     } finally {
       await again.t.close();
     }

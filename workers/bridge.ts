@@ -20,8 +20,31 @@
  *   `storage.commit`
  * - `{t: "log", level, event, fields}`
  *
+ * What a module may send is bounded ({@link MODULE_LIMITS}): anything the
+ * core did not ask for (an answer to no call, a pong to no ping, a request
+ * past the cap, a log line past the rate) is a violation, and too many stop
+ * the instance as misbehaving.
+ *
  * @module
  */
+
+/**
+ * Bounds on what a module sends. The SDK keeps within them (it queues
+ * requests past the cap and drops log lines past the rate), so only a module
+ * that bypasses it can exceed them.
+ */
+export const MODULE_LIMITS = {
+  /** Core-service requests a module may have outstanding at once. */
+  requests: 256,
+  /** Log lines per second a module may send, on average. */
+  logPerSecond: 100,
+  /** Log lines a module may send in a burst (the host allows twice this). */
+  logBurst: 200,
+  /** Violations within {@link MODULE_LIMITS.violationWindowMs} that stop an instance. */
+  violations: 100,
+  /** The window violations are counted in, in milliseconds. */
+  violationWindowMs: 10_000,
+} as const;
 
 /** The caller of a module command, set by the core from the token. */
 export interface BridgeCaller {

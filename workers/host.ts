@@ -4,6 +4,13 @@
  * when a Worker hangs), serves their storage and push requests, and carries
  * out the admin's life-cycle commands — all without a server restart.
  *
+ * Placement: a module shipped with the server (inside the `modules/` folder
+ * beside main.ts) is trusted code and runs where its manifest says; every
+ * other module runs in a capped subprocess, whatever its manifest says,
+ * unless an admin places it in a Worker (explicit trust, logged). Before any
+ * copy starts, its module graph is checked (isolation/imports.ts): a module
+ * that imports what it may not load is refused, with the import named.
+ *
  * It does not know sessions or federation: the server hands it a `push`
  * function.
  *
@@ -24,6 +31,7 @@ import {
   ModuleInstance,
 } from "./instance.ts";
 import type { Channel } from "./isolation/channel.ts";
+import { ImportPolicy, ImportRefusedError } from "./isolation/imports.ts";
 import { startProcess } from "./isolation/process.ts";
 import { startWorker } from "./isolation/worker.ts";
 import {
@@ -77,13 +85,18 @@ export interface ModuleHostOptions {
       (manifest: Manifest, request: Document) => Promise<unknown>
     >
   >;
-  /** deno.json for process-isolated modules (their import map). */
+  /** The server's deno.json (the npm packages of its import map are the ones modules may use). */
   denoConfig: string;
+  /**
+   * Folder of the modules shipped with the server, trusted to run in a Worker
+   * when their manifest says so (default: `modules/` beside main.ts).
+   */
+  shipped?: string;
   /** Heartbeat timing. */
   heartbeat?: Partial<HeartbeatOptions>;
   /** First restart delay in milliseconds (doubles up to 30 s). */
   restartBaseMs?: number;
-  /** Hangs in worker mode after which a version moves to process isolation. */
+  /** Hangs in worker mode after which a version moves to process isolation (default 1). */
   hangsBeforeProcess?: number;
 }
 
@@ -93,7 +106,7 @@ export interface ModuleStatus {
   name: string;
   /** Version. */
   version: string;
-  /** `running`, `starting`, `restarting`, `disabled` or `unloaded`. */
+  /** `running`, `starting`, `restarting`, `refused`, `disabled` or `unloaded`. */
   state: string;
   /** Whether it serves requests when running. */
   enabled: boolean;
@@ -101,6 +114,8 @@ export interface ModuleStatus {
   default: boolean;
   /** `worker` or `process`. */
   isolation: Isolation;
+  /** Whether it was shipped with the server (trusted to run in a Worker). */
+  shipped: boolean;
   /** Commands served. */
   commands: string[];
   /** Calls answered. */
@@ -131,12 +146,19 @@ interface PersistedState {
 
 interface Slot {
   manifest: Manifest;
+  shipped: boolean;
   enabled: boolean;
   loaded: boolean;
   isolation: Isolation;
   isolationSet: boolean;
   instance?: ModuleInstance;
-  state: "running" | "starting" | "restarting" | "disabled" | "unloaded";
+  state:
+    | "running"
+    | "starting"
+    | "restarting"
+    | "refused"
+    | "disabled"
+    | "unloaded";
   restarts: number;
   hangs: number;
   failures: number;
@@ -168,6 +190,7 @@ export class ModuleHost {
   readonly #modules = new Map<string, Map<string, Slot>>();
   readonly #defaults = new Map<string, string>();
   readonly #bridged = new Map<string, KvStorage>();
+  #policy?: Promise<ImportPolicy>;
   #closed = false;
 
   /** Create a host; call {@link start} to load modules. */
@@ -184,7 +207,7 @@ export class ModuleHost {
 
   /** Discover modules and start every enabled version. */
   async start(): Promise<void> {
-    const { manifests, errors } = await discoverManifests(this.#options.root);
+    const { manifests, errors } = await discoverManifests(this.#root);
     for (const error of errors) {
       this.#log.error("module_manifest_invalid", { error });
     }
@@ -224,11 +247,14 @@ export class ModuleHost {
   ): Slot {
     let versions = this.#modules.get(manifest.name);
     if (!versions) this.#modules.set(manifest.name, versions = new Map());
+    const shipped = this.#isShipped(manifest);
     const slot: Slot = {
       manifest,
+      shipped,
       enabled: saved?.enabled ?? true,
       loaded: saved?.loaded ?? true,
-      isolation: saved?.isolation ?? manifest.isolation,
+      // Only code shipped with the server runs in a Worker without an admin's say.
+      isolation: saved?.isolation ?? (shipped ? manifest.isolation : "process"),
       isolationSet: saved?.isolation !== undefined,
       state: "disabled",
       restarts: 0,
@@ -243,6 +269,29 @@ export class ModuleHost {
     if (!slot.loaded) slot.state = "unloaded";
     versions.set(manifest.version, slot);
     return slot;
+  }
+
+  /** Whether a module's folder is inside the folder of shipped modules (real paths). */
+  #isShipped(manifest: Manifest): boolean {
+    const shipped = this.#options.shipped ??
+      new URL("../modules", import.meta.url).pathname;
+    try {
+      const root = Deno.realPathSync(shipped);
+      return Deno.realPathSync(manifest.dir).startsWith(`${root}/`);
+    } catch {
+      return false;
+    }
+  }
+
+  /** What modules may load; listed once (the SDK's graph). */
+  #imports(): Promise<ImportPolicy> {
+    this.#policy ??= ImportPolicy.create(this.#options.denoConfig).catch(
+      (error) => {
+        this.#policy = undefined;
+        throw error;
+      },
+    );
+    return this.#policy;
   }
 
   *#slots(): Iterable<Slot> {
@@ -278,6 +327,12 @@ export class ModuleHost {
     await this.#options.kv.set(["module_state", name], state);
   }
 
+  /** The modules' folder, absolute (module graphs and permissions name absolute paths). */
+  get #root(): string {
+    const root = this.#options.root;
+    return root.startsWith("/") ? root : `${Deno.cwd()}/${root}`;
+  }
+
   /** The folder of the stores, absolute (permissions name absolute paths). */
   get #stores(): string | undefined {
     const dir = this.#options.stores;
@@ -305,23 +360,22 @@ export class ModuleHost {
     return storage;
   }
 
-  #channel(slot: Slot): Channel {
+  /** Check a module's code, then start it where the slot says. */
+  async #channel(slot: Slot): Promise<Channel> {
     const store = this.#storePath(slot.manifest.name);
+    const imports = await (await this.#imports()).check(slot.manifest);
     return slot.isolation === "process"
-      ? startProcess(slot.manifest, {
-        config: this.#options.denoConfig,
-        log: this.#log,
-        store,
-      })
+      ? await startProcess(slot.manifest, { imports, log: this.#log, store })
       : startWorker(slot.manifest, store);
   }
 
   /** Start an instance for a slot; swap it in when ready. */
-  #launch(slot: Slot): Promise<ModuleInstance | undefined> {
+  async #launch(slot: Slot): Promise<ModuleInstance | undefined> {
     if (slot.state !== "running") slot.state = "starting";
     let instance: ModuleInstance;
     try {
-      instance = new ModuleInstance(slot.manifest, this.#channel(slot), {
+      const channel = await this.#channel(slot);
+      instance = new ModuleInstance(slot.manifest, channel, {
         isolation: slot.isolation,
         services: (manifest, request) => this.#serve(manifest, request),
         log: this.#log,
@@ -329,40 +383,50 @@ export class ModuleHost {
         storePath: this.#storePath(slot.manifest.name),
       });
     } catch (error) {
-      this.#failed(slot, String(error));
-      return Promise.resolve(undefined);
+      if (error instanceof ImportRefusedError) this.#refuse(slot, error);
+      else this.#failed(slot, String(error));
+      return undefined;
     }
     instance.onDown((reason, detail) =>
       this.#onDown(slot, instance, reason, detail)
     );
-    return instance.start().then(
-      () => {
-        if (this.#closed || !slot.enabled || !slot.loaded) {
-          instance.stop();
-          return undefined;
-        }
-        const old = slot.instance;
-        slot.instance = instance;
-        slot.state = "running";
-        slot.upSince = Date.now();
-        if (old && old !== instance) {
-          old.drained(slot.manifest.timeoutMs).then(() => old.stop());
-        }
-        this.#log.info("module_started", {
-          module: slot.manifest.name,
-          version: slot.manifest.version,
-          isolation: slot.isolation,
-        });
-        return instance;
-      },
-      (error) => {
-        this.#failed(
-          slot,
-          error instanceof Error ? error.message : String(error),
-        );
-        return undefined;
-      },
-    );
+    try {
+      await instance.start();
+    } catch (error) {
+      this.#failed(
+        slot,
+        error instanceof Error ? error.message : String(error),
+      );
+      return undefined;
+    }
+    if (this.#closed || !slot.enabled || !slot.loaded) {
+      instance.stop();
+      return undefined;
+    }
+    const old = slot.instance;
+    slot.instance = instance;
+    slot.state = "running";
+    slot.upSince = Date.now();
+    if (old && old !== instance) {
+      old.drained(slot.manifest.timeoutMs).then(() => old.stop());
+    }
+    this.#log.info("module_started", {
+      module: slot.manifest.name,
+      version: slot.manifest.version,
+      isolation: slot.isolation,
+    });
+    return instance;
+  }
+
+  /** The module's code imports what it may not load: no restart until an admin acts. */
+  #refuse(slot: Slot, error: ImportRefusedError): void {
+    slot.lastError = error.message;
+    if (!slot.instance) slot.state = "refused";
+    this.#log.error("module_refused", {
+      module: slot.manifest.name,
+      version: slot.manifest.version,
+      error: error.message,
+    });
   }
 
   #failed(slot: Slot, detail: string): void {
@@ -387,14 +451,17 @@ export class ModuleHost {
     slot.lastError = `${reason}: ${detail}`;
     if (reason === "hung") {
       slot.hangs++;
-      const limit = this.#options.hangsBeforeProcess ?? 2;
+      const limit = this.#options.hangsBeforeProcess ?? 1;
       if (slot.isolation === "worker" && slot.hangs >= limit) {
+        // For good: its abandoned thread still spins; the next one could too.
         slot.isolation = "process";
+        slot.isolationSet = true;
+        this.#persist(slot.manifest.name).catch(() => {});
         this.#log.warn("module_isolation_changed", {
           module: slot.manifest.name,
           version: slot.manifest.version,
           reason:
-            `hung ${slot.hangs} times in a Worker, which cannot be stopped: now a killable process`,
+            `hung ${slot.hangs} time(s) in a Worker, whose loop cannot be stopped: now a killable process`,
         });
       }
     }
@@ -612,6 +679,7 @@ export class ModuleHost {
           enabled: slot.enabled,
           default: this.#defaults.get(name) === version,
           isolation: slot.isolation,
+          shipped: slot.shipped,
           commands: slot.manifest.commands,
           calls: slot.calls,
           errors: slot.errors,
@@ -644,7 +712,9 @@ export class ModuleHost {
     const instance = await this.#launch(slot);
     if (!instance) {
       throw unavailable(
-        `module ${slot.manifest.name} ${slot.manifest.version} failed to start: ${slot.lastError}`,
+        `module ${slot.manifest.name} ${slot.manifest.version} ${
+          slot.state === "refused" ? "was refused" : "failed to start"
+        }: ${slot.lastError}`,
       );
     }
   }
@@ -660,7 +730,7 @@ export class ModuleHost {
     }
     let manifest: Manifest;
     try {
-      manifest = await loadManifest(`${this.#options.root}/${name}/${version}`);
+      manifest = await loadManifest(`${this.#root}/${name}/${version}`);
     } catch (error) {
       throw new ProtocolError(
         ErrorCode.NOT_FOUND,
@@ -773,6 +843,14 @@ export class ModuleHost {
     slot.isolation = isolation;
     slot.isolationSet = true;
     slot.hangs = 0;
+    if (isolation === "worker" && !slot.shipped) {
+      this.#log.warn("module_trusted", {
+        module: name,
+        version,
+        reason:
+          "an admin placed a module not shipped with the server in a Worker of the server's process: it can signal the server, its memory is not capped and a loop in it cannot be stopped",
+      });
+    }
     await this.#persist(name);
     if (slot.loaded && slot.enabled) await this.#startAndCheck(slot);
     return this.#status(slot);

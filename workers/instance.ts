@@ -1,11 +1,18 @@
 /**
  * One running copy of a module version: its channel, its calls in flight, the
- * heartbeat that tells a busy module from a hung one, and the core services
- * it may ask for.
+ * heartbeat that tells a busy module from a hung one, the bounds on what it
+ * may send, and the core services it may ask for.
  *
  * A call that passes its deadline is answered TIMEOUT when the module still
  * answers pings (a slow handler), and MODULE_UNAVAILABLE when it does not (a
- * hung module, which is then reported down and replaced).
+ * hung module, which is then reported down and replaced). Any message from
+ * the module shows it is alive, and time the host's own event loop spent busy
+ * (a heartbeat tick or a check that comes late) never counts against a
+ * module: a flood from one module cannot make the others look hung.
+ *
+ * Whatever the module sends that the core did not ask for is a violation
+ * (bridge.ts, MODULE_LIMITS); past the limit the instance goes down as
+ * `misbehaving` and is replaced like a crashed one.
  *
  * @module
  */
@@ -13,9 +20,10 @@
 import type { Logger } from "../core/log/mod.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import type { Document } from "../core/wire/mod.ts";
-import type { BridgeCaller } from "./bridge.ts";
+import { type BridgeCaller, MODULE_LIMITS } from "./bridge.ts";
 import type { Channel } from "./isolation/channel.ts";
 import type { Isolation, Manifest } from "./manifest.ts";
+import { TokenBucket } from "./sdk/bucket.ts";
 
 /** Core services an instance may ask for. */
 export type ServiceHandler = (
@@ -24,7 +32,12 @@ export type ServiceHandler = (
 ) => Promise<unknown>;
 
 /** Why an instance went down. */
-export type DownReason = "crashed" | "hung" | "stopped";
+export type DownReason = "crashed" | "hung" | "misbehaving" | "stopped";
+
+/** Answers to timed-out calls remembered, so that a late answer is no violation. */
+const LATE_IDS = 1024;
+/** Times a hang check is repeated because the host itself was busy. */
+const HANG_RECHECKS = 10;
 
 /** Timing of heartbeats. */
 export interface HeartbeatOptions {
@@ -40,7 +53,6 @@ interface PendingCall {
   resolve: (data: unknown) => void;
   reject: (error: Error) => void;
   timer: ReturnType<typeof setTimeout>;
-  started: number;
 }
 
 /** Module error codes mapped to protocol codes. */
@@ -61,9 +73,23 @@ export class ModuleInstance {
   readonly #log: Logger;
   readonly #heartbeat: HeartbeatOptions;
   readonly #storePath?: string;
+  readonly #now: () => number;
   readonly #calls = new Map<number, PendingCall>();
+  /** Ids of calls answered TIMEOUT, whose answer may still come. */
+  readonly #late = new Set<number>();
+  readonly #logBudget: TokenBucket;
   #nextId = 1;
-  #lastPong = performance.now();
+  /** When the module last sent anything. */
+  #lastHeard: number;
+  /** Heartbeat time without a word from the module (host stalls excluded). */
+  #silentMs = 0;
+  #lastTick = 0;
+  #pingsOut = 0;
+  #initSent = false;
+  /** Core-service requests being served. */
+  #requests = 0;
+  #violations = 0;
+  #violationWindow = -Infinity;
   #pingTimer?: ReturnType<typeof setInterval>;
   #ready?: () => void;
   #startFailed?: (detail: string) => void;
@@ -83,6 +109,8 @@ export class ModuleInstance {
       heartbeat: HeartbeatOptions;
       /** The module's own KV database; absent: it stores through the core. */
       storePath?: string;
+      /** Clock in milliseconds (tests inject one). */
+      now?: () => number;
     },
   ) {
     this.manifest = manifest;
@@ -95,6 +123,15 @@ export class ModuleInstance {
     });
     this.#heartbeat = options.heartbeat;
     this.#storePath = options.storePath;
+    this.#now = options.now ?? (() => performance.now());
+    this.#lastHeard = this.#now();
+    // The host allows twice the SDK's burst: lines the SDK sent within its
+    // budget may arrive bunched together.
+    this.#logBudget = new TokenBucket(
+      MODULE_LIMITS.logPerSecond,
+      2 * MODULE_LIMITS.logBurst,
+      this.#now,
+    );
     channel.onMessage((doc) => this.#receive(doc));
     channel.onExit((detail) => this.#down("crashed", detail));
   }
@@ -132,9 +169,15 @@ export class ModuleInstance {
   }
 
   #receive(doc: Document): void {
+    if (this.state === "down") return;
+    // Anything from the module shows it is alive.
+    this.#lastHeard = this.#now();
+    this.#silentMs = 0;
     switch (doc.t) {
       case "ready":
+        if (this.#initSent) return this.#violation("a second ready");
         // Loaded: tell it where its storage is; it is ready once it opened it.
+        this.#initSent = true;
         this.#channel.send({
           t: "init",
           storage: {
@@ -145,33 +188,52 @@ export class ModuleInstance {
         });
         return;
       case "initialized":
+        if (!this.#initSent || this.state !== "starting") {
+          return this.#violation("initialized out of turn");
+        }
         this.state = "ready";
-        this.#lastPong = performance.now();
+        this.#lastTick = this.#now();
         this.#pingTimer = setInterval(
-          () => this.#ping(),
+          () => this.#tick(),
           this.#heartbeat.intervalMs,
         );
         this.#ready?.();
         return;
       case "pong":
-        this.#lastPong = performance.now();
+        if (this.#pingsOut === 0) return this.#violation("a pong to no ping");
+        this.#pingsOut--;
         return;
       case "result":
       case "error": {
-        const call = this.#calls.get(doc.id as number);
-        if (!call) return;
-        this.#calls.delete(doc.id as number);
+        const id = doc.id as number;
+        const call = this.#calls.get(id);
+        if (!call) {
+          if (!this.#late.delete(id)) this.#violation("an answer to no call");
+          return;
+        }
+        this.#calls.delete(id);
         clearTimeout(call.timer);
-        this.#lastPong = performance.now();
         if (doc.t === "result") call.resolve(doc.data);
         else call.reject(this.#moduleError(doc));
         this.#checkDrained();
         return;
       }
       case "request":
+        if (this.#requests >= MODULE_LIMITS.requests) {
+          this.#channel.send({
+            t: "reply",
+            id: doc.id,
+            error: "limit_exceeded",
+            message: `more than ${MODULE_LIMITS.requests} requests outstanding`,
+          });
+          return this.#violation("a request past the cap");
+        }
         this.#serve(doc);
         return;
       case "log": {
+        if (!this.#logBudget.take()) {
+          return this.#violation("a log line past the rate");
+        }
         const level = doc.level === "warn" || doc.level === "error"
           ? doc.level
           : "info";
@@ -179,6 +241,28 @@ export class ModuleInstance {
         this.#log[level](`module_${String(doc.event).slice(0, 64)}`, fields);
         return;
       }
+      default:
+        return this.#violation(
+          `an unknown message "${String(doc.t).slice(0, 32)}"`,
+        );
+    }
+  }
+
+  /** Count something the core did not ask for; too many stop the instance. */
+  #violation(what: string): void {
+    const now = this.#now();
+    if (now - this.#violationWindow > MODULE_LIMITS.violationWindowMs) {
+      this.#violationWindow = now;
+      this.#violations = 0;
+      this.#log.warn("module_unsolicited", { message: what });
+    }
+    if (++this.#violations > MODULE_LIMITS.violations) {
+      this.#down(
+        "misbehaving",
+        `more than ${MODULE_LIMITS.violations} messages it was not asked for within ${
+          MODULE_LIMITS.violationWindowMs / 1000
+        } s (last: ${what})`,
+      );
     }
   }
 
@@ -209,6 +293,7 @@ export class ModuleInstance {
   }
 
   async #serve(doc: Document): Promise<void> {
+    this.#requests++;
     try {
       const data = await this.#services(this.manifest, doc);
       this.#channel.send({ t: "reply", id: doc.id, data: data ?? null });
@@ -220,16 +305,32 @@ export class ModuleInstance {
         error: code,
         message: error instanceof Error ? error.message : String(error),
       });
+    } finally {
+      this.#requests--;
     }
   }
 
   #ping(): void {
+    this.#pingsOut++;
+    this.#channel.send({ t: "ping", id: 0 });
+  }
+
+  /** A heartbeat: count the silence (host stalls excluded), judge, ping. */
+  #tick(): void {
     if (this.state !== "ready") return;
-    if (performance.now() - this.#lastPong > this.#heartbeat.toleranceMs) {
+    const now = this.#now();
+    // A tick that comes late means the host's own event loop was busy: that
+    // time does not count against the module.
+    this.#silentMs += Math.min(
+      now - this.#lastTick,
+      1.5 * this.#heartbeat.intervalMs,
+    );
+    this.#lastTick = now;
+    if (this.#silentMs > this.#heartbeat.toleranceMs) {
       this.#down("hung", `no heartbeat for ${this.#heartbeat.toleranceMs} ms`);
       return;
     }
-    this.#channel.send({ t: "ping", id: 0 });
+    this.#ping();
   }
 
   /** Call a command; resolves with the module's data. */
@@ -248,12 +349,11 @@ export class ModuleInstance {
     }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      const started = performance.now();
       const timer = setTimeout(
         () => this.#deadline(id),
         this.manifest.timeoutMs,
       );
-      this.#calls.set(id, { resolve, reject, timer, started });
+      this.#calls.set(id, { resolve, reject, timer });
       this.#channel.send({
         t: "call",
         id,
@@ -264,43 +364,52 @@ export class ModuleInstance {
     });
   }
 
+  #timedOut(id: number, call: PendingCall): void {
+    this.#calls.delete(id);
+    clearTimeout(call.timer);
+    this.#late.add(id);
+    if (this.#late.size > LATE_IDS) {
+      this.#late.delete(this.#late.values().next().value!);
+    }
+    call.reject(
+      new ProtocolError(
+        ErrorCode.TIMEOUT,
+        `module ${this.manifest.name} did not answer within ${this.manifest.timeoutMs} ms`,
+      ),
+    );
+    this.#checkDrained();
+  }
+
   /** A call passed its deadline: slow handler or hung module? Ask with a ping. */
   #deadline(id: number): void {
     const call = this.#calls.get(id);
     if (!call) return;
-    const asked = performance.now();
-    if (asked - this.#lastPong < 2 * this.#heartbeat.intervalMs + 50) {
+    if (this.#now() - this.#lastHeard < 2 * this.#heartbeat.intervalMs + 50) {
       // Heartbeats keep coming: the module is alive, the handler is slow.
-      this.#calls.delete(id);
-      clearTimeout(call.timer);
-      call.reject(
-        new ProtocolError(
-          ErrorCode.TIMEOUT,
-          `module ${this.manifest.name} did not answer within ${this.manifest.timeoutMs} ms`,
-        ),
-      );
-      this.#checkDrained();
+      this.#timedOut(id, call);
       return;
     }
-    this.#channel.send({ t: "ping", id: 0 });
+    this.#confirmHang(id, call, 0);
+  }
+
+  /** Ping and wait; silence means hung, unless the host itself was too busy to hear. */
+  #confirmHang(id: number, call: PendingCall, attempt: number): void {
+    const wait = Math.min(1000, this.#heartbeat.toleranceMs);
+    const asked = this.#now();
+    this.#ping();
     setTimeout(() => {
-      if (!this.#calls.has(id)) return;
-      if (this.#lastPong >= asked) {
-        this.#calls.delete(id);
-        call.reject(
-          new ProtocolError(
-            ErrorCode.TIMEOUT,
-            `module ${this.manifest.name} did not answer within ${this.manifest.timeoutMs} ms`,
-          ),
-        );
-        this.#checkDrained();
-      } else {
-        this.#down(
-          "hung",
-          `a call passed its deadline and pings go unanswered`,
-        );
+      if (!this.#calls.has(id) || this.state !== "ready") return;
+      if (this.#lastHeard >= asked) {
+        this.#timedOut(id, call);
+        return;
       }
-    }, Math.min(1000, this.#heartbeat.toleranceMs));
+      const late = this.#now() - asked - wait;
+      if (late > wait / 2 && attempt < HANG_RECHECKS) {
+        this.#confirmHang(id, call, attempt + 1); // the host was busy: ask again
+        return;
+      }
+      this.#down("hung", "a call passed its deadline and pings go unanswered");
+    }, wait);
   }
 
   #checkDrained(): void {
@@ -329,7 +438,11 @@ export class ModuleInstance {
         new ProtocolError(
           ErrorCode.MODULE_UNAVAILABLE,
           `module ${this.manifest.name} ${
-            reason === "hung" ? "stopped answering" : "went down"
+            reason === "hung"
+              ? "stopped answering"
+              : reason === "misbehaving"
+              ? "was stopped for misbehaving"
+              : "went down"
           }`,
         ),
       );

@@ -7,7 +7,7 @@
  *   "version": "1.0.0",
  *   "entry": "mod.ts",
  *   "description": "repeats what it is sent",
- *   "permissions": { "net": ["127.0.0.1:8080"], "read": ["./assets"], "write": [], "env": [] },
+ *   "permissions": { "net": ["127.0.0.1:8080"], "read": ["./assets"], "write": [], "env": [], "import": ["esm.sh"] },
  *   "commands": ["echo"],
  *   "events": ["echoed"],
  *   "storage_quota": 1048576,
@@ -19,7 +19,9 @@
  * ```
  *
  * Permissions default to none. Relative read/write paths are relative to the
- * module's folder.
+ * module's folder. `import` lists the hosts (`host` or `host:port`) the module
+ * may load code from over https; without it, it loads only its own files, the
+ * SDK and the server's npm packages (workers/isolation/imports.ts).
  *
  * @module
  */
@@ -39,6 +41,8 @@ export interface Permissions {
   write: string[];
   /** Environment variable names readable. */
   env: string[];
+  /** Hosts (`host` or `host:port`) it may import code from over https. */
+  import: string[];
 }
 
 /** A validated manifest. */
@@ -65,7 +69,7 @@ export interface Manifest {
   isolation: Isolation;
   /** Deadline of one call in milliseconds. */
   timeoutMs: number;
-  /** Memory cap of a process-isolated module in MiB. */
+  /** Memory cap of a process-isolated module in MiB (JS heap, and data beyond a bare Deno's). */
   memoryMb: number;
   /** Core services it may call beyond storage and push. */
   services: CoreService[];
@@ -91,6 +95,8 @@ export class ManifestError extends Error {
 
 const NAME_RE = /^[a-z][a-z0-9_-]{0,62}$/;
 const COMMAND_RE = /^[a-z][a-z0-9_]{0,62}$/;
+const IMPORT_HOST_RE =
+  /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$/;
 
 function strings(file: string, value: unknown, field: string): string[] {
   if (value === undefined) return [];
@@ -145,6 +151,15 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
       '"commands" must list command names ([a-z][a-z0-9_]*)',
     );
   }
+  const imports = strings(file, perms.import, "permissions.import");
+  for (const host of imports) {
+    if (!IMPORT_HOST_RE.test(host)) {
+      throw new ManifestError(
+        file,
+        `"permissions.import": "${host}" is not a host or host:port`,
+      );
+    }
+  }
   const services = strings(file, m.services, "services");
   for (const service of services) {
     if (!(CORE_SERVICES as readonly string[]).includes(service)) {
@@ -191,6 +206,7 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
         resolvePath(dir, p)
       ),
       env: strings(file, perms.env, "permissions.env"),
+      import: imports,
     },
     commands,
     events: strings(file, m.events, "events"),

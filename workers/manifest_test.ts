@@ -6,7 +6,7 @@ Deno.test("manifest: defaults, resolved paths, refusals", () => {
     name: "notes",
     version: "1.2.0",
     commands: ["note_get"],
-    permissions: { read: ["./assets"] },
+    permissions: { read: ["./assets"], import: ["esm.sh", "cdn.example:8443"] },
   }, "/srv/modules/notes/1.2.0");
   assert.equal(m.entry, "file:///srv/modules/notes/1.2.0/mod.ts");
   assert.deepEqual(m.permissions, {
@@ -14,6 +14,7 @@ Deno.test("manifest: defaults, resolved paths, refusals", () => {
     read: ["/srv/modules/notes/1.2.0/assets"],
     write: [],
     env: [],
+    import: ["esm.sh", "cdn.example:8443"],
   });
   assert.equal(m.isolation, "worker");
   assert.equal(m.timeoutMs, 5000);
@@ -30,6 +31,12 @@ Deno.test("manifest: defaults, resolved paths, refusals", () => {
       permissions: { net: "everything" },
     },
     { name: "ok", version: "1.0.0", commands: ["a"], timeout_ms: 0 },
+    ...["https://esm.sh", "esm.sh/x", "*", "", "a..b"].map((host) => ({
+      name: "ok",
+      version: "1.0.0",
+      commands: ["a"],
+      permissions: { import: [host] },
+    })),
   ];
   for (const raw of bad) {
     assert.throws(

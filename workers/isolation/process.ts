@@ -1,8 +1,24 @@
 /**
- * Process isolation: the same module code in a `deno run` subprocess with the
- * same permissions as flags and a memory cap, BSON frames over its stdin and
- * stdout (its stderr goes to the server log). Slower to start and to call, but
- * a hung process can be killed.
+ * Process isolation: the module in a dedicated `deno run` subprocess, BSON
+ * frames over its stdin and stdout (its stderr goes to the server log), the
+ * placement of every module not shipped with the server.
+ *
+ * What confines it:
+ * - permissions as flags: exactly the manifest's grants plus its own
+ *   database, never `--allow-run` (so it cannot signal the server), `--ffi`
+ *   or `--sys`; `--no-prompt`;
+ * - loading: the checked import map that blocks every other file,
+ *   `--cached-only`, and no remote code but from granted hosts (imports.ts);
+ * - an environment of only its granted variables and what Deno needs to find
+ *   its cache;
+ * - resources (limits.ts): JS heap and data segment capped by `memory_mb`,
+ *   lower CPU priority, no core files, a descriptor limit; a hung process is
+ *   killed (SIGKILL to Deno's own pid).
+ *
+ * The reader yields to the event loop every few frames, so a module that
+ * floods its output cannot stall the server, and pipe backpressure slows the
+ * flooder down; a module that does not read its input is stopped before the
+ * frames queued for it grow past a bound.
  *
  * @module
  */
@@ -13,42 +29,74 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../../core/wire/mod.ts";
+import { MODULE_LIMITS } from "../bridge.ts";
 import type { Manifest } from "../manifest.ts";
+import { TokenBucket } from "../sdk/bucket.ts";
 import type { Channel } from "./channel.ts";
+import type { ModuleImports } from "./imports.ts";
+import { cappedDeno } from "./limits.ts";
 import { workerPermissions } from "./worker.ts";
 
 /** Largest frame a module process may send. */
 const MAX_FRAME = 16 * 1024 * 1024;
+/** Frames handled before the reader lets the event loop run. */
+const FRAMES_PER_TURN = 64;
+/** Bytes queued for a module that does not read, before it is stopped. */
+const MAX_UNREAD = 64 * 1024 * 1024;
+/** Longest stderr line kept. */
+const MAX_LINE = 500;
+/** Variables Deno needs to find its cache (its own; the module cannot read them without a grant). */
+const RUNTIME_ENV = ["DENO_DIR", "HOME", "XDG_CACHE_HOME", "PATH"];
 
 /**
- * The `deno run` flags of a manifest with its storage database `store`: the
- * same grants as a Worker's, as flags.
+ * The `deno run` arguments of a manifest with its storage database `store`
+ * and its checked imports: the same grants as a Worker's, as flags.
  */
-export function processFlags(manifest: Manifest, store?: string): string[] {
-  const flags = ["--no-prompt", "--unstable-kv"];
+export function processArgs(
+  manifest: Manifest,
+  imports: ModuleImports,
+  store?: string,
+): string[] {
+  const flags = [...imports.flags, "--no-prompt", "--unstable-kv"];
   const granted = workerPermissions(manifest, store);
   for (const name of ["net", "read", "write", "env"] as const) {
     const list = granted[name];
     if (Array.isArray(list)) flags.push(`--allow-${name}=${list.join(",")}`);
   }
   flags.push(`--v8-flags=--max-old-space-size=${manifest.memoryMb}`);
-  return flags;
+  return ["run", ...flags, new URL(manifest.entry).pathname];
 }
 
-/** Start the module's entry in a subprocess. */
-export function startProcess(
+/** The environment of a module process: what it is granted, and what Deno needs. */
+export function processEnv(manifest: Manifest): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  const all = Deno.env.toObject();
+  for (const name of [...RUNTIME_ENV, ...manifest.permissions.env]) {
+    if (name.endsWith("*")) {
+      const prefix = name.slice(0, -1);
+      for (const [key, value] of Object.entries(all)) {
+        if (key.startsWith(prefix)) env[key] = value;
+      }
+    } else if (all[name] !== undefined) env[name] = all[name];
+  }
+  return env;
+}
+
+/** Start the module's entry in a capped subprocess. */
+export async function startProcess(
   manifest: Manifest,
-  options: { config: string; log: Logger; store?: string },
-): Channel {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      `--config=${options.config}`,
-      ...processFlags(manifest, options.store),
-      new URL(manifest.entry).pathname,
-    ],
-    env: { AMTP_MODULE_PROCESS: "1", NO_COLOR: "1" },
-    clearEnv: false,
+  options: { imports: ModuleImports; log: Logger; store?: string },
+): Promise<Channel> {
+  const log = options.log.child({ module: manifest.name });
+  const { program, args } = await cappedDeno(
+    processArgs(manifest, options.imports, options.store),
+    manifest.memoryMb,
+  );
+  const child = new Deno.Command(program, {
+    args,
+    cwd: manifest.dir,
+    env: processEnv(manifest),
+    clearEnv: true,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -59,58 +107,89 @@ export function startProcess(
     | undefined;
   let exitHandler: ((reason: string) => void) | undefined;
   let stopped = false;
+  let unread = 0;
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  };
   const exit = (reason: string) => {
     if (stopped) return;
     stopped = true;
+    kill();
     exitHandler?.(reason);
   };
   (async () => {
     const decoder = new FrameDecoder(MAX_FRAME);
+    let frames = 0;
     try {
       for await (const chunk of child.stdout) {
         for (const frame of decoder.pushOrThrow(chunk)) {
+          if (stopped) return;
           messageHandler?.(decodeDocument(frame));
+          if (++frames % FRAMES_PER_TURN === 0) {
+            await new Promise((resolve) => setTimeout(resolve, 0));
+          }
         }
+        if (stopped) return;
       }
     } catch (error) {
-      options.log.warn("module_output_invalid", {
-        module: manifest.name,
-        error: String(error),
-      });
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      log.warn("module_output_invalid", { error: String(error) });
+      exit(`sent unreadable output: ${String(error).slice(0, 200)}`);
     }
   })();
   (async () => {
+    // Lines are rate-limited like log lines; the excess is counted, not kept.
+    const budget = new TokenBucket(
+      MODULE_LIMITS.logPerSecond,
+      2 * MODULE_LIMITS.logBurst,
+    );
+    let dropped = 0;
     const text = new TextDecoder();
     let rest = "";
+    const line = (raw: string) => {
+      if (!raw.trim()) return;
+      if (!budget.take()) {
+        dropped++;
+        return;
+      }
+      if (dropped > 0) {
+        log.warn("module_stderr_dropped", { lines: dropped });
+        dropped = 0;
+      }
+      log.info("module_stderr", { line: raw.slice(0, MAX_LINE) });
+    };
     for await (const chunk of child.stderr) {
       rest += text.decode(chunk, { stream: true });
       const lines = rest.split("\n");
       rest = lines.pop() ?? "";
-      for (const line of lines) {
-        if (line.trim()) {
-          options.log.info("module_stderr", {
-            module: manifest.name,
-            line: line.slice(0, 500),
-          });
-        }
-      }
+      if (rest.length > MAX_LINE) rest = rest.slice(0, MAX_LINE);
+      for (const l of lines) line(l);
     }
+    line(rest);
+    if (dropped > 0) log.warn("module_stderr_dropped", { lines: dropped });
   })();
   child.status.then((status) =>
     exit(
       `process exited with code ${status.code}${
         status.signal ? ` (${status.signal})` : ""
-      }`,
+      }${status.code === 97 ? ": its memory limit could not be set" : ""}`,
     )
   );
   return {
     killable: true,
     send(doc) {
       if (stopped) return;
-      writer.write(encodeDocument(doc)).catch(() => {});
+      const frame = encodeDocument(doc);
+      unread += frame.length;
+      if (unread > MAX_UNREAD) {
+        exit(`does not read its input (${unread} bytes waiting)`);
+        return;
+      }
+      writer.write(frame).then(
+        () => unread -= frame.length,
+        () => {},
+      );
     },
     onMessage(handler) {
       messageHandler = handler;
@@ -120,9 +199,7 @@ export function startProcess(
     },
     stop() {
       stopped = true;
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      kill();
       writer.close().catch(() => {});
     },
   };

@@ -1,9 +1,12 @@
 /**
- * Worker isolation: the module runs in a Web Worker created with exactly the
- * permissions of its manifest. Cheap and fast; but Deno 2.9 cannot stop a
- * Worker stuck in a JavaScript loop (terminate() leaves the thread running),
- * so a hung Worker is abandoned and the supervisor prefers process isolation
- * for a module that hangs repeatedly.
+ * Worker isolation: the module runs in a Web Worker of the server's own
+ * process, created with exactly the permissions of its manifest. Cheap and
+ * fast, and for trusted code only (modules shipped with the server, or ones
+ * an admin placed here): Deno 2.9 cannot stop a Worker stuck in a JavaScript
+ * loop (terminate() leaves the thread running), cannot cap its memory, and
+ * lets it signal the server's process (`Deno.kill` needs no permission in a
+ * Worker). A Worker that hangs is abandoned and the module moves to process
+ * isolation.
  *
  * @module
  */
@@ -30,7 +33,7 @@ export function workerPermissions(
     run: false,
     ffi: false,
     sys: false,
-    import: false,
+    import: list(manifest.permissions.import),
   };
 }
 
@@ -64,6 +67,7 @@ export function startWorker(manifest: Manifest, store?: string): Channel {
     },
     onMessage(handler) {
       worker.onmessage = (event: MessageEvent) => {
+        if (stopped) return; // what a stopped Worker had queued is not read
         try {
           handler(decodeDocument(new Uint8Array(event.data)));
         } catch {

@@ -28,7 +28,8 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../../core/wire/mod.ts";
-import type { BridgeCaller } from "../bridge.ts";
+import { type BridgeCaller, MODULE_LIMITS } from "../bridge.ts";
+import { TokenBucket } from "./bucket.ts";
 import { ModuleError } from "./error.ts";
 import { KvStorage, type ModuleStorage } from "./storage.ts";
 
@@ -184,12 +185,40 @@ export function serveModule(definition: ModuleDefinition): void {
     number,
     { resolve: (v: unknown) => void; reject: (e: Error) => void }
   >();
+  // At most MODULE_LIMITS.requests requests are outstanding; more wait here
+  // (the host counts any past the cap as a violation).
+  const queued: (() => void)[] = [];
   const request = (op: string, fields: Document): Promise<unknown> => {
-    const id = nextId++;
     return new Promise((resolve, reject) => {
-      waiting.set(id, { resolve, reject });
-      port.send({ ...fields, t: "request", id, op });
+      const send = () => {
+        const id = nextId++;
+        waiting.set(id, { resolve, reject });
+        port.send({ ...fields, t: "request", id, op });
+      };
+      if (waiting.size < MODULE_LIMITS.requests) send();
+      else queued.push(send);
     });
+  };
+  // Log lines past the rate are dropped here, and counted in a later line.
+  const logBudget = new TokenBucket(
+    MODULE_LIMITS.logPerSecond,
+    MODULE_LIMITS.logBurst,
+  );
+  let logsDropped = 0;
+  const log: ModuleContext["log"] = (level, event, fields = {}) => {
+    if (logsDropped > 0 && logBudget.take(2)) {
+      port.send({
+        t: "log",
+        level: "warn",
+        event: "log_dropped",
+        fields: { lines: logsDropped },
+      });
+      logsDropped = 0;
+    } else if (logsDropped > 0 || !logBudget.take()) {
+      logsDropped++;
+      return;
+    }
+    port.send({ t: "log", level, event, fields });
   };
   // The host names the module's own database in `init`, before any call;
   // without one, storage goes through the core (`storage.*` requests).
@@ -247,6 +276,7 @@ export function serveModule(definition: ModuleDefinition): void {
         const entry = waiting.get(doc.id as number);
         if (!entry) return;
         waiting.delete(doc.id as number);
+        queued.shift()?.();
         if (doc.error) {
           entry.reject(
             new ModuleError(String(doc.error), String(doc.message ?? "")),
@@ -291,8 +321,7 @@ export function serveModule(definition: ModuleDefinition): void {
               delivery_id: delivery.id,
               payload: delivery.payload,
             })) as { queued: string[] }).queued,
-          log: (level, event, fields = {}) =>
-            port.send({ t: "log", level, event, fields }),
+          log,
         };
         try {
           const data = await handler(
