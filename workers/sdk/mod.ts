@@ -91,6 +91,8 @@ export interface InboundDelivery {
   failures?: { address: string; error: number; message: string }[];
   /** `deliver`: the authenticated sending server. */
   peer?: string;
+  /** `deliver`: the domain that server authenticated for (the origin of what it delivers). */
+  peer_domain?: string;
 }
 
 /** Result of an inbound delivery, per recipient. */

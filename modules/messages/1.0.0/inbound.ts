@@ -160,7 +160,7 @@ export async function inbound(
     })),
   });
   // The domain the sending server authenticated for, as the core passes it.
-  const peerDomain = (delivery as { peer_domain?: unknown }).peer_domain;
+  const peerDomain = delivery.peer_domain;
   const origin = typeof peerDomain === "string" ? peerDomain.toLowerCase() : "";
   if (!origin || domainOf(delivery.from) !== origin) {
     return refuse(FROM_MISMATCH, "the sender is not of the sending domain");
