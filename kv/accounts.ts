@@ -31,10 +31,22 @@ export interface Page<T> {
 export interface ListOptions<T> {
   /** Maximum items. */
   limit: number;
-  /** Cursor from the previous page. */
+  /** Cursor from the previous page ({@link InvalidCursorError} when unreadable). */
   cursor?: string;
   /** Keep only items for which this is true. */
   filter?: (item: T) => boolean;
+}
+
+/** A list cursor the database cannot read (a client's guess or garbage). */
+export class InvalidCursorError extends Error {
+  /** Stable error code. */
+  readonly code = "invalid_cursor";
+
+  /** Create the error. */
+  constructor() {
+    super("the cursor is not one this list gave");
+    this.name = "InvalidCursorError";
+  }
 }
 
 /** Split an address into local part and domain. */
@@ -97,6 +109,22 @@ export class AccountStore {
   }
 
   async #page<T>(
+    prefix: Deno.KvKey,
+    options: ListOptions<T>,
+  ): Promise<Page<T>> {
+    try {
+      return await this.#pageOf(prefix, options);
+    } catch (error) {
+      // Deno KV reads the cursor only when the listing starts.
+      if (
+        options.cursor && error instanceof TypeError &&
+        /cursor/i.test(error.message)
+      ) throw new InvalidCursorError();
+      throw error;
+    }
+  }
+
+  async #pageOf<T>(
     prefix: Deno.KvKey,
     options: ListOptions<T>,
   ): Promise<Page<T>> {

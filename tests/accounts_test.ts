@@ -844,3 +844,42 @@ Deno.test("accounts: tokens are stored only as hashes, never in logs", async () 
     await t.close();
   }
 });
+
+Deno.test("accounts: a list cursor the server never gave is a parameter error (4), not a fault (10)", async () => {
+  const t = await startTestServer();
+  try {
+    const { client, token } = await adminSession(t);
+    await client.call("admin_add_domain", {
+      admin_token: token,
+      domain: "example.org",
+    });
+    for (
+      const command of [
+        "admin_get_domains",
+        "admin_get_users",
+        "admin_get_aliases",
+        "admin_get_admins",
+      ]
+    ) {
+      for (const cursor of ["garbage", "%%", "AA", 5, { a: 1 }, true]) {
+        const error = await expectError(
+          client.call(command, { admin_token: token, cursor }),
+          ErrorCode.INVALID_PARAMETER,
+        );
+        assert.equal(
+          (error.data as { parameter: string }).parameter,
+          "cursor",
+          `${command} ${JSON.stringify(cursor)}`,
+        );
+      }
+    }
+    // Real cursors still page.
+    const page = await client.call<{ domains: unknown[]; cursor?: string }>(
+      "admin_get_domains",
+      { admin_token: token, limit: 1 },
+    );
+    assert.equal(page.domains.length, 1);
+  } finally {
+    await t.close();
+  }
+});
