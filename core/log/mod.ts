@@ -146,24 +146,39 @@ export class Logger {
   #level: number;
   #format: "text" | "json";
   #sink: (line: string) => void;
-  /** The logger's own fields, cleaned; they win over a call's. */
-  #base: Map<string, Clean>;
+  /** The parent's fields and this logger's own, cleaned when first written. */
+  #parent?: Logger;
+  #own?: LogFields;
+  #cleaned?: Map<string, Clean>;
 
   /** Create a logger. */
   constructor(options: LoggerOptions = {}) {
     this.#level = LEVELS[options.level ?? "info"];
     this.#format = options.format ?? "text";
     this.#sink = options.sink ?? ((line) => console.error(line));
-    this.#base = cleanFields(options.base);
-    for (const name of RESERVED) this.#base.delete(name);
+    this.#own = options.base;
+  }
+
+  /** The logger's own fields (they win over a call's), cleaned once. */
+  #base(): Map<string, Clean> {
+    if (!this.#cleaned) {
+      const base = new Map([
+        ...(this.#parent ? this.#parent.#base() : []),
+        ...cleanFields(this.#own),
+      ]);
+      for (const name of RESERVED) base.delete(name);
+      this.#cleaned = base;
+    }
+    return this.#cleaned;
   }
 
   /** A logger that adds `fields` to every line (its fields replace this one's of the same name). */
   child(fields: LogFields): Logger {
+    // Cheap: a child per request is common, and most of its lines are filtered out.
     const child = new Logger({ format: this.#format, sink: this.#sink });
     child.#level = this.#level;
-    child.#base = new Map([...this.#base, ...cleanFields(fields)]);
-    for (const name of RESERVED) child.#base.delete(name);
+    child.#parent = this;
+    child.#own = fields;
     return child;
   }
 
@@ -193,7 +208,7 @@ export class Logger {
       ["time", new Date().toISOString()],
       ["level", level],
       ["event", fieldName(event)],
-      ...this.#base,
+      ...this.#base(),
     ];
     const taken = new Set(all.map(([name]) => name));
     for (const [name, value] of cleanFields(fields)) {
