@@ -11,6 +11,7 @@ import {
   type AliasRecord,
   type CatchallRecord,
   type DomainRecord,
+  type KeyRecord,
   keys,
   type PhotoRecord,
   type UserRecord,
@@ -416,6 +417,20 @@ export class AccountStore {
   /** A page of admins. */
   listAdmins(options: ListOptions<AdminRecord>): Promise<Page<AdminRecord>> {
     return this.#page(keys.admins(), options);
+  }
+
+  /** The first login key of every enabled admin and user (what a login request without a key id is answered for). */
+  async *firstKeys(): AsyncGenerator<KeyRecord> {
+    for (const prefix of [keys.admins(), keys.users()]) {
+      for await (
+        const entry of this.#kv.list<AdminRecord | UserRecord>({ prefix }, {
+          batchSize: 500,
+        })
+      ) {
+        const first = entry.value.keys[0];
+        if (first && !entry.value.disabled) yield first;
+      }
+    }
   }
 
   /** Number of admins. */
