@@ -7,8 +7,9 @@
  *   account: the same across requests, restarts and server processes.
  * - The algorithm is picked per account, deterministically, with the
  *   distribution of real accounts' first keys (RSA keys by modulus size,
- *   which the verification string's length shows): counted on first use and
- *   again every {@link DecoyOptions.refreshMs} in the background.
+ *   which the verification string's length shows; at most
+ *   {@link MAX_RSA_SIZES} sizes): counted at start and again every
+ *   {@link DecoyOptions.refreshMs} in the background.
  * - HPKE decoys are sealed to an X25519 key derived from the secret, RSA
  *   decoys to a persistent RSA key of the picked size (created once, kept in
  *   the core database); Ed25519 decoys are a nonce, like real ones.
@@ -47,10 +48,36 @@ export interface Decoy {
 }
 
 /** A class of keys as a login answer shows it: the algorithm, and the size of an RSA key. */
-type KeyClass = { algorithm: LoginAlgorithm; bits?: number };
+export type KeyClass = { algorithm: LoginAlgorithm; bits?: number };
 
-function className(c: KeyClass): string {
+/** A class's name: the algorithm, and `/bits` for RSA. */
+export function className(c: KeyClass): string {
   return c.bits ? `${c.algorithm}/${c.bits}` : c.algorithm;
+}
+
+/** RSA sizes decoys imitate at most (each needs a decoy key of its own). */
+export const MAX_RSA_SIZES = 8;
+
+/**
+ * Keep the {@link MAX_RSA_SIZES} most common RSA sizes; the counts of rarer
+ * ones go to the nearest kept size (accounts could otherwise make the server
+ * create a decoy key for every size from 2048 to 4096 bits).
+ */
+export function mergeRareRsaSizes(
+  counts: Map<string, [KeyClass, number]>,
+): void {
+  const rsa = [...counts.values()].filter(([c]) => c.bits)
+    .sort((a, b) => b[1] - a[1] || a[0].bits! - b[0].bits!);
+  const kept = rsa.slice(0, MAX_RSA_SIZES);
+  for (const [c, n] of rsa.slice(MAX_RSA_SIZES)) {
+    const nearest = kept.reduce((best, k) =>
+      Math.abs(k[0].bits! - c.bits!) < Math.abs(best[0].bits! - c.bits!)
+        ? k
+        : best
+    );
+    nearest[1] += n;
+    counts.delete(className(c));
+  }
 }
 
 /** PKCS#8 prefix of a raw X25519 private key (RFC 8410). */
@@ -170,6 +197,7 @@ export class Decoys {
       counts.set(className(c), entry);
       total++;
     }
+    mergeRareRsaSizes(counts);
     const classes = [...counts.entries()].sort(([a], [b]) =>
       a < b ? -1 : a > b ? 1 : 0
     ).map(([, entry]) => entry);

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { AccountStore, keys } from "../../kv/mod.ts";
 import { generateLoginKeyPair } from "./algorithms.ts";
-import { Decoys } from "./decoy.ts";
+import {
+  className,
+  Decoys,
+  type KeyClass,
+  MAX_RSA_SIZES,
+  mergeRareRsaSizes,
+} from "./decoy.ts";
 import { encryptSecret } from "./server_crypto.ts";
 
 Deno.test("decoys: algorithms follow the real accounts' first keys, per account and for good", async () => {
@@ -117,4 +123,28 @@ Deno.test("decoys: with no account, decoys are Ed25519 (the default for new keys
   } finally {
     kv.close();
   }
+});
+
+Deno.test("decoys: at most eight RSA sizes are imitated, rare ones count for the nearest", () => {
+  const counts = new Map<string, [KeyClass, number]>();
+  const add = (c: KeyClass, n: number) => counts.set(className(c), [c, n]);
+  add({ algorithm: "Ed25519" }, 50);
+  add({ algorithm: "RSA-OAEP-256", bits: 2048 }, 20);
+  add({ algorithm: "RSA-OAEP-256", bits: 3072 }, 30);
+  add({ algorithm: "RSA-OAEP-256", bits: 4096 }, 10);
+  for (let bits = 2049; bits < 2049 + 20; bits++) {
+    add({ algorithm: "RSA-OAEP-256", bits }, 1);
+  }
+  add({ algorithm: "RSA-OAEP-256", bits: 4000 }, 1);
+  mergeRareRsaSizes(counts);
+  const rsa = [...counts.values()].filter(([c]) => c.bits);
+  assert.equal(rsa.length, MAX_RSA_SIZES);
+  const total = [...counts.values()].reduce((n, [, c]) => n + c, 0);
+  assert.equal(total, 50 + 20 + 30 + 10 + 20 + 1, "no account lost");
+  assert.equal(
+    counts.get("RSA-OAEP-256/4096")![1],
+    11,
+    "4000 bits counts as 4096",
+  );
+  assert.equal(counts.get("Ed25519")![1], 50);
 });
