@@ -265,10 +265,10 @@ await section("commands", async () => {
 
 // 3. Logins.
 await section("logins", async () => {
-  for (const algorithm of ["HPKE-X25519", "RSA-OAEP-256"] as const) {
+  for (const algorithm of ["HPKE-X25519", "Ed25519", "RSA-OAEP-256"] as const) {
     const addresses = Array.from(
       { length: 50 },
-      (_, i) => `l${i}-${algorithm === "RSA-OAEP-256" ? "r" : "x"}@bench.test`,
+      (_, i) => `l${i}-${algorithm.slice(0, 2).toLowerCase()}@bench.test`,
     );
     for (const a of addresses) await user(a, algorithm);
     const clients = await Promise.all(addresses.map(() => connect()));
@@ -282,8 +282,8 @@ await section("logins", async () => {
       name: `logins, 50 concurrent clients, ${algorithm}`,
       value: rate,
       unit: "logins/s",
-      goal: algorithm === "HPKE-X25519" ? ">= 1,000/s" : undefined,
-      met: algorithm === "HPKE-X25519" ? rate >= 1000 : undefined,
+      goal: algorithm === "RSA-OAEP-256" ? undefined : ">= 1,000/s",
+      met: algorithm === "RSA-OAEP-256" ? undefined : rate >= 1000,
     });
     for (const c of clients) c.close();
   }

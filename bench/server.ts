@@ -6,6 +6,7 @@
  */
 
 import { AmtpClient } from "../client/mod.ts";
+import type { LoginAlgorithm } from "../core/auth/algorithms.ts";
 import { certificateHash } from "../core/tls/cert.ts";
 import {
   bootstrapKey,
@@ -59,7 +60,7 @@ export async function startAmtp(root: string, name: string) {
   const keys = new Map<string, TestKey>();
   const user = async (
     address: string,
-    algorithm: "HPKE-X25519" | "RSA-OAEP-256" = "HPKE-X25519",
+    algorithm: LoginAlgorithm = "HPKE-X25519",
   ) => {
     const key = await makeKey(algorithm);
     await admin.call("admin_add_user", {

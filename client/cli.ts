@@ -4,7 +4,7 @@
  * ```
  * deno task amtp info [--server HOST:PORT] [--ws] [--json]
  * deno task amtp call '{"command":"ping"}'
- * deno task amtp keygen [--out NAME] [--alg x25519|rsa]
+ * deno task amtp keygen [--out NAME] [--alg ed25519|x25519|rsa]
  * deno task amtp login --admin NAME --key FILE.key | --user ADDRESS --key FILE.key
  * deno task amtp whoami | logout
  * deno task amtp admin SUBCOMMAND ...
@@ -23,7 +23,6 @@
  * @module
  */
 
-import { decryptChallenge } from "../core/auth/algorithms.ts";
 import { errorName } from "../core/protocol/errors.ts";
 import { certificateHash } from "../core/tls/cert.ts";
 import {
@@ -149,32 +148,16 @@ async function login(args: Args, state: State): Promise<void> {
   const key = await readPrivateKey(keyFile);
   const client = await connect(args, state);
   try {
-    const challenge = await client.call<{ verification_string: string }>(
-      `${kind}_login_request`,
-      { user: name, key_id: key.keyId },
-    );
-    const answer = await decryptChallenge(
-      key.algorithm,
-      key.key,
-      challenge.verification_string,
-    ).catch(() => {
-      throw new Error("the challenge could not be decrypted with this key");
+    // Bound to the host this client connected to: a relaying server's
+    // challenge does not open or verify (PROTOCOL.md §7.2).
+    const { token, expires } = await client.login(kind, name, key, {
+      label: args.flags.get("label") ?? "cli",
     });
-    const result = await client.call<Record<string, unknown>>(
-      `${kind}_login_verify`,
-      {
-        user: name,
-        verification_string: answer,
-        label: args.flags.get("label") ?? "cli",
-      },
-    );
     state[kind] = name;
-    state[`${kind}_token`] = result[`${kind}_token`] as string;
+    state[`${kind}_token`] = token;
     await saveState(state);
     console.log(
-      `logged in as ${kind} ${name} (token saved to ${statePath()}, expires ${
-        (result.expires as Date).toISOString()
-      })`,
+      `logged in as ${kind} ${name} (token saved to ${statePath()}, expires ${expires.toISOString()})`,
     );
   } finally {
     client.close();
@@ -261,7 +244,7 @@ const USAGE = `amtp - AMTP command-line client
 
   amtp info                         server information (no login)
   amtp call '<json>'                send one command (Extended JSON), print the response
-  amtp keygen [--out NAME] [--alg x25519|rsa]   write NAME.key and NAME.pub
+  amtp keygen [--out NAME] [--alg ed25519|x25519|rsa]   write NAME.key and NAME.pub
   amtp login --admin NAME --key FILE.key        log in as admin
   amtp login --user ADDRESS --key FILE.key      log in as user
   amtp register ADDRESS --key FILE.pub [--name NAME]   self-registration, where open
@@ -467,13 +450,18 @@ export async function main(argv: string[]): Promise<number> {
         }
       }
       case "keygen": {
-        const alg = (args.flags.get("alg") ?? "x25519").toLowerCase();
-        if (alg !== "x25519" && alg !== "rsa") {
-          throw new UsageError("--alg is x25519 or rsa");
+        const algorithms = {
+          ed25519: "Ed25519",
+          x25519: "HPKE-X25519",
+          rsa: "RSA-OAEP-256",
+        } as const;
+        const alg = (args.flags.get("alg") ?? "ed25519").toLowerCase();
+        if (!Object.hasOwn(algorithms, alg)) {
+          throw new UsageError("--alg is ed25519 (default), x25519 or rsa");
         }
         const out = await writeKeyPair(
           args.flags.get("out") ?? "amtp",
-          alg === "rsa" ? "RSA-OAEP-256" : "HPKE-X25519",
+          algorithms[alg as keyof typeof algorithms],
         );
         console.log(
           `private key: ${out.keyFile} (keep it; readable by you only)\npublic key:  ${out.pubFile}\nkey id:      ${out.keyId}`,

@@ -6,6 +6,7 @@
  * ```ts
  * const client = await AmtpClient.connect({ url: "https://localhost:4433/amtp", certHash });
  * const info = await client.call("info");
+ * const { token } = await client.login("user", "alice@example.org", key);
  * ```
  *
  * @module
@@ -24,8 +25,25 @@ import {
   openWebSocket,
   openWebTransport,
 } from "./transport.ts";
+import {
+  answerChallenge,
+  type LoginChallenge,
+  type LoginKey,
+} from "../core/auth/answer.ts";
+import { normalizeServerName } from "../core/auth/context.ts";
+import {
+  IdentityError,
+  normalizeAddress,
+  normalizeAdminName,
+} from "../core/identity/mod.ts";
 
 export type { Document, Push, Response } from "../core/wire/mod.ts";
+export type { ClientTransport } from "./transport.ts";
+export {
+  ChallengeRefused,
+  type LoginChallenge,
+  type LoginKey,
+} from "../core/auth/answer.ts";
 
 /** A response with a non-zero `error`, thrown by {@link AmtpClient.call}. */
 export class AmtpError extends Error {
@@ -68,6 +86,8 @@ export interface ClientOptions extends OpenOptions {
   requestTimeoutMs?: number;
   /** Reconnect with backoff when the connection drops. Default false. */
   reconnect?: boolean;
+  /** Open the connection yourself (another runtime's sockets, a test's source address); `url` still names the server. */
+  open?: (options: ClientOptions) => Promise<ClientTransport>;
 }
 
 interface Pending {
@@ -112,6 +132,7 @@ export class AmtpClient {
   }
 
   static #open(options: ClientOptions): Promise<ClientTransport> {
+    if (options.open) return options.open(options);
     const kind = options.transport ??
       (options.url.startsWith("wss:") || options.url.startsWith("ws:")
         ? "websocket"
@@ -209,6 +230,60 @@ export class AmtpClient {
     const response = await this.request(command, params);
     if (response.error !== 0) throw new AmtpError(response);
     return response.data as T;
+  }
+
+  /**
+   * The name of the server as this client reached it (the URL's host): what
+   * a login is bound to.
+   */
+  get serverName(): string {
+    return normalizeServerName(new URL(this.#options.url).hostname);
+  }
+
+  /**
+   * Log in with a private key (PROTOCOL.md §7.2): ask for a challenge bound
+   * to {@link serverName}, prove the key, get a token.
+   *
+   * @throws {AmtpError} from the server (100 to 106, 200)
+   * @throws {ChallengeRefused} when the challenge is not one this key should answer
+   */
+  async login(
+    kind: "admin" | "user",
+    account: string,
+    key: LoginKey,
+    options: { label?: string } = {},
+  ): Promise<{ token: string; expires: Date }> {
+    let normalized = account;
+    try {
+      normalized = kind === "admin"
+        ? normalizeAdminName(account)
+        : normalizeAddress(account);
+    } catch (error) {
+      // The server refuses it with the rule broken.
+      if (!(error instanceof IdentityError)) throw error;
+    }
+    const server = this.serverName;
+    const challenge = await this.call<LoginChallenge>(
+      `${kind}_login_request`,
+      { user: normalized, server, key_id: key.keyId },
+    );
+    const proof = await answerChallenge(key, challenge, {
+      kind,
+      account: normalized,
+      server,
+    });
+    const result = await this.call<Record<string, unknown>>(
+      `${kind}_login_verify`,
+      {
+        user: normalized,
+        ...proof,
+        ...(options.label !== undefined ? { label: options.label } : {}),
+      },
+    );
+    return {
+      token: result[`${kind}_token`] as string,
+      expires: result.expires as Date,
+    };
   }
 
   /** Send raw bytes (tests of malformed input). */

@@ -11,6 +11,7 @@ import {
   type AliasRecord,
   type CatchallRecord,
   type DomainRecord,
+  type KeyRecord,
   keys,
   type PhotoRecord,
   type UserRecord,
@@ -31,10 +32,22 @@ export interface Page<T> {
 export interface ListOptions<T> {
   /** Maximum items. */
   limit: number;
-  /** Cursor from the previous page. */
+  /** Cursor from the previous page ({@link InvalidCursorError} when unreadable). */
   cursor?: string;
   /** Keep only items for which this is true. */
   filter?: (item: T) => boolean;
+}
+
+/** A list cursor the database cannot read (a client's guess or garbage). */
+export class InvalidCursorError extends Error {
+  /** Stable error code. */
+  readonly code = "invalid_cursor";
+
+  /** Create the error. */
+  constructor() {
+    super("the cursor is not one this list gave");
+    this.name = "InvalidCursorError";
+  }
 }
 
 /** Split an address into local part and domain. */
@@ -97,6 +110,22 @@ export class AccountStore {
   }
 
   async #page<T>(
+    prefix: Deno.KvKey,
+    options: ListOptions<T>,
+  ): Promise<Page<T>> {
+    try {
+      return await this.#pageOf(prefix, options);
+    } catch (error) {
+      // Deno KV reads the cursor only when the listing starts.
+      if (
+        options.cursor && error instanceof TypeError &&
+        /cursor/i.test(error.message)
+      ) throw new InvalidCursorError();
+      throw error;
+    }
+  }
+
+  async #pageOf<T>(
     prefix: Deno.KvKey,
     options: ListOptions<T>,
   ): Promise<Page<T>> {
@@ -388,6 +417,20 @@ export class AccountStore {
   /** A page of admins. */
   listAdmins(options: ListOptions<AdminRecord>): Promise<Page<AdminRecord>> {
     return this.#page(keys.admins(), options);
+  }
+
+  /** The first login key of every enabled admin and user (what a login request without a key id is answered for). */
+  async *firstKeys(): AsyncGenerator<KeyRecord> {
+    for (const prefix of [keys.admins(), keys.users()]) {
+      for await (
+        const entry of this.#kv.list<AdminRecord | UserRecord>({ prefix }, {
+          batchSize: 500,
+        })
+      ) {
+        const first = entry.value.keys[0];
+        if (first && !entry.value.disabled) yield first;
+      }
+    }
   }
 
   /** Number of admins. */

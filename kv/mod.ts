@@ -17,6 +17,7 @@ export * from "./records.ts";
 export * from "./accounts.ts";
 export * from "./tokens.ts";
 export * from "./failures.ts";
+export * from "./secrets.ts";
 export * from "./migrations.ts";
 export * from "./group_commit.ts";
 
@@ -30,7 +31,7 @@ export interface Store {
   accounts: AccountStore;
   /** Session tokens. */
   tokens: TokenStore;
-  /** Failed-login counters. */
+  /** Login guard records (failed logins, known sources). */
   failures: FailureStore;
   /** Schema version after migrations. */
   schema: number;
@@ -56,7 +57,7 @@ export async function openStore(
       accounts: new AccountStore(kv),
       writes,
       tokens: new TokenStore(kv, writes),
-      failures: new FailureStore(kv),
+      failures: new FailureStore(kv, writes),
       schema,
       close: () => kv.close(),
     };

@@ -14,12 +14,16 @@
  * | `["token", sha256hex]` | {@link TokenRecord} |
  * | `["token_index", kind, account, sha256hex]` | creation Date (lists an account's tokens) |
  * | `["login_failure", "account"\|"ip", id]` | {@link FailureRecord} |
+ * | `["login_failure", "account_ip", account, source]` | {@link FailureRecord} |
+ * | `["login_known", account]` | {@link KnownSourcesRecord} |
+ * | `["meta", "secret", name]` | a server secret (32 random bytes), created once |
+ * | `["login_decoy", "rsa", bits]` | SPKI of the persistent RSA decoy key of that size |
  *
  * @module
  */
 
 /** Login key algorithms. */
-export type KeyAlgorithm = "RSA-OAEP-256" | "HPKE-X25519";
+export type KeyAlgorithm = "Ed25519" | "HPKE-X25519" | "RSA-OAEP-256";
 
 /** A public key registered for login (one per device). */
 export interface KeyRecord {
@@ -145,18 +149,47 @@ export interface TokenRecord {
   label: string;
 }
 
-/** Failed login attempts of one account or IP address. */
+/**
+ * Where failed logins are counted: `account_ip` one account from one source
+ * (blocks that source for that account), `ip` one source across accounts
+ * (blocks the source), `account` one account from every source (slows down
+ * sources that never logged into the account).
+ */
+export type FailureScope = "account" | "ip" | "account_ip";
+
+/** Failed login attempts of one scope. */
 export interface FailureRecord {
-  /** `account` or `ip`. */
-  scope: "account" | "ip";
-  /** Account name or IP address. */
+  /** What is counted. */
+  scope: FailureScope;
+  /**
+   * `admin:NAME` or `user:ADDRESS` (account), a source (ip: an IPv4 address
+   * or an IPv6 /64 such as `2001:db8:0:1::/64`), or both joined by `|`
+   * (account_ip).
+   */
   id: string;
   /** Consecutive failures. */
   failures: number;
-  /** Epoch milliseconds until which logins are refused. */
+  /** Epoch milliseconds until which logins are refused (or slowed down). */
   blocked_until: number;
   /** Last failure. */
   last: Date;
+}
+
+/** Sources an account logged in from successfully: never slowed down for it. */
+export interface KnownSourcesRecord {
+  /** Keyed hashes of the sources (never the addresses), most recent first. */
+  sources: { hash: string; last: Date }[];
+}
+
+/** The id of an account_ip record: `account|source`. */
+export function pairId(account: string, source: string): string {
+  return `${account}|${source}`;
+}
+
+/** `[account, source]` of an account_ip id. */
+export function splitPair(id: string): [string, string] {
+  const bar = id.indexOf("|");
+  return bar < 0 ? [id, ""] : [id.slice(0, bar), id.slice(bar + 1)];
 }
 
 /** Key builders, the one place that knows the layout. */
@@ -183,6 +216,17 @@ export const keys = {
       ? ["token_index", kind, account, hash]
       : ["token_index", kind, account]) as Deno.KvKey,
   failure: (scope: string, id: string) =>
-    ["login_failure", scope, id] as Deno.KvKey,
-  failures: () => ["login_failure"] as Deno.KvKey,
+    (scope === "account_ip"
+      ? ["login_failure", scope, ...splitPair(id)]
+      : ["login_failure", scope, id]) as Deno.KvKey,
+  failures: (scope?: FailureScope, account?: string) =>
+    (account
+      ? ["login_failure", scope!, account]
+      : scope
+      ? ["login_failure", scope]
+      : ["login_failure"]) as Deno.KvKey,
+  knownSources: (account: string) => ["login_known", account] as Deno.KvKey,
+  secret: (name: string) => ["meta", "secret", name] as Deno.KvKey,
+  decoyKey: (algorithm: string, bits: number) =>
+    ["login_decoy", algorithm, bits] as Deno.KvKey,
 } as const;

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { type AmtpClient, AmtpError } from "../client/mod.ts";
-import { decryptChallenge } from "../core/auth/algorithms.ts";
+import { LOGIN_ALGORITHMS } from "../core/auth/algorithms.ts";
+import { answerChallenge, type LoginChallenge } from "../core/auth/answer.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import {
   bootstrapKey,
@@ -40,7 +41,7 @@ async function adminSession(
   return { client, key, token: await login(client, "admin", "admin", key) };
 }
 
-for (const algorithm of ["HPKE-X25519", "RSA-OAEP-256"] as const) {
+for (const algorithm of LOGIN_ALGORITHMS) {
   Deno.test(`accounts: the whole admin life cycle with ${algorithm} keys`, async () => {
     const t = await startTestServer();
     try {
@@ -466,73 +467,85 @@ Deno.test("accounts: every admin command refuses no token, a user token and an e
   }
 });
 
-Deno.test("accounts: challenges are single-use, expire and belong to their session", async () => {
-  const t = await startTestServer({ AMTP_CHALLENGE_TTL: "1" });
-  try {
-    const key = await bootstrapKey(t.dataDir);
-    const client = await t.connect();
-    const answer = async (c: AmtpClient) => {
-      const ch = await c.call<{ verification_string: string }>(
-        "admin_login_request",
-        { user: "admin" },
+for (const algorithm of LOGIN_ALGORITHMS) {
+  Deno.test(`accounts: ${algorithm} challenges are single-use, expire and belong to their session`, async () => {
+    const t = await startTestServer({ AMTP_CHALLENGE_TTL: "1" });
+    try {
+      const { client: admin, token } = await adminSession(t);
+      const key = await makeKey(algorithm);
+      await admin.call("admin_add_admin", {
+        admin_token: token,
+        name: "ops",
+        algorithm,
+        public_key: key.publicKey,
+      });
+      const client = await t.connect();
+      const ask = async (c: AmtpClient) => {
+        const challenge = await c.call<LoginChallenge>("admin_login_request", {
+          user: "ops",
+          server: "127.0.0.1",
+        });
+        assert.equal(challenge.algorithm, algorithm);
+        assert.equal(challenge.key_id, key.keyId);
+        assert.equal(challenge.nonce.length, 32);
+        return await answerChallenge(key, challenge, {
+          kind: "admin",
+          account: "ops",
+          server: "127.0.0.1",
+        });
+      };
+      const proof = await ask(client);
+      if ("verification_string" in proof) {
+        // The decrypted string is the server's random string of 48 characters.
+        assert.match(proof.verification_string, /^[A-Za-z0-9]{48}$/);
+      }
+      await client.call("admin_login_verify", { user: "ops", ...proof });
+      // Replayed.
+      await expectError(
+        client.call("admin_login_verify", { user: "ops", ...proof }),
+        ErrorCode.LOGIN_FAILED,
       );
-      assert.ok(ch.verification_string.length >= 40);
-      return await decryptChallenge(
-        key.algorithm,
-        key.privateKey,
-        ch.verification_string,
+      // Asked on one session, answered on another.
+      const other = await t.connect();
+      const foreign = await ask(client);
+      await expectError(
+        other.call("admin_login_verify", { user: "ops", ...foreign }),
+        ErrorCode.LOGIN_FAILED,
       );
-    };
-    // The decrypted string is the server's random string of 48 characters.
-    const secret = await answer(client);
-    assert.match(secret, /^[A-Za-z0-9]{48}$/);
-    await client.call("admin_login_verify", {
-      user: "admin",
-      verification_string: secret,
-    });
-    // Replayed.
-    await expectError(
-      client.call("admin_login_verify", {
-        user: "admin",
-        verification_string: secret,
-      }),
-      ErrorCode.LOGIN_FAILED,
-    );
-    // Asked on one session, answered on another.
-    const other = await t.connect();
-    const foreign = await answer(client);
-    await expectError(
-      other.call("admin_login_verify", {
-        user: "admin",
-        verification_string: foreign,
-      }),
-      ErrorCode.LOGIN_FAILED,
-    );
-    // Expired.
-    const late = await answer(client);
-    await new Promise((r) => setTimeout(r, 1100));
-    await expectError(
-      client.call("admin_login_verify", {
-        user: "admin",
-        verification_string: late,
-      }),
-      ErrorCode.CHALLENGE_EXPIRED,
-    );
-    // Wrong answer.
-    await answer(client);
-    await expectError(
-      client.call("admin_login_verify", {
-        user: "admin",
-        verification_string: "x".repeat(48),
-      }),
-      ErrorCode.LOGIN_FAILED,
-    );
-  } finally {
-    await t.close();
-  }
-});
+      // Expired.
+      const late = await ask(client);
+      await new Promise((r) => setTimeout(r, 1100));
+      await expectError(
+        client.call("admin_login_verify", { user: "ops", ...late }),
+        ErrorCode.CHALLENGE_EXPIRED,
+      );
+      // Wrong answer: another challenge's proof, or a changed one.
+      const first = await ask(client);
+      await ask(client);
+      await expectError(
+        client.call("admin_login_verify", { user: "ops", ...first }),
+        ErrorCode.LOGIN_FAILED,
+      );
+      const changed = await ask(client);
+      if ("signature" in changed) changed.signature[0] ^= 1;
+      else changed.verification_string = "x".repeat(48);
+      await expectError(
+        client.call("admin_login_verify", { user: "ops", ...changed }),
+        ErrorCode.LOGIN_FAILED,
+      );
+      // No proof at all is a parameter error.
+      await ask(client);
+      await expectError(
+        client.call("admin_login_verify", { user: "ops" }),
+        ErrorCode.INVALID_PARAMETER,
+      );
+    } finally {
+      await t.close();
+    }
+  });
+}
 
-Deno.test("accounts: repeated failures block the account until an admin lifts it", async () => {
+Deno.test("accounts: the owner's own failures block their source until an admin lifts it", async () => {
   const t = await startTestServer();
   try {
     const { client: admin, token } = await adminSession(t);
@@ -540,54 +553,66 @@ Deno.test("accounts: repeated failures block the account until an admin lifts it
       admin_token: token,
       domain: "example.org",
     });
-    const key = await makeKey("HPKE-X25519");
+    const key = await makeKey();
     await admin.call("admin_add_user", {
       admin_token: token,
       address: "v@example.org",
       algorithm: key.algorithm,
       public_key: key.publicKey,
     });
-    const attacker = await t.connect();
-    for (let i = 0; i < 5; i++) {
-      await attacker.call("user_login_request", { user: "v@example.org" });
+    const wrong = await makeKey();
+    const owner = await t.connect();
+    // A wrong key file, six times: its challenges are answered with a bad signature.
+    for (let i = 0; i < 6; i++) {
+      const challenge = await owner.call<LoginChallenge>(
+        "user_login_request",
+        { user: "v@example.org", server: "127.0.0.1" },
+      );
+      const proof = await answerChallenge(
+        { ...wrong, keyId: challenge.key_id },
+        challenge,
+        { kind: "user", account: "v@example.org", server: "127.0.0.1" },
+      );
       await expectError(
-        attacker.call("user_login_verify", {
-          user: "v@example.org",
-          verification_string: "guess",
-        }),
+        owner.call("user_login_verify", { user: "v@example.org", ...proof }),
         ErrorCode.LOGIN_FAILED,
       );
     }
-    await attacker.call("user_login_request", { user: "v@example.org" });
-    await expectError(
-      attacker.call("user_login_verify", {
-        user: "v@example.org",
-        verification_string: "guess",
-      }),
-      ErrorCode.LOGIN_FAILED,
-    );
     const blocked = await expectError(
-      attacker.call("user_login_request", { user: "v@example.org" }),
-      ErrorCode.LOGIN_BLOCKED,
-    );
-    assert.ok((blocked.data as { retry_after: number }).retry_after >= 1);
-    // The real owner is blocked too, until an admin lifts it.
-    const owner = await t.connect();
-    await expectError(
       login(owner, "user", "v@example.org", key),
       ErrorCode.LOGIN_BLOCKED,
     );
-    const blocks = await admin.call<
+    assert.ok((blocked.data as { retry_after: number }).retry_after >= 1);
+    const { blocks } = await admin.call<
       { blocks: { scope: string; id: string; blocked: boolean }[] }
     >("admin_get_blocks", { admin_token: token });
-    const accountBlock = blocks.blocks.find((b) => b.scope === "account")!;
-    assert.equal(accountBlock.id, "user:v@example.org");
-    assert.ok(accountBlock.blocked);
+    const pair = blocks.find((b) => b.scope === "account_ip")!;
+    assert.equal(pair.id, "user:v@example.org|127.0.0.1");
+    assert.ok(pair.blocked);
+    const account = blocks.find((b) => b.scope === "account")!;
+    assert.equal(account.id, "user:v@example.org");
+    assert.ok(!account.blocked, "six failures do not slow the account down");
+    await expectError(
+      admin.call("admin_del_block", {
+        admin_token: token,
+        scope: "nonsense",
+        id: pair.id,
+      }),
+      ErrorCode.INVALID_PARAMETER,
+    );
     await admin.call("admin_del_block", {
       admin_token: token,
-      scope: "account",
-      id: accountBlock.id,
+      scope: "account_ip",
+      id: pair.id,
     });
+    await expectError(
+      admin.call("admin_del_block", {
+        admin_token: token,
+        scope: "account_ip",
+        id: pair.id,
+      }),
+      ErrorCode.NOT_FOUND,
+    );
     assert.ok(await login(owner, "user", "v@example.org", key));
   } finally {
     await t.close();
@@ -598,34 +623,30 @@ Deno.test("accounts: an unknown account's challenge looks like a known one's", a
   const t = await startTestServer();
   try {
     const client = await t.connect();
-    const known = await client.call<Record<string, unknown>>(
-      "admin_login_request",
-      { user: "admin" },
-    );
-    const unknown = await client.call<Record<string, unknown>>(
-      "admin_login_request",
-      { user: "nobody" },
-    );
+    const ask = (user: string) =>
+      client.call<Record<string, unknown>>("admin_login_request", {
+        user,
+        server: "127.0.0.1",
+      });
+    const known = await ask("admin");
+    const unknown = await ask("nobody");
     assert.deepEqual(Object.keys(unknown).sort(), Object.keys(known).sort());
     for (const field of Object.keys(known)) {
       assert.equal(typeof unknown[field], typeof known[field], field);
     }
-    assert.equal(
-      (unknown.verification_string as string).length,
-      (known.verification_string as string).length,
-    );
+    assert.equal(unknown.algorithm, known.algorithm);
+    assert.equal((unknown.nonce as Uint8Array).length, 32);
     assert.equal((unknown.key_id as string).length, 16);
     // The same unknown account shows the same key id each time.
-    const again = await client.call<Record<string, unknown>>(
-      "admin_login_request",
-      { user: "nobody" },
-    );
+    const again = await ask("nobody");
     assert.equal(again.key_id, unknown.key_id);
+    assert.notDeepEqual(again.nonce, unknown.nonce);
     // And its verification fails like a wrong answer.
     await expectError(
       client.call("admin_login_verify", {
         user: "nobody",
-        verification_string: "x",
+        signature: new Uint8Array(64),
+        client_nonce: new Uint8Array(32),
       }),
       ErrorCode.LOGIN_FAILED,
     );
@@ -840,6 +861,45 @@ Deno.test("accounts: tokens are stored only as hashes, never in logs", async () 
       assert.ok(!JSON.stringify(entry.value ?? null).includes(token));
     }
     assert.ok(!t.logs.join("\n").includes(token));
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("accounts: a list cursor the server never gave is a parameter error (4), not a fault (10)", async () => {
+  const t = await startTestServer();
+  try {
+    const { client, token } = await adminSession(t);
+    await client.call("admin_add_domain", {
+      admin_token: token,
+      domain: "example.org",
+    });
+    for (
+      const command of [
+        "admin_get_domains",
+        "admin_get_users",
+        "admin_get_aliases",
+        "admin_get_admins",
+      ]
+    ) {
+      for (const cursor of ["garbage", "%%", "AA", 5, { a: 1 }, true]) {
+        const error = await expectError(
+          client.call(command, { admin_token: token, cursor }),
+          ErrorCode.INVALID_PARAMETER,
+        );
+        assert.equal(
+          (error.data as { parameter: string }).parameter,
+          "cursor",
+          `${command} ${JSON.stringify(cursor)}`,
+        );
+      }
+    }
+    // Real cursors still page.
+    const page = await client.call<{ domains: unknown[]; cursor?: string }>(
+      "admin_get_domains",
+      { admin_token: token, limit: 1 },
+    );
+    assert.equal(page.domains.length, 1);
   } finally {
     await t.close();
   }

@@ -61,7 +61,10 @@ Deno.test("browser: Chromium runs the client library and talks to the server ove
     assert.equal(result.className, "ok", result.text);
     assert.match(result.text, /Connected over WebTransport/);
     assert.match(result.text, /server: AMTP Deno Server 0\.1\.0/);
-    assert.match(result.text, /login algorithms: HPKE-X25519, RSA-OAEP-256/);
+    assert.match(
+      result.text,
+      /login algorithms: Ed25519, HPKE-X25519, RSA-OAEP-256/,
+    );
     assert.match(result.text, /modules: .*messages/);
     assert.ok((await Deno.stat(shot)).size > 1000, "a screenshot was taken");
     // A wrong certificate hash is refused by the browser.

@@ -5,14 +5,19 @@
  * @module
  */
 
-import { AmtpClient, type ClientOptions } from "../client/mod.ts";
 import {
-  decryptChallenge,
+  AmtpClient,
+  type ClientOptions,
+  type ClientTransport,
+} from "../client/mod.ts";
+import {
+  DEFAULT_LOGIN_ALGORITHM,
   generateLoginKeyPair,
   importLoginPrivateKey,
   keyId,
   type LoginAlgorithm,
 } from "../core/auth/algorithms.ts";
+import { WebSocket as NodeWebSocket } from "ws";
 import { fromPem } from "../core/tls/cert.ts";
 import { loadConfig } from "../core/config/mod.ts";
 import { Logger } from "../core/log/mod.ts";
@@ -32,6 +37,11 @@ export interface TestServer {
   logs: string[];
   /** Connect a client (WebTransport by default). */
   connect(options?: Partial<ClientOptions>): Promise<AmtpClient>;
+  /**
+   * Connect a client over WebSocket from another loopback address (e.g.
+   * `127.0.0.2`): the server sees a different client IP.
+   */
+  connectFrom(localAddress: string): Promise<AmtpClient>;
   /** Stop the server and remove its folder. */
   close(): Promise<void>;
 }
@@ -75,11 +85,72 @@ export async function startTestServer(
       clients.push(client);
       return client;
     },
+    async connectFrom(localAddress) {
+      const client = await AmtpClient.connect({
+        url: `wss://127.0.0.1:${server.port}/amtp`,
+        caCerts: [server.certificate().certPem],
+        keepAliveMs: 0,
+        open: (options) => openWebSocketFrom(localAddress, options),
+      });
+      clients.push(client);
+      return client;
+    },
     async close() {
       for (const client of clients) client.close();
       await server.close();
       if (!env.AMTP_DATA) await Deno.remove(dataDir, { recursive: true });
     },
+  };
+}
+
+/**
+ * A WebSocket transport from a chosen local address, through the `ws`
+ * package (Deno's own WebSocket cannot choose one): one frame per binary
+ * message, as the server's WebSocket transport expects.
+ */
+export async function openWebSocketFrom(
+  localAddress: string,
+  options: ClientOptions,
+): Promise<ClientTransport> {
+  const socket = new NodeWebSocket(options.url, {
+    localAddress,
+    ca: options.caCerts,
+    maxPayload: options.maxFrame ?? 16 * 1024 * 1024,
+  });
+  const queue: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  socket.on("message", (data: Uint8Array) => {
+    queue.push(new Uint8Array(data));
+    wake?.();
+  });
+  socket.on("close", () => {
+    ended = true;
+    wake?.();
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("error", reject);
+  });
+  socket.on("error", () => {});
+  return {
+    send: (frame) =>
+      new Promise<void>((resolve, reject) =>
+        socket.send(frame, (error?: Error) => error ? reject(error) : resolve())
+      ),
+    async *frames() {
+      while (true) {
+        const next = queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (ended) return;
+        await new Promise<void>((resolve) => wake = resolve);
+        wake = undefined;
+      }
+    },
+    close: () => socket.close(1000),
   };
 }
 
@@ -109,8 +180,10 @@ export interface TestKey {
   keyId: string;
 }
 
-/** Generate a key for a test account. */
-export async function makeKey(algorithm: LoginAlgorithm): Promise<TestKey> {
+/** Generate a key for a test account (Ed25519, the default, unless asked). */
+export async function makeKey(
+  algorithm: LoginAlgorithm = DEFAULT_LOGIN_ALGORITHM,
+): Promise<TestKey> {
   const pair = await generateLoginKeyPair(algorithm);
   const loaded = await importLoginPrivateKey(pair.privateKey);
   return {
@@ -134,27 +207,14 @@ export async function bootstrapKey(dataDir: string): Promise<TestKey> {
   };
 }
 
-/** Log in with challenge-response; returns the token. */
+/** Log in with challenge-response (bound to the server the client reached); returns the token. */
 export async function login(
   client: AmtpClient,
   kind: "admin" | "user",
   user: string,
   key: TestKey,
 ): Promise<string> {
-  const challenge = await client.call<{ verification_string: string }>(
-    `${kind}_login_request`,
-    { user, key_id: key.keyId },
-  );
-  const answer = await decryptChallenge(
-    key.algorithm,
-    key.privateKey,
-    challenge.verification_string,
-  );
-  const result = await client.call<Record<string, string>>(
-    `${kind}_login_verify`,
-    { user, verification_string: answer },
-  );
-  return result[`${kind}_token`];
+  return (await client.login(kind, user, key)).token;
 }
 
 /**
@@ -168,7 +228,7 @@ export function userMaker(
   return (address) => {
     let pending = keys.get(address);
     if (!pending) {
-      pending = makeKey("HPKE-X25519").then(async (key) => {
+      pending = makeKey().then(async (key) => {
         await admin("admin_add_user", {
           address,
           algorithm: key.algorithm,

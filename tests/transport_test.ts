@@ -22,7 +22,11 @@ for (const transport of TRANSPORTS) {
       assert.equal((pong.data as { pong: boolean }).pong, true);
       const info = await client.call<Record<string, unknown>>("info");
       assert.equal(info.app_name, "AMTP Deno Server");
-      assert.deepEqual(info.login_algorithms, ["HPKE-X25519", "RSA-OAEP-256"]);
+      assert.deepEqual(info.login_algorithms, [
+        "Ed25519",
+        "HPKE-X25519",
+        "RSA-OAEP-256",
+      ]);
       assert.equal((info.limits as Record<string, number>).max_frame, 1048576);
       assert.equal(info.certificate_sha256, t.server.certSha256());
     } finally {

@@ -24,6 +24,7 @@ import {
   exists,
   LIST_PARAMS,
   notFound,
+  pageOf,
   searchFilter,
 } from "./deps.ts";
 import { changeKeys } from "./users.ts";
@@ -48,11 +49,11 @@ export function adminAccountCommands(deps: AdminDeps): Command[] {
       auth: "admin",
       params: LIST_PARAMS,
       handler: async (p) => {
-        const page = await accounts.listAdmins({
+        const page = await pageOf(accounts.listAdmins({
           limit: p.limit ?? DEFAULT_PAGE,
           cursor: p.cursor,
           filter: searchFilter(p.search, (a) => a.name),
-        });
+        }));
         return { admins: page.items.map(adminView), cursor: page.cursor };
       },
     }),

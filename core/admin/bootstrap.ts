@@ -1,13 +1,18 @@
 /**
  * The first admin. On a server with no admin, the first start creates the
- * admin `admin` with a fresh X25519 key pair and writes the private key to the
- * data folder (readable by its owner only), so a newcomer can log in at once.
+ * admin `admin` with a fresh key pair of the default login algorithm (Ed25519)
+ * and writes the private key to the data folder (readable by its owner only),
+ * so a newcomer can log in at once.
  *
  * @module
  */
 
 import type { AccountStore } from "../../kv/mod.ts";
-import { generateLoginKeyPair, makeKeyRecord } from "../auth/mod.ts";
+import {
+  DEFAULT_LOGIN_ALGORITHM,
+  generateLoginKeyPair,
+  makeKeyRecord,
+} from "../auth/mod.ts";
 import { toPem } from "../tls/mod.ts";
 
 /** Result of {@link ensureFirstAdmin}. */
@@ -24,7 +29,7 @@ export async function ensureFirstAdmin(
   dataDir: string,
 ): Promise<Bootstrap> {
   if ((await accounts.countAdmins()) > 0) return {};
-  const pair = await generateLoginKeyPair("HPKE-X25519");
+  const pair = await generateLoginKeyPair(DEFAULT_LOGIN_ALGORITHM);
   const key = await makeKeyRecord(pair.algorithm, pair.publicKey, "bootstrap");
   const now = new Date();
   const result = await accounts.addAdmin({

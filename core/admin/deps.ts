@@ -4,7 +4,11 @@
  * @module
  */
 
-import type { AccountStore } from "../../kv/mod.ts";
+import {
+  type AccountStore,
+  InvalidCursorError,
+  type Page,
+} from "../../kv/mod.ts";
 import type { LoginService, TokenService } from "../auth/mod.ts";
 import { IdentityError, normalizeDomain } from "../identity/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
@@ -32,6 +36,25 @@ export const LIST_PARAMS = {
   cursor: { type: "string", optional: true, max: 1024 },
   search: { type: "string", optional: true, max: 256 },
 } as const;
+
+/**
+ * A page of a list; a `cursor` the database cannot read is the client's
+ * mistake (INVALID_PARAMETER), not a fault of the server.
+ */
+export async function pageOf<T>(list: Promise<Page<T>>): Promise<Page<T>> {
+  try {
+    return await list;
+  } catch (error) {
+    if (error instanceof InvalidCursorError) {
+      throw new ProtocolError(
+        ErrorCode.INVALID_PARAMETER,
+        'parameter "cursor" is not a cursor this list gave',
+        { parameter: "cursor" },
+      );
+    }
+    throw error;
+  }
+}
 
 /** Normalise a domain parameter or throw INVALID_ADDRESS. */
 export function domainParam(input: string): string {

@@ -20,6 +20,7 @@ import {
   exists,
   LIST_PARAMS,
   notFound,
+  pageOf,
   searchFilter,
 } from "./deps.ts";
 import { checkRecipients } from "./recipients.ts";
@@ -38,11 +39,11 @@ export function domainCommands(deps: AdminDeps): Command[] {
       auth: "admin",
       params: LIST_PARAMS,
       handler: async (p) => {
-        const page = await accounts.listDomains({
+        const page = await pageOf(accounts.listDomains({
           limit: p.limit ?? DEFAULT_PAGE,
           cursor: p.cursor,
           filter: searchFilter(p.search, (d) => d.name),
-        });
+        }));
         return { domains: page.items, cursor: page.cursor };
       },
     }),

@@ -11,6 +11,7 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
+import { FAILURE_SCOPES } from "../auth/mod.ts";
 import { adminAccountCommands } from "./admins.ts";
 import type { AdminDeps } from "./deps.ts";
 import { domainCommands } from "./domains.ts";
@@ -62,14 +63,15 @@ export function adminCommands(deps: AdminDeps): Command[] {
         id: { type: "string", max: 400 },
       },
       handler: async (p) => {
-        if (p.scope !== "account" && p.scope !== "ip") {
+        const scope = FAILURE_SCOPES.find((s) => s === p.scope);
+        if (!scope) {
           throw new ProtocolError(
             ErrorCode.INVALID_PARAMETER,
-            'parameter "scope" must be "account" or "ip"',
+            `parameter "scope" must be one of ${FAILURE_SCOPES.join(", ")}`,
             { parameter: "scope" },
           );
         }
-        if (!(await deps.login.unblock(p.scope, p.id))) {
+        if (!(await deps.login.unblock(scope, p.id))) {
           throw new ProtocolError(ErrorCode.NOT_FOUND, `no block for ${p.id}`);
         }
         return { scope: p.scope, id: p.id };

@@ -8,15 +8,24 @@
  * deno task admin add-key NAME --key FILE.pub     give an existing admin another key
  * deno task admin enable NAME                     re-enable a disabled admin
  * deno task admin list-admins
- * deno task admin unblock --all | account ID | ip ADDRESS
+ * deno task admin unblock --all | account ID | ip ADDRESS | account_ip ID|SOURCE
  * ```
+ *
+ * `unblock account ID` also lifts that account's per-source blocks, `unblock
+ * ip ADDRESS` that source's per-account blocks (ids as `admin_get_blocks`
+ * lists them: `admin:NAME`, `user:ADDRESS`, an IPv4 address or an IPv6 /64).
  *
  * @module
  */
 
 import { readPublicKey } from "../auth/keyfile.ts";
 import { openStore } from "../../kv/mod.ts";
-import { addKey, makeKeyRecord } from "../auth/mod.ts";
+import {
+  addKey,
+  FAILURE_SCOPES,
+  makeKeyRecord,
+  sourceOf,
+} from "../auth/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { normalizeAdminName } from "../identity/mod.ts";
 import { ServerKeys } from "../federation/keys.ts";
@@ -26,7 +35,7 @@ const USAGE = `usage:
   deno task admin add-key NAME --key FILE.pub
   deno task admin enable NAME
   deno task admin list-admins
-  deno task admin unblock --all | account ID | ip ADDRESS
+  deno task admin unblock --all | account ID | ip ADDRESS | account_ip 'ID|SOURCE'
   deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key`;
 
 function flag(args: string[], name: string): string | undefined {
@@ -82,7 +91,7 @@ export async function main(args: string[]): Promise<number> {
           await store.accounts.putAdmin(existing);
           console.log(`key ${key.id} added to admin ${name}`);
         }
-        await store.failures.delete("account", `admin:${name}`);
+        await store.failures.unblock("account", `admin:${name}`);
         return 0;
       }
       case "enable": {
@@ -146,9 +155,20 @@ export async function main(args: string[]): Promise<number> {
           return 0;
         }
         const id = args[2];
-        if ((target !== "account" && target !== "ip") || !id) break;
-        const had = await store.failures.delete(target, id);
-        console.log(had ? `unblocked ${target} ${id}` : `no block for ${id}`);
+        const scope = FAILURE_SCOPES.find((s) => s === target);
+        if (!scope || !id) break;
+        const lifted = await store.failures.unblock(
+          scope,
+          scope === "ip" ? sourceOf(id) : id,
+        );
+        const had = lifted > 0;
+        console.log(
+          had
+            ? `unblocked ${target} ${id} (${lifted} record${
+              lifted === 1 ? "" : "s"
+            })`
+            : `no block for ${id}`,
+        );
         return had ? 0 : 1;
       }
     }

@@ -29,6 +29,7 @@ import {
   exists,
   LIST_PARAMS,
   notFound,
+  pageOf,
   searchFilter,
 } from "./deps.ts";
 import { checkRecipients } from "./recipients.ts";
@@ -95,14 +96,14 @@ export function userCommands(deps: AdminDeps): Command[] {
         domain: { type: "string", optional: true, max: 253 },
       },
       handler: async (p) => {
-        const page = await accounts.listUsers(
+        const page = await pageOf(accounts.listUsers(
           p.domain ? domainParam(p.domain) : undefined,
           {
             limit: p.limit ?? DEFAULT_PAGE,
             cursor: p.cursor,
             filter: searchFilter(p.search, (u) => `${u.address} ${u.name}`),
           },
-        );
+        ));
         return { users: page.items.map(userView), cursor: page.cursor };
       },
     }),
@@ -191,7 +192,7 @@ export function userCommands(deps: AdminDeps): Command[] {
         domain: { type: "string", optional: true, max: 253 },
       },
       handler: async (p) => {
-        const page = await accounts.listAliases(
+        const page = await pageOf(accounts.listAliases(
           p.domain ? domainParam(p.domain) : undefined,
           {
             limit: p.limit ?? DEFAULT_PAGE,
@@ -201,7 +202,7 @@ export function userCommands(deps: AdminDeps): Command[] {
               (a) => `${a.address} ${a.recipients.join(" ")}`,
             ),
           },
-        );
+        ));
         return { aliases: page.items, cursor: page.cursor };
       },
     }),

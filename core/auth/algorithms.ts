@@ -1,16 +1,23 @@
 /**
- * Login key algorithms. The server encrypts a random string with the
- * account's public key; only the holder of the private key can answer it.
+ * Login key algorithms (PROTOCOL.md §7.1). The holder of an account's private
+ * key proves it in one of two ways:
  *
- * - `HPKE-X25519`: RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256),
- *   HKDF-SHA256, AES-128-GCM, info `AMTP login v1`; the verification string
- *   is base64(enc || ciphertext).
- * - `RSA-OAEP-256`: RSA-OAEP with SHA-256 and MGF1-SHA-256, 2048 to 4096
- *   bits; the verification string is base64(ciphertext).
+ * - `Ed25519` (default for new keys): the client signs a transcript naming
+ *   the server, the account and both sides' nonces (RFC 8032).
+ * - `HPKE-X25519` and `RSA-OAEP-256`: the server encrypts a random string of
+ *   48 characters to the key, bound to the same context (HPKE `info`, OAEP
+ *   `label`); the client decrypts it and sends it back.
+ *
+ *   `HPKE-X25519`: RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256),
+ *   HKDF-SHA256, AES-128-GCM; the verification string is
+ *   base64(enc || ciphertext). `RSA-OAEP-256`: RSA-OAEP with SHA-256 and
+ *   MGF1-SHA-256, 2048 to 4096 bits; the verification string is
+ *   base64(ciphertext).
  *
  * Public keys travel as SubjectPublicKeyInfo DER, private keys stay PKCS#8 on
  * the client. Only Web Crypto and a portable HPKE library are used, so the
- * client library runs this in browsers too.
+ * client library runs this in browsers too (the server's side is native:
+ * `server_crypto.ts`).
  *
  * @module
  */
@@ -23,10 +30,17 @@ import {
 } from "@hpke/core";
 
 /** Supported algorithms, preferred first. */
-export const LOGIN_ALGORITHMS = ["HPKE-X25519", "RSA-OAEP-256"] as const;
+export const LOGIN_ALGORITHMS = [
+  "Ed25519",
+  "HPKE-X25519",
+  "RSA-OAEP-256",
+] as const;
 
 /** A supported login algorithm. */
 export type LoginAlgorithm = typeof LOGIN_ALGORITHMS[number];
+
+/** The algorithm of a new key when none is asked for. */
+export const DEFAULT_LOGIN_ALGORITHM: LoginAlgorithm = "Ed25519";
 
 /** A key that cannot be used: unparsable, wrong type or too weak. */
 export class KeyError extends Error {
@@ -41,7 +55,6 @@ export class KeyError extends Error {
   }
 }
 
-const HPKE_INFO = new TextEncoder().encode("AMTP login v1");
 const RSA = { name: "RSA-OAEP", hash: "SHA-256" } as const;
 
 let suite: CipherSuite | undefined;
@@ -95,6 +108,15 @@ export async function importLoginPublicKey(
     );
   }
   try {
+    if (algorithm === "Ed25519") {
+      return await crypto.subtle.importKey(
+        "spki",
+        buf(spki),
+        { name: "Ed25519" },
+        true,
+        ["verify"],
+      );
+    }
     if (algorithm === "HPKE-X25519") {
       return await crypto.subtle.importKey(
         "spki",
@@ -124,21 +146,32 @@ export async function importLoginPublicKey(
   }
 }
 
-/** Encrypt a challenge string for the holder of `publicKey`; returns base64. */
+/**
+ * Encrypt a challenge string for the holder of `publicKey`, bound to
+ * `context` (HPKE info, OAEP label); returns base64. Portable (tests and
+ * other implementations); the server uses `server_crypto.ts`.
+ */
 export async function encryptChallenge(
-  algorithm: LoginAlgorithm,
+  algorithm: "HPKE-X25519" | "RSA-OAEP-256",
   publicKey: CryptoKey,
   text: string,
+  context: Uint8Array,
 ): Promise<string> {
   const plain = new TextEncoder().encode(text);
   if (algorithm === "RSA-OAEP-256") {
     return toBase64(
-      new Uint8Array(await crypto.subtle.encrypt(RSA, publicKey, plain)),
+      new Uint8Array(
+        await crypto.subtle.encrypt(
+          { name: "RSA-OAEP", label: buf(context) },
+          publicKey,
+          plain,
+        ),
+      ),
     );
   }
   const sender = await hpke().createSenderContext({
     recipientPublicKey: publicKey,
-    info: HPKE_INFO,
+    info: buf(context),
   });
   const sealed = new Uint8Array(await sender.seal(plain));
   const enc = new Uint8Array(sender.enc);
@@ -148,25 +181,44 @@ export async function encryptChallenge(
   return toBase64(out);
 }
 
-/** Decrypt a verification string with the private key (the client's side). */
+/**
+ * Decrypt a verification string with the private key (the client's side);
+ * fails unless it was encrypted for exactly this `context`.
+ */
 export async function decryptChallenge(
-  algorithm: LoginAlgorithm,
+  algorithm: "HPKE-X25519" | "RSA-OAEP-256",
   privateKey: CryptoKey,
   verification: string,
+  context: Uint8Array,
 ): Promise<string> {
   const bytes = fromBase64(verification);
   if (algorithm === "RSA-OAEP-256") {
-    return new TextDecoder().decode(
-      await crypto.subtle.decrypt(RSA, privateKey, buf(bytes)),
+    return new TextDecoder("utf-8", { fatal: true }).decode(
+      await crypto.subtle.decrypt(
+        { name: "RSA-OAEP", label: buf(context) },
+        privateKey,
+        buf(bytes),
+      ),
     );
   }
+  if (bytes.length < 32 + 16) throw new Error("verification string too short");
   const recipient = await hpke().createRecipientContext({
     recipientKey: privateKey,
     enc: buf(bytes.subarray(0, 32)),
-    info: HPKE_INFO,
+    info: buf(context),
   });
-  return new TextDecoder().decode(
+  return new TextDecoder("utf-8", { fatal: true }).decode(
     await recipient.open(buf(bytes.subarray(32))),
+  );
+}
+
+/** Sign a login transcript with an Ed25519 private key (the client's side). */
+export async function signTranscript(
+  privateKey: CryptoKey,
+  transcript: Uint8Array,
+): Promise<Uint8Array> {
+  return new Uint8Array(
+    await crypto.subtle.sign("Ed25519", privateKey, buf(transcript)),
   );
 }
 
@@ -194,9 +246,14 @@ export interface LoginKeyPair {
 
 /** Generate a login key pair (RSA: 3072 bits). */
 export async function generateLoginKeyPair(
-  algorithm: LoginAlgorithm,
+  algorithm: LoginAlgorithm = DEFAULT_LOGIN_ALGORITHM,
 ): Promise<LoginKeyPair> {
-  const pair = algorithm === "HPKE-X25519"
+  const pair = algorithm === "Ed25519"
+    ? await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+      "sign",
+      "verify",
+    ]) as CryptoKeyPair
+    : algorithm === "HPKE-X25519"
     ? await crypto.subtle.generateKey({ name: "X25519" }, true, [
       "deriveBits",
     ]) as CryptoKeyPair
@@ -220,39 +277,51 @@ export async function generateLoginKeyPair(
   };
 }
 
+/** The public key (SPKI) of an OKP private key, through its JWK. */
+async function okpPublicKey(
+  key: CryptoKey,
+  name: "Ed25519" | "X25519",
+): Promise<Uint8Array> {
+  const jwk = await crypto.subtle.exportKey("jwk", key);
+  const pub = await crypto.subtle.importKey(
+    "jwk",
+    { kty: jwk.kty, crv: jwk.crv, x: jwk.x },
+    { name },
+    true,
+    name === "Ed25519" ? ["verify"] : [],
+  );
+  return new Uint8Array(await crypto.subtle.exportKey("spki", pub));
+}
+
 /**
  * Import a private key (PKCS#8 DER), detecting its algorithm.
  *
- * @throws {KeyError} when it is neither X25519 nor RSA
+ * @throws {KeyError} when it is neither Ed25519, X25519 nor RSA
  */
 export async function importLoginPrivateKey(
   pkcs8: Uint8Array,
 ): Promise<
   { algorithm: LoginAlgorithm; key: CryptoKey; publicKey: Uint8Array }
 > {
-  try {
-    const key = await crypto.subtle.importKey(
-      "pkcs8",
-      buf(pkcs8),
-      { name: "X25519" },
-      true,
-      ["deriveBits"],
-    );
-    const jwk = await crypto.subtle.exportKey("jwk", key);
-    const pub = await crypto.subtle.importKey(
-      "jwk",
-      { kty: jwk.kty, crv: jwk.crv, x: jwk.x },
-      { name: "X25519" },
-      true,
-      [],
-    );
-    return {
-      algorithm: "HPKE-X25519",
-      key,
-      publicKey: new Uint8Array(await crypto.subtle.exportKey("spki", pub)),
-    };
-  } catch {
-    // Not X25519: try RSA.
+  for (
+    const [algorithm, name, usages] of [
+      ["Ed25519", "Ed25519", ["sign"]],
+      ["HPKE-X25519", "X25519", ["deriveBits"]],
+    ] as const
+  ) {
+    let key: CryptoKey;
+    try {
+      key = await crypto.subtle.importKey(
+        "pkcs8",
+        buf(pkcs8),
+        { name },
+        true,
+        [...usages],
+      );
+    } catch {
+      continue; // Not this algorithm: try the next.
+    }
+    return { algorithm, key, publicKey: await okpPublicKey(key, name) };
   }
   try {
     const key = await crypto.subtle.importKey("pkcs8", buf(pkcs8), RSA, true, [
@@ -274,7 +343,7 @@ export async function importLoginPrivateKey(
   } catch {
     throw new KeyError(
       "invalid_key",
-      "the private key is neither an X25519 nor an RSA PKCS#8 key",
+      "the private key is neither an Ed25519, an X25519 nor an RSA PKCS#8 key",
     );
   }
 }

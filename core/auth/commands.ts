@@ -44,30 +44,50 @@ export function loginCommands(login: LoginService): Command[] {
         auth: "none",
         params: {
           user: { type: "string", min: 1, max: 320 },
+          server: { type: "string", min: 1, max: 255 },
           key_id: { type: "string", optional: true, max: 64 },
         },
         handler: (params, ctx) =>
-          login.request(
-            kind,
-            accountName(kind, params.user),
-            ctx.session,
-            params.key_id,
-          ),
+          login.request(kind, accountName(kind, params.user), ctx.session, {
+            server: params.server,
+            keyId: params.key_id,
+          }),
       }),
       defineCommand({
         name: `${kind}_login_verify`,
         auth: "none",
         params: {
           user: { type: "string", min: 1, max: 320 },
-          verification_string: { type: "string", min: 1, max: 256 },
+          verification_string: {
+            type: "string",
+            optional: true,
+            min: 1,
+            max: 256,
+          },
+          signature: { type: "binary", optional: true, min: 1, max: 512 },
+          client_nonce: { type: "binary", optional: true, max: 64 },
           label: { type: "string", optional: true, max: 64 },
         },
         handler: async (params, ctx) => {
           const account = accountName(kind, params.user);
+          if (
+            params.verification_string === undefined &&
+            params.signature === undefined
+          ) {
+            throw new ProtocolError(
+              ErrorCode.INVALID_PARAMETER,
+              'parameter "verification_string" or "signature" is required',
+              { parameter: "verification_string" },
+            );
+          }
           const { token, expires } = await login.verify(
             kind,
             account,
-            params.verification_string,
+            {
+              verification_string: params.verification_string,
+              signature: params.signature,
+              client_nonce: params.client_nonce,
+            },
             { session: ctx.session, label: params.label },
           );
           if (kind === "user") ctx.session.bindUser?.(account);

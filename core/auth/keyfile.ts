@@ -5,10 +5,12 @@
  */
 
 import {
+  DEFAULT_LOGIN_ALGORITHM,
   generateLoginKeyPair,
   importLoginPrivateKey,
   importLoginPublicKey,
   keyId,
+  LOGIN_ALGORITHMS,
   type LoginAlgorithm,
 } from "./algorithms.ts";
 import { fromPem, toPem } from "../tls/cert.ts";
@@ -17,8 +19,8 @@ import { fromPem, toPem } from "../tls/cert.ts";
 export interface PrivateKeyFile {
   /** Algorithm detected. */
   algorithm: LoginAlgorithm;
-  /** The key, for decryption. */
-  key: CryptoKey;
+  /** The key, for signing or decryption. */
+  privateKey: CryptoKey;
   /** The matching public key, SPKI DER. */
   publicKey: Uint8Array;
   /** Its key id. */
@@ -29,7 +31,12 @@ export interface PrivateKeyFile {
 export async function readPrivateKey(path: string): Promise<PrivateKeyFile> {
   const pem = await Deno.readTextFile(path);
   const loaded = await importLoginPrivateKey(fromPem(pem));
-  return { ...loaded, keyId: await keyId(loaded.publicKey) };
+  return {
+    algorithm: loaded.algorithm,
+    privateKey: loaded.key,
+    publicKey: loaded.publicKey,
+    keyId: await keyId(loaded.publicKey),
+  };
 }
 
 /** Load a PEM public key and detect its algorithm. */
@@ -38,7 +45,7 @@ export async function readPublicKey(
 ): Promise<{ algorithm: LoginAlgorithm; spki: Uint8Array; keyId: string }> {
   const text = await Deno.readTextFile(path);
   const spki = fromPem(text);
-  for (const algorithm of ["HPKE-X25519", "RSA-OAEP-256"] as const) {
+  for (const algorithm of LOGIN_ALGORITHMS) {
     try {
       await importLoginPublicKey(algorithm, spki);
       return { algorithm, spki, keyId: await keyId(spki) };
@@ -46,13 +53,15 @@ export async function readPublicKey(
       // Try the next algorithm.
     }
   }
-  throw new Error(`${path} holds no X25519 or RSA (2048-4096) public key`);
+  throw new Error(
+    `${path} holds no Ed25519, X25519 or RSA (2048-4096) public key`,
+  );
 }
 
 /** Generate a key pair and write `<base>.key` (owner-only) and `<base>.pub`. */
 export async function writeKeyPair(
   base: string,
-  algorithm: LoginAlgorithm,
+  algorithm: LoginAlgorithm = DEFAULT_LOGIN_ALGORITHM,
 ): Promise<{ keyFile: string; pubFile: string; keyId: string }> {
   const pair = await generateLoginKeyPair(algorithm);
   const keyFile = `${base}.key`;

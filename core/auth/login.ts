@@ -1,104 +1,166 @@
 /**
- * Challenge-response login, as the draft describes it: the server encrypts a
- * fresh random string of 48 characters with a public key registered for the
- * account; the client decrypts it and sends it back; a match earns a token.
+ * Challenge-response login (PROTOCOL.md §7): the client proves it holds the
+ * private key of a key registered for the account, bound to this server,
+ * this account and a fresh nonce (`context.ts`).
  *
- * - A challenge is single-use, expires after the configured time and is bound
- *   to the session that asked for it (it lives in that session's state).
- * - The answer is compared in constant time.
- * - An unknown account (or key) gets a challenge of the same shape, encrypted
- *   to a throw-away key, so answers do not reveal which accounts exist.
- * - Failures are counted per account and per client IP in KV (shared by all
- *   server processes); past a free allowance each further failure doubles the
- *   block, up to an hour.
+ * - `Ed25519`: the challenge is a nonce; the client signs the transcript
+ *   (context and its own nonce).
+ * - `HPKE-X25519`, `RSA-OAEP-256`: the server encrypts a random string of 48
+ *   characters with the context as HPKE `info` / OAEP `label`; the client
+ *   decrypts it and sends it back; it is compared in constant time.
+ *
+ * A login request names the server the client connected to; only this
+ * server's own names are accepted. A challenge is single-use, expires after
+ * the configured time and is bound to the session that asked for it (it
+ * lives in that session's state). Unknown accounts get decoys (`decoy.ts`);
+ * failures are counted by the guard (`guard.ts`).
  *
  * @module
  */
 
-import { createHash, generateKeyPairSync, timingSafeEqual } from "node:crypto";
-import type {
-  AccountStore,
-  FailureRecord,
-  FailureStore,
-  KeyRecord,
+import { createHash, timingSafeEqual } from "node:crypto";
+import {
+  type AccountStore,
+  type FailureRecord,
+  type FailureScope,
+  type FailureStore,
+  type KeyRecord,
+  serverSecret,
 } from "../../kv/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError, type SessionInfo } from "../protocol/mod.ts";
+import type { LoginAlgorithm } from "./algorithms.ts";
 import {
-  encryptChallenge,
-  importLoginPublicKey,
-  type LoginAlgorithm,
-  toBase64,
-} from "./algorithms.ts";
-import { sealChallenge, type SealKey, sealKey } from "./seal.ts";
-import { hashToken, type TokenService } from "./tokens.ts";
+  CLIENT_NONCE_BYTES,
+  loginContext,
+  loginTranscript,
+  NONCE_BYTES,
+  normalizeServerName,
+  SECRET_ALPHABET,
+  SECRET_LENGTH,
+} from "./context.ts";
+import { Decoys } from "./decoy.ts";
+import { type GuardState, LoginGuard } from "./guard.ts";
+import {
+  encryptSecret,
+  type ServerKey,
+  ServerKeyCache,
+  verifySignature,
+} from "./server_crypto.ts";
+import type { TokenService } from "./tokens.ts";
 
-/** Failures of one account allowed before blocks start. */
-export const FREE_ACCOUNT_FAILURES = 5;
-/** Failures from one IP allowed before blocks start. */
-export const FREE_IP_FAILURES = 20;
-/** Longest block in seconds. */
-export const MAX_BLOCK_SECONDS = 3600;
 /** Pending challenges one session may hold. */
 const MAX_PENDING = 8;
-const ALPHABET =
-  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
+/** A challenge waiting for its answer, in the session's state. */
 interface Pending {
-  secret: string;
+  algorithm: LoginAlgorithm;
+  /** The context (Ed25519: the start of the transcript). */
+  context: Uint8Array;
+  /** The random string (decryption algorithms). */
+  secret?: string;
+  /** The key to verify with (Ed25519 of a real account). */
+  verifyKey?: ServerKey;
   expires: number;
   known: boolean;
+  /** What the guard read for the request. */
+  guard: GuardState;
 }
 
 /** What a login request answers. */
 export interface Challenge {
-  /** The encrypted random string, base64. */
-  verification_string: string;
-  /** Id of the key it was encrypted for. */
-  key_id: string;
-  /** Algorithm of that key. */
+  /** Algorithm of the key the challenge is for. */
   algorithm: LoginAlgorithm;
+  /** Id of that key. */
+  key_id: string;
+  /** The server's nonce, 32 bytes. */
+  nonce: Uint8Array;
+  /** The encrypted random string, base64 (decryption algorithms only). */
+  verification_string?: string;
   /** Seconds the challenge is valid. */
   expires_in: number;
 }
 
+/** The proof a login verification carries. */
+export interface LoginAnswer {
+  /** The decrypted random string (decryption algorithms). */
+  verification_string?: string;
+  /** The Ed25519 signature of the transcript. */
+  signature?: Uint8Array;
+  /** The client's nonce in the transcript. */
+  client_nonce?: Uint8Array;
+}
+
 /** Options of {@link LoginService}. */
 export interface LoginServiceOptions {
+  /** The core database (the login secret, decoy keys). */
+  kv: Deno.Kv;
   /** Account records. */
   accounts: AccountStore;
-  /** Failure counters. */
+  /** Login guard records. */
   failures: FailureStore;
   /** Token issuing. */
   tokens: TokenService;
   /** Seconds a challenge is valid. */
   challengeTtl: number;
+  /** The names this server answers to (`serverNames` of the configuration). */
+  names: readonly string[];
   /** Logger. */
   log: Logger;
+  /** Milliseconds the decoys' key count is used before a recount. */
+  decoyRefreshMs?: number;
   /** Clock (tests). */
   now?: () => number;
 }
 
-function randomString(length: number): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(length * 2));
+function randomSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(SECRET_LENGTH * 2));
   let out = "";
   for (const b of bytes) {
-    if (b < 248) out += ALPHABET[b % 62];
-    if (out.length === length) break;
+    if (b < 248) out += SECRET_ALPHABET[b % 62];
+    if (out.length === SECRET_LENGTH) return out;
   }
-  return out.length === length ? out : randomString(length);
+  return randomSecret();
 }
 
 /** Runs logins. */
 export class LoginService {
   readonly #options: LoginServiceOptions;
   readonly #now: () => number;
-  #decoy?: SealKey;
-  readonly #decoySalt = randomString(32);
+  readonly #names: Set<string>;
+  readonly #guard: LoginGuard;
+  readonly #decoys: Decoys;
+  readonly #keys = new ServerKeyCache();
 
-  /** Create the service. */
-  constructor(options: LoginServiceOptions) {
+  private constructor(options: LoginServiceOptions, secret: Uint8Array) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
+    this.#names = new Set(options.names.map(normalizeServerName));
+    this.#guard = new LoginGuard({
+      store: options.failures,
+      secret,
+      now: this.#now,
+    });
+    this.#decoys = new Decoys({
+      kv: options.kv,
+      accounts: options.accounts,
+      secret,
+      refreshMs: options.decoyRefreshMs,
+      now: this.#now,
+    });
+  }
+
+  /** Create the service (reads or creates the server's login secret). */
+  static async open(options: LoginServiceOptions): Promise<LoginService> {
+    const service = new LoginService(
+      options,
+      await serverSecret(options.kv, "login"),
+    );
+    // Count the accounts' keys for decoys now rather than on the first one.
+    service.#decoys.count().catch((error) =>
+      options.log.warn("decoy_count_failed", { error: String(error) })
+    );
+    return service;
   }
 
   async #keysOf(
@@ -112,148 +174,100 @@ export class LoginService {
     return record.keys;
   }
 
-  #decoyKey(): SealKey {
-    if (!this.#decoy) {
-      const spki = generateKeyPairSync("x25519").publicKey.export({
-        format: "der",
-        type: "spki",
-      });
-      this.#decoy = sealKey(new Uint8Array(spki));
-    }
-    return this.#decoy;
-  }
-
-  /** Refuse when the account or the IP is blocked; tells whether the account has failures on record. */
-  async #checkBlocked(account: string, ip: string): Promise<boolean> {
-    const now = this.#now();
-    const [byAccount, byIp] = await this.#options.failures.getMany([
-      ["account", account],
-      ["ip", ip],
-    ]);
-    const until = Math.max(
-      byAccount?.blocked_until ?? 0,
-      byIp?.blocked_until ?? 0,
-    );
-    if (until > now) {
-      const retry = Math.ceil((until - now) / 1000);
-      throw new ProtocolError(
-        ErrorCode.LOGIN_BLOCKED,
-        `too many failed logins: try again in ${retry} s`,
-        { retry_after: retry },
-      );
-    }
-    return byAccount !== null;
-  }
-
-  async #recordFailure(account: string, ip: string): Promise<void> {
-    const now = this.#now();
-    for (
-      const [scope, id, free] of [
-        ["account", account, FREE_ACCOUNT_FAILURES],
-        ["ip", ip, FREE_IP_FAILURES],
-      ] as const
-    ) {
-      const old = await this.#options.failures.get(scope, id);
-      const failures = (old?.failures ?? 0) + 1;
-      const blocked_until = failures > free
-        ? now + 1000 * Math.min(MAX_BLOCK_SECONDS, 2 ** (failures - free - 1))
-        : 0;
-      await this.#options.failures.put({
-        scope,
-        id,
-        failures,
-        blocked_until,
-        last: new Date(now),
-      });
-    }
-  }
-
   /**
    * Create a challenge for an account on a session.
    *
    * @param account a normalised admin name or user address
+   * @param ask the server name the client connected to, and the key id it holds
+   * @throws {ProtocolError} WRONG_SERVER or LOGIN_BLOCKED
    */
   async request(
     kind: "admin" | "user",
     account: string,
     session: SessionInfo,
-    keyId?: string,
+    ask: { server: string; keyId?: string },
   ): Promise<Challenge> {
-    await this.#checkBlocked(`${kind}:${account}`, session.remoteAddr);
+    const server = normalizeServerName(ask.server);
+    if (!this.#names.has(server)) {
+      throw new ProtocolError(
+        ErrorCode.WRONG_SERVER,
+        `this server is ${
+          [...this.#names][0]
+        }, not "${server}": connect to the server you mean to log in to`,
+        { hostname: [...this.#names][0] },
+      );
+    }
+    const guard = await this.#guard.check(
+      `${kind}:${account}`,
+      session.remoteAddr,
+    );
     const keys = await this.#keysOf(kind, account);
-    const key = keyId ? keys.find((k) => k.id === keyId) : keys[0];
-    const secret = randomString(48);
-    let challenge: Challenge;
-    if (key) {
-      challenge = {
-        verification_string: key.algorithm === "HPKE-X25519"
-          // Native and synchronous: the same bytes as the portable library.
-          ? toBase64(
-            sealChallenge(
-              sealKey(key.public_key),
-              new TextEncoder().encode(secret),
-            ),
-          )
-          : await encryptChallenge(
-            key.algorithm,
-            await importLoginPublicKey(key.algorithm, key.public_key),
-            secret,
-          ),
-        key_id: key.id,
-        algorithm: key.algorithm,
-        expires_in: this.#options.challengeTtl,
-      };
-    } else {
-      const fakeId = (await hashToken(`${this.#decoySalt}:${kind}:${account}`))
-        .slice(0, 16);
-      challenge = {
-        verification_string: toBase64(
-          sealChallenge(this.#decoyKey(), new TextEncoder().encode(secret)),
-        ),
-        key_id: keyId ?? fakeId,
-        algorithm: "HPKE-X25519",
-        expires_in: this.#options.challengeTtl,
-      };
+    const real = ask.keyId ? keys.find((k) => k.id === ask.keyId) : keys[0];
+    const target = real
+      ? {
+        algorithm: real.algorithm,
+        keyId: real.id,
+        key: this.#keys.get(real.algorithm, real.public_key),
+      }
+      : await this.#decoys.decoy(kind, account, ask.keyId);
+    const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
+    const context = loginContext({
+      algorithm: target.algorithm,
+      kind,
+      account,
+      keyId: target.keyId,
+      server,
+      nonce,
+    });
+    const pending: Pending = {
+      algorithm: target.algorithm,
+      context,
+      expires: this.#now() + this.#options.challengeTtl * 1000,
+      known: Boolean(real),
+      guard,
+    };
+    const challenge: Challenge = {
+      algorithm: target.algorithm,
+      key_id: target.keyId,
+      nonce,
+      expires_in: this.#options.challengeTtl,
+    };
+    if (target.algorithm === "Ed25519") {
+      pending.verifyKey = target.key;
+    } else if (target.key && target.key.algorithm !== "Ed25519") {
+      pending.secret = randomSecret();
+      challenge.verification_string = encryptSecret(
+        target.key,
+        pending.secret,
+        context,
+      );
     }
     const slot = `login:${kind}:${account}`;
     session.data.delete(slot);
-    const pending = [...session.data.keys()].filter((k) =>
-      k.startsWith("login:")
-    );
-    if (pending.length >= MAX_PENDING) session.data.delete(pending[0]);
-    session.data.set(
-      slot,
-      {
-        secret,
-        expires: this.#now() + this.#options.challengeTtl * 1000,
-        known: Boolean(key),
-      } satisfies Pending,
-    );
+    const held = [...session.data.keys()].filter((k) => k.startsWith("login:"));
+    if (held.length >= MAX_PENDING) session.data.delete(held[0]);
+    session.data.set(slot, pending);
     return challenge;
   }
 
   /**
    * Check the answer to this session's pending challenge; issue a token.
+   * An answer with no pending challenge is refused without counting (it
+   * proves nothing and risks nothing).
    *
    * @throws {ProtocolError} LOGIN_BLOCKED, LOGIN_FAILED or CHALLENGE_EXPIRED
    */
   async verify(
     kind: "admin" | "user",
     account: string,
-    answer: string,
+    answer: LoginAnswer,
     context: { session: SessionInfo; label?: string },
   ): Promise<{ token: string; expires: Date }> {
     const { session } = context;
-    const limitId = `${kind}:${account}`;
-    const failedBefore = await this.#checkBlocked(
-      limitId,
-      session.remoteAddr,
-    );
     const slot = `login:${kind}:${account}`;
     const pending = session.data.get(slot) as Pending | undefined;
     session.data.delete(slot);
     if (!pending) {
-      await this.#recordFailure(limitId, session.remoteAddr);
       throw new ProtocolError(
         ErrorCode.LOGIN_FAILED,
         "login failed: no pending challenge for this account on this session",
@@ -265,11 +279,9 @@ export class LoginService {
         "the challenge has expired: request a new one",
       );
     }
-    // Equal-length digests, compared in constant time.
-    const a = createHash("sha256").update(answer).digest();
-    const b = createHash("sha256").update(pending.secret).digest();
-    if (!timingSafeEqual(a, b) || !pending.known) {
-      await this.#recordFailure(limitId, session.remoteAddr);
+    const state = await this.#guard.recheck(pending.guard);
+    if (!this.#proves(pending, answer) || !pending.known) {
+      await this.#guard.failed(state);
       this.#options.log.info("login_failed", {
         kind,
         account,
@@ -277,24 +289,53 @@ export class LoginService {
       });
       throw new ProtocolError(
         ErrorCode.LOGIN_FAILED,
-        "login failed: the answer does not match",
+        "login failed: the answer does not prove the key",
       );
     }
-    if (failedBefore) await this.#options.failures.delete("account", limitId);
+    const [, issued] = await Promise.all([
+      this.#guard.succeeded(state),
+      this.#options.tokens.issue(kind, account, {
+        ip: session.remoteAddr,
+        label: context.label,
+      }),
+    ]);
     this.#options.log.info("login", { kind, account, ip: session.remoteAddr });
-    return await this.#options.tokens.issue(kind, account, {
-      ip: session.remoteAddr,
-      label: context.label,
-    });
+    return issued;
   }
 
-  /** Current failure records that block or count, for admins. */
-  async blocks(): Promise<FailureRecord[]> {
-    return await this.#options.failures.list();
+  /** Does the answer prove the pending challenge's key? */
+  #proves(pending: Pending, answer: LoginAnswer): boolean {
+    if (pending.algorithm === "Ed25519") {
+      const { signature, client_nonce: clientNonce } = answer;
+      if (
+        !pending.verifyKey || pending.verifyKey.algorithm !== "Ed25519" ||
+        !signature || !clientNonce ||
+        clientNonce.length < CLIENT_NONCE_BYTES.min ||
+        clientNonce.length > CLIENT_NONCE_BYTES.max
+      ) return false;
+      return verifySignature(
+        pending.verifyKey.key,
+        loginTranscript(pending.context, clientNonce),
+        signature,
+      );
+    }
+    if (!pending.secret || answer.verification_string === undefined) {
+      return false;
+    }
+    // Equal-length digests, compared in constant time.
+    return timingSafeEqual(
+      createHash("sha256").update(answer.verification_string).digest(),
+      createHash("sha256").update(pending.secret).digest(),
+    );
   }
 
-  /** Lift a block; false when there was none. */
-  unblock(scope: "account" | "ip", id: string): Promise<boolean> {
-    return this.#options.failures.delete(scope, id);
+  /** Current guard records (blocks, slow-downs and counts), for admins. */
+  blocks(): Promise<FailureRecord[]> {
+    return this.#guard.blocks();
+  }
+
+  /** Lift blocks of a scope; false when there was none. */
+  async unblock(scope: FailureScope, id: string): Promise<boolean> {
+    return (await this.#guard.unblock(scope, id)) > 0;
   }
 }

@@ -6,7 +6,8 @@
  * Crypto calls per challenge). Server only: browsers have no `node:crypto`.
  *
  * Suite: DHKEM(X25519, HKDF-SHA256) = 0x0020, HKDF-SHA256 = 0x0001,
- * AES-128-GCM = 0x0001; info `AMTP login v1`; output `enc || ciphertext`.
+ * AES-128-GCM = 0x0001; `info` is the login context (`context.ts`), a new one
+ * for every challenge; output `enc || ciphertext`.
  *
  * @module
  */
@@ -32,7 +33,6 @@ const HPKE_SUITE = concatBytes(
   KEM_ID,
   new Uint8Array([0x00, 0x01, 0x00, 0x01]),
 );
-const INFO = encoder.encode("AMTP login v1");
 
 function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
   return new Uint8Array(createHmac("sha256", key).update(data).digest());
@@ -69,11 +69,10 @@ function labeledExpand(
   );
 }
 
-/** The context of the key schedule for base mode and our info, computed once. */
-const SCHEDULE_CONTEXT = concatBytes(
+/** Base mode and the (empty) PSK id hash: the start of every key schedule context. */
+const SCHEDULE_PREFIX = concatBytes(
   new Uint8Array([0x00]),
   labeledExtract(HPKE_SUITE, new Uint8Array(), "psk_id_hash", new Uint8Array()),
-  labeledExtract(HPKE_SUITE, new Uint8Array(), "info_hash", INFO),
 );
 
 /** A recipient's X25519 public key, ready for {@link sealChallenge}. */
@@ -97,12 +96,27 @@ export function sealKey(spki: Uint8Array): SealKey {
   return { key, raw: spki.subarray(spki.length - 32) };
 }
 
+/** Options of {@link sealChallenge}. */
+export interface SealOptions {
+  /** HPKE `info`: the login context. */
+  info: Uint8Array;
+  /** The ephemeral X25519 private key; a fresh one when absent (test vectors fix it). */
+  ephemeral?: KeyObject;
+}
+
 /** HPKE base-mode seal of `plain` to `recipient`: `enc || ciphertext`. */
 export function sealChallenge(
   recipient: SealKey,
   plain: Uint8Array,
+  options: SealOptions,
 ): Uint8Array {
-  const ephemeral = generateKeyPairSync("x25519");
+  const { info } = options;
+  const ephemeral = options.ephemeral
+    ? {
+      privateKey: options.ephemeral,
+      publicKey: createPublicKey(options.ephemeral),
+    }
+    : generateKeyPairSync("x25519");
   const spki = new Uint8Array(
     ephemeral.publicKey.export({ format: "der", type: "spki" }),
   );
@@ -121,15 +135,13 @@ export function sealChallenge(
     concatBytes(enc, recipient.raw),
     32,
   );
-  const secret = labeledExtract(HPKE_SUITE, shared, "secret", new Uint8Array());
-  const key = labeledExpand(HPKE_SUITE, secret, "key", SCHEDULE_CONTEXT, 16);
-  const nonce = labeledExpand(
-    HPKE_SUITE,
-    secret,
-    "base_nonce",
-    SCHEDULE_CONTEXT,
-    12,
+  const schedule = concatBytes(
+    SCHEDULE_PREFIX,
+    labeledExtract(HPKE_SUITE, new Uint8Array(), "info_hash", info),
   );
+  const secret = labeledExtract(HPKE_SUITE, shared, "secret", new Uint8Array());
+  const key = labeledExpand(HPKE_SUITE, secret, "key", schedule, 16);
+  const nonce = labeledExpand(HPKE_SUITE, secret, "base_nonce", schedule, 12);
   const cipher = createCipheriv("aes-128-gcm", key, nonce);
   const body = concatBytes(
     new Uint8Array(cipher.update(plain)),

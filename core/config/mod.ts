@@ -419,3 +419,17 @@ export function loadConfig(env: Env): Config {
       new URL("../../modules", import.meta.url).pathname.replace(/\/$/, ""),
   };
 }
+
+/** Loopback names a self-signed certificate of this server also covers. */
+const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"];
+
+/**
+ * The names this server answers to: `AMTP_HOSTNAME` and the loopback names.
+ * A generated (self-signed) certificate covers exactly these, and a login
+ * request must name one of them (PROTOCOL.md §7.2). Loopback names are safe
+ * to accept whatever the certificate: no CA issues a certificate for them, so
+ * no other server can be trusted under them.
+ */
+export function serverNames(config: Pick<Config, "hostname">): string[] {
+  return [...new Set([config.hostname, ...LOOPBACK_NAMES])];
+}

@@ -47,6 +47,8 @@ export const ErrorCode = {
   UNSUPPORTED_ALGORITHM: 104,
   /** The public key cannot be parsed for its algorithm or is too weak. */
   INVALID_KEY: 105,
+  /** A login request names another server than this one; `data.hostname` is this one's name. */
+  WRONG_SERVER: 106,
 
   /** An address, domain or name breaks the identity rules. */
   INVALID_ADDRESS: 200,

@@ -15,7 +15,7 @@ import {
   LoginService,
   TokenService,
 } from "../auth/mod.ts";
-import type { Config } from "../config/mod.ts";
+import { type Config, serverNames } from "../config/mod.ts";
 import { infoCommands } from "../info/mod.ts";
 import { Logger } from "../log/mod.ts";
 import { Dispatcher } from "../protocol/mod.ts";
@@ -64,6 +64,8 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
+  /** Clock of logins in epoch milliseconds: challenge expiry, blocks (tests move it). */
+  loginNow?: () => number;
   /** Module host timing (tests make hang detection quick). */
   moduleHost?: Partial<
     Pick<
@@ -83,9 +85,7 @@ export async function startServer(
     new Logger({ level: config.logLevel, format: config.logFormat });
   await secureDataDir(config.dataDir);
   const store = await openStore(config.kvPath, { log });
-  const names = [
-    ...new Set([config.hostname, "localhost", "127.0.0.1", "::1"]),
-  ];
+  const names = serverNames(config);
   const certSource = {
     dataDir: config.dataDir,
     names,
@@ -105,12 +105,15 @@ export async function startServer(
     adminTtl: config.adminTokenTtl,
     userTtl: config.userTokenTtl,
   });
-  const login = new LoginService({
+  const login = await LoginService.open({
+    kv: store.kv,
     accounts: store.accounts,
     failures: store.failures,
     tokens,
     challengeTtl: config.challengeTtl,
+    names,
     log,
+    now: options.loginNow,
   });
   const limits = {
     max_frame: config.maxFrame,
