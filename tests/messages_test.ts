@@ -241,6 +241,15 @@ Deno.test("messages: paging through 1,000 messages has no gap and no repeat", as
       pages++;
     } while (cursor);
     assert.equal(pages, Math.ceil(1000 / 70));
+    // A cursor this list never gave, or not a string: a parameter error, not a fault.
+    for (const bad of ["AAAA-not-a-cursor", 12345]) {
+      const answer = await b.request("list", { limit: 70, cursor: bad });
+      assert.equal(answer.error, 4, JSON.stringify(answer));
+      assert.equal(
+        (answer.data as { parameter?: string }).parameter,
+        "cursor",
+      );
+    }
     assert.equal(seen.length, 1000);
     assert.equal(new Set(seen).size, 1000);
     assert.deepEqual([...seen].sort(), [...sent].sort());

@@ -48,8 +48,12 @@ interface Head {
 /** A storage request the module's storage cannot carry out. */
 export class StorageError extends ModuleError {
   /** Create the error: `invalid_parameter` (bad key, op) or `limit_exceeded` (quota, size). */
-  constructor(code: "invalid_parameter" | "limit_exceeded", message: string) {
-    super(code, message);
+  constructor(
+    code: "invalid_parameter" | "limit_exceeded",
+    message: string,
+    data?: unknown,
+  ) {
+    super(code, message, data);
     this.name = "StorageError";
   }
 }
@@ -388,17 +392,32 @@ export class KvStorage implements ModuleStorage {
     const items: StorageEntry<T>[] = [];
     let cursor: string | undefined;
     let more = false;
-    for await (const entry of iter) {
-      if (items.length === limit) {
-        more = true; // the extra entry asked for exists
-        break;
+    try {
+      for await (const entry of iter) {
+        if (items.length === limit) {
+          more = true; // the extra entry asked for exists
+          break;
+        }
+        items.push({
+          key: entry.key.slice(3) as StorageKey,
+          value: await this.#read(entry.value) as T,
+          versionstamp: entry.versionstamp,
+        });
+        cursor = iter.cursor;
       }
-      items.push({
-        key: entry.key.slice(3) as StorageKey,
-        value: await this.#read(entry.value) as T,
-        versionstamp: entry.versionstamp,
-      });
-      cursor = iter.cursor;
+    } catch (error) {
+      // Deno KV refuses a cursor it did not give only once iteration starts.
+      if (
+        typeof options.cursor === "string" && error instanceof TypeError &&
+        /cursor/i.test(error.message)
+      ) {
+        throw new StorageError(
+          "invalid_parameter",
+          'parameter "cursor" is not a cursor this list gave',
+          { parameter: "cursor" },
+        );
+      }
+      throw error;
     }
     return more ? { items, cursor } : { items };
   }
