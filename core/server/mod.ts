@@ -63,6 +63,8 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
+  /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
+  handshakeTimeoutMs?: number;
   /** Module host timing (tests make hang detection quick). */
   moduleHost?: Partial<
     Pick<
@@ -117,7 +119,7 @@ export async function startServer(
     idle_timeout: config.idleTimeout,
     max_page: 500,
   };
-  const registry = new SessionRegistry();
+  const registry = new SessionRegistry({ log });
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -197,7 +199,7 @@ export async function startServer(
     }),
   );
 
-  const peers = new SessionRegistry();
+  const peers = new SessionRegistry({ log });
   const sessionLimits = {
     maxInflight: config.maxInflight,
     rateLimit: config.rateLimit,
@@ -212,6 +214,9 @@ export async function startServer(
       cert: certificate.certPem,
       key: certificate.keyPem,
       maxFrame: config.maxFrame,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ??
+        config.handshakeTimeout * 1000,
+      descriptorReserve: config.descriptorReserve,
       admission: new ConnectionLimiter({
         maxPerIp: config.maxSessionsPerIp,
         maxTotal: config.maxSessions,

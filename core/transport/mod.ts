@@ -1,5 +1,5 @@
 /**
- * Transports: WebTransport (QUIC) and WebSocket listeners on one port number,
+ * Transports: WebTransport (QUIC) and WebSocket (TLS over TCP) listeners on one port number,
  * both producing {@link Connection}s. The transport knows frames, never
  * commands.
  *
@@ -8,7 +8,8 @@
 
 import type { Logger } from "../log/mod.ts";
 import type { Admission, Connection } from "./connection.ts";
-import { listenWebSocket, type WebSocketListener } from "./websocket.ts";
+import { readDescriptorLimit } from "./descriptors.ts";
+import { listenTcp, type TcpListener } from "./tcp.ts";
 import {
   listenWebTransport,
   type WebTransportListener,
@@ -16,6 +17,7 @@ import {
 
 export * from "./connection.ts";
 export { S2S_ALPN, StreamConnection } from "./webtransport.ts";
+export { raiseDescriptorLimit, readDescriptorLimit } from "./descriptors.ts";
 
 /** Options of {@link startTransports}. */
 export interface TransportOptions {
@@ -31,6 +33,18 @@ export interface TransportOptions {
   maxFrame: number;
   /** Connection limits. */
   admission: Admission;
+  /**
+   * Milliseconds a new connection has to establish its session: TLS and the
+   * request head on TCP; the QUIC handshake, WebTransport CONNECT and first
+   * stream on UDP.
+   */
+  handshakeTimeoutMs: number;
+  /**
+   * Descriptors kept free for everything but client TCP connections (KV
+   * files, module processes, outbound connections): TCP connections are
+   * refused at the open-file limit minus this.
+   */
+  descriptorReserve: number;
   /** Called for each established connection. */
   onConnection: (conn: Connection) => void;
   /** Called for each server-to-server connection. */
@@ -58,15 +72,18 @@ export interface Transports {
  * With port 0 a number free on both is found.
  */
 export function startTransports(options: TransportOptions): Transports {
+  const limit = readDescriptorLimit()?.soft ?? Infinity;
+  const maxConnections = Math.max(0, limit - options.descriptorReserve);
+  options.log.debug("tcp_budget", { descriptors: limit, maxConnections });
   const attempts = options.port === 0 ? 20 : 1;
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {
     const wt: WebTransportListener = listenWebTransport({
       ...options,
     });
-    let ws: WebSocketListener;
+    let tcp: TcpListener;
     try {
-      ws = listenWebSocket({ ...options, port: wt.port });
+      tcp = listenTcp({ ...options, port: wt.port, maxConnections });
     } catch (error) {
       wt.close();
       lastError = error;
@@ -74,13 +91,15 @@ export function startTransports(options: TransportOptions): Transports {
     }
     return {
       port: wt.port,
-      async setCertificate(cert, key) {
+      setCertificate(cert, key) {
         wt.setCertificate(cert, key);
-        await ws.setCertificate(cert, key);
+        tcp.setCertificate(cert, key);
+        return Promise.resolve();
       },
-      async stop() {
+      stop() {
         wt.stop();
-        await ws.stop();
+        tcp.stop();
+        return Promise.resolve();
       },
       close() {
         wt.close();
