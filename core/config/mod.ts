@@ -44,7 +44,7 @@ export interface Config {
    * HTTP request head (TCP), or QUIC, WebTransport CONNECT and first stream.
    */
   handshakeTimeout: number;
-  /** Descriptors kept free for KV files, module processes and outbound connections. */
+  /** Descriptors kept free beyond those open at start (KV, modules, outbound connections). */
   descriptorReserve: number;
   /** Requests per second allowed on one session (token bucket, burst twice this). */
   rateLimit: number;
@@ -164,7 +164,7 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_FD_RESERVE",
     default: "256",
     description:
-      "open files kept free for KV, modules and outbound connections: TCP connections are refused at the open-file limit minus this",
+      "open files kept free for KV, modules and outbound connections opened after start: TCP connections are refused at the open-file limit minus those open at start minus this",
   },
   {
     name: "AMTP_RATE_LIMIT",

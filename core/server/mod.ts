@@ -208,7 +208,7 @@ export async function startServer(
   };
   let transports;
   try {
-    transports = startTransports({
+    transports = await startTransports({
       hostname: config.host,
       port: config.port,
       cert: certificate.certPem,

@@ -94,7 +94,11 @@ class Session {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  async send(doc: Document, maxFrame: number): Promise<void> {
+  /**
+   * Encode and send; resolves when written. Not async: the document is not
+   * kept alive while the write waits, only its encoding.
+   */
+  send(doc: Document, maxFrame: number): Promise<void> {
     let frame = encodeDocument(doc);
     if (frame.byteLength > maxFrame) {
       frame = encodeDocument({
@@ -104,7 +108,7 @@ class Session {
         message: "response larger than the frame limit",
       });
     }
-    await this.conn.send(frame);
+    return this.conn.send(frame);
   }
 }
 

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { concatBytes } from "../wire/mod.ts";
+
 /** Largest request head (request line and headers) in bytes. */
 export const MAX_HEAD_BYTES = 8 * 1024;
 /** Largest request body handed to the HTTP handler, in bytes. */
@@ -45,16 +47,16 @@ export interface HeadRead {
   rest: Uint8Array;
 }
 
-/** Something to read bytes from (a TLS connection). */
-export interface ByteReader {
-  /** Read into `buffer`; the number of bytes, or null at the end. */
-  read(buffer: Uint8Array): Promise<number | null>;
+/** A byte stream read chunk by chunk (a TLS connection). */
+export interface ChunkReader {
+  /** The next chunk, or null at the end. */
+  read(): Promise<Uint8Array | null>;
 }
 
-/** Something to write bytes to (a TLS connection). */
+/** A byte stream written in whole (a TLS connection). */
 export interface ByteWriter {
-  /** Write some of `bytes`; the number written. */
-  write(bytes: Uint8Array): Promise<number>;
+  /** Write all of `bytes`; resolves when they are written. */
+  write(bytes: Uint8Array): Promise<void>;
 }
 
 const CRLFCRLF = [13, 10, 13, 10];
@@ -70,31 +72,31 @@ const encoder = new TextEncoder();
  * @throws {HttpError} 431 when the head is too large, 400 when it is malformed
  */
 export async function readHead(
-  conn: ByteReader,
+  stream: ChunkReader,
   maxHead = MAX_HEAD_BYTES,
 ): Promise<HeadRead | null> {
-  const buffer = new Uint8Array(maxHead + 4096);
-  let filled = 0;
-  let searchFrom = 0;
+  let buffered: Uint8Array = new Uint8Array(0);
   while (true) {
-    const n = await conn.read(buffer.subarray(filled));
-    if (n === null) {
-      if (filled === 0) return null;
+    const chunk = await stream.read();
+    if (chunk === null) {
+      if (buffered.length === 0) return null;
       throw new HttpError(400, "connection closed inside the request head");
     }
-    filled += n;
-    const end = indexOf(buffer, CRLFCRLF, searchFrom, filled);
+    const searchFrom = Math.max(0, buffered.length - 3);
+    buffered = concatBytes(buffered, chunk);
+    const end = indexOf(buffered, CRLFCRLF, searchFrom, buffered.length);
     if (end >= 0) {
       if (end + 4 > maxHead) {
         throw new HttpError(431, "request head too large");
       }
       return {
-        head: parseHead(decoder.decode(buffer.subarray(0, end))),
-        rest: buffer.slice(end + 4, filled),
+        head: parseHead(decoder.decode(buffered.subarray(0, end))),
+        rest: buffered.slice(end + 4),
       };
     }
-    if (filled >= maxHead) throw new HttpError(431, "request head too large");
-    searchFrom = Math.max(0, filled - 3);
+    if (buffered.length >= maxHead) {
+      throw new HttpError(431, "request head too large");
+    }
   }
 }
 
@@ -165,7 +167,7 @@ export function parseHead(text: string): RequestHead {
  *   unknown transfer coding
  */
 export async function readBody(
-  conn: ByteReader,
+  conn: ChunkReader,
   head: RequestHead,
   rest: Uint8Array,
   maxBody = MAX_BODY_BYTES,
@@ -193,21 +195,19 @@ export async function readBody(
 /** Buffered reads over a connection, starting with bytes already read. */
 class Source {
   #buffer: Uint8Array;
-  readonly #conn: ByteReader;
+  readonly #stream: ChunkReader;
 
-  constructor(conn: ByteReader, rest: Uint8Array) {
-    this.#conn = conn;
+  constructor(stream: ChunkReader, rest: Uint8Array) {
+    this.#stream = stream;
     this.#buffer = rest;
   }
 
   async #fill(): Promise<void> {
-    const chunk = new Uint8Array(16 * 1024);
-    const n = await this.#conn.read(chunk);
-    if (n === null) throw new HttpError(400, "connection closed in the body");
-    const next = new Uint8Array(this.#buffer.length + n);
-    next.set(this.#buffer);
-    next.set(chunk.subarray(0, n), this.#buffer.length);
-    this.#buffer = next;
+    const chunk = await this.#stream.read();
+    if (chunk === null) {
+      throw new HttpError(400, "connection closed in the body");
+    }
+    this.#buffer = concatBytes(this.#buffer, chunk);
   }
 
   async take(size: number): Promise<Uint8Array> {
@@ -266,15 +266,6 @@ async function readChunked(
     at += part.length;
   }
   return body;
-}
-
-/** Write all of `bytes`, however many writes it takes. */
-export async function writeAll(
-  conn: ByteWriter,
-  bytes: Uint8Array,
-): Promise<void> {
-  let at = 0;
-  while (at < bytes.length) at += await conn.write(bytes.subarray(at));
 }
 
 const REASONS: Record<number, string> = {
@@ -343,23 +334,23 @@ export async function writeResponse(
   const chunked = !noBody && !hasLength && options.version !== "HTTP/1.0";
   if (chunked) lines.push("transfer-encoding: chunked");
   lines.push("connection: close", "", "");
-  await writeAll(conn, encoder.encode(lines.join("\r\n")));
+  await conn.write(encoder.encode(lines.join("\r\n")));
   if (noBody || !response.body) {
     await response.body?.cancel();
-    if (chunked) await writeAll(conn, encoder.encode("0\r\n\r\n"));
+    if (chunked) await conn.write(encoder.encode("0\r\n\r\n"));
     return;
   }
   for await (const chunk of response.body) {
     if (chunk.length === 0) continue;
     if (chunked) {
-      await writeAll(conn, encoder.encode(`${chunk.length.toString(16)}\r\n`));
-      await writeAll(conn, chunk);
-      await writeAll(conn, encoder.encode("\r\n"));
+      await conn.write(encoder.encode(`${chunk.length.toString(16)}\r\n`));
+      await conn.write(chunk);
+      await conn.write(encoder.encode("\r\n"));
     } else {
-      await writeAll(conn, chunk);
+      await conn.write(chunk);
     }
   }
-  if (chunked) await writeAll(conn, encoder.encode("0\r\n\r\n"));
+  if (chunked) await conn.write(encoder.encode("0\r\n\r\n"));
 }
 
 /** A plain-text response of `status` for refusals and errors. */

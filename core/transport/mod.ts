@@ -8,7 +8,7 @@
 
 import type { Logger } from "../log/mod.ts";
 import type { Admission, Connection } from "./connection.ts";
-import { readDescriptorLimit } from "./descriptors.ts";
+import { countOpenDescriptors, readDescriptorLimit } from "./descriptors.ts";
 import { listenTcp, type TcpListener } from "./tcp.ts";
 import {
   listenWebTransport,
@@ -40,9 +40,9 @@ export interface TransportOptions {
    */
   handshakeTimeoutMs: number;
   /**
-   * Descriptors kept free for everything but client TCP connections (KV
-   * files, module processes, outbound connections): TCP connections are
-   * refused at the open-file limit minus this.
+   * Descriptors kept free, beyond those open at start, for what opens later
+   * (KV files, module processes, outbound connections): client TCP
+   * connections are refused at the open-file limit minus both.
    */
   descriptorReserve: number;
   /** Called for each established connection. */
@@ -71,10 +71,24 @@ export interface Transports {
  * Start WebTransport on UDP and WebSocket on TCP with the same port number.
  * With port 0 a number free on both is found.
  */
-export function startTransports(options: TransportOptions): Transports {
-  const limit = readDescriptorLimit()?.soft ?? Infinity;
-  const maxConnections = Math.max(0, limit - options.descriptorReserve);
-  options.log.debug("tcp_budget", { descriptors: limit, maxConnections });
+export async function startTransports(
+  options: TransportOptions,
+): Promise<Transports> {
+  // What is open at start (KV files, module processes, the runtime's own)
+  // stays; the reserve covers what opens later.
+  const limit = (await readDescriptorLimit())?.soft ?? Infinity;
+  const inUse = await countOpenDescriptors() ?? 0;
+  const maxConnections = Math.max(
+    0,
+    limit - inUse - options.descriptorReserve,
+  );
+  if (isFinite(limit)) {
+    options.log.info("tcp_budget", { limit, inUse, maxConnections });
+  } else {
+    options.log.warn("tcp_budget_unknown", {
+      error: "open-file limit unknown: TCP connections are not capped by it",
+    });
+  }
   const attempts = options.port === 0 ? 20 : 1;
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {

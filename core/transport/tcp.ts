@@ -20,9 +20,13 @@ import {
   readHead,
   textResponse,
   toRequest,
-  writeAll,
   writeResponse,
 } from "./http.ts";
+import {
+  createSecureContext,
+  type SecureContext,
+  SecureStream,
+} from "./secure.ts";
 import { isUpgrade, upgradeAnswer, WebSocketConnection } from "./websocket.ts";
 
 /** Pause of the accept loop after a failed accept (out of descriptors). */
@@ -67,20 +71,20 @@ export interface TcpListener {
 /** Start the TLS listener on the TCP port. */
 export function listenTcp(options: TcpOptions): TcpListener {
   const state = new ListenerState(options);
-  let listener = state.listen(options.port, options.cert, options.key);
-  const port = (listener.addr as Deno.NetAddr).port;
+  const listener = Deno.listen({
+    hostname: options.hostname,
+    port: options.port,
+    transport: "tcp",
+  });
+  state.acceptLoop(listener);
   return {
-    port,
+    port: listener.addr.port,
     setCertificate(cert, key) {
-      // A second listener on the port (SO_REUSEPORT), then the old one goes:
-      // accepted connections are independent of their listener.
-      const old = listener;
-      listener = state.listen(port, cert, key);
-      state.close(old);
+      // New connections get the new certificate; live ones keep theirs.
+      state.context = createSecureContext({ cert, key });
     },
     stop() {
-      state.close(listener);
-      state.dropHandshakes();
+      state.stop(listener);
     },
   };
 }
@@ -111,53 +115,43 @@ class RefusalLog {
   }
 }
 
-/** What every listener of the port shares: counts, budget, handshakes. */
+/** The listener's counts, certificate and connections in their handshake. */
 class ListenerState {
+  /** TLS settings (certificate) for new connections. */
+  context: SecureContext;
   readonly #options: TcpOptions;
   readonly #refusals: RefusalLog;
-  readonly #closed = new WeakSet<Deno.TlsListener>();
   /** Connections before their session or answer (closed on stop). */
-  readonly #handshakes = new Set<Deno.TlsConn>();
+  readonly #handshakes = new Set<SecureStream>();
   #open = 0;
+  #stopped = false;
 
   constructor(options: TcpOptions) {
     this.#options = options;
     this.#refusals = new RefusalLog(options.log);
-  }
-
-  listen(port: number, cert: string, key: string): Deno.TlsListener {
-    const listener = Deno.listenTls({
-      hostname: this.#options.hostname,
-      port,
-      cert,
-      key,
-      reusePort: true,
-      alpnProtocols: ["http/1.1"],
+    this.context = createSecureContext({
+      cert: options.cert,
+      key: options.key,
     });
-    this.#acceptLoop(listener);
-    return listener;
   }
 
-  close(listener: Deno.TlsListener): void {
-    this.#closed.add(listener);
+  stop(listener: Deno.Listener): void {
+    this.#stopped = true;
     try {
       listener.close();
     } catch {
       // Already closed.
     }
+    for (const stream of this.#handshakes) stream.close();
   }
 
-  dropHandshakes(): void {
-    for (const conn of this.#handshakes) closeQuietly(conn);
-  }
-
-  async #acceptLoop(listener: Deno.TlsListener): Promise<void> {
-    while (!this.#closed.has(listener)) {
-      let conn: Deno.TlsConn;
+  async acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (!this.#stopped) {
+      let conn: Deno.Conn;
       try {
         conn = await listener.accept();
       } catch (error) {
-        if (this.#closed.has(listener)) return;
+        if (this.#stopped) return;
         // Out of descriptors (EMFILE, ENFILE) or a connection reset before
         // it was accepted: never fatal; pause briefly and go on.
         this.#refusals.note("accept failed", { error: String(error) });
@@ -168,8 +162,8 @@ class ListenerState {
     }
   }
 
-  #admit(conn: Deno.TlsConn): void {
-    const ip = conn.remoteAddr.hostname;
+  #admit(conn: Deno.Conn): void {
+    const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
     if (this.#open >= this.#options.maxConnections) {
       closeQuietly(conn);
       this.#refusals.note("descriptor limit", {
@@ -184,24 +178,25 @@ class ListenerState {
       return;
     }
     this.#open++;
-    this.#handshakes.add(conn);
-    this.#serve(conn, ip).catch((error) => {
+    const stream = new SecureStream(conn, this.context);
+    this.#handshakes.add(stream);
+    this.#serve(stream, ip).catch((error) => {
       this.#options.log.debug("connection_error", { ip, error: String(error) });
     }).finally(() => {
-      this.#handshakes.delete(conn);
-      closeQuietly(conn);
+      this.#handshakes.delete(stream);
+      stream.close();
       this.#open--;
       this.#options.admission.release(ip);
     });
   }
 
   /** TLS, one request head, then a session or one answer. */
-  async #serve(conn: Deno.TlsConn, ip: string): Promise<void> {
+  async #serve(conn: SecureStream, ip: string): Promise<void> {
     const options = this.#options;
     const deadline = new Deadline(options.handshakeTimeoutMs);
     let tlsDone = false;
     try {
-      await deadline.race(conn.handshake());
+      await deadline.race(conn.handshake);
       tlsDone = true;
       const read = await deadline.race(readHead(conn));
       if (!read) return;
@@ -209,7 +204,7 @@ class ListenerState {
       const path = head.target.split("?")[0];
       if (path === "/amtp" && isUpgrade(head)) {
         const answer = new TextEncoder().encode(upgradeAnswer(head));
-        await deadline.race(writeAll(conn, answer));
+        await deadline.race(conn.write(answer));
         deadline.clear();
         this.#handshakes.delete(conn);
         const session = new WebSocketConnection(conn, {

@@ -18,17 +18,26 @@ import { Receiver, Sender } from "ws";
 import { concatBytes, FrameError } from "../wire/mod.ts";
 import type { Connection } from "./connection.ts";
 import { newConnectionId } from "./connection.ts";
-import { HttpError, type RequestHead, writeAll } from "./http.ts";
+import { HttpError, type RequestHead } from "./http.ts";
 
 /** The GUID of RFC 6455 section 1.3. */
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/** Read buffer of an idle connection, and of a burst (reads that fill it). */
-const SMALL_READ = 4 * 1024;
-const LARGE_READ = 64 * 1024;
 /** Fragments of one message, at most. */
 const MAX_FRAGMENTS = 1024;
 /** How long a close frame may take to leave before the TCP connection is closed. */
 const CLOSE_WAIT_MS = 1000;
+
+/** The byte stream a session runs on (a TLS connection). */
+export interface ByteStream {
+  /** The next chunk, or null at the end. */
+  read(): Promise<Uint8Array | null>;
+  /** Write all of `bytes`; resolves when they are written. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Close at once. */
+  close(): void;
+  /** Resolves once closed, from either side. */
+  readonly closed: Promise<void>;
+}
 
 /** The part of `ws`'s Receiver used here (the package has no types of it). */
 interface FrameReceiver {
@@ -86,7 +95,7 @@ export class WebSocketConnection implements Connection {
   readonly transport = "websocket" as const;
   readonly remoteAddr: string;
   readonly closed: Promise<void>;
-  readonly #conn: Deno.Conn;
+  readonly #stream: ByteStream;
   readonly #receiver: FrameReceiver;
   readonly #frames: Uint8Array[] = [];
   #error?: FrameError;
@@ -94,7 +103,6 @@ export class WebSocketConnection implements Connection {
   #closing = false;
   #isClosed = false;
   #resolveClosed!: () => void;
-  #readBuffer = new Uint8Array(SMALL_READ);
   #early?: Uint8Array;
   /** Parts waiting for the next write, and the promise of that write. */
   #batch?: { parts: Uint8Array[]; done: Promise<void> };
@@ -105,10 +113,11 @@ export class WebSocketConnection implements Connection {
    * request head.
    */
   constructor(
-    conn: Deno.Conn,
+    stream: ByteStream,
     options: { ip: string; maxFrame: number; early?: Uint8Array },
   ) {
-    this.#conn = conn;
+    this.#stream = stream;
+    stream.closed.then(() => this.#shutdown());
     this.remoteAddr = options.ip;
     this.#early = options.early?.length ? options.early : undefined;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -138,10 +147,10 @@ export class WebSocketConnection implements Connection {
     receiver.on("ping", (data) => {
       this.#write(frameOf(data, 0x0a)).catch(() => {});
     });
-    receiver.on("conclude", (code) => {
-      // The peer's close: answer it (RFC 6455 5.5.1), then end.
+    receiver.on("conclude", () => {
+      // The peer's close: no more frames. The session answers what it has
+      // read, then closes, which sends our close frame (RFC 6455 5.5.1).
       this.#ended = true;
-      this.#closeWith(code === 1005 ? 1000 : code, "");
     });
     // Errors are read from `errored` right after each write.
     receiver.on("error", () => {});
@@ -163,27 +172,12 @@ export class WebSocketConnection implements Connection {
 
   /** Read one chunk and feed it to the decoder (only when a frame is wanted). */
   async #readMore(): Promise<void> {
-    let chunk: Uint8Array;
-    if (this.#early) {
-      chunk = this.#early;
-      this.#early = undefined;
-    } else {
-      let n: number | null;
-      try {
-        n = await this.#conn.read(this.#readBuffer);
-      } catch {
-        n = null;
-      }
-      if (n === null) {
-        this.#ended = true;
-        return;
-      }
-      chunk = this.#readBuffer.slice(0, n);
-      // Grow while reads fill the buffer (a burst); small again when idle.
-      const size = n === this.#readBuffer.length ? LARGE_READ : SMALL_READ;
-      if (size !== this.#readBuffer.length) {
-        this.#readBuffer = new Uint8Array(size);
-      }
+    let chunk = this.#early;
+    this.#early = undefined;
+    chunk ??= await this.#stream.read().catch(() => null) ?? undefined;
+    if (!chunk) {
+      this.#ended = true;
+      return;
     }
     this.#receiver.write(chunk);
     const error = this.#receiver.errored;
@@ -233,10 +227,8 @@ export class WebSocketConnection implements Connection {
   async #flush(parts: Uint8Array[]): Promise<void> {
     if (this.#isClosed) return;
     try {
-      await writeAll(
-        this.#conn,
-        parts.length === 1 ? parts[0] : concatBytes(...parts),
-      );
+      // Large frames go as they are; small ones together (one TLS record).
+      for (const group of groupParts(parts)) await this.#stream.write(group);
     } catch {
       this.#shutdown();
     }
@@ -270,11 +262,33 @@ export class WebSocketConnection implements Connection {
     if (this.#isClosed) return;
     this.#isClosed = true;
     this.#ended = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+    this.#stream.close();
     this.#resolveClosed();
   }
+}
+
+/** Consecutive parts below 64 KiB joined; larger parts alone (no copy). */
+function groupParts(parts: Uint8Array[]): Uint8Array[] {
+  const groups: Uint8Array[] = [];
+  let small: Uint8Array[] = [];
+  let smallBytes = 0;
+  const flush = () => {
+    if (small.length) {
+      groups.push(small.length === 1 ? small[0] : concatBytes(...small));
+    }
+    small = [];
+    smallBytes = 0;
+  };
+  for (const part of parts) {
+    if (part.length >= 64 * 1024) {
+      flush();
+      groups.push(part);
+      continue;
+    }
+    if (smallBytes + part.length > 64 * 1024) flush();
+    small.push(part);
+    smallBytes += part.length;
+  }
+  flush();
+  return groups;
 }
