@@ -10,8 +10,9 @@
  * and TLS runs over it with `node:tls` (`TLSSocket` over a stream of the
  * connection): closing ends the socket at once, in any state.
  *
- * Reading is pulled (nothing is read from the socket until a chunk is asked
- * for); each write resolves when its bytes are written to the socket.
+ * Reading runs at most 64 KiB ahead of the reader (then the socket is not
+ * read until the reader catches up); each write resolves when its bytes are
+ * written to the socket.
  *
  * @module
  */
@@ -22,8 +23,10 @@ import { type SecureContext, TLSSocket } from "node:tls";
 export { createSecureContext, type SecureContext } from "node:tls";
 
 /** Read buffer of an idle connection, and of a burst (reads that fill it). */
-const SMALL_READ = 4 * 1024;
+const SMALL_READ = 2 * 1024;
 const LARGE_READ = 64 * 1024;
+/** Plaintext read ahead of the reader, at most (then reading pauses). */
+const MAX_QUEUED = 64 * 1024;
 
 /** A TLS byte stream over one accepted TCP connection. */
 export class SecureStream {
@@ -34,6 +37,7 @@ export class SecureStream {
   readonly #conn: Deno.Conn;
   readonly #socket: TLSSocket;
   readonly #chunks: Uint8Array[] = [];
+  #queued = 0;
   #ended = false;
   #isClosed = false;
   #wake?: () => void;
@@ -56,8 +60,10 @@ export class SecureStream {
     this.handshake.catch(() => {});
     this.#socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
-      // Nothing more until the reader asks: the peer waits on TCP.
-      this.#socket.pause();
+      this.#queued += chunk.length;
+      // Past the bound nothing more is read until the reader catches up:
+      // the peer waits on TCP.
+      if (this.#queued > MAX_QUEUED) this.#socket.pause();
       this.#wakeReader();
     });
     this.#socket.on("end", () => this.#end());
@@ -69,10 +75,13 @@ export class SecureStream {
   async read(): Promise<Uint8Array | null> {
     while (true) {
       const chunk = this.#chunks.shift();
-      if (chunk) return chunk;
+      if (chunk) {
+        this.#queued -= chunk.length;
+        return chunk;
+      }
       if (this.#ended) return null;
       const woken = new Promise<void>((resolve) => this.#wake = resolve);
-      this.#socket.resume();
+      if (this.#socket.isPaused()) this.#socket.resume();
       await woken;
     }
   }
