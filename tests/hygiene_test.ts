@@ -379,6 +379,7 @@ class RawSession {
 
 Deno.test("websocket: a session that does not read its pushes is closed as a slow consumer", async () => {
   const t = await startTestServer();
+  let attacker: Deno.TlsConn | undefined;
   try {
     const admin = await adminCaller(await t.connect(), t.dataDir);
     await admin("admin_add_domain", { domain: "example.org" });
@@ -387,6 +388,7 @@ Deno.test("websocket: a session that does not read its pushes is closed as a slo
       t.server.port,
       t.server.certificate().certPem,
     );
+    attacker = raw.conn;
     const session = new RawSession(raw.conn, raw.rest);
     const challenge = await session.request({
       command: "user_login_request",
@@ -423,8 +425,8 @@ Deno.test("websocket: a session that does not read its pushes is closed as a slo
     // kernel's socket buffers took.
     assert.ok(delivered < 60, `${delivered} pushes queued`);
     await waitFor(() => t.server.registry.size === 1, 5000, "session closed");
-    raw.conn.close();
   } finally {
+    attacker?.close();
     await t.close();
   }
 });
