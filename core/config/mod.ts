@@ -173,8 +173,9 @@ export const VARIABLES: readonly VariableSpec[] = [
   },
   {
     name: "AMTP_MAX_INFLIGHT",
-    default: "256",
-    description: "requests processed at once per session",
+    default: "64",
+    description:
+      "requests processed at once per session, each until its response is written (bounds the memory a client that does not read can hold)",
   },
   {
     name: "AMTP_ADMIN_TOKEN_TTL",
