@@ -506,8 +506,9 @@ async function serverProcess(
   let exited = false;
   const status = child.status.then(() => exited = true);
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      out += chunk;
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      out += decoder.decode(chunk, { stream: true });
     }
   };
   const reading = Promise.all([collect(child.stdout), collect(child.stderr)]);

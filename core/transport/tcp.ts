@@ -232,7 +232,8 @@ class ListenerState {
       } else {
         response = textResponse(404, "not found");
       }
-      await new Deadline(options.handshakeTimeoutMs).race(
+      await within(
+        options.handshakeTimeoutMs,
         writeResponse(conn, response, head),
       );
     } catch (error) {
@@ -258,9 +259,8 @@ class ListenerState {
       });
       if (answer) {
         // Best effort: a peer that does not read gets no more time.
-        await new Deadline(1000).race(
-          writeResponse(conn, answer, { method: "GET" }),
-        ).catch(() => {});
+        await within(1000, writeResponse(conn, answer, { method: "GET" }))
+          .catch(() => {});
       }
     } finally {
       deadline.clear();
@@ -294,6 +294,16 @@ class Deadline {
 
   clear(): void {
     clearTimeout(this.#timer);
+  }
+}
+
+/** `step`, or a rejection when it takes longer than `ms`. */
+async function within<T>(ms: number, step: Promise<T>): Promise<T> {
+  const deadline = new Deadline(ms);
+  try {
+    return await deadline.race(step);
+  } finally {
+    deadline.clear();
   }
 }
 
