@@ -468,6 +468,52 @@ Deno.test("quic: connections that never send the WebTransport CONNECT give their
   }
 });
 
+Deno.test("quic: a handshake that stalls after its first packet holds up no other connection", async () => {
+  const t = await startTestServer({}, { handshakeTimeoutMs: 2000 });
+  // A real client's first datagram (its Initial with the ClientHello),
+  // caught on a socket that never answers...
+  const trap = Deno.listenDatagram({
+    hostname: "127.0.0.1",
+    port: 0,
+    transport: "udp",
+  });
+  const attacker = Deno.listenDatagram({
+    hostname: "127.0.0.1",
+    port: 0,
+    transport: "udp",
+  });
+  const caught = Promise.resolve(Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: (trap.addr as Deno.NetAddr).port,
+    serverName: "localhost",
+    alpnProtocols: ["h3"],
+    caCerts: [t.server.certificate().certPem],
+    maxIdleTimeout: 1000,
+  })).catch(() => {});
+  try {
+    const [initial] = await trap.receive();
+    // ...replayed to the server by an attacker that never answers either.
+    await attacker.send(initial, {
+      transport: "udp",
+      hostname: "127.0.0.1",
+      port: t.server.port,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const answered = await Promise.race([
+      t.connect().then(async (c) => (await c.request("ping")).error === 0),
+      new Promise<string>((r) =>
+        setTimeout(() => r("no session in 1.5 s"), 1500)
+      ),
+    ]);
+    assert.equal(answered, true);
+  } finally {
+    trap.close();
+    attacker.close();
+    await caught;
+    await t.close();
+  }
+});
+
 // --- Server processes -----------------------------------------------------
 
 /** A server process, optionally under a lower open-file limit. */
@@ -534,9 +580,13 @@ async function serverProcess(
   };
 }
 
+/** Resident memory of a process (`ps`: reading /proc needs --allow-all). */
 function rssBytes(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(status.match(/VmRSS:\s+(\d+) kB/)![1]) * 1024;
+  const out = new Deno.Command("ps", {
+    args: ["-o", "rss=", "-p", String(pid)],
+    stdout: "piped",
+  }).outputSync();
+  return Number(new TextDecoder().decode(out.stdout).trim()) * 1024;
 }
 
 Deno.test("descriptors: more connections than the open-file limit do not end the server", async () => {
