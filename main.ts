@@ -6,7 +6,9 @@
  */
 
 import { ConfigError, loadConfig } from "./core/config/mod.ts";
+import { Logger } from "./core/log/mod.ts";
 import { startServer } from "./core/server/mod.ts";
+import { raiseDescriptorLimit } from "./core/transport/mod.ts";
 
 if (import.meta.main) {
   let config;
@@ -19,7 +21,10 @@ if (import.meta.main) {
     }
     throw error;
   }
-  const server = await startServer(config);
+  const log = new Logger({ level: config.logLevel, format: config.logFormat });
+  // Every client TCP connection is a descriptor: use all the system allows.
+  await raiseDescriptorLimit(log);
+  const server = await startServer(config, { log });
   const where = config.host === "0.0.0.0" ? "localhost" : config.host;
   // One write: whoever reads the output gets the whole banner at once.
   const banner = [

@@ -6,10 +6,18 @@
  * A frame holding the BSON document `{b: 1}` is not echoed: the server sends a
  * 100-byte frame to every session instead (the baseline of a push to all).
  *
- * Prints `listening PORT` and serves until killed.
+ * A second TCP port serves the same WebSocket echo through the AMTP server's
+ * own TCP transport (`node:tls` and the `ws` codec, see
+ * `core/transport/tcp.ts`), so the cost of that transport is measured apart
+ * from the AMTP layer above it.
+ *
+ * Prints `listening PORT TRANSPORT_PORT` and serves until killed.
  *
  * @module
  */
+
+import { Logger } from "../core/log/mod.ts";
+import { listenTcp } from "../core/transport/tcp.ts";
 
 // The certificate comes from the benchmark (argument: a folder holding cert.pem and key.pem).
 const dir = Deno.args[0];
@@ -86,4 +94,23 @@ Deno.serve({
   };
   return response;
 });
-console.log(`listening ${port}`);
+const transport = listenTcp({
+  hostname: "127.0.0.1",
+  port: 0,
+  cert: cert.certPem,
+  key: cert.keyPem,
+  maxFrame: 16 * 1024 * 1024,
+  admission: { admit: () => true, release() {} },
+  handshakeTimeoutMs: 10_000,
+  maxConnections: Infinity,
+  onConnection: async (conn) => {
+    try {
+      for await (const frame of conn.frames()) conn.send(frame);
+    } catch {
+      // Session gone.
+    }
+    conn.close();
+  },
+  log: new Logger({ level: "error" }),
+});
+console.log(`listening ${port} ${transport.port}`);

@@ -99,7 +99,12 @@ await Deno.writeTextFile(`${certDir}/cert.pem`, echoCert.certPem);
 await Deno.writeTextFile(`${certDir}/key.pem`, echoCert.keyPem);
 
 async function startEcho(): Promise<
-  { port: number; child: Deno.ChildProcess; stop(): Promise<void> }
+  {
+    port: number;
+    transportPort: number;
+    child: Deno.ChildProcess;
+    stop(): Promise<void>;
+  }
 > {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -116,9 +121,11 @@ async function startEcho(): Promise<
   let text = "";
   while (!text.includes("\n")) text += (await reader.read()).value ?? "";
   reader.releaseLock();
-  const port = Number(text.match(/listening (\d+)/)![1]);
+  const [, port, transportPort] = text.match(/listening (\d+) (\d+)/)!
+    .map(Number);
   return {
     port,
+    transportPort,
     child,
     async stop() {
       child.kill("SIGKILL");
@@ -128,7 +135,19 @@ async function startEcho(): Promise<
   };
 }
 
-const raw = { wtSeq: 0, wtPipe: 0, wsSeq: 0, wsPipe: 0 };
+/**
+ * Raw echo figures: WebTransport, Deno's own WebSocket (`Deno.serve`), and
+ * WebSocket through the AMTP server's TCP transport (`tcp`), the baseline of
+ * the AMTP WebSocket figures.
+ */
+const raw = {
+  wtSeq: 0,
+  wtPipe: 0,
+  wsSeq: 0,
+  wsPipe: 0,
+  tcpSeq: 0,
+  tcpPipe: 0,
+};
 
 // 1. The ceiling: a bare echo server.
 await section("ceiling", async () => {
@@ -143,7 +162,18 @@ await section("ceiling", async () => {
       });
     // Every figure is taken warm (steady state): one unmeasured run first,
     // here and for the AMTP commands alike.
-    for (const [open, key] of [[openWt, "wt"], [openWs, "ws"]] as const) {
+    const openTcp = () =>
+      openWebSocket({
+        url: `wss://127.0.0.1:${echo.transportPort}/amtp`,
+        caCerts: [echoCert.certPem],
+      });
+    for (
+      const [open, key] of [
+        [openWt, "wt"],
+        [openWs, "ws"],
+        [openTcp, "tcp"],
+      ] as const
+    ) {
       for (const measured of [false, true]) {
         const a = await open();
         const seq = await rawSequential(a, measured ? SEQ_MS : 300);
@@ -181,6 +211,22 @@ await section("ceiling", async () => {
       value: raw.wsPipe,
       unit: "msgs/s",
     });
+    add({
+      group: "ceiling",
+      name: "WebSocket echo through the AMTP TCP transport, sequential",
+      value: raw.tcpSeq,
+      unit: "round trips/s",
+      baseline: raw.wsSeq,
+      baselineName: "raw Deno WebSocket",
+    });
+    add({
+      group: "ceiling",
+      name: "WebSocket echo through the AMTP TCP transport, pipelined",
+      value: raw.tcpPipe,
+      unit: "msgs/s",
+      baseline: raw.wsPipe,
+      baselineName: "raw Deno WebSocket",
+    });
   } finally {
     await echo.stop();
   }
@@ -199,8 +245,13 @@ await section("commands", async () => {
       "u@bench.test",
       keys.get("u@bench.test")!,
     );
-    const seqRaw = transport === "webtransport" ? raw.wtSeq : raw.wsSeq;
-    const pipeRaw = transport === "webtransport" ? raw.wtPipe : raw.wsPipe;
+    // WebSocket: against the echo through the same TCP transport, so the
+    // ratio is the cost of AMTP above its transport (as for WebTransport).
+    const seqRaw = transport === "webtransport" ? raw.wtSeq : raw.tcpSeq;
+    const pipeRaw = transport === "webtransport" ? raw.wtPipe : raw.tcpPipe;
+    const rawName = transport === "webtransport"
+      ? "raw echo"
+      : "transport echo";
     const label = transport === "webtransport" ? "WebTransport" : "WebSocket";
     // Warm-up (unmeasured), as for the raw echo.
     await sequential(() => client.request("ping"), 300);
@@ -216,7 +267,7 @@ await section("commands", async () => {
       value: seqPing,
       unit: "round trips/s",
       baseline: seqRaw,
-      baselineName: "raw echo",
+      baselineName: rawName,
       goal: ">= 70% of raw",
       met: seqPing >= 0.7 * seqRaw,
     });
@@ -227,7 +278,7 @@ await section("commands", async () => {
       value: pipePing,
       unit: "msgs/s",
       baseline: pipeRaw,
-      baselineName: "raw echo",
+      baselineName: rawName,
       goal: ">= 50% of raw",
       met: pipePing >= 0.5 * pipeRaw,
     });
@@ -241,7 +292,7 @@ await section("commands", async () => {
       value: seqUser,
       unit: "round trips/s",
       baseline: seqRaw,
-      baselineName: "raw echo",
+      baselineName: rawName,
       goal: ">= 70% of raw",
       met: seqUser >= 0.7 * seqRaw,
     });
@@ -255,7 +306,7 @@ await section("commands", async () => {
       value: pipeUser,
       unit: "msgs/s",
       baseline: pipeRaw,
-      baselineName: "raw echo",
+      baselineName: rawName,
       goal: ">= 50% of raw",
       met: pipeUser >= 0.5 * pipeRaw,
     });

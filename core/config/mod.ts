@@ -39,6 +39,13 @@ export interface Config {
   maxSessions: number;
   /** Seconds without any frame from a client before its session is closed. */
   idleTimeout: number;
+  /**
+   * Seconds a new connection has to establish its session: TLS and the
+   * HTTP request head (TCP), or QUIC, WebTransport CONNECT and first stream.
+   */
+  handshakeTimeout: number;
+  /** Descriptors kept free beyond those open at start (KV, modules, outbound connections). */
+  descriptorReserve: number;
   /** Requests per second allowed on one session (token bucket, burst twice this). */
   rateLimit: number;
   /** Requests of one session being processed at once; reading pauses beyond it. */
@@ -158,14 +165,27 @@ export const VARIABLES: readonly VariableSpec[] = [
     description: "seconds of client silence before a session is closed",
   },
   {
+    name: "AMTP_HANDSHAKE_TIMEOUT",
+    default: "10",
+    description:
+      "seconds a new connection has to finish TLS and its request head (TCP) or open its session and stream (QUIC)",
+  },
+  {
+    name: "AMTP_FD_RESERVE",
+    default: "256",
+    description:
+      "open files kept free for KV, modules and outbound connections opened after start: TCP connections are refused at the open-file limit minus those open at start minus this",
+  },
+  {
     name: "AMTP_RATE_LIMIT",
     default: "1000",
     description: "requests per second per session (burst twice this)",
   },
   {
     name: "AMTP_MAX_INFLIGHT",
-    default: "256",
-    description: "requests processed at once per session",
+    default: "64",
+    description:
+      "requests processed at once per session, each until its response is written (bounds the memory a client that does not read can hold)",
   },
   {
     name: "AMTP_ADMIN_TOKEN_TTL",
@@ -382,6 +402,8 @@ export function loadConfig(env: Env): Config {
     maxSessionsPerIp: intVar(env, "AMTP_MAX_SESSIONS_PER_IP", 1, 1_000_000),
     maxSessions: intVar(env, "AMTP_MAX_SESSIONS", 1, 1_000_000),
     idleTimeout: intVar(env, "AMTP_IDLE_TIMEOUT", 1, 86_400),
+    handshakeTimeout: intVar(env, "AMTP_HANDSHAKE_TIMEOUT", 1, 600),
+    descriptorReserve: intVar(env, "AMTP_FD_RESERVE", 0, 1_000_000),
     rateLimit: intVar(env, "AMTP_RATE_LIMIT", 1, 10_000_000),
     maxInflight: intVar(env, "AMTP_MAX_INFLIGHT", 1, 100_000),
     adminTokenTtl: intVar(env, "AMTP_ADMIN_TOKEN_TTL", 1, 31_536_000),

@@ -66,6 +66,8 @@ export interface StartOptions {
   certCheckMs?: number;
   /** Clock of logins in epoch milliseconds: challenge expiry, blocks (tests move it). */
   loginNow?: () => number;
+  /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
+  handshakeTimeoutMs?: number;
   /** Module host timing (tests make hang detection quick). */
   moduleHost?: Partial<
     Pick<
@@ -122,7 +124,7 @@ export async function startServer(
     idle_timeout: config.idleTimeout,
     max_page: 500,
   };
-  const registry = new SessionRegistry();
+  const registry = new SessionRegistry({ log });
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -202,7 +204,7 @@ export async function startServer(
     }),
   );
 
-  const peers = new SessionRegistry();
+  const peers = new SessionRegistry({ log });
   const sessionLimits = {
     maxInflight: config.maxInflight,
     rateLimit: config.rateLimit,
@@ -211,12 +213,15 @@ export async function startServer(
   };
   let transports;
   try {
-    transports = startTransports({
+    transports = await startTransports({
       hostname: config.host,
       port: config.port,
       cert: certificate.certPem,
       key: certificate.keyPem,
       maxFrame: config.maxFrame,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ??
+        config.handshakeTimeout * 1000,
+      descriptorReserve: config.descriptorReserve,
       admission: new ConnectionLimiter({
         maxPerIp: config.maxSessionsPerIp,
         maxTotal: config.maxSessions,

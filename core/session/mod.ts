@@ -6,6 +6,10 @@
  * overtake each other; clients match them by requestID), at most
  * `maxInflight` at a time (reading pauses beyond that), at most `rateLimit`
  * per second (beyond that a request is answered RATE_LIMITED unprocessed).
+ * A request holds its slot until its response is written, so a client that
+ * does not read stops being read from. Pushes are not awaited; a session
+ * whose unwritten pushes pass {@link maxPushBacklog} is closed as a slow
+ * consumer.
  *
  * @module
  */
@@ -40,12 +44,22 @@ export interface SessionLimits {
   idleTimeoutMs: number;
 }
 
+/**
+ * Bytes of pushes a session may have queued but not yet written before it is
+ * closed as a slow consumer: 8 MiB, or two frames when frames are larger.
+ */
+export function maxPushBacklog(maxFrame: number): number {
+  return Math.max(8 * 1024 * 1024, 2 * maxFrame);
+}
+
 /** A live session. */
 class Session {
   readonly info: SessionInfo;
   readonly conn: Connection;
   lastSeen = performance.now();
   inflight = 0;
+  /** Bytes of pushes handed to the connection and not yet written. */
+  pushBacklog = 0;
   user?: string;
   #slotWaiter?: () => void;
   #drainWaiters: (() => void)[] = [];
@@ -80,7 +94,11 @@ class Session {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  async send(doc: Document, maxFrame: number): Promise<void> {
+  /**
+   * Encode and send; resolves when written. Not async: the document is not
+   * kept alive while the write waits, only its encoding.
+   */
+  send(doc: Document, maxFrame: number): Promise<void> {
     let frame = encodeDocument(doc);
     if (frame.byteLength > maxFrame) {
       frame = encodeDocument({
@@ -90,7 +108,7 @@ class Session {
         message: "response larger than the frame limit",
       });
     }
-    await this.conn.send(frame);
+    return this.conn.send(frame);
   }
 }
 
@@ -98,7 +116,13 @@ class Session {
 export class SessionRegistry {
   readonly #sessions = new Set<Session>();
   readonly #byUser = new Map<string, Set<Session>>();
+  readonly #log?: Logger;
   #sweeper?: ReturnType<typeof setInterval>;
+
+  /** Create a registry; `log` reports slow consumers. */
+  constructor(options: { log?: Logger } = {}) {
+    this.#log = options.log;
+  }
 
   /** Number of live sessions. */
   get size(): number {
@@ -144,21 +168,41 @@ export class SessionRegistry {
     return await this.#sendAll([...this.#sessions], push, maxFrame);
   }
 
-  /** Encode once, send the same frame to each session. */
-  async #sendAll(
+  /**
+   * Encode once, queue the same frame on each session without waiting for
+   * the writes: a session that does not read must not hold up the sender.
+   * A session whose queued pushes would pass the backlog bound is closed.
+   */
+  #sendAll(
     sessions: Session[],
     push: Push,
     maxFrame: number,
   ): Promise<number> {
-    if (sessions.length === 0) return 0;
+    if (sessions.length === 0) return Promise.resolve(0);
     const frame = encodeDocument(push);
     if (frame.byteLength > maxFrame) {
       throw new Error(
         `push of ${frame.byteLength} bytes exceeds the frame limit`,
       );
     }
-    await Promise.all(sessions.map((s) => s.conn.send(frame)));
-    return sessions.length;
+    const bound = maxPushBacklog(maxFrame);
+    let sent = 0;
+    for (const session of sessions) {
+      if (session.pushBacklog + frame.byteLength > bound) {
+        this.#log?.warn("slow_consumer", {
+          session: session.info.id,
+          queued: session.pushBacklog,
+        });
+        session.conn.close("slow consumer");
+        continue;
+      }
+      session.pushBacklog += frame.byteLength;
+      session.conn.send(frame).finally(() =>
+        session.pushBacklog -= frame.byteLength
+      );
+      sent++;
+    }
+    return Promise.resolve(sent);
   }
 
   /** Close sessions silent for longer than `idleMs`, checking every second. */
@@ -260,6 +304,7 @@ export async function runSession(
       while (session.inflight >= limits.maxInflight) {
         await session.waitForSlot();
       }
+      // The slot is released once the response is written (send drains).
       session.inflight++;
       dispatcher.dispatch(request, session.info)
         .then((response) => session.send(response, limits.maxFrame))

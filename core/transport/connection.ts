@@ -19,7 +19,11 @@ export interface Connection {
    * (after which the connection must be closed).
    */
   frames(): AsyncIterable<Uint8Array>;
-  /** Send one frame; resolves when handed to the transport. */
+  /**
+   * Send one frame; resolves when its bytes are written to the transport
+   * (drained: a peer that does not read keeps it pending), or at once when
+   * the connection is closed. Frames go out in the order sent.
+   */
   send(frame: Uint8Array): Promise<void>;
   /** Close the connection; safe to call more than once. */
   close(reason?: string): void;

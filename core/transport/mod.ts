@@ -1,5 +1,5 @@
 /**
- * Transports: WebTransport (QUIC) and WebSocket listeners on one port number,
+ * Transports: WebTransport (QUIC) and WebSocket (TLS over TCP) listeners on one port number,
  * both producing {@link Connection}s. The transport knows frames, never
  * commands.
  *
@@ -8,7 +8,8 @@
 
 import type { Logger } from "../log/mod.ts";
 import type { Admission, Connection } from "./connection.ts";
-import { listenWebSocket, type WebSocketListener } from "./websocket.ts";
+import { countOpenDescriptors, readDescriptorLimit } from "./descriptors.ts";
+import { listenTcp, type TcpListener } from "./tcp.ts";
 import {
   listenWebTransport,
   type WebTransportListener,
@@ -16,6 +17,7 @@ import {
 
 export * from "./connection.ts";
 export { S2S_ALPN, StreamConnection } from "./webtransport.ts";
+export { raiseDescriptorLimit, readDescriptorLimit } from "./descriptors.ts";
 
 /** Options of {@link startTransports}. */
 export interface TransportOptions {
@@ -31,6 +33,18 @@ export interface TransportOptions {
   maxFrame: number;
   /** Connection limits. */
   admission: Admission;
+  /**
+   * Milliseconds a new connection has to establish its session: TLS and the
+   * request head on TCP; the QUIC handshake, WebTransport CONNECT and first
+   * stream on UDP.
+   */
+  handshakeTimeoutMs: number;
+  /**
+   * Descriptors kept free, beyond those open at start, for what opens later
+   * (KV files, module processes, outbound connections): client TCP
+   * connections are refused at the open-file limit minus both.
+   */
+  descriptorReserve: number;
   /** Called for each established connection. */
   onConnection: (conn: Connection) => void;
   /** Called for each server-to-server connection. */
@@ -57,16 +71,33 @@ export interface Transports {
  * Start WebTransport on UDP and WebSocket on TCP with the same port number.
  * With port 0 a number free on both is found.
  */
-export function startTransports(options: TransportOptions): Transports {
+export async function startTransports(
+  options: TransportOptions,
+): Promise<Transports> {
+  // What is open at start (KV files, module processes, the runtime's own)
+  // stays; the reserve covers what opens later.
+  const limit = (await readDescriptorLimit())?.soft ?? Infinity;
+  const inUse = await countOpenDescriptors() ?? 0;
+  const maxConnections = Math.max(
+    0,
+    limit - inUse - options.descriptorReserve,
+  );
+  if (isFinite(limit)) {
+    options.log.info("tcp_budget", { limit, inUse, maxConnections });
+  } else {
+    options.log.warn("tcp_budget_unknown", {
+      error: "open-file limit unknown: TCP connections are not capped by it",
+    });
+  }
   const attempts = options.port === 0 ? 20 : 1;
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {
     const wt: WebTransportListener = listenWebTransport({
       ...options,
     });
-    let ws: WebSocketListener;
+    let tcp: TcpListener;
     try {
-      ws = listenWebSocket({ ...options, port: wt.port });
+      tcp = listenTcp({ ...options, port: wt.port, maxConnections });
     } catch (error) {
       wt.close();
       lastError = error;
@@ -74,13 +105,15 @@ export function startTransports(options: TransportOptions): Transports {
     }
     return {
       port: wt.port,
-      async setCertificate(cert, key) {
+      setCertificate(cert, key) {
         wt.setCertificate(cert, key);
-        await ws.setCertificate(cert, key);
+        tcp.setCertificate(cert, key);
+        return Promise.resolve();
       },
-      async stop() {
+      stop() {
         wt.stop();
-        await ws.stop();
+        tcp.stop();
+        return Promise.resolve();
       },
       close() {
         wt.close();

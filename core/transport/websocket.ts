@@ -1,208 +1,294 @@
 /**
- * WebSocket over HTTPS (TCP) at `/amtp`, for clients without QUIC. One binary
- * message is one frame (BSON document). Text messages are refused.
+ * WebSocket (RFC 6455) sessions at `/amtp` on a TLS connection the TCP
+ * listener owns. One binary message is one frame (BSON document); text
+ * messages are refused.
+ *
+ * Framing is the npm `ws` package's `Receiver` and `Sender`, used as a codec
+ * over the byte stream: a message over the frame limit is refused from its
+ * frame header, before its payload is buffered, and a fragmented message is
+ * bounded in total. Reading is pulled by the session (nothing is read while
+ * the session does not ask for a frame) and every write is awaited until the
+ * bytes are written, so a peer that does not read stops being read from.
  *
  * @module
  */
 
-import type { Logger } from "../log/mod.ts";
-import { checkLength, FrameError } from "../wire/mod.ts";
-import {
-  type Admission,
-  type Connection,
-  newConnectionId,
-} from "./connection.ts";
+import { createHash } from "node:crypto";
+import { Receiver, Sender } from "ws";
+import { concatBytes, FrameError } from "../wire/mod.ts";
+import type { Connection } from "./connection.ts";
+import { newConnectionId } from "./connection.ts";
+import { HttpError, type RequestHead } from "./http.ts";
+
+/** The GUID of RFC 6455 section 1.3. */
+const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/** Fragments of one message, at most. */
+const MAX_FRAGMENTS = 1024;
+/** How long a close frame may take to leave before the TCP connection is closed. */
+const CLOSE_WAIT_MS = 1000;
+
+/** The byte stream a session runs on (a TLS connection). */
+export interface ByteStream {
+  /** The next chunk, or null at the end. */
+  read(): Promise<Uint8Array | null>;
+  /** Write all of `bytes`; resolves when they are written. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Close at once. */
+  close(): void;
+  /** Resolves once closed, from either side. */
+  readonly closed: Promise<void>;
+}
+
+/** The part of `ws`'s Receiver used here (the package has no types of it). */
+interface FrameReceiver {
+  write(chunk: Uint8Array): boolean;
+  readonly errored: (Error & { code?: string }) | null;
+  on(event: "message", fn: (data: Uint8Array, isBinary: boolean) => void): void;
+  on(event: "ping" | "pong", fn: (data: Uint8Array) => void): void;
+  on(event: "conclude", fn: (code: number, reason: Uint8Array) => void): void;
+  on(event: "error", fn: (error: Error) => void): void;
+}
+
+/** `ws`'s static frame builder. */
+const frameOf = (data: Uint8Array, opcode: number): Uint8Array[] =>
+  (Sender as unknown as {
+    frame(data: Uint8Array, options: Record<string, unknown>): Uint8Array[];
+  }).frame(data, { fin: true, opcode, mask: false, readOnly: false });
+
+/** True when a request head asks for a WebSocket upgrade. */
+export function isUpgrade(head: RequestHead): boolean {
+  return tokens(head.headers.get("upgrade")).includes("websocket");
+}
+
+function tokens(value: string | null): string[] {
+  return (value ?? "").toLowerCase().split(",").map((t) => t.trim());
+}
 
 /**
- * Bytes of frames a connection may hold unprocessed before it is closed
- * (WebSocket cannot pause the peer, so a pipelining client is bounded here;
- * WebTransport pauses reading instead).
+ * Check an upgrade request (RFC 6455 section 4.2.1) and return the head of
+ * the 101 answer.
+ *
+ * @throws {HttpError} 400 for a malformed upgrade, 426 for another version
  */
-const MAX_QUEUED_BYTES = 32 * 1024 * 1024;
-
-/** Options of {@link listenWebSocket}. */
-export interface WebSocketOptions {
-  /** Listen address. */
-  hostname: string;
-  /** TCP port. */
-  port: number;
-  /** PEM certificate chain. */
-  cert: string;
-  /** PEM private key. */
-  key: string;
-  /** Frame limit in bytes. */
-  maxFrame: number;
-  /** Per-IP and total connection limits. */
-  admission: Admission;
-  /** Called for each established connection. */
-  onConnection: (conn: Connection) => void;
-  /** Serves plain HTTP requests (not upgrades), if given. */
-  httpHandler?: (request: Request) => Response | Promise<Response>;
-  /** Logger. */
-  log: Logger;
-}
-
-/** A running WebSocket listener. */
-export interface WebSocketListener {
-  /** The TCP port in use. */
-  port: number;
-  /** Serve new connections with another certificate; live sessions continue. */
-  setCertificate(cert: string, key: string): Promise<void>;
-  /** Stop accepting; resolves when the HTTP server has stopped. */
-  stop(): Promise<void>;
-}
-
-/** Start the HTTPS server that upgrades `/amtp` to WebSocket sessions. */
-export function listenWebSocket(options: WebSocketOptions): WebSocketListener {
-  let server = serve(options, options.port, options.cert, options.key);
-  const port = server.addr.port;
-  return {
-    port,
-    async setCertificate(cert, key) {
-      const old = server;
-      server = serve(options, port, cert, key);
-      await old.shutdown();
-    },
-    async stop() {
-      await server.shutdown();
-    },
-  };
-}
-
-function serve(
-  options: WebSocketOptions,
-  port: number,
-  cert: string,
-  key: string,
-): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({
-    hostname: options.hostname,
-    port,
-    cert,
-    key,
-    reusePort: true,
-    onListen() {},
-    onError(error) {
-      options.log.debug("http_error", { error: String(error) });
-      return new Response("internal error", { status: 500 });
-    },
-  }, (request, info) => handle(request, info.remoteAddr.hostname, options));
-}
-
-function handle(
-  request: Request,
-  ip: string,
-  options: WebSocketOptions,
-): Response | Promise<Response> {
-  const url = new URL(request.url);
-  const isUpgrade = request.headers.get("upgrade")?.toLowerCase() ===
-    "websocket";
-  if (!isUpgrade || url.pathname !== "/amtp") {
-    if (options.httpHandler) return options.httpHandler(request);
-    return new Response("not found\n", { status: 404 });
+export function upgradeAnswer(head: RequestHead): string {
+  if (head.method !== "GET" || head.version !== "HTTP/1.1") {
+    throw new HttpError(400, "a WebSocket upgrade is a GET over HTTP/1.1");
   }
-  if (!options.admission.admit(ip)) {
-    options.log.warn("connection_refused", {
-      transport: "websocket",
-      ip,
-      reason: "too many sessions",
-    });
-    return new Response("too many sessions\n", { status: 429 });
+  if (!tokens(head.headers.get("connection")).includes("upgrade")) {
+    throw new HttpError(400, "Connection: Upgrade missing");
   }
-  const { socket, response } = Deno.upgradeWebSocket(request, {
-    idleTimeout: 60,
-  });
-  const connection = new WebSocketConnection(socket, ip, options.maxFrame);
-  connection.closed.then(() => options.admission.release(ip));
-  socket.addEventListener("open", () => options.onConnection(connection), {
-    once: true,
-  });
-  return response;
+  if (head.headers.get("sec-websocket-version") !== "13") {
+    throw new HttpError(426, "WebSocket version 13 required");
+  }
+  const key = head.headers.get("sec-websocket-key") ?? "";
+  if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+    throw new HttpError(400, "malformed Sec-WebSocket-Key");
+  }
+  const accept = createHash("sha1").update(key + WS_GUID).digest("base64");
+  return "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n" +
+    `connection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`;
 }
 
-class WebSocketConnection implements Connection {
+/** A WebSocket session on an upgraded TLS connection. */
+export class WebSocketConnection implements Connection {
   readonly id = newConnectionId("ws");
   readonly transport = "websocket" as const;
   readonly remoteAddr: string;
   readonly closed: Promise<void>;
-  readonly #socket: WebSocket;
-  readonly #queue: (Uint8Array | FrameError)[] = [];
-  #wake?: () => void;
+  readonly #stream: ByteStream;
+  readonly #receiver: FrameReceiver;
+  readonly #frames: Uint8Array[] = [];
+  #error?: FrameError;
   #ended = false;
-  #queuedBytes = 0;
+  #closing = false;
+  #isClosed = false;
+  #resolveClosed!: () => void;
+  #early?: Uint8Array;
+  /** Parts waiting for the next write, and the promise of that write. */
+  #batch?: { parts: Uint8Array[]; done: Promise<void> };
+  #tail: Promise<void> = Promise.resolve();
 
-  constructor(socket: WebSocket, ip: string, maxFrame: number) {
-    this.#socket = socket;
-    this.remoteAddr = ip;
-    socket.binaryType = "arraybuffer";
-    this.closed = new Promise((resolve) => {
-      socket.addEventListener("close", () => {
-        this.#ended = true;
-        this.#wake?.();
-        resolve();
-      });
+  /**
+   * Wrap an upgraded connection; `early` holds bytes that came with the
+   * request head.
+   */
+  constructor(
+    stream: ByteStream,
+    options: { ip: string; maxFrame: number; early?: Uint8Array },
+  ) {
+    this.#stream = stream;
+    stream.closed.then(() => this.#shutdown());
+    this.remoteAddr = options.ip;
+    this.#early = options.early?.length ? options.early : undefined;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    const receiver = new (Receiver as unknown as new (
+      options: Record<string, unknown>,
+    ) => FrameReceiver)({
+      isServer: true,
+      maxPayload: options.maxFrame,
+      maxFragments: MAX_FRAGMENTS,
+      // A frame trickled in tiny TLS records must not cost an object per
+      // byte: at least about 1 KiB per buffered chunk on average.
+      maxBufferedChunks: Math.ceil(options.maxFrame / 1024) + 64,
+      skipUTF8Validation: true,
     });
-    socket.addEventListener("message", (event) => {
-      if (this.#ended) return;
-      if (!(event.data instanceof ArrayBuffer)) {
+    receiver.on("message", (data, isBinary) => {
+      if (isBinary) {
+        this.#frames.push(data);
+      } else {
         this.#fail(
           new FrameError(
             "frame_malformed",
             "text messages are not allowed; send BSON in binary messages",
           ),
         );
-        return;
       }
-      const frame = new Uint8Array(event.data);
-      try {
-        checkLength(frame.byteLength, maxFrame);
-      } catch (error) {
-        this.#fail(error as FrameError);
-        return;
-      }
-      if (this.#queuedBytes + frame.byteLength > MAX_QUEUED_BYTES) {
-        this.#fail(
-          new FrameError("frame_malformed", "too many unanswered frames"),
-        );
-        return;
-      }
-      this.#queue.push(frame);
-      this.#queuedBytes += frame.byteLength;
-      this.#wake?.();
     });
-  }
-
-  #fail(error: FrameError): void {
-    this.#queue.push(error);
-    this.#ended = true;
-    this.#wake?.();
+    receiver.on("ping", (data) => {
+      this.#write(frameOf(data, 0x0a)).catch(() => {});
+    });
+    receiver.on("conclude", () => {
+      // The peer's close: no more frames. The session answers what it has
+      // read, then closes, which sends our close frame (RFC 6455 5.5.1).
+      this.#ended = true;
+    });
+    // Errors are read from `errored` right after each write.
+    receiver.on("error", () => {});
+    this.#receiver = receiver;
   }
 
   async *frames(): AsyncIterable<Uint8Array> {
     while (true) {
-      const item = this.#queue.shift();
-      if (item instanceof FrameError) throw item;
-      if (item) {
-        this.#queuedBytes -= item.byteLength;
-        yield item;
+      const frame = this.#frames.shift();
+      if (frame) {
+        yield frame;
         continue;
       }
-      if (this.#ended) return;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-      this.#wake = undefined;
+      if (this.#error) throw this.#error;
+      if (this.#ended || this.#isClosed) return;
+      await this.#readMore();
     }
   }
 
+  /** Read one chunk and feed it to the decoder (only when a frame is wanted). */
+  async #readMore(): Promise<void> {
+    let chunk = this.#early;
+    this.#early = undefined;
+    chunk ??= await this.#stream.read().catch(() => null) ?? undefined;
+    if (!chunk) {
+      this.#ended = true;
+      return;
+    }
+    this.#receiver.write(chunk);
+    const error = this.#receiver.errored;
+    if (error && !this.#error) {
+      this.#fail(
+        error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
+          ? new FrameError(
+            "frame_too_large",
+            `message exceeds the frame limit: ${error.message}`,
+          )
+          : new FrameError("frame_malformed", error.message),
+      );
+    }
+  }
+
+  #fail(error: FrameError): void {
+    this.#error ??= error;
+    this.#ended = true;
+  }
+
   send(frame: Uint8Array): Promise<void> {
-    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(frame);
-    return Promise.resolve();
+    if (this.#closing) return Promise.resolve();
+    return this.#write(frameOf(frame, 0x02));
+  }
+
+  /**
+   * Queue parts for the next write. Parts queued in the same turn (and while
+   * a write is in progress) go out in one write; the promise settles when it
+   * is written.
+   */
+  #write(parts: Uint8Array[]): Promise<void> {
+    if (this.#isClosed) return Promise.resolve();
+    let batch = this.#batch;
+    if (!batch) {
+      const next = { parts: [] as Uint8Array[], done: Promise.resolve() };
+      next.done = this.#tail.then(() => {
+        if (this.#batch === next) this.#batch = undefined;
+        return this.#flush(next.parts);
+      });
+      this.#tail = next.done;
+      this.#batch = batch = next;
+    }
+    batch.parts.push(...parts);
+    return batch.done;
+  }
+
+  async #flush(parts: Uint8Array[]): Promise<void> {
+    if (this.#isClosed) return;
+    try {
+      // Large frames go as they are; small ones together (one TLS record).
+      for (const group of groupParts(parts)) await this.#stream.write(group);
+    } catch {
+      this.#shutdown();
+    }
   }
 
   close(reason = "closed"): void {
-    if (
-      this.#socket.readyState === WebSocket.CLOSING ||
-      this.#socket.readyState === WebSocket.CLOSED
-    ) return;
-    this.#socket.close(1000, reason.slice(0, 100));
+    this.#closeWith(1000, reason);
   }
+
+  /** Send a close frame, then close the TCP connection once it left. */
+  #closeWith(code: number, reason: string): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    // A close reason is at most 123 bytes; ours are ASCII.
+    const text = new TextEncoder().encode(reason.replace(/[^\x20-\x7e]/g, ""))
+      .subarray(0, 120);
+    const payload = new Uint8Array(2 + text.length);
+    new DataView(payload.buffer).setUint16(0, code);
+    payload.set(text, 2);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    Promise.race([
+      this.#write(frameOf(payload, 0x08)),
+      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_WAIT_MS)),
+    ]).finally(() => {
+      clearTimeout(timer);
+      this.#shutdown();
+    });
+  }
+
+  #shutdown(): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#ended = true;
+    this.#stream.close();
+    this.#resolveClosed();
+  }
+}
+
+/** Consecutive parts below 64 KiB joined; larger parts alone (no copy). */
+function groupParts(parts: Uint8Array[]): Uint8Array[] {
+  const groups: Uint8Array[] = [];
+  let small: Uint8Array[] = [];
+  let smallBytes = 0;
+  const flush = () => {
+    if (small.length) {
+      groups.push(small.length === 1 ? small[0] : concatBytes(...small));
+    }
+    small = [];
+    smallBytes = 0;
+  };
+  for (const part of parts) {
+    if (part.length >= 64 * 1024) {
+      flush();
+      groups.push(part);
+      continue;
+    }
+    if (smallBytes + part.length > 64 * 1024) flush();
+    small.push(part);
+    smallBytes += part.length;
+  }
+  flush();
+  return groups;
 }

@@ -14,9 +14,6 @@ import {
   newConnectionId,
 } from "./connection.ts";
 
-/** Seconds a client has to open its stream after the handshake. */
-const STREAM_WAIT_MS = 10_000;
-
 /** Options of {@link listenWebTransport}. */
 export interface WebTransportOptions {
   /** Listen address. */
@@ -31,6 +28,11 @@ export interface WebTransportOptions {
   maxFrame: number;
   /** Per-IP and total connection limits. */
   admission: Admission;
+  /**
+   * Milliseconds from an incoming connection to its established session
+   * (QUIC handshake, WebTransport CONNECT, first stream).
+   */
+  handshakeTimeoutMs: number;
   /** Called for each established connection. */
   onConnection: (conn: Connection) => void;
   /** Called for each server-to-server connection (ALPN `amtp/1`), if given. */
@@ -100,45 +102,9 @@ function startListening(
         // Accept at once, before touching any property of `incoming`:
         // in Deno 2.9 reading QuicIncoming.remoteAddr invalidates the
         // resource ("Invalid QuicIncoming resource"). The address is read
-        // from the accepted connection instead.
-        let conn: Deno.QuicConn;
-        try {
-          conn = await incoming.accept();
-        } catch (error) {
-          options.log.debug("handshake_failed", {
-            transport: "webtransport",
-            error: String(error),
-          });
-          continue;
-        }
-        const ip = conn.remoteAddr.hostname;
-        if (!options.admission.admit(ip)) {
-          options.log.warn("connection_refused", {
-            transport: "webtransport",
-            ip,
-            reason: "too many sessions",
-          });
-          conn.close({ closeCode: 11, reason: "too many sessions" });
-          continue;
-        }
-        if (conn.protocol === S2S_ALPN && options.onPeerConnection) {
-          establishPeer(conn, ip, options).catch((error) => {
-            options.admission.release(ip);
-            options.log.debug("peer_handshake_failed", {
-              ip,
-              error: String(error),
-            });
-          });
-          continue;
-        }
-        establish(conn, ip, options).catch((error) => {
-          options.admission.release(ip);
-          options.log.debug("handshake_failed", {
-            transport: "webtransport",
-            ip,
-            error: String(error),
-          });
-        });
+        // from the accepted connection instead. Not awaited here: a slow
+        // handshake must not hold up the next one.
+        handleIncoming((async () => await incoming.accept())(), options);
       }
     } catch (error) {
       options.log.debug("listener_ended", { error: String(error) });
@@ -147,23 +113,111 @@ function startListening(
   return listener;
 }
 
+/** The session was not established within the handshake timeout. */
+class HandshakeTimeout extends Error {
+  /** Stable error code. */
+  readonly code = "handshake_timeout";
+
+  constructor() {
+    super("session not established within the handshake timeout");
+    this.name = "HandshakeTimeout";
+  }
+}
+
+/**
+ * One incoming QUIC connection: handshake, admission, then a session (or a
+ * peer session), all within the handshake timeout. A connection that misses
+ * it is closed and its place released.
+ */
+async function handleIncoming(
+  accepting: Promise<Deno.QuicConn>,
+  options: WebTransportOptions,
+): Promise<void> {
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const passed = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      abort.abort();
+      reject(new HandshakeTimeout());
+    }, options.handshakeTimeoutMs);
+  });
+  passed.catch(() => {});
+  let conn: Deno.QuicConn;
+  try {
+    conn = await Promise.race([accepting, passed]);
+  } catch (error) {
+    clearTimeout(timer);
+    // A handshake finishing after the deadline is closed at once.
+    accepting.then((late) => late.close({ closeCode: 0, reason: "timeout" }))
+      .catch(() => {});
+    options.log.debug("handshake_failed", {
+      transport: "webtransport",
+      error: String(error),
+    });
+    return;
+  }
+  const ip = conn.remoteAddr.hostname;
+  if (!options.admission.admit(ip)) {
+    clearTimeout(timer);
+    options.log.warn("connection_refused", {
+      transport: "webtransport",
+      ip,
+      reason: "too many sessions",
+    });
+    conn.close({ closeCode: 11, reason: "too many sessions" });
+    return;
+  }
+  const peer = conn.protocol === S2S_ALPN && options.onPeerConnection;
+  try {
+    const connection = await Promise.race([
+      peer
+        ? establishPeer(conn, ip, options, abort.signal)
+        : establish(conn, ip, options, abort.signal),
+      passed,
+    ]);
+    clearTimeout(timer);
+    connection.closed.then(() => options.admission.release(ip));
+    if (peer) options.onPeerConnection!(connection);
+    else options.onConnection(connection);
+  } catch (error) {
+    clearTimeout(timer);
+    abort.abort();
+    try {
+      conn.close({
+        closeCode: 0,
+        reason: error instanceof HandshakeTimeout
+          ? "handshake timeout"
+          : "no session",
+      });
+    } catch {
+      // Already closed.
+    }
+    options.admission.release(ip);
+    options.log.debug(peer ? "peer_handshake_failed" : "handshake_failed", {
+      transport: "webtransport",
+      ip,
+      error: String(error),
+    });
+  }
+}
+
+/** The WebTransport session and its first stream. */
 async function establish(
   conn: Deno.QuicConn,
   ip: string,
   options: WebTransportOptions,
-): Promise<void> {
+  signal: AbortSignal,
+): Promise<StreamConnection> {
   const wt = await Deno.upgradeWebTransport(conn);
+  signal.throwIfAborted();
   await wt.ready;
+  signal.throwIfAborted();
   const streams = wt.incomingBidirectionalStreams.getReader();
-  const first = await Promise.race([
-    streams.read(),
-    new Promise<null>((resolve) =>
-      setTimeout(() => resolve(null), STREAM_WAIT_MS)
-    ),
-  ]);
-  if (!first || first.done) {
-    wt.close({ closeCode: 1, reason: "no stream opened" });
-    throw new Error("client opened no stream");
+  const first = await streams.read();
+  if (first.done) throw new Error("client opened no stream");
+  if (signal.aborted) {
+    wt.close({ closeCode: 0, reason: "handshake timeout" });
+    throw new HandshakeTimeout();
   }
   // Later streams are not part of the protocol: refuse their data.
   (async () => {
@@ -173,33 +227,21 @@ async function establish(
       next.value.readable.cancel().catch(() => {});
     }
   })();
-  const connection = new StreamConnection(
-    wt,
-    first.value,
-    ip,
-    options.maxFrame,
-  );
-  connection.closed.then(() => options.admission.release(ip));
-  options.onConnection(connection);
+  return new StreamConnection(wt, first.value, ip, options.maxFrame);
 }
 
+/** The first stream of a server-to-server connection. */
 async function establishPeer(
   conn: Deno.QuicConn,
   ip: string,
   options: WebTransportOptions,
-): Promise<void> {
+  signal: AbortSignal,
+): Promise<StreamConnection> {
   const streams = conn.incomingBidirectionalStreams.getReader();
-  const first = await Promise.race([
-    streams.read(),
-    new Promise<null>((resolve) =>
-      setTimeout(() => resolve(null), STREAM_WAIT_MS)
-    ),
-  ]);
-  if (!first || first.done) {
-    conn.close({ closeCode: 1, reason: "no stream opened" });
-    throw new Error("peer opened no stream");
-  }
-  const connection = new StreamConnection(
+  const first = await streams.read();
+  if (first.done) throw new Error("peer opened no stream");
+  signal.throwIfAborted();
+  return new StreamConnection(
     {
       close: (info) =>
         conn.close({
@@ -213,8 +255,6 @@ async function establishPeer(
     options.maxFrame,
     "peer",
   );
-  connection.closed.then(() => options.admission.release(ip));
-  options.onPeerConnection!(connection);
 }
 
 /** A QUIC connection or WebTransport session carrying one stream. */
@@ -284,14 +324,17 @@ export class StreamConnection implements Connection {
   /**
    * Send one frame. Frames sent in the same turn of the event loop go out in
    * one stream write (a pipelined burst of responses costs one write, not
-   * one each); each caller's promise settles when its write is done.
+   * one each); each caller's promise settles when its write is done (the
+   * stream's flow control holds it while the peer does not read), or when
+   * the connection closes.
    */
   send(frame: Uint8Array): Promise<void> {
     if (this.#isClosed) return Promise.resolve();
     if (this.#pending.length === 0) {
-      this.#flushed = new Promise((resolve) =>
+      const flushed = new Promise<void>((resolve) =>
         queueMicrotask(() => resolve(this.#flush()))
       );
+      this.#flushed = Promise.race([flushed, this.closed]);
     }
     this.#pending.push(frame);
     return this.#flushed;
