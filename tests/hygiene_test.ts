@@ -10,8 +10,8 @@ import assert from "node:assert/strict";
 import { BSON } from "bson";
 import { AmtpClient } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
-import { decryptChallenge } from "../core/auth/algorithms.ts";
-import { encodeDocument } from "../core/wire/mod.ts";
+import { answerChallenge, type LoginChallenge } from "../core/auth/answer.ts";
+import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
 import {
   adminCaller,
   login,
@@ -361,7 +361,7 @@ class RawSession {
     while (true) {
       const frames = serverFrames(this.#pending);
       for (const frame of frames) {
-        const answer = BSON.deserialize(frame.payload);
+        const answer = decodeDocument(frame.payload);
         if (answer.requestID === requestID) {
           this.#pending = new Uint8Array(0);
           return answer;
@@ -393,17 +393,17 @@ Deno.test("websocket: a session that does not read its pushes is closed as a slo
     const challenge = await session.request({
       command: "user_login_request",
       user: "slow@example.org",
+      server: "127.0.0.1",
       key_id: key.keyId,
     });
     const verified = await session.request({
       command: "user_login_verify",
       user: "slow@example.org",
-      verification_string: await decryptChallenge(
-        key.algorithm,
-        key.privateKey,
-        (challenge.data as { verification_string: string })
-          .verification_string,
-      ),
+      ...await answerChallenge(key, challenge.data as LoginChallenge, {
+        kind: "user",
+        account: "slow@example.org",
+        server: "127.0.0.1",
+      }),
     });
     assert.equal(verified.error, 0);
     // From now on the client reads nothing; pushes of 900 KiB keep coming.
