@@ -84,7 +84,8 @@ async function loadState(): Promise<State> {
 async function saveState(state: State): Promise<void> {
   const path = statePath();
   const dir = path.replace(/[^/]*$/, "");
-  if (dir) await Deno.mkdir(dir, { recursive: true });
+  if (dir) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  // Deno applies `mode` to an existing file too: tokens never stay readable by others.
   await Deno.writeTextFile(path, JSON.stringify(state, null, 2), {
     mode: 0o600,
   });

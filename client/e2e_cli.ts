@@ -50,9 +50,8 @@ export function devicePath(stateFile: string, address: string): string {
 }
 
 async function writePrivate(path: string, data: string): Promise<void> {
+  // Deno applies `mode` to an existing file too.
   await Deno.writeTextFile(path, data, { mode: 0o600 });
-  // The mode of an existing file is not changed by writeTextFile.
-  await Deno.chmod(path, 0o600).catch(() => {});
 }
 
 /** Load this device's keys for `address`, if it has any. */

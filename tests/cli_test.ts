@@ -24,6 +24,9 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
   };
   try {
     const server1 = `127.0.0.1:${server.port}`;
+    // A session file left readable by others is made owner-only at the next write.
+    await Deno.writeTextFile(`${cwd}/cli.json`, "{}", { mode: 0o644 });
+    await Deno.chmod(`${cwd}/cli.json`, 0o644);
     assert.match(
       await ok(
         "login",
@@ -37,6 +40,7 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
       /logged in as admin admin/,
     );
     assert.match(await ok("whoami"), /admin: admin/);
+    assert.equal((await Deno.stat(`${cwd}/cli.json`)).mode! & 0o077, 0);
     assert.match(await ok("keygen", "--out", "alice"), /alice\.key/);
     assert.equal((await Deno.stat(`${cwd}/alice.key`)).mode! & 0o077, 0);
     await ok("keygen", "--out", "bob", "--alg", "rsa");
