@@ -343,6 +343,11 @@ export class PolicyStore {
       });
       return fresh;
     } catch (error) {
+      if (this.#failed.size >= 10_000) {
+        for (const [d, until] of this.#failed) {
+          if (until <= now) this.#failed.delete(d);
+        }
+      }
       this.#failed.set(domain, now + RETRY_AFTER_FAILURE_MS);
       this.#options.log.warn("policy_fetch_failed", {
         domain,

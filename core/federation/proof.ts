@@ -180,20 +180,6 @@ export async function verifyClaim(
       `the signature does not verify with the keys ${claim.host} publishes`,
     );
   }
-  const cached = await options.policy?.(claim.domain);
-  if (cached) {
-    const outside = !allowsHost(cached.policy, claim.host)
-      ? `${claim.host} is not a server of ${claim.domain}'s delivery policy`
-      : !allowsKey(cached.policy, signer)
-      ? `the key ${claim.host} signed with is not in ${claim.domain}'s delivery policy`
-      : undefined;
-    if (outside) {
-      options.report?.(claim.domain, outside);
-      if (cached.policy.mode === "enforce") {
-        throw new ProtocolError(ErrorCode.POLICY_VIOLATION, outside);
-      }
-    }
-  }
   let servers;
   try {
     servers = await options.dns.servers(claim.domain);
@@ -209,5 +195,21 @@ export async function verifyClaim(
       ErrorCode.S2S_NOT_DELEGATED,
       `${claim.host} is not listed in the amtp-servers record of ${claim.domain}`,
     );
+  }
+  // Only a domain that names this host costs a policy lookup (a sender cannot
+  // make this server fetch the policies of arbitrary domains).
+  const cached = await options.policy?.(claim.domain);
+  if (cached) {
+    const outside = !allowsHost(cached.policy, claim.host)
+      ? `${claim.host} is not a server of ${claim.domain}'s delivery policy`
+      : !allowsKey(cached.policy, signer)
+      ? `the key ${claim.host} signed with is not in ${claim.domain}'s delivery policy`
+      : undefined;
+    if (outside) {
+      options.report?.(claim.domain, outside);
+      if (cached.policy.mode === "enforce") {
+        throw new ProtocolError(ErrorCode.POLICY_VIOLATION, outside);
+      }
+    }
   }
 }
