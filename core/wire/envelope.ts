@@ -48,6 +48,8 @@ export interface Push extends Document {
   event: string;
   /** The module that emitted it, absent for core events. */
   module?: string;
+  /** The user the push is for (a session may act for several users). */
+  account?: string;
   /** Event payload. */
   data: unknown;
 }
