@@ -32,7 +32,7 @@ export interface ServerTarget {
   transport?: "webtransport" | "websocket";
   /** SHA-256 of the server's certificate, hex: pinned. */
   certHash?: string;
-  /** CA certificates (PEM) to verify the server's certificate with, besides the system's. */
+  /** CA certificates (PEM) to verify the server's certificate with, instead of the system's. */
   caCerts?: string[];
   /** `ip:port` of a name server to resolve `host` with (AMTP_DNS); the system's otherwise. */
   nameServer?: string;
@@ -135,7 +135,7 @@ export function verifiedCertificateHash(
       host: address,
       port,
       servername: isAddress(name) ? undefined : name,
-      ca: caCerts?.length ? [...tls.rootCertificates, ...caCerts] : undefined,
+      ca: caCerts?.length ? caCerts : undefined,
       ALPNProtocols: ["http/1.1"],
       checkServerIdentity: (_host: string, cert: tls.PeerCertificate) =>
         tls.checkServerIdentity(name, cert),
@@ -176,9 +176,7 @@ export function openNodeWebSocket(
   const socket = new NodeWebSocket(`wss://${bracket(address)}:${port}/amtp`, {
     servername: isAddress(name) ? undefined : name,
     headers: { host: `${bracket(name)}:${port}` },
-    ca: options.caCerts?.length
-      ? [...tls.rootCertificates, ...options.caCerts]
-      : undefined,
+    ca: options.caCerts?.length ? options.caCerts : undefined,
     rejectUnauthorized: !options.certHash,
     checkServerIdentity: (_host: string, cert: tls.PeerCertificate) =>
       tls.checkServerIdentity(name, cert),
@@ -224,12 +222,16 @@ export function openNodeWebSocket(
       socket.on("error", () => {});
       resolve({
         send: (frame) =>
-          new Promise<void>((done, fail) =>
+          new Promise<void>((done, fail) => {
+            if (socket.readyState !== NodeWebSocket.OPEN) {
+              fail(new Error("the WebSocket connection is closed"));
+              return;
+            }
             socket.send(
               frame,
               (error?: Error) => error ? fail(error) : done(),
-            )
-          ),
+            );
+          }),
         async *frames() {
           while (true) {
             const next = queue.shift();
