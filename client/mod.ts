@@ -6,8 +6,11 @@
  * ```ts
  * const client = await AmtpClient.connect({ url: "https://localhost:4433/amtp", certHash });
  * const info = await client.call("info");
+ * const key = await keyFromPem(await Deno.readTextFile("alice.key"));
  * const { token } = await client.login("user", "alice@example.org", key);
  * ```
+ *
+ * From a program outside this repository: docs/CLIENT.md.
  *
  * @module
  */
@@ -31,6 +34,8 @@ import {
   type LoginKey,
 } from "../core/auth/answer.ts";
 import { normalizeServerName } from "../core/auth/context.ts";
+import { importLoginPrivateKey, keyId } from "../core/auth/algorithms.ts";
+import { fromPem } from "../core/tls/cert.ts";
 import {
   IdentityError,
   normalizeAddress,
@@ -44,6 +49,20 @@ export {
   type LoginChallenge,
   type LoginKey,
 } from "../core/auth/answer.ts";
+
+/**
+ * A login key from the text of a private key file (PEM PKCS#8, PROTOCOL.md
+ * §7.8): Ed25519, X25519 or RSA, recognised from the key. Reading the file is
+ * the caller's (`Deno.readTextFile`, a browser's file input).
+ */
+export async function keyFromPem(pem: string): Promise<LoginKey> {
+  const loaded = await importLoginPrivateKey(fromPem(pem));
+  return {
+    algorithm: loaded.algorithm,
+    privateKey: loaded.key,
+    keyId: await keyId(loaded.publicKey),
+  };
+}
 
 /** A response with a non-zero `error`, thrown by {@link AmtpClient.call}. */
 export class AmtpError extends Error {

@@ -87,7 +87,10 @@ Deno.test("conformance: one line per requirement with its section and level; a c
     assert.equal(suite.results.length, 2);
     assert.match(lines.join("\n"), /^SKIP {2}§1 +MUST +a session silent/m);
     assert.match(lines.join("\n"), /skipped: idle_timeout is 120 s/);
-    assert.match(lines.join("\n"), /^PASS {2}§3 +MUST +a requestID comes back/m);
+    assert.match(
+      lines.join("\n"),
+      /^PASS {2}§3 +MUST +a requestID comes back/m,
+    );
     assert.match(
       suite.summary(),
       /^2 requirements: 1 passed, 0 failed .* 1 skipped$/,
