@@ -53,15 +53,21 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]) {
   for await (const chunk of stream) into.push(decoder.decode(chunk));
 }
 
-/** Start `main.ts` in `cwd` with `env`, waiting until it says where it listens. */
+/**
+ * Start `main.ts` in `cwd` with `env`, waiting until it says where it
+ * listens. `options.args` runs Deno with other arguments (`["task",
+ * "start"]`, as a user does); `options.exactEnv` gives the child `env` and
+ * nothing else.
+ */
 export async function startServerProcess(
   cwd: string,
   env: Record<string, string>,
+  options: { args?: string[]; exactEnv?: boolean } = {},
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...taskArgs("start")],
+    args: options.args ?? ["run", ...taskArgs("start")],
     cwd,
-    env: cleanEnv(env),
+    env: options.exactEnv ? env : cleanEnv(env),
     clearEnv: true,
     stdout: "piped",
     stderr: "piped",

@@ -19,6 +19,8 @@ export async function buildWeb(): Promise<void> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: [
       "bundle",
+      // The repository's import map, wherever this runs from.
+      `--config=${dir}../deno.json`,
       "--platform=browser",
       "--quiet",
       "-o",
