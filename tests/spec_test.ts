@@ -309,3 +309,41 @@ for (const [name, rcode] of [["SERVFAIL", 2], ["REFUSED", 5]] as const) {
     }
   });
 }
+
+Deno.test("spec §3.1: a session whose token was deleted from another device (a stolen laptop) stops receiving the user's pushes at once", async () => {
+  const w = await mailWorld();
+  try {
+    const carol = await w.session("carol@example.org");
+    const laptop = await w.session("alice@example.org");
+    const phone = await w.session("alice@example.org", {
+      transport: "websocket",
+    });
+    // The phone deletes the laptop's session.
+    const { sessions } = await laptop.client.call<
+      { sessions: { session_id: string; current: boolean }[] }
+    >("user_get_sessions", { user_token: laptop.token });
+    const stolen = sessions.find((s) => s.current)!.session_id;
+    await phone.client.call("user_del_session", {
+      user_token: phone.token,
+      session_id: stolen,
+    });
+    laptop.pushes.length = 0;
+    await carol.call("send", {
+      to: ["alice@example.org"],
+      subject: "private",
+      body: "for Alice only",
+    });
+    await waitFor(
+      () => phone.pushes.some((p) => p.event === "message_new"),
+      5000,
+      "the phone's push",
+    );
+    assert.deepEqual(
+      laptop.pushes.filter((p) => p.event === "message_new"),
+      [],
+      "the stolen session still receives mail summaries",
+    );
+  } finally {
+    await w.t.close();
+  }
+});
