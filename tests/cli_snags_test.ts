@@ -362,7 +362,7 @@ Deno.test("cli snags: --ca reaches a private-CA server over WebTransport and Web
 Deno.test("cli snags: watch survives the idle timeout and a server restart (catching up), and gives up with status 1 and a message", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-snag-watch-" });
   const port = freePort();
-  const serverEnv = { AMTP_PORT: String(port), AMTP_IDLE_TIMEOUT: "2" };
+  const serverEnv = { AMTP_PORT: String(port), AMTP_IDLE_TIMEOUT: "1" };
   let server = await startServerProcess(cwd, serverEnv);
   const as = (who: string) => ({
     AMTP_DATA: `${cwd}/data`,
@@ -424,7 +424,7 @@ Deno.test("cli snags: watch survives the idle timeout and a server restart (catc
     watch = w.child;
     await until(() => w.out().includes("watching"), "watch to start");
     // Longer than the idle timeout: the watcher pings, its session stays.
-    await new Promise((r) => setTimeout(r, 5000));
+    await new Promise((r) => setTimeout(r, 3000));
     await ok(
       "alice",
       "send",
