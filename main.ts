@@ -6,11 +6,19 @@
  */
 
 import { ConfigError, loadConfig } from "./core/config/mod.ts";
+import { loadEnvFile } from "./core/config/env_file.ts";
 import { Logger } from "./core/log/mod.ts";
 import { startServer } from "./core/server/mod.ts";
 import { raiseDescriptorLimit } from "./core/transport/mod.ts";
 
+/** Where a running server tells local clients its address (`<data>/listening.json`). */
+export function listeningFile(dataDir: string): string {
+  return `${dataDir}/listening.json`;
+}
+
 if (import.meta.main) {
+  // Settings from ./.env, when there is one; the environment wins.
+  await loadEnvFile(".env");
   let config;
   try {
     config = loadConfig(Deno.env.toObject());
@@ -39,17 +47,32 @@ if (import.meta.main) {
     `  data: ${config.dataDir}  kv: ${config.kvPath}`,
   ];
   if (server.bootstrap.created) {
+    const away = server.port === 4433
+      ? ""
+      : ` --server ${where}:${server.port}`;
     banner.push(
       `  first admin "${server.bootstrap.created}" created; private key: ${server.bootstrap.keyFile}`,
-      `  log in with: deno task amtp login --admin ${server.bootstrap.created} --key ${server.bootstrap.keyFile}`,
+      `  log in with: deno task amtp login --admin ${server.bootstrap.created} --key ${server.bootstrap.keyFile}${away}`,
     );
   }
+  // The CLI finds a local server here (the port may have been picked at start).
+  const listening = listeningFile(config.dataDir);
+  await Deno.writeTextFile(
+    listening,
+    JSON.stringify({
+      host: config.host,
+      port: server.port,
+      hostname: config.hostname,
+      pid: Deno.pid,
+    }) + "\n",
+  ).catch(() => {});
   console.log(banner.join("\n"));
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     await server.close();
+    await Deno.remove(listening).catch(() => {});
     // Let the closing frames of QUIC connections leave before exiting.
     await new Promise((resolve) => setTimeout(resolve, 100));
     Deno.exit(0);

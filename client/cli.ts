@@ -1,43 +1,57 @@
 /**
- * `amtp`, the command-line client.
+ * `amtp`, the command-line client. Its commands are the table
+ * {@link COMMANDS}: each declares its arguments, flags and help, and a
+ * function that runs it. `amtp help` lists them, `amtp COMMAND --help`
+ * shows one; a flag no command declares is an error.
  *
- * ```
- * deno task amtp info [--server HOST:PORT] [--ws] [--json]
- * deno task amtp call '{"command":"ping"}'
- * deno task amtp keygen [--out NAME] [--alg ed25519|x25519|rsa]
- * deno task amtp login --admin NAME --key FILE.key | --user ADDRESS --key FILE.key
- * deno task amtp whoami | logout
- * deno task amtp admin SUBCOMMAND ...
- * deno task amtp user SUBCOMMAND ...
- * deno task amtp register ADDRESS --key FILE.pub
- * deno task amtp send|inbox|read|search|watch ...
- * ```
- *
- * Connection settings: `--server` (default: the saved session's, else
- * localhost:4433), `--cert-hash` (else the local server's data/tls/cert.pem,
- * else the saved one), `--ca FILE` for WebSocket to a self-signed server
- * (else the local data/tls/cert.pem), `--ws` for WebSocket.
- * The session (server and tokens) is saved to `$AMTP_CLI_STATE` or
- * `~/.config/amtp/session.json`, readable by its owner only.
+ * What it keeps (sessions, keys) lives in the user's config folder
+ * (`client/cli_config.ts`); the server is the one given with `--server`
+ * (remembered), else the local server of the data folder, else
+ * localhost:4433.
  *
  * @module
  */
 
 import { errorName } from "../core/protocol/errors.ts";
 import { certificateHash } from "../core/tls/cert.ts";
+import { loadEnvFile } from "../core/config/env_file.ts";
+import { readPrivateKey, writeKeyPair } from "../core/auth/keyfile.ts";
 import {
   ADMIN_SUBCOMMANDS,
   buildParams,
+  subcommandFlags,
   type SubcommandSpec,
+  subcommandUsage,
   USER_SUBCOMMANDS,
 } from "./admin_cli.ts";
-import { type Args, parseArgs, UsageError } from "./cli_args.ts";
+import {
+  type Args,
+  flagHelp,
+  type FlagSpec,
+  GLOBAL_FLAGS,
+  parseArgs,
+  UsageError,
+} from "./cli_args.ts";
+import {
+  keyBase,
+  keyFile,
+  loadState,
+  localDataDir,
+  localServer,
+  parseServer,
+  saveState,
+  type ServerChoice,
+  serverText,
+  type State,
+  statePath,
+} from "./cli_config.ts";
+import { ConnectError, connectServer, type ServerTarget } from "./connect.ts";
 import { asJson, parseJson, readable } from "./format.ts";
-import { readPrivateKey, writeKeyPair } from "../core/auth/keyfile.ts";
-import { AmtpClient, AmtpError } from "./mod.ts";
+import { type AmtpClient, AmtpError } from "./mod.ts";
 import {
   inboxCommand,
   mail,
+  NotSentError,
   readCommand,
   searchCommand,
   sendCommand,
@@ -54,42 +68,44 @@ import {
   revokeDevice,
 } from "./e2e_cli.ts";
 import { b64, confirmContact, deviceCode, safetyCode } from "./e2e.ts";
-import { NotSentError } from "./mail_cli.ts";
 
-/** What the CLI remembers between runs. */
-interface State {
-  server?: string;
-  certHash?: string;
-  admin?: string;
-  admin_token?: string;
-  user?: string;
-  user_token?: string;
+/** What a command runs with. */
+interface Context {
+  /** The arguments (the command is `positional[0]`). */
+  args: Args;
+  /** The profile's session file. */
+  statePath: string;
+  /** The profile's state. */
+  state: State;
+  /** Set when the state must be saved. */
+  dirty: boolean;
+  /** Print a line to standard output. */
+  out(text: string): void;
+  /** Connect to the chosen server (options of the client library). */
+  connect(options?: ConnectOptions): Promise<AmtpClient>;
+  /** The server that would be used, and how it was chosen. */
+  target(): Promise<ServerTarget & { source: string }>;
 }
 
-function statePath(): string {
-  const explicit = Deno.env.get("AMTP_CLI_STATE");
-  if (explicit) return explicit;
-  const home = Deno.env.get("HOME") ?? ".";
-  return `${home}/.config/amtp/session.json`;
+type ConnectOptions = Parameters<typeof connectServer>[1];
+
+/** One command of the CLI. */
+interface Command {
+  /** Its arguments in usage, e.g. `ADDRESS`. */
+  args?: string;
+  /** What it does, one line. */
+  summary: string;
+  /** Its own flags. */
+  flags?: Record<string, FlagSpec>;
+  /** More help lines for `--help`. */
+  details?: string[];
+  /** Subcommands (`admin`, `user`): flags and help come from their table. */
+  subcommands?: Record<string, SubcommandSpec>;
+  /** Run it; returns the exit status. */
+  run(ctx: Context): Promise<number>;
 }
 
-async function loadState(): Promise<State> {
-  try {
-    return JSON.parse(await Deno.readTextFile(statePath())) as State;
-  } catch {
-    return {};
-  }
-}
-
-async function saveState(state: State): Promise<void> {
-  const path = statePath();
-  const dir = path.replace(/[^/]*$/, "");
-  if (dir) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  // Deno applies `mode` to an existing file too: tokens never stay readable by others.
-  await Deno.writeTextFile(path, JSON.stringify(state, null, 2), {
-    mode: 0o600,
-  });
-}
+const LOCAL_NAMES = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/;
 
 async function readLocal(path: string): Promise<string | undefined> {
   try {
@@ -99,101 +115,158 @@ async function readLocal(path: string): Promise<string | undefined> {
   }
 }
 
-async function connect(args: Args, state: State): Promise<AmtpClient> {
-  const server = args.flags.get("server") ?? state.server ?? "localhost:4433";
-  const dataDir = Deno.env.get("AMTP_DATA") ?? "./data";
-  const localCert = await readLocal(
-    args.flags.get("ca") ?? `${dataDir}/tls/cert.pem`,
-  );
-  const certHash = args.flags.get("cert-hash") ??
-    (localCert ? await certificateHash(localCert) : state.certHash);
-  const ws = args.flags.has("ws");
-  const client = await AmtpClient.connect({
-    url: `${ws ? "wss" : "https"}://${server}/amtp`,
-    transport: ws ? "websocket" : "webtransport",
-    certHash,
-    caCerts: localCert ? [localCert] : undefined,
-    keepAliveMs: 0,
-  });
-  state.server = server;
-  if (certHash) state.certHash = certHash;
-  return client;
-}
-
-function print(args: Args, data: unknown): void {
-  console.log(args.flags.has("json") ? asJson(data) : readable(data));
-}
-
-async function runCommand(
-  client: AmtpClient,
-  args: Args,
-  command: string,
-  params: Record<string, unknown>,
-): Promise<unknown> {
-  const data = await client.call(command, params);
-  print(args, data ?? { ok: true });
-  return data;
-}
-
-async function login(args: Args, state: State): Promise<void> {
-  const admin = args.flags.get("admin");
-  const user = args.flags.get("user");
-  const keyFile = args.flags.get("key");
-  if (!keyFile || (!admin && !user)) {
-    throw new UsageError(
-      "usage: amtp login (--admin NAME | --user ADDRESS) --key FILE.key [--label DEVICE]",
-    );
+/** The server to use: `--server`, else the saved one, else the local one, else localhost:4433. */
+async function chooseTarget(
+  ctx: Context,
+): Promise<ServerTarget & { source: string }> {
+  const { flags } = ctx.args;
+  const { state } = ctx;
+  let choice: ServerChoice;
+  let certHash = flags.get("cert-hash");
+  let caFile = flags.get("ca");
+  const given = flags.get("server");
+  if (given !== undefined) {
+    choice = parseServer(given, "--server");
+    // Remembered for the next commands of this profile.
+    const text = serverText(choice);
+    if (
+      state.server !== text || state.certHash !== certHash ||
+      state.ca !== caFile
+    ) {
+      state.server = text;
+      state.certHash = certHash;
+      state.ca = caFile ? await Deno.realPath(caFile) : undefined;
+      ctx.dirty = true;
+    }
+  } else if (state.server) {
+    choice = parseServer(state.server, `the server of ${ctx.statePath}`);
+    certHash ??= state.certHash;
+    caFile ??= state.ca;
+  } else {
+    choice = await localServer() ??
+      { host: "localhost", port: 4433, source: "the default" };
   }
-  const kind = admin ? "admin" : "user";
-  const name = (admin ?? user)!;
-  const key = await readPrivateKey(keyFile);
-  const client = await connect(args, state);
+  const source = given !== undefined
+    ? "--server"
+    : state.server
+    ? `the server of ${ctx.statePath}`
+    : choice.source;
+  // A server on this machine is pinned by the certificate in the data folder.
+  if (!certHash && !caFile && LOCAL_NAMES.test(choice.host)) {
+    const pem = await readLocal(`${localDataDir()}/tls/cert.pem`);
+    if (pem) certHash = await certificateHash(pem);
+  }
+  let caCerts: string[] | undefined;
+  if (caFile) {
+    const pem = await readLocal(caFile);
+    if (pem === undefined) throw new UsageError(`cannot read --ca ${caFile}`);
+    caCerts = [pem];
+  }
+  return {
+    host: choice.host,
+    port: choice.port,
+    transport: flags.has("ws") ? "websocket" : "webtransport",
+    certHash,
+    caCerts,
+    nameServer: Deno.env.get("AMTP_DNS") || undefined,
+    timeoutMs: timeoutOf(flags),
+    source,
+  };
+}
+
+function timeoutOf(flags: Map<string, string>): number | undefined {
+  const text = flags.get("timeout");
+  if (text === undefined) return undefined;
+  const seconds = Number(text);
+  if (!(seconds > 0 && seconds <= 3600)) {
+    throw new UsageError("--timeout takes a number of seconds (up to 3600)");
+  }
+  return seconds * 1000;
+}
+
+function print(ctx: Context, data: unknown): void {
+  ctx.out(ctx.args.flags.has("json") ? asJson(data) : readable(data));
+}
+
+/** Connect, run `body`, close. */
+async function withClient<T>(
+  ctx: Context,
+  body: (client: AmtpClient) => Promise<T>,
+  options?: ConnectOptions,
+): Promise<T> {
+  const client = await ctx.connect(options);
   try {
-    // Bound to the host this client connected to: a relaying server's
-    // challenge does not open or verify (PROTOCOL.md §7.2).
-    const { token, expires } = await client.login(kind, name, key, {
-      label: args.flags.get("label") ?? "cli",
-    });
-    state[kind] = name;
-    state[`${kind}_token`] = token;
-    await saveState(state);
-    console.log(
-      `logged in as ${kind} ${name} (token saved to ${statePath()}, expires ${expires.toISOString()})`,
-    );
+    return await body(client);
   } finally {
     client.close();
   }
 }
 
-async function subcommand(
-  args: Args,
-  state: State,
+function needToken(ctx: Context, kind: "admin" | "user"): string {
+  const token = ctx.state[`${kind}_token`];
+  if (!token || !ctx.state[kind]) {
+    throw new UsageError(
+      `not logged in as ${kind === "admin" ? "an admin" : "a user"}${
+        ctx.state[kind] ? ` (${ctx.state[kind]} logged out)` : ""
+      }: amtp login --${kind} ${
+        kind === "admin" ? "NAME" : "ADDRESS"
+      } --key KEY first`,
+    );
+  }
+  return token;
+}
+
+async function runSubcommand(
+  ctx: Context,
   kind: "admin" | "user",
   table: Record<string, SubcommandSpec>,
-): Promise<void> {
-  const name = args.positional[1];
+): Promise<number> {
+  const name = ctx.args.positional[1];
   const spec = name ? table[name] : undefined;
+  if (!name || ctx.args.flags.has("help")) {
+    ctx.out(subcommandList(kind, table, name));
+    return 0;
+  }
   if (!spec) {
-    const lines = Object.entries(table).map(([n, s]) =>
-      `  amtp ${kind} ${n.padEnd(13)} ${s.help}`
+    throw new UsageError(
+      `no subcommand "amtp ${kind} ${name}" (amtp ${kind} lists them)`,
     );
-    throw new UsageError(`subcommands:\n${lines.join("\n")}`);
   }
-  const token = state[`${kind}_token`];
-  if (!token) {
-    throw new UsageError(`not logged in as ${kind}: amtp login first`);
-  }
+  const token = needToken(ctx, kind);
   const params = await buildParams(spec, {
-    positional: args.positional.slice(2),
-    flags: args.flags,
+    positional: ctx.args.positional.slice(2),
+    flags: ctx.args.flags,
   });
   params[`${kind}_token`] = token;
-  const client = await connect(args, state);
-  try {
-    await runCommand(client, args, spec.command, params);
-  } finally {
-    client.close();
+  return await withClient(ctx, async (client) => {
+    const data = await client.call(spec.command, params);
+    print(ctx, data ?? { ok: true });
+    return 0;
+  });
+}
+
+function subcommandList(
+  kind: "admin" | "user",
+  table: Record<string, SubcommandSpec>,
+  only?: string,
+): string {
+  const names = only && table[only] ? [only] : Object.keys(table);
+  const lines = [
+    `amtp ${kind} SUBCOMMAND (as ${
+      kind === "admin" ? "an admin" : "the logged-in user"
+    }):`,
+  ];
+  for (const name of names) {
+    const spec = table[name];
+    lines.push(``, `  amtp ${kind} ${subcommandUsage(name, spec)}`);
+    lines.push(`      ${spec.help} (${spec.command})`);
+    if (only) {
+      lines.push(
+        ...flagHelp(subcommandFlags(spec)).map((l) => `    ${l}`),
+      );
+    }
   }
+  return lines.join("\n");
 }
 
 /** The answer of `admin_dns_check`. */
@@ -217,68 +290,46 @@ function formatDnsCheck(check: DnsCheck): string {
       ? `${r.name}. IN TXT "${r.value}"`
       : r.type === "HTTPS"
       ? `${r.name} serves ${r.value}`
+      : r.type === "NAME"
+      ? `${r.name}: ${r.value}`
       : `${r.name}. IN ${r.type} ${r.value}`;
     lines.push(
       `${
         r.status === "ok" ? "ok     " : r.status.toUpperCase().padEnd(7)
       } ${record}`,
     );
-    if (r.status !== "ok") {
-      lines.push(`        ${r.message}`);
+    if (r.message) lines.push(`        ${r.message}`);
+    if (r.status !== "ok" && r.type !== "NAME") {
       for (const found of r.found) {
         lines.push(`        published now: ${found}`);
       }
-    } else if (r.type !== "TXT" && r.found.length) {
+    } else if (r.type !== "TXT" && r.type !== "NAME" && r.found.length) {
       lines.push(`        resolves to ${r.found.join(", ")}`);
     }
   }
+  const failed = check.records.some((r) => r.status === "failed");
   lines.push(
     "",
     check.ok
       ? "DNS is set up correctly."
+      : failed
+      ? "DNS could not be checked completely: a lookup FAILED (the name server did not answer); the other changes marked above are needed."
       : "DNS needs the changes marked above.",
   );
   return lines.join("\n");
 }
 
-const USAGE = `amtp - AMTP command-line client
-
-  amtp info                         server information (no login)
-  amtp call '<json>'                send one command (Extended JSON), print the response
-  amtp keygen [--out NAME] [--alg ed25519|x25519|rsa]   write NAME.key and NAME.pub
-  amtp login --admin NAME --key FILE.key        log in as admin
-  amtp login --user ADDRESS --key FILE.key      log in as user
-  amtp register ADDRESS --key FILE.pub [--name NAME]   self-registration, where open
-  amtp whoami | logout
-  amtp send --to A,B --subject S --body TEXT [--attach F1,F2] [--cc ..] [--bcc ..] [--format markdown]
-  amtp inbox [--folder F] [--unseen]   list a folder, newest first
-  amtp read ID [--save DIR]          show a message (marks it seen), save its attachments
-  amtp search TEXT [--from A]        search your mail
-  amtp watch                         print messages as they arrive
-  amtp send ... --plain | --encrypt   send in clear with consent | refuse unless encrypted
-  amtp device init [--label NAME]    this device's encryption keys: the first device also creates
-                                     your master key; later ones wait for approval
-  amtp device list                   your device list (signed by your master key) and pending devices
-  amtp device approve ID --code C    add a pending device (on a device with your master key)
-  amtp device revoke ID              remove a device from your list
-  amtp verify ADDRESS                the safety code to compare with ADDRESS out of band
-  amtp trust ADDRESS [--code C]      confirm ADDRESS's current master key (after comparing the code)
-  amtp dns [DOMAIN]                 the DNS records to publish, checked against live DNS (admin)
-  amtp admin SUBCOMMAND ...         admin commands (amtp admin for the list)
-  amtp user SUBCOMMAND ...          user commands (amtp user for the list)
-
-flags: --server HOST:PORT  --ws (WebSocket)  --cert-hash HEX  --ca FILE  --json`;
-
 /** `device init|list|approve|revoke`, `verify` and `trust`: the end-to-end keys. */
 async function keyCommand(
   client: AmtpClient,
+  ctx: Context,
   token: string,
   user: string,
-  args: Args,
 ): Promise<string> {
+  const args = ctx.args;
   const verb = args.positional[0];
   const address = user.toLowerCase();
-  const stateFile = statePath();
+  const stateFile = ctx.statePath;
   if (verb === "verify" || verb === "trust") {
     const other = args.positional[1]?.toLowerCase();
     if (!other) throw new UsageError(`usage: amtp ${verb} ADDRESS`);
@@ -402,204 +453,547 @@ async function keyCommand(
   );
 }
 
-/** Run the CLI with arguments; returns the exit code. */
-export async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  const state = await loadState();
-  const verb = args.positional[0];
-  try {
-    switch (verb) {
-      case "info":
-      case "ping": {
-        const client = await connect(args, state);
-        try {
-          await runCommand(client, args, verb, {});
-        } finally {
-          client.close();
-        }
-        return 0;
-      }
-      case "call": {
-        const text = args.positional[1];
-        if (!text) {
-          throw new UsageError(`usage: amtp call '{"command":"ping"}'`);
-        }
-        const doc = parseJson(text);
-        const command = String(doc.command ?? "");
-        for (const kind of ["admin", "user"] as const) {
-          if (
-            command.startsWith(`${kind}_`) && doc[`${kind}_token`] === undefined
-          ) {
-            const token = state[`${kind}_token`];
-            if (token) doc[`${kind}_token`] = token;
-          }
-        }
-        if (
-          doc.module !== undefined && doc.user_token === undefined &&
-          state.user_token
-        ) {
-          doc.user_token = state.user_token;
-        }
-        const client = await connect(args, state);
-        try {
-          const { command: _, ...params } = doc;
-          const response = await client.request(command, params);
-          console.log(asJson(response));
-          return response.error === 0 ? 0 : 1;
-        } finally {
-          client.close();
-        }
-      }
-      case "keygen": {
-        const algorithms = {
-          ed25519: "Ed25519",
-          x25519: "HPKE-X25519",
-          rsa: "RSA-OAEP-256",
-        } as const;
-        const alg = (args.flags.get("alg") ?? "ed25519").toLowerCase();
-        if (!Object.hasOwn(algorithms, alg)) {
-          throw new UsageError("--alg is ed25519 (default), x25519 or rsa");
-        }
-        const out = await writeKeyPair(
-          args.flags.get("out") ?? "amtp",
-          algorithms[alg as keyof typeof algorithms],
-        );
-        console.log(
-          `private key: ${out.keyFile} (keep it; readable by you only)\npublic key:  ${out.pubFile}\nkey id:      ${out.keyId}`,
-        );
-        return 0;
-      }
-      case "login":
-        await login(args, state);
-        return 0;
-      case "register": {
-        const address = args.positional[1];
-        if (!address || !args.flags.get("key")) {
-          throw new UsageError("usage: amtp register ADDRESS --key FILE.pub");
-        }
-        const params = await buildParams(
-          {
-            command: "user_register",
-            positional: ["address"],
-            flags: { key: ["public_key", "pubkey"], name: ["name", "string"] },
-            help: "",
-          },
-          { positional: [address], flags: args.flags },
-        );
-        const client = await connect(args, state);
-        try {
-          await runCommand(client, args, "user_register", params);
-        } finally {
-          client.close();
-        }
-        return 0;
-      }
-      case "whoami":
-        print(args, {
-          server: state.server ?? null,
-          admin: state.admin_token ? state.admin : null,
-          user: state.user_token ? state.user : null,
-        });
-        return 0;
-      case "logout": {
-        const client = await connect(args, state);
-        try {
-          for (const kind of ["admin", "user"] as const) {
-            const token = state[`${kind}_token`];
-            if (!token) continue;
-            await client.request(`${kind}_logout`, {
-              [`${kind}_token`]: token,
-            });
-            console.log(`logged out ${kind} ${state[kind]}`);
-            delete state[`${kind}_token`];
-          }
-        } finally {
-          client.close();
-        }
-        await saveState(state);
-        return 0;
-      }
-      case "send":
-      case "inbox":
-      case "read":
-      case "search":
-      case "watch": {
-        const token = state.user_token;
-        if (!token) {
-          throw new UsageError(
-            "not logged in as user: amtp login --user ADDRESS --key FILE first",
-          );
-        }
-        const client = await connect(args, state);
-        const m = mail(client, {
-          token,
-          address: state.user!,
-          stateFile: statePath(),
-        });
-        try {
-          if (verb === "watch") {
-            await watchCommand(m, args, (text) => console.log(text));
-          } else {
-            const run = {
-              send: sendCommand,
-              inbox: inboxCommand,
-              read: readCommand,
-              search: searchCommand,
-            }[verb];
-            console.log(await run(m, args));
-          }
-        } finally {
-          client.close();
-        }
-        return 0;
-      }
-      case "dns": {
-        const token = state.admin_token;
-        if (!token) {
-          throw new UsageError(
-            "not logged in as admin: amtp login --admin NAME --key FILE first",
-          );
-        }
-        const client = await connect(args, state);
-        try {
-          const check = await client.call<DnsCheck>("admin_dns_check", {
-            admin_token: token,
-            domain: args.positional[1],
-          });
-          if (args.flags.has("json")) console.log(asJson(check));
-          else console.log(formatDnsCheck(check));
-          return check.ok ? 0 : 1;
-        } finally {
-          client.close();
-        }
-      }
-      case "device":
-      case "trust":
-      case "verify": {
-        const token = state.user_token;
-        if (!token || !state.user) {
-          throw new UsageError(
-            "not logged in as user: amtp login --user ADDRESS --key FILE first",
-          );
-        }
-        const client = await connect(args, state);
-        try {
-          console.log(await keyCommand(client, token, state.user, args));
-        } finally {
-          client.close();
-        }
-        return 0;
-      }
-      case "admin":
-        await subcommand(args, state, "admin", ADMIN_SUBCOMMANDS);
-        return 0;
-      case "user":
-        await subcommand(args, state, "user", USER_SUBCOMMANDS);
-        return 0;
-      default:
-        console.log(USAGE);
-        return verb && verb !== "help" ? 2 : 0;
+async function mailCommand(ctx: Context): Promise<number> {
+  const token = needToken(ctx, "user");
+  const verb = ctx.args.positional[0];
+  const flags = ctx.args.flags;
+  if (verb === "watch") {
+    const giveUp = Number(flags.get("give-up") ?? 600);
+    const count = flags.has("count") ? Number(flags.get("count")) : undefined;
+    if (!Number.isFinite(giveUp) || giveUp < 1) {
+      throw new UsageError("--give-up takes a number of seconds");
     }
+    if (count !== undefined && !(Number.isInteger(count) && count > 0)) {
+      throw new UsageError("--count takes a positive number");
+    }
+    const client = await ctx.connect({
+      reconnect: true,
+      reconnectTimeoutMs: giveUp * 1000,
+    });
+    try {
+      // Ping well within the server's idle timeout.
+      const info = await client.call<{ limits?: { idle_timeout?: number } }>(
+        "info",
+      );
+      const idle = info.limits?.idle_timeout ?? 120;
+      client.keepAlive(Math.max(500, Math.min(30_000, idle * 1000 / 3)));
+      const m = mail(client, {
+        token,
+        address: ctx.state.user!,
+        stateFile: ctx.statePath,
+      });
+      return await watchCommand(
+        m,
+        { count, quiet: flags.has("quiet") },
+        (text) => ctx.out(text),
+      );
+    } finally {
+      client.close();
+    }
+  }
+  return await withClient(ctx, async (client) => {
+    const m = mail(client, {
+      token,
+      address: ctx.state.user!,
+      stateFile: ctx.statePath,
+    });
+    const run = {
+      send: sendCommand,
+      inbox: inboxCommand,
+      read: readCommand,
+      search: searchCommand,
+    }[verb as "send"];
+    ctx.out(await run(m, ctx.args));
+    return 0;
+  });
+}
+
+async function keyCommands(ctx: Context): Promise<number> {
+  const token = needToken(ctx, "user");
+  return await withClient(ctx, async (client) => {
+    ctx.out(await keyCommand(client, ctx, token, ctx.state.user!));
+    return 0;
+  });
+}
+
+const KEY_HELP = "a key file, or the NAME of a key made by amtp keygen NAME";
+
+/** Every command of the CLI, in the order of `amtp help`. */
+export const COMMANDS: Record<string, Command> = {
+  info: {
+    summary: "server information (no login)",
+    run: (ctx) =>
+      withClient(ctx, async (client) => {
+        print(ctx, await client.call("info"));
+        return 0;
+      }),
+  },
+  ping: {
+    summary: "check that the server answers",
+    run: (ctx) =>
+      withClient(ctx, async (client) => {
+        print(ctx, await client.call("ping"));
+        return 0;
+      }),
+  },
+  call: {
+    args: "'<json>'",
+    summary: "send any command (Extended JSON); the session's token is added",
+    details: [
+      `example: amtp call '{"command":"admin_get_modules"}'`,
+      `binary values: {"$binary":{"base64":"...","subType":"00"}}`,
+    ],
+    run: async (ctx) => {
+      const text = ctx.args.positional[1];
+      if (!text) throw new UsageError(`usage: amtp call '{"command":"ping"}'`);
+      const doc = parseJson(text);
+      const command = String(doc.command ?? "");
+      for (const kind of ["admin", "user"] as const) {
+        if (
+          command.startsWith(`${kind}_`) && doc[`${kind}_token`] === undefined
+        ) {
+          const token = ctx.state[`${kind}_token`];
+          if (token) doc[`${kind}_token`] = token;
+        }
+      }
+      if (
+        doc.module !== undefined && doc.user_token === undefined &&
+        ctx.state.user_token
+      ) {
+        doc.user_token = ctx.state.user_token;
+      }
+      return await withClient(ctx, async (client) => {
+        const { command: _, ...params } = doc;
+        const response = await client.request(command, params);
+        ctx.out(asJson(response));
+        return response.error === 0 ? 0 : 1;
+      });
+    },
+  },
+  keygen: {
+    args: "NAME",
+    summary:
+      "make a login key pair: keys/NAME.key (private) and NAME.pub in the config folder",
+    flags: {
+      alg: {
+        value: "ALG",
+        help:
+          "ed25519 (default: signs), x25519 or rsa (the server encrypts a challenge)",
+      },
+      out: {
+        value: "PATH",
+        help: "write PATH.key and PATH.pub instead (a path with a /)",
+      },
+      force: { help: "replace an existing key of that name" },
+    },
+    run: async (ctx) => {
+      const algorithms = {
+        ed25519: "Ed25519",
+        x25519: "HPKE-X25519",
+        rsa: "RSA-OAEP-256",
+      } as const;
+      const alg = (ctx.args.flags.get("alg") ?? "ed25519").toLowerCase();
+      if (!Object.hasOwn(algorithms, alg)) {
+        throw new UsageError("--alg is ed25519 (default), x25519 or rsa");
+      }
+      const name = ctx.args.flags.get("out") ?? ctx.args.positional[1];
+      if (!name) throw new UsageError("usage: amtp keygen NAME [--alg ALG]");
+      const base = keyBase(name);
+      if (!ctx.args.flags.has("force")) {
+        const taken = await Deno.stat(`${base}.key`).then(
+          () => true,
+          () => false,
+        );
+        if (taken) {
+          throw new UsageError(
+            `${base}.key exists: choose another name, or --force to replace it`,
+          );
+        }
+      }
+      await Deno.mkdir(base.replace(/[^/]*$/, "") || ".", {
+        recursive: true,
+        mode: 0o700,
+      });
+      const out = await writeKeyPair(
+        base,
+        algorithms[alg as keyof typeof algorithms],
+      );
+      ctx.out(
+        [
+          `private key: ${out.keyFile} (keep it; readable by you only)`,
+          `public key:  ${out.pubFile}`,
+          `key id:      ${out.keyId}`,
+          `name it as --key ${name.includes("/") ? out.keyFile : name}`,
+        ].join("\n"),
+      );
+      return 0;
+    },
+  },
+  login: {
+    args: "(--admin NAME | --user ADDRESS) --key KEY",
+    summary:
+      "log in with a private key (challenge-response; the key stays here)",
+    flags: {
+      admin: { value: "NAME", help: "as this admin" },
+      user: { value: "ADDRESS", help: "as this user" },
+      key: { value: "KEY", help: KEY_HELP },
+      label: {
+        value: "LABEL",
+        help: "a name for this session in amtp user sessions (default cli)",
+      },
+    },
+    run: async (ctx) => {
+      const admin = ctx.args.flags.get("admin");
+      const user = ctx.args.flags.get("user");
+      const keyArg = ctx.args.flags.get("key");
+      if (!keyArg || (!admin && !user) || (admin && user)) {
+        throw new UsageError(
+          "usage: amtp login (--admin NAME | --user ADDRESS) --key KEY [--label LABEL]",
+        );
+      }
+      const kind = admin ? "admin" : "user";
+      const name = (admin ?? user)!;
+      const key = await readPrivateKey(await keyFile(keyArg, "private"));
+      const target = await ctx.target();
+      return await withClient(ctx, async (client) => {
+        // Bound to the host this client connected to: a relaying server's
+        // challenge does not open or verify (PROTOCOL.md §7.2).
+        const { token, expires } = await client.login(kind, name, key, {
+          label: ctx.args.flags.get("label") ?? "cli",
+        });
+        ctx.state[kind] = name;
+        ctx.state[`${kind}_token`] = token;
+        ctx.dirty = true;
+        ctx.out(
+          `logged in ${
+            kind === "admin" ? `as the admin "${name}"` : `as ${name}`
+          } at ${
+            serverText(target)
+          }; session saved in ${ctx.statePath} (expires ${
+            expires.toISOString().slice(0, 16).replace("T", " ")
+          } UTC unless used)`,
+        );
+        return 0;
+      });
+    },
+  },
+  logout: {
+    summary: "log out (both the admin and the user, unless one is named)",
+    flags: {
+      admin: { help: "log out only the admin" },
+      user: { help: "log out only the user" },
+    },
+    run: async (ctx) => {
+      const only = ctx.args.flags.has("admin")
+        ? ["admin"] as const
+        : ctx.args.flags.has("user")
+        ? ["user"] as const
+        : ["admin", "user"] as const;
+      const kinds = only.filter((kind) => ctx.state[`${kind}_token`]);
+      if (kinds.length === 0) {
+        ctx.out("not logged in");
+        return 0;
+      }
+      await withClient(ctx, async (client) => {
+        for (const kind of kinds) {
+          await client.request(`${kind}_logout`, {
+            [`${kind}_token`]: ctx.state[`${kind}_token`],
+          });
+          ctx.out(
+            `logged out ${
+              kind === "admin"
+                ? `the admin "${ctx.state[kind]}"`
+                : ctx.state[kind]
+            }`,
+          );
+          delete ctx.state[`${kind}_token`];
+          ctx.dirty = true;
+        }
+      });
+      return 0;
+    },
+  },
+  whoami: {
+    summary: "who is logged in, where, and the session file",
+    run: async (ctx) => {
+      const target = await ctx.target();
+      print(ctx, {
+        server: `${serverText(target)} (${target.source})`,
+        admin: ctx.state.admin_token ? ctx.state.admin : null,
+        user: ctx.state.user_token ? ctx.state.user : null,
+        session: ctx.statePath,
+      });
+      return 0;
+    },
+  },
+  register: {
+    args: "ADDRESS --key KEY",
+    summary: "register an address yourself, where a domain allows it",
+    flags: {
+      key: { value: "KEY", help: `your public key: ${KEY_HELP}` },
+      name: { value: "NAME", help: "your display name" },
+    },
+    run: async (ctx) => {
+      const address = ctx.args.positional[1];
+      if (!address || !ctx.args.flags.get("key")) {
+        throw new UsageError("usage: amtp register ADDRESS --key KEY");
+      }
+      const params = await buildParams(
+        {
+          command: "user_register",
+          positional: ["address"],
+          flags: {
+            key: { param: "public_key", type: "pubkey", help: "" },
+            name: { param: "name", type: "string", help: "" },
+          },
+          help: "",
+        },
+        { positional: [address], flags: ctx.args.flags },
+      );
+      return await withClient(ctx, async (client) => {
+        print(ctx, await client.call("user_register", params));
+        return 0;
+      });
+    },
+  },
+  send: {
+    args: "--to A[,B] [--subject TEXT] (--body TEXT | --body-file FILE)",
+    summary:
+      "send mail: end-to-end encrypted when every recipient has keys, never silently in clear",
+    flags: {
+      to: { value: "A,B", help: "recipients" },
+      cc: { value: "A,B", help: "copy recipients" },
+      bcc: {
+        value: "A,B",
+        help: "blind copy recipients (each gets its own envelope)",
+      },
+      subject: { value: "TEXT", help: "subject" },
+      body: { value: "TEXT", help: "the message" },
+      "body-file": { value: "FILE", help: "the message from a file" },
+      format: { value: "FORMAT", help: "text (default), markdown or html" },
+      attach: { value: "F1,F2", help: "attach files" },
+      "reply-to": {
+        value: "ID",
+        help: "answer one of your messages (an id from amtp inbox)",
+      },
+      "client-id": {
+        value: "ID",
+        help:
+          "your id for this message: sending again with it sends nothing twice",
+      },
+      plain: {
+        help:
+          "send in clear even where encryption was used before (your consent)",
+      },
+      encrypt: { help: "refuse to send unless it can be encrypted" },
+    },
+    run: mailCommand,
+  },
+  inbox: {
+    summary:
+      "list a folder, newest first (flags: N new, F flagged, @ attachments, E encrypted)",
+    flags: {
+      folder: {
+        value: "FOLDER",
+        help: "inbox (default), sent, archive, trash or yours",
+      },
+      unseen: { help: "only messages not read yet" },
+      limit: { value: "N", help: "at most N (default 30, at most 200)" },
+      cursor: {
+        value: "C",
+        help: "the next page, as the previous one printed",
+      },
+    },
+    run: mailCommand,
+  },
+  read: {
+    args: "ID",
+    summary:
+      "show a message (decrypted and checked when encrypted); marks it seen",
+    flags: {
+      save: { value: "DIR", help: "save its attachments into DIR" },
+    },
+    run: mailCommand,
+  },
+  search: {
+    args: "[TEXT]",
+    summary: "search your mail (subject, sender, text)",
+    flags: {
+      from: { value: "ADDRESS", help: "only from this sender" },
+      subject: { value: "TEXT", help: "only with TEXT in the subject" },
+      folder: { value: "FOLDER", help: "only in this folder" },
+    },
+    run: mailCommand,
+  },
+  watch: {
+    summary:
+      "print messages as they arrive; keeps the session alive, reconnects and catches up",
+    flags: {
+      count: { value: "N", help: "stop after N new messages" },
+      quiet: { help: "print only new messages, not other changes" },
+      "give-up": {
+        value: "SECONDS",
+        help:
+          "stop with status 1 after this long unable to reconnect (default 600)",
+      },
+    },
+    run: mailCommand,
+  },
+  device: {
+    args: "init | list | approve ID --code C | revoke ID",
+    summary: "this device's end-to-end encryption keys and your device list",
+    flags: {
+      label: {
+        value: "NAME",
+        help: "init: a name for this device (default device)",
+      },
+      "new-master": {
+        help: "init: replace your master key (every correspondent is told)",
+      },
+      code: { value: "CODE", help: "approve: the code the new device shows" },
+    },
+    details: [
+      "init: the first device also creates your master key; a later one waits",
+      "      until you approve it on a device holding the master key",
+    ],
+    run: keyCommands,
+  },
+  verify: {
+    args: "ADDRESS",
+    summary: "the safety code to compare with ADDRESS out of band",
+    run: keyCommands,
+  },
+  trust: {
+    args: "ADDRESS",
+    summary: "confirm ADDRESS's current master key (after comparing the code)",
+    flags: { code: { value: "CODE", help: "the safety code you compared" } },
+    run: keyCommands,
+  },
+  dns: {
+    args: "[DOMAIN]",
+    summary:
+      "the DNS records federation needs, checked against live DNS (admin)",
+    run: async (ctx) => {
+      const token = needToken(ctx, "admin");
+      return await withClient(ctx, async (client) => {
+        const check = await client.call<DnsCheck>("admin_dns_check", {
+          admin_token: token,
+          domain: ctx.args.positional[1],
+        });
+        ctx.out(
+          ctx.args.flags.has("json") ? asJson(check) : formatDnsCheck(check),
+        );
+        return check.ok ? 0 : 1;
+      });
+    },
+  },
+  admin: {
+    args: "SUBCOMMAND ...",
+    summary: "admin commands (amtp admin lists them)",
+    subcommands: ADMIN_SUBCOMMANDS,
+    run: (ctx) => runSubcommand(ctx, "admin", ADMIN_SUBCOMMANDS),
+  },
+  user: {
+    args: "SUBCOMMAND ...",
+    summary: "user commands (amtp user lists them)",
+    subcommands: USER_SUBCOMMANDS,
+    run: (ctx) => runSubcommand(ctx, "user", USER_SUBCOMMANDS),
+  },
+  help: {
+    args: "[COMMAND]",
+    summary: "this help, or a command's",
+    run: (ctx) => {
+      const name = ctx.args.positional[1];
+      ctx.out(name && COMMANDS[name] ? commandHelp(name) : usage());
+      return Promise.resolve(name && !COMMANDS[name] ? 2 : 0);
+    },
+  },
+};
+
+function commandUsage(name: string, command: Command): string {
+  return `amtp ${name}${command.args ? ` ${command.args}` : ""}`;
+}
+
+/** The help of one command: usage, summary, its flags. */
+export function commandHelp(name: string): string {
+  const command = COMMANDS[name];
+  if (command.subcommands) {
+    return subcommandList(name as "admin" | "user", command.subcommands);
+  }
+  return [
+    commandUsage(name, command),
+    `  ${command.summary}`,
+    ...(command.details ?? []).map((d) => `  ${d}`),
+    ...(command.flags ? ["", "flags:", ...flagHelp(command.flags)] : []),
+    "",
+    "and the global flags (amtp help).",
+  ].join("\n");
+}
+
+/** The list of commands. */
+export function usage(): string {
+  const rows = Object.entries(COMMANDS).map(([name, c]) => [
+    commandUsage(name, c),
+    c.summary,
+  ]);
+  return [
+    "amtp - AMTP command-line client",
+    "",
+    ...rows.map(([left, summary]) => `  ${left}\n      ${summary}`),
+    "",
+    "global flags:",
+    ...flagHelp(GLOBAL_FLAGS),
+    "",
+    "amtp COMMAND --help shows a command's flags. Sessions and keys live in",
+    "~/.config/amtp (or $AMTP_CONFIG); --profile NAME keeps a separate session.",
+  ].join("\n");
+}
+
+/** The flags a command line may use, from the command (and subcommand) named so far. */
+function flagsOf(positional: string[]): Record<string, FlagSpec> {
+  const command = COMMANDS[positional[0]];
+  if (!command) return {};
+  if (command.subcommands) {
+    return subcommandFlags(command.subcommands[positional[1]]);
+  }
+  return command.flags ?? {};
+}
+
+/** Run the CLI with arguments; returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  let ctx: Context | undefined;
+  try {
+    await loadEnvFile(".env").catch(() => {});
+    const args = parseArgs(argv, flagsOf);
+    const name = args.positional[0];
+    const command = name ? COMMANDS[name] : undefined;
+    if (!command) {
+      if (name) {
+        console.error(`no command "${name}"\n\n${usage()}`);
+        return 2;
+      }
+      console.log(usage());
+      return 0;
+    }
+    if (args.flags.has("help") && !command.subcommands) {
+      console.log(commandHelp(name!));
+      return 0;
+    }
+    const path = statePath(args.flags.get("profile"));
+    const context: Context = {
+      args,
+      statePath: path,
+      state: await loadState(path),
+      dirty: false,
+      out: (text) => console.log(text),
+      target: () => chooseTarget(context),
+      async connect(options) {
+        const target = await chooseTarget(context);
+        return await connectServer(target, { keepAliveMs: 0, ...options });
+      },
+    };
+    ctx = context;
+    return await command.run(context);
   } catch (error) {
     if (error instanceof AmtpError) {
       console.error(
@@ -611,7 +1005,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(error.message);
       return 2;
     }
-    if (error instanceof NotSentError) {
+    if (error instanceof NotSentError || error instanceof ConnectError) {
       console.error(error.message);
       return 1;
     }
@@ -620,7 +1014,7 @@ export async function main(argv: string[]): Promise<number> {
     );
     return 1;
   } finally {
-    if (state.server) await saveState(state).catch(() => {});
+    if (ctx?.dirty) await saveState(ctx.statePath, ctx.state).catch(() => {});
   }
 }
 

@@ -356,14 +356,22 @@ export async function planEncryption(
   const lower = (xs: string[]) => [...new Set(xs.map((x) => x.toLowerCase()))];
   const open = lower(options.to);
   const blind = lower(options.bcc).filter((x) => !open.includes(x));
+  // An alias (or a catch-all) is read by the mailboxes it leads to: every
+  // one of them must be encrypted to.
+  const readers = await readersOf(client, options.token, [...open, ...blind]);
   const verdicts = new Map<string, Verdict>();
-  for (const address of [...open, ...blind]) {
+  for (const address of new Set([...readers.values()].flat())) {
     verdicts.set(
       address,
       await verdict(client, options.token, address, options.trust),
     );
   }
   const all = [...verdicts.values()];
+  const targetsOf = (address: string): Target[] =>
+    readers.get(address)!.map((reader) => ({
+      address: reader,
+      devices: verdicts.get(reader)!.devices!,
+    }));
   const had = all.some((v) => v.had);
   const blocked = all.filter((v) =>
     v.trust === "changed" || v.trust === "rolled-back"
@@ -425,18 +433,60 @@ export async function planEncryption(
   }
   const mine: Target = { address: sender, devices: own.list.devices };
   const notes = all.flatMap((v) => v.notes);
+  for (const [address, list] of readers) {
+    if (list.length !== 1 || list[0] !== address) {
+      notes.push(`${address} is read by ${list.join(", ")}: encrypted to each`);
+    }
+  }
+  const unique = (targets: Target[]) => [
+    ...new Map(targets.map((t) => [t.address, t])).values(),
+  ];
   return {
     encrypt: true,
-    targets: [
-      ...open.map((a) => ({ address: a, devices: verdicts.get(a)!.devices! })),
-      mine,
-    ],
+    targets: unique([...open.flatMap(targetsOf), mine]),
     bcc: blind.map((a) => ({
       address: a,
-      targets: [{ address: a, devices: verdicts.get(a)!.devices! }, mine],
+      targets: unique([...targetsOf(a), mine]),
     })),
     notes,
   };
+}
+
+/**
+ * Who reads mail to each address: the mailboxes and remote addresses an
+ * alias or catch-all leads to (the messages module's `recipients`), else
+ * the address itself.
+ */
+async function readersOf(
+  client: AmtpClient,
+  token: string,
+  addresses: string[],
+): Promise<Map<string, string[]>> {
+  const readers = new Map(addresses.map((a) => [a, [a]]));
+  if (addresses.length === 0) return readers;
+  try {
+    const { recipients } = await client.call<
+      {
+        recipients: {
+          address: string;
+          mailboxes: string[];
+          remote: string[];
+          via: string | null;
+        }[];
+      }
+    >("recipients", {
+      module: "messages",
+      user_token: token,
+      addresses,
+    });
+    recipients.forEach((r, i) => {
+      const all = [...r.mailboxes, ...r.remote].map((x) => x.toLowerCase());
+      if (r.via && all.length) readers.set(addresses[i], [...new Set(all)]);
+    });
+  } catch {
+    // A server without the command: each address reads its own mail.
+  }
+  return readers;
 }
 
 /** Contacts and seen message ids in a JSON file beside the CLI session (owner-only). */

@@ -25,7 +25,7 @@ import {
   loadDevice,
   planEncryption,
 } from "./e2e_cli.ts";
-import type { AmtpClient } from "./mod.ts";
+import { type AmtpClient, AmtpError, type Push } from "./mod.ts";
 
 /** A logged-in user's view of the messages module. */
 export interface Mail {
@@ -63,7 +63,9 @@ export function mail(
 
 interface Summary {
   id: string;
+  folder?: string;
   from: string;
+  to?: string[];
   subject: string;
   date: Date;
   seen: boolean;
@@ -203,7 +205,6 @@ export async function sendCommand(
   const notes: string[] = [];
   let params: Record<string, unknown>;
   if (plan.encrypt) {
-    for (const note of plan.notes) warn(`note: ${note}`);
     notes.push(...plan.notes.map((n) => `note: ${n}`));
     const device = file!.device;
     // One content key for every envelope of this message and its attachments.
@@ -359,13 +360,18 @@ export async function sendCommand(
   return lines.join("\n");
 }
 
+/**
+ * One message in a list: flags (New, Flagged, @ attachments, Encrypted), id,
+ * date, who (the sender; the recipients in Sent), subject.
+ */
 function line(s: Summary): string {
   const flags = `${s.seen ? " " : "N"}${s.flagged ? "F" : " "}${
     s.attachments ? "@" : " "
   }${s.encrypted ? "E" : " "}`;
   const date = s.date.toISOString().slice(0, 16).replace("T", " ");
   const subject = s.encrypted && !s.subject ? "(encrypted)" : s.subject;
-  return `${flags} ${s.id.padEnd(30)} ${date}  ${s.from.padEnd(28)} ${subject}`;
+  const who = s.folder === "sent" ? `to ${(s.to ?? []).join(", ")}` : s.from;
+  return `${flags} ${s.id.padEnd(30)} ${date}  ${who.padEnd(28)} ${subject}`;
 }
 
 /** `amtp inbox [--folder F] [--unseen] [--limit N] [--cursor C]` */
@@ -595,38 +601,124 @@ export async function searchCommand(m: Mail, args: Args): Promise<string> {
     : "(nothing found)";
 }
 
-/** `amtp watch [--count N]`: print messages as they arrive, until interrupted. */
+/** What `amtp watch` was asked. */
+export interface WatchOptions {
+  /** Stop (status 0) after this many new messages. */
+  count?: number;
+  /** Print only new messages, not other changes. */
+  quiet?: boolean;
+}
+
+interface Change {
+  seq: number;
+  type: string;
+  id: string;
+  folder?: string;
+  summary?: Summary;
+}
+
+/**
+ * `amtp watch`: print messages as they arrive until interrupted. The
+ * client keeps its session alive and reconnects; after a reconnect the
+ * mailbox's changes since the last one seen are caught up, so nothing is
+ * missed or printed twice. Resolves with the exit status: 0 after `count`
+ * messages, 1 (with a message through `warn`) when the client gives up
+ * reconnecting or the server no longer accepts the token.
+ */
 export async function watchCommand(
   m: Mail,
-  args: Args,
+  options: WatchOptions,
   print: (text: string) => void,
-): Promise<void> {
-  const limit = args.flags.has("count")
-    ? Number(args.flags.get("count"))
-    : Infinity;
-  let seen = 0;
-  const { seq } = await m.call<{ seq: number }>("changes", {
+  warn: (text: string) => void = (text) => console.error(text),
+): Promise<number> {
+  let cursor = (await m.call<{ seq: number }>("changes", {
     since: Number.MAX_SAFE_INTEGER,
-  });
-  print(`watching (mailbox at change ${seq}); Ctrl-C to stop`);
-  await new Promise<void>((resolve) => {
-    m.client.onPush((push) => {
-      if (push.module !== "messages") return;
-      const data = push.data as Summary & {
-        seq: number;
-        changes?: { type: string; id: string; folder?: string }[];
-      };
-      if (push.event === "message_new") {
-        print(`new: ${line(data)}`);
-        if (++seen >= limit) resolve();
-      } else if (push.event === "mailbox_changed" && !args.flags.has("quiet")) {
-        for (const c of data.changes ?? []) {
-          print(
-            `changed: ${c.type} ${c.id}${c.folder ? ` (${c.folder})` : ""}`,
+  })).seq;
+  print(
+    `watching ${m.address} (mailbox at change ${cursor}); Ctrl-C to stop`,
+  );
+  let seen = 0;
+  let finish!: (status: number) => void;
+  const done = new Promise<number>((resolve) => finish = resolve);
+  const showNew = (summary: Summary) => {
+    print(`new: ${line(summary)}`);
+    if (options.count !== undefined && ++seen >= options.count) finish(0);
+  };
+  const apply = (change: Change) => {
+    if (change.seq <= cursor) return; // Already shown.
+    cursor = change.seq;
+    if (change.type === "new" && change.summary && change.folder !== "sent") {
+      showNew(change.summary);
+    } else if (!options.quiet) {
+      print(
+        `changed: ${change.type} ${change.id}${
+          change.folder ? ` (${change.folder})` : ""
+        }`,
+      );
+    }
+  };
+  // Pushes that arrive while catching up wait until it is done.
+  let held: Push[] | undefined;
+  const onPush = (push: Push) => {
+    if (push.module !== "messages") return;
+    if (push.account !== undefined && push.account !== m.address) return;
+    if (held) {
+      held.push(push);
+      return;
+    }
+    const data = push.data as Summary & { seq: number; changes?: Change[] };
+    if (push.event === "message_new") {
+      apply({
+        seq: data.seq,
+        type: "new",
+        id: data.id,
+        folder: data.folder,
+        summary: data,
+      });
+    } else if (push.event === "mailbox_changed") {
+      for (const change of data.changes ?? []) apply(change);
+    }
+  };
+  const catchUp = async () => {
+    held = [];
+    try {
+      while (true) {
+        const page = await m.call<
+          { changes: Change[]; seq: number; reset: boolean; more: boolean }
+        >("changes", { since: cursor });
+        if (page.reset) {
+          warn(
+            `missed more changes than the server keeps: amtp inbox lists the mailbox`,
           );
+          cursor = page.seq;
+          break;
         }
+        for (const change of page.changes) apply(change);
+        if (!page.more) break;
       }
+    } finally {
+      const waiting = held;
+      held = undefined;
+      for (const push of waiting) onPush(push);
+    }
+  };
+  m.client.onPush(onPush);
+  m.client.onState((state) => {
+    if (state === "closed") {
+      warn(`watch stopped: ${m.client.closeReason ?? "the connection closed"}`);
+      finish(1);
+      return;
+    }
+    warn(`reconnected; catching up from change ${cursor}`);
+    catchUp().catch((error) => {
+      if (error instanceof AmtpError && error.code === 5) {
+        warn(
+          `watch stopped: the server no longer accepts this session's token (${error.message}): amtp login again`,
+        );
+        finish(1);
+      }
+      // Otherwise the connection dropped again: the next reconnect catches up.
     });
-    m.client.closed.then(() => resolve());
   });
+  return await done;
 }

@@ -6,8 +6,11 @@
  * ```ts
  * const client = await AmtpClient.connect({ url: "https://localhost:4433/amtp", certHash });
  * const info = await client.call("info");
+ * const key = await keyFromPem(await Deno.readTextFile("alice.key"));
  * const { token } = await client.login("user", "alice@example.org", key);
  * ```
+ *
+ * From a program outside this repository: docs/CLIENT.md.
  *
  * @module
  */
@@ -31,6 +34,8 @@ import {
   type LoginKey,
 } from "../core/auth/answer.ts";
 import { normalizeServerName } from "../core/auth/context.ts";
+import { importLoginPrivateKey, keyId } from "../core/auth/algorithms.ts";
+import { fromPem } from "../core/tls/cert.ts";
 import {
   IdentityError,
   normalizeAddress,
@@ -44,6 +49,20 @@ export {
   type LoginChallenge,
   type LoginKey,
 } from "../core/auth/answer.ts";
+
+/**
+ * A login key from the text of a private key file (PEM PKCS#8, PROTOCOL.md
+ * §7.8): Ed25519, X25519 or RSA, recognised from the key. Reading the file is
+ * the caller's (`Deno.readTextFile`, a browser's file input).
+ */
+export async function keyFromPem(pem: string): Promise<LoginKey> {
+  const loaded = await importLoginPrivateKey(fromPem(pem));
+  return {
+    algorithm: loaded.algorithm,
+    privateKey: loaded.key,
+    keyId: await keyId(loaded.publicKey),
+  };
+}
 
 /** A response with a non-zero `error`, thrown by {@link AmtpClient.call}. */
 export class AmtpError extends Error {
@@ -86,6 +105,17 @@ export interface ClientOptions extends OpenOptions {
   requestTimeoutMs?: number;
   /** Reconnect with backoff when the connection drops. Default false. */
   reconnect?: boolean;
+  /**
+   * Milliseconds of failed reconnecting after which the client gives up and
+   * closes for good ({@link AmtpClient.closeReason} says why). Default: never.
+   */
+  reconnectTimeoutMs?: number;
+  /**
+   * The server's name as the user knows it, when `url` holds an address
+   * found some other way (a login is bound to this name). Default: the
+   * URL's host.
+   */
+  serverName?: string;
   /** Open the connection yourself (another runtime's sockets, a test's source address); `url` still names the server. */
   open?: (options: ClientOptions) => Promise<ClientTransport>;
 }
@@ -109,6 +139,7 @@ export class AmtpClient {
   >();
   #keepAlive?: ReturnType<typeof setInterval>;
   #closedByUser = false;
+  #closeReason?: string;
   #resolveClosed!: () => void;
   /** Resolves when the client is closed for good. */
   readonly closed: Promise<void>;
@@ -118,12 +149,30 @@ export class AmtpClient {
     this.#options = options;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     this.#readLoop(transport);
-    const every = options.keepAliveMs ?? 30_000;
-    if (every > 0) {
-      this.#keepAlive = setInterval(() => {
-        this.request("ping").catch(() => {});
-      }, every);
-    }
+    this.keepAlive(options.keepAliveMs ?? 30_000);
+  }
+
+  /**
+   * Ping every `everyMs` milliseconds (0: stop): the server closes a session
+   * silent for its `idle_timeout`, so ping more often than half of it. A
+   * ping unanswered within `everyMs` means the connection is dead: it is
+   * dropped (and, with `reconnect`, opened again).
+   */
+  keepAlive(everyMs: number): void {
+    clearInterval(this.#keepAlive);
+    this.#keepAlive = undefined;
+    if (everyMs <= 0) return;
+    this.#keepAlive = setInterval(() => {
+      const transport = this.#transport;
+      this.request("ping", {}, everyMs).catch((error) => {
+        if (!(error instanceof ConnectionClosedError)) transport.close();
+      });
+    }, everyMs);
+  }
+
+  /** Why the client closed for good (undefined while open, or closed by {@link close}). */
+  get closeReason(): string | undefined {
+    return this.#closeReason;
   }
 
   /** Connect to a server. */
@@ -179,20 +228,33 @@ export class AmtpClient {
     if (!this.#closedByUser && this.#options.reconnect) {
       await this.#reconnect();
     } else {
+      if (!this.#closedByUser) {
+        this.#closeReason = "the server closed the connection";
+      }
       this.#finish();
     }
   }
 
   async #reconnect(): Promise<void> {
     let delay = 250;
+    const giveUp = Date.now() +
+      (this.#options.reconnectTimeoutMs ?? Number.POSITIVE_INFINITY);
+    let last = "the connection closed";
     while (!this.#closedByUser) {
+      if (Date.now() + delay > giveUp) {
+        this.#closeReason =
+          `the connection was lost and could not be opened again: ${last}`;
+        this.#finish();
+        return;
+      }
       await new Promise((resolve) => setTimeout(resolve, delay));
       try {
         this.#transport = await AmtpClient.#open(this.#options);
         this.#readLoop(this.#transport);
         for (const handler of this.#stateHandlers) handler("reconnected");
         return;
-      } catch {
+      } catch (error) {
+        last = error instanceof Error ? error.message : String(error);
         delay = Math.min(delay * 2, 15_000);
       }
     }
@@ -204,15 +266,23 @@ export class AmtpClient {
     this.#resolveClosed();
   }
 
-  /** Send a request; resolves with the whole response, whatever its `error`. */
-  request(command: string, params: Document = {}): Promise<Response> {
+  /**
+   * Send a request; resolves with the whole response, whatever its `error`.
+   * Rejects with {@link ConnectionClosedError} when the connection ends
+   * first, or after `timeoutMs` (default `requestTimeoutMs`).
+   */
+  request(
+    command: string,
+    params: Document = {},
+    timeoutMs?: number,
+  ): Promise<Response> {
     const requestID = this.#nextId++;
     const frame = encodeDocument({ ...params, command, requestID });
     return new Promise<Response>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(requestID);
         reject(new Error(`no response to ${command} in time`));
-      }, this.#options.requestTimeoutMs ?? 30_000);
+      }, timeoutMs ?? this.#options.requestTimeoutMs ?? 30_000);
       this.#pending.set(requestID, { resolve, reject, timer });
       this.#transport.send(frame).catch((error) => {
         this.#pending.delete(requestID);
@@ -237,7 +307,9 @@ export class AmtpClient {
    * a login is bound to.
    */
   get serverName(): string {
-    return normalizeServerName(new URL(this.#options.url).hostname);
+    return normalizeServerName(
+      this.#options.serverName ?? new URL(this.#options.url).hostname,
+    );
   }
 
   /**

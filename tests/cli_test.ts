@@ -37,12 +37,17 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
         "--server",
         server1,
       ),
-      /logged in as admin admin/,
+      /logged in as the admin "admin" at 127\.0\.0\.1:\d+/,
     );
     assert.match(await ok("whoami"), /admin: admin/);
     assert.equal((await Deno.stat(`${cwd}/cli.json`)).mode! & 0o077, 0);
-    assert.match(await ok("keygen", "--out", "alice"), /alice\.key/);
-    assert.equal((await Deno.stat(`${cwd}/alice.key`)).mode! & 0o077, 0);
+    // Keys go to the config folder, never the working folder.
+    assert.match(await ok("keygen", "alice"), /keys\/alice\.key/);
+    assert.equal(
+      (await Deno.stat(`${cwd}/amtp-config/keys/alice.key`)).mode! & 0o077,
+      0,
+    );
+    await assert.rejects(Deno.stat(`${cwd}/alice.key`));
     await ok("keygen", "--out", "bob", "--alg", "rsa");
     await ok("keygen", "--out", "ops");
     await ok("admin", "add-domain", "example.org", "--description", "home");
@@ -129,7 +134,7 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
         "alice.key",
         "--ws",
       ),
-      /logged in as user alice@example\.org/,
+      /logged in as alice@example\.org/,
     );
     assert.match(
       await ok("user", "userinfo", "bob@example.org", "--ws"),
@@ -181,7 +186,7 @@ Deno.test("cli: the offline admin tool lets a locked-out operator back in", asyn
   const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
   const env = { AMTP_DATA: `${cwd}/data`, AMTP_CLI_STATE: `${cwd}/cli.json` };
   try {
-    await runCli(["keygen", "--out", "rescue"], env, cwd);
+    await runCli(["keygen", "--out", `${cwd}/rescue`], env, cwd);
     const offline = async (...args: string[]) => {
       const output = await new Deno.Command(Deno.execPath(), {
         args: ["run", ...taskArgs("admin"), ...args],

@@ -82,7 +82,10 @@ export async function startDns(dir: string): Promise<Dns> {
     await child.status;
     child = undefined;
   };
-  await Deno.writeTextFile(conf, "");
+  // Authoritative for .test: a name without records is NXDOMAIN or an empty
+  // answer, as a real zone's server says, not REFUSED (a resolver failure).
+  const zone = "local=/test/\n";
+  await Deno.writeTextFile(conf, zone);
   await start();
   return {
     address: `127.0.0.1:${port}`,
@@ -91,7 +94,7 @@ export async function startDns(dir: string): Promise<Dns> {
         ...records.txt.map(([name, value]) => `txt-record=${name},"${value}"`),
         ...records.hosts.map(([name, ip]) => `host-record=${name},${ip}`),
       ];
-      await Deno.writeTextFile(conf, lines.join("\n") + "\n");
+      await Deno.writeTextFile(conf, zone + lines.join("\n") + "\n");
       await stop();
       await start();
     },

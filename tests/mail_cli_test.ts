@@ -4,7 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import { cleanEnv, runCli, startServerProcess, taskArgs } from "./process.ts";
+import {
+  cleanEnv,
+  cliEnv,
+  runCli,
+  startServerProcess,
+  taskArgs,
+} from "./process.ts";
 
 Deno.test("cli: send, watch, inbox, read with attachments, search", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-mailcli-" });
@@ -56,7 +62,7 @@ Deno.test("cli: send, watch, inbox, read with attachments, search", async () => 
     const watch = new Deno.Command(Deno.execPath(), {
       args: ["run", ...taskArgs("amtp"), "watch", "--count", "1"],
       cwd,
-      env: cleanEnv(as("bob")),
+      env: cleanEnv(cliEnv(as("bob"))),
       clearEnv: true,
       stdout: "piped",
       stderr: "piped",

@@ -398,6 +398,7 @@ Deno.test("modules: events reach every live session of the address, tagged with 
     assert.deepEqual(got[0][0], {
       event: "probed",
       module: "probe",
+      account: "alice@example.org",
       data: { version: "1.0.0" },
     });
     assert.equal(got[2].length, 0);

@@ -13,8 +13,7 @@ const CONFIG = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)) as {
 /** The `deno run` flags of a task, with its script made absolute. */
 export function taskArgs(task: string): string[] {
   const words = CONFIG.tasks[task].split(/\s+/).slice(2); // drop "deno run"
-  return words.map((w) => w.endsWith(".ts") ? `${ROOT}${w}` : w)
-    .map((w) => w === "--env-file=.env" ? "--env-file=.env" : w);
+  return words.map((w) => w.endsWith(".ts") ? `${ROOT}${w}` : w);
 }
 
 /**
@@ -54,15 +53,21 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]) {
   for await (const chunk of stream) into.push(decoder.decode(chunk));
 }
 
-/** Start `main.ts` in `cwd` with `env`, waiting until it says where it listens. */
+/**
+ * Start `main.ts` in `cwd` with `env`, waiting until it says where it
+ * listens. `options.args` runs Deno with other arguments (`["task",
+ * "start"]`, as a user does); `options.exactEnv` gives the child `env` and
+ * nothing else.
+ */
 export async function startServerProcess(
   cwd: string,
   env: Record<string, string>,
+  options: { args?: string[]; exactEnv?: boolean } = {},
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...taskArgs("start")],
+    args: options.args ?? ["run", ...taskArgs("start")],
     cwd,
-    env: cleanEnv(env),
+    env: options.exactEnv ? env : cleanEnv(env),
     clearEnv: true,
     stdout: "piped",
     stderr: "piped",
@@ -107,6 +112,20 @@ export async function startServerProcess(
   };
 }
 
+/**
+ * The CLI's config folder for a test: beside its session file
+ * (`AMTP_CLI_STATE`), never the user's own.
+ */
+export function cliEnv(env: Record<string, string>): Record<string, string> {
+  const state = env.AMTP_CLI_STATE;
+  return {
+    AMTP_CONFIG: state
+      ? `${state.replace(/[^/]*$/, "") || "."}amtp-config`
+      : `${Deno.makeTempDirSync({ prefix: "amtp-config-" })}`,
+    ...env,
+  };
+}
+
 /** Run the CLI; returns exit code and output. */
 export async function runCli(
   args: string[],
@@ -116,7 +135,7 @@ export async function runCli(
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...taskArgs("amtp"), ...args],
     cwd,
-    env: cleanEnv(env),
+    env: cleanEnv(cliEnv(env)),
     clearEnv: true,
     stdout: "piped",
     stderr: "piped",

@@ -27,6 +27,7 @@ import {
   sourceOf,
 } from "../auth/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
+import { loadEnvFile } from "../config/env_file.ts";
 import { normalizeAdminName } from "../identity/mod.ts";
 import { ServerKeys } from "../federation/keys.ts";
 
@@ -45,6 +46,7 @@ function flag(args: string[], name: string): string | undefined {
 
 /** Run an offline admin command; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
+  await loadEnvFile(".env");
   let config;
   try {
     config = loadConfig(Deno.env.toObject());

@@ -17,6 +17,7 @@ import {
   ProtocolError,
 } from "../protocol/mod.ts";
 import type { LoginService } from "./login.ts";
+import { hashToken } from "./tokens.ts";
 
 /** Normalise an account name of a kind, or throw INVALID_ADDRESS. */
 export function accountName(kind: "admin" | "user", input: string): string {
@@ -90,7 +91,9 @@ export function loginCommands(login: LoginService): Command[] {
             },
             { session: ctx.session, label: params.label },
           );
-          if (kind === "user") ctx.session.bindUser?.(account);
+          if (kind === "user") {
+            ctx.session.bindUser?.(account, await hashToken(token));
+          }
           return { [`${kind}_token`]: token, expires };
         },
       }),

@@ -43,9 +43,20 @@ export interface TokenServiceOptions {
   now?: () => number;
 }
 
+/** A revocation: one token (its hash), or every token of an account. */
+export interface Revocation {
+  /** Admin or user. */
+  kind: "admin" | "user";
+  /** The account. */
+  account: string;
+  /** The token's hash; absent when every token of the account was revoked. */
+  hash?: string;
+}
+
 /** Issues, checks and revokes tokens. */
 export class TokenService {
   readonly #store: TokenStore;
+  readonly #revoked = new Set<(revocation: Revocation) => void>();
   readonly #ttl: Record<"admin" | "user", number>;
   readonly #now: () => number;
   /** Recently read records by hash: spares a KV read per request. */
@@ -130,12 +141,23 @@ export class TokenService {
     return { kind, name: record.account, tokenHash: hash };
   }
 
+  /**
+   * Be told of revocations made by this process (live sessions stop
+   * receiving the pushes of a revoked user token).
+   */
+  onRevoke(listener: (revocation: Revocation) => void): void {
+    this.#revoked.add(listener);
+  }
+
   /** Revoke the token with this hash; false if it did not exist. */
   async revoke(hash: string): Promise<boolean> {
     this.#cache.delete(hash);
     const record = await this.#store.get(hash);
     if (!record) return false;
     await this.#store.delete(hash, record);
+    for (const listener of this.#revoked) {
+      listener({ kind: record.kind, account: record.account, hash });
+    }
     return true;
   }
 
@@ -148,12 +170,14 @@ export class TokenService {
   }
 
   /** Revoke every token of an account. */
-  revokeAll(kind: "admin" | "user", account: string): Promise<number> {
+  async revokeAll(kind: "admin" | "user", account: string): Promise<number> {
     for (const [hash, entry] of this.#cache) {
       if (entry.record.kind === kind && entry.record.account === account) {
         this.#cache.delete(hash);
       }
     }
-    return this.#store.deleteAllFor(kind, account);
+    const count = await this.#store.deleteAllFor(kind, account);
+    for (const listener of this.#revoked) listener({ kind, account });
+    return count;
   }
 }

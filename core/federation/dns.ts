@@ -14,6 +14,8 @@
  * @module
  */
 
+import { probeDns, systemNameServer } from "./dns_probe.ts";
+
 /** Seconds a lookup is cached by default (Deno's resolver does not report TTLs). */
 export const CACHE_SECONDS = 60;
 
@@ -152,17 +154,34 @@ export class DnsResolver {
         : await Deno.resolveDns(name, type, options);
       value = answer;
     } catch (error) {
-      const notFound = error instanceof Deno.errors.NotFound;
+      // Deno reports SERVFAIL and REFUSED as NotFound too: ask again to
+      // know whether the name really has no such record.
+      const notFound = error instanceof Deno.errors.NotFound &&
+        await this.#confirmNone(name, type);
       value = new DnsError(
         notFound ? "no_record" : "lookup_failed",
         notFound
           ? `no ${type} record at ${name}`
+          : error instanceof Deno.errors.NotFound
+          ? `DNS lookup of ${name} failed: the name server did not answer it (SERVFAIL, REFUSED or no answer)`
           : `DNS lookup of ${name} failed: ${(error as Error).message}`,
       );
     }
     this.#cache.set(cacheKey, { at: Date.now(), value });
     if (value instanceof DnsError) throw value;
     return value;
+  }
+
+  /**
+   * After a NotFound: true when the name server says NXDOMAIN or answers
+   * without a record of the type (permanent), false when it fails or does
+   * not answer (temporary). With the system resolver and no readable
+   * /etc/resolv.conf, NotFound is taken as it is.
+   */
+  async #confirmNone(name: string, type: "TXT" | "A" | "AAAA") {
+    const server = this.#nameServer ?? await systemNameServer();
+    if (!server) return true;
+    return await probeDns(name, type, server, this.#timeoutMs) === "no_record";
   }
 
   /** TXT records of a name, each one string. */

@@ -277,6 +277,18 @@ export class Federation {
     const server = port === 443 ? hostname : `${hostname}:${port}`;
     const rows: Record<string, unknown>[] = [];
     this.dns.clear();
+    const unusable = unroutableName(hostname);
+    if (unusable) {
+      rows.push({
+        name: hostname,
+        type: "NAME",
+        value: "a public DNS name of this server (AMTP_HOSTNAME)",
+        status: "wrong",
+        found: [hostname],
+        message:
+          `${hostname} ${unusable}: other servers cannot reach this server by it, so it cannot federate; set AMTP_HOSTNAME to a public name (with AMTP_CERT and AMTP_KEY)`,
+      });
+    }
     for (const domain of domains) {
       const expected = `amtp-servers=${server}`;
       let status = "ok";
@@ -297,8 +309,9 @@ export class Federation {
           message = `the record does not list ${server}`;
         }
       } catch (error) {
-        status = "missing";
-        message = error instanceof DnsError && error.code === "no_record"
+        const none = error instanceof DnsError && error.code === "no_record";
+        status = none ? "missing" : "failed";
+        message = none
           ? `no amtp-servers record at ${domain}`
           : String((error as Error).message);
       }
@@ -321,6 +334,9 @@ export class Federation {
       );
     } catch (error) {
       lookupError = error instanceof DnsError ? error.message : String(error);
+      if (error instanceof DnsError && error.code === "no_record") {
+        lookupError = "";
+      }
     }
     const norm = (r: string) => r.replace(/\s+/g, "");
     keyRecords.forEach((value, i) => {
@@ -329,7 +345,13 @@ export class Federation {
         name: hostname,
         type: "TXT",
         value,
-        status: present ? "ok" : published.length ? "wrong" : "missing",
+        status: present
+          ? "ok"
+          : published.length
+          ? "wrong"
+          : lookupError
+          ? "failed"
+          : "missing",
         found: published,
         message: present
           ? ""
@@ -347,13 +369,21 @@ export class Federation {
     } catch (error) {
       addressError = (error as Error).message;
     }
+    const local = addresses.filter(isLoopback);
     rows.push({
       name: hostname,
       type: "A/AAAA",
       value: "(this server's public address)",
       status: addresses.length ? "ok" : "missing",
       found: addresses,
-      message: addressError,
+      message: addressError ||
+        (local.length
+          ? `${local.join(", ")} ${
+            local.length === 1
+              ? "is a loopback address"
+              : "are loopback addresses"
+          }: only servers on this machine reach it`
+          : ""),
     });
     return rows;
   }
@@ -492,4 +522,24 @@ export class Federation {
     await this.queue.stop();
     await this.pool.close();
   }
+}
+
+/**
+ * Why a host name cannot be reached by other servers (a loopback name, an
+ * IP address, a single label), or undefined when it may be public.
+ */
+export function unroutableName(host: string): string | undefined {
+  const name = host.toLowerCase().replace(/\.$/, "");
+  if (name === "localhost" || name.endsWith(".localhost")) {
+    return "is a name for this machine only";
+  }
+  if (/^[0-9.]+$/.test(name) || name.includes(":")) {
+    return "is an IP address, not a DNS name";
+  }
+  if (!name.includes(".")) return "is a single-label name";
+  return undefined;
+}
+
+function isLoopback(address: string): boolean {
+  return address.startsWith("127.") || address === "::1";
 }

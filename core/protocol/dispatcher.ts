@@ -8,7 +8,7 @@
  */
 
 import type { Logger } from "../log/mod.ts";
-import type { Document, Response } from "../wire/mod.ts";
+import type { Document, RequestId, Response } from "../wire/mod.ts";
 import { isRequestId } from "../wire/mod.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { type Params, type ParamSchema, validateParams } from "./params.ts";
@@ -36,8 +36,12 @@ export interface SessionInfo {
   remoteAddr: string;
   /** Per-session scratch state (login challenges), dropped with the session. */
   data: Map<string, unknown>;
-  /** Called once a user token was accepted on this session (for pushes). */
-  bindUser?: (address: string) => void;
+  /**
+   * Called when a user token was accepted on this session: the session then
+   * receives that user's pushes too (a session may act for several users),
+   * until the token (by its hash) is revoked.
+   */
+  bindUser?: (address: string, tokenHash: string) => void;
 }
 
 /** Everything a handler gets besides its parameters. */
@@ -150,14 +154,14 @@ export class Dispatcher {
     const command = typeof request.command === "string" ? request.command : "";
     const requestID = request.requestID;
     const response: Response = { command, error: ErrorCode.OK };
-    if (requestID !== undefined) response.requestID = requestID as string;
+    if (requestID !== undefined) response.requestID = requestID as RequestId;
     const log = this.#log.child({ session: session.id, command });
     try {
       if (requestID !== undefined && !isRequestId(requestID)) {
         response.requestID = undefined;
         throw new ProtocolError(
           ErrorCode.MALFORMED,
-          "requestID must be a string of at most 128 characters or a number",
+          "requestID must be a string of at most 128 characters, an int32, an int64 or a finite double",
         );
       }
       if (!command) {
@@ -209,7 +213,7 @@ export class Dispatcher {
         );
       }
       const caller = await this.#authenticate("user", request);
-      session.bindUser?.(caller.name);
+      session.bindUser?.(caller.name, caller.tokenHash);
       return await this.#routeModule(request, { session, caller, log });
     }
     const command = this.#commands.get(name);
@@ -222,7 +226,9 @@ export class Dispatcher {
     let caller: Caller | undefined;
     if (command.auth !== "none") {
       caller = await this.#authenticate(command.auth, request);
-      if (caller.kind === "user") session.bindUser?.(caller.name);
+      if (caller.kind === "user") {
+        session.bindUser?.(caller.name, caller.tokenHash);
+      }
     }
     const params = validateParams(command.params, request);
     return await command.handler(params, { session, caller, log });

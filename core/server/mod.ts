@@ -77,6 +77,18 @@ export interface StartOptions {
   >;
 }
 
+/**
+ * The answer to a plain HTTPS request that nothing else serves: a short page
+ * at `/` (GET or HEAD), 404 anywhere else, `/amtp` without an upgrade included.
+ */
+function homePage(request: Request): Response {
+  const path = new URL(request.url).pathname;
+  if (path === "/" && (request.method === "GET" || request.method === "HEAD")) {
+    return new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`);
+  }
+  return new Response("not found\n", { status: 404 });
+}
+
 /** Start a server with a validated configuration. */
 export async function startServer(
   config: Config,
@@ -125,6 +137,12 @@ export async function startServer(
     max_page: 500,
   };
   const registry = new SessionRegistry({ log });
+  // A revoked user token no longer brings its user's pushes to a session.
+  tokens.onRevoke((revoked) => {
+    if (revoked.kind === "user") {
+      registry.unbindToken(revoked.account, revoked.hash);
+    }
+  });
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -236,8 +254,7 @@ export async function startServer(
           log,
         }),
       httpHandler: async (request) =>
-        await federation.handleHttp(request) ??
-          new Response(`${APP_NAME} ${APP_VERSION}: connect to /amtp\n`),
+        await federation.handleHttp(request) ?? homePage(request),
       log,
     });
   } catch (error) {

@@ -25,6 +25,7 @@ import {
   decodeDocument,
   type Document,
   encodeDocument,
+  exactRequestId,
   FrameError,
   isRequestId,
   type Push,
@@ -60,7 +61,8 @@ class Session {
   inflight = 0;
   /** Bytes of pushes handed to the connection and not yet written. */
   pushBacklog = 0;
-  user?: string;
+  /** The users whose pushes this session receives, each with the hashes of the tokens that bound it. */
+  readonly users = new Map<string, Set<string>>();
   #slotWaiter?: () => void;
   #drainWaiters: (() => void)[] = [];
 
@@ -71,7 +73,8 @@ class Session {
       transport: conn.transport,
       remoteAddr: conn.remoteAddr,
       data: new Map(),
-      bindUser: (address) => registry.bindUser(this, address),
+      bindUser: (address, tokenHash) =>
+        registry.bindUser(this, address, tokenHash),
     };
   }
 
@@ -137,30 +140,60 @@ export class SessionRegistry {
   /** Remove a session. */
   remove(session: Session): void {
     this.#sessions.delete(session);
-    if (session.user) {
-      const set = this.#byUser.get(session.user);
-      set?.delete(session);
-      if (set?.size === 0) this.#byUser.delete(session.user);
+    for (const address of session.users.keys()) {
+      this.#unbind(session, address);
     }
   }
 
-  /** Mark a session as acting for `address` (so it receives that user's pushes). */
-  bindUser(session: Session, address: string): void {
-    if (session.user === address) return;
-    if (session.user) {
-      this.#byUser.get(session.user)?.delete(session);
+  /**
+   * Let a session receive the pushes of `address`, because it used a token
+   * of that user (its hash): a session may act for several users at once.
+   */
+  bindUser(session: Session, address: string, tokenHash: string): void {
+    let tokens = session.users.get(address);
+    if (!tokens) {
+      session.users.set(address, tokens = new Set());
+      let set = this.#byUser.get(address);
+      if (!set) this.#byUser.set(address, set = new Set());
+      set.add(session);
     }
-    session.user = address;
-    let set = this.#byUser.get(address);
-    if (!set) this.#byUser.set(address, set = new Set());
-    set.add(session);
+    tokens.add(tokenHash);
   }
 
-  /** Send a push to every live session of `address`; returns how many got it. */
+  /**
+   * A token was revoked: sessions bound to `address` by that token alone
+   * stop receiving its pushes (every token of the user when `tokenHash` is
+   * not given).
+   */
+  unbindToken(address: string, tokenHash?: string): void {
+    for (const session of [...this.#byUser.get(address) ?? []]) {
+      const tokens = session.users.get(address)!;
+      if (tokenHash !== undefined) tokens.delete(tokenHash);
+      if (tokenHash === undefined || tokens.size === 0) {
+        this.#unbind(session, address);
+      }
+    }
+  }
+
+  #unbind(session: Session, address: string): void {
+    session.users.delete(address);
+    const set = this.#byUser.get(address);
+    set?.delete(session);
+    if (set?.size === 0) this.#byUser.delete(address);
+  }
+
+  /**
+   * Send a push to every live session of `address`, naming the account it
+   * is for (a session may act for several); returns how many got it.
+   */
   async push(address: string, push: Push, maxFrame: number): Promise<number> {
     const sessions = this.#byUser.get(address);
     if (!sessions) return 0;
-    return await this.#sendAll([...sessions], push, maxFrame);
+    return await this.#sendAll(
+      [...sessions],
+      { ...push, account: address },
+      maxFrame,
+    );
   }
 
   /** Send a push to every live session (announcements, benchmarks). */
@@ -278,6 +311,13 @@ export async function runSession(
       let request: Document;
       try {
         request = decodeDocument(frame);
+        // A number is echoed with its own BSON type (int32, int64, double).
+        if (
+          request.requestID !== undefined &&
+          typeof request.requestID !== "string"
+        ) {
+          request.requestID = exactRequestId(frame) ?? request.requestID;
+        }
       } catch (error) {
         await session.send(
           errorResponse(

@@ -319,6 +319,31 @@ serveModule({
       return { used: state.used, limit: mine || quotaDefault() };
     },
 
+    /**
+     * Where mail to these addresses goes (an alias's members, a catch-all):
+     * what a sender needs to encrypt to every reader (PROTOCOL.md §13.2).
+     */
+    async recipients(p, ctx) {
+      const addresses = strList(p, "addresses", MAX_RECIPIENTS);
+      if (addresses.length === 0) {
+        throw new ModuleError(
+          "invalid_parameter",
+          'parameter "addresses" needs at least one address',
+          { parameter: "addresses" },
+        );
+      }
+      const resolutions = await ctx.resolve(addresses);
+      return {
+        recipients: resolutions.map((r) => ({
+          address: r.input,
+          kind: r.kind,
+          mailboxes: r.mailboxes.map((m) => m.address),
+          remote: r.remote,
+          via: r.via ?? null,
+        })),
+      };
+    },
+
     async attachment_upload(p, ctx) {
       const upload = await new Attachments(ctx.storage, ctx.caller.address)
         .start({

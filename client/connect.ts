@@ -1,0 +1,339 @@
+/**
+ * Reaching a server from Deno the way a person names it: a host and port,
+ * a pinned certificate hash or a CA file (or the system's roots), through a
+ * chosen name server when the system's must not be used, over WebTransport
+ * or WebSocket — with an error that says what was tried when it fails.
+ *
+ * Deno's WebTransport can take neither a CA nor an address found through
+ * another resolver: with a CA file (or a resolved address) the server's
+ * certificate is fetched once over TLS on the same port (TCP), verified
+ * against the CA for the server's name, and then pinned for the QUIC
+ * connection. WebSocket goes through `node:tls` (the `ws` package), which
+ * takes a CA, a name to verify and an address.
+ *
+ * Deno only (the CLI and the conformance suite); browsers use
+ * {@link AmtpClient.connect} directly.
+ *
+ * @module
+ */
+
+import tls from "node:tls";
+import { WebSocket as NodeWebSocket } from "ws";
+import { AmtpClient, type ClientOptions } from "./mod.ts";
+import type { ClientTransport } from "./transport.ts";
+
+/** A server and how to reach it. */
+export interface ServerTarget {
+  /** Host name or IP address, as the user gave it. */
+  host: string;
+  /** Port (UDP for WebTransport, TCP for WebSocket). */
+  port: number;
+  /** `webtransport` (default) or `websocket`. */
+  transport?: "webtransport" | "websocket";
+  /** SHA-256 of the server's certificate, hex: pinned. */
+  certHash?: string;
+  /** CA certificates (PEM) to verify the server's certificate with, instead of the system's. */
+  caCerts?: string[];
+  /** `ip:port` of a name server to resolve `host` with (AMTP_DNS); the system's otherwise. */
+  nameServer?: string;
+  /** Milliseconds to wait for the connection (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** The connection could not be made; the message names what was tried. */
+export class ConnectError extends Error {
+  /** Stable error code. */
+  readonly code = "connect_failed";
+
+  /** Create the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConnectError";
+  }
+}
+
+/** How a target reads in messages: `host:port over WebTransport (QUIC, UDP)`. */
+export function describeTarget(target: ServerTarget, address?: string): string {
+  const where = `${bracket(target.host)}:${target.port}${
+    address && address !== target.host ? ` (${address})` : ""
+  }`;
+  return `${where} over ${
+    target.transport === "websocket"
+      ? "WebSocket (TLS over TCP)"
+      : "WebTransport (QUIC over UDP)"
+  }`;
+}
+
+function bracket(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+function isAddress(host: string): boolean {
+  return /^[0-9.]+$/.test(host) || host.includes(":");
+}
+
+/** The address of `host` through `nameServer` (A, else AAAA); `host` itself without one. */
+export async function resolveHost(
+  host: string,
+  nameServer?: string,
+  timeoutMs = 5000,
+): Promise<string> {
+  if (!nameServer || isAddress(host) || host === "localhost") return host;
+  const at = nameServer.lastIndexOf(":");
+  const options = {
+    nameServer: {
+      ipAddr: nameServer.slice(0, at).replace(/^\[|\]$/g, ""),
+      port: Number(nameServer.slice(at + 1)),
+    },
+  };
+  for (const type of ["A", "AAAA"] as const) {
+    try {
+      const found = await Deno.resolveDns(host, type, {
+        ...options,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      if (found.length) return found[0];
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        throw new ConnectError(
+          `cannot resolve ${host} through the name server ${nameServer} (AMTP_DNS): ${
+            (error as Error).message
+          }`,
+        );
+      }
+    }
+  }
+  throw new ConnectError(
+    `${host} has no address at the name server ${nameServer} (AMTP_DNS)`,
+  );
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new Uint8Array(bytes) as Uint8Array<ArrayBuffer>,
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/**
+ * The certificate a server presents on its TCP port, verified for `name`
+ * against `caCerts` (or the system's roots); returns its SHA-256, hex.
+ */
+export function verifiedCertificateHash(
+  address: string,
+  port: number,
+  name: string,
+  caCerts: string[] | undefined,
+  timeoutMs: number,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: address,
+      port,
+      servername: isAddress(name) ? undefined : name,
+      ca: caCerts?.length ? caCerts : undefined,
+      ALPNProtocols: ["http/1.1"],
+      checkServerIdentity: (_host: string, cert: tls.PeerCertificate) =>
+        tls.checkServerIdentity(name, cert),
+    }, () => {
+      const cert = socket.getPeerCertificate(true);
+      socket.destroy();
+      clearTimeout(timer);
+      sha256Hex(new Uint8Array(cert.raw)).then(resolve, reject);
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no TLS answer on TCP port ${port} in time`));
+    }, timeoutMs);
+    socket.on("error", (error: Error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/**
+ * A WebSocket transport through `node:tls`: to `address`, verifying the
+ * certificate for `name` (against `caCerts` or the system's roots), or,
+ * with `certHash`, accepting exactly that certificate. One frame per binary
+ * message.
+ */
+export function openNodeWebSocket(
+  options: {
+    address: string;
+    port: number;
+    name: string;
+    certHash?: string;
+    caCerts?: string[];
+    maxFrame?: number;
+  },
+): Promise<ClientTransport> {
+  const { address, port, name } = options;
+  const socket = new NodeWebSocket(`wss://${bracket(address)}:${port}/amtp`, {
+    servername: isAddress(name) ? undefined : name,
+    headers: { host: `${bracket(name)}:${port}` },
+    ca: options.caCerts?.length ? options.caCerts : undefined,
+    rejectUnauthorized: !options.certHash,
+    checkServerIdentity: (_host: string, cert: tls.PeerCertificate) =>
+      tls.checkServerIdentity(name, cert),
+    maxPayload: options.maxFrame ?? 16 * 1024 * 1024,
+    perMessageDeflate: false,
+  });
+  const queue: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  socket.on("message", (data: Uint8Array) => {
+    queue.push(new Uint8Array(data));
+    wake?.();
+  });
+  socket.on("close", () => {
+    ended = true;
+    wake?.();
+  });
+  return new Promise<ClientTransport>((resolve, reject) => {
+    let pinned = !options.certHash;
+    socket.once("upgrade", (response: { socket: tls.TLSSocket }) => {
+      // A pinned certificate: exactly that one, before anything is sent.
+      if (!options.certHash) return;
+      const raw = response.socket.getPeerCertificate(true)?.raw;
+      sha256Hex(new Uint8Array(raw ?? [])).then((hash) => {
+        if (hash === options.certHash!.toLowerCase()) {
+          pinned = true;
+        } else {
+          socket.terminate();
+          reject(
+            new Error(
+              `the certificate's SHA-256 is ${hash}, not the pinned ${options.certHash}`,
+            ),
+          );
+        }
+      });
+    });
+    socket.once("open", async () => {
+      // The pin check above is asynchronous: wait for its verdict.
+      for (let i = 0; !pinned && i < 100 && !ended; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      if (!pinned) return;
+      socket.on("error", () => {});
+      resolve({
+        send: (frame) =>
+          new Promise<void>((done, fail) => {
+            if (socket.readyState !== NodeWebSocket.OPEN) {
+              fail(new Error("the WebSocket connection is closed"));
+              return;
+            }
+            socket.send(
+              frame,
+              (error?: Error) => error ? fail(error) : done(),
+            );
+          }),
+        async *frames() {
+          while (true) {
+            const next = queue.shift();
+            if (next) {
+              yield next;
+              continue;
+            }
+            if (ended) return;
+            await new Promise<void>((r) => wake = r);
+            wake = undefined;
+          }
+        },
+        close: () => socket.close(1000),
+      });
+    });
+    socket.once("error", (error: Error) => reject(error));
+  });
+}
+
+/** Words for what went wrong, without the runtime's jargon where it is known. */
+function reasonOf(error: unknown, timeoutMs: number): string {
+  const text = error instanceof Error ? error.message : String(error);
+  if (/UnknownIssuer|self[- ]signed|unable to verify|certificate/i.test(text)) {
+    return `the server's certificate is not trusted (${text}); pin it with --cert-hash HEX or give its CA with --ca FILE`;
+  }
+  if (/ECONNREFUSED|refused/i.test(text)) {
+    return "connection refused (is the server running, on this port?)";
+  }
+  if (/timed out|timeout/i.test(text)) {
+    return `no answer within ${
+      timeoutMs / 1000
+    } s (is the server running, and the port reachable?)`;
+  }
+  return text;
+}
+
+/**
+ * Connect to a server. Errors are {@link ConnectError}s naming the host,
+ * port, address and transport tried, and why it failed.
+ */
+export async function connectServer(
+  target: ServerTarget,
+  options: Omit<ClientOptions, "url" | "open" | "transport"> = {},
+): Promise<AmtpClient> {
+  const timeoutMs = target.timeoutMs ?? 10_000;
+  const address = await resolveHost(
+    target.host,
+    target.nameServer,
+    timeoutMs,
+  );
+  const what = describeTarget(target, address);
+  const url = `https://${bracket(address)}:${target.port}/amtp`;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
+  });
+  try {
+    let open: ClientOptions["open"];
+    let certHash = target.certHash?.toLowerCase();
+    if (target.transport === "websocket") {
+      open = () =>
+        openNodeWebSocket({
+          address,
+          port: target.port,
+          name: target.host,
+          certHash,
+          caCerts: target.caCerts,
+          maxFrame: options.maxFrame,
+        });
+    } else if (
+      !certHash && (target.caCerts?.length || address !== target.host)
+    ) {
+      certHash = await Promise.race([
+        verifiedCertificateHash(
+          address,
+          target.port,
+          target.host,
+          target.caCerts,
+          timeoutMs,
+        ),
+        deadline,
+      ]);
+    }
+    return await Promise.race([
+      AmtpClient.connect({
+        ...options,
+        url,
+        transport: target.transport ?? "webtransport",
+        certHash,
+        serverName: target.host,
+        open,
+      }),
+      deadline,
+    ]);
+  } catch (error) {
+    throw new ConnectError(
+      `cannot reach ${what}: ${reasonOf(error, timeoutMs)}`,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
