@@ -15,7 +15,7 @@ import {
   startTestServer,
   type TestKey,
   type TestServer,
-} from "./helpers.ts";
+} from "../testing/helpers.ts";
 
 async function expectError(
   promise: Promise<unknown>,

@@ -26,11 +26,11 @@ import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { signedText } from "../core/federation/proof.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { freePort } from "./dnsmasq.ts";
-import { type Node, startWorld } from "./federation_world.ts";
-import { waitFor } from "./helpers.ts";
-import { type MailSession, pushOf } from "./mail.ts";
-import { runCli } from "./process.ts";
+import { freePort } from "../testing/dnsmasq.ts";
+import { type Node, startWorld } from "../testing/federation_world.ts";
+import { waitFor } from "../testing/helpers.ts";
+import { type MailSession, pushOf } from "../testing/mail.ts";
+import { runCli } from "../testing/process.ts";
 
 Deno.test("federation: three servers, DNS, signed server authentication, durable queue", async (t) => {
   const world = await startWorld([

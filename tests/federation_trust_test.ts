@@ -19,9 +19,13 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../core/wire/mod.ts";
-import { type Node, startWorld, type World } from "./federation_world.ts";
-import { makeKey, waitFor } from "./helpers.ts";
-import { mailSession, pushOf } from "./mail.ts";
+import {
+  type Node,
+  startWorld,
+  type World,
+} from "../testing/federation_world.ts";
+import { makeKey, waitFor } from "../testing/helpers.ts";
+import { mailSession, pushOf } from "../testing/mail.ts";
 
 /**
  * A man in the middle between a sending server and a receiving one: it

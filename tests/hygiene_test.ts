@@ -19,8 +19,8 @@ import {
   type TestServer,
   userMaker,
   waitFor,
-} from "./helpers.ts";
-import { cleanEnv, taskArgs } from "./process.ts";
+} from "../testing/helpers.ts";
+import { cleanEnv, taskArgs } from "../testing/process.ts";
 
 /** Handshake timeout of the in-process servers here. */
 const HANDSHAKE_MS = 300;

@@ -17,8 +17,8 @@ import {
   makeKey,
   startTestServer,
   type TestServer,
-} from "./helpers.ts";
-import { cleanEnv, taskArgs } from "./process.ts";
+} from "../testing/helpers.ts";
+import { cleanEnv, taskArgs } from "../testing/process.ts";
 
 /** The error code a call ends with (0 when it succeeds). */
 async function codeOf(promise: Promise<unknown>): Promise<number> {

@@ -4,7 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { cleanEnv, runCli, startServerProcess, taskArgs } from "./process.ts";
+import {
+  cleanEnv,
+  runCli,
+  startServerProcess,
+  taskArgs,
+} from "../testing/process.ts";
 
 Deno.test("cli: send, watch, inbox, read with attachments, search", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-mailcli-" });

@@ -14,7 +14,7 @@ import {
   type TestServer,
   userMaker,
   waitFor,
-} from "./helpers.ts";
+} from "../testing/helpers.ts";
 
 const FIXTURES = new URL("./fixtures/modules", import.meta.url).pathname;
 const FAST = {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { encodeDocument } from "../core/wire/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import type { Response } from "../client/mod.ts";
-import { startTestServer, waitFor } from "./helpers.ts";
+import { startTestServer, waitFor } from "../testing/helpers.ts";
 
 const TRANSPORTS = ["webtransport", "websocket"] as const;
 
