@@ -6,7 +6,7 @@
  */
 
 import { type Args, UsageError } from "./cli_args.ts";
-import { readPublicKey } from "../core/auth/keyfile.ts";
+import { readPublicKey } from "../shared/login/keyfile.ts";
 
 type FlagType = "string" | "int" | "bool" | "list" | "pubkey" | "file";
 

@@ -23,8 +23,8 @@
  * @module
  */
 
-import { errorName } from "../core/protocol/errors.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import { errorName } from "../shared/errors.ts";
+import { certificateHash } from "../shared/pem.ts";
 import {
   ADMIN_SUBCOMMANDS,
   buildParams,
@@ -33,7 +33,7 @@ import {
 } from "./admin_cli.ts";
 import { type Args, parseArgs, UsageError } from "./cli_args.ts";
 import { asJson, parseJson, readable } from "./format.ts";
-import { readPrivateKey, writeKeyPair } from "../core/auth/keyfile.ts";
+import { readPrivateKey, writeKeyPair } from "../shared/login/keyfile.ts";
 import { AmtpClient, AmtpError } from "./mod.ts";
 import {
   inboxCommand,

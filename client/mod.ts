@@ -29,13 +29,13 @@ import {
   answerChallenge,
   type LoginChallenge,
   type LoginKey,
-} from "../core/auth/answer.ts";
-import { normalizeServerName } from "../core/auth/context.ts";
+} from "../shared/login/answer.ts";
+import { normalizeServerName } from "../shared/login/context.ts";
 import {
   IdentityError,
   normalizeAddress,
   normalizeAdminName,
-} from "../core/identity/mod.ts";
+} from "../shared/identity.ts";
 
 export type { Document, Push, Response } from "../core/wire/mod.ts";
 export type { ClientTransport } from "./transport.ts";
@@ -43,7 +43,7 @@ export {
   ChallengeRefused,
   type LoginChallenge,
   type LoginKey,
-} from "../core/auth/answer.ts";
+} from "../shared/login/answer.ts";
 
 /** A response with a non-zero `error`, thrown by {@link AmtpClient.call}. */
 export class AmtpError extends Error {

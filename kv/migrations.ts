@@ -10,8 +10,6 @@
  * @module
  */
 
-import type { Logger } from "../core/log/mod.ts";
-
 /** One forward migration. */
 export interface Migration {
   /** The schema version this migration produces. */
@@ -95,6 +93,12 @@ export async function schemaVersion(kv: Deno.Kv): Promise<number> {
   return entry.value ?? 0;
 }
 
+/** Where migrations report (the server's logger fits). */
+export interface MigrationLog {
+  /** One line: an event and its fields. */
+  info(event: string, fields: Record<string, string | number>): void;
+}
+
 /**
  * Bring the data to the newest schema.
  *
@@ -104,7 +108,7 @@ export async function schemaVersion(kv: Deno.Kv): Promise<number> {
  */
 export async function migrate(
   kv: Deno.Kv,
-  options: { migrations?: readonly Migration[]; log?: Logger } = {},
+  options: { migrations?: readonly Migration[]; log?: MigrationLog } = {},
 ): Promise<number> {
   const migrations = options.migrations ?? MIGRATIONS;
   const known = migrations.at(-1)?.version ?? 0;

@@ -6,10 +6,9 @@
  * @module
  */
 
-import type { Logger } from "../core/log/mod.ts";
 import { AccountStore } from "./accounts.ts";
 import { FailureStore } from "./failures.ts";
-import { migrate, type Migration } from "./migrations.ts";
+import { migrate, type Migration, type MigrationLog } from "./migrations.ts";
 import { GroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
 
@@ -42,7 +41,7 @@ export interface Store {
 /** Open KV at `path` (file path or URL) and migrate it. */
 export async function openStore(
   path: string,
-  options: { log?: Logger; migrations?: readonly Migration[] } = {},
+  options: { log?: MigrationLog; migrations?: readonly Migration[] } = {},
 ): Promise<Store> {
   if (!/^https?:\/\//.test(path)) {
     const dir = path.replace(/[^/]*$/, "");

@@ -12,7 +12,7 @@
 
 import { BSON } from "bson";
 import type { Response } from "../client/mod.ts";
-import { ErrorCode } from "../core/protocol/errors.ts";
+import { ErrorCode } from "../shared/errors.ts";
 import { login } from "./helpers.ts";
 import { rss } from "./process.ts";
 import { startAmtp } from "./server.ts";

@@ -6,8 +6,8 @@
  */
 
 import { AmtpClient } from "../client/mod.ts";
-import type { LoginAlgorithm } from "../core/auth/algorithms.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import type { LoginAlgorithm } from "../shared/login/algorithms.ts";
+import { certificateHash } from "../shared/pem.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
 import { type ServerProcess, startServerProcess } from "./process.ts";
 

@@ -5,8 +5,11 @@
 
 import assert from "node:assert/strict";
 import { type AmtpClient, AmtpError } from "../client/mod.ts";
-import { LOGIN_ALGORITHMS } from "../core/auth/algorithms.ts";
-import { answerChallenge, type LoginChallenge } from "../core/auth/answer.ts";
+import { LOGIN_ALGORITHMS } from "../shared/login/algorithms.ts";
+import {
+  answerChallenge,
+  type LoginChallenge,
+} from "../shared/login/answer.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import {
   bootstrapKey,

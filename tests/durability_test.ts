@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { AmtpClient } from "../client/mod.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import { certificateHash } from "../shared/pem.ts";
 import { bootstrapKey, login, makeKey } from "../testing/helpers.ts";
 import { mailSession } from "../testing/mail.ts";
 import { startServerProcess } from "../testing/process.ts";

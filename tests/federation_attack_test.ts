@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { PeerClient } from "../core/federation/client.ts";
+import { PeerClient } from "../core/federation/peers.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";

@@ -7,12 +7,12 @@
 
 import assert from "node:assert/strict";
 import type { AmtpClient } from "../client/mod.ts";
-import { toBase64 } from "../core/auth/algorithms.ts";
-import { PeerClient } from "../core/federation/client.ts";
+import { toBase64 } from "../shared/login/algorithms.ts";
+import { PeerClient } from "../core/federation/peers.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { S2S_ALPN } from "../core/transport/mod.ts";
+import { S2S_ALPN } from "../core/wire/mod.ts";
 import {
   decodeDocument,
   type Document,

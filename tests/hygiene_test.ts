@@ -10,7 +10,10 @@ import assert from "node:assert/strict";
 import { BSON } from "bson";
 import { AmtpClient } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
-import { answerChallenge, type LoginChallenge } from "../core/auth/answer.ts";
+import {
+  answerChallenge,
+  type LoginChallenge,
+} from "../shared/login/answer.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
 import {
   adminCaller,

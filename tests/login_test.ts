@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { AmtpClient, AmtpError, ChallengeRefused } from "../client/mod.ts";
-import { LOGIN_ALGORITHMS } from "../core/auth/algorithms.ts";
+import { LOGIN_ALGORITHMS } from "../shared/login/algorithms.ts";
 import { createCertificate } from "../core/tls/cert.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";

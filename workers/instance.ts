@@ -23,7 +23,7 @@ import type { Document } from "../core/wire/mod.ts";
 import { type BridgeCaller, MODULE_LIMITS } from "./bridge.ts";
 import type { Channel } from "./isolation/channel.ts";
 import type { Isolation, Manifest } from "./manifest.ts";
-import { TokenBucket } from "./sdk/bucket.ts";
+import { TokenBucket } from "../shared/token_bucket.ts";
 
 /** Core services an instance may ask for. */
 export type ServiceHandler = (

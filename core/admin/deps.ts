@@ -10,7 +10,7 @@ import {
   type Page,
 } from "../../kv/mod.ts";
 import type { LoginService, TokenService } from "../auth/mod.ts";
-import { IdentityError, normalizeDomain } from "../identity/mod.ts";
+import { IdentityError, normalizeDomain } from "../../shared/identity.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 
 /** Dependencies of the admin commands. */

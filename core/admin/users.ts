@@ -15,7 +15,7 @@ import {
   makeKeyRecord,
   removeKey,
 } from "../auth/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
+import { splitAddress } from "../../shared/identity.ts";
 import {
   type Command,
   defineCommand,

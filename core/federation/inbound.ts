@@ -7,12 +7,12 @@
  */
 
 import type { AccountStore } from "../../kv/mod.ts";
-import { toBase64 } from "../auth/algorithms.ts";
+import { toBase64 } from "../../shared/login/algorithms.ts";
 import {
   IdentityError,
   normalizeAddress,
   splitAddress,
-} from "../identity/mod.ts";
+} from "../../shared/identity.ts";
 import {
   type Command,
   defineCommand,
@@ -20,7 +20,7 @@ import {
   type HandlerContext,
   ProtocolError,
 } from "../protocol/mod.ts";
-import { TokenBucket } from "../session/rate.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
 import type { Document } from "../wire/mod.ts";
 import type { DnsResolver } from "./dns.ts";
 import type { PolicyStore } from "./policy.ts";

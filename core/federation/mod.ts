@@ -12,7 +12,7 @@
 
 import type { AccountStore } from "../../kv/mod.ts";
 import type { Config } from "../config/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
+import { splitAddress } from "../../shared/identity.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   type Command,
@@ -22,7 +22,7 @@ import {
   ProtocolError,
 } from "../protocol/mod.ts";
 import type { Document } from "../wire/mod.ts";
-import { PeerPool } from "./client.ts";
+import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
 import { keyText, ServerKeys } from "./keys.ts";

@@ -14,7 +14,7 @@
 import type { GroupCommit } from "../../kv/group_commit.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import type { PeerClient, PeerPool } from "./client.ts";
+import type { PeerClient, PeerPool } from "./peers.ts";
 import type { OutboundItem } from "./outbox.ts";
 
 /** Per-recipient and session error codes that no retry can fix. */

@@ -27,7 +27,7 @@ import {
 } from "../tls/mod.ts";
 import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
 import { publicProfile, userCommands } from "../user/mod.ts";
-import { APP_NAME, APP_VERSION } from "../version.ts";
+import { APP_NAME, APP_VERSION } from "../../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
 import { resolveRecipients } from "../routing/mod.ts";

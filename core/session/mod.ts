@@ -30,7 +30,7 @@ import {
   type Push,
   type Response,
 } from "../wire/mod.ts";
-import { TokenBucket } from "./rate.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
 
 /** Limits applied to every session. */
 export interface SessionLimits {
@@ -161,11 +161,6 @@ export class SessionRegistry {
     const sessions = this.#byUser.get(address);
     if (!sessions) return 0;
     return await this.#sendAll([...sessions], push, maxFrame);
-  }
-
-  /** Send a push to every live session (announcements, benchmarks). */
-  async broadcast(push: Push, maxFrame: number): Promise<number> {
-    return await this.#sendAll([...this.#sessions], push, maxFrame);
   }
 
   /**

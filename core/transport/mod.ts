@@ -16,7 +16,6 @@ import {
 } from "./webtransport.ts";
 
 export * from "./connection.ts";
-export { S2S_ALPN, StreamConnection } from "./webtransport.ts";
 export { raiseDescriptorLimit, readDescriptorLimit } from "./descriptors.ts";
 
 /** Options of {@link startTransports}. */

@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log/mod.ts";
-import { concatBytes, FrameDecoder } from "../wire/mod.ts";
+import { concatBytes, FrameDecoder, S2S_ALPN } from "../wire/mod.ts";
 import {
   type Admission,
   type Connection,
@@ -40,9 +40,6 @@ export interface WebTransportOptions {
   /** Logger. */
   log: Logger;
 }
-
-/** ALPN of server-to-server AMTP over QUIC (one bidirectional stream of BSON frames). */
-export const S2S_ALPN = "amtp/1";
 
 /** A running WebTransport listener. */
 export interface WebTransportListener {

@@ -18,14 +18,18 @@ import {
   removeKey,
   type TokenService,
 } from "../auth/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
+import { splitAddress } from "../../shared/identity.ts";
 import {
   type Command,
   defineCommand,
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
-import { APP_NAME, APP_VERSION, PROTOCOL_VERSION } from "../version.ts";
+import {
+  APP_NAME,
+  APP_VERSION,
+  PROTOCOL_VERSION,
+} from "../../shared/version.ts";
 
 /** Largest profile photo in bytes (one KV value). */
 export const MAX_PHOTO = 48 * 1024;

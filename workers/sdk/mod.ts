@@ -29,7 +29,7 @@ import {
   FrameDecoder,
 } from "../../core/wire/mod.ts";
 import { type BridgeCaller, MODULE_LIMITS } from "../bridge.ts";
-import { TokenBucket } from "./bucket.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
 import { ModuleError } from "./error.ts";
 import { KvStorage, type ModuleStorage } from "./storage.ts";
 
