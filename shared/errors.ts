@@ -98,3 +98,26 @@ export function errorName(code: number): string {
   }
   return `ERROR_${code}`;
 }
+
+/**
+ * The codes a module may answer a call with, by name (the lower-case name
+ * of the protocol code): a module's error carries the name, the host maps
+ * it to the number. Any other name is answered as INTERNAL.
+ */
+export const MODULE_ERROR_CODES = {
+  unknown_command: ErrorCode.UNKNOWN_COMMAND,
+  invalid_parameter: ErrorCode.INVALID_PARAMETER,
+  forbidden: ErrorCode.FORBIDDEN,
+  not_found: ErrorCode.NOT_FOUND,
+  limit_exceeded: ErrorCode.LIMIT_EXCEEDED,
+} as const;
+
+/** A code a module may answer with. */
+export type ModuleErrorCode = keyof typeof MODULE_ERROR_CODES;
+
+/** The protocol code of a module's error name; INTERNAL for any other name. */
+export function moduleErrorCode(name: string): ErrorCodeValue {
+  return Object.hasOwn(MODULE_ERROR_CODES, name)
+    ? MODULE_ERROR_CODES[name as ModuleErrorCode]
+    : ErrorCode.INTERNAL;
+}

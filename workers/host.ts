@@ -24,10 +24,15 @@ import {
   type HandlerContext,
   ProtocolError,
 } from "../core/protocol/mod.ts";
-import type { Document, Push } from "../core/wire/mod.ts";
+import type { Document } from "../core/wire/mod.ts";
+import type {
+  InboundDelivery,
+  InboundResult,
+} from "../core/federation/delivery.ts";
 import {
   type DownReason,
   type HeartbeatOptions,
+  ManifestMismatchError,
   ModuleInstance,
 } from "./instance.ts";
 import type { Channel } from "./isolation/channel.ts";
@@ -35,7 +40,6 @@ import { ImportPolicy, ImportRefusedError } from "./isolation/imports.ts";
 import { startProcess } from "./isolation/process.ts";
 import { startWorker } from "./isolation/worker.ts";
 import {
-  type CoreService,
   discoverManifests,
   type Isolation,
   loadManifest,
@@ -48,7 +52,7 @@ import {
   SemverError,
 } from "./semver.ts";
 import { importLegacyStore, storePath } from "./store.ts";
-import { KvStorage, type StorageKey } from "./sdk/storage.ts";
+import { serveService, type ServiceImplementation } from "./services.ts";
 
 /** Request fields that belong to the envelope, not to the module. */
 const ENVELOPE = new Set([
@@ -76,15 +80,8 @@ export interface ModuleHostOptions {
   stores?: string;
   /** Logger. */
   log: Logger;
-  /** Deliver a push to every live session of an address. */
-  push: (address: string, push: Push) => Promise<number>;
-  /** Core services modules may declare in their manifest (`services`). */
-  services?: Partial<
-    Record<
-      CoreService,
-      (manifest: Manifest, request: Document) => Promise<unknown>
-    >
-  >;
+  /** The core's services for modules (bridge/services.ts), implemented by the server. */
+  services: ServiceImplementation;
   /** The server's deno.json (the npm packages of its import map are the ones modules may use). */
   denoConfig: string;
   /**
@@ -189,7 +186,6 @@ export class ModuleHost {
   readonly #heartbeat: HeartbeatOptions;
   readonly #modules = new Map<string, Map<string, Slot>>();
   readonly #defaults = new Map<string, string>();
-  readonly #bridged = new Map<string, KvStorage>();
   #policy?: Promise<ImportPolicy>;
   #closed = false;
 
@@ -346,20 +342,6 @@ export class ModuleHost {
     return stores === undefined ? undefined : storePath(stores, name);
   }
 
-  /** The storage of a module in the core's database (bridged mode), one per module. */
-  #coreStorage(manifest: Manifest): KvStorage {
-    let storage = this.#bridged.get(manifest.name);
-    if (!storage) {
-      storage = new KvStorage(
-        this.#options.kv,
-        manifest.name,
-        manifest.storageQuota,
-      );
-      this.#bridged.set(manifest.name, storage);
-    }
-    return storage;
-  }
-
   /** Check a module's code, then start it where the slot says. */
   async #channel(slot: Slot): Promise<Channel> {
     const store = this.#storePath(slot.manifest.name);
@@ -377,7 +359,16 @@ export class ModuleHost {
       const channel = await this.#channel(slot);
       instance = new ModuleInstance(slot.manifest, channel, {
         isolation: slot.isolation,
-        services: (manifest, request) => this.#serve(manifest, request),
+        serve: (caller, method, args) =>
+          serveService(
+            this.#options.services,
+            {
+              coreStorage: this.#stores === undefined,
+            },
+            caller,
+            method,
+            args,
+          ),
         log: this.#log,
         heartbeat: this.#heartbeat,
         storePath: this.#storePath(slot.manifest.name),
@@ -393,6 +384,10 @@ export class ModuleHost {
     try {
       await instance.start();
     } catch (error) {
+      if (error instanceof ManifestMismatchError) {
+        this.#refuse(slot, error);
+        return undefined;
+      }
       this.#failed(
         slot,
         error instanceof Error ? error.message : String(error),
@@ -418,8 +413,11 @@ export class ModuleHost {
     return instance;
   }
 
-  /** The module's code imports what it may not load: no restart until an admin acts. */
-  #refuse(slot: Slot, error: ImportRefusedError): void {
+  /**
+   * The module's code imports what it may not load, or its handlers differ
+   * from its manifest: no restart until an admin acts.
+   */
+  #refuse(slot: Slot, error: ImportRefusedError | ManifestMismatchError): void {
     slot.lastError = error.message;
     if (!slot.instance) slot.state = "refused";
     this.#log.error("module_refused", {
@@ -483,71 +481,6 @@ export class ModuleHost {
       slot.restarts++;
       this.#launch(slot);
     }, delay);
-  }
-
-  async #serve(manifest: Manifest, request: Document): Promise<unknown> {
-    const op = String(request.op);
-    if (op.startsWith("storage.")) {
-      if (this.#stores !== undefined) {
-        throw Object.assign(
-          new Error("module storage is the module's own database"),
-          { code: "invalid_parameter" },
-        );
-      }
-      const storage = this.#coreStorage(manifest);
-      const r = request as Document & { key: StorageKey; keys: StorageKey[] };
-      switch (op) {
-        case "storage.get":
-          return { entry: await storage.get(r.key) };
-        case "storage.getMany":
-          return { entries: await storage.getMany(r.keys) };
-        case "storage.set":
-          await storage.set(r.key, request.value);
-          return { ok: true };
-        case "storage.delete":
-          await storage.delete(r.key);
-          return { ok: true };
-        case "storage.list":
-          return await storage.list(request.prefix as StorageKey, request);
-        case "storage.commit":
-          return { versionstamp: await storage.commit(request.ops as never) };
-      }
-    }
-    if (op === "push") {
-      const event = String(request.event);
-      if (!manifest.events.includes(event)) {
-        throw Object.assign(
-          new Error(`event "${event}" is not declared in the manifest`),
-          {
-            code: "invalid_parameter",
-          },
-        );
-      }
-      if (typeof request.address !== "string") {
-        throw Object.assign(new Error("push needs an address"), {
-          code: "invalid_parameter",
-        });
-      }
-      const delivered = await this.#options.push(request.address, {
-        event,
-        module: manifest.name,
-        data: request.data ?? null,
-      });
-      return { delivered };
-    }
-    const service = this.#options.services?.[op as CoreService];
-    if (service) {
-      if (!manifest.services.includes(op as CoreService)) {
-        throw Object.assign(
-          new Error(`service "${op}" is not declared in the manifest`),
-          { code: "forbidden" },
-        );
-      }
-      return await service(manifest, request);
-    }
-    throw Object.assign(new Error(`unknown request ${op}`), {
-      code: "invalid_parameter",
-    });
   }
 
   #pick(name: string, range?: string): Slot {
@@ -642,17 +575,25 @@ export class ModuleHost {
    * Hand a delivery from another server (or a bounce) to a module's
    * `inbound` handler, on its default version.
    */
-  async inbound(name: string, delivery: Document): Promise<unknown> {
+  async inbound(
+    name: string,
+    delivery: InboundDelivery,
+  ): Promise<InboundResult> {
     const slot = this.#pick(name);
     const instance = slot.instance;
     if (!instance || instance.state !== "ready") {
       throw unavailable(`module ${name} is ${slot.state}`);
     }
+    if (!instance.federates) {
+      throw unavailable(
+        `module ${name} takes no deliveries from other servers`,
+      );
+    }
     const caller = {
-      address: String(delivery.from),
-      session: `peer:${String(delivery.peer ?? "local")}`,
+      address: delivery.from,
+      session: `peer:${delivery.peer ?? "local"}`,
     };
-    return await instance.call("$inbound", caller, delivery);
+    return await instance.inbound(caller, delivery);
   }
 
   /** Modules and versions clients may use, for `info`. */

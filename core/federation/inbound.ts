@@ -21,7 +21,7 @@ import {
   ProtocolError,
 } from "../protocol/mod.ts";
 import { TokenBucket } from "../../shared/token_bucket.ts";
-import type { Document } from "../wire/mod.ts";
+import type { DeliverToModule, RecipientResult } from "./delivery.ts";
 import type { DnsResolver } from "./dns.ts";
 import type { PolicyStore } from "./policy.ts";
 import { verifyClaim } from "./proof.ts";
@@ -47,7 +47,7 @@ export interface InboundDeps {
   /** Accounts (hosted domains, users). */
   accounts: AccountStore;
   /** Hand a delivery to a local module. */
-  deliver: (module: string, delivery: Document) => Promise<unknown>;
+  deliver: DeliverToModule;
   /** A local user's public profile. */
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** Deliveries per second allowed from one remote server (burst: ten times). */
@@ -210,12 +210,7 @@ export function inboundCommands(deps: InboundDeps): Command[] {
             `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
           );
         }
-        const results: {
-          address: string;
-          status: string;
-          error?: number;
-          message?: string;
-        }[] = [];
+        const results: RecipientResult[] = [];
         const local: string[] = [];
         for (const raw of p.to as string[]) {
           const to = address(raw);
@@ -254,7 +249,7 @@ export function inboundCommands(deps: InboundDeps): Command[] {
               peer: peer.host,
               // The origin of what is delivered: the authenticated domain.
               peer_domain: peer.domain,
-            }) as { recipients: typeof results };
+            });
             results.push(...answer.recipients);
           } catch (error) {
             const code = error instanceof ProtocolError

@@ -21,7 +21,7 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
-import type { Document } from "../wire/mod.ts";
+import type { DeliverToModule } from "./delivery.ts";
 import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
@@ -58,7 +58,7 @@ export interface FederationDeps {
   /** Logger. */
   log: Logger;
   /** Hand a delivery or bounce to a module's inbound handler. */
-  inbound: (module: string, delivery: Document) => Promise<unknown>;
+  inbound: DeliverToModule;
   /** A local user's public profile, or null. */
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** The port this server listens on (for the records to publish). */
@@ -144,8 +144,8 @@ export class Federation {
     }));
   }
 
-  /** Load the server key, read the extra CAs, start the queue. */
-  static async start(deps: FederationDeps): Promise<Federation> {
+  /** Load the server key and read the extra CAs; `queue.start()` starts deliveries. */
+  static async open(deps: FederationDeps): Promise<Federation> {
     const keys = await ServerKeys.open(
       deps.config.dataDir,
       deps.config.serverKeyAlgorithm,
@@ -159,9 +159,7 @@ export class Federation {
         ) ?? []),
       );
     }
-    const federation = new Federation(deps, keys, caCerts);
-    federation.queue.start();
-    return federation;
+    return new Federation(deps, keys, caCerts);
   }
 
   /** Queue a payload for remote recipients and wake the queue. */

@@ -15,6 +15,7 @@ import type { GroupCommit } from "../../kv/group_commit.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 import type { PeerClient, PeerPool } from "./peers.ts";
+import type { Failure, RecipientResult } from "./delivery.ts";
 import type { OutboundItem } from "./outbox.ts";
 
 /** Per-recipient and session error codes that no retry can fix. */
@@ -31,16 +32,6 @@ const PERMANENT = new Set<number>([
 
 /** Deliveries in flight to one domain at a time. */
 const PER_DOMAIN = 16;
-
-/** One failed recipient of a bounce. */
-export interface Failure {
-  /** Recipient. */
-  address: string;
-  /** Error code. */
-  error: number;
-  /** Why. */
-  message: string;
-}
 
 /** Options of {@link OutboundQueue}. */
 export interface QueueOptions {
@@ -215,12 +206,7 @@ export class OutboundQueue {
       );
       return;
     }
-    let results: {
-      address: string;
-      status: string;
-      error?: number;
-      message?: string;
-    }[];
+    let results: RecipientResult[];
     let session: PeerClient | undefined;
     try {
       session = await this.#options.pool.session(

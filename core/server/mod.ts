@@ -30,9 +30,9 @@ import { publicProfile, userCommands } from "../user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
-import { resolveRecipients } from "../routing/mod.ts";
 import { Federation } from "../federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
+import { moduleServices } from "./module_services.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -125,41 +125,8 @@ export async function startServer(
     max_page: 500,
   };
   const registry = new SessionRegistry({ log });
-  const host = new ModuleHost({
-    root: config.modulesDir,
-    kv: store.kv,
-    stores: config.moduleStorage === "files"
-      ? `${config.dataDir}/modules`
-      : undefined,
-    log,
-    push: (address, push) => registry.push(address, push, config.maxFrame),
-    denoConfig: new URL("../../deno.json", import.meta.url).pathname,
-    services: {
-      "accounts.resolve": async (_manifest, request) => {
-        const addresses = Array.isArray(request.addresses)
-          ? request.addresses.slice(0, 1000).map(String)
-          : [];
-        return {
-          resolutions: await resolveRecipients(store.accounts, addresses),
-        };
-      },
-      "federation.send": async (manifest, request) => {
-        const to = Array.isArray(request.to) ? request.to.map(String) : [];
-        const ids = await federation.enqueue({
-          module: manifest.name,
-          from: String(request.from),
-          to,
-          id: String(request.delivery_id),
-          payload: request.payload ?? null,
-        });
-        return { queued: ids };
-      },
-    },
-    ...options.moduleHost,
-  });
-  await host.start();
   let transportPort = config.port;
-  const federation = await Federation.start({
+  const federation = await Federation.open({
     config,
     kv: store.kv,
     writes: store.writes,
@@ -174,6 +141,25 @@ export async function startServer(
     },
     port: () => transportPort,
   });
+  const host = new ModuleHost({
+    root: config.modulesDir,
+    kv: store.kv,
+    stores: config.moduleStorage === "files"
+      ? `${config.dataDir}/modules`
+      : undefined,
+    log,
+    denoConfig: new URL("../../deno.json", import.meta.url).pathname,
+    services: moduleServices({
+      store,
+      registry,
+      maxFrame: config.maxFrame,
+      federation,
+    }),
+    ...options.moduleHost,
+  });
+  await host.start();
+  // Deliveries and bounces start once the modules that take them run.
+  federation.queue.start();
   const modules = () => host.available();
   const dispatcher = new Dispatcher({
     log,

@@ -29,7 +29,7 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../../core/wire/mod.ts";
-import { MODULE_LIMITS } from "../bridge.ts";
+import { MODULE_LIMITS } from "../bridge/envelope.ts";
 import type { Manifest } from "../manifest.ts";
 import { TokenBucket } from "../../shared/token_bucket.ts";
 import type { Channel } from "./channel.ts";

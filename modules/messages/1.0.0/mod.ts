@@ -314,7 +314,8 @@ serveModule({
     async quota(_p, ctx) {
       const { state } = await new Mailbox(ctx.storage, ctx.caller.address)
         .state();
-      const mine = (await ctx.resolve([ctx.caller.address]))[0]?.mailboxes[0]
+      const mine = (await ctx.accounts.resolve([ctx.caller.address]))[0]
+        ?.mailboxes[0]
         ?.quota;
       return { used: state.used, limit: mine || quotaDefault() };
     },

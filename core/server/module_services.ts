@@ -1,0 +1,73 @@
+/**
+ * The core's services for modules, implemented once: the bridge declares
+ * them (workers/bridge/services.ts), the module host checks grants and
+ * arguments before any of these runs (workers/services.ts), and each one gets
+ * the calling module and its arguments.
+ *
+ * @module
+ */
+
+import type { Store } from "../../kv/mod.ts";
+import type { ServiceImplementation } from "../../workers/services.ts";
+import { KvStorage } from "../../workers/sdk/storage.ts";
+import type { Manifest } from "../../workers/manifest.ts";
+import type { Federation } from "../federation/mod.ts";
+import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
+import { resolveRecipients } from "../routing/mod.ts";
+import type { SessionRegistry } from "../session/mod.ts";
+
+/** The parts of the server the services use. */
+export interface ServiceParts {
+  /** Storage (accounts; modules' data when they store through the core). */
+  store: Store;
+  /** Live sessions (pushes). */
+  registry: SessionRegistry;
+  /** Largest frame a push may take. */
+  maxFrame: number;
+  /** Federation (the outbound queue). */
+  federation: Federation;
+}
+
+/** Every core service for modules. */
+export function moduleServices(parts: ServiceParts): ServiceImplementation {
+  // One storage per module in the core's database (its versions share it).
+  const stores = new Map<string, KvStorage>();
+  const storage = ({ name, storageQuota }: Manifest): KvStorage => {
+    let kv = stores.get(name);
+    if (!kv) {
+      stores.set(name, kv = new KvStorage(parts.store.kv, name, storageQuota));
+    }
+    return kv;
+  };
+  return {
+    push: async ({ manifest }, address, event, data) => {
+      if (!manifest.events.includes(event)) {
+        throw new ProtocolError(
+          ErrorCode.INVALID_PARAMETER,
+          `event "${event}" is not declared in the manifest`,
+        );
+      }
+      return await parts.registry.push(
+        address,
+        { event, module: manifest.name, data: data ?? null },
+        parts.maxFrame,
+      );
+    },
+    log: ({ log }, level, event, fields = {}) => {
+      log[level](`module_${event}`, fields);
+    },
+    "accounts.resolve": (_caller, addresses) =>
+      resolveRecipients(parts.store.accounts, addresses),
+    "federation.send": ({ manifest }, delivery) =>
+      parts.federation.enqueue({ module: manifest.name, ...delivery }),
+    "storage.get": ({ manifest }, key) => storage(manifest).get(key),
+    "storage.getMany": ({ manifest }, keys) => storage(manifest).getMany(keys),
+    "storage.set": ({ manifest }, key, value) =>
+      storage(manifest).set(key, value),
+    "storage.delete": ({ manifest }, key) => storage(manifest).delete(key),
+    "storage.list": ({ manifest }, prefix, options) =>
+      storage(manifest).list(prefix, options),
+    "storage.atomic": ({ manifest }, ops) => storage(manifest).atomic(ops),
+    "storage.commit": ({ manifest }, ops) => storage(manifest).commit(ops),
+  };
+}
