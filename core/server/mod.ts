@@ -26,7 +26,7 @@ import {
   watchCertificate,
 } from "../tls/mod.ts";
 import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
-import { publicProfile, userCommands } from "../user/mod.ts";
+import { localProfile, userCommands } from "../user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
 import { moduleCommands } from "../admin/modules.ts";
@@ -133,12 +133,7 @@ export async function startServer(
     accounts: store.accounts,
     log,
     inbound: (module, delivery) => host.inbound(module, delivery),
-    profile: async (address) => {
-      const user = await store.accounts.getUser(address);
-      return user && !user.disabled
-        ? await publicProfile(store.accounts, user)
-        : null;
-    },
+    profile: (address) => localProfile(store.accounts, address),
     port: () => transportPort,
   });
   const host = new ModuleHost({

@@ -91,6 +91,15 @@ export async function publicProfile(
   };
 }
 
+/** The public profile of a local user, or null when there is none or it is disabled. */
+export async function localProfile(
+  accounts: AccountStore,
+  address: string,
+): Promise<Record<string, unknown> | null> {
+  const user = await accounts.getUser(address);
+  return user && !user.disabled ? await publicProfile(accounts, user) : null;
+}
+
 /** The user commands. */
 export function userCommands(deps: UserDeps): Command[] {
   const { accounts, tokens } = deps;
@@ -201,11 +210,11 @@ export function userCommands(deps: UserDeps): Command[] {
             p.fresh === true,
           );
         }
-        const user = await accounts.getUser(address);
-        if (!user || user.disabled) {
+        const profile = await localProfile(accounts, address);
+        if (!profile) {
           throw new ProtocolError(ErrorCode.NOT_FOUND, `no user ${address}`);
         }
-        return await publicProfile(accounts, user);
+        return profile;
       },
     }),
     defineCommand({
