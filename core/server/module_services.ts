@@ -15,6 +15,7 @@ import type { Federation } from "../federation/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 import { resolveRecipients } from "../routing/mod.ts";
 import type { SessionRegistry } from "../session/mod.ts";
+import { localProfile } from "../user/mod.ts";
 
 /** The parts of the server the services use. */
 export interface ServiceParts {
@@ -58,6 +59,8 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
     },
     "accounts.resolve": (_caller, addresses) =>
       resolveRecipients(parts.store.accounts, addresses),
+    "accounts.profile": (_caller, address) =>
+      localProfile(parts.store.accounts, address),
     "federation.send": ({ manifest }, delivery) =>
       parts.federation.enqueue({ module: manifest.name, ...delivery }),
     "storage.get": ({ manifest }, key) => storage(manifest).get(key),

@@ -77,6 +77,8 @@ export interface CoreServices {
   log(level: ModuleLogLevel, event: string, fields?: ModuleLogFields): void;
   /** Resolve written addresses: local mailboxes (aliases, catch-all applied), remote addresses, or why not. */
   "accounts.resolve"(addresses: string[]): Promise<Resolution[]>;
+  /** The public profile of a local user (what `user_userinfo` answers), or null when there is none. */
+  "accounts.profile"(address: string): Promise<Record<string, unknown> | null>;
   /** Queue a payload durably for remote recipients, one item per domain; resolves to the item ids. */
   "federation.send"(delivery: RemoteDelivery): Promise<string[]>;
   /** Storage through the core (`AMTP_MODULE_STORAGE=core`): the module's namespace in the core's database. */
@@ -134,6 +136,7 @@ export const CORE_SERVICES: {
     ),
   },
   "accounts.resolve": { grant: "declared", args: args(list(address, 1000)) },
+  "accounts.profile": { grant: "declared", args: args(address) },
   "federation.send": {
     grant: "declared",
     args: args(
