@@ -377,6 +377,49 @@ Deno.test("modules: storage is per module, large values are chunked, the quota h
   }
 });
 
+Deno.test("modules: a core service is served when the manifest grants it, refused when it does not", async () => {
+  const w = await world();
+  try {
+    const { call } = await w.user("alice@example.org");
+    await w.user("bob@example.org");
+    await w.admin("admin_set_user", {
+      address: "bob@example.org",
+      name: "Bob",
+    });
+    // probe 1.0.0 lists accounts.profile in "services".
+    const granted = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "bob@example.org",
+    });
+    assert.equal(granted.error, 0, granted.message);
+    const profile = (granted.data as { profile: Record<string, unknown> })
+      .profile;
+    assert.equal(profile.address, "bob@example.org");
+    assert.equal(profile.name, "Bob");
+    const nobody = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "nobody@example.org",
+    });
+    assert.equal((nobody.data as { profile: unknown }).profile, null);
+    // Arguments of another shape are the module's invalid_parameter.
+    const long = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "x".repeat(400),
+    });
+    assert.equal(long.error, ErrorCode.INVALID_PARAMETER);
+    assert.match(String(long.message), /args\[0\]/);
+    // probe 2.0.0 does not: the core refuses, the module's error says so.
+    const refused = await call("probe", "profile", {
+      version: "2.0.0",
+      address: "bob@example.org",
+    });
+    assert.equal(refused.error, ErrorCode.FORBIDDEN);
+    assert.match(String(refused.message), /not declared in the manifest/);
+  } finally {
+    await w.t.close();
+  }
+});
+
 Deno.test("modules: events reach every live session of the address, tagged with the module", async () => {
   const w = await world();
   try {
