@@ -19,6 +19,7 @@ export * from "./failures.ts";
 export * from "./secrets.ts";
 export * from "./migrations.ts";
 export * from "./group_commit.ts";
+export * from "./modules.ts";
 
 /** The open storage. */
 export interface Store {

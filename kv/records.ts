@@ -229,4 +229,7 @@ export const keys = {
   secret: (name: string) => ["meta", "secret", name] as Deno.KvKey,
   decoyKey: (algorithm: string, bits: number) =>
     ["login_decoy", algorithm, bits] as Deno.KvKey,
+  moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
+  moduleData: (module: string) => ["mod", module] as Deno.KvKey,
+  moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
 } as const;

@@ -27,10 +27,11 @@
  */
 
 import { DECLARABLE_SERVICES, type ServiceName } from "./bridge/services.ts";
+import type { ModuleIsolation } from "../kv/modules.ts";
 import { parseVersion } from "./semver.ts";
 
 /** Isolation of a module: a Web Worker (default) or a killable subprocess. */
-export type Isolation = "worker" | "process";
+export type Isolation = ModuleIsolation;
 
 /** What a module may touch. */
 export interface Permissions {

@@ -132,7 +132,7 @@ export async function startServer(
     writes: store.writes,
     accounts: store.accounts,
     log,
-    inbound: (module, delivery) => host.inbound(module, delivery),
+    inbound: (module, delivery) => host.router.inbound(module, delivery),
     profile: (address) => localProfile(store.accounts, address),
     port: () => transportPort,
   });
@@ -155,11 +155,11 @@ export async function startServer(
   await host.start();
   // Deliveries and bounces start once the modules that take them run.
   federation.queue.start();
-  const modules = () => host.available();
+  const modules = () => host.router.available();
   const dispatcher = new Dispatcher({
     log,
     verifyToken: (kind, token) => tokens.verify(kind, token),
-    routeModule: (request, ctx) => host.route(request, ctx),
+    routeModule: (request, ctx) => host.router.route(request, ctx),
     timeoutMs: config.commandTimeout * 1000,
   });
   dispatcher.register(
@@ -172,7 +172,7 @@ export async function startServer(
     }),
     ...loginCommands(login),
     ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
-    ...moduleCommands(host),
+    ...moduleCommands(host.lifecycle),
     ...federation.adminCommands(),
     ...userCommands({
       accounts: store.accounts,

@@ -21,6 +21,7 @@
 
 import { BSON } from "bson";
 import { concatBytes } from "../../core/wire/bytes.ts";
+import { keys } from "../../kv/records.ts";
 import { ModuleError } from "./error.ts";
 
 /** Bytes of a value stored inline in its head record. */
@@ -201,7 +202,15 @@ export class KvStorage implements ModuleStorage {
   }
 
   #head(key: StorageKey): Deno.KvKey {
-    return ["mod", this.#name, "d", ...key];
+    return [...keys.moduleData(this.#name), "d", ...key];
+  }
+
+  #chunk(gen: string, i: number): Deno.KvKey {
+    return [...keys.moduleData(this.#name), "c", gen, i];
+  }
+
+  #usageKey(which: "add" | "sub"): Deno.KvKey {
+    return [...keys.moduleUsage(this.#name), which];
   }
 
   /**
@@ -220,8 +229,8 @@ export class KvStorage implements ModuleStorage {
   /** Bytes in use. */
   async usage(): Promise<number> {
     const [added, freed] = await this.#kv.getMany<Deno.KvU64[]>([
-      ["mod_usage", this.#name, "add"],
-      ["mod_usage", this.#name, "sub"],
+      this.#usageKey("add"),
+      this.#usageKey("sub"),
     ]);
     return Number((added.value?.value ?? 0n) - (freed.value?.value ?? 0n));
   }
@@ -230,7 +239,7 @@ export class KvStorage implements ModuleStorage {
     if (head.gen === undefined) return head.value;
     const keys = Array.from(
       { length: head.chunks ?? 0 },
-      (_, i) => ["mod", this.#name, "c", head.gen!, i],
+      (_, i) => this.#chunk(head.gen!, i),
     );
     const parts: Uint8Array[] = [];
     for (let i = 0; i < keys.length; i += 10) {
@@ -298,8 +307,8 @@ export class KvStorage implements ModuleStorage {
   }
 
   #usageUpdate(op: Deno.AtomicOperation, delta: number): void {
-    if (delta > 0) op.sum(["mod_usage", this.#name, "add"], BigInt(delta));
-    if (delta < 0) op.sum(["mod_usage", this.#name, "sub"], BigInt(-delta));
+    if (delta > 0) op.sum(this.#usageKey("add"), BigInt(delta));
+    if (delta < 0) op.sum(this.#usageKey("sub"), BigInt(-delta));
   }
 
   async #ensureRoom(delta: number): Promise<void> {
@@ -330,10 +339,7 @@ export class KvStorage implements ModuleStorage {
     for (let i = 0; i < chunks; i += CHUNKS_PER_OP) {
       const op = this.#kv.atomic();
       for (let j = i; j < Math.min(chunks, i + CHUNKS_PER_OP); j++) {
-        op.set(
-          ["mod", this.#name, "c", gen, j],
-          bytes.slice(j * CHUNK, (j + 1) * CHUNK),
-        );
+        op.set(this.#chunk(gen, j), bytes.slice(j * CHUNK, (j + 1) * CHUNK));
       }
       await op.commit();
     }
@@ -350,7 +356,7 @@ export class KvStorage implements ModuleStorage {
     for (let i = 0; i < (head.chunks ?? 0); i += 50) {
       const op = this.#kv.atomic();
       for (let j = i; j < Math.min(head.chunks!, i + 50); j++) {
-        op.delete(["mod", this.#name, "c", head.gen!, j]);
+        op.delete(this.#chunk(head.gen!, j));
       }
       await op.commit();
     }
