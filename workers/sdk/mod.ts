@@ -114,13 +114,19 @@ export interface ModuleDefinition {
   ) => Promise<InboundResult>;
 }
 
-/** Where the module's documents go and come from. */
-interface Port {
+/**
+ * Where the module's documents go and come from: a Worker's messages or a
+ * process's standard input and output (found by {@link serveModule}), or any
+ * other carrier of BSON documents.
+ */
+export interface ModulePort {
+  /** Send one document to the core. */
   send(doc: Document): void;
+  /** Receive the core's documents. */
   listen(handler: (doc: Document) => void): void;
 }
 
-function workerPort(): Port {
+function workerPort(): ModulePort {
   const scope = globalThis as unknown as {
     postMessage(data: unknown, transfer?: Transferable[]): void;
     onmessage: ((event: MessageEvent) => void) | null;
@@ -138,7 +144,7 @@ function workerPort(): Port {
   };
 }
 
-function processPort(): Port {
+function processPort(): ModulePort {
   // stdout carries frames: keep console output off it.
   console.log = console.error;
   console.info = console.error;
@@ -236,9 +242,14 @@ function mismatch(
   ].filter(Boolean).join("; ");
 }
 
-/** Start serving a module definition (call once, from the module's entry file). */
-export function serveModule(definition: ModuleDefinition): void {
-  const port = inWorker() ? workerPort() : processPort();
+/**
+ * Start serving a module definition (call once, from the module's entry
+ * file). The port is the Worker's or the process's, unless one is given.
+ */
+export function serveModule(
+  definition: ModuleDefinition,
+  port: ModulePort = inWorker() ? workerPort() : processPort(),
+): void {
   let base: Services | undefined;
   const context = (caller: BridgeCaller): ModuleContext => {
     if (!base) {
