@@ -10,6 +10,8 @@
  * @module
  */
 
+import { keys } from "./records.ts";
+
 /** One forward migration. */
 export interface Migration {
   /** The schema version this migration produces. */
@@ -83,6 +85,33 @@ export const MIGRATIONS: readonly Migration[] = [
         for (const key of old.filter((k) => k[1] === name)) op = op.delete(key);
         await op.commit();
       }
+    },
+  },
+  {
+    version: 3,
+    description:
+      "outbound queue: an index of due times; the by-domain index, never read, goes",
+    run: async (kv) => {
+      for await (
+        const entry of kv.list<{ id: string; next_attempt: number }>({
+          prefix: keys.outbounds(),
+        })
+      ) {
+        await kv.set(
+          keys.outboundDue(entry.value.next_attempt, entry.value.id),
+          true,
+        );
+      }
+      let op = kv.atomic();
+      let n = 0;
+      for await (const entry of kv.list({ prefix: ["outbound_by_domain"] })) {
+        op = op.delete(entry.key);
+        if (++n % 100 === 0) {
+          await op.commit();
+          op = kv.atomic();
+        }
+      }
+      await op.commit();
     },
   },
 ];

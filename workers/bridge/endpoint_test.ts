@@ -4,6 +4,8 @@ import {
   type Document,
   encodeDocument,
 } from "../../core/wire/mod.ts";
+import { ErrorCode, ProtocolError } from "../../core/protocol/mod.ts";
+import { ModuleError } from "../sdk/error.ts";
 import { CheckError } from "./checks.ts";
 import { Endpoint, type EndpointOptions, RemoteError } from "./endpoint.ts";
 import { toBridgeError } from "./envelope.ts";
@@ -58,13 +60,10 @@ Deno.test("bridge: errors keep their code by name; a notification is never answe
     serve: (method, args) => {
       served.push([method, ...args]);
       if (method === "protocol") {
-        throw Object.assign(new Error("no such thing"), { code: 201 });
+        throw new ProtocolError(ErrorCode.NOT_FOUND, "no such thing");
       }
       if (method === "module") {
-        throw Object.assign(new Error("bad"), {
-          code: "invalid_parameter",
-          data: { parameter: "x" },
-        });
+        throw new ModuleError("invalid_parameter", "bad", { parameter: "x" });
       }
       throw new Error("exploded");
     },

@@ -48,6 +48,11 @@ import { ModuleError } from "./error.ts";
 import { KvStorage } from "./storage.ts";
 
 export { ModuleError } from "./error.ts";
+export {
+  GroupCommit,
+  type GroupHooks,
+  type Verdict,
+} from "../../shared/group_commit.ts";
 export { ErrorCode } from "../../shared/errors.ts";
 export type {
   AtomicOp,
