@@ -68,7 +68,7 @@ async function serverWithUser(
 
 Deno.test("login: a stranger's failures from other addresses never lock the owner out", async () => {
   let skew = 0;
-  const t = await startTestServer({}, { loginNow: () => Date.now() + skew });
+  const t = await startTestServer({}, { now: () => Date.now() + skew });
   try {
     const { admin, key } = await serverWithUser(t, "v@example.org");
     // The owner logs in from their usual address once.

@@ -64,8 +64,8 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
-  /** Clock of logins in epoch milliseconds: challenge expiry, blocks (tests move it). */
-  loginNow?: () => number;
+  /** Clock of logins and tokens in epoch milliseconds: challenge and token expiry, blocks (tests move it). */
+  now?: () => number;
   /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
   handshakeTimeoutMs?: number;
   /** Module host timing (tests make hang detection quick). */
@@ -106,6 +106,7 @@ export async function startServer(
   const tokens = new TokenService(store.tokens, {
     adminTtl: config.adminTokenTtl,
     userTtl: config.userTokenTtl,
+    now: options.now,
   });
   const login = await LoginService.open({
     kv: store.kv,
@@ -115,7 +116,7 @@ export async function startServer(
     challengeTtl: config.challengeTtl,
     names,
     log,
-    now: options.loginNow,
+    now: options.now,
   });
   const limits = {
     max_frame: config.maxFrame,
