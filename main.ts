@@ -7,7 +7,7 @@
 
 import { ConfigError, loadConfig } from "./core/config/mod.ts";
 import { Logger } from "./core/log/mod.ts";
-import { startServer } from "./core/server/mod.ts";
+import { startServer } from "./server/mod.ts";
 import { raiseDescriptorLimit } from "./core/transport/mod.ts";
 
 if (import.meta.main) {

@@ -25,7 +25,7 @@ import {
   type ServerHandle,
   type StartOptions,
   startServer,
-} from "../core/server/mod.ts";
+} from "../server/mod.ts";
 
 /** A server started for a test. */
 export interface TestServer {

@@ -54,9 +54,14 @@ const RULES: {
     forbidden: (t) => top(t) !== "shared",
   },
   {
-    rule: "core/ imports workers/ only in the wiring (core/server)",
-    from: (f) => top(f) === "core" && !f.startsWith("core/server/"),
-    forbidden: (t) => top(t) === "workers" || top(t) === "modules",
+    rule: "core/ imports neither workers/ nor the wiring (server/)",
+    from: (f) => top(f) === "core",
+    forbidden: (t) => ["workers", "modules", "server"].includes(top(t)),
+  },
+  {
+    rule: "workers/ imports neither the wiring (server/) nor modules/",
+    from: (f) => top(f) === "workers",
+    forbidden: (t) => ["server", "modules"].includes(top(t)),
   },
   {
     rule: "the logger is a leaf",

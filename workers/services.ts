@@ -2,7 +2,7 @@
  * The host's side of the core's services: a module's call is checked
  * against the bridge's declaration (the grant of its manifest, then its
  * arguments) and handed to the one implementation of each service, which the
- * server wires in (core/server/module_services.ts).
+ * server wires in (server/module_services.ts).
  *
  * @module
  */

@@ -4,7 +4,7 @@
  * module offers the core ({@link ModuleOffers}, {@link MODULE_OFFERS}), with
  * the types of their arguments and results. Both sides are built from this
  * file: the host checks a module's calls against it and serves them through
- * one implementation (core/server/module_services.ts), the SDK builds a
+ * one implementation (server/module_services.ts), the SDK builds a
  * handler's context from it, and the manifest's `services` are the grants it
  * names. Every call travels in the envelope of envelope.ts.
  *

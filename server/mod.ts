@@ -6,31 +6,31 @@
  * @module
  */
 
-import { openStore, type Store } from "../../kv/mod.ts";
-import { adminCommands } from "../admin/mod.ts";
-import { type Bootstrap, ensureFirstAdmin } from "../admin/bootstrap.ts";
+import { openStore, type Store } from "../kv/mod.ts";
+import { adminCommands } from "../core/admin/mod.ts";
+import { type Bootstrap, ensureFirstAdmin } from "../core/admin/bootstrap.ts";
 import {
   LOGIN_ALGORITHMS,
   loginCommands,
   LoginService,
   TokenService,
-} from "../auth/mod.ts";
-import { type Config, serverNames } from "../config/mod.ts";
-import { infoCommands } from "../info/mod.ts";
-import { Logger } from "../log/mod.ts";
-import { Dispatcher } from "../protocol/mod.ts";
-import { runSession, SessionRegistry } from "../session/mod.ts";
+} from "../core/auth/mod.ts";
+import { type Config, serverNames } from "../core/config/mod.ts";
+import { infoCommands } from "../core/info/mod.ts";
+import { Logger } from "../core/log/mod.ts";
+import { Dispatcher } from "../core/protocol/mod.ts";
+import { runSession, SessionRegistry } from "../core/session/mod.ts";
 import {
   loadCertificate,
   type ServerCertificate,
   watchCertificate,
-} from "../tls/mod.ts";
-import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
-import { localProfile, userCommands } from "../user/mod.ts";
-import { APP_NAME, APP_VERSION } from "../../shared/version.ts";
-import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
-import { moduleCommands } from "../admin/modules.ts";
-import { Federation } from "../federation/mod.ts";
+} from "../core/tls/mod.ts";
+import { ConnectionLimiter, startTransports } from "../core/transport/mod.ts";
+import { localProfile, userCommands } from "../core/user/mod.ts";
+import { APP_NAME, APP_VERSION } from "../shared/version.ts";
+import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
+import { moduleCommands } from "../core/admin/modules.ts";
+import { Federation } from "../core/federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
 
@@ -144,7 +144,7 @@ export async function startServer(
       ? `${config.dataDir}/modules`
       : undefined,
     log,
-    denoConfig: new URL("../../deno.json", import.meta.url).pathname,
+    denoConfig: new URL("../deno.json", import.meta.url).pathname,
     services: moduleServices({
       store,
       registry,

@@ -7,15 +7,15 @@
  * @module
  */
 
-import type { Store } from "../../kv/mod.ts";
-import type { ServiceImplementation } from "../../workers/services.ts";
-import { KvStorage } from "../../workers/sdk/storage.ts";
-import type { Manifest } from "../../workers/manifest.ts";
-import type { Federation } from "../federation/mod.ts";
-import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import { resolveRecipients } from "../routing/mod.ts";
-import type { SessionRegistry } from "../session/mod.ts";
-import { localProfile } from "../user/mod.ts";
+import type { Store } from "../kv/mod.ts";
+import type { ServiceImplementation } from "../workers/services.ts";
+import { KvStorage } from "../workers/sdk/storage.ts";
+import type { Manifest } from "../workers/manifest.ts";
+import type { Federation } from "../core/federation/mod.ts";
+import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
+import { resolveRecipients } from "../core/routing/mod.ts";
+import type { SessionRegistry } from "../core/session/mod.ts";
+import { localProfile } from "../core/user/mod.ts";
 
 /** The parts of the server the services use. */
 export interface ServiceParts {
