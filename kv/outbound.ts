@@ -87,16 +87,18 @@ export class OutboundStore {
         end: keys.outboundDue(now + 1),
       }, { limit })
     ) ids.push(String(entry.key[2]));
-    const out: OutboundEntry[] = [];
+    // Ten keys a read (KV's bound), the reads in parallel.
+    const reads: Promise<Deno.KvEntryMaybe<OutboundItem>[]>[] = [];
     for (let i = 0; i < ids.length; i += 10) {
-      const entries = await this.#kv.getMany<OutboundItem[]>(
-        ids.slice(i, i + 10).map((id) => keys.outbound(id)),
+      reads.push(
+        this.#kv.getMany<OutboundItem[]>(
+          ids.slice(i, i + 10).map((id) => keys.outbound(id)),
+        ),
       );
-      for (const entry of entries) {
-        if (entry.value) out.push(entry as OutboundEntry);
-      }
     }
-    return out;
+    return (await Promise.all(reads)).flat().filter((entry) =>
+      entry.value !== null
+    ) as OutboundEntry[];
   }
 
   /** When the earliest item is due, or undefined when the queue is empty. */

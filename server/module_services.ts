@@ -8,9 +8,11 @@
  */
 
 import type { Store } from "../kv/mod.ts";
-import type { ServiceImplementation } from "../workers/services.ts";
-import { KvStorage } from "../workers/sdk/storage.ts";
-import type { Manifest } from "../workers/manifest.ts";
+import {
+  KvStorage,
+  type Manifest,
+  type ServiceImplementation,
+} from "../workers/mod.ts";
 import type { Federation } from "../core/federation/mod.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { resolveRecipients } from "../core/routing/mod.ts";
