@@ -54,6 +54,19 @@ async function notify(ctx: ModuleContext, changes: Change[]): Promise<void> {
   });
 }
 
+/** Tell the caller's sessions what changed; the answer of `mark` and `move`. */
+async function changed(
+  ctx: ModuleContext,
+  result: { changes: Change[]; missing: string[] },
+): Promise<unknown> {
+  await notify(ctx, result.changes);
+  return {
+    changed: result.changes.length,
+    missing: result.missing,
+    seq: result.changes.at(-1)?.seq,
+  };
+}
+
 /** `send`. */
 export async function sendCommand(
   p: Params,
@@ -194,16 +207,13 @@ export async function mark(
       parameter: "seen",
     });
   }
-  const result = await new Mailbox(ctx.storage, ctx.caller.address).update(
-    ids(p),
-    { seen, flagged },
+  return await changed(
+    ctx,
+    await new Mailbox(ctx.storage, ctx.caller.address).update(ids(p), {
+      seen,
+      flagged,
+    }),
   );
-  await notify(ctx, result.changes);
-  return {
-    changed: result.changes.length,
-    missing: result.missing,
-    seq: result.changes.at(-1)?.seq,
-  };
 }
 
 /** `move`. */
@@ -216,13 +226,7 @@ export async function move(
   if (!(await mailbox.hasFolder(folder))) {
     throw new ModuleError("not_found", `no folder "${folder}"`);
   }
-  const result = await mailbox.update(ids(p), { folder });
-  await notify(ctx, result.changes);
-  return {
-    changed: result.changes.length,
-    missing: result.missing,
-    seq: result.changes.at(-1)?.seq,
-  };
+  return await changed(ctx, await mailbox.update(ids(p), { folder }));
 }
 
 /** `delete`. */
