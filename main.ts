@@ -8,7 +8,7 @@
 import { ConfigError, loadConfig } from "./core/config/mod.ts";
 import { loadEnvFile } from "./core/config/env_file.ts";
 import { Logger } from "./core/log/mod.ts";
-import { startServer } from "./core/server/mod.ts";
+import { startServer } from "./server/mod.ts";
 import { raiseDescriptorLimit } from "./core/transport/mod.ts";
 
 /** Where a running server tells local clients its address (`<data>/listening.json`). */

@@ -101,15 +101,6 @@ export function percentile(samples: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 
-/** Resident memory of a process, bytes (through `ps`: Deno guards /proc of other processes). */
-export function rss(pid: number): number {
-  const out = new Deno.Command("ps", {
-    args: ["-o", "rss=", "-p", String(pid)],
-    stdout: "piped",
-  }).outputSync();
-  return Number(new TextDecoder().decode(out.stdout).trim() || 0) * 1024;
-}
-
 /**
  * The KV writes of one local delivery as the messages module stores it (the
  * content, the owners list, and for the recipient's and the sender's copy:

@@ -9,10 +9,11 @@
 
 import { openWebSocket, openWebTransport } from "../client/transport.ts";
 import { createCertificate } from "../core/tls/cert.ts";
-import { startWorld } from "../tests/federation_world.ts";
-import { login } from "../tests/helpers.ts";
-import { mailSession } from "../tests/mail.ts";
-import { startAmtp } from "./server.ts";
+import { startWorld } from "../testing/federation_world.ts";
+import { login } from "../testing/helpers.ts";
+import { mailSession } from "../testing/mail.ts";
+import { rss } from "../testing/process.ts";
+import { startAmtp } from "../testing/server.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import {
   concurrent,
@@ -21,7 +22,6 @@ import {
   pipelined,
   rawPipelined,
   rawSequential,
-  rss,
   sequential,
 } from "./measure.ts";
 

@@ -21,7 +21,7 @@ import {
   openWebSocket,
   openWebTransport,
 } from "../client/transport.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import { certificateHash } from "../shared/pem.ts";
 
 /** What the parent asks for. */
 export interface HolderOrder {

@@ -8,7 +8,7 @@
 
 import { type Args, type FlagSpec, UsageError } from "./cli_args.ts";
 import { keyFile } from "./cli_config.ts";
-import { readPublicKey } from "../core/auth/keyfile.ts";
+import { readPublicKey } from "../shared/login/keyfile.ts";
 
 type FlagType =
   | "string"

@@ -13,9 +13,9 @@
  */
 
 import { errorName } from "../core/protocol/errors.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import { certificateHash } from "../shared/pem.ts";
 import { loadEnvFile } from "../core/config/env_file.ts";
-import { readPrivateKey, writeKeyPair } from "../core/auth/keyfile.ts";
+import { readPrivateKey, writeKeyPair } from "../shared/login/keyfile.ts";
 import {
   ADMIN_SUBCOMMANDS,
   buildParams,

@@ -5,7 +5,7 @@
  */
 
 import { Binary, EJSON } from "bson";
-import { toBase64 } from "../core/auth/algorithms.ts";
+import { toBase64 } from "../shared/login/algorithms.ts";
 
 function scalar(value: unknown): string {
   if (value instanceof Date) return value.toISOString();

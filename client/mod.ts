@@ -32,15 +32,15 @@ import {
   answerChallenge,
   type LoginChallenge,
   type LoginKey,
-} from "../core/auth/answer.ts";
-import { normalizeServerName } from "../core/auth/context.ts";
-import { importLoginPrivateKey, keyId } from "../core/auth/algorithms.ts";
-import { fromPem } from "../core/tls/cert.ts";
+} from "../shared/login/answer.ts";
+import { normalizeServerName } from "../shared/login/context.ts";
+import { importLoginPrivateKey, keyId } from "../shared/login/algorithms.ts";
+import { fromPem } from "../shared/pem.ts";
 import {
   IdentityError,
   normalizeAddress,
   normalizeAdminName,
-} from "../core/identity/mod.ts";
+} from "../shared/identity.ts";
 
 export type { Document, Push, Response } from "../core/wire/mod.ts";
 export type { ClientTransport } from "./transport.ts";
@@ -48,7 +48,7 @@ export {
   ChallengeRefused,
   type LoginChallenge,
   type LoginKey,
-} from "../core/auth/answer.ts";
+} from "../shared/login/answer.ts";
 
 /**
  * A login key from the text of a private key file (PEM PKCS#8, PROTOCOL.md

@@ -5,9 +5,9 @@
  * @module
  */
 
-import type { LoginAlgorithm } from "../core/auth/algorithms.ts";
+import type { LoginAlgorithm } from "../shared/login/algorithms.ts";
 import { AmtpError, type LoginChallenge } from "../client/mod.ts";
-import { answerChallenge } from "../core/auth/answer.ts";
+import { answerChallenge } from "../shared/login/answer.ts";
 import { expect, expectEqual, show, type Suite } from "./harness.ts";
 import { makeKey, type UserSession, type World } from "./world.ts";
 

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startTestServer } from "../tests/helpers.ts";
+import { startTestServer } from "../testing/helpers.ts";
 import { runConformance } from "./mod.ts";
 import type { Result } from "./harness.ts";
 
@@ -101,7 +101,7 @@ Deno.test("conformance: one line per requirement with its section and level; a c
 });
 
 async function adminOf(t: Awaited<ReturnType<typeof startTestServer>>) {
-  const { adminCaller } = await import("../tests/helpers.ts");
+  const { adminCaller } = await import("../testing/helpers.ts");
   return await adminCaller(await t.connect(), t.dataDir);
 }
 

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { readPrivateKey } from "../core/auth/keyfile.ts";
+import { readPrivateKey } from "../shared/login/keyfile.ts";
 import { parseServer } from "../client/cli_config.ts";
 import { Suite } from "./harness.ts";
 import { type UserSession, World } from "./world.ts";

@@ -11,8 +11,8 @@ import {
   importLoginPrivateKey,
   keyId,
   type LoginAlgorithm,
-} from "../core/auth/algorithms.ts";
-import type { PrivateKeyFile } from "../core/auth/keyfile.ts";
+} from "../shared/login/algorithms.ts";
+import type { PrivateKeyFile } from "../shared/login/keyfile.ts";
 import { connectServer } from "../client/connect.ts";
 import {
   type AmtpClient,

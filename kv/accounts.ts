@@ -6,6 +6,7 @@
  * @module
  */
 
+import { splitAddress } from "../shared/identity.ts";
 import {
   type AdminRecord,
   type AliasRecord,
@@ -48,12 +49,6 @@ export class InvalidCursorError extends Error {
     super("the cursor is not one this list gave");
     this.name = "InvalidCursorError";
   }
-}
-
-/** Split an address into local part and domain. */
-export function splitAddress(address: string): [string, string] {
-  const at = address.lastIndexOf("@");
-  return [address.slice(0, at), address.slice(at + 1)];
 }
 
 /** How long a record read stays cached in this process, in milliseconds. */

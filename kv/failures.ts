@@ -14,7 +14,7 @@
  * @module
  */
 
-import { GroupCommit } from "./group_commit.ts";
+import { KvGroupCommit } from "./group_commit.ts";
 import {
   type FailureRecord,
   type FailureScope,
@@ -60,7 +60,7 @@ function keyText(key: Deno.KvKey): string {
 /** Failed-login and known-source storage. */
 export class FailureStore {
   readonly #kv: Deno.Kv;
-  readonly #writes: GroupCommit;
+  readonly #writes: KvGroupCommit;
   #queue: Counting[] = [];
   #running = false;
   readonly #cache = new Map<string, { value: unknown; at: number }>();
@@ -68,7 +68,7 @@ export class FailureStore {
   #gen = 0;
 
   /** Wrap an open KV; success writes are committed with concurrent writes by `writes`. */
-  constructor(kv: Deno.Kv, writes = new GroupCommit(kv)) {
+  constructor(kv: Deno.Kv, writes = new KvGroupCommit(kv)) {
     this.#kv = kv;
     this.#writes = writes;
   }

@@ -2,11 +2,14 @@
  * Group commit for the core's database: independent atomic writes that arrive
  * while a commit runs go together in the next one (one KV commit, one fsync,
  * for many writers). Each write keeps its own checks: when the shared commit
- * fails (one of them no longer holds), each is committed on its own, so a
- * write never fails because of another.
+ * fails (one of them no longer holds), the writes whose checks fail are told
+ * so, the others go together once more, and then each on its own, so a
+ * write never fails because of another. The loop is shared/group_commit.ts.
  *
  * @module
  */
+
+import { GroupCommit } from "../shared/group_commit.ts";
 
 /** Checks of one commit allowed by Deno KV. */
 const MAX_CHECKS = 100;
@@ -21,15 +24,40 @@ interface Write {
   reject: (error: unknown) => void;
 }
 
-/** Commits concurrent independent writes together. */
-export class GroupCommit {
+/** Commits concurrent independent writes to the core's database together. */
+export class KvGroupCommit {
   readonly #kv: Deno.Kv;
-  #queue: Write[] = [];
-  #running = false;
+  readonly #group: GroupCommit<Write>;
 
   /** Group the writes to `kv`. */
   constructor(kv: Deno.Kv) {
     this.#kv = kv;
+    this.#group = new GroupCommit<Write>({
+      // Writes in order, as long as the commit stays within KV's bounds.
+      choose: () => {
+        let checks = 0;
+        let mutations = 0;
+        return (write) => {
+          checks += write.checks.length;
+          mutations += write.mutations;
+          return checks <= MAX_CHECKS && mutations <= MAX_MUTATIONS
+            ? "join"
+            : "stop";
+        };
+      },
+      commit: async (group) => {
+        // One write alone learns its own outcome (false when a check fails).
+        if (group.length === 1) return group;
+        if (await this.#commit(group)) return [];
+        // Tell the writes whose checks no longer hold; the rest go together
+        // once more, then each on its own.
+        const holding = await this.#holding(group);
+        if (holding.length > 1 && await this.#commit(holding)) return [];
+        return holding;
+      },
+      alone: async (write) => write.resolve(await this.#commit([write])),
+      fail: (write, error) => write.reject(error),
+    });
   }
 
   /**
@@ -42,52 +70,8 @@ export class GroupCommit {
     write: { mutations: number; mutate: (op: Deno.AtomicOperation) => void },
   ): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ checks, ...write, resolve, reject });
-      if (!this.#running) this.#run();
+      this.#group.submit({ checks, ...write, resolve, reject });
     });
-  }
-
-  async #run(): Promise<void> {
-    this.#running = true;
-    try {
-      while (this.#queue.length > 0) {
-        let group = this.#take();
-        if (group.length > 1 && await this.#commit(group)) continue;
-        if (group.length > 1) {
-          // Tell the writes whose checks no longer hold; the rest go
-          // together once more.
-          group = await this.#holding(group);
-          if (group.length > 1 && await this.#commit(group)) continue;
-        }
-        for (const write of group) {
-          try {
-            write.resolve(await this.#commit([write]));
-          } catch (error) {
-            write.reject(error);
-          }
-        }
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  #take(): Write[] {
-    const group: Write[] = [];
-    let checks = 0;
-    let mutations = 0;
-    while (this.#queue.length > 0) {
-      const next = this.#queue[0];
-      if (
-        group.length > 0 &&
-        (checks + next.checks.length > MAX_CHECKS ||
-          mutations + next.mutations > MAX_MUTATIONS)
-      ) break;
-      group.push(this.#queue.shift()!);
-      checks += next.checks.length;
-      mutations += next.mutations;
-    }
-    return group;
   }
 
   /** The writes of `group` whose checks hold now; the others are answered false. */

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { GroupCommit } from "./group_commit.ts";
+import { KvGroupCommit } from "./group_commit.ts";
 
 Deno.test("group commit: concurrent writes share commits, each keeps its own checks", async () => {
   const dir = await Deno.makeTempDir({ prefix: "amtp-group-" });
   const kv = await Deno.openKv(`${dir}/kv`);
   try {
-    const group = new GroupCommit(kv);
+    const group = new KvGroupCommit(kv);
     await kv.set(["taken"], 1);
     const results = await Promise.all(
       Array.from({ length: 100 }, (_, i) =>

@@ -113,3 +113,29 @@ Deno.test("migrations: old shard usage counters become one add counter", async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("migrations: queued outbound items get their due entries; the by-domain index goes", async () => {
+  const { kv, dir } = await tempKv();
+  try {
+    await migrate(kv, { migrations: MIGRATIONS.slice(0, 2) });
+    // Written the way a server of schema 2 queued them.
+    for (const [id, due] of [["m:1:a.test", 5], ["m:2:b.test", 9]] as const) {
+      await kv.set(["outbound", id], { id, next_attempt: due });
+      await kv.set(["outbound_by_domain", id.split(":")[2], id], true);
+    }
+    assert.equal(await migrate(kv), 3);
+    const due = [];
+    for await (const e of kv.list({ prefix: ["outbound_due"] })) {
+      due.push(e.key);
+    }
+    assert.deepEqual(due, [
+      ["outbound_due", 5, "m:1:a.test"],
+      ["outbound_due", 9, "m:2:b.test"],
+    ]);
+    const left = await kv.list({ prefix: ["outbound_by_domain"] }).next();
+    assert.equal(left.done, true);
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -6,11 +6,10 @@
  * @module
  */
 
-import type { Logger } from "../core/log/mod.ts";
 import { AccountStore } from "./accounts.ts";
 import { FailureStore } from "./failures.ts";
-import { migrate, type Migration } from "./migrations.ts";
-import { GroupCommit } from "./group_commit.ts";
+import { migrate, type Migration, type MigrationLog } from "./migrations.ts";
+import { KvGroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
 
 export * from "./records.ts";
@@ -20,13 +19,16 @@ export * from "./failures.ts";
 export * from "./secrets.ts";
 export * from "./migrations.ts";
 export * from "./group_commit.ts";
+export * from "./modules.ts";
+export * from "./outbound.ts";
+export * from "./caches.ts";
 
 /** The open storage. */
 export interface Store {
   /** The raw KV (module host state, modules' data in `core` storage, the queue). */
   kv: Deno.Kv;
   /** Concurrent independent writes to `kv`, committed together. */
-  writes: GroupCommit;
+  writes: KvGroupCommit;
   /** Domains, users, aliases, catch-alls, admins. */
   accounts: AccountStore;
   /** Session tokens. */
@@ -42,14 +44,14 @@ export interface Store {
 /** Open KV at `path` (file path or URL) and migrate it. */
 export async function openStore(
   path: string,
-  options: { log?: Logger; migrations?: readonly Migration[] } = {},
+  options: { log?: MigrationLog; migrations?: readonly Migration[] } = {},
 ): Promise<Store> {
   if (!/^https?:\/\//.test(path)) {
     const dir = path.replace(/[^/]*$/, "");
     if (dir) await Deno.mkdir(dir, { recursive: true });
   }
   const kv = await Deno.openKv(path);
-  const writes = new GroupCommit(kv);
+  const writes = new KvGroupCommit(kv);
   try {
     const schema = await migrate(kv, options);
     return {

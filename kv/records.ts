@@ -18,6 +18,17 @@
  * | `["login_known", account]` | {@link KnownSourcesRecord} |
  * | `["meta", "secret", name]` | a server secret (32 random bytes), created once |
  * | `["login_decoy", "rsa", bits]` | SPKI of the persistent RSA decoy key of that size |
+ * | `["outbound", itemId]` | `OutboundItem` (outbound.ts): a payload queued for one remote domain |
+ * | `["outbound_due", epochMs, itemId]` | true: the item is due then (written with the item) |
+ * | `["profile_cache", address]` | `CachedProfile` (caches.ts): a remote user's profile, 5 minutes |
+ * | `["policy_cache", domain]` | another domain's delivery policy as fetched (core/federation/policy.ts) |
+ * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
+ * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
+ * | `["mod", module, "c", generation, i]` | one chunk of a large value of a module |
+ * | `["mod_usage", module, "add"\|"sub"]` | `Deno.KvU64`: bytes a module wrote and freed (usage is their difference) |
+ *
+ * The `mod` and `mod_usage` keys are in the core's database only with
+ * `AMTP_MODULE_STORAGE=core`; otherwise each module's own database has them.
  *
  * @module
  */
@@ -229,4 +240,17 @@ export const keys = {
   secret: (name: string) => ["meta", "secret", name] as Deno.KvKey,
   decoyKey: (algorithm: string, bits: number) =>
     ["login_decoy", algorithm, bits] as Deno.KvKey,
+  outbound: (id: string) => ["outbound", id] as Deno.KvKey,
+  outbounds: () => ["outbound"] as Deno.KvKey,
+  outboundDue: (due?: number, id?: string) =>
+    (due === undefined
+      ? ["outbound_due"]
+      : id === undefined
+      ? ["outbound_due", due]
+      : ["outbound_due", due, id]) as Deno.KvKey,
+  profileCache: (address: string) => ["profile_cache", address] as Deno.KvKey,
+  policyCache: (domain: string) => ["policy_cache", domain] as Deno.KvKey,
+  moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
+  moduleData: (module: string) => ["mod", module] as Deno.KvKey,
+  moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
 } as const;

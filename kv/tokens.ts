@@ -5,7 +5,7 @@
  * @module
  */
 
-import { GroupCommit } from "./group_commit.ts";
+import { KvGroupCommit } from "./group_commit.ts";
 import { keys, type TokenRecord } from "./records.ts";
 
 /** A token record with its hash. */
@@ -17,10 +17,10 @@ export interface TokenEntry extends TokenRecord {
 /** Token storage. */
 export class TokenStore {
   readonly #kv: Deno.Kv;
-  readonly #writes: GroupCommit;
+  readonly #writes: KvGroupCommit;
 
   /** Wrap an open KV; new tokens are committed with concurrent writes by `writes`. */
-  constructor(kv: Deno.Kv, writes = new GroupCommit(kv)) {
+  constructor(kv: Deno.Kv, writes = new KvGroupCommit(kv)) {
     this.#kv = kv;
     this.#writes = writes;
   }

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { buildWeb, serveWeb } from "../web/serve.ts";
-import { startTestServer } from "./helpers.ts";
+import { startTestServer } from "../testing/helpers.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM") ?? "/usr/bin/chromium";
 const DIR = new URL("./browser/", import.meta.url).pathname;

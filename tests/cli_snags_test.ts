@@ -9,15 +9,15 @@ import { COMMANDS } from "../client/cli.ts";
 import { GLOBAL_FLAGS } from "../client/cli_args.ts";
 import { subcommandFlags } from "../client/admin_cli.ts";
 import { chainPem, createCertificate } from "../core/tls/cert.ts";
-import { freePort, startDns } from "./dnsmasq.ts";
+import { freePort, startDns } from "../testing/dnsmasq.ts";
 import {
   cleanEnv,
   cliEnv,
   runCli,
   startServerProcess,
   taskArgs,
-} from "./process.ts";
-import { startTestServer } from "./helpers.ts";
+} from "../testing/process.ts";
+import { startTestServer } from "../testing/helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

@@ -3,7 +3,12 @@
  */
 
 import assert from "node:assert/strict";
-import { cleanEnv, runCli, startServerProcess, taskArgs } from "./process.ts";
+import {
+  cleanEnv,
+  runCli,
+  startServerProcess,
+  taskArgs,
+} from "../testing/process.ts";
 
 Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-cli-" });

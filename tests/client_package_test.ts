@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { adminCaller, makeKey, startTestServer } from "./helpers.ts";
-import { toPem } from "../core/tls/cert.ts";
-import { generateLoginKeyPair } from "../core/auth/algorithms.ts";
+import { adminCaller, makeKey, startTestServer } from "../testing/helpers.ts";
+import { toPem } from "../shared/pem.ts";
+import { generateLoginKeyPair } from "../shared/login/algorithms.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

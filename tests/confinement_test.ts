@@ -17,7 +17,7 @@ import {
   type TestServer,
   userMaker,
   waitFor,
-} from "./helpers.ts";
+} from "../testing/helpers.ts";
 
 const HOSTILE = new URL("./fixtures/hostile", import.meta.url).pathname;
 const SECRET = "fixture-server-key-do-not-leak";

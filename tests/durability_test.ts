@@ -6,10 +6,10 @@
 
 import assert from "node:assert/strict";
 import { AmtpClient } from "../client/mod.ts";
-import { certificateHash } from "../core/tls/cert.ts";
-import { bootstrapKey, login, makeKey } from "./helpers.ts";
-import { mailSession } from "./mail.ts";
-import { startServerProcess } from "./process.ts";
+import { certificateHash } from "../shared/pem.ts";
+import { bootstrapKey, login, makeKey } from "../testing/helpers.ts";
+import { mailSession } from "../testing/mail.ts";
+import { startServerProcess } from "../testing/process.ts";
 
 async function connect(cwd: string, port: number): Promise<AmtpClient> {
   const certHash = await certificateHash(

@@ -19,8 +19,8 @@ import {
 } from "../client/e2e.ts";
 import { AmtpClient } from "../client/mod.ts";
 import { KvStorage } from "../workers/sdk/storage.ts";
-import { freePort } from "./dnsmasq.ts";
-import { runCli, startServerProcess } from "./process.ts";
+import { freePort } from "../testing/dnsmasq.ts";
+import { runCli, startServerProcess } from "../testing/process.ts";
 
 Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and key changes block until confirmed, no silent plaintext", async (t) => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-e2ecli-" });

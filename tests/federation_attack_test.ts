@@ -9,13 +9,13 @@
  */
 
 import assert from "node:assert/strict";
-import { PeerClient } from "../core/federation/client.ts";
+import { PeerClient } from "../core/federation/peers.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { startWorld } from "./federation_world.ts";
-import { waitFor } from "./helpers.ts";
-import { type MailSession, pushOf } from "./mail.ts";
+import { startWorld } from "../testing/federation_world.ts";
+import { waitFor } from "../testing/helpers.ts";
+import { type MailSession, pushOf } from "../testing/mail.ts";
 
 /** What `get` answers, as far as these tests look. */
 interface Copy {

@@ -21,16 +21,16 @@ import {
   revokeDevice,
 } from "../client/e2e_cli.ts";
 import type { AmtpClient } from "../client/mod.ts";
-import { PeerClient } from "../core/federation/client.ts";
+import { PeerClient } from "../core/federation/peers.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { signedText } from "../core/federation/proof.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { freePort } from "./dnsmasq.ts";
-import { type Node, startWorld } from "./federation_world.ts";
-import { waitFor } from "./helpers.ts";
-import { type MailSession, pushOf } from "./mail.ts";
-import { runCli } from "./process.ts";
+import { freePort } from "../testing/dnsmasq.ts";
+import { type Node, startWorld } from "../testing/federation_world.ts";
+import { waitFor } from "../testing/helpers.ts";
+import { type MailSession, pushOf } from "../testing/mail.ts";
+import { runCli } from "../testing/process.ts";
 
 Deno.test("federation: three servers, DNS, signed server authentication, durable queue", async (t) => {
   const world = await startWorld([
@@ -654,7 +654,7 @@ Deno.test("federation: three servers, DNS, signed server authentication, durable
       "the DNS check shows a correct and an incorrect set-up, as an admin sees it",
       async () => {
         // CA-issued certificates: the CLI pins the leaf's hash (production uses the system roots).
-        const { certificateHash } = await import("../core/tls/cert.ts");
+        const { certificateHash } = await import("../shared/pem.ts");
         const env = {
           AMTP_DATA: `${a.dir}/data`,
           AMTP_CLI_STATE: `${world.root}/cli-a.json`,

@@ -7,21 +7,25 @@
 
 import assert from "node:assert/strict";
 import type { AmtpClient } from "../client/mod.ts";
-import { toBase64 } from "../core/auth/algorithms.ts";
-import { PeerClient } from "../core/federation/client.ts";
+import { toBase64 } from "../shared/login/algorithms.ts";
+import { PeerClient } from "../core/federation/peers.ts";
 import { DnsResolver } from "../core/federation/dns.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { S2S_ALPN } from "../core/transport/mod.ts";
+import { S2S_ALPN } from "../core/wire/mod.ts";
 import {
   decodeDocument,
   type Document,
   encodeDocument,
   FrameDecoder,
 } from "../core/wire/mod.ts";
-import { type Node, startWorld, type World } from "./federation_world.ts";
-import { makeKey, waitFor } from "./helpers.ts";
-import { mailSession, pushOf } from "./mail.ts";
+import {
+  type Node,
+  startWorld,
+  type World,
+} from "../testing/federation_world.ts";
+import { makeKey, waitFor } from "../testing/helpers.ts";
+import { mailSession, pushOf } from "../testing/mail.ts";
 
 /**
  * A man in the middle between a sending server and a receiving one: it

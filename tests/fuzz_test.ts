@@ -3,7 +3,7 @@
  */
 
 import assert from "node:assert/strict";
-import { fuzz } from "../bench/fuzz.ts";
+import { fuzz } from "../testing/fuzz.ts";
 
 Deno.test("fuzz: 20,000 hostile frames, answered with documented codes, server unharmed", async () => {
   const report = await fuzz({ frames: 20_000, seed: 42 });

@@ -10,7 +10,10 @@ import assert from "node:assert/strict";
 import { BSON } from "bson";
 import { AmtpClient } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
-import { answerChallenge, type LoginChallenge } from "../core/auth/answer.ts";
+import {
+  answerChallenge,
+  type LoginChallenge,
+} from "../shared/login/answer.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
 import {
   adminCaller,
@@ -19,8 +22,8 @@ import {
   type TestServer,
   userMaker,
   waitFor,
-} from "./helpers.ts";
-import { cleanEnv, taskArgs } from "./process.ts";
+} from "../testing/helpers.ts";
+import { cleanEnv, taskArgs } from "../testing/process.ts";
 
 /** Handshake timeout of the in-process servers here. */
 const HANDSHAKE_MS = 300;

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { soak } from "../bench/soak.ts";
+import { soak } from "../testing/soak.ts";
 
 Deno.test("kill: SIGKILLs of sender and peer lose and duplicate nothing acknowledged", async () => {
   // Four kills of each: a delivery in flight when the peer dies is likely

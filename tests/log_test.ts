@@ -4,7 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { adminCaller, login, startTestServer, userMaker } from "./helpers.ts";
+import {
+  adminCaller,
+  login,
+  startTestServer,
+  userMaker,
+} from "../testing/helpers.ts";
 
 const FIXTURES = new URL("./fixtures/modules", import.meta.url).pathname;
 

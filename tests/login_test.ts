@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { AmtpClient, AmtpError, ChallengeRefused } from "../client/mod.ts";
-import { LOGIN_ALGORITHMS } from "../core/auth/algorithms.ts";
+import { LOGIN_ALGORITHMS } from "../shared/login/algorithms.ts";
 import { createCertificate } from "../core/tls/cert.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
@@ -17,8 +17,8 @@ import {
   makeKey,
   startTestServer,
   type TestServer,
-} from "./helpers.ts";
-import { cleanEnv, taskArgs } from "./process.ts";
+} from "../testing/helpers.ts";
+import { cleanEnv, taskArgs } from "../testing/process.ts";
 
 /** The error code a call ends with (0 when it succeeds). */
 async function codeOf(promise: Promise<unknown>): Promise<number> {
@@ -68,7 +68,7 @@ async function serverWithUser(
 
 Deno.test("login: a stranger's failures from other addresses never lock the owner out", async () => {
   let skew = 0;
-  const t = await startTestServer({}, { loginNow: () => Date.now() + skew });
+  const t = await startTestServer({}, { now: () => Date.now() + skew });
   try {
     const { admin, key } = await serverWithUser(t, "v@example.org");
     // The owner logs in from their usual address once.

@@ -10,7 +10,7 @@ import {
   runCli,
   startServerProcess,
   taskArgs,
-} from "./process.ts";
+} from "../testing/process.ts";
 
 Deno.test("cli: send, watch, inbox, read with attachments, search", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-mailcli-" });

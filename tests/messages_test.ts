@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { ErrorCode } from "../core/protocol/mod.ts";
-import { type MailSession, mailWorld, pushOf } from "./mail.ts";
+import { type MailSession, mailWorld, pushOf } from "../testing/mail.ts";
 
 type Summary = {
   id: string;

@@ -14,7 +14,7 @@ import {
   type TestServer,
   userMaker,
   waitFor,
-} from "./helpers.ts";
+} from "../testing/helpers.ts";
 
 const FIXTURES = new URL("./fixtures/modules", import.meta.url).pathname;
 const FAST = {
@@ -377,6 +377,49 @@ Deno.test("modules: storage is per module, large values are chunked, the quota h
   }
 });
 
+Deno.test("modules: a core service is served when the manifest grants it, refused when it does not", async () => {
+  const w = await world();
+  try {
+    const { call } = await w.user("alice@example.org");
+    await w.user("bob@example.org");
+    await w.admin("admin_set_user", {
+      address: "bob@example.org",
+      name: "Bob",
+    });
+    // probe 1.0.0 lists accounts.profile in "services".
+    const granted = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "bob@example.org",
+    });
+    assert.equal(granted.error, 0, granted.message);
+    const profile = (granted.data as { profile: Record<string, unknown> })
+      .profile;
+    assert.equal(profile.address, "bob@example.org");
+    assert.equal(profile.name, "Bob");
+    const nobody = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "nobody@example.org",
+    });
+    assert.equal((nobody.data as { profile: unknown }).profile, null);
+    // Arguments of another shape are the module's invalid_parameter.
+    const long = await call("probe", "profile", {
+      version: "1.0.0",
+      address: "x".repeat(400),
+    });
+    assert.equal(long.error, ErrorCode.INVALID_PARAMETER);
+    assert.match(String(long.message), /args\[0\]/);
+    // probe 2.0.0 does not: the core refuses, the module's error says so.
+    const refused = await call("probe", "profile", {
+      version: "2.0.0",
+      address: "bob@example.org",
+    });
+    assert.equal(refused.error, ErrorCode.FORBIDDEN);
+    assert.match(String(refused.message), /not declared in the manifest/);
+  } finally {
+    await w.t.close();
+  }
+});
+
 Deno.test("modules: events reach every live session of the address, tagged with the module", async () => {
   const w = await world();
   try {
@@ -426,15 +469,20 @@ Deno.test("modules: reload, disable, unload and load without a restart, other se
         if (r.error !== 0) errors.push(r.message ?? String(r.error));
       }
     });
-    // Reload 2.0.0 twice and 1.0.0 once while the sessions work on 2.0.0.
+    // Reload 2.0.0 twice and 1.0.0 once while the sessions work on 2.0.0;
+    // each session goes on with calls to the new copy afterwards.
     await w.admin("admin_reload_module", { name: "probe", version: "2.0.0" });
     await w.admin("admin_reload_module", { name: "probe", version: "1.0.0" });
     await w.admin("admin_reload_module", { name: "probe", version: "2.0.0" });
-    await new Promise((r) => setTimeout(r, 200));
+    const reloaded = calls;
+    await waitFor(
+      () => calls >= reloaded + 3 * sessions.length,
+      10_000,
+      "calls",
+    );
     stop = true;
     await Promise.all(workers);
     assert.deepEqual(errors, []);
-    assert.ok(calls > 30, `calls ${calls}`);
 
     const { call } = sessions[0];
     await w.admin("admin_disable_module", { name: "probe", version: "1.0.0" });
@@ -465,6 +513,43 @@ Deno.test("modules: reload, disable, unload and load without a restart, other se
     assert.notEqual(missing.error, 0);
   } finally {
     await w.t.close();
+  }
+});
+
+Deno.test("modules: a module whose handlers differ from its manifest is refused at start, both differences named", async () => {
+  const t = await startTestServer({
+    AMTP_MODULES: new URL("./fixtures/mismatch", import.meta.url).pathname,
+  }, { moduleHost: FAST });
+  try {
+    const admin = await adminCaller(await t.connect(), t.dataDir);
+    const { modules } = await admin("admin_get_modules") as {
+      modules: Record<string, unknown>[];
+    };
+    assert.equal(modules[0].state, "refused");
+    const error = String(modules[0].last_error);
+    assert.match(
+      error,
+      /module\.json lists "listed_only" but serveModule has no handler/,
+    );
+    assert.match(
+      error,
+      /serveModule handles "handled_only" that module\.json does not list/,
+    );
+    assert.ok(t.logs.some((l) => l.includes("module_refused")));
+    // A reload is refused the same way, with the same words.
+    await assert.rejects(
+      admin("admin_reload_module", { name: "mismatched", version: "1.0.0" }),
+      (error: { code?: number; message: string }) =>
+        error.code === ErrorCode.MODULE_UNAVAILABLE &&
+        /"listed_only".*"handled_only"/.test(error.message),
+    );
+    assert.equal(
+      (await admin("admin_get_modules") as { modules: { state: string }[] })
+        .modules[0].state,
+      "refused",
+    );
+  } finally {
+    await t.close();
   }
 });
 

@@ -13,7 +13,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startServerProcess } from "./process.ts";
+import { startServerProcess } from "../testing/process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

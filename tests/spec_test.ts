@@ -18,8 +18,8 @@ import {
   startTestServer,
   type TestServer,
   waitFor,
-} from "./helpers.ts";
-import { mailWorld } from "./mail.ts";
+} from "../testing/helpers.ts";
+import { mailWorld } from "../testing/mail.ts";
 
 /** A raw WebSocket session: frames out, whole frames back, nothing decoded. */
 async function raw(t: TestServer) {

@@ -4,7 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { cleanEnv, runCli, startServerProcess, taskArgs } from "./process.ts";
+import {
+  cleanEnv,
+  runCli,
+  startServerProcess,
+  taskArgs,
+} from "../testing/process.ts";
 
 Deno.test("start: a fresh folder serves, the CLI gets info both ways, SIGTERM stops cleanly", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-start-" });

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { chainPem, createCertificate } from "../core/tls/mod.ts";
-import { startTestServer, waitFor } from "./helpers.ts";
+import { startTestServer, waitFor } from "../testing/helpers.ts";
 
 Deno.test("tls: renewed certificate files are served without a restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "amtp-tls-" });

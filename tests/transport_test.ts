@@ -4,10 +4,11 @@
  */
 
 import assert from "node:assert/strict";
+import { MIGRATIONS } from "../kv/mod.ts";
 import { encodeDocument } from "../core/wire/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import type { Response } from "../client/mod.ts";
-import { startTestServer, waitFor } from "./helpers.ts";
+import { startTestServer, waitFor } from "../testing/helpers.ts";
 
 const TRANSPORTS = ["webtransport", "websocket"] as const;
 
@@ -228,7 +229,10 @@ Deno.test("shutdown: in-flight sessions are closed and the KV is released", asyn
   await waitFor(() => closed, 5000, "client close on shutdown");
   // The KV file can be opened again, with the data intact.
   const kv = await Deno.openKv(`${dataDir}/amtp.kv`);
-  assert.equal((await kv.get(["meta", "schema"])).value, 2);
+  assert.equal(
+    (await kv.get(["meta", "schema"])).value,
+    MIGRATIONS.at(-1)!.version,
+  );
   kv.close();
   await Deno.remove(dataDir, { recursive: true });
 });

@@ -10,7 +10,7 @@
  */
 
 import { localDataDir, localServer } from "../client/cli_config.ts";
-import { certificateHash } from "../core/tls/cert.ts";
+import { certificateHash } from "../shared/pem.ts";
 
 const dir = new URL(".", import.meta.url).pathname;
 

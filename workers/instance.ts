@@ -1,7 +1,11 @@
 /**
- * One running copy of a module version: its channel, its calls in flight, the
- * heartbeat that tells a busy module from a hung one, the bounds on what it
- * may send, and the core services it may ask for.
+ * One running copy of a module version: its end of the bridge, its calls
+ * and their deadlines, the heartbeat that tells a busy module from a hung
+ * one, and the bounds on what it may send.
+ *
+ * Start: the module says `ready`, the core calls its `start` (storage, the
+ * manifest's commands); a module whose handlers differ from the manifest
+ * refuses, and the copy does not start ({@link ManifestMismatchError}).
  *
  * A call that passes its deadline is answered TIMEOUT when the module still
  * answers pings (a slow handler), and MODULE_UNAVAILABLE when it does not (a
@@ -11,8 +15,8 @@
  * module: a flood from one module cannot make the others look hung.
  *
  * Whatever the module sends that the core did not ask for is a violation
- * (bridge.ts, MODULE_LIMITS); past the limit the instance goes down as
- * `misbehaving` and is replaced like a crashed one.
+ * (bridge/envelope.ts, MODULE_LIMITS); past the limit the instance goes down
+ * as `misbehaving` and is replaced like a crashed one.
  *
  * @module
  */
@@ -20,22 +24,33 @@
 import type { Logger } from "../core/log/mod.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import type { Document } from "../core/wire/mod.ts";
-import { type BridgeCaller, MODULE_LIMITS } from "./bridge.ts";
+import { moduleErrorCode } from "../shared/errors.ts";
+import { TokenBucket } from "../shared/token_bucket.ts";
+import { CheckError } from "./bridge/checks.ts";
+import { Endpoint, RemoteError } from "./bridge/endpoint.ts";
+import { MODULE_LIMITS } from "./bridge/envelope.ts";
+import {
+  type BridgeCaller,
+  type InboundDelivery,
+  type InboundResult,
+  MODULE_OFFERS,
+  type ModuleOffers,
+  READY,
+} from "./bridge/services.ts";
 import type { Channel } from "./isolation/channel.ts";
 import type { Isolation, Manifest } from "./manifest.ts";
-import { TokenBucket } from "./sdk/bucket.ts";
+import type { ServiceCaller } from "./services.ts";
 
-/** Core services an instance may ask for. */
-export type ServiceHandler = (
-  manifest: Manifest,
-  request: Document,
-) => Promise<unknown>;
+/** Serves a module's call of a core service (workers/services.ts). */
+export type ServeService = (
+  caller: ServiceCaller,
+  method: string,
+  args: unknown[],
+) => unknown;
 
 /** Why an instance went down. */
 export type DownReason = "crashed" | "hung" | "misbehaving" | "stopped";
 
-/** Answers to timed-out calls remembered, so that a late answer is no violation. */
-const LATE_IDS = 1024;
 /** Times a hang check is repeated because the host itself was busy. */
 const HANG_RECHECKS = 10;
 
@@ -43,56 +58,51 @@ const HANG_RECHECKS = 10;
 export interface HeartbeatOptions {
   /** Milliseconds between pings. */
   intervalMs: number;
-  /** Milliseconds without a pong before the module counts as hung. */
+  /** Milliseconds without a word from the module before it counts as hung. */
   toleranceMs: number;
   /** Milliseconds allowed for loading before the start fails. */
   startMs: number;
 }
 
-interface PendingCall {
-  resolve: (data: unknown) => void;
-  reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
+/** A module whose handlers differ from its manifest's commands: not started, not restarted. */
+export class ManifestMismatchError extends Error {
+  /** Stable error code. */
+  readonly code = "manifest_mismatch";
 
-/** Module error codes mapped to protocol codes. */
-const MODULE_CODE: Record<string, number> = {
-  invalid_parameter: ErrorCode.INVALID_PARAMETER,
-  unknown_command: ErrorCode.UNKNOWN_COMMAND,
-  not_found: ErrorCode.NOT_FOUND,
-  limit_exceeded: ErrorCode.LIMIT_EXCEEDED,
-  forbidden: ErrorCode.FORBIDDEN,
-};
+  /** The module's own words. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ManifestMismatchError";
+  }
+}
 
 /** A running module copy. */
 export class ModuleInstance {
   readonly manifest: Manifest;
   readonly isolation: Isolation;
   readonly #channel: Channel;
-  readonly #services: ServiceHandler;
+  readonly #endpoint: Endpoint;
+  readonly #serveService: ServeService;
+  readonly #caller: ServiceCaller;
   readonly #log: Logger;
   readonly #heartbeat: HeartbeatOptions;
   readonly #storePath?: string;
   readonly #now: () => number;
-  readonly #calls = new Map<number, PendingCall>();
-  /** Ids of calls answered TIMEOUT, whose answer may still come. */
-  readonly #late = new Set<number>();
+  /** Deadline timers of calls in flight, by call id. */
+  readonly #deadlines = new Map<number, ReturnType<typeof setTimeout>>();
   readonly #logBudget: TokenBucket;
-  #nextId = 1;
   /** When the module last sent anything. */
   #lastHeard: number;
   /** Heartbeat time without a word from the module (host stalls excluded). */
   #silentMs = 0;
   #lastTick = 0;
-  #pingsOut = 0;
-  #initSent = false;
-  /** Core-service requests being served. */
-  #requests = 0;
+  #readySeen = false;
+  #inbound = false;
   #violations = 0;
   #violationWindow = -Infinity;
   #pingTimer?: ReturnType<typeof setInterval>;
-  #ready?: () => void;
-  #startFailed?: (detail: string) => void;
+  #started?: () => void;
+  #startFailed?: (error: Error) => void;
   #downHandler?: (reason: DownReason, detail: string) => void;
   #drainWaiters: (() => void)[] = [];
   /** `starting`, `ready` or `down`. */
@@ -104,7 +114,8 @@ export class ModuleInstance {
     channel: Channel,
     options: {
       isolation: Isolation;
-      services: ServiceHandler;
+      /** The core's services (workers/services.ts). */
+      serve: ServeService;
       log: Logger;
       heartbeat: HeartbeatOptions;
       /** The module's own KV database; absent: it stores through the core. */
@@ -116,11 +127,12 @@ export class ModuleInstance {
     this.manifest = manifest;
     this.#channel = channel;
     this.isolation = options.isolation;
-    this.#services = options.services;
+    this.#serveService = options.serve;
     this.#log = options.log.child({
       module: manifest.name,
       version: manifest.version,
     });
+    this.#caller = { manifest, log: this.#log };
     this.#heartbeat = options.heartbeat;
     this.#storePath = options.storePath;
     this.#now = options.now ?? (() => performance.now());
@@ -132,13 +144,23 @@ export class ModuleInstance {
       2 * MODULE_LIMITS.logBurst,
       this.#now,
     );
+    this.#endpoint = new Endpoint((doc) => channel.send(doc), {
+      serve: (method, args) => this.#served(method, args),
+      unsolicited: (what) => this.#violation(what),
+      maxServing: MODULE_LIMITS.requests,
+    });
     channel.onMessage((doc) => this.#receive(doc));
     channel.onExit((detail) => this.#down("crashed", detail));
   }
 
   /** Calls in flight. */
   get inflight(): number {
-    return this.#calls.size;
+    return this.#deadlines.size;
+  }
+
+  /** Whether the module takes deliveries from other servers (it has an `inbound` handler). */
+  get federates(): boolean {
+    return this.#inbound;
   }
 
   /** Be told once when the instance goes down. */
@@ -146,7 +168,10 @@ export class ModuleInstance {
     this.#downHandler = handler;
   }
 
-  /** Wait until the module said it is ready; reject when it does not in time. */
+  /**
+   * Wait until the module said it is ready and started; reject when it does
+   * not in time, or refuses ({@link ManifestMismatchError}).
+   */
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -157,13 +182,13 @@ export class ModuleInstance {
           ),
         this.#heartbeat.startMs,
       );
-      this.#ready = () => {
+      this.#started = () => {
         clearTimeout(timer);
         resolve();
       };
-      this.#startFailed = (detail) => {
+      this.#startFailed = (error) => {
         clearTimeout(timer);
-        reject(new Error(`module failed to start: ${detail}`));
+        reject(error);
       };
     });
   }
@@ -173,79 +198,57 @@ export class ModuleInstance {
     // Anything from the module shows it is alive.
     this.#lastHeard = this.#now();
     this.#silentMs = 0;
-    switch (doc.t) {
-      case "ready":
-        if (this.#initSent) return this.#violation("a second ready");
-        // Loaded: tell it where its storage is; it is ready once it opened it.
-        this.#initSent = true;
-        this.#channel.send({
-          t: "init",
-          storage: {
-            path: this.#storePath,
-            name: this.manifest.name,
-            quota: this.manifest.storageQuota,
-          },
-        });
-        return;
-      case "initialized":
-        if (!this.#initSent || this.state !== "starting") {
-          return this.#violation("initialized out of turn");
-        }
-        this.state = "ready";
-        this.#lastTick = this.#now();
-        this.#pingTimer = setInterval(
-          () => this.#tick(),
-          this.#heartbeat.intervalMs,
-        );
-        this.#ready?.();
-        return;
-      case "pong":
-        if (this.#pingsOut === 0) return this.#violation("a pong to no ping");
-        this.#pingsOut--;
-        return;
-      case "result":
-      case "error": {
-        const id = doc.id as number;
-        const call = this.#calls.get(id);
-        if (!call) {
-          if (!this.#late.delete(id)) this.#violation("an answer to no call");
-          return;
-        }
-        this.#calls.delete(id);
-        clearTimeout(call.timer);
-        if (doc.t === "result") call.resolve(doc.data);
-        else call.reject(this.#moduleError(doc));
-        this.#checkDrained();
-        return;
-      }
-      case "request":
-        if (this.#requests >= MODULE_LIMITS.requests) {
-          this.#channel.send({
-            t: "reply",
-            id: doc.id,
-            error: "limit_exceeded",
-            message: `more than ${MODULE_LIMITS.requests} requests outstanding`,
-          });
-          return this.#violation("a request past the cap");
-        }
-        this.#serve(doc);
-        return;
-      case "log": {
-        if (!this.#logBudget.take()) {
-          return this.#violation("a log line past the rate");
-        }
-        const level = doc.level === "warn" || doc.level === "error"
-          ? doc.level
-          : "info";
-        const fields = (doc.fields ?? {}) as Record<string, string>;
-        this.#log[level](`module_${String(doc.event).slice(0, 64)}`, fields);
-        return;
-      }
-      default:
-        return this.#violation(
-          `an unknown message "${String(doc.t).slice(0, 32)}"`,
-        );
+    this.#endpoint.receive(doc);
+  }
+
+  /** A call of the module: its life cycle, or a core service. */
+  #served(method: string, args: unknown[]): unknown {
+    if (method === READY) {
+      if (this.#readySeen) return this.#violation("a second ready");
+      this.#readySeen = true;
+      this.#begin();
+      return;
     }
+    if (method === "log" && !this.#logBudget.take()) {
+      return this.#violation("a log line past the rate");
+    }
+    return this.#serveService(this.#caller, method, args);
+  }
+
+  /** Loaded: tell it its storage and commands; it is ready once it started. */
+  async #begin(): Promise<void> {
+    const { answer } = this.#endpoint.begin("start", [{
+      commands: this.manifest.commands,
+      storage: {
+        path: this.#storePath,
+        name: this.manifest.name,
+        quota: this.manifest.storageQuota,
+      },
+    }]);
+    let started: Awaited<ReturnType<ModuleOffers["start"]>>;
+    try {
+      started = MODULE_OFFERS.start.result(await answer, "start");
+    } catch (error) {
+      const refused = error instanceof RemoteError &&
+        error.code === "manifest_mismatch";
+      this.#down(
+        "crashed",
+        refused
+          ? error.message
+          : `failed to start: ${(error as Error).message}`,
+        refused ? new ManifestMismatchError(error.message) : undefined,
+      );
+      return;
+    }
+    if (this.state !== "starting") return;
+    this.#inbound = started.inbound;
+    this.state = "ready";
+    this.#lastTick = this.#now();
+    this.#pingTimer = setInterval(
+      () => this.#tick(),
+      this.#heartbeat.intervalMs,
+    );
+    this.#started?.();
   }
 
   /** Count something the core did not ask for; too many stop the instance. */
@@ -266,53 +269,37 @@ export class ModuleInstance {
     }
   }
 
-  #moduleError(doc: Document): Error {
-    const code = String(doc.code);
-    if (code === "not_capable") {
-      this.#log.warn("module_permission_denied", {
-        message: String(doc.message),
-      });
+  /** A module's error as the client sees it. */
+  #clientError(error: unknown): Error {
+    if (error instanceof CheckError) {
+      this.#log.warn("module_answer_invalid", { message: error.message });
+      return new ProtocolError(
+        ErrorCode.INTERNAL,
+        `the module's answer is not what the bridge declares: ${error.message}`,
+      );
+    }
+    if (!(error instanceof RemoteError)) return error as Error;
+    if (error.code === "not_capable") {
+      this.#log.warn("module_permission_denied", { message: error.message });
       return new ProtocolError(
         ErrorCode.INTERNAL,
         "the module tried an operation it has no permission for",
       );
     }
-    const mapped = MODULE_CODE[code];
-    if (mapped !== undefined) {
-      return new ProtocolError(
-        mapped as 4,
-        String(doc.message),
-        doc.data ?? undefined,
-      );
+    const code = moduleErrorCode(error.code);
+    if (code !== ErrorCode.INTERNAL) {
+      return new ProtocolError(code, error.message, error.data);
     }
-    this.#log.warn("module_handler_failed", { message: String(doc.message) });
+    this.#log.warn("module_handler_failed", { message: error.message });
     return new ProtocolError(
       ErrorCode.INTERNAL,
-      `the module failed: ${String(doc.message).slice(0, 200)}`,
+      `the module failed: ${error.message.slice(0, 200)}`,
     );
   }
 
-  async #serve(doc: Document): Promise<void> {
-    this.#requests++;
-    try {
-      const data = await this.#services(this.manifest, doc);
-      this.#channel.send({ t: "reply", id: doc.id, data: data ?? null });
-    } catch (error) {
-      const code = (error as { code?: string }).code ?? "failed";
-      this.#channel.send({
-        t: "reply",
-        id: doc.id,
-        error: code,
-        message: error instanceof Error ? error.message : String(error),
-      });
-    } finally {
-      this.#requests--;
-    }
-  }
-
   #ping(): void {
-    this.#pingsOut++;
-    this.#channel.send({ t: "ping", id: 0 });
+    // The answer is the sign of life; its value does not matter.
+    this.#endpoint.begin("ping", []).answer.catch(() => {});
   }
 
   /** A heartbeat: count the silence (host stalls excluded), judge, ping. */
@@ -333,79 +320,88 @@ export class ModuleInstance {
     this.#ping();
   }
 
-  /** Call a command; resolves with the module's data. */
+  /** Call one of the module's offers under its deadline; resolves with the checked answer. */
+  async #call<M extends "call" | "inbound">(
+    method: M,
+    args: Parameters<ModuleOffers[M]>,
+  ): Promise<Awaited<ReturnType<ModuleOffers[M]>>> {
+    if (this.state !== "ready") {
+      throw new ProtocolError(
+        ErrorCode.MODULE_UNAVAILABLE,
+        `module ${this.manifest.name} is not running`,
+      );
+    }
+    const { id, answer } = this.#endpoint.begin(method, args);
+    this.#deadlines.set(
+      id,
+      setTimeout(() => this.#deadline(id), this.manifest.timeoutMs),
+    );
+    try {
+      return MODULE_OFFERS[method].result(
+        await answer,
+        method,
+      ) as Awaited<ReturnType<ModuleOffers[M]>>;
+    } catch (error) {
+      throw this.#clientError(error);
+    } finally {
+      clearTimeout(this.#deadlines.get(id));
+      this.#deadlines.delete(id);
+      this.#checkDrained();
+    }
+  }
+
+  /** Run a command; resolves with the module's data. */
   call(
     command: string,
     caller: BridgeCaller,
     params: Document,
   ): Promise<unknown> {
-    if (this.state !== "ready") {
-      return Promise.reject(
-        new ProtocolError(
-          ErrorCode.MODULE_UNAVAILABLE,
-          `module ${this.manifest.name} is not running`,
-        ),
-      );
-    }
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.#deadline(id),
-        this.manifest.timeoutMs,
-      );
-      this.#calls.set(id, { resolve, reject, timer });
-      this.#channel.send({
-        t: "call",
-        id,
-        command,
-        caller: { ...caller },
-        params,
-      });
-    });
+    return this.#call("call", [command, { ...caller }, params]);
   }
 
-  #timedOut(id: number, call: PendingCall): void {
-    this.#calls.delete(id);
-    clearTimeout(call.timer);
-    this.#late.add(id);
-    if (this.#late.size > LATE_IDS) {
-      this.#late.delete(this.#late.values().next().value!);
-    }
-    call.reject(
+  /** Hand a delivery from another server, or a bounce, to the module's `inbound`. */
+  inbound(
+    caller: BridgeCaller,
+    delivery: InboundDelivery,
+  ): Promise<InboundResult> {
+    return this.#call("inbound", [{ ...caller }, delivery]);
+  }
+
+  #timedOut(id: number): void {
+    this.#endpoint.abandon(
+      id,
       new ProtocolError(
         ErrorCode.TIMEOUT,
         `module ${this.manifest.name} did not answer within ${this.manifest.timeoutMs} ms`,
       ),
     );
-    this.#checkDrained();
   }
 
   /** A call passed its deadline: slow handler or hung module? Ask with a ping. */
   #deadline(id: number): void {
-    const call = this.#calls.get(id);
-    if (!call) return;
+    if (!this.#deadlines.has(id)) return;
     if (this.#now() - this.#lastHeard < 2 * this.#heartbeat.intervalMs + 50) {
       // Heartbeats keep coming: the module is alive, the handler is slow.
-      this.#timedOut(id, call);
+      this.#timedOut(id);
       return;
     }
-    this.#confirmHang(id, call, 0);
+    this.#confirmHang(id, 0);
   }
 
   /** Ping and wait; silence means hung, unless the host itself was too busy to hear. */
-  #confirmHang(id: number, call: PendingCall, attempt: number): void {
+  #confirmHang(id: number, attempt: number): void {
     const wait = Math.min(1000, this.#heartbeat.toleranceMs);
     const asked = this.#now();
     this.#ping();
     setTimeout(() => {
-      if (!this.#calls.has(id) || this.state !== "ready") return;
+      if (!this.#deadlines.has(id) || this.state !== "ready") return;
       if (this.#lastHeard >= asked) {
-        this.#timedOut(id, call);
+        this.#timedOut(id);
         return;
       }
       const late = this.#now() - asked - wait;
       if (late > wait / 2 && attempt < HANG_RECHECKS) {
-        this.#confirmHang(id, call, attempt + 1); // the host was busy: ask again
+        this.#confirmHang(id, attempt + 1); // the host was busy: ask again
         return;
       }
       this.#down("hung", "a call passed its deadline and pings go unanswered");
@@ -413,45 +409,43 @@ export class ModuleInstance {
   }
 
   #checkDrained(): void {
-    if (this.#calls.size === 0) {
+    if (this.#deadlines.size === 0) {
       for (const resolve of this.#drainWaiters.splice(0)) resolve();
     }
   }
 
   /** Resolve once no call is in flight, or after `ms`. */
   drained(ms: number): Promise<void> {
-    if (this.#calls.size === 0) return Promise.resolve();
+    if (this.#deadlines.size === 0) return Promise.resolve();
     return Promise.race([
       new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
       new Promise<void>((resolve) => setTimeout(resolve, ms)),
     ]);
   }
 
-  #down(reason: DownReason, detail: string): void {
+  #down(reason: DownReason, detail: string, startError?: Error): void {
     if (this.state === "down") return;
     const wasStarting = this.state === "starting";
     this.state = "down";
     clearInterval(this.#pingTimer);
-    for (const [, call] of this.#calls) {
-      clearTimeout(call.timer);
-      call.reject(
-        new ProtocolError(
-          ErrorCode.MODULE_UNAVAILABLE,
-          `module ${this.manifest.name} ${
-            reason === "hung"
-              ? "stopped answering"
-              : reason === "misbehaving"
-              ? "was stopped for misbehaving"
-              : "went down"
-          }`,
-        ),
-      );
-    }
-    this.#calls.clear();
-    this.#checkDrained();
+    for (const timer of this.#deadlines.values()) clearTimeout(timer);
+    this.#endpoint.close(
+      new ProtocolError(
+        ErrorCode.MODULE_UNAVAILABLE,
+        `module ${this.manifest.name} ${
+          reason === "hung"
+            ? "stopped answering"
+            : reason === "misbehaving"
+            ? "was stopped for misbehaving"
+            : "went down"
+        }`,
+      ),
+    );
     this.#channel.stop();
     if (wasStarting) {
-      this.#startFailed?.(detail);
+      this.#startFailed?.(
+        startError ?? new Error(`module failed to start: ${detail}`),
+      );
       return;
     }
     if (reason !== "stopped") {

@@ -26,10 +26,12 @@
  * @module
  */
 
+import { DECLARABLE_SERVICES, type ServiceName } from "./bridge/services.ts";
+import type { ModuleIsolation } from "../kv/modules.ts";
 import { parseVersion } from "./semver.ts";
 
 /** Isolation of a module: a Web Worker (default) or a killable subprocess. */
-export type Isolation = "worker" | "process";
+export type Isolation = ModuleIsolation;
 
 /** What a module may touch. */
 export interface Permissions {
@@ -71,15 +73,9 @@ export interface Manifest {
   timeoutMs: number;
   /** Memory cap of a process-isolated module in MiB (JS heap, and data beyond a bare Deno's). */
   memoryMb: number;
-  /** Core services it may call beyond storage and push. */
-  services: CoreService[];
+  /** Core services it may call that need a grant (bridge/services.ts, `declared`). */
+  services: ServiceName[];
 }
-
-/** Core services a module may ask for in its manifest. */
-export const CORE_SERVICES = ["accounts.resolve", "federation.send"] as const;
-
-/** One of {@link CORE_SERVICES}. */
-export type CoreService = typeof CORE_SERVICES[number];
 
 /** A manifest that cannot be used. */
 export class ManifestError extends Error {
@@ -162,10 +158,12 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
   }
   const services = strings(file, m.services, "services");
   for (const service of services) {
-    if (!(CORE_SERVICES as readonly string[]).includes(service)) {
+    if (!(DECLARABLE_SERVICES as string[]).includes(service)) {
       throw new ManifestError(
         file,
-        `unknown service "${service}" (known: ${CORE_SERVICES.join(", ")})`,
+        `unknown service "${service}" (known: ${
+          DECLARABLE_SERVICES.join(", ")
+        })`,
       );
     }
   }
@@ -214,7 +212,7 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     isolation,
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
-    services: services as CoreService[],
+    services: services as ServiceName[],
   };
 }
 

@@ -1,6 +1,7 @@
 /**
  * The module host: permission-restricted Workers (or subprocesses) running
- * modules, BSON between core and module. Module authors import
+ * modules, the bridge between core and module (bridge/), and what the wiring
+ * implements for them (services.ts). Module authors import
  * `workers/sdk/mod.ts` instead.
  *
  * @module
@@ -17,3 +18,5 @@ export {
   ManifestError,
   parseManifest,
 } from "./manifest.ts";
+export type { ServiceCaller, ServiceImplementation } from "./services.ts";
+export { KvStorage } from "./sdk/storage.ts";

@@ -1,6 +1,6 @@
 /**
  * Admin account commands: `admin_get_admins`, `admin_add_admin`,
- * `admin_set_admin`, `admin_del_admin`.
+ * `admin_set_admin`, `admin_del_admin` (records.ts).
  *
  * @module
  */
@@ -12,22 +12,10 @@ import {
   keyView,
   makeKeyRecord,
 } from "../auth/mod.ts";
-import {
-  type Command,
-  defineCommand,
-  ErrorCode,
-  ProtocolError,
-} from "../protocol/mod.ts";
-import {
-  type AdminDeps,
-  DEFAULT_PAGE,
-  exists,
-  LIST_PARAMS,
-  notFound,
-  pageOf,
-  searchFilter,
-} from "./deps.ts";
-import { changeKeys } from "./users.ts";
+import { type Command, ErrorCode, ProtocolError } from "../protocol/mod.ts";
+import type { AdminDeps } from "./common.ts";
+import { recordCommands } from "./records.ts";
+import { changeKeys, KEY_CHANGE } from "./users.ts";
 
 /** What admins see of an admin. */
 export function adminView(admin: AdminRecord): Record<string, unknown> {
@@ -42,56 +30,42 @@ export function adminView(admin: AdminRecord): Record<string, unknown> {
 
 /** The admin account commands. */
 export function adminAccountCommands(deps: AdminDeps): Command[] {
-  const { accounts } = deps;
-  return [
-    defineCommand({
-      name: "admin_get_admins",
-      auth: "admin",
-      params: LIST_PARAMS,
-      handler: async (p) => {
-        const page = await pageOf(accounts.listAdmins({
-          limit: p.limit ?? DEFAULT_PAGE,
-          cursor: p.cursor,
-          filter: searchFilter(p.search, (a) => a.name),
-        }));
-        return { admins: page.items.map(adminView), cursor: page.cursor };
-      },
-    }),
-    defineCommand({
-      name: "admin_add_admin",
-      auth: "admin",
-      params: { name: { type: "string", max: 64 }, ...KEY_PARAMS },
-      handler: async (p, ctx) => {
-        const name = accountName("admin", p.name);
+  const { accounts, tokens } = deps;
+  return recordCommands({
+    one: "admin",
+    plural: "admins",
+    key: {
+      param: "name",
+      max: 64,
+      normalize: (input) => accountName("admin", input),
+    },
+    get: (name) => accounts.getAdmin(name),
+    view: adminView,
+    list: {
+      params: {},
+      page: (_p, options) => accounts.listAdmins(options),
+      text: (a) => a.name,
+    },
+    add: {
+      params: KEY_PARAMS,
+      create: async (name, p) => {
         const key = await makeKeyRecord(p.algorithm, p.public_key, p.key_label);
         const now = new Date();
-        const record: AdminRecord = {
+        return {
           name,
           keys: [key],
           disabled: false,
           created: now,
           updated: now,
         };
-        if ((await accounts.addAdmin(record)) === "exists") {
-          throw exists("admin", name);
-        }
-        ctx.log.info("admin_added", { name, by: ctx.caller?.name });
-        return adminView(record);
       },
-    }),
-    defineCommand({
-      name: "admin_set_admin",
-      auth: "admin",
-      params: {
-        name: { type: "string", max: 64 },
-        disabled: { type: "bool", optional: true },
-        add_key: { type: "object", optional: true },
-        del_key: { type: "string", optional: true, max: 64 },
-      },
-      handler: async (p) => {
-        const name = accountName("admin", p.name);
-        const admin = await accounts.getAdmin(name);
-        if (!admin) throw notFound("admin", name);
+      store: (admin) => accounts.addAdmin(admin),
+      added: (admin, ctx) =>
+        ctx.log.info("admin_added", { name: admin.name, by: ctx.caller?.name }),
+    },
+    set: {
+      params: { disabled: { type: "bool", optional: true }, ...KEY_CHANGE },
+      change: async (admin, p) => {
         if (p.disabled === true && !admin.disabled) {
           const enabled = (await accounts.listAdmins({ limit: 1000 })).items
             .filter((a) => !a.disabled);
@@ -105,29 +79,26 @@ export function adminAccountCommands(deps: AdminDeps): Command[] {
         if (p.disabled !== undefined) admin.disabled = p.disabled;
         admin.keys = await changeKeys(admin.keys, p);
         admin.updated = new Date();
-        await accounts.putAdmin(admin);
-        if (admin.disabled) await deps.tokens.revokeAll("admin", name);
-        return adminView(admin);
       },
-    }),
-    defineCommand({
-      name: "admin_del_admin",
-      auth: "admin",
-      params: { name: { type: "string", max: 64 } },
-      handler: async (p, ctx) => {
-        const name = accountName("admin", p.name);
+      store: async (admin) => {
+        await accounts.putAdmin(admin);
+        if (admin.disabled) await tokens.revokeAll("admin", admin.name);
+      },
+    },
+    del: {
+      params: {},
+      remove: async (_admin, name, _p, ctx) => {
         const result = await accounts.deleteAdmin(name);
-        if (result === "missing") throw notFound("admin", name);
         if (result === "last") {
           throw new ProtocolError(
             ErrorCode.LAST_ADMIN,
             "the last admin cannot be deleted",
           );
         }
-        await deps.tokens.revokeAll("admin", name);
+        await tokens.revokeAll("admin", name);
         ctx.log.info("admin_deleted", { name, by: ctx.caller?.name });
         return { name };
       },
-    }),
-  ];
+    },
+  });
 }

@@ -13,7 +13,7 @@ import {
   generateLoginKeyPair,
   makeKeyRecord,
 } from "../auth/mod.ts";
-import { toPem } from "../tls/mod.ts";
+import { toPem } from "../../shared/pem.ts";
 
 /** Result of {@link ensureFirstAdmin}. */
 export interface Bootstrap {

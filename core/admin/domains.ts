@@ -1,6 +1,6 @@
 /**
  * Domain and catch-all commands: `admin_get_domains`, `admin_add_domain`,
- * `admin_set_domain`, `admin_del_domain`, `admin_get_catchall`,
+ * `admin_set_domain`, `admin_del_domain` (records.ts), `admin_get_catchall`,
  * `admin_set_catchall`.
  *
  * @module
@@ -13,109 +13,82 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
-import {
-  type AdminDeps,
-  DEFAULT_PAGE,
-  domainParam,
-  exists,
-  LIST_PARAMS,
-  notFound,
-  pageOf,
-  searchFilter,
-} from "./deps.ts";
+import { type AdminDeps, domainParam } from "./common.ts";
 import { checkRecipients } from "./recipients.ts";
+import { notFound, recordCommands } from "./records.ts";
+
+const DOMAIN_FIELDS = {
+  registration_open: { type: "bool", optional: true },
+  description: { type: "string", optional: true, max: 1000 },
+} as const;
 
 /** The domain and catch-all commands. */
 export function domainCommands(deps: AdminDeps): Command[] {
   const { accounts } = deps;
-  const mustGet = async (name: string): Promise<DomainRecord> => {
+  const hosted = async (name: string): Promise<DomainRecord> => {
     const domain = await accounts.getDomain(name);
     if (!domain) throw notFound("domain", name);
     return domain;
   };
   return [
-    defineCommand({
-      name: "admin_get_domains",
-      auth: "admin",
-      params: LIST_PARAMS,
-      handler: async (p) => {
-        const page = await pageOf(accounts.listDomains({
-          limit: p.limit ?? DEFAULT_PAGE,
-          cursor: p.cursor,
-          filter: searchFilter(p.search, (d) => d.name),
-        }));
-        return { domains: page.items, cursor: page.cursor };
+    ...recordCommands({
+      one: "domain",
+      plural: "domains",
+      key: { param: "domain", max: 253, normalize: domainParam },
+      get: (name) => accounts.getDomain(name),
+      view: (domain: DomainRecord) => domain,
+      list: {
+        params: {},
+        page: (_p, options) => accounts.listDomains(options),
+        text: (d) => d.name,
       },
-    }),
-    defineCommand({
-      name: "admin_add_domain",
-      auth: "admin",
-      params: {
-        domain: { type: "string", max: 253 },
-        registration_open: { type: "bool", optional: true },
-        description: { type: "string", optional: true, max: 1000 },
+      add: {
+        params: DOMAIN_FIELDS,
+        create: (name, p) =>
+          Promise.resolve({
+            name,
+            created: new Date(),
+            registration_open: p.registration_open ?? false,
+            description: p.description ?? "",
+          }),
+        store: (domain) => accounts.addDomain(domain),
+        added: (domain, ctx) =>
+          ctx.log.info("domain_added", { domain: domain.name }),
       },
-      handler: async (p, ctx) => {
-        const record: DomainRecord = {
-          name: domainParam(p.domain),
-          created: new Date(),
-          registration_open: p.registration_open ?? false,
-          description: p.description ?? "",
-        };
-        if ((await accounts.addDomain(record)) === "exists") {
-          throw exists("domain", record.name);
-        }
-        ctx.log.info("domain_added", { domain: record.name });
-        return record;
+      set: {
+        params: DOMAIN_FIELDS,
+        change: (domain, p) => {
+          if (p.registration_open !== undefined) {
+            domain.registration_open = p.registration_open;
+          }
+          if (p.description !== undefined) domain.description = p.description;
+          return Promise.resolve();
+        },
+        store: (domain) => accounts.putDomain(domain),
       },
-    }),
-    defineCommand({
-      name: "admin_set_domain",
-      auth: "admin",
-      params: {
-        domain: { type: "string", max: 253 },
-        registration_open: { type: "bool", optional: true },
-        description: { type: "string", optional: true, max: 1000 },
-      },
-      handler: async (p) => {
-        const record = await mustGet(domainParam(p.domain));
-        if (p.registration_open !== undefined) {
-          record.registration_open = p.registration_open;
-        }
-        if (p.description !== undefined) record.description = p.description;
-        await accounts.putDomain(record);
-        return record;
-      },
-    }),
-    defineCommand({
-      name: "admin_del_domain",
-      auth: "admin",
-      params: {
-        domain: { type: "string", max: 253 },
-        force: { type: "bool", optional: true },
-      },
-      handler: async (p, ctx) => {
-        const name = domainParam(p.domain);
-        await mustGet(name);
-        const counts = await accounts.domainCounts(name);
-        if ((counts.users > 0 || counts.aliases > 0) && !p.force) {
-          throw new ProtocolError(
-            ErrorCode.DOMAIN_NOT_EMPTY,
-            `domain ${name} still has ${counts.users} users and ${counts.aliases} aliases: pass force: true to delete them too`,
-            counts,
-          );
-        }
-        const users = await accounts.listUsers(name, { limit: 100_000 });
-        for (const user of users.items) {
-          await deps.tokens.revokeAll("user", user.address);
-        }
-        await accounts.deleteDomain(name);
-        ctx.log.info("domain_deleted", { domain: name, ...counts });
-        return {
-          domain: name,
-          deleted_users: counts.users,
-          deleted_aliases: counts.aliases,
-        };
+      del: {
+        params: { force: { type: "bool", optional: true } },
+        remove: async (_domain, name, p, ctx) => {
+          const counts = await accounts.domainCounts(name);
+          if ((counts.users > 0 || counts.aliases > 0) && !p.force) {
+            throw new ProtocolError(
+              ErrorCode.DOMAIN_NOT_EMPTY,
+              `domain ${name} still has ${counts.users} users and ${counts.aliases} aliases: pass force: true to delete them too`,
+              counts,
+            );
+          }
+          const users = await accounts.listUsers(name, { limit: 100_000 });
+          for (const user of users.items) {
+            await deps.tokens.revokeAll("user", user.address);
+          }
+          await accounts.deleteDomain(name);
+          ctx.log.info("domain_deleted", { domain: name, ...counts });
+          return {
+            domain: name,
+            deleted_users: counts.users,
+            deleted_aliases: counts.aliases,
+          };
+        },
       },
     }),
     defineCommand({
@@ -123,8 +96,7 @@ export function domainCommands(deps: AdminDeps): Command[] {
       auth: "admin",
       params: { domain: { type: "string", max: 253 } },
       handler: async (p) => {
-        const name = domainParam(p.domain);
-        await mustGet(name);
+        const name = (await hosted(domainParam(p.domain))).name;
         const record = await accounts.getCatchall(name);
         return { domain: name, recipients: record?.recipients ?? [] };
       },
@@ -137,8 +109,7 @@ export function domainCommands(deps: AdminDeps): Command[] {
         recipients: { type: "array", items: "string", itemMax: 320 },
       },
       handler: async (p) => {
-        const name = domainParam(p.domain);
-        await mustGet(name);
+        const name = (await hosted(domainParam(p.domain))).name;
         const recipients = await checkRecipients(
           accounts,
           `@${name}`,

@@ -13,12 +13,13 @@ import {
 } from "../protocol/mod.ts";
 import { FAILURE_SCOPES } from "../auth/mod.ts";
 import { adminAccountCommands } from "./admins.ts";
-import type { AdminDeps } from "./deps.ts";
+import { aliasCommands } from "./aliases.ts";
+import type { AdminDeps } from "./common.ts";
 import { domainCommands } from "./domains.ts";
 import { systemInfo } from "./sysinfo.ts";
-import { userCommands } from "./users.ts";
+import { userAdminCommands } from "./users.ts";
 
-export type { AdminDeps } from "./deps.ts";
+export type { AdminDeps } from "./common.ts";
 
 /** Every admin command except the login pair (see core/auth). */
 export function adminCommands(deps: AdminDeps): Command[] {
@@ -78,7 +79,8 @@ export function adminCommands(deps: AdminDeps): Command[] {
       },
     }),
     ...domainCommands(deps),
-    ...userCommands(deps),
+    ...userAdminCommands(deps),
+    ...aliasCommands(deps),
     ...adminAccountCommands(deps),
   ];
 }

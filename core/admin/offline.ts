@@ -18,7 +18,7 @@
  * @module
  */
 
-import { readPublicKey } from "../auth/keyfile.ts";
+import { readPublicKey } from "../../shared/login/keyfile.ts";
 import { openStore } from "../../kv/mod.ts";
 import {
   addKey,
@@ -28,7 +28,7 @@ import {
 } from "../auth/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
 import { loadEnvFile } from "../config/env_file.ts";
-import { normalizeAdminName } from "../identity/mod.ts";
+import { normalizeAdminName } from "../../shared/identity.ts";
 import { ServerKeys } from "../federation/keys.ts";
 
 const USAGE = `usage:

@@ -6,7 +6,7 @@
  */
 
 import type { AccountStore } from "../../kv/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
+import { splitAddress } from "../../shared/identity.ts";
 import { accountName } from "../auth/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 

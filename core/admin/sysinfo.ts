@@ -4,7 +4,7 @@
  * @module
  */
 
-import { APP_NAME, APP_VERSION } from "../version.ts";
+import { APP_NAME, APP_VERSION } from "../../shared/version.ts";
 
 function cpuModel(): string {
   try {

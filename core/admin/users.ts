@@ -1,12 +1,12 @@
 /**
- * User and alias commands: `admin_get_users`, `admin_add_user`,
- * `admin_set_user`, `admin_del_user`, `admin_get_aliases`, `admin_add_alias`,
- * `admin_set_alias`, `admin_del_alias`.
+ * User commands for admins: `admin_get_users`, `admin_add_user`,
+ * `admin_set_user`, `admin_del_user` (records.ts); and the key changes users
+ * and admins share.
  *
  * @module
  */
 
-import type { AliasRecord, UserRecord } from "../../kv/mod.ts";
+import type { UserRecord } from "../../kv/mod.ts";
 import {
   accountName,
   addKey,
@@ -15,24 +15,9 @@ import {
   makeKeyRecord,
   removeKey,
 } from "../auth/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
-import {
-  type Command,
-  defineCommand,
-  ErrorCode,
-  ProtocolError,
-} from "../protocol/mod.ts";
-import {
-  type AdminDeps,
-  DEFAULT_PAGE,
-  domainParam,
-  exists,
-  LIST_PARAMS,
-  notFound,
-  pageOf,
-  searchFilter,
-} from "./deps.ts";
-import { checkRecipients } from "./recipients.ts";
+import { type Command, ErrorCode, ProtocolError } from "../protocol/mod.ts";
+import { type AdminDeps, domainParam } from "./common.ts";
+import { recordCommands } from "./records.ts";
 
 /** What admins see of a user. */
 export function userView(user: UserRecord): Record<string, unknown> {
@@ -47,7 +32,8 @@ export function userView(user: UserRecord): Record<string, unknown> {
   };
 }
 
-const KEY_CHANGE = {
+/** Parameters adding or removing one login key. */
+export const KEY_CHANGE = {
   add_key: { type: "object", optional: true },
   del_key: { type: "string", optional: true, max: 64 },
 } as const;
@@ -74,53 +60,39 @@ export async function changeKeys(
   return out;
 }
 
-/** The user and alias commands. */
-export function userCommands(deps: AdminDeps): Command[] {
-  const { accounts } = deps;
-  const mustGetUser = async (address: string): Promise<UserRecord> => {
-    const user = await accounts.getUser(address);
-    if (!user) throw notFound("user", address);
-    return user;
-  };
-  const mustGetAlias = async (address: string): Promise<AliasRecord> => {
-    const alias = await accounts.getAlias(address);
-    if (!alias) throw notFound("alias", address);
-    return alias;
-  };
-  return [
-    defineCommand({
-      name: "admin_get_users",
-      auth: "admin",
-      params: {
-        ...LIST_PARAMS,
-        domain: { type: "string", optional: true, max: 253 },
-      },
-      handler: async (p) => {
-        const page = await pageOf(accounts.listUsers(
+/** The admin commands on users. */
+export function userAdminCommands(deps: AdminDeps): Command[] {
+  const { accounts, tokens } = deps;
+  return recordCommands({
+    one: "user",
+    plural: "users",
+    taken: "address",
+    key: {
+      param: "address",
+      max: 320,
+      normalize: (input) => accountName("user", input),
+    },
+    get: (address) => accounts.getUser(address),
+    view: userView,
+    list: {
+      params: { domain: { type: "string", optional: true, max: 253 } },
+      page: (p, options) =>
+        accounts.listUsers(
           p.domain ? domainParam(p.domain) : undefined,
-          {
-            limit: p.limit ?? DEFAULT_PAGE,
-            cursor: p.cursor,
-            filter: searchFilter(p.search, (u) => `${u.address} ${u.name}`),
-          },
-        ));
-        return { users: page.items.map(userView), cursor: page.cursor };
-      },
-    }),
-    defineCommand({
-      name: "admin_add_user",
-      auth: "admin",
+          options,
+        ),
+      text: (u) => `${u.address} ${u.name}`,
+    },
+    add: {
       params: {
-        address: { type: "string", max: 320 },
         name: { type: "string", optional: true, max: 128 },
         quota: { type: "int", optional: true, min: 0 },
         ...KEY_PARAMS,
       },
-      handler: async (p, ctx) => {
-        const address = accountName("user", p.address);
+      create: async (address, p) => {
         const key = await makeKeyRecord(p.algorithm, p.public_key, p.key_label);
         const now = new Date();
-        const record: UserRecord = {
+        return {
           address,
           name: p.name ?? "",
           keys: [key],
@@ -130,50 +102,34 @@ export function userCommands(deps: AdminDeps): Command[] {
           created: now,
           updated: now,
         };
-        const result = await accounts.addUser(record);
-        if (result === "no_domain") {
-          throw new ProtocolError(
-            ErrorCode.UNKNOWN_DOMAIN,
-            `domain ${
-              splitAddress(address)[1]
-            } is not hosted here: add it first`,
-          );
-        }
-        if (result === "exists") throw exists("address", address);
-        ctx.log.info("user_added", { address });
-        return userView(record);
       },
-    }),
-    defineCommand({
-      name: "admin_set_user",
-      auth: "admin",
+      store: (user) => accounts.addUser(user),
+      added: (user, ctx) =>
+        ctx.log.info("user_added", { address: user.address }),
+    },
+    set: {
       params: {
-        address: { type: "string", max: 320 },
         name: { type: "string", optional: true, max: 128 },
         disabled: { type: "bool", optional: true },
         quota: { type: "int", optional: true, min: 0 },
         ...KEY_CHANGE,
       },
-      handler: async (p) => {
-        const user = await mustGetUser(accountName("user", p.address));
+      change: async (user, p) => {
         if (p.name !== undefined) user.name = p.name;
         if (p.quota !== undefined) user.quota = p.quota;
         if (p.disabled !== undefined) user.disabled = p.disabled;
         user.keys = await changeKeys(user.keys, p);
         user.updated = new Date();
-        await accounts.putUser(user);
-        if (user.disabled) await deps.tokens.revokeAll("user", user.address);
-        return userView(user);
       },
-    }),
-    defineCommand({
-      name: "admin_del_user",
-      auth: "admin",
-      params: { address: { type: "string", max: 320 } },
-      handler: async (p, ctx) => {
-        const address = accountName("user", p.address);
-        await mustGetUser(address);
-        await deps.tokens.revokeAll("user", address);
+      store: async (user) => {
+        await accounts.putUser(user);
+        if (user.disabled) await tokens.revokeAll("user", user.address);
+      },
+    },
+    del: {
+      params: {},
+      remove: async (_user, address, _p, ctx) => {
+        await tokens.revokeAll("user", address);
         await accounts.deleteUser(address);
         const dropped = await accounts.removeRecipient(address);
         ctx.log.info("user_deleted", { address });
@@ -183,105 +139,6 @@ export function userCommands(deps: AdminDeps): Command[] {
           catchalls_updated: dropped.catchalls,
         };
       },
-    }),
-    defineCommand({
-      name: "admin_get_aliases",
-      auth: "admin",
-      params: {
-        ...LIST_PARAMS,
-        domain: { type: "string", optional: true, max: 253 },
-      },
-      handler: async (p) => {
-        const page = await pageOf(accounts.listAliases(
-          p.domain ? domainParam(p.domain) : undefined,
-          {
-            limit: p.limit ?? DEFAULT_PAGE,
-            cursor: p.cursor,
-            filter: searchFilter(
-              p.search,
-              (a) => `${a.address} ${a.recipients.join(" ")}`,
-            ),
-          },
-        ));
-        return { aliases: page.items, cursor: page.cursor };
-      },
-    }),
-    defineCommand({
-      name: "admin_add_alias",
-      auth: "admin",
-      params: {
-        address: { type: "string", max: 320 },
-        recipients: { type: "array", items: "string", min: 1, itemMax: 320 },
-        description: { type: "string", optional: true, max: 1000 },
-      },
-      handler: async (p) => {
-        const address = accountName("user", p.address);
-        const recipients = await checkRecipients(
-          accounts,
-          address,
-          p.recipients as string[],
-        );
-        const now = new Date();
-        const record: AliasRecord = {
-          address,
-          recipients,
-          description: p.description ?? "",
-          created: now,
-          updated: now,
-        };
-        const result = await accounts.addAlias(record);
-        if (result === "no_domain") {
-          throw new ProtocolError(
-            ErrorCode.UNKNOWN_DOMAIN,
-            `domain ${
-              splitAddress(address)[1]
-            } is not hosted here: add it first`,
-          );
-        }
-        if (result === "exists") throw exists("address", address);
-        return record;
-      },
-    }),
-    defineCommand({
-      name: "admin_set_alias",
-      auth: "admin",
-      params: {
-        address: { type: "string", max: 320 },
-        recipients: {
-          type: "array",
-          items: "string",
-          optional: true,
-          min: 1,
-          itemMax: 320,
-        },
-        description: { type: "string", optional: true, max: 1000 },
-      },
-      handler: async (p) => {
-        const alias = await mustGetAlias(accountName("user", p.address));
-        if (p.recipients) {
-          alias.recipients = await checkRecipients(
-            accounts,
-            alias.address,
-            p.recipients as string[],
-          );
-        }
-        if (p.description !== undefined) alias.description = p.description;
-        alias.updated = new Date();
-        await accounts.putAlias(alias);
-        return alias;
-      },
-    }),
-    defineCommand({
-      name: "admin_del_alias",
-      auth: "admin",
-      params: { address: { type: "string", max: 320 } },
-      handler: async (p) => {
-        const address = accountName("user", p.address);
-        await mustGetAlias(address);
-        await accounts.deleteAlias(address);
-        const dropped = await accounts.removeRecipient(address);
-        return { address, aliases_updated: dropped.aliases };
-      },
-    }),
-  ];
+    },
+  });
 }

@@ -9,7 +9,7 @@ import {
   IdentityError,
   normalizeAddress,
   normalizeAdminName,
-} from "../identity/mod.ts";
+} from "../../shared/identity.ts";
 import {
   type Command,
   defineCommand,

@@ -14,13 +14,17 @@ import {
   keyId,
   signTranscript,
   toBase64,
-} from "./algorithms.ts";
-import { answerChallenge, ChallengeRefused, type LoginKey } from "./answer.ts";
+} from "../../shared/login/algorithms.ts";
+import {
+  answerChallenge,
+  ChallengeRefused,
+  type LoginKey,
+} from "../../shared/login/answer.ts";
 import {
   loginContext,
   loginTranscript,
   normalizeServerName,
-} from "./context.ts";
+} from "../../shared/login/context.ts";
 import { sealChallenge, sealKey } from "./seal.ts";
 import { encryptSecret, serverKey, verifySignature } from "./server_crypto.ts";
 

@@ -20,7 +20,7 @@
 import { Buffer } from "node:buffer";
 import { createHmac, createPrivateKey, createPublicKey } from "node:crypto";
 import { type AccountStore, getOrCreate, keys } from "../../kv/mod.ts";
-import type { LoginAlgorithm } from "./algorithms.ts";
+import type { LoginAlgorithm } from "../../shared/login/algorithms.ts";
 import { type ServerKey, serverKey } from "./server_crypto.ts";
 
 /** Options of {@link Decoys}. */

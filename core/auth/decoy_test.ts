@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AccountStore, keys } from "../../kv/mod.ts";
-import { generateLoginKeyPair } from "./algorithms.ts";
+import { generateLoginKeyPair } from "../../shared/login/algorithms.ts";
 import {
   className,
   Decoys,

@@ -6,7 +6,11 @@
 
 import type { KeyRecord } from "../../kv/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import { importLoginPublicKey, KeyError, keyId } from "./algorithms.ts";
+import {
+  importLoginPublicKey,
+  KeyError,
+  keyId,
+} from "../../shared/login/algorithms.ts";
 
 /** Login keys one account may hold. */
 export const MAX_KEYS = 16;

@@ -29,7 +29,7 @@ import {
 } from "../../kv/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError, type SessionInfo } from "../protocol/mod.ts";
-import type { LoginAlgorithm } from "./algorithms.ts";
+import type { LoginAlgorithm } from "../../shared/login/algorithms.ts";
 import {
   CLIENT_NONCE_BYTES,
   loginContext,
@@ -38,7 +38,7 @@ import {
   normalizeServerName,
   SECRET_ALPHABET,
   SECRET_LENGTH,
-} from "./context.ts";
+} from "../../shared/login/context.ts";
 import { Decoys } from "./decoy.ts";
 import { type GuardState, LoginGuard } from "./guard.ts";
 import {

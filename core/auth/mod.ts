@@ -5,9 +5,9 @@
  * @module
  */
 
-export * from "./algorithms.ts";
-export * from "./context.ts";
-export * from "./answer.ts";
+export * from "../../shared/login/algorithms.ts";
+export * from "../../shared/login/context.ts";
+export * from "../../shared/login/answer.ts";
 export * from "./tokens.ts";
 export * from "./guard.ts";
 export * from "./login.ts";

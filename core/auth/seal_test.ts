@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decryptChallenge, toBase64 } from "./algorithms.ts";
+import { decryptChallenge, toBase64 } from "../../shared/login/algorithms.ts";
 import { sealChallenge, sealKey } from "./seal.ts";
 
 Deno.test("seal: the native HPKE seal opens with the portable HPKE library (RFC 9180 bytes), only under its info", async () => {

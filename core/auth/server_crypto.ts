@@ -15,7 +15,10 @@ import {
   publicEncrypt,
   verify,
 } from "node:crypto";
-import { type LoginAlgorithm, toBase64 } from "./algorithms.ts";
+import {
+  type LoginAlgorithm,
+  toBase64,
+} from "../../shared/login/algorithms.ts";
 import { sealChallenge, type SealKey, sealKey } from "./seal.ts";
 
 /** A public login key parsed for the server. */

@@ -8,8 +8,9 @@
  * @module
  */
 
-/** Log levels, least to most severe. */
-export type LogLevel = "debug" | "info" | "warn" | "error";
+import type { LogFormat, LogLevel } from "../log/mod.ts";
+
+export type { LogFormat, LogLevel } from "../log/mod.ts";
 
 /** The validated server configuration. */
 export interface Config {
@@ -30,7 +31,7 @@ export interface Config {
   /** Minimum level of log lines written. */
   logLevel: LogLevel;
   /** `text` (logfmt) or `json` (one JSON object per line). */
-  logFormat: "text" | "json";
+  logFormat: LogFormat;
   /** Largest accepted frame (BSON document) in bytes. */
   maxFrame: number;
   /** Simultaneous sessions allowed from one client IP address. */

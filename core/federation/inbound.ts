@@ -7,21 +7,23 @@
  */
 
 import type { AccountStore } from "../../kv/mod.ts";
-import { toBase64 } from "../auth/algorithms.ts";
+import { toBase64 } from "../../shared/login/algorithms.ts";
 import {
   IdentityError,
   normalizeAddress,
   splitAddress,
-} from "../identity/mod.ts";
+} from "../../shared/identity.ts";
 import {
   type Command,
   defineCommand,
   ErrorCode,
   type HandlerContext,
+  type Params,
+  type ParamSchema,
   ProtocolError,
 } from "../protocol/mod.ts";
-import { TokenBucket } from "../session/rate.ts";
-import type { Document } from "../wire/mod.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
+import type { DeliverToModule, RecipientResult } from "./delivery.ts";
 import type { DnsResolver } from "./dns.ts";
 import type { PolicyStore } from "./policy.ts";
 import { verifyClaim } from "./proof.ts";
@@ -47,13 +49,19 @@ export interface InboundDeps {
   /** Accounts (hosted domains, users). */
   accounts: AccountStore;
   /** Hand a delivery to a local module. */
-  deliver: (module: string, delivery: Document) => Promise<unknown>;
+  deliver: DeliverToModule;
   /** A local user's public profile. */
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** Deliveries per second allowed from one remote server (burst: ten times). */
   peerRate?: number;
 }
 
+/** Whether this server hosts `domain`. */
+async function hosted(deps: InboundDeps, domain: string): Promise<boolean> {
+  return (await deps.accounts.getDomain(domain)) !== null;
+}
+
+/** The peer a session authenticated as; S2S_NOT_AUTHENTICATED before. */
 function peerOf(ctx: HandlerContext): Peer {
   const peer = ctx.session.data.get("s2s_peer") as Peer | undefined;
   if (!peer) {
@@ -76,239 +84,266 @@ function address(input: string): string | undefined {
 
 /** The server-to-server commands. */
 export function inboundCommands(deps: InboundDeps): Command[] {
-  const buckets = new Map<string, TokenBucket>();
-  const rate = deps.peerRate ?? 500;
-  const hosted = async (domain: string) =>
-    (await deps.accounts.getDomain(domain)) !== null;
   return [
-    defineCommand({
-      name: "s2s_hello",
-      auth: "none",
-      params: { receiver: { type: "string", max: 253 } },
-      handler: (p, ctx) => {
-        if (p.receiver.toLowerCase() !== deps.self) {
-          throw new ProtocolError(
-            ErrorCode.S2S_AUTH_FAILED,
-            `this server is ${deps.self}, not ${p.receiver}`,
-          );
-        }
-        const challenge = toBase64(crypto.getRandomValues(new Uint8Array(32)));
-        ctx.session.data.set("s2s_challenge", challenge);
-        return { challenge };
-      },
-    }),
-    defineCommand({
-      name: "s2s_auth",
-      auth: "none",
-      params: {
-        challenge: { type: "string", max: 100 },
-        nonce: { type: "string", min: 16, max: 100 },
-        host: { type: "string", max: 253 },
-        receiver: { type: "string", max: 253 },
-        domain: { type: "string", max: 253 },
-        destinations: {
-          type: "array",
-          items: "string",
-          min: 1,
-          max: 100,
-          itemMax: 253,
-        },
-        timestamp: { type: "number" },
-        signature: { type: "binary", max: 1024 },
-      },
-      handler: async (p, ctx) => {
-        const expected = ctx.session.data.get("s2s_challenge") as
-          | string
-          | undefined;
-        ctx.session.data.delete("s2s_challenge");
-        const claim = {
-          challenge: p.challenge,
-          nonce: p.nonce,
-          host: p.host.toLowerCase(),
-          receiver: p.receiver.toLowerCase(),
-          domain: p.domain.toLowerCase(),
-          destinations: [
-            ...new Set(
-              (p.destinations as string[]).map((d) => d.toLowerCase()),
-            ),
-          ],
-          timestamp: p.timestamp,
-        };
-        try {
-          await verifyClaim(claim, p.signature, {
-            dns: deps.dns,
-            expectedChallenge: expected,
-            self: deps.self,
-            hosted,
-            policy: deps.policies && ((d) => deps.policies!.get(d)),
-            report: deps.policies &&
-              ((d, detail) => deps.policies!.report(d, detail)),
-          });
-        } catch (error) {
-          ctx.log.warn("s2s_auth_refused", {
-            host: claim.host,
-            domain: claim.domain,
-            ip: ctx.session.remoteAddr,
-            reason: (error as Error).message,
-          });
-          throw error;
-        }
-        ctx.session.data.set(
-          "s2s_peer",
-          {
-            host: claim.host,
-            domain: claim.domain,
-            destinations: claim.destinations,
-          } satisfies Peer,
+    s2sHello,
+    s2sAuth,
+    s2sDeliver,
+    s2sUserinfo,
+  ].map((command) => command(deps));
+}
+
+/** `s2s_hello`. */
+function s2sHello(deps: InboundDeps): Command {
+  return defineCommand({
+    name: "s2s_hello",
+    auth: "none",
+    params: { receiver: { type: "string", max: 253 } },
+    handler: (p, ctx) => {
+      if (p.receiver.toLowerCase() !== deps.self) {
+        throw new ProtocolError(
+          ErrorCode.S2S_AUTH_FAILED,
+          `this server is ${deps.self}, not ${p.receiver}`,
         );
-        ctx.log.info("s2s_authenticated", {
+      }
+      const challenge = toBase64(crypto.getRandomValues(new Uint8Array(32)));
+      ctx.session.data.set("s2s_challenge", challenge);
+      return { challenge };
+    },
+  });
+}
+
+/** `s2s_auth`. */
+function s2sAuth(deps: InboundDeps): Command {
+  return defineCommand({
+    name: "s2s_auth",
+    auth: "none",
+    params: {
+      challenge: { type: "string", max: 100 },
+      nonce: { type: "string", min: 16, max: 100 },
+      host: { type: "string", max: 253 },
+      receiver: { type: "string", max: 253 },
+      domain: { type: "string", max: 253 },
+      destinations: {
+        type: "array",
+        items: "string",
+        min: 1,
+        max: 100,
+        itemMax: 253,
+      },
+      timestamp: { type: "number" },
+      signature: { type: "binary", max: 1024 },
+    },
+    handler: async (p, ctx) => {
+      const expected = ctx.session.data.get("s2s_challenge") as
+        | string
+        | undefined;
+      ctx.session.data.delete("s2s_challenge");
+      const claim = {
+        challenge: p.challenge,
+        nonce: p.nonce,
+        host: p.host.toLowerCase(),
+        receiver: p.receiver.toLowerCase(),
+        domain: p.domain.toLowerCase(),
+        destinations: [
+          ...new Set(
+            (p.destinations as string[]).map((d) => d.toLowerCase()),
+          ),
+        ],
+        timestamp: p.timestamp,
+      };
+      try {
+        await verifyClaim(claim, p.signature, {
+          dns: deps.dns,
+          expectedChallenge: expected,
+          self: deps.self,
+          hosted: (domain) => hosted(deps, domain),
+          policy: deps.policies && ((d) => deps.policies!.get(d)),
+          report: deps.policies &&
+            ((d, detail) => deps.policies!.report(d, detail)),
+        });
+      } catch (error) {
+        ctx.log.warn("s2s_auth_refused", {
           host: claim.host,
           domain: claim.domain,
           ip: ctx.session.remoteAddr,
+          reason: (error as Error).message,
         });
-        return { authenticated: true };
-      },
-    }),
-    defineCommand({
-      name: "s2s_deliver",
-      auth: "none",
-      params: {
-        module: { type: "string", max: 64 },
-        from: { type: "string", max: 320 },
-        to: { type: "array", items: "string", min: 1, max: 100, itemMax: 320 },
-        id: { type: "string", min: 1, max: 128 },
-        payload: { type: "object", optional: true },
-      },
-      handler: async (p, ctx) => {
-        const peer = peerOf(ctx);
-        let bucket = buckets.get(peer.host);
-        if (!bucket) {
-          buckets.set(peer.host, bucket = new TokenBucket(rate, rate * 10));
-        }
-        if (!bucket.take()) {
-          throw new ProtocolError(
-            ErrorCode.RATE_LIMITED,
-            `more than ${rate} deliveries per second from ${peer.host}`,
-            {
-              retry_after: 1,
-            },
-          );
-        }
-        // Only this server speaks for the domains it hosts: a peer that
-        // authenticated for one (its DNS lists that peer too) could
-        // otherwise deliver mail that looks made here.
-        if (await hosted(peer.domain)) {
-          throw new ProtocolError(
-            ErrorCode.S2S_NOT_DELEGATED,
-            `${peer.domain} is hosted on this server: no other server delivers for it`,
-          );
-        }
-        const from = address(p.from);
-        if (!from || splitAddress(from)[1] !== peer.domain) {
-          throw new ProtocolError(
-            ErrorCode.S2S_FROM_MISMATCH,
-            `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
-          );
-        }
-        const results: {
-          address: string;
-          status: string;
-          error?: number;
-          message?: string;
-        }[] = [];
-        const local: string[] = [];
-        for (const raw of p.to as string[]) {
-          const to = address(raw);
-          if (!to) {
+        throw error;
+      }
+      ctx.session.data.set(
+        "s2s_peer",
+        {
+          host: claim.host,
+          domain: claim.domain,
+          destinations: claim.destinations,
+        } satisfies Peer,
+      );
+      ctx.log.info("s2s_authenticated", {
+        host: claim.host,
+        domain: claim.domain,
+        ip: ctx.session.remoteAddr,
+      });
+      return { authenticated: true };
+    },
+  });
+}
+
+/**
+ * A command served only on a session that authenticated as a peer: its
+ * handler is given the peer (S2S_NOT_AUTHENTICATED before `s2s_auth`).
+ */
+function peerCommand<S extends ParamSchema>(command: {
+  name: string;
+  params: S;
+  handler: (p: Params<S>, ctx: HandlerContext, peer: Peer) => unknown;
+}): Command {
+  return defineCommand({
+    name: command.name,
+    auth: "none",
+    params: command.params,
+    handler: (p, ctx) => command.handler(p, ctx, peerOf(ctx)),
+  });
+}
+
+/** `s2s_deliver`. */
+function s2sDeliver(deps: InboundDeps): Command {
+  // Deliveries per second from one remote server.
+  const buckets = new Map<string, TokenBucket>();
+  const rate = deps.peerRate ?? 500;
+  return peerCommand({
+    name: "s2s_deliver",
+    params: {
+      module: { type: "string", max: 64 },
+      from: { type: "string", max: 320 },
+      to: { type: "array", items: "string", min: 1, max: 100, itemMax: 320 },
+      id: { type: "string", min: 1, max: 128 },
+      payload: { type: "object", optional: true },
+    },
+    handler: async (p, ctx, peer) => {
+      let bucket = buckets.get(peer.host);
+      if (!bucket) {
+        buckets.set(peer.host, bucket = new TokenBucket(rate, rate * 10));
+      }
+      if (!bucket.take()) {
+        throw new ProtocolError(
+          ErrorCode.RATE_LIMITED,
+          `more than ${rate} deliveries per second from ${peer.host}`,
+          {
+            retry_after: 1,
+          },
+        );
+      }
+      // Only this server speaks for the domains it hosts: a peer that
+      // authenticated for one (its DNS lists that peer too) could
+      // otherwise deliver mail that looks made here.
+      if (await hosted(deps, peer.domain)) {
+        throw new ProtocolError(
+          ErrorCode.S2S_NOT_DELEGATED,
+          `${peer.domain} is hosted on this server: no other server delivers for it`,
+        );
+      }
+      const from = address(p.from);
+      if (!from || splitAddress(from)[1] !== peer.domain) {
+        throw new ProtocolError(
+          ErrorCode.S2S_FROM_MISMATCH,
+          `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
+        );
+      }
+      const results: RecipientResult[] = [];
+      const local: string[] = [];
+      for (const raw of p.to as string[]) {
+        const to = address(raw);
+        if (!to) {
+          results.push({
+            address: raw,
+            status: "failed",
+            error: ErrorCode.INVALID_ADDRESS,
+            message: "invalid address",
+          });
+        } else if (!peer.destinations.includes(splitAddress(to)[1])) {
+          // The session was accepted for the domains it named, nothing else.
+          results.push({
+            address: raw,
+            status: "failed",
+            error: ErrorCode.S2S_WRONG_DESTINATION,
+            message: "not a destination of this server session",
+          });
+        } else if (!(await hosted(deps, splitAddress(to)[1]))) {
+          results.push({
+            address: raw,
+            status: "failed",
+            error: ErrorCode.S2S_WRONG_DESTINATION,
+            message: "not hosted here",
+          });
+        } else local.push(to);
+      }
+      if (local.length > 0) {
+        try {
+          const answer = await deps.deliver(p.module, {
+            kind: "deliver",
+            from,
+            to: local,
+            id: p.id,
+            payload: p.payload ?? null,
+            peer: peer.host,
+            // The origin of what is delivered: the authenticated domain.
+            peer_domain: peer.domain,
+          });
+          results.push(...answer.recipients);
+        } catch (error) {
+          const code = error instanceof ProtocolError
+            ? error.code
+            : ErrorCode.INTERNAL;
+          const message = error instanceof ProtocolError
+            ? error.message
+            : "internal error";
+          for (const to of local) {
             results.push({
-              address: raw,
+              address: to,
               status: "failed",
-              error: ErrorCode.INVALID_ADDRESS,
-              message: "invalid address",
+              error: code,
+              message,
             });
-          } else if (!peer.destinations.includes(splitAddress(to)[1])) {
-            // The session was accepted for the domains it named, nothing else.
-            results.push({
-              address: raw,
-              status: "failed",
-              error: ErrorCode.S2S_WRONG_DESTINATION,
-              message: "not a destination of this server session",
-            });
-          } else if (!(await hosted(splitAddress(to)[1]))) {
-            results.push({
-              address: raw,
-              status: "failed",
-              error: ErrorCode.S2S_WRONG_DESTINATION,
-              message: "not hosted here",
-            });
-          } else local.push(to);
-        }
-        if (local.length > 0) {
-          try {
-            const answer = await deps.deliver(p.module, {
-              kind: "deliver",
-              from,
-              to: local,
-              id: p.id,
-              payload: p.payload ?? null,
-              peer: peer.host,
-              // The origin of what is delivered: the authenticated domain.
-              peer_domain: peer.domain,
-            }) as { recipients: typeof results };
-            results.push(...answer.recipients);
-          } catch (error) {
-            const code = error instanceof ProtocolError
-              ? error.code
-              : ErrorCode.INTERNAL;
-            const message = error instanceof ProtocolError
-              ? error.message
-              : "internal error";
-            for (const to of local) {
-              results.push({
-                address: to,
-                status: "failed",
-                error: code,
-                message,
-              });
-            }
           }
         }
-        ctx.log.info("s2s_delivered", {
-          host: peer.host,
-          module: p.module,
-          delivered: results.filter((r) => r.status === "delivered").length,
-          failed: results.filter((r) => r.status !== "delivered").length,
-        });
-        return { recipients: results };
-      },
-    }),
-    defineCommand({
-      name: "s2s_userinfo",
-      auth: "none",
-      params: { address: { type: "string", max: 320 } },
-      handler: async (p, ctx) => {
-        const peer = peerOf(ctx);
-        const target = address(p.address);
-        if (!target) {
-          throw new ProtocolError(
-            ErrorCode.INVALID_ADDRESS,
-            `invalid address ${p.address}`,
-          );
-        }
-        if (!peer.destinations.includes(splitAddress(target)[1])) {
-          throw new ProtocolError(
-            ErrorCode.S2S_WRONG_DESTINATION,
-            `${
-              splitAddress(target)[1]
-            } is not a destination of this server session`,
-          );
-        }
-        const profile = await deps.profile(target);
-        if (!profile) {
-          throw new ProtocolError(ErrorCode.NOT_FOUND, `no user ${target}`);
-        }
-        return profile;
-      },
-    }),
-  ];
+      }
+      ctx.log.info("s2s_delivered", {
+        host: peer.host,
+        module: p.module,
+        delivered: results.filter((r) => r.status === "delivered").length,
+        failed: results.filter((r) => r.status !== "delivered").length,
+      });
+      return { recipients: results };
+    },
+  });
+}
+
+/** `s2s_userinfo`. */
+function s2sUserinfo(deps: InboundDeps): Command {
+  return peerCommand({
+    name: "s2s_userinfo",
+    params: { address: { type: "string", max: 320 } },
+    handler: async (p, _ctx, peer) => {
+      const target = address(p.address);
+      if (!target) {
+        throw new ProtocolError(
+          ErrorCode.INVALID_ADDRESS,
+          `invalid address ${p.address}`,
+        );
+      }
+      if (!peer.destinations.includes(splitAddress(target)[1])) {
+        throw new ProtocolError(
+          ErrorCode.S2S_WRONG_DESTINATION,
+          `${
+            splitAddress(target)[1]
+          } is not a destination of this server session`,
+        );
+      }
+      const profile = await deps.profile(target);
+      if (!profile) {
+        throw new ProtocolError(ErrorCode.NOT_FOUND, `no user ${target}`);
+      }
+      return profile;
+    },
+  });
 }

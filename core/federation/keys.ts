@@ -10,7 +10,7 @@
  * @module
  */
 
-import { toBase64 } from "../auth/algorithms.ts";
+import { toBase64 } from "../../shared/login/algorithms.ts";
 import type { DkimKey } from "./dns.ts";
 
 interface StoredKey {

@@ -10,9 +10,17 @@
  * @module
  */
 
-import type { AccountStore } from "../../kv/mod.ts";
+import {
+  type AccountStore,
+  type CachedProfile,
+  type KvCache,
+  KvGroupCommit,
+  type OutboundItem,
+  OutboundStore,
+  profileCache,
+} from "../../kv/mod.ts";
 import type { Config } from "../config/mod.ts";
-import { splitAddress } from "../identity/mod.ts";
+import { splitAddress } from "../../shared/identity.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   type Command,
@@ -21,8 +29,8 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
-import type { Document } from "../wire/mod.ts";
-import { PeerPool } from "./client.ts";
+import type { DeliverToModule } from "./delivery.ts";
+import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
 import { keyText, ServerKeys } from "./keys.ts";
@@ -34,12 +42,7 @@ import {
   policyKeyOf,
   PolicyStore,
 } from "./policy.ts";
-import { GroupCommit } from "../../kv/group_commit.ts";
-import {
-  enqueueOutbound,
-  type OutboundDelivery,
-  type OutboundItem,
-} from "./outbox.ts";
+import { enqueueOutbound, type OutboundDelivery } from "./outbox.ts";
 import { OutboundQueue } from "./queue.ts";
 
 /** Seconds a remote profile is cached. */
@@ -52,13 +55,13 @@ export interface FederationDeps {
   /** KV. */
   kv: Deno.Kv;
   /** Group commit of `kv` shared with the rest of the core (one is made when absent). */
-  writes?: GroupCommit;
+  writes?: KvGroupCommit;
   /** Accounts. */
   accounts: AccountStore;
   /** Logger. */
   log: Logger;
   /** Hand a delivery or bounce to a module's inbound handler. */
-  inbound: (module: string, delivery: Document) => Promise<unknown>;
+  inbound: DeliverToModule;
   /** A local user's public profile, or null. */
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** The port this server listens on (for the records to publish). */
@@ -76,8 +79,10 @@ export class Federation {
   /** Dispatcher of peer (server-to-server) sessions. */
   readonly dispatcher: Dispatcher;
   readonly #deps: FederationDeps;
-  /** The queue's writes, committed together when they come together. */
-  readonly #writes: GroupCommit;
+  /** The outbound queue's records. */
+  readonly #outbound: OutboundStore;
+  /** Remote users' profiles, kept a few minutes. */
+  readonly #profiles: KvCache<CachedProfile>;
 
   private constructor(
     deps: FederationDeps,
@@ -109,10 +114,13 @@ export class Federation {
       keys,
       hostname: config.hostname,
     });
-    this.#writes = deps.writes ?? new GroupCommit(deps.kv);
+    this.#outbound = new OutboundStore(
+      deps.kv,
+      deps.writes ?? new KvGroupCommit(deps.kv),
+    );
+    this.#profiles = profileCache(deps.kv);
     this.queue = new OutboundQueue({
-      kv: deps.kv,
-      writes: this.#writes,
+      store: this.#outbound,
       pool: this.pool,
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
@@ -144,8 +152,8 @@ export class Federation {
     }));
   }
 
-  /** Load the server key, read the extra CAs, start the queue. */
-  static async start(deps: FederationDeps): Promise<Federation> {
+  /** Load the server key and read the extra CAs; `queue.start()` starts deliveries. */
+  static async open(deps: FederationDeps): Promise<Federation> {
     const keys = await ServerKeys.open(
       deps.config.dataDir,
       deps.config.serverKeyAlgorithm,
@@ -159,14 +167,12 @@ export class Federation {
         ) ?? []),
       );
     }
-    const federation = new Federation(deps, keys, caCerts);
-    federation.queue.start();
-    return federation;
+    return new Federation(deps, keys, caCerts);
   }
 
   /** Queue a payload for remote recipients and wake the queue. */
   async enqueue(delivery: OutboundDelivery): Promise<string[]> {
-    const ids = await enqueueOutbound(this.#writes, delivery);
+    const ids = await enqueueOutbound(this.#outbound, delivery);
     this.queue.kick();
     return ids;
   }
@@ -181,24 +187,23 @@ export class Federation {
     asDomain: string,
     fresh = false,
   ): Promise<Record<string, unknown>> {
-    const key = ["profile_cache", address];
-    const cached = await this.#deps.kv.get<
-      { profile: Record<string, unknown>; fetched: number }
-    >(key);
+    const cached = await this.#profiles.get(address);
     if (
-      !fresh && cached.value &&
-      Date.now() - cached.value.fetched < PROFILE_CACHE_SECONDS * 1000
+      !fresh && cached &&
+      Date.now() - cached.fetched < PROFILE_CACHE_SECONDS * 1000
     ) {
-      return cached.value.profile;
+      return cached.profile;
     }
     const session = await this.pool.session(asDomain, splitAddress(address)[1]);
     const profile = await session.call<Record<string, unknown>>(
       "s2s_userinfo",
       { address },
     );
-    await this.#deps.kv.set(key, { profile, fetched: Date.now() }, {
-      expireIn: PROFILE_CACHE_SECONDS * 1000,
-    });
+    await this.#profiles.set(
+      address,
+      { profile, fetched: Date.now() },
+      PROFILE_CACHE_SECONDS * 1000,
+    );
     return profile;
   }
 

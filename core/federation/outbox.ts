@@ -3,13 +3,12 @@
  * durably in KV before the sender's request is acknowledged. Idempotent by
  * `(module, id)`: queuing the same delivery twice keeps one item.
  *
- * Key layout: `["outbound", itemId]` -> {@link OutboundItem},
- * `["outbound_by_domain", domain, itemId]` -> true.
+ * The records are kv/outbound.ts.
  *
  * @module
  */
 
-import type { GroupCommit } from "../../kv/group_commit.ts";
+import type { OutboundItem, OutboundStore } from "../../kv/outbound.ts";
 
 /** What a module asks to send to remote recipients. */
 export interface OutboundDelivery {
@@ -25,39 +24,14 @@ export interface OutboundDelivery {
   payload: unknown;
 }
 
-/** One queued delivery to one remote domain. */
-export interface OutboundItem {
-  /** `<module>:<delivery id>:<domain>`. */
-  id: string;
-  /** Module whose payload it is. */
-  module: string;
-  /** Sender address (a local user). */
-  from: string;
-  /** Recipient addresses, all on `domain`. */
-  to: string[];
-  /** Destination domain. */
-  domain: string;
-  /** Delivery id chosen by the module (idempotency across retries). */
-  delivery_id: string;
-  /** The module's payload. */
-  payload: unknown;
-  /** When it was queued. */
-  created: Date;
-  /** Attempts so far. */
-  attempts: number;
-  /** Epoch milliseconds of the next attempt. */
-  next_attempt: number;
-  /** Last failure. */
-  last_error: string;
-}
-
 /**
- * Queue a payload for remote recipients, one item per domain (committed with
- * concurrent ones by `writes`). Returns item ids.
+ * Queue a payload for remote recipients, one item per domain (concurrent
+ * ones share commits). Returns item ids.
  */
 export async function enqueueOutbound(
-  writes: GroupCommit,
+  store: OutboundStore,
   delivery: OutboundDelivery,
+  now = Date.now(),
 ): Promise<string[]> {
   const byDomain = new Map<string, string[]>();
   for (const address of delivery.to) {
@@ -75,20 +49,13 @@ export async function enqueueOutbound(
       domain,
       delivery_id: delivery.id,
       payload: delivery.payload,
-      created: new Date(),
+      created: new Date(now),
       attempts: 0,
-      next_attempt: Date.now(),
+      next_attempt: now,
       last_error: "",
     };
     // Already queued (a retried send) when the check fails: kept as it is.
-    await writes.write([{ key: ["outbound", id], versionstamp: null }], {
-      mutations: 2,
-      mutate: (op) =>
-        op.set(["outbound", id], item).set(
-          ["outbound_by_domain", domain, id],
-          true,
-        ),
-    });
+    await store.add(item);
     ids.push(id);
   }
   return ids;

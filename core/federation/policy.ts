@@ -24,6 +24,7 @@
  * @module
  */
 
+import { type KvCache, policyCache } from "../../kv/caches.ts";
 import type { Logger } from "../log/mod.ts";
 import {
   type DkimKey,
@@ -248,11 +249,13 @@ export class PolicyStore {
   readonly #failed = new Map<string, number>();
   readonly #inflight = new Map<string, Promise<CachedPolicy | undefined>>();
   readonly #reports = new Map<string, PolicyReport>();
+  readonly #cache: KvCache<CachedPolicy>;
 
   /** Create the store. */
   constructor(options: PolicyStoreOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
+    this.#cache = policyCache<CachedPolicy>(options.kv);
   }
 
   /** The DNS announcement of a domain's policy; undefined when there is none (or DNS fails). */
@@ -319,8 +322,7 @@ export class PolicyStore {
 
   async #get(domain: string): Promise<CachedPolicy | undefined> {
     const now = this.#now();
-    const key = ["policy_cache", domain];
-    const stored = (await this.#options.kv.get<CachedPolicy>(key)).value;
+    const stored = await this.#cache.get(domain);
     const cached = stored && stored.expires > now ? stored : undefined;
     const record = await this.record(domain);
     if (!record || record.id === cached?.id) return cached;
@@ -333,7 +335,7 @@ export class PolicyStore {
         fetched: now,
         expires: now + policy.max_age * 1000,
       };
-      await this.#options.kv.set(key, fresh);
+      await this.#cache.set(domain, fresh);
       this.#failed.delete(domain);
       this.#options.log.info("policy_fetched", {
         domain,

@@ -8,14 +8,23 @@
  * recipient (or the item bounced); the remote side is idempotent by delivery
  * id, so a crash between its answer and our delete delivers nothing twice.
  *
+ * It reads only what is due, from the index of due times (kv/outbound.ts),
+ * and sleeps until the earliest due time, at most `intervalMs` (items queued
+ * by another process), or until {@link OutboundQueue.kick} (an item queued
+ * here, or retried by an admin).
+ *
  * @module
  */
 
-import type { GroupCommit } from "../../kv/group_commit.ts";
+import type {
+  OutboundEntry,
+  OutboundItem,
+  OutboundStore,
+} from "../../kv/outbound.ts";
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import type { PeerClient, PeerPool } from "./client.ts";
-import type { OutboundItem } from "./outbox.ts";
+import type { Failure, RecipientResult } from "./delivery.ts";
+import type { PeerClient } from "./peers.ts";
 
 /** Per-recipient and session error codes that no retry can fix. */
 const PERMANENT = new Set<number>([
@@ -32,24 +41,23 @@ const PERMANENT = new Set<number>([
 /** Deliveries in flight to one domain at a time. */
 const PER_DOMAIN = 16;
 
-/** One failed recipient of a bounce. */
-export interface Failure {
-  /** Recipient. */
-  address: string;
-  /** Error code. */
-  error: number;
-  /** Why. */
-  message: string;
+/** Sessions with other servers, as the queue uses them (peers.ts, PeerPool). */
+export interface PeerSessions {
+  /** An authenticated session from `domain`'s server to one of `destination`'s. */
+  session(
+    domain: string,
+    destination: string,
+  ): Promise<Pick<PeerClient, "call">>;
+  /** Drop a session that did not answer (the next attempt connects afresh). */
+  forget(session: Pick<PeerClient, "call">): void;
 }
 
 /** Options of {@link OutboundQueue}. */
 export interface QueueOptions {
-  /** KV holding the queue. */
-  kv: Deno.Kv;
-  /** Commits of the queue's writes, grouped with concurrent ones. */
-  writes: GroupCommit;
+  /** The queue's records. */
+  store: OutboundStore;
   /** Sessions with peers. */
-  pool: PeerPool;
+  pool: PeerSessions;
   /** Logger. */
   log: Logger;
   /** Milliseconds an item may wait before it bounces. */
@@ -60,8 +68,12 @@ export interface QueueOptions {
   retryMaxMs: number;
   /** Hand a bounce to the sending module. */
   bounce: (item: OutboundItem, failures: Failure[]) => Promise<void>;
-  /** Milliseconds between scans of the queue. */
+  /** Longest sleep in milliseconds between looks at the due index (default 1000). */
   intervalMs?: number;
+  /** Clock in epoch milliseconds (tests move it). */
+  now?: () => number;
+  /** Random numbers in [0, 1) for the retry jitter (tests fix them). */
+  random?: () => number;
 }
 
 function senderDomain(from: string): string {
@@ -71,6 +83,10 @@ function senderDomain(from: string): string {
 /** Delivers the outbound queue. */
 export class OutboundQueue {
   readonly #options: QueueOptions;
+  readonly #store: OutboundStore;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  /** Domains whose servers are down, until when. */
   readonly #dead = new Map<string, number>();
   #timer?: ReturnType<typeof setTimeout>;
   #running?: Promise<void>;
@@ -80,14 +96,17 @@ export class OutboundQueue {
   /** Create the worker; {@link start} runs it. */
   constructor(options: QueueOptions) {
     this.#options = options;
+    this.#store = options.store;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
   }
 
-  /** Start scanning the queue. */
+  /** Start delivering. */
   start(): void {
     this.#schedule(0);
   }
 
-  /** Scan soon (an item was queued). */
+  /** Look at the queue soon (an item was queued or retried). */
   kick(): void {
     if (this.#running) this.#again = true;
     else this.#schedule(0);
@@ -97,19 +116,26 @@ export class OutboundQueue {
     if (this.#stopped) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
-      this.#running = this.runOnce().catch((error) => {
-        this.#options.log.error("outbound_scan_failed", {
-          error: String(error),
-        });
-      }).finally(() => {
+      let next = Infinity;
+      this.#running = this.runOnce().then((wake) => {
+        next = wake;
+      }).catch(
+        (error) => {
+          this.#options.log.error("outbound_scan_failed", {
+            error: String(error),
+          });
+        },
+      ).finally(() => {
         this.#running = undefined;
-        this.#schedule(this.#again ? 0 : this.#options.intervalMs ?? 1000);
+        const longest = this.#options.intervalMs ?? 1000;
+        const sleep = Math.min(longest, Math.max(0, next - this.#now()));
+        this.#schedule(this.#again ? 0 : sleep);
         this.#again = false;
       });
     }, ms);
   }
 
-  /** Stop scanning; waits for a scan in progress. */
+  /** Stop delivering; waits for a run in progress. */
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
@@ -117,61 +143,50 @@ export class OutboundQueue {
   }
 
   /** Items in the queue, oldest first. */
-  async list(limit = 100, domain?: string): Promise<OutboundItem[]> {
-    const items: OutboundItem[] = [];
-    for await (
-      const entry of this.#options.kv.list<OutboundItem>({
-        prefix: ["outbound"],
-      })
-    ) {
-      if (domain && entry.value.domain !== domain) continue;
-      items.push(entry.value);
-    }
-    return items.sort((a, b) => a.created.getTime() - b.created.getTime())
-      .slice(0, limit);
+  list(limit = 100, domain?: string): Promise<OutboundItem[]> {
+    return this.#store.list(limit, domain);
   }
 
   /** Try an item at once; false when there is none. */
   async retry(id: string): Promise<boolean> {
-    const entry = await this.#options.kv.get<OutboundItem>(["outbound", id]);
-    if (!entry.value) return false;
+    const entry = await this.#store.get(id);
+    if (!entry) return false;
     this.#dead.delete(entry.value.domain);
-    await this.#options.kv.atomic().check(entry).set(entry.key, {
+    await this.#store.update(entry, {
       ...entry.value,
-      next_attempt: Date.now(),
-    }).commit();
+      next_attempt: this.#now(),
+    });
     this.kick();
     return true;
   }
 
   /** Drop an item without delivering or bouncing it; false when there is none. */
   async remove(id: string): Promise<boolean> {
-    const entry = await this.#options.kv.get<OutboundItem>(["outbound", id]);
-    if (!entry.value) return false;
-    await this.#options.kv.atomic().delete(entry.key).delete([
-      "outbound_by_domain",
-      entry.value.domain,
-      id,
-    ]).commit();
+    const entry = await this.#store.get(id);
+    if (!entry) return false;
+    await this.#store.remove(entry);
     return true;
   }
 
-  /** Deliver every due item once. */
-  async runOnce(): Promise<void> {
-    const now = Date.now();
-    const due = new Map<string, Deno.KvEntry<OutboundItem>[]>();
-    for await (
-      const entry of this.#options.kv.list<OutboundItem>({
-        prefix: ["outbound"],
-      })
-    ) {
+  /**
+   * Deliver every due item once; resolves to when the next item is due
+   * (Infinity: none is queued).
+   */
+  async runOnce(): Promise<number> {
+    const now = this.#now();
+    const entries = await this.#store.due(now);
+    const due = new Map<string, OutboundEntry[]>();
+    for (const entry of entries) {
       const item = entry.value;
-      if (item.next_attempt > now) continue;
       const deadUntil = this.#dead.get(item.domain) ?? 0;
       if (
         deadUntil > now &&
         now - item.created.getTime() <= this.#options.lifetimeMs
-      ) continue;
+      ) {
+        // Its domain's servers are down: it waits for the domain's retry.
+        await this.#store.update(entry, { ...item, next_attempt: deadUntil });
+        continue;
+      }
       due.set(item.domain, [...(due.get(item.domain) ?? []), entry]);
     }
     // Domains in parallel (a few at a time); one slow domain does not hold the rest.
@@ -196,11 +211,12 @@ export class OutboundQueue {
       },
     );
     await Promise.all(workers);
+    return await this.#store.nextDue() ?? Infinity;
   }
 
-  async #deliver(entry: Deno.KvEntry<OutboundItem>): Promise<void> {
+  async #deliver(entry: OutboundEntry): Promise<void> {
     const item = entry.value;
-    const now = Date.now();
+    const now = this.#now();
     if (now - item.created.getTime() > this.#options.lifetimeMs) {
       const reason = `not delivered within ${
         Math.round(this.#options.lifetimeMs / 1000)
@@ -215,13 +231,8 @@ export class OutboundQueue {
       );
       return;
     }
-    let results: {
-      address: string;
-      status: string;
-      error?: number;
-      message?: string;
-    }[];
-    let session: PeerClient | undefined;
+    let results: RecipientResult[];
+    let session: Pick<PeerClient, "call"> | undefined;
     try {
       session = await this.#options.pool.session(
         senderDomain(item.from),
@@ -289,7 +300,7 @@ export class OutboundQueue {
   }
 
   async #finish(
-    entry: Deno.KvEntry<OutboundItem>,
+    entry: OutboundEntry,
     failures: Failure[],
   ): Promise<void> {
     const item = entry.value;
@@ -318,19 +329,11 @@ export class OutboundQueue {
       });
     }
     // Deliveries finishing together leave the queue in one commit.
-    await this.#options.writes.write([], {
-      mutations: 2,
-      mutate: (op) =>
-        op.delete(entry.key).delete([
-          "outbound_by_domain",
-          item.domain,
-          item.id,
-        ]),
-    });
+    await this.#store.remove(entry);
   }
 
   async #postpone(
-    entry: Deno.KvEntry<OutboundItem>,
+    entry: OutboundEntry,
     to: string[],
     reason: string,
   ): Promise<void> {
@@ -340,16 +343,16 @@ export class OutboundQueue {
       this.#options.retryMaxMs,
       this.#options.retryBaseMs * 2 ** (attempts - 1),
     );
-    const delay = Math.round(base * (0.5 + Math.random() / 2));
+    const delay = Math.round(base * (0.5 + this.#random() / 2));
     const next = {
       ...item,
       to,
       attempts,
-      next_attempt: Date.now() + delay,
+      next_attempt: this.#now() + delay,
       last_error: reason.slice(0, 500),
     };
     this.#dead.set(item.domain, next.next_attempt);
-    await this.#options.kv.atomic().check(entry).set(entry.key, next).commit();
+    await this.#store.update(entry, next);
     this.#options.log.info("outbound_deferred", {
       id: item.id,
       domain: item.domain,

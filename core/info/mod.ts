@@ -5,7 +5,11 @@
  */
 
 import { type Command, defineCommand } from "../protocol/mod.ts";
-import { APP_NAME, APP_VERSION, PROTOCOL_VERSION } from "../version.ts";
+import {
+  APP_NAME,
+  APP_VERSION,
+  PROTOCOL_VERSION,
+} from "../../shared/version.ts";
 
 /** What `info` reports; supplied by the server at start. */
 export interface InfoSource {

@@ -24,7 +24,11 @@
  * @module
  */
 
-import type { LogLevel } from "../config/mod.ts";
+/** Log levels, least to most severe. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** `text` (logfmt) or `json` (one JSON object per line). */
+export type LogFormat = "text" | "json";
 
 /** Values a log field may take. */
 export type LogValue = string | number | boolean | null | undefined;
@@ -112,7 +116,7 @@ export interface LoggerOptions {
   /** Minimum level written. */
   level?: LogLevel;
   /** Output format. */
-  format?: "text" | "json";
+  format?: LogFormat;
   /** Where lines go; standard error by default. */
   sink?: (line: string) => void;
   /** Fields added to every line. */
@@ -144,7 +148,7 @@ function cleanFields(fields: unknown): Map<string, Clean> {
 /** A structured logger. */
 export class Logger {
   #level: number;
-  #format: "text" | "json";
+  #format: LogFormat;
   #sink: (line: string) => void;
   /** The parent's fields and this logger's own, cleaned when first written. */
   #parent?: Logger;

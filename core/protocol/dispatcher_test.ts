@@ -143,3 +143,66 @@ Deno.test("dispatcher: faults are hidden, deadlines answered, unknown named", as
     ErrorCode.MODULE_UNAVAILABLE,
   );
 });
+
+Deno.test("dispatcher: a request naming a module goes to the module router with the caller from a user token", async () => {
+  const routed: { request: Record<string, unknown>; caller?: Caller }[] = [];
+  const bound: string[] = [];
+  const d = new Dispatcher({
+    log: new Logger({ sink: () => {} }),
+    verifyToken: (kind, token) =>
+      token === `${kind}-ok`
+        ? Promise.resolve({ kind, name: `${kind}@x.test`, tokenHash: "h" })
+        : Promise.reject(new ProtocolError(ErrorCode.NOT_LOGGED_IN, "bad")),
+    routeModule: (request, ctx) => {
+      routed.push({ request, caller: ctx.caller });
+      return Promise.resolve({ ok: true });
+    },
+  });
+  const withBinding: SessionInfo = {
+    ...session,
+    bindUser: (address) => bound.push(address),
+  };
+  const ok = await d.dispatch(
+    { command: "anything", module: "m", user_token: "user-ok", requestID: 5 },
+    withBinding,
+  );
+  assert.deepEqual(ok, {
+    command: "anything",
+    error: 0,
+    requestID: 5,
+    data: { ok: true },
+  });
+  assert.equal(routed[0].caller?.name, "user@x.test");
+  assert.deepEqual(bound, ["user@x.test"]);
+  // No token, an admin token, a module name that is not a string.
+  for (
+    const [request, code] of [
+      [{ command: "c", module: "m" }, ErrorCode.NOT_LOGGED_IN],
+      [
+        { command: "c", module: "m", admin_token: "admin-ok" },
+        ErrorCode.FORBIDDEN,
+      ],
+      [
+        { command: "c", module: 7, user_token: "user-ok" },
+        ErrorCode.INVALID_PARAMETER,
+      ],
+    ] as const
+  ) {
+    assert.equal((await d.dispatch(request, session)).error, code);
+  }
+  assert.equal(routed.length, 1);
+  // Without a module router (server-to-server sessions), `module` is an ordinary parameter.
+  const peers = new Dispatcher({
+    log: new Logger({ sink: () => {} }),
+    moduleEnvelope: false,
+  }).register(defineCommand({
+    name: "named",
+    auth: "none",
+    params: { module: { type: "string", max: 10 } },
+    handler: (p) => ({ module: p.module }),
+  }));
+  assert.deepEqual(
+    (await peers.dispatch({ command: "named", module: "m" }, session)).data,
+    { module: "m" },
+  );
+});

@@ -12,7 +12,7 @@ import {
   IdentityError,
   normalizeAddress,
   splitAddress,
-} from "../identity/mod.ts";
+} from "../../shared/identity.ts";
 
 /** Aliases followed before a chain is cut. */
 export const MAX_DEPTH = 8;

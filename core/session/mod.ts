@@ -31,7 +31,7 @@ import {
   type Push,
   type Response,
 } from "../wire/mod.ts";
-import { TokenBucket } from "./rate.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
 
 /** Limits applied to every session. */
 export interface SessionLimits {
@@ -194,11 +194,6 @@ export class SessionRegistry {
       { ...push, account: address },
       maxFrame,
     );
-  }
-
-  /** Send a push to every live session (announcements, benchmarks). */
-  async broadcast(push: Push, maxFrame: number): Promise<number> {
-    return await this.#sendAll([...this.#sessions], push, maxFrame);
   }
 
   /**

@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  certificateHash,
-  chainPem,
-  createCertificate,
-  fromPem,
-  toPem,
-} from "./cert.ts";
+import { chainPem, createCertificate } from "./cert.ts";
+import { certificateHash, fromPem, toPem } from "../../shared/pem.ts";
 
 function serveOnce(certPem: string, keyPem: string) {
   const server = Deno.serve({

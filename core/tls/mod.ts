@@ -8,7 +8,8 @@
  */
 
 import type { Logger } from "../log/mod.ts";
-import { certificateHash, createCertificate } from "./cert.ts";
+import { certificateHash } from "../../shared/pem.ts";
+import { createCertificate } from "./cert.ts";
 
 export * from "./cert.ts";
 

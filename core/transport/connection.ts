@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { Logger } from "../log/mod.ts";
+
 /** One client connection carrying frames (whole BSON documents). */
 export interface Connection {
   /** Unique id. */
@@ -29,6 +31,61 @@ export interface Connection {
   close(reason?: string): void;
   /** Resolves once the connection is closed, from either side. */
   readonly closed: Promise<void>;
+}
+
+/**
+ * What every listener is given, whatever its transport (each uses what
+ * applies to it).
+ */
+export interface ListenerOptions {
+  /** Listen address. */
+  hostname: string;
+  /** Port number; 0 picks a free one. */
+  port: number;
+  /** PEM certificate chain. */
+  cert: string;
+  /** PEM private key. */
+  key: string;
+  /** Frame limit in bytes. */
+  maxFrame: number;
+  /** Per-IP and total connection limits. */
+  admission: Admission;
+  /**
+   * Milliseconds a new connection has to establish its session (TLS and the
+   * request head on TCP; the QUIC handshake, WebTransport CONNECT and first
+   * stream on UDP); then it is closed and its place freed.
+   */
+  handshakeTimeoutMs: number;
+  /** Connections a TCP listener may hold open at once (the descriptor budget). */
+  maxConnections: number;
+  /** Called for each established client connection. */
+  onConnection: (conn: Connection) => void;
+  /** Called for each server-to-server connection (QUIC, ALPN `amtp/1`), if given. */
+  onPeerConnection?: (conn: Connection) => void;
+  /** Serves plain HTTPS requests (not upgrades at `/amtp`; TCP), if given. */
+  httpHandler?: (request: Request) => Response | Promise<Response>;
+  /** Logger. */
+  log: Logger;
+}
+
+/** A running listener. */
+export interface Listener {
+  /** The port number in use. */
+  port: number;
+  /** Serve new connections with another certificate; live sessions continue. */
+  setCertificate(cert: string, key: string): void;
+  /** Stop accepting (and drop connections still in their handshake). */
+  stop(): void;
+  /** Close what the listener holds open (the QUIC endpoint ends its sessions). */
+  close(): void;
+}
+
+/** A way clients reach the server: listening on a port number makes connections. */
+export interface Transport {
+  /** Its name, for logs. */
+  name: string;
+  /** Start listening. */
+  listen(options: ListenerOptions): Listener;
 }
 
 /** Decides whether a new connection from an address may start. */

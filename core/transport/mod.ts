@@ -6,70 +6,50 @@
  * @module
  */
 
-import type { Logger } from "../log/mod.ts";
-import type { Admission, Connection } from "./connection.ts";
+import type { Listener, ListenerOptions, Transport } from "./connection.ts";
 import { countOpenDescriptors, readDescriptorLimit } from "./descriptors.ts";
-import { listenTcp, type TcpListener } from "./tcp.ts";
-import {
-  listenWebTransport,
-  type WebTransportListener,
-} from "./webtransport.ts";
+import { websocketOverTcp } from "./tcp.ts";
+import { webTransport } from "./webtransport.ts";
 
 export * from "./connection.ts";
-export { S2S_ALPN, StreamConnection } from "./webtransport.ts";
 export { raiseDescriptorLimit, readDescriptorLimit } from "./descriptors.ts";
 
-/** Options of {@link startTransports}. */
-export interface TransportOptions {
-  /** Listen address. */
-  hostname: string;
-  /** Port number for both UDP and TCP; 0 picks one free for both. */
-  port: number;
-  /** PEM certificate chain. */
-  cert: string;
-  /** PEM private key. */
-  key: string;
-  /** Frame limit in bytes. */
-  maxFrame: number;
-  /** Connection limits. */
-  admission: Admission;
-  /**
-   * Milliseconds a new connection has to establish its session: TLS and the
-   * request head on TCP; the QUIC handshake, WebTransport CONNECT and first
-   * stream on UDP.
-   */
-  handshakeTimeoutMs: number;
+/**
+ * The transports, on one port number (UDP for QUIC, TCP for WebSocket): a
+ * new transport is one file implementing {@link Transport} and a line here.
+ * The first one picks the port when none is set; the others take the same.
+ */
+export const TRANSPORTS: readonly Transport[] = [
+  webTransport,
+  websocketOverTcp,
+];
+
+/** Options of {@link startTransports}: what every listener is given, and the descriptor reserve. */
+export interface TransportOptions
+  extends Omit<ListenerOptions, "maxConnections"> {
   /**
    * Descriptors kept free, beyond those open at start, for what opens later
    * (KV files, module processes, outbound connections): client TCP
    * connections are refused at the open-file limit minus both.
    */
   descriptorReserve: number;
-  /** Called for each established connection. */
-  onConnection: (conn: Connection) => void;
-  /** Called for each server-to-server connection. */
-  onPeerConnection?: (conn: Connection) => void;
-  /** Plain HTTPS requests (not `/amtp` upgrades). */
-  httpHandler?: (request: Request) => Response | Promise<Response>;
-  /** Logger. */
-  log: Logger;
 }
 
-/** Both listeners, running. */
+/** The listeners, running. */
 export interface Transports {
   /** The port number in use (UDP and TCP). */
   port: number;
-  /** Switch both listeners to a renewed certificate without dropping sessions. */
+  /** Switch every listener to a renewed certificate without dropping sessions. */
   setCertificate(cert: string, key: string): Promise<void>;
   /** Stop accepting new connections. */
   stop(): Promise<void>;
-  /** Close the QUIC endpoint (ends every WebTransport session). */
+  /** Close what the listeners hold open (the QUIC endpoint ends every WebTransport session). */
   close(): void;
 }
 
 /**
- * Start WebTransport on UDP and WebSocket on TCP with the same port number.
- * With port 0 a number free on both is found.
+ * Start every transport on the same port number. With port 0 a number free
+ * for all of them is found.
  */
 export async function startTransports(
   options: TransportOptions,
@@ -92,31 +72,35 @@ export async function startTransports(
   const attempts = options.port === 0 ? 20 : 1;
   let lastError: unknown;
   for (let i = 0; i < attempts; i++) {
-    const wt: WebTransportListener = listenWebTransport({
-      ...options,
-    });
-    let tcp: TcpListener;
+    const listeners: Listener[] = [];
+    let port = options.port;
     try {
-      tcp = listenTcp({ ...options, port: wt.port, maxConnections });
+      for (const transport of TRANSPORTS) {
+        const listener = transport.listen({ ...options, port, maxConnections });
+        listeners.push(listener);
+        port = listener.port;
+      }
     } catch (error) {
-      wt.close();
+      // The port was free for one transport and not another: try another.
+      for (const listener of listeners) {
+        listener.stop();
+        listener.close();
+      }
       lastError = error;
       continue;
     }
     return {
-      port: wt.port,
+      port,
       setCertificate(cert, key) {
-        wt.setCertificate(cert, key);
-        tcp.setCertificate(cert, key);
+        for (const listener of listeners) listener.setCertificate(cert, key);
         return Promise.resolve();
       },
       stop() {
-        wt.stop();
-        tcp.stop();
+        for (const listener of listeners) listener.stop();
         return Promise.resolve();
       },
       close() {
-        wt.close();
+        for (const listener of listeners) listener.close();
       },
     };
   }

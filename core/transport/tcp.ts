@@ -13,7 +13,7 @@
  */
 
 import type { Logger } from "../log/mod.ts";
-import type { Admission, Connection } from "./connection.ts";
+import type { Listener, ListenerOptions, Transport } from "./connection.ts";
 import {
   HttpError,
   readBody,
@@ -32,44 +32,14 @@ import { isUpgrade, upgradeAnswer, WebSocketConnection } from "./websocket.ts";
 /** Pause of the accept loop after a failed accept (out of descriptors). */
 const ACCEPT_BACKOFF_MS = 50;
 
-/** Options of {@link listenTcp}. */
-export interface TcpOptions {
-  /** Listen address. */
-  hostname: string;
-  /** TCP port; 0 picks one. */
-  port: number;
-  /** PEM certificate chain. */
-  cert: string;
-  /** PEM private key. */
-  key: string;
-  /** Frame limit in bytes (largest WebSocket message). */
-  maxFrame: number;
-  /** Per-IP and total connection limits. */
-  admission: Admission;
-  /** Milliseconds from accept to a complete request head (TLS included). */
-  handshakeTimeoutMs: number;
-  /** TCP connections allowed open at once (the descriptor budget). */
-  maxConnections: number;
-  /** Called for each WebSocket session. */
-  onConnection: (conn: Connection) => void;
-  /** Serves plain HTTPS requests (not upgrades at `/amtp`), if given. */
-  httpHandler?: (request: Request) => Response | Promise<Response>;
-  /** Logger. */
-  log: Logger;
-}
-
-/** A running TCP listener. */
-export interface TcpListener {
-  /** The TCP port in use. */
-  port: number;
-  /** Serve new connections with another certificate; live sessions continue. */
-  setCertificate(cert: string, key: string): void;
-  /** Stop accepting and drop connections still in their handshake. */
-  stop(): void;
-}
+/** WebSocket (and plain HTTPS) over TLS on the TCP port. */
+export const websocketOverTcp: Transport = {
+  name: "websocket",
+  listen: listenTcp,
+};
 
 /** Start the TLS listener on the TCP port. */
-export function listenTcp(options: TcpOptions): TcpListener {
+export function listenTcp(options: ListenerOptions): Listener {
   const state = new ListenerState(options);
   const listener = Deno.listen({
     hostname: options.hostname,
@@ -85,6 +55,9 @@ export function listenTcp(options: TcpOptions): TcpListener {
     },
     stop() {
       state.stop(listener);
+    },
+    close() {
+      // Nothing more: live WebSocket sessions end with their sessions.
     },
   };
 }
@@ -119,14 +92,14 @@ class RefusalLog {
 class ListenerState {
   /** TLS settings (certificate) for new connections. */
   context: SecureContext;
-  readonly #options: TcpOptions;
+  readonly #options: ListenerOptions;
   readonly #refusals: RefusalLog;
   /** Connections before their session or answer (closed on stop). */
   readonly #handshakes = new Set<SecureStream>();
   #open = 0;
   #stopped = false;
 
-  constructor(options: TcpOptions) {
+  constructor(options: ListenerOptions) {
     this.#options = options;
     this.#refusals = new RefusalLog(options.log);
     this.context = createSecureContext({

@@ -6,60 +6,23 @@
  * @module
  */
 
-import type { Logger } from "../log/mod.ts";
-import { concatBytes, FrameDecoder } from "../wire/mod.ts";
+import { concatBytes, FrameDecoder, S2S_ALPN } from "../wire/mod.ts";
 import {
-  type Admission,
   type Connection,
+  type Listener,
+  type ListenerOptions,
   newConnectionId,
+  type Transport,
 } from "./connection.ts";
 
-/** Options of {@link listenWebTransport}. */
-export interface WebTransportOptions {
-  /** Listen address. */
-  hostname: string;
-  /** UDP port; 0 picks one. */
-  port: number;
-  /** PEM certificate chain. */
-  cert: string;
-  /** PEM private key. */
-  key: string;
-  /** Frame limit in bytes. */
-  maxFrame: number;
-  /** Per-IP and total connection limits. */
-  admission: Admission;
-  /**
-   * Milliseconds from an incoming connection to its established session
-   * (QUIC handshake, WebTransport CONNECT, first stream).
-   */
-  handshakeTimeoutMs: number;
-  /** Called for each established connection. */
-  onConnection: (conn: Connection) => void;
-  /** Called for each server-to-server connection (ALPN `amtp/1`), if given. */
-  onPeerConnection?: (conn: Connection) => void;
-  /** Logger. */
-  log: Logger;
-}
-
-/** ALPN of server-to-server AMTP over QUIC (one bidirectional stream of BSON frames). */
-export const S2S_ALPN = "amtp/1";
-
-/** A running WebTransport listener. */
-export interface WebTransportListener {
-  /** The UDP port in use. */
-  port: number;
-  /** Serve new connections with another certificate; live sessions continue. */
-  setCertificate(cert: string, key: string): void;
-  /** Stop accepting; live sessions continue until closed. */
-  stop(): void;
-  /** Close the endpoint and every connection on it. */
-  close(): void;
-}
+/** WebTransport (and server-to-server AMTP) over QUIC on the UDP port. */
+export const webTransport: Transport = {
+  name: "webtransport",
+  listen: listenWebTransport,
+};
 
 /** Start the QUIC endpoint and accept WebTransport sessions at `/amtp`. */
-export function listenWebTransport(
-  options: WebTransportOptions,
-): WebTransportListener {
+export function listenWebTransport(options: ListenerOptions): Listener {
   const endpoint = new Deno.QuicEndpoint({
     hostname: options.hostname,
     port: options.port,
@@ -85,7 +48,7 @@ export function listenWebTransport(
 
 function startListening(
   endpoint: Deno.QuicEndpoint,
-  options: WebTransportOptions,
+  options: ListenerOptions,
   cert: string,
   key: string,
 ): Deno.QuicListener {
@@ -131,7 +94,7 @@ class HandshakeTimeout extends Error {
  */
 async function handleIncoming(
   accepting: Promise<Deno.QuicConn>,
-  options: WebTransportOptions,
+  options: ListenerOptions,
 ): Promise<void> {
   const abort = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -205,7 +168,7 @@ async function handleIncoming(
 async function establish(
   conn: Deno.QuicConn,
   ip: string,
-  options: WebTransportOptions,
+  options: ListenerOptions,
   signal: AbortSignal,
 ): Promise<StreamConnection> {
   const wt = await Deno.upgradeWebTransport(conn);
@@ -227,14 +190,17 @@ async function establish(
       next.value.readable.cancel().catch(() => {});
     }
   })();
-  return new StreamConnection(wt, first.value, ip, options.maxFrame);
+  return new StreamConnection(wt, first.value, {
+    remoteAddr: ip,
+    maxFrame: options.maxFrame,
+  });
 }
 
 /** The first stream of a server-to-server connection. */
 async function establishPeer(
   conn: Deno.QuicConn,
   ip: string,
-  options: WebTransportOptions,
+  options: ListenerOptions,
   signal: AbortSignal,
 ): Promise<StreamConnection> {
   const streams = conn.incomingBidirectionalStreams.getReader();
@@ -251,9 +217,7 @@ async function establishPeer(
       closed: conn.closed,
     },
     first.value,
-    ip,
-    options.maxFrame,
-    "peer",
+    { remoteAddr: ip, maxFrame: options.maxFrame, transport: "peer" },
   );
 }
 
@@ -288,17 +252,23 @@ export class StreamConnection implements Connection {
       readable: ReadableStream<Uint8Array>;
       writable: WritableStream<Uint8Array>;
     },
-    ip: string,
-    maxFrame: number,
-    transport: "webtransport" | "peer" = "webtransport",
+    options: {
+      /** The peer's IP address. */
+      remoteAddr: string;
+      /** Frame limit in bytes. */
+      maxFrame: number;
+      /** `peer`: another server over raw QUIC. */
+      transport?: "webtransport" | "peer";
+    },
   ) {
+    const transport = options.transport ?? "webtransport";
     this.transport = transport;
     this.id = newConnectionId(transport === "peer" ? "s2s" : "wt");
     this.#wt = wt;
     this.#stream = stream;
     this.#writer = stream.writable.getWriter();
-    this.remoteAddr = ip;
-    this.#maxFrame = maxFrame;
+    this.remoteAddr = options.remoteAddr;
+    this.#maxFrame = options.maxFrame;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     wt.closed.then(() => this.#markClosed(), () => this.#markClosed());
   }

@@ -7,3 +7,4 @@
 export * from "./frame.ts";
 export * from "./envelope.ts";
 export * from "./bytes.ts";
+export * from "./alpn.ts";

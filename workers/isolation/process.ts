@@ -29,9 +29,9 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../../core/wire/mod.ts";
-import { MODULE_LIMITS } from "../bridge.ts";
+import { MODULE_LIMITS } from "../bridge/envelope.ts";
 import type { Manifest } from "../manifest.ts";
-import { TokenBucket } from "../sdk/bucket.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
 import type { Channel } from "./channel.ts";
 import type { ModuleImports } from "./imports.ts";
 import { cappedDeno } from "./limits.ts";

@@ -16,8 +16,11 @@
  * ```
  *
  * The same code runs in a Worker or in a subprocess; the SDK finds out which
- * and speaks BSON to the core either way. Handlers get the parameters the
- * client sent and a context whose caller the core set from the token.
+ * and speaks the bridge (workers/bridge) to the core either way. Handlers get
+ * the parameters the client sent and a context built from the bridge's
+ * declaration of the core's services, whose caller the core set from the
+ * token. At start the SDK checks its handlers against the manifest's
+ * `commands` and refuses to start when they differ.
  *
  * @module
  */
@@ -28,13 +31,29 @@ import {
   encodeDocument,
   FrameDecoder,
 } from "../../core/wire/mod.ts";
-import { type BridgeCaller, MODULE_LIMITS } from "../bridge.ts";
-import { TokenBucket } from "./bucket.ts";
+import { TokenBucket } from "../../shared/token_bucket.ts";
+import { Endpoint, RemoteError } from "../bridge/endpoint.ts";
+import { MODULE_LIMITS } from "../bridge/envelope.ts";
+import {
+  type BridgeCaller,
+  CORE_SERVICES,
+  type CoreServices,
+  type InboundDelivery,
+  type InboundResult,
+  type ModuleOffers,
+  READY,
+  type ServiceName,
+} from "../bridge/services.ts";
 import { ModuleError } from "./error.ts";
-import { KvStorage, type ModuleStorage } from "./storage.ts";
+import { KvStorage } from "./storage.ts";
 
 export { ModuleError } from "./error.ts";
-
+export {
+  GroupCommit,
+  type GroupHooks,
+  type Verdict,
+} from "../../shared/group_commit.ts";
+export { ErrorCode } from "../../shared/errors.ts";
 export type {
   AtomicOp,
   ModuleStorage,
@@ -42,32 +61,42 @@ export type {
   StorageKey,
 } from "./storage.ts";
 export { StorageError } from "./storage.ts";
+export type {
+  BridgeCaller,
+  InboundDelivery,
+  InboundResult,
+  RemoteDelivery,
+  Resolution,
+} from "../bridge/services.ts";
 
-/** Where one written address leads (see core/routing). */
-export type { Resolution } from "../../core/routing/mod.ts";
-import type { Resolution } from "../../core/routing/mod.ts";
+type Group<K> = K extends `${infer G}.${string}` ? G : never;
+type Member<K, G extends string> = K extends `${G}.${infer M}` ? M : never;
 
-/** What a handler knows besides its parameters. */
-export interface ModuleContext {
+/**
+ * The core's services as a handler's context holds them: a dotted name is a
+ * member of its group (`accounts.resolve` is `ctx.accounts.resolve`).
+ */
+export type Services =
+  & {
+    [K in keyof CoreServices as K extends `${string}.${string}` ? never : K]:
+      CoreServices[K];
+  }
+  & {
+    [G in Group<keyof CoreServices>]: {
+      [K in keyof CoreServices as Member<K, G>]: CoreServices[K];
+    };
+  };
+
+/**
+ * What a handler knows besides its parameters: the caller, and every core
+ * service of the bridge (`push`, `log`, `storage`, `accounts.resolve`,
+ * `federation.send`, ...; those the manifest must grant say so in
+ * docs/MODULES.md).
+ */
+export type ModuleContext = Services & {
   /** The authenticated caller, set by the core. */
   caller: BridgeCaller;
-  /** The module's storage. */
-  storage: ModuleStorage;
-  /** Push an event (declared in the manifest) to every live session of an address. */
-  push(address: string, event: string, data: unknown): Promise<number>;
-  /** Resolve recipient addresses (manifest service `accounts.resolve`). */
-  resolve(addresses: string[]): Promise<Resolution[]>;
-  /** Queue a payload for remote addresses (manifest service `federation.send`). */
-  sendRemote(
-    delivery: { from: string; to: string[]; id: string; payload: unknown },
-  ): Promise<string[]>;
-  /** Log through the server's log. */
-  log(
-    level: "info" | "warn" | "error",
-    event: string,
-    fields?: Record<string, string | number | boolean>,
-  ): void;
-}
+};
 
 /** A command handler. */
 export type Handler = (
@@ -75,40 +104,9 @@ export type Handler = (
   ctx: ModuleContext,
 ) => unknown;
 
-/** A delivery from another server, or a bounce of one of ours. */
-export interface InboundDelivery {
-  /** `deliver`: a payload from another server for local recipients; `bounce`: a payload of ours that could not be delivered. */
-  kind: "deliver" | "bounce";
-  /** Sender address. */
-  from: string;
-  /** Recipients (`deliver`: local; `bounce`: the remote ones that failed). */
-  to: string[];
-  /** Delivery id (idempotency). */
-  id: string;
-  /** The payload the sending module queued. */
-  payload: unknown;
-  /** `bounce`: why, per recipient. */
-  failures?: { address: string; error: number; message: string }[];
-  /** `deliver`: the authenticated sending server. */
-  peer?: string;
-  /** `deliver`: the domain that server authenticated for (the origin of what it delivers). */
-  peer_domain?: string;
-}
-
-/** Result of an inbound delivery, per recipient. */
-export interface InboundResult {
-  /** One entry per recipient of `to`. */
-  recipients: {
-    address: string;
-    status: "delivered" | "failed";
-    error?: number;
-    message?: string;
-  }[];
-}
-
-/** A module: its command handlers. */
+/** A module: its command handlers, and its handler of deliveries if it federates. */
 export interface ModuleDefinition {
-  /** Handlers by command name (the manifest lists the same names). */
+  /** Handlers by command name: exactly the manifest's `commands`. */
   commands: Record<string, Handler>;
   /**
    * Deliveries from other servers and bounces (modules that federate). The
@@ -121,12 +119,19 @@ export interface ModuleDefinition {
   ) => Promise<InboundResult>;
 }
 
-interface Port {
+/**
+ * Where the module's documents go and come from: a Worker's messages or a
+ * process's standard input and output (found by {@link serveModule}), or any
+ * other carrier of BSON documents.
+ */
+export interface ModulePort {
+  /** Send one document to the core. */
   send(doc: Document): void;
+  /** Receive the core's documents. */
   listen(handler: (doc: Document) => void): void;
 }
 
-function workerPort(): Port {
+function workerPort(): ModulePort {
   const scope = globalThis as unknown as {
     postMessage(data: unknown, transfer?: Transferable[]): void;
     onmessage: ((event: MessageEvent) => void) | null;
@@ -144,7 +149,7 @@ function workerPort(): Port {
   };
 }
 
-function processPort(): Port {
+function processPort(): ModulePort {
   // stdout carries frames: keep console output off it.
   console.log = console.error;
   console.info = console.error;
@@ -179,180 +184,131 @@ function inWorker(): boolean {
     .WorkerGlobalScope !== "undefined";
 }
 
-/** Start serving a module definition (call once, from the module's entry file). */
-export function serveModule(definition: ModuleDefinition): void {
-  const port = inWorker() ? workerPort() : processPort();
-  let nextId = 1;
-  const waiting = new Map<
-    number,
-    { resolve: (v: unknown) => void; reject: (e: Error) => void }
-  >();
-  // At most MODULE_LIMITS.requests requests are outstanding; more wait here
-  // (the host counts any past the cap as a violation).
-  const queued: (() => void)[] = [];
-  const request = (op: string, fields: Document): Promise<unknown> => {
-    return new Promise((resolve, reject) => {
-      const send = () => {
-        const id = nextId++;
-        waiting.set(id, { resolve, reject });
-        port.send({ ...fields, t: "request", id, op });
-      };
-      if (waiting.size < MODULE_LIMITS.requests) send();
-      else queued.push(send);
-    });
-  };
-  // Log lines past the rate are dropped here, and counted in a later line.
-  const logBudget = new TokenBucket(
+/** An error of the core, rethrown as the module's own (same code). */
+function asModuleError(error: unknown): never {
+  throw error instanceof RemoteError
+    ? new ModuleError(error.code, error.message, error.data)
+    : error;
+}
+
+/** The core's services over `endpoint`, grouped as the context holds them. */
+function services(endpoint: Endpoint): Services {
+  const out: Record<string, Record<string, unknown> | unknown> = {};
+  for (const name of Object.keys(CORE_SERVICES) as ServiceName[]) {
+    const method = CORE_SERVICES[name].notify
+      ? (...args: unknown[]) => endpoint.notify(name, args)
+      : (...args: unknown[]) => endpoint.call(name, args).catch(asModuleError);
+    const dot = name.indexOf(".");
+    if (dot < 0) out[name] = method;
+    else {
+      const group = (out[name.slice(0, dot)] ??= {}) as Record<string, unknown>;
+      group[name.slice(dot + 1)] = method;
+    }
+  }
+  return out as Services;
+}
+
+/** Log lines past the rate are dropped here, and counted in a later line. */
+function rateLimited(log: CoreServices["log"]): CoreServices["log"] {
+  const budget = new TokenBucket(
     MODULE_LIMITS.logPerSecond,
     MODULE_LIMITS.logBurst,
   );
-  let logsDropped = 0;
-  const log: ModuleContext["log"] = (level, event, fields = {}) => {
-    if (logsDropped > 0 && logBudget.take(2)) {
-      port.send({
-        t: "log",
-        level: "warn",
-        event: "log_dropped",
-        fields: { lines: logsDropped },
-      });
-      logsDropped = 0;
-    } else if (logsDropped > 0 || !logBudget.take()) {
-      logsDropped++;
+  let dropped = 0;
+  return (level, event, fields = {}) => {
+    if (dropped > 0 && budget.take(2)) {
+      log("warn", "log_dropped", { lines: dropped });
+      dropped = 0;
+    } else if (dropped > 0 || !budget.take()) {
+      dropped++;
       return;
     }
-    port.send({ t: "log", level, event, fields });
+    log(level, event, fields);
   };
-  // The host names the module's own database in `init`, before any call;
-  // without one, storage goes through the core (`storage.*` requests).
-  let opened: (store: ModuleStorage) => void;
-  const store = new Promise<ModuleStorage>((resolve) => opened = resolve);
-  const bridged: ModuleStorage = {
-    get: async (key) =>
-      ((await request("storage.get", { key })) as { entry: never }).entry,
-    getMany: async (keys) =>
-      ((await request("storage.getMany", { keys })) as { entries: never })
-        .entries,
-    set: async (key, value) => {
-      await request("storage.set", { key, value });
-    },
-    delete: async (key) => {
-      await request("storage.delete", { key });
-    },
-    list: async (prefix, options = {}) =>
-      await request("storage.list", { prefix, ...options }) as never,
-    atomic: async (ops) => (await bridged.commit(ops)) !== null,
-    commit: async (ops) =>
-      ((await request("storage.commit", { ops })) as {
-        versionstamp: string | null;
-      }).versionstamp,
-  };
-  const storage: ModuleStorage = {
-    get: async (key) => await (await store).get(key),
-    getMany: async (keys) => await (await store).getMany(keys),
-    set: async (key, value) => await (await store).set(key, value),
-    delete: async (key) => await (await store).delete(key),
-    list: async (prefix, options) => await (await store).list(prefix, options),
-    atomic: async (ops) => await (await store).atomic(ops),
-    commit: async (ops) => await (await store).commit(ops),
-  };
-  port.listen(async (doc) => {
-    switch (doc.t) {
-      case "init": {
-        const init = doc.storage as {
-          path?: string;
-          name: string;
-          quota: number;
-        };
-        opened(
-          init.path
-            ? new KvStorage(await Deno.openKv(init.path), init.name, init.quota)
-            : bridged,
-        );
-        port.send({ t: "initialized" });
-        return;
-      }
-      case "ping":
-        port.send({ t: "pong", id: doc.id });
-        return;
-      case "reply": {
-        const entry = waiting.get(doc.id as number);
-        if (!entry) return;
-        waiting.delete(doc.id as number);
-        queued.shift()?.();
-        if (doc.error) {
-          entry.reject(
-            new ModuleError(String(doc.error), String(doc.message ?? "")),
-          );
-        } else entry.resolve(doc.data);
-        return;
-      }
-      case "call": {
-        const inbound = doc.command === "$inbound"
-          ? definition.inbound
-          : undefined;
-        const handler: Handler | undefined = inbound
-          ? (params, ctx) => inbound(params as unknown as InboundDelivery, ctx)
-          : Object.hasOwn(definition.commands, doc.command as string)
-          ? definition.commands[doc.command as string]
-          : undefined;
-        if (!handler) {
-          port.send({
-            t: "error",
-            id: doc.id,
-            code: "unknown_command",
-            message: `no command ${doc.command}`,
-          });
-          return;
-        }
-        const caller = doc.caller as BridgeCaller;
-        const ctx: ModuleContext = {
-          caller,
-          storage,
-          push: async (address, event, data) =>
-            ((await request("push", { address, event, data })) as {
-              delivered: number;
-            }).delivered,
-          resolve: async (addresses) =>
-            ((await request("accounts.resolve", { addresses })) as {
-              resolutions: Resolution[];
-            }).resolutions,
-          sendRemote: async (delivery) =>
-            ((await request("federation.send", {
-              from: delivery.from,
-              to: delivery.to,
-              delivery_id: delivery.id,
-              payload: delivery.payload,
-            })) as { queued: string[] }).queued,
-          log,
-        };
-        try {
-          const data = await handler(
-            (doc.params ?? {}) as Record<string, unknown>,
-            ctx,
-          );
-          port.send({
-            t: "result",
-            id: doc.id,
-            data: data === undefined ? null : data,
-          });
-        } catch (error) {
-          const err = error as Error & { code?: string; data?: unknown };
-          const code = err?.name === "NotCapable"
-            ? "not_capable"
-            : error instanceof ModuleError
-            ? err.code
-            : "handler_failed";
-          port.send({
-            t: "error",
-            id: doc.id,
-            code,
-            message: String(err?.message ?? error).slice(0, 500),
-            data: error instanceof ModuleError ? err.data ?? null : null,
-          });
-        }
-        return;
-      }
+}
+
+/** Why the handlers do not match the manifest's commands, or undefined when they do. */
+function mismatch(
+  listed: string[],
+  commands: Record<string, Handler>,
+): string | undefined {
+  const handled = Object.keys(commands);
+  const missing = listed.filter((c) => !Object.hasOwn(commands, c));
+  const extra = handled.filter((c) => !listed.includes(c));
+  if (missing.length === 0 && extra.length === 0) return undefined;
+  const names = (list: string[]) => list.map((c) => `"${c}"`).join(", ");
+  return [
+    missing.length &&
+    `module.json lists ${names(missing)} but serveModule has no handler for ${
+      missing.length > 1 ? "them" : "it"
+    }`,
+    extra.length &&
+    `serveModule handles ${names(extra)} that module.json does not list`,
+  ].filter(Boolean).join("; ");
+}
+
+/**
+ * Start serving a module definition (call once, from the module's entry
+ * file). The port is the Worker's or the process's, unless one is given.
+ */
+export function serveModule(
+  definition: ModuleDefinition,
+  port: ModulePort = inWorker() ? workerPort() : processPort(),
+): void {
+  let base: Services | undefined;
+  const context = (caller: BridgeCaller): ModuleContext => {
+    if (!base) {
+      throw new ModuleError("handler_failed", "the module has not started");
     }
+    return { ...base, caller };
+  };
+  const offers: ModuleOffers = {
+    start: async (init) => {
+      const wrong = mismatch(init.commands, definition.commands);
+      if (wrong) throw new ModuleError("manifest_mismatch", wrong);
+      const core = services(endpoint);
+      // The host names the module's own database, or none: storage then
+      // goes through the core.
+      const storage = init.storage.path
+        ? new KvStorage(
+          await Deno.openKv(init.storage.path),
+          init.storage.name,
+          init.storage.quota,
+        )
+        : core.storage;
+      base = { ...core, storage, log: rateLimited(core.log) };
+      return { inbound: definition.inbound !== undefined };
+    },
+    call: async (command, caller, params) => {
+      if (!Object.hasOwn(definition.commands, command)) {
+        throw new ModuleError("unknown_command", `no command ${command}`);
+      }
+      return await definition.commands[command](
+        (params ?? {}) as Record<string, unknown>,
+        context(caller),
+      );
+    },
+    inbound: async (caller, delivery) => {
+      if (!definition.inbound) {
+        throw new ModuleError("unknown_command", "no inbound handler");
+      }
+      return await definition.inbound(delivery, context(caller));
+    },
+    ping: () => Promise.resolve(null),
+  };
+  const endpoint: Endpoint = new Endpoint(port.send, {
+    serve: (method, args) => {
+      if (!Object.hasOwn(offers, method)) {
+        throw new ModuleError("unknown_command", `no method ${method}`);
+      }
+      const offer = offers[method as keyof ModuleOffers] as (
+        ...args: unknown[]
+      ) => Promise<unknown>;
+      return offer(...args);
+    },
+    // The SDK keeps within the host's cap: calls past it wait here.
+    maxOutstanding: MODULE_LIMITS.requests,
   });
-  port.send({ t: "ready", commands: Object.keys(definition.commands) });
+  port.listen((doc) => endpoint.receive(doc));
+  endpoint.notify(READY, []);
 }

@@ -1,9 +1,11 @@
 /**
- * Module storage through the core: one namespace per module (shared by its
- * versions), values of any size (chunked past one KV value), listing by
- * prefix, atomic operations, and a per-module quota.
+ * Module storage: one namespace per module (shared by its versions), values
+ * of any size (chunked past one KV value), listing by prefix, atomic
+ * operations, and a per-module quota. The same code runs inside the module on
+ * its own database, or in the core on the core's database
+ * (`AMTP_MODULE_STORAGE=core`).
  *
- * Key layout:
+ * Key layout (the namespaces are kv/records.ts `moduleData` and `moduleUsage`):
  * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
  *   chunk generation
  * - `["mod", module, "c", generation, i]` -> one chunk of a large value (BSON)
@@ -13,14 +15,17 @@
  *   quota check reads them first, so a burst of concurrent writes may
  *   overshoot the quota by at most their own sizes)
  *
- * A module never names the namespace: the host binds a storage to the module
- * that sent the request, so one module cannot reach another's keys.
+ * A module never names the namespace: in its own database it is the only
+ * one; in the core's, the core binds a storage to the module that called, so
+ * one module cannot reach another's keys.
  *
  * @module
  */
 
 import { BSON } from "bson";
 import { concatBytes } from "../../core/wire/bytes.ts";
+import { keys } from "../../kv/records.ts";
+import { GroupCommit, type Verdict } from "../../shared/group_commit.ts";
 import { ModuleError } from "./error.ts";
 
 /** Bytes of a value stored inline in its head record. */
@@ -178,17 +183,17 @@ function keyId(key: StorageKey): string {
 }
 
 /**
- * The storage of one module in its own KV database. Atomic operations that
- * arrive while a commit is running are committed together in the next one
- * (group commit): under load one KV commit carries many modules' writes,
- * each still all or nothing with its own checks.
+ * The storage of one module in a KV database. Atomic operations that arrive
+ * while a commit is running are committed together in the next one (group
+ * commit, shared/group_commit.ts): under load one KV commit carries the
+ * writes of many requests, each still all or nothing with its own checks.
  */
 export class KvStorage implements ModuleStorage {
   readonly #kv: Deno.Kv;
   readonly #name: string;
   readonly #quota: number;
-  #queue: Pending[] = [];
-  #flushing = false;
+  /** Atomic operations waiting for a commit, committed in groups. */
+  readonly #writes: GroupCommit<Pending>;
   /** Sizes of values last seen, by key and versionstamp: a write checked against one needs no read. */
   readonly #seen = new Map<string, { versionstamp: string; head: Head }>();
   #usage?: { bytes: number; at: number };
@@ -198,10 +203,24 @@ export class KvStorage implements ModuleStorage {
     this.#kv = kv;
     this.#name = name;
     this.#quota = quota;
+    this.#writes = new GroupCommit<Pending>({
+      choose: () => this.#choose(),
+      commit: (group) => this.#commitGroup(group),
+      alone: (p) => this.#commitAlone(p),
+      fail: (p, error) => p.reject(error),
+    });
   }
 
   #head(key: StorageKey): Deno.KvKey {
-    return ["mod", this.#name, "d", ...key];
+    return [...keys.moduleData(this.#name), "d", ...key];
+  }
+
+  #chunk(gen: string, i: number): Deno.KvKey {
+    return [...keys.moduleData(this.#name), "c", gen, i];
+  }
+
+  #usageKey(which: "add" | "sub"): Deno.KvKey {
+    return [...keys.moduleUsage(this.#name), which];
   }
 
   /**
@@ -220,8 +239,8 @@ export class KvStorage implements ModuleStorage {
   /** Bytes in use. */
   async usage(): Promise<number> {
     const [added, freed] = await this.#kv.getMany<Deno.KvU64[]>([
-      ["mod_usage", this.#name, "add"],
-      ["mod_usage", this.#name, "sub"],
+      this.#usageKey("add"),
+      this.#usageKey("sub"),
     ]);
     return Number((added.value?.value ?? 0n) - (freed.value?.value ?? 0n));
   }
@@ -230,7 +249,7 @@ export class KvStorage implements ModuleStorage {
     if (head.gen === undefined) return head.value;
     const keys = Array.from(
       { length: head.chunks ?? 0 },
-      (_, i) => ["mod", this.#name, "c", head.gen!, i],
+      (_, i) => this.#chunk(head.gen!, i),
     );
     const parts: Uint8Array[] = [];
     for (let i = 0; i < keys.length; i += 10) {
@@ -298,8 +317,8 @@ export class KvStorage implements ModuleStorage {
   }
 
   #usageUpdate(op: Deno.AtomicOperation, delta: number): void {
-    if (delta > 0) op.sum(["mod_usage", this.#name, "add"], BigInt(delta));
-    if (delta < 0) op.sum(["mod_usage", this.#name, "sub"], BigInt(-delta));
+    if (delta > 0) op.sum(this.#usageKey("add"), BigInt(delta));
+    if (delta < 0) op.sum(this.#usageKey("sub"), BigInt(-delta));
   }
 
   async #ensureRoom(delta: number): Promise<void> {
@@ -330,10 +349,7 @@ export class KvStorage implements ModuleStorage {
     for (let i = 0; i < chunks; i += CHUNKS_PER_OP) {
       const op = this.#kv.atomic();
       for (let j = i; j < Math.min(chunks, i + CHUNKS_PER_OP); j++) {
-        op.set(
-          ["mod", this.#name, "c", gen, j],
-          bytes.slice(j * CHUNK, (j + 1) * CHUNK),
-        );
+        op.set(this.#chunk(gen, j), bytes.slice(j * CHUNK, (j + 1) * CHUNK));
       }
       await op.commit();
     }
@@ -350,7 +366,7 @@ export class KvStorage implements ModuleStorage {
     for (let i = 0; i < (head.chunks ?? 0); i += 50) {
       const op = this.#kv.atomic();
       for (let j = i; j < Math.min(head.chunks!, i + 50); j++) {
-        op.delete(["mod", this.#name, "c", head.gen!, j]);
+        op.delete(this.#chunk(head.gen!, j));
       }
       await op.commit();
     }
@@ -499,70 +515,37 @@ export class KvStorage implements ModuleStorage {
 
   #enqueue(ops: Op[]): Promise<string | null> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ ops, resolve, reject });
-      if (!this.#flushing) this.#flush();
+      this.#writes.submit({ ops, resolve, reject });
     });
   }
 
-  async #flush(): Promise<void> {
-    this.#flushing = true;
-    try {
-      while (this.#queue.length > 0) {
-        const group = this.#take();
-        let alone: Pending[];
-        try {
-          alone = await this.#commitGroup(group);
-        } catch (error) {
-          // One operation's fault (a KV limit) must not fail the others.
-          if (group.length > 1) alone = group;
-          else {
-            group[0].reject(error);
-            alone = [];
-          }
-        }
-        for (const p of alone) {
-          try {
-            await this.#commitAlone(p);
-          } catch (error) {
-            p.reject(error);
-          }
-        }
-      }
-    } finally {
-      this.#flushing = false;
-    }
-  }
-
-  /** The next group: waiting operations in order that touch disjoint keys, within KV's bounds. */
-  #take(): Pending[] {
-    const group: Pending[] = [];
-    const rest: Pending[] = [];
+  /**
+   * Which waiting operations share a commit: in order, those that touch
+   * keys no earlier waiting operation touches, within KV's bounds (a later
+   * operation on the same keys stays behind the earlier one).
+   */
+  #choose(): (p: Pending) => Verdict {
     const touched = new Set<string>();
+    let members = 0;
     let checks = 0;
     let mutations = 2; // the usage counters
     let bytes = 0;
-    for (const p of this.#queue) {
+    return (p) => {
       const ids = p.ops.map((o) => keyId(o.key));
       const c = p.ops.filter((o) => o.op === "check").length;
       const m = p.ops.length - c;
       const b = p.ops.reduce((n, o) => n + o.size + 200, 0);
-      const fits = group.length === 0 ||
+      const fits = members === 0 ||
         (checks + c <= GROUP_CHECKS && mutations + m <= GROUP_MUTATIONS &&
           bytes + b <= GROUP_BYTES && !ids.some((id) => touched.has(id)));
-      if (!fits) {
-        rest.push(p);
-        // Later operations on the same keys stay behind this one.
-        for (const id of ids) touched.add(id);
-        continue;
-      }
-      group.push(p);
       for (const id of ids) touched.add(id);
+      if (!fits) return "skip";
+      members++;
       checks += c;
       mutations += m;
       bytes += b;
-    }
-    this.#queue = rest;
-    return group;
+      return "join";
+    };
   }
 
   /** Read the current heads of the keys of `ops`, ten at a time, in parallel. */

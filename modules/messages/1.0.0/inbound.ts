@@ -15,10 +15,11 @@
  * @module
  */
 
-import type {
-  InboundDelivery,
-  InboundResult,
-  ModuleContext,
+import {
+  ErrorCode,
+  type InboundDelivery,
+  type InboundResult,
+  type ModuleContext,
 } from "../../../workers/sdk/mod.ts";
 import {
   domainOf,
@@ -37,13 +38,6 @@ import {
   type NewMessage,
 } from "./mailbox.ts";
 import { MAX_BODY } from "./send.ts";
-
-/** Protocol error codes of refused recipients (docs/PROTOCOL.md section 4). */
-const NOT_DELEGATED = 501;
-const FROM_MISMATCH = 503;
-const NOT_FOUND = 201;
-const INVALID_ADDRESS = 200;
-const LIMIT_EXCEEDED = 206;
 
 /** What a copy takes from a sending server's payload, each field checked. */
 interface Fields {
@@ -163,19 +157,25 @@ export async function inbound(
   const peerDomain = delivery.peer_domain;
   const origin = typeof peerDomain === "string" ? peerDomain.toLowerCase() : "";
   if (!origin || domainOf(delivery.from) !== origin) {
-    return refuse(FROM_MISMATCH, "the sender is not of the sending domain");
+    return refuse(
+      ErrorCode.S2S_FROM_MISMATCH,
+      "the sender is not of the sending domain",
+    );
   }
   const now = new Date();
   const fields = fieldsOf(delivery.payload, now);
   if (bodyBytes(fields.body) > MAX_BODY) {
-    return refuse(LIMIT_EXCEEDED, `a body is at most ${MAX_BODY} bytes`);
+    return refuse(
+      ErrorCode.LIMIT_EXCEEDED,
+      `a body is at most ${MAX_BODY} bytes`,
+    );
   }
   const answered = parseGlobalId(fields.in_reply_to);
   const named = parseGlobalId(fields.thread);
   // Which domains are hosted here, asked with the recipients: a hosted
   // domain's address never resolves to itself as a remote one.
   const domains = [...new Set([origin, answered?.domain ?? origin])];
-  const resolutions = await ctx.resolve([
+  const resolutions = await ctx.accounts.resolve([
     ...delivery.to,
     ...domains.map((d) => `postmaster@${d}`),
   ]);
@@ -188,7 +188,7 @@ export async function inbound(
   );
   if (hosted.has(origin)) {
     return refuse(
-      NOT_DELEGATED,
+      ErrorCode.S2S_NOT_DELEGATED,
       `${origin} is hosted here: no other server speaks for it`,
     );
   }
@@ -234,7 +234,7 @@ export async function inbound(
         return {
           address: r.input,
           status: "failed",
-          error: INVALID_ADDRESS,
+          error: ErrorCode.INVALID_ADDRESS,
           message: "invalid address",
         };
       }
@@ -242,7 +242,7 @@ export async function inbound(
         return {
           address: r.input,
           status: "failed",
-          error: NOT_FOUND,
+          error: ErrorCode.NOT_FOUND,
           message: r.reason ?? "no such mailbox",
         };
       }
@@ -250,7 +250,7 @@ export async function inbound(
         return {
           address: r.input,
           status: "failed",
-          error: LIMIT_EXCEEDED,
+          error: ErrorCode.LIMIT_EXCEEDED,
           message: "the recipient's mailbox is full",
         };
       }

@@ -26,9 +26,11 @@
  */
 
 import {
+  GroupCommit,
   ModuleError,
   type ModuleStorage,
   type StorageEntry,
+  type Verdict,
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
@@ -397,12 +399,16 @@ interface PartDone {
  * Stores parts of concurrent deliveries together: while one atomic operation
  * is being committed, the parts that arrive wait and then go in the next one
  * (each mailbox's state read once, its sequence numbers given out in order).
- * Under load one commit carries the copies of many messages.
+ * Under load one commit carries the copies of many messages. The loop is the
+ * SDK's group commit; the planning of sequence numbers is this batcher's
+ * hook. Its atomic operation then goes through the storage, whose own group
+ * commit may carry it with the module's other writes in one KV commit (with
+ * storage through the core, that one runs in the core: the mailbox plans
+ * cannot move there).
  */
 class CopyBatcher {
   readonly #storage: ModuleStorage;
-  #queue: Part[] = [];
-  #running = false;
+  readonly #parts: GroupCommit<Part>;
   /**
    * States this batcher wrote, with their versionstamps: the next batch
    * plans from them without reading. A stale one (another copy of the
@@ -412,57 +418,38 @@ class CopyBatcher {
 
   constructor(storage: ModuleStorage) {
     this.#storage = storage;
+    const owners = (parts: Part[]) =>
+      parts.flatMap((p) => p.copies.map((c) => c.record.owner));
+    this.#parts = new GroupCommit<Part>({
+      choose: () => this.#choose(),
+      commit: async (batch) => {
+        await withLocks(owners(batch), () => this.#commit(batch));
+        return [];
+      },
+      alone: (part) => withLocks(owners([part]), () => this.#commit([part])),
+      fail: (part, error) => part.reject(error),
+    });
   }
 
   submit(part: Omit<Part, "resolve" | "reject">): Promise<PartDone> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ ...part, resolve, reject });
-      if (!this.#running) this.#run();
+      this.#parts.submit({ ...part, resolve, reject });
     });
   }
 
-  async #run(): Promise<void> {
-    this.#running = true;
-    try {
-      while (this.#queue.length > 0) {
-        const batch = this.#take();
-        const owners = batch.flatMap((p) =>
-          p.copies.map((c) => c.record.owner)
-        );
-        try {
-          await withLocks(owners, () => this.#commit(batch));
-        } catch (error) {
-          if (batch.length === 1) {
-            batch[0].reject(error);
-            continue;
-          }
-          // One part's fault (its quota, a limit, a failed read) must not
-          // fail the others: each on its own.
-          for (const part of batch) {
-            try {
-              await withLocks(
-                part.copies.map((c) => c.record.owner),
-                () => this.#commit([part]),
-              );
-            } catch (alone) {
-              part.reject(alone);
-            }
-          }
-        }
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  #take(): Part[] {
-    const batch: Part[] = [];
+  /**
+   * Parts in order while the batch stays within its bounds of copies and
+   * checks; the same message twice (a retry racing its first attempt) ends
+   * the batch: its content and owners must be planned from what the first
+   * wrote.
+   */
+  #choose(): (part: Part) => Verdict {
     const owners = new Set<string>();
     const messages = new Set<string>();
+    let members = 0;
     let copies = 0;
     let checks = 0;
-    while (this.#queue.length > 0) {
-      const part = this.#queue[0];
+    return (part) => {
       const newOwners = new Set(
         part.copies.map((c) => c.record.owner).filter((o) => !owners.has(o)),
       );
@@ -470,19 +457,17 @@ class CopyBatcher {
       const k = part.copies.filter((x) => !x.fresh).length + newOwners.size +
         part.checks;
       if (
-        batch.length > 0 &&
+        members > 0 &&
         (copies + c > BATCH_COPIES || checks + k > BATCH_CHECKS ||
-          // The same message twice (a retry racing its first attempt): its
-          // content and owners must be planned from what the first wrote.
           messages.has(part.message))
-      ) break;
-      batch.push(this.#queue.shift()!);
+      ) return "stop";
+      members++;
       for (const o of newOwners) owners.add(o);
       messages.add(part.message);
       copies += c;
       checks += k;
-    }
-    return batch;
+      return "join";
+    };
   }
 
   async #commit(batch: Part[]): Promise<void> {

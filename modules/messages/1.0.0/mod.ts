@@ -1,407 +1,59 @@
 /**
  * The messages module: mail in real time. See docs/PROTOCOL.md, section 13.
+ * This file is its table: each command is one function (commands.ts,
+ * attachment_commands.ts), deliveries from other servers are inbound.ts.
  *
  * @module
  */
 
+import { serveModule } from "../../../workers/sdk/mod.ts";
 import {
-  type ModuleContext,
-  ModuleError,
-  serveModule,
-} from "../../../workers/sdk/mod.ts";
-import { Attachments, CHUNK_SIZE } from "./attachments.ts";
+  attachmentGet,
+  attachmentUpload,
+  attachmentUploadChunk,
+  attachmentUploadFinish,
+  attachmentUploadStatus,
+} from "./attachment_commands.ts";
 import {
-  type Change,
-  DEFAULT_QUOTA,
-  Mailbox,
-  type MessageRecord,
-  readBody,
-  releaseCopies,
-} from "./mailbox.ts";
-import {
-  bytes,
-  bytesList,
-  folderName,
-  optBool,
-  optInt,
-  optStr,
-  type Params,
-  str,
-  strList,
-  SYSTEM_FOLDERS,
-} from "./params.ts";
-import { MAX_BODY, MAX_RECIPIENTS, send } from "./send.ts";
+  changes,
+  deleteMessages,
+  folderCreate,
+  folderDelete,
+  folders,
+  getMessage,
+  listMessages,
+  mark,
+  move,
+  quota,
+  recipients,
+  search,
+  sendCommand,
+  thread,
+} from "./commands.ts";
 import { inbound } from "./inbound.ts";
-
-/** Ids one mark, move or delete may name. */
-const MAX_IDS = 50;
-/** Messages one search reads before it answers with a cursor. */
-const SEARCH_SCAN = 2000;
-
-function quotaDefault(): number {
-  try {
-    const value = Number(Deno.env.get("AMTP_MESSAGES_QUOTA"));
-    if (Number.isInteger(value) && value > 0) return value;
-  } catch {
-    // No permission: the default.
-  }
-  return DEFAULT_QUOTA;
-}
-
-function ids(p: Params): string[] {
-  const list = strList(p, "ids", MAX_IDS, 64);
-  if (list.length === 0) {
-    throw new ModuleError(
-      "invalid_parameter",
-      'parameter "ids" needs at least one id',
-      { parameter: "ids" },
-    );
-  }
-  return list;
-}
-
-async function notify(ctx: ModuleContext, changes: Change[]): Promise<void> {
-  if (changes.length === 0) return;
-  await ctx.push(ctx.caller.address, "mailbox_changed", {
-    seq: changes.at(-1)!.seq,
-    changes,
-  });
-}
+import { quotaDefault } from "./settings.ts";
 
 serveModule({
   inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
   commands: {
-    async send(p, ctx) {
-      const encrypted = optBool(p, "encrypted") ?? false;
-      const body = p.body instanceof Uint8Array
-        ? bytes(p, "body", MAX_BODY)
-        : optStr(p, "body", MAX_BODY) ?? "";
-      if (body instanceof Uint8Array && !encrypted) {
-        throw new ModuleError(
-          "invalid_parameter",
-          'a binary body needs "encrypted": true',
-          { parameter: "body" },
-        );
-      }
-      const format = optStr(p, "format", 16) ?? "text";
-      if (!["text", "markdown", "html"].includes(format)) {
-        throw new ModuleError(
-          "invalid_parameter",
-          'parameter "format" is text, markdown or html',
-          { parameter: "format" },
-        );
-      }
-      const bcc = strList(p, "bcc", MAX_RECIPIENTS);
-      const bccBodies = p.bcc_bodies === undefined || p.bcc_bodies === null
-        ? undefined
-        : bytesList(p, "bcc_bodies", MAX_RECIPIENTS, MAX_BODY);
-      if (bccBodies && (!encrypted || bccBodies.length !== bcc.length)) {
-        throw new ModuleError(
-          "invalid_parameter",
-          '"bcc_bodies" needs "encrypted": true and one body per bcc address',
-          { parameter: "bcc_bodies" },
-        );
-      }
-      const files = new Attachments(ctx.storage, ctx.caller.address);
-      const attachments = [];
-      for (const id of strList(p, "attachments", 20, 64)) {
-        attachments.push(await files.own(id));
-      }
-      return await send(
-        {
-          to: strList(p, "to", MAX_RECIPIENTS),
-          cc: strList(p, "cc", MAX_RECIPIENTS),
-          bcc,
-          subject: optStr(p, "subject", 1000) ?? "",
-          body,
-          bcc_bodies: bccBodies,
-          format,
-          attachments,
-          in_reply_to: optStr(p, "in_reply_to", 64) ?? null,
-          client_id: optStr(p, "client_id", 128),
-          encrypted,
-        },
-        ctx,
-        quotaDefault(),
-      );
-    },
-
-    async folders(_p, ctx) {
-      const { state } = await new Mailbox(ctx.storage, ctx.caller.address)
-        .state();
-      const names = [...SYSTEM_FOLDERS, ...state.folders];
-      return {
-        folders: names.map((name) => ({
-          name,
-          system: (SYSTEM_FOLDERS as readonly string[]).includes(name),
-          total: state.counts[name]?.total ?? 0,
-          unseen: state.counts[name]?.unseen ?? 0,
-        })),
-        seq: state.seq,
-      };
-    },
-
-    async folder_create(p, ctx) {
-      const name = folderName(p);
-      await new Mailbox(ctx.storage, ctx.caller.address).createFolder(name);
-      return { folder: name };
-    },
-
-    async folder_delete(p, ctx) {
-      const name = folderName(p);
-      await new Mailbox(ctx.storage, ctx.caller.address).deleteFolder(name);
-      return { folder: name };
-    },
-
-    async list(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const folder = p.folder === undefined ? "inbox" : folderName(p);
-      if (!(await mailbox.hasFolder(folder))) {
-        throw new ModuleError("not_found", `no folder "${folder}"`);
-      }
-      return await mailbox.list(folder, {
-        limit: optInt(p, "limit", 1, 200) ?? 50,
-        cursor: optStr(p, "cursor", 1024),
-        unseen: optBool(p, "unseen") ?? false,
-      });
-    },
-
-    async get(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const entry = await mailbox.message(str(p, "id", 64));
-      if (!entry) throw new ModuleError("not_found", `no message ${p.id}`);
-      const body = await readBody(ctx.storage, entry.value.message_id);
-      const { owner: _, ...message } = entry.value;
-      return { ...message, body: body ?? "" };
-    },
-
-    async mark(p, ctx) {
-      const seen = optBool(p, "seen");
-      const flagged = optBool(p, "flagged");
-      if (seen === undefined && flagged === undefined) {
-        throw new ModuleError("invalid_parameter", 'give "seen" or "flagged"', {
-          parameter: "seen",
-        });
-      }
-      const result = await new Mailbox(ctx.storage, ctx.caller.address).update(
-        ids(p),
-        { seen, flagged },
-      );
-      await notify(ctx, result.changes);
-      return {
-        changed: result.changes.length,
-        missing: result.missing,
-        seq: result.changes.at(-1)?.seq,
-      };
-    },
-
-    async move(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const folder = folderName(p);
-      if (!(await mailbox.hasFolder(folder))) {
-        throw new ModuleError("not_found", `no folder "${folder}"`);
-      }
-      const result = await mailbox.update(ids(p), { folder });
-      await notify(ctx, result.changes);
-      return {
-        changed: result.changes.length,
-        missing: result.missing,
-        seq: result.changes.at(-1)?.seq,
-      };
-    },
-
-    async delete(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const list = ids(p);
-      const permanent = optBool(p, "permanent") ?? false;
-      // Messages not yet in Trash go there; those in Trash (or all, when
-      // permanent) are deleted for good.
-      const toTrash: string[] = [];
-      const forGood: string[] = [];
-      for (const id of list) {
-        const entry = await mailbox.message(id);
-        if (!entry) continue;
-        if (permanent || entry.value.folder === "trash") forGood.push(id);
-        else toTrash.push(id);
-      }
-      const moved = toTrash.length
-        ? await mailbox.update(toTrash, { folder: "trash" })
-        : { changes: [] as Change[] };
-      const removed = forGood.length
-        ? await mailbox.update(forGood, { remove: true })
-        : { changes: [] as Change[], removed: [] as MessageRecord[] };
-      await releaseCopies(ctx.storage, removed.removed);
-      const changes = [...moved.changes, ...removed.changes];
-      await notify(ctx, changes);
-      return {
-        trashed: moved.changes.length,
-        deleted: removed.changes.length,
-        missing: list.filter((id) =>
-          !toTrash.includes(id) && !forGood.includes(id)
-        ),
-        seq: changes.at(-1)?.seq,
-      };
-    },
-
-    async thread(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const entry = await mailbox.message(str(p, "id", 64));
-      if (!entry) throw new ModuleError("not_found", `no message ${p.id}`);
-      return {
-        thread: entry.value.thread,
-        messages: await mailbox.thread(entry.value.thread),
-      };
-    },
-
-    async search(p, ctx) {
-      const query = optStr(p, "query", 200)?.toLowerCase();
-      const from = optStr(p, "from", 320)?.toLowerCase();
-      const subject = optStr(p, "subject", 200)?.toLowerCase();
-      if (!query && !from && !subject) {
-        throw new ModuleError(
-          "invalid_parameter",
-          'give "query", "from" or "subject"',
-          { parameter: "query" },
-        );
-      }
-      const limit = optInt(p, "limit", 1, 200) ?? 50;
-      const folder = p.folder === undefined ? undefined : folderName(p);
-      const prefix = ["msg", ctx.caller.address];
-      const found = [];
-      let cursor = optStr(p, "cursor", 1024);
-      let scanned = 0;
-      while (found.length < limit && scanned < SEARCH_SCAN) {
-        const page = await ctx.storage.list<MessageRecord>(prefix, {
-          limit: 100,
-          cursor,
-          reverse: true,
-        });
-        for (const { value: m } of page.items) {
-          scanned++;
-          if (folder && m.folder !== folder) continue;
-          if (from && !m.from.includes(from)) continue;
-          if (subject && !m.subject.toLowerCase().includes(subject)) continue;
-          if (query) {
-            const inHeaders = m.subject.toLowerCase().includes(query) ||
-              m.from.includes(query);
-            let hit = inHeaders;
-            if (!hit && !m.encrypted) {
-              const body = await readBody(ctx.storage, m.message_id);
-              hit = typeof body === "string" &&
-                body.toLowerCase().includes(query);
-            }
-            if (!hit) continue;
-          }
-          const { owner: _, ...rest } = m;
-          found.push({ ...rest, attachments: m.attachments.length });
-          if (found.length === limit) break;
-        }
-        cursor = page.cursor;
-        if (!cursor) break;
-      }
-      return cursor ? { messages: found, cursor } : { messages: found };
-    },
-
-    async changes(p, ctx) {
-      const since = optInt(p, "since", 0, Number.MAX_SAFE_INTEGER) ?? 0;
-      const limit = optInt(p, "limit", 1, 1000) ?? 500;
-      return await new Mailbox(ctx.storage, ctx.caller.address).changes(
-        since,
-        limit,
-      );
-    },
-
-    async quota(_p, ctx) {
-      const { state } = await new Mailbox(ctx.storage, ctx.caller.address)
-        .state();
-      const mine = (await ctx.resolve([ctx.caller.address]))[0]?.mailboxes[0]
-        ?.quota;
-      return { used: state.used, limit: mine || quotaDefault() };
-    },
-
-    /**
-     * Where mail to these addresses goes (an alias's members, a catch-all):
-     * what a sender needs to encrypt to every reader (PROTOCOL.md §13.2).
-     */
-    async recipients(p, ctx) {
-      const addresses = strList(p, "addresses", MAX_RECIPIENTS);
-      if (addresses.length === 0) {
-        throw new ModuleError(
-          "invalid_parameter",
-          'parameter "addresses" needs at least one address',
-          { parameter: "addresses" },
-        );
-      }
-      const resolutions = await ctx.resolve(addresses);
-      return {
-        recipients: resolutions.map((r) => ({
-          address: r.input,
-          kind: r.kind,
-          mailboxes: r.mailboxes.map((m) => m.address),
-          remote: r.remote,
-          via: r.via ?? null,
-        })),
-      };
-    },
-
-    async attachment_upload(p, ctx) {
-      const upload = await new Attachments(ctx.storage, ctx.caller.address)
-        .start({
-          name: str(p, "name", 255),
-          type: optStr(p, "type", 128) ?? "application/octet-stream",
-          size: optInt(p, "size", 0, Number.MAX_SAFE_INTEGER) ?? 0,
-          sha256: str(p, "sha256", 64).toLowerCase(),
-        });
-      return { upload_id: upload.id, chunk_size: CHUNK_SIZE, next_index: 0 };
-    },
-
-    async attachment_upload_chunk(p, ctx) {
-      const upload = await new Attachments(ctx.storage, ctx.caller.address)
-        .chunk(
-          str(p, "upload_id", 64),
-          optInt(p, "index", 0, 1_000_000) ?? 0,
-          bytes(p, "data", CHUNK_SIZE),
-        );
-      return { next_index: upload.next_index, received: upload.received };
-    },
-
-    async attachment_upload_status(p, ctx) {
-      const upload = await new Attachments(ctx.storage, ctx.caller.address)
-        .status(str(p, "upload_id", 64));
-      return {
-        next_index: upload.next_index,
-        received: upload.received,
-        size: upload.size,
-        done: upload.done,
-      };
-    },
-
-    async attachment_upload_finish(p, ctx) {
-      const meta = await new Attachments(ctx.storage, ctx.caller.address)
-        .finish(str(p, "upload_id", 64));
-      return { attachment_id: meta.id, size: meta.size, sha256: meta.sha256 };
-    },
-
-    async attachment_get(p, ctx) {
-      const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
-      const entry = await mailbox.message(str(p, "id", 64));
-      const attachmentId = str(p, "attachment_id", 64);
-      const ref = entry?.value.attachments.find((a) => a.id === attachmentId);
-      if (!ref) {
-        throw new ModuleError(
-          "not_found",
-          `no attachment ${attachmentId} in message ${p.id}`,
-        );
-      }
-      const chunks = Math.max(1, Math.ceil(ref.size / CHUNK_SIZE));
-      const index = optInt(p, "index", 0, chunks - 1) ?? 0;
-      const data = ref.size === 0
-        ? new Uint8Array()
-        : await new Attachments(ctx.storage, ctx.caller.address).read(
-          ref.id,
-          index,
-        );
-      return { ...ref, index, chunks, chunk_size: CHUNK_SIZE, data };
-    },
+    send: sendCommand,
+    folders,
+    folder_create: folderCreate,
+    folder_delete: folderDelete,
+    list: listMessages,
+    get: getMessage,
+    mark,
+    move,
+    delete: deleteMessages,
+    thread,
+    search,
+    changes,
+    quota,
+    recipients,
+    attachment_upload: attachmentUpload,
+    attachment_upload_chunk: attachmentUploadChunk,
+    attachment_upload_status: attachmentUploadStatus,
+    attachment_upload_finish: attachmentUploadFinish,
+    attachment_get: attachmentGet,
   },
 });

@@ -15,7 +15,11 @@
  * @module
  */
 
-import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
+import {
+  ErrorCode,
+  type ModuleContext,
+  ModuleError,
+} from "../../../workers/sdk/mod.ts";
 import type { BlobMeta } from "./attachments.ts";
 import { bccMessageId, domainOf, globalId, newMessageId } from "./ids.ts";
 import {
@@ -70,7 +74,7 @@ export interface RecipientResult {
   address: string;
   /** `delivered`, `queued` (remote) or `failed`. */
   status: "delivered" | "queued" | "failed";
-  /** Protocol error code when failed: 200 invalid, 201 unknown, 206 quota. */
+  /** Protocol error code when failed: INVALID_ADDRESS, NOT_FOUND (unknown) or LIMIT_EXCEEDED (quota). */
   error?: number;
   /** Why it failed. */
   message?: string;
@@ -146,7 +150,7 @@ export async function send(
     if (earlier) return earlier.value;
   }
 
-  const resolutions = await ctx.resolve(written);
+  const resolutions = await ctx.accounts.resolve(written);
   // The copy answered, in the sender's mailbox: its local id for local
   // copies, its global id and thread for everyone.
   const parent = request.in_reply_to
@@ -215,7 +219,7 @@ export async function send(
     const m of [{ id: messageId, body: request.body, to: main }, ...blind]
   ) {
     if (m.to.remote.length === 0) continue;
-    await ctx.sendRemote({
+    await ctx.federation.send({
       from: sender,
       to: m.to.remote,
       id: m.id,
@@ -308,7 +312,7 @@ export async function send(
         return {
           address: r.input,
           status: "failed",
-          error: 200,
+          error: ErrorCode.INVALID_ADDRESS,
           message: `invalid address: ${r.reason}`,
         };
       }
@@ -316,7 +320,7 @@ export async function send(
         return {
           address: r.input,
           status: "failed",
-          error: 201,
+          error: ErrorCode.NOT_FOUND,
           message: r.reason ?? "no such mailbox",
         };
       }
@@ -326,7 +330,7 @@ export async function send(
         return {
           address: r.input,
           status: "failed",
-          error: 206,
+          error: ErrorCode.LIMIT_EXCEEDED,
           message: "the recipient's mailbox is full",
         };
       }

@@ -1,6 +1,7 @@
 /**
- * A token bucket: the rate limit of a module's log lines, kept by the SDK
- * inside the module and again by the host.
+ * A token bucket, the one rate limiter: requests of a session, deliveries
+ * from a peer server, a module's log lines (kept by the SDK inside the
+ * module and again by the host).
  *
  * @module
  */

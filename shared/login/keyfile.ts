@@ -13,7 +13,7 @@ import {
   LOGIN_ALGORITHMS,
   type LoginAlgorithm,
 } from "./algorithms.ts";
-import { fromPem, toPem } from "../tls/cert.ts";
+import { fromPem, toPem } from "../pem.ts";
 
 /** A private key loaded from a file. */
 export interface PrivateKeyFile {

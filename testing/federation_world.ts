@@ -10,11 +10,8 @@ import { AmtpClient } from "../client/mod.ts";
 import { httpsGet } from "../core/federation/https.ts";
 import { ServerKeys } from "../core/federation/keys.ts";
 import { POLICY_PATH, policyId } from "../core/federation/policy.ts";
-import {
-  certificateHash,
-  chainPem,
-  createCertificate,
-} from "../core/tls/cert.ts";
+import { chainPem, createCertificate } from "../core/tls/cert.ts";
+import { certificateHash } from "../shared/pem.ts";
 import { type Dns, freePort, startDns } from "./dnsmasq.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
 import { type MailSession, mailSession } from "./mail.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { importLegacyStore, storePath } from "./store.ts";
+import { moveModuleData } from "../kv/modules.ts";
 import { KvStorage } from "./sdk/storage.ts";
 
-Deno.test("store: a module's data moves from the core database into its own, once", async () => {
+Deno.test("module data: a module's data moves from the core database into its own, once", async () => {
   const dir = await Deno.makeTempDir({ prefix: "amtp-store-" });
   try {
     const core = await Deno.openKv(`${dir}/core.kv`);
@@ -12,10 +12,10 @@ Deno.test("store: a module's data moves from the core database into its own, onc
     await old.set(["big"], new Uint8Array(150_000).fill(7));
     await new KvStorage(core, "other", 1000).set(["k"], 1);
     const usage = await old.usage();
-    const path = storePath(dir, "messages");
-    const moved = await importLegacyStore(core, { name: "messages", path });
+    const path = `${dir}/messages.kv`;
+    const moved = await moveModuleData(core, "messages", path);
     assert.ok(moved >= 5, String(moved)); // head, chunk heads, chunks, usage
-    assert.equal(await importLegacyStore(core, { name: "messages", path }), 0);
+    assert.equal(await moveModuleData(core, "messages", path), 0);
     const left = [];
     for await (const e of core.list({ prefix: ["mod", "messages"] })) {
       left.push(e.key);

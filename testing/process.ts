@@ -147,3 +147,12 @@ export async function runCli(
     stderr: decoder.decode(output.stderr),
   };
 }
+
+/** Resident memory of a process, bytes (through `ps`: Deno guards /proc of other processes). */
+export function rss(pid: number): number {
+  const out = new Deno.Command("ps", {
+    args: ["-o", "rss=", "-p", String(pid)],
+    stdout: "piped",
+  }).outputSync();
+  return Number(new TextDecoder().decode(out.stdout).trim() || 0) * 1024;
+}

@@ -8,15 +8,15 @@
  */
 
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
-import { S2S_ALPN } from "../transport/mod.ts";
 import {
   decodeDocument,
   type Document,
   encodeDocument,
   FrameDecoder,
   type Response,
+  S2S_ALPN,
 } from "../wire/mod.ts";
-import { toBase64 } from "../auth/algorithms.ts";
+import { toBase64 } from "../../shared/login/algorithms.ts";
 import type { DnsResolver, ServerAddress } from "./dns.ts";
 import type { ServerKeys } from "./keys.ts";
 import { allowsServer, type PolicyStore } from "./policy.ts";
@@ -369,27 +369,6 @@ export class PeerPool {
           this.#sessions.delete(key);
         }
       }, () => {});
-    }
-  }
-
-  /**
-   * Call a command on an authenticated session; when a reused session turns
-   * out dead (the peer restarted), connect afresh once.
-   */
-  async call<T>(
-    domain: string,
-    destination: string,
-    command: string,
-    params: Document,
-  ): Promise<T> {
-    for (let attempt = 0;; attempt++) {
-      const session = await this.session(domain, destination);
-      try {
-        return await session.call<T>(command, params);
-      } catch (error) {
-        if (error instanceof ProtocolError || attempt > 0) throw error;
-        this.forget(session);
-      }
     }
   }
 

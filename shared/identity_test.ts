@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { IdentityError, normalizeAddress, normalizeDomain } from "./mod.ts";
+import {
+  IdentityError,
+  normalizeAddress,
+  normalizeDomain,
+} from "./identity.ts";
 
 Deno.test("identity: addresses are normalised to lowercase", () => {
   assert.equal(

@@ -16,16 +16,16 @@ import {
   importLoginPrivateKey,
   keyId,
   type LoginAlgorithm,
-} from "../core/auth/algorithms.ts";
+} from "../shared/login/algorithms.ts";
 import { WebSocket as NodeWebSocket } from "ws";
-import { fromPem } from "../core/tls/cert.ts";
+import { fromPem } from "../shared/pem.ts";
 import { loadConfig } from "../core/config/mod.ts";
 import { Logger } from "../core/log/mod.ts";
 import {
   type ServerHandle,
   type StartOptions,
   startServer,
-} from "../core/server/mod.ts";
+} from "../server/mod.ts";
 
 /** A server started for a test. */
 export interface TestServer {

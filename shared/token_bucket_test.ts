@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TokenBucket } from "./bucket.ts";
+import { TokenBucket } from "./token_bucket.ts";
 
 Deno.test("token bucket: a burst, then the rate", () => {
   let now = 0;

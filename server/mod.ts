@@ -6,33 +6,33 @@
  * @module
  */
 
-import { openStore, type Store } from "../../kv/mod.ts";
-import { adminCommands } from "../admin/mod.ts";
-import { type Bootstrap, ensureFirstAdmin } from "../admin/bootstrap.ts";
+import { openStore, type Store } from "../kv/mod.ts";
+import { adminCommands } from "../core/admin/mod.ts";
+import { type Bootstrap, ensureFirstAdmin } from "../core/admin/bootstrap.ts";
 import {
   LOGIN_ALGORITHMS,
   loginCommands,
   LoginService,
   TokenService,
-} from "../auth/mod.ts";
-import { type Config, serverNames } from "../config/mod.ts";
-import { infoCommands } from "../info/mod.ts";
-import { Logger } from "../log/mod.ts";
-import { Dispatcher } from "../protocol/mod.ts";
-import { runSession, SessionRegistry } from "../session/mod.ts";
+} from "../core/auth/mod.ts";
+import { type Config, serverNames } from "../core/config/mod.ts";
+import { infoCommands } from "../core/info/mod.ts";
+import { Logger } from "../core/log/mod.ts";
+import { Dispatcher } from "../core/protocol/mod.ts";
+import { runSession, SessionRegistry } from "../core/session/mod.ts";
 import {
   loadCertificate,
   type ServerCertificate,
   watchCertificate,
-} from "../tls/mod.ts";
-import { ConnectionLimiter, startTransports } from "../transport/mod.ts";
-import { publicProfile, userCommands } from "../user/mod.ts";
-import { APP_NAME, APP_VERSION } from "../version.ts";
-import { ModuleHost, type ModuleHostOptions } from "../../workers/mod.ts";
-import { moduleCommands } from "../admin/modules.ts";
-import { resolveRecipients } from "../routing/mod.ts";
-import { Federation } from "../federation/mod.ts";
+} from "../core/tls/mod.ts";
+import { ConnectionLimiter, startTransports } from "../core/transport/mod.ts";
+import { localProfile, userCommands } from "../core/user/mod.ts";
+import { APP_NAME, APP_VERSION } from "../shared/version.ts";
+import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
+import { moduleCommands } from "../core/admin/modules.ts";
+import { Federation } from "../core/federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
+import { moduleServices } from "./module_services.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -64,8 +64,8 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
-  /** Clock of logins in epoch milliseconds: challenge expiry, blocks (tests move it). */
-  loginNow?: () => number;
+  /** Clock of logins and tokens in epoch milliseconds: challenge and token expiry, blocks (tests move it). */
+  now?: () => number;
   /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
   handshakeTimeoutMs?: number;
   /** Module host timing (tests make hang detection quick). */
@@ -118,6 +118,7 @@ export async function startServer(
   const tokens = new TokenService(store.tokens, {
     adminTtl: config.adminTokenTtl,
     userTtl: config.userTokenTtl,
+    now: options.now,
   });
   const login = await LoginService.open({
     kv: store.kv,
@@ -127,7 +128,7 @@ export async function startServer(
     challengeTtl: config.challengeTtl,
     names,
     log,
-    now: options.loginNow,
+    now: options.now,
   });
   const limits = {
     max_frame: config.maxFrame,
@@ -143,6 +144,17 @@ export async function startServer(
       registry.unbindToken(revoked.account, revoked.hash);
     }
   });
+  let transportPort = config.port;
+  const federation = await Federation.open({
+    config,
+    kv: store.kv,
+    writes: store.writes,
+    accounts: store.accounts,
+    log,
+    inbound: (module, delivery) => host.router.inbound(module, delivery),
+    profile: (address) => localProfile(store.accounts, address),
+    port: () => transportPort,
+  });
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -150,53 +162,23 @@ export async function startServer(
       ? `${config.dataDir}/modules`
       : undefined,
     log,
-    push: (address, push) => registry.push(address, push, config.maxFrame),
-    denoConfig: new URL("../../deno.json", import.meta.url).pathname,
-    services: {
-      "accounts.resolve": async (_manifest, request) => {
-        const addresses = Array.isArray(request.addresses)
-          ? request.addresses.slice(0, 1000).map(String)
-          : [];
-        return {
-          resolutions: await resolveRecipients(store.accounts, addresses),
-        };
-      },
-      "federation.send": async (manifest, request) => {
-        const to = Array.isArray(request.to) ? request.to.map(String) : [];
-        const ids = await federation.enqueue({
-          module: manifest.name,
-          from: String(request.from),
-          to,
-          id: String(request.delivery_id),
-          payload: request.payload ?? null,
-        });
-        return { queued: ids };
-      },
-    },
+    denoConfig: new URL("../deno.json", import.meta.url).pathname,
+    services: moduleServices({
+      store,
+      registry,
+      maxFrame: config.maxFrame,
+      federation,
+    }),
     ...options.moduleHost,
   });
   await host.start();
-  let transportPort = config.port;
-  const federation = await Federation.start({
-    config,
-    kv: store.kv,
-    writes: store.writes,
-    accounts: store.accounts,
-    log,
-    inbound: (module, delivery) => host.inbound(module, delivery),
-    profile: async (address) => {
-      const user = await store.accounts.getUser(address);
-      return user && !user.disabled
-        ? await publicProfile(store.accounts, user)
-        : null;
-    },
-    port: () => transportPort,
-  });
-  const modules = () => host.available();
+  // Deliveries and bounces start once the modules that take them run.
+  federation.queue.start();
+  const modules = () => host.router.available();
   const dispatcher = new Dispatcher({
     log,
     verifyToken: (kind, token) => tokens.verify(kind, token),
-    routeModule: (request, ctx) => host.route(request, ctx),
+    routeModule: (request, ctx) => host.router.route(request, ctx),
     timeoutMs: config.commandTimeout * 1000,
   });
   dispatcher.register(
@@ -209,7 +191,7 @@ export async function startServer(
     }),
     ...loginCommands(login),
     ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
-    ...moduleCommands(host),
+    ...moduleCommands(host.lifecycle),
     ...federation.adminCommands(),
     ...userCommands({
       accounts: store.accounts,

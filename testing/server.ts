@@ -6,15 +6,10 @@
  */
 
 import { AmtpClient } from "../client/mod.ts";
-import type { LoginAlgorithm } from "../core/auth/algorithms.ts";
-import { certificateHash } from "../core/tls/cert.ts";
-import {
-  bootstrapKey,
-  login,
-  makeKey,
-  type TestKey,
-} from "../tests/helpers.ts";
-import { type ServerProcess, startServerProcess } from "../tests/process.ts";
+import type { LoginAlgorithm } from "../shared/login/algorithms.ts";
+import { certificateHash } from "../shared/pem.ts";
+import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
+import { type ServerProcess, startServerProcess } from "./process.ts";
 
 /**
  * An AMTP server process for measuring (limits raised, warnings only) in

@@ -1,0 +1,191 @@
+import assert from "node:assert/strict";
+import { KvGroupCommit } from "../../kv/group_commit.ts";
+import { OutboundStore } from "../../kv/outbound.ts";
+import { Logger } from "../log/mod.ts";
+import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
+import type { Failure, RecipientResult } from "./delivery.ts";
+import { enqueueOutbound } from "./outbox.ts";
+import { OutboundQueue, type PeerSessions } from "./queue.ts";
+
+type Answer = (to: string[]) => RecipientResult[] | Error;
+
+/** A queue on an in-memory KV whose peers answer as `answers` says, per domain. */
+async function queued(answers: Record<string, Answer>) {
+  const kv = await Deno.openKv(":memory:");
+  const store = new OutboundStore(kv, new KvGroupCommit(kv));
+  let now = 1_000_000;
+  const calls: string[] = [];
+  const bounces: { id: string; failures: Failure[] }[] = [];
+  const peers: PeerSessions = {
+    session: (_from, domain) =>
+      Promise.resolve({
+        call: <T>(_command: string, params: Record<string, unknown>) => {
+          calls.push(domain);
+          const answer = answers[domain](params.to as string[]);
+          return answer instanceof Error
+            ? Promise.reject(answer)
+            : Promise.resolve({ recipients: answer } as T);
+        },
+      }),
+    forget: () => {},
+  };
+  const queue = new OutboundQueue({
+    store,
+    pool: peers,
+    log: new Logger({ sink: () => {} }),
+    lifetimeMs: 3_600_000,
+    retryBaseMs: 60_000,
+    retryMaxMs: 600_000,
+    bounce: (item, failures) => {
+      bounces.push({ id: item.id, failures });
+      return Promise.resolve();
+    },
+    now: () => now,
+    random: () => 1, // delays at their full length
+  });
+  return {
+    kv,
+    store,
+    queue,
+    calls,
+    bounces,
+    clock: {
+      get now() {
+        return now;
+      },
+      set now(value: number) {
+        now = value;
+      },
+    },
+    send: (to: string[], id = crypto.randomUUID()) =>
+      enqueueOutbound(store, {
+        module: "messages",
+        from: "alice@here.test",
+        to,
+        id,
+        payload: {},
+      }, now),
+  };
+}
+
+const delivered: Answer = (to) =>
+  to.map((address) => ({ address, status: "delivered" }));
+const unreachable: Answer = () => new Error("connection refused");
+
+Deno.test("queue: a queued item is delivered from the due index and leaves it", async () => {
+  const q = await queued({ "there.test": delivered });
+  try {
+    await q.send(["bob@there.test", "carol@there.test"]);
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.deepEqual(q.calls, ["there.test"]);
+    assert.deepEqual(await q.store.list(10), []);
+    assert.equal(await q.store.nextDue(), undefined);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a temporary failure waits its retry (not read before it is due), then is delivered", async () => {
+  let answer = unreachable;
+  const q = await queued({ "there.test": (to) => answer(to) });
+  try {
+    await q.send(["bob@there.test"]);
+    const next = await q.queue.runOnce();
+    assert.equal(
+      next,
+      q.clock.now + 60_000,
+      "the first retry after retryBaseMs",
+    );
+    const [item] = await q.store.list(10);
+    assert.equal(item.attempts, 1);
+    assert.match(item.last_error, /connection refused/);
+    // Not due yet: nothing is tried.
+    q.clock.now += 59_000;
+    assert.equal(await q.queue.runOnce(), next);
+    assert.equal(q.calls.length, 1);
+    q.clock.now = next;
+    answer = delivered;
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.equal(q.calls.length, 2);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a dead domain's other items wait for its retry; other domains go on; a refusal bounces at once", async () => {
+  const q = await queued({
+    "dead.test": unreachable,
+    "alive.test": delivered,
+    "strict.test": (to) =>
+      to.map((address) => ({
+        address,
+        status: "failed",
+        error: ErrorCode.NOT_FOUND,
+        message: "no such user",
+      })),
+  });
+  try {
+    await q.send(["a@dead.test"]);
+    const retry = await q.queue.runOnce();
+    await q.send(["b@dead.test", "c@alive.test", "d@strict.test"]);
+    await q.queue.runOnce();
+    // dead.test was not tried again; its second item now waits for the retry.
+    assert.equal(q.calls.filter((d) => d === "dead.test").length, 1);
+    const waiting = await q.store.list(10);
+    assert.deepEqual(
+      waiting.map((i) => [i.domain, i.next_attempt, i.attempts]),
+      [["dead.test", retry, 1], ["dead.test", retry, 0]],
+    );
+    assert.deepEqual(q.bounces.map((b) => b.failures), [[{
+      address: "d@strict.test",
+      error: ErrorCode.NOT_FOUND,
+      message: "no such user",
+    }]]);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: past its lifetime an item bounces as unreachable; admin retry and removal", async () => {
+  const q = await queued({ "there.test": unreachable });
+  try {
+    const [id] = await q.send(["bob@there.test"]);
+    await q.queue.runOnce();
+    assert.equal(await q.queue.retry(id), true);
+    assert.equal((await q.store.get(id))!.value.next_attempt, q.clock.now);
+    q.clock.now += 3_600_001;
+    await q.queue.runOnce();
+    assert.equal(q.bounces.length, 1);
+    assert.equal(q.bounces[0].failures[0].error, ErrorCode.REMOTE_UNREACHABLE);
+    assert.match(q.bounces[0].failures[0].message, /connection refused/);
+    assert.equal(await q.store.get(id), undefined);
+    const [other] = await q.send(["carol@there.test"]);
+    assert.equal(await q.queue.remove(other), true);
+    assert.equal(await q.queue.remove(other), false);
+    assert.equal(await q.store.nextDue(), undefined);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a permanent session error bounces every recipient; a transient one waits", async () => {
+  let error = new ProtocolError(ErrorCode.NO_AMTP_RECORD, "no record");
+  const q = await queued({ "there.test": () => error });
+  try {
+    await q.send(["a@there.test", "b@there.test"]);
+    await q.queue.runOnce();
+    assert.deepEqual(q.bounces[0].failures.map((f) => f.address), [
+      "a@there.test",
+      "b@there.test",
+    ]);
+    error = new ProtocolError(ErrorCode.NO_AMTP_RECORD, "servfail", {
+      transient: true,
+    });
+    await q.send(["c@there.test"]);
+    await q.queue.runOnce();
+    assert.equal(q.bounces.length, 1);
+    assert.equal((await q.store.list(10)).length, 1);
+  } finally {
+    q.kv.close();
+  }
+});

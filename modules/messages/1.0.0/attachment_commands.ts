@@ -1,0 +1,91 @@
+/**
+ * The messages module's attachment commands, one function each; mod.ts
+ * names them. See docs/PROTOCOL.md, section 13.2.
+ *
+ * @module
+ */
+
+import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
+import { Attachments, CHUNK_SIZE } from "./attachments.ts";
+import { Mailbox } from "./mailbox.ts";
+import { bytes, optInt, optStr, type Params, str } from "./params.ts";
+
+/** `attachment_upload`. */
+export async function attachmentUpload(
+  p: Params,
+  ctx: ModuleContext,
+): Promise<unknown> {
+  const upload = await new Attachments(ctx.storage, ctx.caller.address)
+    .start({
+      name: str(p, "name", 255),
+      type: optStr(p, "type", 128) ?? "application/octet-stream",
+      size: optInt(p, "size", 0, Number.MAX_SAFE_INTEGER) ?? 0,
+      sha256: str(p, "sha256", 64).toLowerCase(),
+    });
+  return { upload_id: upload.id, chunk_size: CHUNK_SIZE, next_index: 0 };
+}
+
+/** `attachment_upload_chunk`. */
+export async function attachmentUploadChunk(
+  p: Params,
+  ctx: ModuleContext,
+): Promise<unknown> {
+  const upload = await new Attachments(ctx.storage, ctx.caller.address)
+    .chunk(
+      str(p, "upload_id", 64),
+      optInt(p, "index", 0, 1_000_000) ?? 0,
+      bytes(p, "data", CHUNK_SIZE),
+    );
+  return { next_index: upload.next_index, received: upload.received };
+}
+
+/** `attachment_upload_status`. */
+export async function attachmentUploadStatus(
+  p: Params,
+  ctx: ModuleContext,
+): Promise<unknown> {
+  const upload = await new Attachments(ctx.storage, ctx.caller.address)
+    .status(str(p, "upload_id", 64));
+  return {
+    next_index: upload.next_index,
+    received: upload.received,
+    size: upload.size,
+    done: upload.done,
+  };
+}
+
+/** `attachment_upload_finish`. */
+export async function attachmentUploadFinish(
+  p: Params,
+  ctx: ModuleContext,
+): Promise<unknown> {
+  const meta = await new Attachments(ctx.storage, ctx.caller.address)
+    .finish(str(p, "upload_id", 64));
+  return { attachment_id: meta.id, size: meta.size, sha256: meta.sha256 };
+}
+
+/** `attachment_get`. */
+export async function attachmentGet(
+  p: Params,
+  ctx: ModuleContext,
+): Promise<unknown> {
+  const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
+  const entry = await mailbox.message(str(p, "id", 64));
+  const attachmentId = str(p, "attachment_id", 64);
+  const ref = entry?.value.attachments.find((a) => a.id === attachmentId);
+  if (!ref) {
+    throw new ModuleError(
+      "not_found",
+      `no attachment ${attachmentId} in message ${p.id}`,
+    );
+  }
+  const chunks = Math.max(1, Math.ceil(ref.size / CHUNK_SIZE));
+  const index = optInt(p, "index", 0, chunks - 1) ?? 0;
+  const data = ref.size === 0
+    ? new Uint8Array()
+    : await new Attachments(ctx.storage, ctx.caller.address).read(
+      ref.id,
+      index,
+    );
+  return { ...ref, index, chunks, chunk_size: CHUNK_SIZE, data };
+}

@@ -1,0 +1,78 @@
+/**
+ * The core's services for modules, implemented once: the bridge declares
+ * them (workers/bridge/services.ts), the module host checks grants and
+ * arguments before any of these runs (workers/services.ts), and each one gets
+ * the calling module and its arguments.
+ *
+ * @module
+ */
+
+import type { Store } from "../kv/mod.ts";
+import {
+  KvStorage,
+  type Manifest,
+  type ServiceImplementation,
+} from "../workers/mod.ts";
+import type { Federation } from "../core/federation/mod.ts";
+import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
+import { resolveRecipients } from "../core/routing/mod.ts";
+import type { SessionRegistry } from "../core/session/mod.ts";
+import { localProfile } from "../core/user/mod.ts";
+
+/** The parts of the server the services use. */
+export interface ServiceParts {
+  /** Storage (accounts; modules' data when they store through the core). */
+  store: Store;
+  /** Live sessions (pushes). */
+  registry: SessionRegistry;
+  /** Largest frame a push may take. */
+  maxFrame: number;
+  /** Federation (the outbound queue). */
+  federation: Federation;
+}
+
+/** Every core service for modules. */
+export function moduleServices(parts: ServiceParts): ServiceImplementation {
+  // One storage per module in the core's database (its versions share it).
+  const stores = new Map<string, KvStorage>();
+  const storage = ({ name, storageQuota }: Manifest): KvStorage => {
+    let kv = stores.get(name);
+    if (!kv) {
+      stores.set(name, kv = new KvStorage(parts.store.kv, name, storageQuota));
+    }
+    return kv;
+  };
+  return {
+    push: async ({ manifest }, address, event, data) => {
+      if (!manifest.events.includes(event)) {
+        throw new ProtocolError(
+          ErrorCode.INVALID_PARAMETER,
+          `event "${event}" is not declared in the manifest`,
+        );
+      }
+      return await parts.registry.push(
+        address,
+        { event, module: manifest.name, data: data ?? null },
+        parts.maxFrame,
+      );
+    },
+    log: ({ log }, level, event, fields = {}) => {
+      log[level](`module_${event}`, fields);
+    },
+    "accounts.resolve": (_caller, addresses) =>
+      resolveRecipients(parts.store.accounts, addresses),
+    "accounts.profile": (_caller, address) =>
+      localProfile(parts.store.accounts, address),
+    "federation.send": ({ manifest }, delivery) =>
+      parts.federation.enqueue({ module: manifest.name, ...delivery }),
+    "storage.get": ({ manifest }, key) => storage(manifest).get(key),
+    "storage.getMany": ({ manifest }, keys) => storage(manifest).getMany(keys),
+    "storage.set": ({ manifest }, key, value) =>
+      storage(manifest).set(key, value),
+    "storage.delete": ({ manifest }, key) => storage(manifest).delete(key),
+    "storage.list": ({ manifest }, prefix, options) =>
+      storage(manifest).list(prefix, options),
+    "storage.atomic": ({ manifest }, ops) => storage(manifest).atomic(ops),
+    "storage.commit": ({ manifest }, ops) => storage(manifest).commit(ops),
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * The table of module versions the host knows: one slot per version, with
+ * its manifest, the admin's choices (persisted in the core's database), its
+ * state and its figures. The supervisor, the router and the life-cycle
+ * operations all work on it.
+ *
+ * @module
+ */
+
+import type { ModuleStateRecord, ModuleStateStore } from "../kv/modules.ts";
+import type { ModuleInstance } from "./instance.ts";
+import type { Isolation, Manifest } from "./manifest.ts";
+
+/** The state of a slot, as admins see it. */
+export type SlotState =
+  | "running"
+  | "starting"
+  | "restarting"
+  | "refused"
+  | "disabled"
+  | "unloaded";
+
+/** One module version. */
+export interface Slot {
+  /** Its manifest (read again on reload). */
+  manifest: Manifest;
+  /** Shipped with the server (trusted to run in a Worker). */
+  shipped: boolean;
+  /** Whether it serves requests when running. */
+  enabled: boolean;
+  /** Whether it is loaded at all. */
+  loaded: boolean;
+  /** Where it runs. */
+  isolation: Isolation;
+  /** Whether an admin (or a hang) chose the isolation. */
+  isolationSet: boolean;
+  /** The running copy, when there is one. */
+  instance?: ModuleInstance;
+  /** State. */
+  state: SlotState;
+  /** Restarts after a crash or hang. */
+  restarts: number;
+  /** Times it stopped answering. */
+  hangs: number;
+  /** Failures in a row (the restart backoff). */
+  failures: number;
+  /** When the running copy started (epoch ms). */
+  upSince: number;
+  /** The pending restart. */
+  restartTimer?: ReturnType<typeof setTimeout>;
+  /** The last failure, in words. */
+  lastError: string;
+  /** Calls answered. */
+  calls: number;
+  /** Calls answered with an error. */
+  errors: number;
+  /** Latest call latencies in milliseconds. */
+  latencies: number[];
+}
+
+/** Module versions by name, the admin's default versions, and their persistence. */
+export class ModuleTable {
+  readonly #store: ModuleStateStore;
+  readonly #isShipped: (manifest: Manifest) => boolean;
+  readonly #modules = new Map<string, Map<string, Slot>>();
+  readonly #defaults = new Map<string, string>();
+
+  /** A table persisted in `store`; `isShipped` tells trusted code. */
+  constructor(
+    store: ModuleStateStore,
+    isShipped: (manifest: Manifest) => boolean,
+  ) {
+    this.#store = store;
+    this.#isShipped = isShipped;
+  }
+
+  /** Add (or replace) the slot of a manifest's version, with saved choices. */
+  add(
+    manifest: Manifest,
+    saved?: ModuleStateRecord["versions"][string],
+  ): Slot {
+    let versions = this.#modules.get(manifest.name);
+    if (!versions) this.#modules.set(manifest.name, versions = new Map());
+    const shipped = this.#isShipped(manifest);
+    const slot: Slot = {
+      manifest,
+      shipped,
+      enabled: saved?.enabled ?? true,
+      loaded: saved?.loaded ?? true,
+      // Only code shipped with the server runs in a Worker without an admin's say.
+      isolation: saved?.isolation ?? (shipped ? manifest.isolation : "process"),
+      isolationSet: saved?.isolation !== undefined,
+      state: "disabled",
+      restarts: 0,
+      hangs: 0,
+      failures: 0,
+      upSince: 0,
+      lastError: "",
+      calls: 0,
+      errors: 0,
+      latencies: [],
+    };
+    if (!slot.loaded) slot.state = "unloaded";
+    versions.set(manifest.version, slot);
+    return slot;
+  }
+
+  /** Add a discovered manifest's version with what was persisted for it. */
+  async restore(manifest: Manifest): Promise<Slot> {
+    const state = await this.#store.get(manifest.name);
+    if (state.default) this.#defaults.set(manifest.name, state.default);
+    return this.add(manifest, state.versions[manifest.version]);
+  }
+
+  /** One version's slot, if known. */
+  get(name: string, version: string): Slot | undefined {
+    return this.#modules.get(name)?.get(version);
+  }
+
+  /** The versions of a module. */
+  versions(name: string): Slot[] {
+    return [...this.#modules.get(name)?.values() ?? []];
+  }
+
+  /** Names of the known modules. */
+  names(): string[] {
+    return [...this.#modules.keys()];
+  }
+
+  /** Every slot. */
+  *slots(): Iterable<Slot> {
+    for (const versions of this.#modules.values()) yield* versions.values();
+  }
+
+  /** The admin's default version of a module. */
+  defaultOf(name: string): string | undefined {
+    return this.#defaults.get(name);
+  }
+
+  /** Make `version` the default of its module (persist to keep it). */
+  setDefault(name: string, version: string): void {
+    this.#defaults.set(name, version);
+  }
+
+  /** Keep the admin's choices of a module across restarts. */
+  async persist(name: string): Promise<void> {
+    const state: ModuleStateRecord = {
+      default: this.#defaults.get(name),
+      versions: {},
+    };
+    for (const slot of this.versions(name)) {
+      state.versions[slot.manifest.version] = {
+        enabled: slot.enabled,
+        loaded: slot.loaded,
+        isolation: slot.isolationSet ? slot.isolation : undefined,
+      };
+    }
+    await this.#store.put(name, state);
+  }
+}
