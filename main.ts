@@ -6,7 +6,7 @@
  */
 
 import { ConfigError, loadConfig } from "./core/config/mod.ts";
-import { loadEnvFile } from "./core/config/env_file.ts";
+import { loadEnvFile } from "./shared/env_file.ts";
 import { Logger } from "./core/log/mod.ts";
 import { startServer } from "./server/mod.ts";
 import { raiseDescriptorLimit } from "./core/transport/mod.ts";

@@ -12,9 +12,9 @@
  * @module
  */
 
-import { errorName } from "../core/protocol/errors.ts";
+import { errorName } from "../shared/errors.ts";
 import { certificateHash } from "../shared/pem.ts";
-import { loadEnvFile } from "../core/config/env_file.ts";
+import { loadEnvFile } from "../shared/env_file.ts";
 import { readPrivateKey, writeKeyPair } from "../shared/login/keyfile.ts";
 import {
   ADMIN_SUBCOMMANDS,

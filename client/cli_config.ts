@@ -18,7 +18,7 @@
  * @module
  */
 
-import { loadEnvFile } from "../core/config/env_file.ts";
+import { loadEnvFile } from "../shared/env_file.ts";
 import { UsageError } from "./cli_args.ts";
 
 /** What the CLI remembers between runs (one profile). */

@@ -27,7 +27,7 @@ import {
   sourceOf,
 } from "../auth/mod.ts";
 import { ConfigError, loadConfig } from "../config/mod.ts";
-import { loadEnvFile } from "../config/env_file.ts";
+import { loadEnvFile } from "../../shared/env_file.ts";
 import { normalizeAdminName } from "../../shared/identity.ts";
 import { ServerKeys } from "../federation/keys.ts";
 
