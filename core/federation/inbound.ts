@@ -36,6 +36,8 @@ interface Peer {
   domain: string;
   /** The hosted domains this session may deliver to. */
   destinations: string[];
+  /** When it authenticated (epoch milliseconds). */
+  since: number;
 }
 
 /** What the inbound commands need. */
@@ -54,20 +56,43 @@ export interface InboundDeps {
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** Deliveries per second allowed from one remote server (burst: ten times). */
   peerRate?: number;
+  /**
+   * Milliseconds an authentication holds (then the peer authenticates again,
+   * so a revoked key or a changed policy also ends live sessions).
+   */
+  sessionMaxMs?: number;
+  /** Clock (tests). */
+  now?: () => number;
 }
+
+/** Default of {@link InboundDeps.sessionMaxMs}: 15 minutes, plus a minute of grace for the sender's own clock. */
+const SESSION_MAX_MS = 16 * 60_000;
 
 /** Whether this server hosts `domain`. */
 async function hosted(deps: InboundDeps, domain: string): Promise<boolean> {
   return (await deps.accounts.getDomain(domain)) !== null;
 }
 
-/** The peer a session authenticated as; S2S_NOT_AUTHENTICATED before. */
-function peerOf(ctx: HandlerContext): Peer {
+/**
+ * The peer a session authenticated as; S2S_NOT_AUTHENTICATED before, and once
+ * the authentication is older than the session limit.
+ */
+function peerOf(ctx: HandlerContext, deps: InboundDeps): Peer {
   const peer = ctx.session.data.get("s2s_peer") as Peer | undefined;
   if (!peer) {
     throw new ProtocolError(
       ErrorCode.S2S_NOT_AUTHENTICATED,
       "authenticate with s2s_hello and s2s_auth first",
+    );
+  }
+  const maxMs = deps.sessionMaxMs ?? SESSION_MAX_MS;
+  if ((deps.now ?? Date.now)() - peer.since > maxMs) {
+    ctx.session.data.delete("s2s_peer");
+    throw new ProtocolError(
+      ErrorCode.S2S_NOT_AUTHENTICATED,
+      `the authentication is older than ${
+        Math.round(maxMs / 1000)
+      } s: authenticate again`,
     );
   }
   return peer;
@@ -176,6 +201,7 @@ function s2sAuth(deps: InboundDeps): Command {
           host: claim.host,
           domain: claim.domain,
           destinations: claim.destinations,
+          since: (deps.now ?? Date.now)(),
         } satisfies Peer,
       );
       ctx.log.info("s2s_authenticated", {
@@ -192,16 +218,19 @@ function s2sAuth(deps: InboundDeps): Command {
  * A command served only on a session that authenticated as a peer: its
  * handler is given the peer (S2S_NOT_AUTHENTICATED before `s2s_auth`).
  */
-function peerCommand<S extends ParamSchema>(command: {
-  name: string;
-  params: S;
-  handler: (p: Params<S>, ctx: HandlerContext, peer: Peer) => unknown;
-}): Command {
+function peerCommand<S extends ParamSchema>(
+  deps: InboundDeps,
+  command: {
+    name: string;
+    params: S;
+    handler: (p: Params<S>, ctx: HandlerContext, peer: Peer) => unknown;
+  },
+): Command {
   return defineCommand({
     name: command.name,
     auth: "none",
     params: command.params,
-    handler: (p, ctx) => command.handler(p, ctx, peerOf(ctx)),
+    handler: (p, ctx) => command.handler(p, ctx, peerOf(ctx, deps)),
   });
 }
 
@@ -210,7 +239,7 @@ function s2sDeliver(deps: InboundDeps): Command {
   // Deliveries per second from one remote server.
   const buckets = new Map<string, TokenBucket>();
   const rate = deps.peerRate ?? 500;
-  return peerCommand({
+  return peerCommand(deps, {
     name: "s2s_deliver",
     params: {
       module: { type: "string", max: 64 },
@@ -320,7 +349,7 @@ function s2sDeliver(deps: InboundDeps): Command {
 
 /** `s2s_userinfo`. */
 function s2sUserinfo(deps: InboundDeps): Command {
-  return peerCommand({
+  return peerCommand(deps, {
     name: "s2s_userinfo",
     params: { address: { type: "string", max: 320 } },
     handler: async (p, _ctx, peer) => {

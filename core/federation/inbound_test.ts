@@ -21,6 +21,7 @@ import { inboundCommands } from "./inbound.ts";
 async function inbound(options: {
   deliver?: (module: string, d: InboundDelivery) => Promise<InboundResult>;
   peerRate?: number;
+  clock?: { now: number };
 } = {}) {
   const kv = await Deno.openKv(":memory:");
   const accounts = new AccountStore(kv);
@@ -52,9 +53,16 @@ async function inbound(options: {
         address === "bob@here.test" ? { address, name: "Bob" } : null,
       ),
     peerRate: options.peerRate,
+    sessionMaxMs: 60_000,
+    now: options.clock ? () => options.clock!.now : undefined,
   }));
   const session = (
-    peer?: { host: string; domain: string; destinations: string[] },
+    peer?: {
+      host: string;
+      domain: string;
+      destinations: string[];
+      since: number;
+    },
   ): SessionInfo => ({
     id: "s2s-test",
     transport: "peer",
@@ -65,6 +73,7 @@ async function inbound(options: {
     host: "mx.there.test",
     domain: "there.test",
     destinations: ["here.test"],
+    since: options.clock?.now ?? Date.now(),
   };
   return {
     delivered,
@@ -176,6 +185,7 @@ Deno.test("s2s: a sender outside the peer's domain, or a peer speaking for a hos
         host: "mx.evil.test",
         domain: "here.test",
         destinations: ["here.test"],
+        since: Date.now(),
       }),
     );
     assert.equal(hostedHere.error, ErrorCode.S2S_NOT_DELEGATED);
@@ -231,6 +241,33 @@ Deno.test("s2s: profiles only of the session's destinations", async () => {
       (await s.call({ command: "s2s_userinfo", address: "x@other.test" }))
         .error,
       ErrorCode.S2S_WRONG_DESTINATION,
+    );
+  } finally {
+    s.close();
+  }
+});
+
+Deno.test("inbound: an authentication holds for its time only; then the peer must authenticate again", async () => {
+  const clock = { now: 1_000_000 };
+  const s = await inbound({ clock });
+  try {
+    const as = s.session({
+      host: "mx.there.test",
+      domain: "there.test",
+      destinations: ["here.test"],
+      since: clock.now,
+    });
+    const first = await s.call({ ...delivery, to: ["bob@here.test"] }, as);
+    assert.equal(first.error, 0, JSON.stringify(first));
+    clock.now += 60_001;
+    const late = await s.call({ ...delivery, to: ["bob@here.test"] }, as);
+    assert.equal(late.error, ErrorCode.S2S_NOT_AUTHENTICATED);
+    assert.match(String(late.message), /authenticate again/);
+    // And it stays so: the session's authentication is gone.
+    clock.now = 1_000_000;
+    assert.equal(
+      (await s.call({ ...delivery, to: ["bob@here.test"] }, as)).error,
+      ErrorCode.S2S_NOT_AUTHENTICATED,
     );
   } finally {
     s.close();

@@ -67,6 +67,8 @@ export class PeerClient {
   #closed = false;
   /** When it was last used (for idle closing). */
   lastUsed = Date.now();
+  /** When it authenticated (epoch milliseconds; 0 before). */
+  authenticatedAt = 0;
 
   private constructor(
     server: ServerAddress,
@@ -204,6 +206,7 @@ export class PeerClient {
       ...full,
       signature: await keys.sign(signedText(full)),
     });
+    this.authenticatedAt = Date.now();
   }
 
   /** Close the session. */
@@ -219,6 +222,9 @@ export class PeerClient {
   }
 }
 
+/** Milliseconds an authenticated session is used by default (15 minutes). */
+const SESSION_MAX_MS = 15 * 60_000;
+
 /** Milliseconds a server that could not be reached is tried after the others. */
 const DOWN_MS = 60_000;
 
@@ -228,6 +234,7 @@ export class PeerPool {
     keys: ServerKeys;
     hostname: string;
     policies?: PolicyStore;
+    sessionMaxMs?: number;
   };
   readonly #sessions = new Map<string, Promise<PeerClient>>();
   readonly #down = new Map<string, number>();
@@ -241,6 +248,8 @@ export class PeerPool {
       /** Delivery policies: servers outside a destination's policy are not used. */
       policies?: PolicyStore;
       idleMs?: number;
+      /** Milliseconds a session is used after it authenticated (then a new one authenticates). */
+      sessionMaxMs?: number;
     },
   ) {
     this.#options = options;
@@ -294,7 +303,16 @@ export class PeerPool {
     for (const server of ordered) {
       const key = `${server.host}:${server.port}|${domain}|${destination}`;
       const existing = await this.#sessions.get(key)?.catch(() => undefined);
-      if (existing?.open) return existing;
+      // A session is used for a while, then authenticates afresh (DNS and
+      // policies are checked again: a revoked key ends at the latest then).
+      if (
+        existing?.open &&
+        Date.now() - existing.authenticatedAt <
+          (this.#options.sessionMaxMs ?? SESSION_MAX_MS)
+      ) {
+        return existing;
+      }
+      if (existing) this.forget(existing);
       const attempt = (async () => {
         const client = await PeerClient.connect(server, this.#options);
         try {

@@ -254,7 +254,11 @@ export class OutboundQueue {
       // No answer (a timeout, a connection gone: the peer may have died
       // without closing it): the next attempt connects afresh instead of
       // waiting on the same dead connection.
-      if (session && !(error instanceof ProtocolError)) {
+      if (
+        session &&
+        (!(error instanceof ProtocolError) ||
+          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
+      ) {
         this.#options.pool.forget(session);
       }
       const code = error instanceof ProtocolError
