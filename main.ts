@@ -46,6 +46,11 @@ if (import.meta.main) {
     }`,
     `  data: ${config.dataDir}  kv: ${config.kvPath}`,
   ];
+  if (server.metricsPort !== undefined) {
+    banner.push(
+      `  metrics: http://${config.metrics!.host}:${server.metricsPort}/metrics`,
+    );
+  }
   if (server.bootstrap.created) {
     const away = server.port === 4433
       ? ""
@@ -64,6 +69,9 @@ if (import.meta.main) {
       port: server.port,
       hostname: config.hostname,
       pid: Deno.pid,
+      ...(server.metricsPort !== undefined
+        ? { metrics_port: server.metricsPort }
+        : {}),
     }) + "\n",
   ).catch(() => {});
   console.log(banner.join("\n"));

@@ -64,6 +64,14 @@ export interface ListenerOptions {
   onPeerConnection?: (conn: Connection) => void;
   /** Serves plain HTTPS requests (not upgrades at `/amtp`; TCP), if given. */
   httpHandler?: (request: Request) => Response | Promise<Response>;
+  /**
+   * ACME TLS-ALPN-01 (RFC 8737; TCP): the challenge certificate for a name
+   * while one is pending. A connection offering ALPN `acme-tls/1` for that
+   * name gets it, finishes the handshake and is closed.
+   */
+  acmeChallenge?: (
+    servername: string,
+  ) => { cert: string; key: string } | undefined;
   /** Logger. */
   log: Logger;
 }
@@ -84,6 +92,8 @@ export interface Listener {
 export interface Transport {
   /** Its name, for logs. */
   name: string;
+  /** What it listens on (`AMTP_UDP_HOST` and `AMTP_TCP_HOST` choose the address of each). */
+  protocol: "udp" | "tcp";
   /** Start listening. */
   listen(options: ListenerOptions): Listener;
 }

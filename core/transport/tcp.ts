@@ -23,6 +23,7 @@ import {
   writeResponse,
 } from "./http.ts";
 import {
+  ACME_ALPN,
   createSecureContext,
   type SecureContext,
   SecureStream,
@@ -35,6 +36,7 @@ const ACCEPT_BACKOFF_MS = 50;
 /** WebSocket (and plain HTTPS) over TLS on the TCP port. */
 export const websocketOverTcp: Transport = {
   name: "websocket",
+  protocol: "tcp",
   listen: listenTcp,
 };
 
@@ -96,6 +98,7 @@ class ListenerState {
   readonly #refusals: RefusalLog;
   /** Connections before their session or answer (closed on stop). */
   readonly #handshakes = new Set<SecureStream>();
+  readonly #acmeChallenge?: (servername: string) => SecureContext | undefined;
   #open = 0;
   #stopped = false;
 
@@ -106,6 +109,21 @@ class ListenerState {
       cert: options.cert,
       key: options.key,
     });
+    const challenge = options.acmeChallenge;
+    if (challenge) {
+      // One context per pending challenge certificate, made on first use.
+      const made = new Map<string, SecureContext>();
+      this.#acmeChallenge = (servername) => {
+        const pair = challenge(servername.toLowerCase());
+        if (!pair) return undefined;
+        let context = made.get(pair.cert);
+        if (!context) {
+          if (made.size > 16) made.clear();
+          made.set(pair.cert, context = createSecureContext(pair));
+        }
+        return context;
+      };
+    }
   }
 
   stop(listener: Deno.Listener): void {
@@ -151,7 +169,9 @@ class ListenerState {
       return;
     }
     this.#open++;
-    const stream = new SecureStream(conn, this.context);
+    const stream = new SecureStream(conn, this.context, {
+      acmeChallenge: this.#acmeChallenge,
+    });
     this.#handshakes.add(stream);
     this.#serve(stream, ip).catch((error) => {
       this.#options.log.debug("connection_error", { ip, error: String(error) });
@@ -171,6 +191,8 @@ class ListenerState {
     try {
       await deadline.race(conn.handshake);
       tlsDone = true;
+      // An ACME validator saw the challenge certificate: nothing more to say.
+      if (conn.alpnProtocol === ACME_ALPN) return;
       const read = await deadline.race(readHead(conn));
       if (!read) return;
       const { head, rest } = read;
