@@ -311,9 +311,6 @@ export async function startServer(
       httpHandler: async (request) =>
         await observabilityAnswer(request, ready) ??
           await federation.handleHttp(request) ?? homePage(request),
-      acmeChallenge: config.acme?.challenge === "tls-alpn-01"
-        ? (name) => board.tlsAlpn.get(name)
-        : undefined,
       log,
     });
   } catch (error) {
@@ -331,7 +328,7 @@ export async function startServer(
     )
     : undefined;
   // HTTP-01: a plain HTTP listener for the CA's requests (port 80 in production).
-  const challengeListener = config.acme?.challenge === "http-01"
+  const challengeListener = config.acme
     ? serveMetrics(
       { host: config.tcpHost, port: config.acme.httpPort },
       (request) =>

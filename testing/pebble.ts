@@ -5,6 +5,15 @@
  * (`caFile`, for `AMTP_ACME_CA`); the roots it issues under are read from its
  * management interface (`roots()`), to verify what it issued.
  *
+ * Pebble's own challenge test server (`pebble-challtestsrv`) is not used:
+ * dnsmasq answers the names (`-dnsserver`) and our server answers the
+ * challenges itself. Pebble's settings here: `httpPort`/`tlsPort` (where it
+ * validates HTTP-01 and TLS-ALPN-01, our test ports instead of 80 and 443),
+ * `certificateValidityPeriod` (seconds; short ones exercise renewal),
+ * `PEBBLE_VA_NOSLEEP=1` (validate at once, not after a random 0-15 s),
+ * `PEBBLE_WFE_NONCEREJECT=0` (no deliberately rejected nonces),
+ * `PEBBLE_AUTHZREUSE=0` (every order validates again).
+ *
  * @module
  */
 
@@ -108,14 +117,16 @@ export async function startPebble(
   const reading = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
   const directory = `https://127.0.0.1:${port}/dir`;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-    await reading;
-    client.close();
-  };
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+      await reading;
+      client.close();
+    })();
   for (let i = 0;; i++) {
     try {
       const response = await fetch(directory, { client });

@@ -113,9 +113,7 @@ export interface AcmeConfig {
   email: string;
   /** Names of the certificate: `AMTP_HOSTNAME` first, then `AMTP_ACME_NAMES`. */
   names: string[];
-  /** The challenge answered: TLS-ALPN-01 on the TCP port, or HTTP-01 on `httpPort`. */
-  challenge: "tls-alpn-01" | "http-01";
-  /** Port of the HTTP-01 listener (80 unless a test CA says otherwise). */
+  /** Port of the HTTP-01 challenge listener (80 for a public CA). */
   httpPort: number;
   /** PEM file of CAs trusted for the directory's HTTPS (a test CA); system roots otherwise. */
   caFile?: string;
@@ -353,15 +351,10 @@ export const VARIABLES: readonly VariableSpec[] = [
       "more names for the certificate besides AMTP_HOSTNAME (comma-separated: the web app's name, amtp-policy.<domain>)",
   },
   {
-    name: "AMTP_ACME_CHALLENGE",
-    default: "tls-alpn-01",
-    description:
-      "tls-alpn-01 (answered on the TCP port, which must be 443 for a public CA) or http-01 (a plain HTTP listener on AMTP_ACME_HTTP_PORT)",
-  },
-  {
     name: "AMTP_ACME_HTTP_PORT",
     default: "80",
-    description: "port of the HTTP-01 listener",
+    description:
+      "port of the plain HTTP listener that answers the CA's HTTP-01 challenges (80 for a public CA)",
   },
   {
     name: "AMTP_ACME_CA",
@@ -517,10 +510,6 @@ function acmeVar(
     directory,
     email,
     names: [...new Set([hostname, ...extra])],
-    challenge: choiceVar(env, "AMTP_ACME_CHALLENGE", [
-      "tls-alpn-01",
-      "http-01",
-    ]),
     httpPort: intVar(env, "AMTP_ACME_HTTP_PORT", 1, 65535),
     caFile: (env.AMTP_ACME_CA ?? "").trim() || undefined,
   };

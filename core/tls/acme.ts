@@ -5,12 +5,16 @@
  * when a third of the lifetime remains, failures logged and retried with
  * backoff while the certificate in use stays.
  *
- * Challenges ({@link ChallengeBoard}, read by the listeners):
- * - TLS-ALPN-01 (RFC 8737, the default): the TCP port answers a handshake
- *   that offers ALPN `acme-tls/1` with a certificate carrying the key
- *   authorization's digest. Needs the TCP port to be 443 for a public CA.
- * - HTTP-01: a plain HTTP listener (port 80 for a public CA) serves
- *   `/.well-known/acme-challenge/<token>`.
+ * The challenge is HTTP-01: a plain HTTP listener (port 80 for a public CA,
+ * `AMTP_ACME_HTTP_PORT`) serves `/.well-known/acme-challenge/<token>` from
+ * the {@link ChallengeBoard}.
+ *
+ * Why not TLS-ALPN-01 on the TCP port (no port 80 needed): Deno 2.9.6's
+ * `node:tls` does let an `ALPNCallback` pick the certificate by ALPN
+ * (`this.setKeyCert`, a Deno addition), but it loads a certificate through
+ * rustls/webpki, which refuses the critical `id-pe-acmeIdentifier` extension
+ * RFC 8737 requires ("Failed to build server config"; the handshake then
+ * hangs). Measured; tests/acme_test.ts keeps the fact checked.
  *
  * @module
  */
@@ -27,11 +31,9 @@ export const RENEW_FRACTION = 1 / 3;
 /** Longest sleep between looks at the certificate. */
 const MAX_SLEEP_MS = 3_600_000;
 
-/** The challenges being answered right now, by name or token. */
+/** The HTTP-01 challenges being answered right now. */
 export class ChallengeBoard {
-  /** TLS-ALPN-01 certificates by DNS name. */
-  readonly tlsAlpn = new Map<string, { cert: string; key: string }>();
-  /** HTTP-01 key authorizations by token. */
+  /** Key authorizations by token. */
   readonly http = new Map<string, string>();
 
   /** The answer to an HTTP-01 request, or undefined when it is not one. */
@@ -90,9 +92,16 @@ export class AcmeCertificates {
     this.#dir = `${options.dataDir}/acme`;
     this.#log = options.log.child({ part: "acme" });
     this.#now = options.now ?? Date.now;
+    // acme-client speaks through one axios instance of its own. Its retries
+    // inside an order (5, waiting up to 75 s in all) are off: one retry loop,
+    // ours, with its backoff and its log line per failure.
+    // (acme-client's settings are not in its types.)
+    const defaults = acme.axios.defaults as unknown as {
+      acmeSettings: { retryMaxAttempts: number };
+    };
+    defaults.acmeSettings.retryMaxAttempts = 0;
     if (options.config.caFile) {
-      // A test CA (Pebble's) for the directory's HTTPS: acme-client speaks
-      // through one axios instance.
+      // A test CA (Pebble's) for the directory's HTTPS.
       const ca = Deno.readTextFileSync(options.config.caFile);
       acme.axios.defaults.httpsAgent = new https.Agent({ ca });
     }
@@ -168,7 +177,7 @@ export class AcmeCertificates {
         this.#log.error("acme_failed", {
           error: describe(error),
           attempt: this.#failures,
-          retry_in_s: Math.round(delay / 1000),
+          retry_in_ms: delay,
           in_use: active.selfSigned ? "self-signed" : active.sha256,
           not_after: active.notAfter?.toISOString(),
         });
@@ -199,40 +208,24 @@ export class AcmeCertificates {
     this.#log.info("acme_order", {
       names: config.names.join(","),
       directory: config.directory,
-      challenge: config.challenge,
     });
     const board = this.#options.board;
     const chain = await client.auto({
       csr,
       email: config.email,
       termsOfServiceAgreed: true,
-      challengePriority: [config.challenge],
+      challengePriority: ["http-01"],
       // The CA validates; a look of our own would need the public DNS.
       skipChallengeVerification: true,
-      challengeCreateFn: async (authz, challenge, keyAuthorization) => {
-        const name = authz.identifier.value.toLowerCase();
-        // acme-client's types name only http-01 and dns-01.
-        if ((challenge.type as string) === "tls-alpn-01") {
-          const [alpnKey, alpnCert] = await acme.crypto.createAlpnCertificate(
-            authz,
-            keyAuthorization,
-          );
-          board.tlsAlpn.set(name, {
-            cert: alpnCert.toString(),
-            key: alpnKey.toString(),
-          });
-        } else if (challenge.type === "http-01") {
-          board.http.set(
-            (challenge as { token: string }).token,
-            keyAuthorization,
-          );
-        }
+      challengeCreateFn: (_authz, challenge, keyAuthorization) => {
+        board.http.set(
+          (challenge as { token: string }).token,
+          keyAuthorization,
+        );
+        return Promise.resolve();
       },
-      challengeRemoveFn: (authz, challenge) => {
-        board.tlsAlpn.delete(authz.identifier.value.toLowerCase());
-        if (challenge.type === "http-01") {
-          board.http.delete((challenge as { token: string }).token);
-        }
+      challengeRemoveFn: (_authz, challenge) => {
+        board.http.delete((challenge as { token: string }).token);
         return Promise.resolve();
       },
     });

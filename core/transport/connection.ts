@@ -64,14 +64,6 @@ export interface ListenerOptions {
   onPeerConnection?: (conn: Connection) => void;
   /** Serves plain HTTPS requests (not upgrades at `/amtp`; TCP), if given. */
   httpHandler?: (request: Request) => Response | Promise<Response>;
-  /**
-   * ACME TLS-ALPN-01 (RFC 8737; TCP): the challenge certificate for a name
-   * while one is pending. A connection offering ALPN `acme-tls/1` for that
-   * name gets it, finishes the handshake and is closed.
-   */
-  acmeChallenge?: (
-    servername: string,
-  ) => { cert: string; key: string } | undefined;
   /** Logger. */
   log: Logger;
 }

@@ -10,12 +10,6 @@
  * and TLS runs over it with `node:tls` (`TLSSocket` over a stream of the
  * connection): closing ends the socket at once, in any state.
  *
- * ACME TLS-ALPN-01 (RFC 8737) needs the certificate chosen by ALPN: Deno's
- * `node:tls` calls an `ALPNCallback` with the client's offer and lets it
- * swap the certificate (`this.setKeyCert`, a Deno addition; Node's callback
- * cannot), so a validator offering only `acme-tls/1` gets the challenge
- * certificate on the same port while every other client gets the server's.
- *
  * Reading runs at most 64 KiB ahead of the reader (then the socket is not
  * read until the reader catches up); each write resolves when its bytes are
  * written to the socket.
@@ -34,15 +28,6 @@ const LARGE_READ = 64 * 1024;
 /** Plaintext read ahead of the reader, at most (then reading pauses). */
 const MAX_QUEUED = 64 * 1024;
 
-/** The ALPN name of ACME TLS-ALPN-01 validation. */
-export const ACME_ALPN = "acme-tls/1";
-
-/** Options of a {@link SecureStream}. */
-export interface SecureOptions {
-  /** The TLS-ALPN-01 challenge certificate of a name, while one is pending. */
-  acmeChallenge?: (servername: string) => SecureContext | undefined;
-}
-
 /** A TLS byte stream over one accepted TCP connection. */
 export class SecureStream {
   /** Resolves when the TLS handshake is done; rejects when it fails. */
@@ -59,41 +44,14 @@ export class SecureStream {
   #resolveClosed!: () => void;
 
   /** Start the server side of TLS on `conn` with `context`. */
-  constructor(
-    conn: Deno.Conn,
-    context: SecureContext,
-    options: SecureOptions = {},
-  ) {
+  constructor(conn: Deno.Conn, context: SecureContext) {
     this.#conn = conn;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    const challenge = options.acmeChallenge;
-    this.#socket = new TLSSocket(
-      connectionStream(conn),
-      {
-        isServer: true,
-        secureContext: context,
-        ...(challenge
-          ? {
-            ALPNCallback(
-              this: { setKeyCert(context: SecureContext): void },
-              offer: { servername: string; protocols: string[] },
-            ) {
-              if (offer.protocols.includes(ACME_ALPN)) {
-                const answer = challenge(offer.servername);
-                if (answer) {
-                  this.setKeyCert(answer);
-                  return ACME_ALPN;
-                }
-              }
-              // Nothing we speak: the handshake ends (as without a callback).
-              return offer.protocols.includes("http/1.1")
-                ? "http/1.1"
-                : undefined;
-            },
-          }
-          : { ALPNProtocols: ["http/1.1"] }),
-      } as ConstructorParameters<typeof TLSSocket>[1],
-    );
+    this.#socket = new TLSSocket(connectionStream(conn), {
+      isServer: true,
+      secureContext: context,
+      ALPNProtocols: ["http/1.1"],
+    });
     this.handshake = new Promise((resolve, reject) => {
       this.#socket.once("secure", () => resolve());
       this.#socket.once("error", reject);
@@ -111,11 +69,6 @@ export class SecureStream {
     this.#socket.on("end", () => this.#end());
     this.#socket.on("error", () => this.close());
     this.#socket.on("close", () => this.close());
-  }
-
-  /** The protocol agreed by ALPN (after the handshake), if any. */
-  get alpnProtocol(): string | undefined {
-    return this.#socket.alpnProtocol || undefined;
   }
 
   /** The next chunk of plaintext, or null at the end. */

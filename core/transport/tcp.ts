@@ -23,7 +23,6 @@ import {
   writeResponse,
 } from "./http.ts";
 import {
-  ACME_ALPN,
   createSecureContext,
   type SecureContext,
   SecureStream,
@@ -98,7 +97,6 @@ class ListenerState {
   readonly #refusals: RefusalLog;
   /** Connections before their session or answer (closed on stop). */
   readonly #handshakes = new Set<SecureStream>();
-  readonly #acmeChallenge?: (servername: string) => SecureContext | undefined;
   #open = 0;
   #stopped = false;
 
@@ -109,21 +107,6 @@ class ListenerState {
       cert: options.cert,
       key: options.key,
     });
-    const challenge = options.acmeChallenge;
-    if (challenge) {
-      // One context per pending challenge certificate, made on first use.
-      const made = new Map<string, SecureContext>();
-      this.#acmeChallenge = (servername) => {
-        const pair = challenge(servername.toLowerCase());
-        if (!pair) return undefined;
-        let context = made.get(pair.cert);
-        if (!context) {
-          if (made.size > 16) made.clear();
-          made.set(pair.cert, context = createSecureContext(pair));
-        }
-        return context;
-      };
-    }
   }
 
   stop(listener: Deno.Listener): void {
@@ -169,9 +152,7 @@ class ListenerState {
       return;
     }
     this.#open++;
-    const stream = new SecureStream(conn, this.context, {
-      acmeChallenge: this.#acmeChallenge,
-    });
+    const stream = new SecureStream(conn, this.context);
     this.#handshakes.add(stream);
     this.#serve(stream, ip).catch((error) => {
       this.#options.log.debug("connection_error", { ip, error: String(error) });
@@ -191,8 +172,6 @@ class ListenerState {
     try {
       await deadline.race(conn.handshake);
       tlsDone = true;
-      // An ACME validator saw the challenge certificate: nothing more to say.
-      if (conn.alpnProtocol === ACME_ALPN) return;
       const read = await deadline.race(readHead(conn));
       if (!read) return;
       const { head, rest } = read;
