@@ -32,7 +32,18 @@ if (import.meta.main) {
   const log = new Logger({ level: config.logLevel, format: config.logFormat });
   // Every client TCP connection is a descriptor: use all the system allows.
   await raiseDescriptorLimit(log);
-  const server = await startServer(config, { log });
+  let server;
+  try {
+    server = await startServer(config, { log });
+  } catch (error) {
+    // Data a newer server wrote: say so in one line, not a stack.
+    const code = (error as { code?: string }).code;
+    if (code === "schema_too_new" || code === "data_too_new") {
+      console.error(`cannot start: ${(error as Error).message}`);
+      Deno.exit(1);
+    }
+    throw error;
+  }
   const where = config.host === "0.0.0.0" ? "localhost" : config.host;
   // One write: whoever reads the output gets the whole banner at once.
   const banner = [

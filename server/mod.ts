@@ -35,6 +35,7 @@ import { moduleCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
+import { scheduleBackups } from "../core/backup/schedule.ts";
 import {
   observabilityAnswer,
   type Readiness,
@@ -76,6 +77,8 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
+  /** Milliseconds between scheduled backups (tests; AMTP_BACKUP_EVERY otherwise). */
+  backupEveryMs?: number;
   /** Clock of logins and tokens in epoch milliseconds: challenge and token expiry, blocks (tests move it). */
   now?: () => number;
   /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
@@ -375,6 +378,20 @@ export async function startServer(
     });
   }
 
+  const stopBackups = config.backup
+    ? scheduleBackups({
+      from: { dataDir: config.dataDir, kvPath: config.kvPath },
+      dir: config.backup.dir,
+      everyMs: options.backupEveryMs ?? config.backup.everySeconds * 1000,
+      keep: config.backup.keep,
+      log,
+      observe: (ok, at) => {
+        metrics.backups.inc({ result: ok ? "ok" : "failed" });
+        if (ok) metrics.backupLast.set({}, Math.floor(at.getTime() / 1000));
+      },
+    })
+    : undefined;
+
   return {
     port: transports.port,
     hostname: config.hostname,
@@ -391,6 +408,7 @@ export async function startServer(
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
         stopWatching();
+        await stopBackups?.();
         await metricsListener?.close();
         await challengeListener?.close();
         await transports.stop();
