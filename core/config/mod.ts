@@ -101,8 +101,6 @@ export interface Config {
   metrics?: { host: string; port: number };
   /** Backups taken by the server itself, or undefined when off. */
   backup?: { dir: string; everySeconds: number; keep: number };
-  /** How module processes start: `deno run` with flags, or this program's `module-run`. */
-  moduleRunner: "deno" | "self";
 }
 
 /** Certificates from an ACME CA (RFC 8555). */
@@ -389,12 +387,6 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "7",
     description: "backups kept (the oldest beyond are removed)",
   },
-  {
-    name: "AMTP_MODULE_RUNNER",
-    default: "deno (self in the compiled binary)",
-    description:
-      "how module processes start: deno (deno run with permission flags) or self (this program's module-run: a permission-restricted Worker in a capped process)",
-  },
 ];
 
 type Env = Record<string, string | undefined>;
@@ -561,14 +553,6 @@ export function loadConfig(env: Env): Config {
   const acme = acmeVar(env, hostname, certFile);
   const metricsPort = (env.AMTP_METRICS_PORT ?? "").trim();
   const backupDir = (env.AMTP_BACKUP_DIR ?? "").trim();
-  const moduleRunner = (env.AMTP_MODULE_RUNNER ?? "").trim().toLowerCase() ||
-    (Deno.build.standalone ? "self" : "deno");
-  if (moduleRunner !== "deno" && moduleRunner !== "self") {
-    throw new ConfigError(
-      "AMTP_MODULE_RUNNER",
-      `"${moduleRunner}" is not allowed (allowed: deno, self)`,
-    );
-  }
   return {
     moduleStorage,
     host,
@@ -588,7 +572,6 @@ export function loadConfig(env: Env): Config {
         keep: intVar(env, "AMTP_BACKUP_KEEP", 1, 1000),
       }
       : undefined,
-    moduleRunner,
     port: intVar(env, "AMTP_PORT", 0, 65535),
     dataDir,
     kvPath,
