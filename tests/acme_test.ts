@@ -51,12 +51,14 @@ async function world(options: { validity?: number; caDown?: boolean } = {}) {
     AMTP_ACME_HTTP_PORT: String(httpPort),
   };
   const t = await startTestServer(env, { acmeRetryMs: 500 });
+  // Pebble's root, read once (it stays for Pebble's life; tests stop Pebble).
+  let roots: Promise<string> | undefined;
   const connect = async (transport: "websocket" | "webtransport") =>
     await connectServer({
       host: NAME,
       port,
       transport,
-      caCerts: [await pebble.roots()],
+      caCerts: [await (roots ??= pebble.roots())],
       nameServer: dns.address,
     }, { keepAliveMs: 0 });
   let current = t;
@@ -273,4 +275,39 @@ Deno.test("acme: this Deno cannot serve a TLS-ALPN-01 certificate (its critical 
   } catch { /* closed */ }
   listener.close();
   assert.notEqual(outcome, "served");
+});
+
+Deno.test({
+  name:
+    "acme: a renewal the CA does not answer is retried with backoff while the CA's certificate stays in use",
+  ignore: !havePebble(),
+  fn: async () => {
+    const w = await world({ validity: 18 });
+    try {
+      const { t } = w;
+      await waitFor(
+        () => !t.server.certificate().selfSigned,
+        20_000,
+        "the ACME certificate",
+      );
+      const issued = t.server.certificate();
+      (await w.connect("websocket")).close(); // Pebble's root, read now
+      await w.pebble.stop();
+      // Renewal is due a third before the end (12 s after issue).
+      await waitFor(
+        () => t.logs.some((l) => l.includes("event=acme_failed")),
+        30_000,
+        "a failed renewal",
+      );
+      const failure = t.logs.find((l) => l.includes("event=acme_failed"))!;
+      assert.match(failure, new RegExp(`in_use=${issued.sha256} `));
+      assert.match(failure, /retry_in_ms=500 /);
+      assert.equal(t.server.certSha256(), issued.sha256);
+      const client = await w.connect("websocket");
+      assert.equal((await client.request("ping")).error, 0);
+      client.close();
+    } finally {
+      await w.close();
+    }
+  },
 });
