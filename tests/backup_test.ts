@@ -8,7 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { adminCaller, startTestServer, userMaker } from "../testing/helpers.ts";
+import {
+  adminCaller,
+  startTestServer,
+  userMaker,
+  waitFor,
+} from "../testing/helpers.ts";
 import { mailSession } from "../testing/mail.ts";
 import { cleanEnv, taskArgs } from "../testing/process.ts";
 import { MANIFEST } from "../core/backup/mod.ts";
@@ -246,6 +251,29 @@ Deno.test("backup: the server backs itself up on its schedule and keeps the newe
     assert.ok(t.logs.some((l) => l.includes("event=backup_removed")));
     const metrics = await t.server.metrics.registry.text();
     assert.match(metrics, /amtp_backups_total\{result="ok"\} [4-9]/);
+  } finally {
+    await t.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("backup: a scheduled backup that cannot be written is logged and counted, and the server goes on", async () => {
+  const root = await Deno.makeTempDir({ prefix: "amtp-backup-" });
+  await Deno.writeTextFile(`${root}/a-file`, "not a folder");
+  const t = await startTestServer({
+    AMTP_DATA: `${root}/data`,
+    AMTP_BACKUP_DIR: `${root}/a-file/backups`,
+  }, { backupEveryMs: 300 });
+  try {
+    await waitFor(
+      () => t.logs.some((l) => l.includes("event=backup_failed")),
+      10_000,
+      "a failed backup",
+    );
+    const metrics = await t.server.metrics.registry.text();
+    assert.match(metrics, /amtp_backups_total\{result="failed"\} [1-9]/);
+    const client = await t.connect();
+    assert.equal((await client.request("ping")).error, 0);
   } finally {
     await t.close();
     await Deno.remove(root, { recursive: true });

@@ -4,15 +4,16 @@
  * `<dir>/<time>.partial` and renamed to `<dir>/<time>` when whole, and the
  * oldest beyond `keep` are removed (only folders this schedule named).
  *
- * The copy runs in the server's process: each database's copy is one
- * SQLite step, during which the server's event loop waits (milliseconds for
- * small databases, about a second per few hundred MB).
+ * The copy runs in a Worker of the server's process (worker.ts): each
+ * database's copy is one SQLite step that holds that thread, not the
+ * server's event loop.
  *
  * @module
  */
 
 import type { Logger } from "../log/mod.ts";
-import { type DataLocation, takeBackup } from "./mod.ts";
+import type { BackupManifest, DataLocation } from "./mod.ts";
+import type { BackupAnswer, BackupRequest } from "./worker.ts";
 
 /** A backup folder's name: its UTC time, sortable (`20261128T043000Z`). */
 const NAME = /^\d{8}T\d{6}Z$/;
@@ -45,11 +46,10 @@ export function scheduleBackups(options: BackupSchedule): () => Promise<void> {
     const partial = `${options.dir}/${name}.partial`;
     try {
       await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
-      const manifest = await takeBackup(
-        { ...options.from, exclude: [options.dir] },
-        partial,
-        now,
-      );
+      const manifest = await backupInWorker({
+        from: { ...options.from, exclude: [options.dir] },
+        target: partial,
+      });
       await Deno.rename(partial, `${options.dir}/${name}`);
       options.log.info("backup_taken", {
         dir: `${options.dir}/${name}`,
@@ -70,6 +70,29 @@ export function scheduleBackups(options: BackupSchedule): () => Promise<void> {
     clearInterval(timer);
     await running;
   };
+}
+
+/** Take one backup in a Worker of its own. */
+async function backupInWorker(request: BackupRequest): Promise<BackupManifest> {
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+    type: "module",
+    name: "backup",
+  });
+  try {
+    const answer = await new Promise<BackupAnswer>((resolve, reject) => {
+      worker.onmessage = (event: MessageEvent<BackupAnswer>) =>
+        resolve(event.data);
+      worker.onerror = (event) => {
+        event.preventDefault();
+        reject(new Error(event.message));
+      };
+      worker.postMessage(request);
+    });
+    if ("error" in answer) throw new Error(answer.error);
+    return answer.manifest;
+  } finally {
+    worker.terminate();
+  }
 }
 
 /** Remove the oldest backups beyond `keep`. */
