@@ -274,15 +274,18 @@ export async function startServer(
         );
       }
     }
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await Promise.race([
         store.kv.get(["meta", "schema"]),
         new Promise((_, reject) =>
-          setTimeout(() => reject(new Error("timeout")), 2000)
+          timer = setTimeout(() => reject(new Error("timeout")), 2000)
         ),
       ]);
     } catch (error) {
       problems.push(`database: ${String(error)}`);
+    } finally {
+      clearTimeout(timer);
     }
     return problems;
   };

@@ -197,6 +197,12 @@ Deno.test("backup: a damaged, unfinished or too-new backup and a non-empty targe
     await Deno.remove(`${missing}/server_key.json`);
     result = await admin(`${root}/r2`, "restore", missing);
     assert.match(result.text, /\(corrupt\): server_key\.json is missing/);
+    // A symbolic link in place of a file (it could bring in any file here).
+    const linked = await copy("linked");
+    await Deno.remove(`${linked}/admin.pub`);
+    await Deno.symlink(`${root}/good/admin.pub`, `${linked}/admin.pub`);
+    result = await admin(`${root}/r6`, "restore", linked);
+    assert.match(result.text, /\(corrupt\): admin\.pub .* not a plain file/);
     // No manifest: a backup that did not finish.
     const unfinished = await copy("unfinished");
     await Deno.remove(`${unfinished}/${MANIFEST}`);

@@ -224,8 +224,16 @@ export async function verifyBackup(dir: string): Promise<BackupManifest> {
   for (const file of manifest.files) {
     let found: BackupFile;
     try {
+      // A plain file: a symbolic link could bring in any file of this machine.
+      if (!(await Deno.lstat(`${dir}/${file.path}`)).isFile) {
+        throw new BackupError(
+          "corrupt",
+          `${file.path} in ${dir} is not a plain file`,
+        );
+      }
       found = await describe(dir, file.path, file.kind);
-    } catch {
+    } catch (error) {
+      if (error instanceof BackupError) throw error;
       throw new BackupError("corrupt", `${file.path} is missing from ${dir}`);
     }
     if (found.size !== file.size || found.sha256 !== file.sha256) {
