@@ -16,6 +16,9 @@ import { APP_VERSION } from "../shared/version.ts";
 import { adminCaller, bootstrapKey, startTestServer } from "./helpers.ts";
 import { mailSession } from "./mail.ts";
 
+/** The first admin's key in the fixture (`admin.key` once copied). */
+export const FIXTURE_KEY = "admin.key.fixture";
+
 /** The fixture's message. */
 export const FIXTURE_MESSAGE = {
   subject: "Written by the previous release",
@@ -44,5 +47,8 @@ if (import.meta.main) {
   for (const path of ["tls", "listening.json"]) {
     await Deno.remove(`${dir}/${path}`, { recursive: true }).catch(() => {});
   }
+  // A test key, committed under a name `.gitignore` lets through (`*.key`
+  // keeps real keys out); the test renames it back.
+  await Deno.rename(`${dir}/admin.key`, `${dir}/${FIXTURE_KEY}`);
   console.log(`fixture written to ${dir}`);
 }

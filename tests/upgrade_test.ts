@@ -18,7 +18,7 @@ import {
 } from "../testing/helpers.ts";
 import { mailSession } from "../testing/mail.ts";
 import { cleanEnv, taskArgs } from "../testing/process.ts";
-import { FIXTURE_MESSAGE } from "../testing/upgrade_fixture.ts";
+import { FIXTURE_KEY, FIXTURE_MESSAGE } from "../testing/upgrade_fixture.ts";
 
 /** Run `deno task admin ...args` with `AMTP_DATA=dataDir`. */
 async function admin(dataDir: string, ...args: string[]) {
@@ -47,6 +47,7 @@ Deno.test("upgrades: the data folder of release 0.1.0 starts on this server with
   const root = await Deno.makeTempDir({ prefix: "amtp-upgrade-" });
   const data = `${root}/data`;
   await copyTree(FIXTURE, data);
+  await Deno.rename(`${data}/${FIXTURE_KEY}`, `${data}/admin.key`);
   const dry = await admin(data, "migrate", "--dry-run");
   assert.equal(dry.code, 0, dry.text);
   assert.match(dry.text, /last written by server \(not recorded\)/);
