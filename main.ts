@@ -36,9 +36,12 @@ if (import.meta.main) {
   try {
     server = await startServer(config, { log });
   } catch (error) {
-    // Data a newer server wrote: say so in one line, not a stack.
+    // Data a newer server wrote, a port it cannot have: one line, not a stack.
     const code = (error as { code?: string }).code;
-    if (code === "schema_too_new" || code === "data_too_new") {
+    if (
+      code === "schema_too_new" || code === "data_too_new" ||
+      code === "listen_failed"
+    ) {
       console.error(`cannot start: ${(error as Error).message}`);
       Deno.exit(1);
     }

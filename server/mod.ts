@@ -325,25 +325,40 @@ export async function startServer(
   }
   transportPort = transports.port;
   listening = true;
-  const metricsListener = config.metrics
-    ? serveMetrics(
-      config.metrics,
-      async (request) =>
-        await observabilityAnswer(request, ready, metrics) ??
-          new Response("not found\n", { status: 404 }),
-    )
-    : undefined;
-  // HTTP-01: a plain HTTP listener for the CA's requests (port 80 in production).
-  const challengeListener = config.acme
-    ? serveMetrics(
-      { host: config.tcpHost, port: config.acme.httpPort },
-      (request) =>
-        Promise.resolve(
-          board.httpAnswer(request) ??
+  let metricsListener: ReturnType<typeof serveMetrics> | undefined;
+  let challengeListener: ReturnType<typeof serveMetrics> | undefined;
+  try {
+    metricsListener = config.metrics
+      ? serveMetrics(
+        "AMTP_METRICS_PORT",
+        config.metrics,
+        async (request) =>
+          await observabilityAnswer(request, ready, metrics) ??
             new Response("not found\n", { status: 404 }),
-        ),
-    )
-    : undefined;
+      )
+      : undefined;
+    // HTTP-01: a plain HTTP listener for the CA's requests (port 80 in production).
+    challengeListener = config.acme
+      ? serveMetrics(
+        "AMTP_ACME_HTTP_PORT",
+        { host: config.tcpHost, port: config.acme.httpPort },
+        (request) =>
+          Promise.resolve(
+            board.httpAnswer(request) ??
+              new Response("not found\n", { status: 404 }),
+          ),
+      )
+      : undefined;
+  } catch (error) {
+    // Nothing stays open behind a refused start.
+    await metricsListener?.close();
+    await transports.stop();
+    await federation.close();
+    await host.close();
+    transports.close();
+    store.close();
+    throw error;
+  }
   metrics.registry.collect(async () => {
     metrics.sessions.reset();
     for (const [transport, count] of registry.byTransport()) {

@@ -179,16 +179,46 @@ export async function observabilityAnswer(
   return undefined;
 }
 
-/** A plain HTTP listener for the metrics port (loopback by default). */
+/** A listener of the server's own could not be opened. */
+export class ListenError extends Error {
+  /** Stable error code. */
+  readonly code = "listen_failed";
+
+  /** Create the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ListenError";
+  }
+}
+
+/**
+ * A plain HTTP listener (the metrics port, the ACME HTTP-01 port).
+ *
+ * @throws {ListenError} naming `what` and the address when it cannot listen
+ */
 export function serveMetrics(
+  what: string,
   options: { host: string; port: number },
   handler: (request: Request) => Promise<Response>,
 ): { port: number; close(): Promise<void> } {
-  const server = Deno.serve({
-    hostname: options.host,
-    port: options.port,
-    onListen() {},
-  }, handler);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: options.host,
+      port: options.port,
+      onListen() {},
+    }, handler);
+  } catch (error) {
+    const hint = error instanceof Deno.errors.PermissionDenied &&
+        options.port < 1024
+      ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which the systemd unit grants)"
+      : "";
+    throw new ListenError(
+      `${what}: cannot listen on ${options.host}:${options.port}: ${
+        error instanceof Error ? error.message : String(error)
+      }${hint}`,
+    );
+  }
   return {
     port: server.addr.port,
     close: () => server.shutdown(),

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import parse from "parse-prometheus-text-format";
 import { freePort } from "../testing/dnsmasq.ts";
 import { startWorld } from "../testing/federation_world.ts";
-import { makeKey, waitFor } from "../testing/helpers.ts";
+import { makeKey, startTestServer, waitFor } from "../testing/helpers.ts";
 import { mailWorld } from "../testing/mail.ts";
 
 /** One family as the parser gives it. */
@@ -268,5 +268,41 @@ Deno.test("observability: spans exported by Deno's OpenTelemetry for a command, 
   } finally {
     await world.close();
     await collector.shutdown();
+  }
+});
+
+Deno.test("observability: a metrics port already taken stops the start with a message naming it, and leaves no listener open", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  try {
+    await assert.rejects(
+      () =>
+        startTestServer({
+          AMTP_PORT: String(port),
+          AMTP_METRICS_PORT: String((taken.addr as Deno.NetAddr).port),
+        }),
+      (error: Error & { code?: string }) =>
+        error.code === "listen_failed" &&
+        error.message.startsWith(
+          `AMTP_METRICS_PORT: cannot listen on 127.0.0.1:${
+            (taken.addr as Deno.NetAddr).port
+          }`,
+        ),
+    );
+    // The server's TCP port was given back (once its accept loop ends).
+    await waitFor(
+      () => {
+        try {
+          Deno.listen({ hostname: "127.0.0.1", port }).close();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      2000,
+      "the TCP port given back",
+    );
+  } finally {
+    taken.close();
   }
 });
