@@ -16,7 +16,7 @@ import {
 } from "../testing/helpers.ts";
 import { mailSession } from "../testing/mail.ts";
 import { cleanEnv, taskArgs } from "../testing/process.ts";
-import { MANIFEST } from "../core/backup/mod.ts";
+import { MANIFEST, restoreBackup, takeBackup } from "../core/backup/mod.ts";
 
 /** Run `deno task admin ...args` with `AMTP_DATA=dataDir`. */
 async function admin(dataDir: string, ...args: string[]) {
@@ -280,6 +280,41 @@ Deno.test("backup: a scheduled backup that cannot be written is logged and count
     assert.match(metrics, /amtp_backups_total\{result="failed"\} [1-9]/);
     const client = await t.connect();
     assert.equal((await client.request("ping")).error, 0);
+  } finally {
+    await t.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("backup: a core database outside the data folder (AMTP_KV) is backed up as core.kv and restored to the AMTP_KV of the new place", async () => {
+  const root = await Deno.makeTempDir({ prefix: "amtp-backup-" });
+  const t = await startTestServer({
+    AMTP_DATA: `${root}/data`,
+    AMTP_KV: `${root}/elsewhere/core.kv`,
+  });
+  try {
+    const call = await adminCaller(await t.connect(), t.dataDir);
+    await call("admin_add_domain", { domain: "outside.test" });
+    const taken = await takeBackup(
+      { dataDir: `${root}/data`, kvPath: `${root}/elsewhere/core.kv` },
+      `${root}/backup`,
+    );
+    assert.equal(taken.core, "core.kv");
+    assert.ok(!taken.files.some((f) => f.path.endsWith("amtp.kv")));
+    await restoreBackup(`${root}/backup`, {
+      dataDir: `${root}/restored`,
+      kvPath: `${root}/restored-kv/amtp-core.kv`,
+    });
+    await assert.rejects(() => Deno.stat(`${root}/restored/core.kv`));
+    const kv = await Deno.openKv(`${root}/restored-kv/amtp-core.kv`);
+    try {
+      const domains = await Array.fromAsync(kv.list({ prefix: [] }));
+      assert.ok(
+        domains.some((e) => JSON.stringify(e.key).includes("outside.test")),
+      );
+    } finally {
+      kv.close();
+    }
   } finally {
     await t.close();
     await Deno.remove(root, { recursive: true });
