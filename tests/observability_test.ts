@@ -306,3 +306,29 @@ Deno.test("observability: a metrics port already taken stops the start with a me
     taken.close();
   }
 });
+
+Deno.test("observability: hostile command names neither forge metrics nor grow the registry without bound", async () => {
+  const t = await startTestServer({ AMTP_METRICS_PORT: "0" });
+  try {
+    const client = await t.connect();
+    const forged = 'x"} 1\nforged_metric 1\n# TYPE y counter\ny{a="';
+    assert.notEqual((await client.request(forged)).error, 0);
+    // More distinct names than a family keeps (500).
+    await Promise.all(
+      Array.from({ length: 600 }, (_, i) => client.request(`cmd_${i}`)),
+    );
+    const families = await scrape(t.server.metricsPort!);
+    assert.ok(!families.has("forged_metric"));
+    assert.ok(!families.has("y"));
+    const commands = families.get("amtp_commands_total")!;
+    assert.ok(
+      commands.metrics.some((m) => m.labels?.command === forged.slice(0, 64)),
+    );
+    assert.ok(commands.metrics.length <= 501, `${commands.metrics.length}`);
+    assert.ok(
+      valueOf(families, "amtp_commands_total", { command: "_other" }) >= 100,
+    );
+  } finally {
+    await t.close();
+  }
+});
