@@ -32,7 +32,21 @@ if (import.meta.main) {
   const log = new Logger({ level: config.logLevel, format: config.logFormat });
   // Every client TCP connection is a descriptor: use all the system allows.
   await raiseDescriptorLimit(log);
-  const server = await startServer(config, { log });
+  let server;
+  try {
+    server = await startServer(config, { log });
+  } catch (error) {
+    // Data a newer server wrote, a port it cannot have: one line, not a stack.
+    const code = (error as { code?: string }).code;
+    if (
+      code === "schema_too_new" || code === "data_too_new" ||
+      code === "listen_failed"
+    ) {
+      console.error(`cannot start: ${(error as Error).message}`);
+      Deno.exit(1);
+    }
+    throw error;
+  }
   const where = config.host === "0.0.0.0" ? "localhost" : config.host;
   // One write: whoever reads the output gets the whole banner at once.
   const banner = [
@@ -46,6 +60,11 @@ if (import.meta.main) {
     }`,
     `  data: ${config.dataDir}  kv: ${config.kvPath}`,
   ];
+  if (server.metricsPort !== undefined) {
+    banner.push(
+      `  metrics: http://${config.metrics!.host}:${server.metricsPort}/metrics`,
+    );
+  }
   if (server.bootstrap.created) {
     const away = server.port === 4433
       ? ""
@@ -64,6 +83,9 @@ if (import.meta.main) {
       port: server.port,
       hostname: config.hostname,
       pid: Deno.pid,
+      ...(server.metricsPort !== undefined
+        ? { metrics_port: server.metricsPort }
+        : {}),
     }) + "\n",
   ).catch(() => {});
   console.log(banner.join("\n"));

@@ -28,6 +28,8 @@ interface Write {
 export class KvGroupCommit {
   readonly #kv: Deno.Kv;
   readonly #group: GroupCommit<Write>;
+  /** Told of each commit: milliseconds it took and the writes it carried (metrics). */
+  onCommit?: (ms: number, writes: number) => void;
 
   /** Group the writes to `kv`. */
   constructor(kv: Deno.Kv) {
@@ -100,13 +102,21 @@ export class KvGroupCommit {
       for (const check of write.checks) op.check(check);
       write.mutate(op);
     }
-    if (group.length === 1) return (await op.commit()).ok;
+    const started = performance.now();
+    if (group.length === 1) {
+      try {
+        return (await op.commit()).ok;
+      } finally {
+        this.onCommit?.(performance.now() - started, 1);
+      }
+    }
     let ok: boolean;
     try {
       ok = (await op.commit()).ok;
     } catch {
       ok = false; // a limit of the shared commit: each on its own
     }
+    this.onCommit?.(performance.now() - started, group.length);
     if (ok) { for (const write of group) write.resolve(true); }
     return ok;
   }

@@ -11,6 +11,7 @@
  */
 
 import { keys } from "./records.ts";
+import { compareVersions } from "../shared/version.ts";
 
 /** One forward migration. */
 export interface Migration {
@@ -48,7 +49,22 @@ export class MigrationError extends Error {
   }
 }
 
+/** The data was last written by a newer server than this one. */
+export class DataTooNewError extends Error {
+  /** Stable error code. */
+  readonly code = "data_too_new";
+
+  /** Create the error. */
+  constructor(found: string, running: string) {
+    super(
+      `the data was last written by server ${found}, newer than this one (${running}): upgrade the server (or restore a backup taken before the upgrade)`,
+    );
+    this.name = "DataTooNewError";
+  }
+}
+
 const SCHEMA_KEY = ["meta", "schema"];
+const SERVER_VERSION_KEY = ["meta", "server_version"];
 
 /** The built-in migrations of this server, oldest first. */
 export const MIGRATIONS: readonly Migration[] = [
@@ -120,6 +136,49 @@ export const MIGRATIONS: readonly Migration[] = [
 export async function schemaVersion(kv: Deno.Kv): Promise<number> {
   const entry = await kv.get<number>(SCHEMA_KEY);
   return entry.value ?? 0;
+}
+
+/** The server version that last wrote the data (none before 0.1.0 recorded it). */
+export async function serverVersionOf(
+  kv: Deno.Kv,
+): Promise<string | undefined> {
+  return (await kv.get<string>(SERVER_VERSION_KEY)).value ?? undefined;
+}
+
+/**
+ * Refuse data a newer server wrote.
+ *
+ * @throws {DataTooNewError} when the recorded version is newer than `version`
+ */
+export async function checkServerVersion(
+  kv: Deno.Kv,
+  version: string,
+): Promise<void> {
+  const found = await serverVersionOf(kv);
+  if (found && compareVersions(found, version) > 0) {
+    throw new DataTooNewError(found, version);
+  }
+}
+
+/** Record `version` as the server that last wrote the data. */
+export async function recordServerVersion(
+  kv: Deno.Kv,
+  version: string,
+): Promise<void> {
+  if (await serverVersionOf(kv) !== version) {
+    await kv.set(SERVER_VERSION_KEY, version);
+  }
+}
+
+/** The migrations that would run on `kv`, oldest first (none when current). */
+export async function pendingMigrations(
+  kv: Deno.Kv,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<Migration[]> {
+  const current = await schemaVersion(kv);
+  const known = migrations.at(-1)?.version ?? 0;
+  if (current > known) throw new SchemaTooNewError(current, known);
+  return migrations.filter((m) => m.version > current);
 }
 
 /** Where migrations report (the server's logger fits). */

@@ -8,7 +8,14 @@
 
 import { AccountStore } from "./accounts.ts";
 import { FailureStore } from "./failures.ts";
-import { migrate, type Migration, type MigrationLog } from "./migrations.ts";
+import {
+  checkServerVersion,
+  migrate,
+  type Migration,
+  type MigrationLog,
+  recordServerVersion,
+} from "./migrations.ts";
+import { APP_VERSION } from "../shared/version.ts";
 import { KvGroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
 
@@ -41,10 +48,17 @@ export interface Store {
   close(): void;
 }
 
-/** Open KV at `path` (file path or URL) and migrate it. */
+/**
+ * Open KV at `path` (file path or URL), refuse it when a newer server wrote
+ * it, migrate it and record this server (`serverVersion`) as its writer.
+ */
 export async function openStore(
   path: string,
-  options: { log?: MigrationLog; migrations?: readonly Migration[] } = {},
+  options: {
+    log?: MigrationLog;
+    migrations?: readonly Migration[];
+    serverVersion?: string;
+  } = {},
 ): Promise<Store> {
   if (!/^https?:\/\//.test(path)) {
     const dir = path.replace(/[^/]*$/, "");
@@ -53,7 +67,11 @@ export async function openStore(
   const kv = await Deno.openKv(path);
   const writes = new KvGroupCommit(kv);
   try {
+    const version = options.serverVersion ?? APP_VERSION;
+    // Refused before anything is written: an older server touches nothing.
+    await checkServerVersion(kv, version);
     const schema = await migrate(kv, options);
+    await recordServerVersion(kv, version);
     return {
       kv,
       accounts: new AccountStore(kv),

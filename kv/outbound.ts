@@ -111,6 +111,25 @@ export class OutboundStore {
     return undefined;
   }
 
+  /**
+   * How many items wait (counting at most `limit`) and when the oldest was
+   * queued (epoch milliseconds), for the metrics.
+   */
+  async stats(limit = 10_000): Promise<{ items: number; oldest?: number }> {
+    let items = 0;
+    let oldest: number | undefined;
+    for await (
+      const entry of this.#kv.list<OutboundItem>({ prefix: keys.outbounds() }, {
+        limit,
+      })
+    ) {
+      items++;
+      const created = entry.value.created.getTime();
+      if (oldest === undefined || created < oldest) oldest = created;
+    }
+    return { items, oldest };
+  }
+
   /** Every item, oldest first, at most `limit` (`domain`: of that one only). */
   async list(limit: number, domain?: string): Promise<OutboundItem[]> {
     const items: OutboundItem[] = [];

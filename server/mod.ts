@@ -21,6 +21,8 @@ import { Logger } from "../core/log/mod.ts";
 import { Dispatcher } from "../core/protocol/mod.ts";
 import { runSession, SessionRegistry } from "../core/session/mod.ts";
 import {
+  AcmeCertificates,
+  ChallengeBoard,
   loadCertificate,
   type ServerCertificate,
   watchCertificate,
@@ -33,6 +35,13 @@ import { moduleCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
+import { scheduleBackups } from "../core/backup/schedule.ts";
+import {
+  observabilityAnswer,
+  type Readiness,
+  serveMetrics,
+  ServerMetrics,
+} from "./observability.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -54,6 +63,10 @@ export interface ServerHandle {
   commands: string[];
   /** The module host. */
   modules: ModuleHost;
+  /** The server's metrics. */
+  metrics: ServerMetrics;
+  /** Port of `/metrics` (AMTP_METRICS_PORT), when on. */
+  metricsPort?: number;
   /** Stop accepting, finish in-flight work, close sessions and KV. */
   close(): Promise<void>;
 }
@@ -64,10 +77,14 @@ export interface StartOptions {
   log?: Logger;
   /** Milliseconds between certificate checks (default one hour). */
   certCheckMs?: number;
+  /** Milliseconds between scheduled backups (tests; AMTP_BACKUP_EVERY otherwise). */
+  backupEveryMs?: number;
   /** Clock of logins and tokens in epoch milliseconds: challenge and token expiry, blocks (tests move it). */
   now?: () => number;
   /** Handshake timeout in milliseconds (tests; AMTP_HANDSHAKE_TIMEOUT otherwise). */
   handshakeTimeoutMs?: number;
+  /** First retry delay after a failed ACME order in milliseconds (default 60 s). */
+  acmeRetryMs?: number;
   /** Module host timing (tests make hang detection quick). */
   moduleHost?: Partial<
     Pick<
@@ -98,7 +115,9 @@ export async function startServer(
   const log = options.log ??
     new Logger({ level: config.logLevel, format: config.logFormat });
   await secureDataDir(config.dataDir);
+  const metrics = new ServerMetrics();
   const store = await openStore(config.kvPath, { log });
+  store.writes.onCommit = (ms) => metrics.kvCommit.observe({}, ms / 1000);
   const names = serverNames(config);
   const certSource = {
     dataDir: config.dataDir,
@@ -106,13 +125,37 @@ export async function startServer(
     certFile: config.certFile,
     keyFile: config.keyFile,
   };
+  // With ACME: its stored certificate, or a self-signed one until the CA
+  // issues one (the challenge is answered on the listeners started below).
+  const board = new ChallengeBoard();
+  const acme = config.acme
+    ? new AcmeCertificates({
+      config: config.acme,
+      dataDir: config.dataDir,
+      log,
+      board,
+      retryBaseMs: options.acmeRetryMs,
+      observe: (result) => metrics.acme.inc({ result }),
+    })
+    : undefined;
   let certificate: ServerCertificate;
   try {
-    certificate = await loadCertificate(certSource, log);
+    certificate = await acme?.stored() ??
+      await loadCertificate(certSource, log);
   } catch (error) {
     store.close();
     throw error;
   }
+  const noteCertificate = (cert: ServerCertificate) => {
+    metrics.certificateExpiry.reset();
+    if (cert.notAfter) {
+      metrics.certificateExpiry.set(
+        { source: cert.selfSigned ? "self-signed" : acme ? "acme" : "file" },
+        Math.floor(cert.notAfter.getTime() / 1000),
+      );
+    }
+  };
+  noteCertificate(certificate);
   const bootstrap = await ensureFirstAdmin(store.accounts, config.dataDir);
 
   const tokens = new TokenService(store.tokens, {
@@ -154,6 +197,9 @@ export async function startServer(
     inbound: (module, delivery) => host.router.inbound(module, delivery),
     profile: (address) => localProfile(store.accounts, address),
     port: () => transportPort,
+    observe: (route, outcome, recipients) =>
+      metrics.deliveries.inc({ route, outcome }, recipients),
+    observeCommand: (answered) => metrics.answered(answered),
   });
   const host = new ModuleHost({
     root: config.modulesDir,
@@ -168,7 +214,10 @@ export async function startServer(
       registry,
       maxFrame: config.maxFrame,
       federation,
+      resolved: (local) =>
+        metrics.deliveries.inc({ route: "local", outcome: "resolved" }, local),
     }),
+    observer: metrics.modules(),
     ...options.moduleHost,
   });
   await host.start();
@@ -180,6 +229,7 @@ export async function startServer(
     verifyToken: (kind, token) => tokens.verify(kind, token),
     routeModule: (request, ctx) => host.router.route(request, ctx),
     timeoutMs: config.commandTimeout * 1000,
+    observe: (answered) => metrics.answered(answered),
   });
   dispatcher.register(
     ...infoCommands({
@@ -211,10 +261,39 @@ export async function startServer(
     maxFrame: config.maxFrame,
     idleTimeoutMs: config.idleTimeout * 1000,
   };
+  let closing: Promise<void> | undefined;
+  let listening = false;
+  const ready: Readiness = async () => {
+    const problems: string[] = [];
+    if (closing) problems.push("shutting down");
+    if (!listening) problems.push("listeners not started");
+    for (const module of host.lifecycle.list()) {
+      if (module.enabled && module.state !== "running") {
+        problems.push(
+          `module ${module.name} ${module.version} ${module.state}`,
+        );
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        store.kv.get(["meta", "schema"]),
+        new Promise((_, reject) =>
+          timer = setTimeout(() => reject(new Error("timeout")), 2000)
+        ),
+      ]);
+    } catch (error) {
+      problems.push(`database: ${String(error)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    return problems;
+  };
   let transports;
   try {
     transports = await startTransports({
       hostname: config.host,
+      hosts: { udp: config.udpHost, tcp: config.tcpHost },
       port: config.port,
       cert: certificate.certPem,
       key: certificate.keyPem,
@@ -236,7 +315,8 @@ export async function startServer(
           log,
         }),
       httpHandler: async (request) =>
-        await federation.handleHttp(request) ?? homePage(request),
+        await observabilityAnswer(request, ready) ??
+          await federation.handleHttp(request) ?? homePage(request),
       log,
     });
   } catch (error) {
@@ -244,18 +324,92 @@ export async function startServer(
     throw error;
   }
   transportPort = transports.port;
+  listening = true;
+  let metricsListener: ReturnType<typeof serveMetrics> | undefined;
+  let challengeListener: ReturnType<typeof serveMetrics> | undefined;
+  try {
+    metricsListener = config.metrics
+      ? serveMetrics(
+        "AMTP_METRICS_PORT",
+        config.metrics,
+        async (request) =>
+          await observabilityAnswer(request, ready, metrics) ??
+            new Response("not found\n", { status: 404 }),
+      )
+      : undefined;
+    // HTTP-01: a plain HTTP listener for the CA's requests (port 80 in production).
+    challengeListener = config.acme
+      ? serveMetrics(
+        "AMTP_ACME_HTTP_PORT",
+        { host: config.tcpHost, port: config.acme.httpPort },
+        (request) =>
+          Promise.resolve(
+            board.httpAnswer(request) ??
+              new Response("not found\n", { status: 404 }),
+          ),
+      )
+      : undefined;
+  } catch (error) {
+    // Nothing stays open behind a refused start.
+    await metricsListener?.close();
+    await transports.stop();
+    await federation.close();
+    await host.close();
+    transports.close();
+    store.close();
+    throw error;
+  }
+  metrics.registry.collect(async () => {
+    metrics.sessions.reset();
+    for (const [transport, count] of registry.byTransport()) {
+      metrics.sessions.set({ transport }, count);
+    }
+    metrics.sessions.set({ transport: "peer" }, peers.size);
+    const queue = await federation.queueStats();
+    metrics.queueItems.set({}, queue.items);
+    metrics.queueOldest.set(
+      {},
+      queue.oldest === undefined
+        ? 0
+        : Math.max(0, (Date.now() - queue.oldest) / 1000),
+    );
+  });
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
-  const stopWatching = watchCertificate(certSource, certificate, {
-    intervalMs: options.certCheckMs ?? 3_600_000,
-    log,
-    apply: async (next) => {
-      await transports.setCertificate(next.certPem, next.keyPem);
-      certificate = next;
-    },
-  });
+  const apply = async (next: ServerCertificate) => {
+    await transports.setCertificate(next.certPem, next.keyPem);
+    certificate = next;
+    noteCertificate(next);
+  };
+  let stopWatching: () => void;
+  if (acme) {
+    acme.start(certificate, async (next) => {
+      await apply(next);
+      log.info("certificate_reloaded", { sha256: next.sha256, source: "acme" });
+    });
+    stopWatching = () => acme.stop();
+  } else {
+    stopWatching = watchCertificate(certSource, certificate, {
+      intervalMs: options.certCheckMs ?? 3_600_000,
+      log,
+      apply,
+    });
+  }
 
-  let closing: Promise<void> | undefined;
+  const stopBackups = config.backup
+    ? scheduleBackups({
+      from: { dataDir: config.dataDir, kvPath: config.kvPath },
+      dir: config.backup.dir,
+      everyMs: options.backupEveryMs ?? config.backup.everySeconds * 1000,
+      keep: config.backup.keep,
+      log,
+      observe: (ok, at) => {
+        metrics.backups.inc({ result: ok ? "ok" : "failed" });
+        if (ok) metrics.backupLast.set({}, Math.floor(at.getTime() / 1000));
+      },
+    })
+    : undefined;
+
   return {
     port: transports.port,
     hostname: config.hostname,
@@ -266,10 +420,15 @@ export async function startServer(
     registry,
     commands: dispatcher.commandNames(),
     modules: host,
+    metrics,
+    metricsPort: metricsListener?.port,
     close() {
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
         stopWatching();
+        await stopBackups?.();
+        await metricsListener?.close();
+        await challengeListener?.close();
         await transports.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);

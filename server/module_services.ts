@@ -29,6 +29,8 @@ export interface ServiceParts {
   maxFrame: number;
   /** Federation (the outbound queue). */
   federation: Federation;
+  /** Told how many mailboxes here a module's resolution found (metrics). */
+  resolved?: (mailboxes: number) => void;
 }
 
 /** Every core service for modules. */
@@ -59,8 +61,13 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
     log: ({ log }, level, event, fields = {}) => {
       log[level](`module_${event}`, fields);
     },
-    "accounts.resolve": (_caller, addresses) =>
-      resolveRecipients(parts.store.accounts, addresses),
+    "accounts.resolve": async (_caller, addresses) => {
+      const results = await resolveRecipients(parts.store.accounts, addresses);
+      parts.resolved?.(
+        results.reduce((n, r) => n + r.mailboxes.length, 0),
+      );
+      return results;
+    },
     "accounts.profile": (_caller, address) =>
       localProfile(parts.store.accounts, address),
     "federation.send": ({ manifest }, delivery) =>

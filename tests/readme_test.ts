@@ -14,6 +14,7 @@
 
 import assert from "node:assert/strict";
 import { startServerProcess } from "../testing/process.ts";
+import { waitFor } from "../testing/helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -82,6 +83,8 @@ Deno.test("readme: the walk-through works from a fresh copy and leaves git statu
     });
   let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
   let watcher: Deno.ChildProcess | undefined;
+  let watcherOut: Promise<{ stdout: string; stderr: string }> | undefined;
+  let watcherText = "";
   try {
     // A fresh copy of what is committed and changed here (what a clone has).
     const tracked = (await run("git", ["ls-files", "-z"], { cwd: ROOT, env }))
@@ -120,6 +123,30 @@ Deno.test("readme: the walk-through works from a fresh copy and leaves git statu
           stdout: "piped",
           stderr: "piped",
         }).spawn();
+        const decoder = new TextDecoder();
+        const read = async (
+          stream: ReadableStream<Uint8Array>,
+          seen: (text: string) => void = () => {},
+        ) => {
+          let text = "";
+          for await (const chunk of stream) seen(text += decoder.decode(chunk));
+          return text;
+        };
+        const [out, err] = [
+          read(watcher.stdout, (text) => watcherText = text),
+          read(watcher.stderr),
+        ];
+        watcherOut = Promise.all([out, err]).then(([stdout, stderr]) => ({
+          stdout,
+          stderr,
+        }));
+        // As a person would: write once the other terminal says it watches
+        // (a message sent before that is not "new" to it).
+        await waitFor(
+          () => watcherText.includes("watching "),
+          60_000,
+          "the watch to start",
+        );
         continue;
       }
       if (command.includes("MESSAGE_ID")) {
@@ -152,16 +179,10 @@ Deno.test("readme: the walk-through works from a fresh copy and leaves git statu
     assert.doesNotMatch(all, /\/\/menu/);
     assert.match(all, /safety code of you and bob@example\.org/);
     assert.ok(watcher, "the walk-through has no watch");
-    const watched = await watcher.output();
-    assert.equal(
-      watched.code,
-      0,
-      new TextDecoder().decode(watched.stderr),
-    );
-    assert.match(
-      new TextDecoder().decode(watched.stdout),
-      /new: .*alice@example\.org/,
-    );
+    const watchedCode = (await watcher.status).code;
+    const watched = await watcherOut!;
+    assert.equal(watchedCode, 0, watched.stderr);
+    assert.match(watched.stdout, /new: .*alice@example\.org/);
     watcher = undefined;
 
     // Nothing new in the repository: keys and sessions are in the home folder.

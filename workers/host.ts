@@ -27,7 +27,8 @@ import { startProcess } from "./isolation/process.ts";
 import { startWorker } from "./isolation/worker.ts";
 import { ModuleLifecycle } from "./lifecycle.ts";
 import { discoverManifests, type Manifest } from "./manifest.ts";
-import { ModuleRouter } from "./router.ts";
+import { type ModuleObserver, ModuleRouter } from "./router.ts";
+import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { serveService, type ServiceImplementation } from "./services.ts";
 import { Supervisor } from "./supervisor.ts";
 import { ModuleTable, type Slot } from "./table.ts";
@@ -63,6 +64,8 @@ export interface ModuleHostOptions {
   restartBaseMs?: number;
   /** Hangs in worker mode after which a version moves to process isolation (default 1). */
   hangsBeforeProcess?: number;
+  /** Told of calls, restarts and denials (the server's metrics). */
+  observer?: ModuleObserver;
 }
 
 /** An absolute path (module graphs and permissions name absolute paths). */
@@ -108,14 +111,31 @@ export class ModuleHost {
       table: this.#table,
       log: this.#log,
       open: (slot) => this.#open(slot),
-      serve: (caller, method, args) =>
-        serveService(options.services, { coreStorage }, caller, method, args),
+      serve: (caller, method, args) => {
+        try {
+          return serveService(
+            options.services,
+            { coreStorage },
+            caller,
+            method,
+            args,
+          );
+        } catch (error) {
+          if (
+            error instanceof ProtocolError && error.code === ErrorCode.FORBIDDEN
+          ) {
+            options.observer?.denied(caller.manifest.name);
+          }
+          throw error;
+        }
+      },
       storePath: (name) => this.#storePath(name),
       heartbeat: this.#heartbeat,
       restartBaseMs: options.restartBaseMs ?? 100,
       hangsBeforeProcess: options.hangsBeforeProcess ?? 1,
+      observer: options.observer,
     });
-    this.router = new ModuleRouter(this.#table);
+    this.router = new ModuleRouter(this.#table, options.observer);
     this.lifecycle = new ModuleLifecycle({
       table: this.#table,
       supervisor: this.#supervisor,

@@ -83,6 +83,7 @@ export class ModuleInstance {
   readonly #channel: Channel;
   readonly #endpoint: Endpoint;
   readonly #serveService: ServeService;
+  readonly #denied?: () => void;
   readonly #caller: ServiceCaller;
   readonly #log: Logger;
   readonly #heartbeat: HeartbeatOptions;
@@ -122,12 +123,15 @@ export class ModuleInstance {
       storePath?: string;
       /** Clock in milliseconds (tests inject one). */
       now?: () => number;
+      /** Told when the module tried an operation it has no permission for. */
+      denied?: () => void;
     },
   ) {
     this.manifest = manifest;
     this.#channel = channel;
     this.isolation = options.isolation;
     this.#serveService = options.serve;
+    this.#denied = options.denied;
     this.#log = options.log.child({
       module: manifest.name,
       version: manifest.version,
@@ -281,6 +285,7 @@ export class ModuleInstance {
     if (!(error instanceof RemoteError)) return error as Error;
     if (error.code === "not_capable") {
       this.#log.warn("module_permission_denied", { message: error.message });
+      this.#denied?.();
       return new ProtocolError(
         ErrorCode.INTERNAL,
         "the module tried an operation it has no permission for",

@@ -19,4 +19,5 @@ export {
   parseManifest,
 } from "./manifest.ts";
 export type { ServiceCaller, ServiceImplementation } from "./services.ts";
+export type { ModuleObserver } from "./router.ts";
 export { KvStorage } from "./sdk/storage.ts";

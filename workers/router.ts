@@ -25,6 +25,17 @@ import {
 } from "./semver.ts";
 import type { ModuleInstance } from "./instance.ts";
 import type { ModuleTable, Slot } from "./table.ts";
+import { inSpan } from "../core/trace/mod.ts";
+
+/** Told of what modules do (the server's metrics). */
+export interface ModuleObserver {
+  /** A call (`call` or `inbound`) answered, well or not. */
+  called(module: string, method: "call" | "inbound", ok: boolean): void;
+  /** A copy restarted after it went down. */
+  restarted(module: string): void;
+  /** A service or an operation the module has no grant or permission for. */
+  denied(module: string): void;
+}
 
 /** Request fields that belong to the envelope, not to the module. */
 const ENVELOPE = new Set([
@@ -55,10 +66,12 @@ export interface AvailableModule {
 /** Routes calls to module versions. */
 export class ModuleRouter {
   readonly #table: ModuleTable;
+  readonly #observer?: ModuleObserver;
 
   /** Route over the versions of `table`. */
-  constructor(table: ModuleTable) {
+  constructor(table: ModuleTable, observer?: ModuleObserver) {
     this.#table = table;
+    this.#observer = observer;
   }
 
   /** The version that serves `range` (or the default) of module `name`. */
@@ -131,17 +144,29 @@ export class ModuleRouter {
     const caller = ctx.caller as Caller;
     const started = performance.now();
     slot.calls++;
+    let ok = false;
     try {
-      return await instance.call(command, {
-        address: caller.name,
-        session: ctx.session.id,
-      }, params);
+      const data = await inSpan("amtp.module.call", {
+        attributes: {
+          "amtp.module": name,
+          "amtp.module.version": slot.manifest.version,
+          "amtp.command": command,
+          "amtp.isolation": slot.isolation,
+        },
+      }, () =>
+        instance.call(command, {
+          address: caller.name,
+          session: ctx.session.id,
+        }, params));
+      ok = true;
+      return data;
     } catch (error) {
       slot.errors++;
       throw error;
     } finally {
       slot.latencies.push(performance.now() - started);
       if (slot.latencies.length > SAMPLES) slot.latencies.shift();
+      this.#observer?.called(name, "call", ok);
     }
   }
 
@@ -160,10 +185,23 @@ export class ModuleRouter {
         `module ${name} takes no deliveries from other servers`,
       );
     }
-    return await instance.inbound({
-      address: delivery.from,
-      session: `peer:${delivery.peer ?? "local"}`,
-    }, delivery);
+    let ok = false;
+    try {
+      const result = await inSpan("amtp.module.inbound", {
+        attributes: {
+          "amtp.module": name,
+          "amtp.module.version": slot.manifest.version,
+        },
+      }, () =>
+        instance.inbound({
+          address: delivery.from,
+          session: `peer:${delivery.peer ?? "local"}`,
+        }, delivery));
+      ok = true;
+      return result;
+    } finally {
+      this.#observer?.called(name, "inbound", ok);
+    }
   }
 
   /** Modules and versions clients may use, for `info`. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { ModuleObserver } from "./router.ts";
 import type { Logger } from "../core/log/mod.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import {
@@ -48,6 +49,8 @@ export interface SupervisorOptions {
   hangsBeforeProcess: number;
   /** Clock in epoch milliseconds (tests move it). */
   now?: () => number;
+  /** Told of restarts and denials. */
+  observer?: ModuleObserver;
 }
 
 /** Starts, restarts and stops module copies. */
@@ -77,6 +80,7 @@ export class Supervisor {
         log: this.#options.log,
         heartbeat: this.#options.heartbeat,
         storePath: this.#options.storePath(slot.manifest.name),
+        denied: () => this.#options.observer?.denied(slot.manifest.name),
       });
     } catch (error) {
       if (error instanceof ImportRefusedError) this.#refuse(slot, error);
@@ -225,6 +229,7 @@ export class Supervisor {
       slot.restartTimer = undefined;
       if (this.#closed || !slot.enabled || !slot.loaded) return;
       slot.restarts++;
+      this.#options.observer?.restarted(slot.manifest.name);
       this.launch(slot);
     }, delay);
   }

@@ -9,6 +9,10 @@
  * deno task admin enable NAME                     re-enable a disabled admin
  * deno task admin list-admins
  * deno task admin unblock --all | account ID | ip ADDRESS | account_ip ID|SOURCE
+ * deno task admin backup DIR                      online backup of every database (the server may run)
+ * deno task admin verify-backup DIR               check a backup's manifest and checksums
+ * deno task admin restore DIR                     restore into an empty data folder (server stopped)
+ * deno task admin migrate [--dry-run]             bring the data to this server's schema (or say what would change)
  * ```
  *
  * `unblock account ID` also lifts that account's per-source blocks, `unblock
@@ -26,7 +30,23 @@ import {
   makeKeyRecord,
   sourceOf,
 } from "../auth/mod.ts";
-import { ConfigError, loadConfig } from "../config/mod.ts";
+import { type Config, ConfigError, loadConfig } from "../config/mod.ts";
+import {
+  BackupError,
+  restoreBackup,
+  takeBackup,
+  verifyBackup,
+} from "../backup/mod.ts";
+import {
+  checkServerVersion,
+  migrate,
+  MIGRATIONS,
+  pendingMigrations,
+  recordServerVersion,
+  schemaVersion,
+  serverVersionOf,
+} from "../../kv/migrations.ts";
+import { APP_VERSION } from "../../shared/version.ts";
 import { loadEnvFile } from "../../shared/env_file.ts";
 import { normalizeAdminName } from "../../shared/identity.ts";
 import { ServerKeys } from "../federation/keys.ts";
@@ -37,7 +57,11 @@ const USAGE = `usage:
   deno task admin enable NAME
   deno task admin list-admins
   deno task admin unblock --all | account ID | ip ADDRESS | account_ip 'ID|SOURCE'
-  deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key`;
+  deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key
+  deno task admin backup DIR             (online: the server may run)
+  deno task admin verify-backup DIR
+  deno task admin restore DIR            (into an empty AMTP_DATA)
+  deno task admin migrate [--dry-run]`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -58,6 +82,9 @@ export async function main(args: string[]): Promise<number> {
     throw error;
   }
   const [verb, target] = args;
+  // These must not open (and so migrate) the store first.
+  const data = await dataCommand(verb, target, args, config);
+  if (data !== undefined) return data;
   const store = await openStore(config.kvPath);
   try {
     switch (verb) {
@@ -181,6 +208,95 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   } finally {
     store.close();
+  }
+}
+
+/** Backup, restore and migrate; undefined for other verbs. */
+async function dataCommand(
+  verb: string | undefined,
+  target: string | undefined,
+  args: string[],
+  config: Config,
+): Promise<number | undefined> {
+  const where = {
+    dataDir: config.dataDir,
+    kvPath: config.kvPath,
+    exclude: config.backup ? [config.backup.dir] : [],
+  };
+  try {
+    switch (verb) {
+      case "backup": {
+        if (!target) return undefined;
+        const manifest = await takeBackup(where, target);
+        console.log(
+          `backup of ${config.dataDir} in ${target}: ${manifest.files.length} files, schema ${manifest.schema}, server ${manifest.version}`,
+        );
+        console.log(
+          "it holds the server's private keys: keep it as secret as the data folder",
+        );
+        return 0;
+      }
+      case "verify-backup": {
+        if (!target) return undefined;
+        const manifest = await verifyBackup(target);
+        console.log(
+          `backup ${target} is whole: ${manifest.files.length} files, schema ${manifest.schema}, server ${manifest.version}, taken ${manifest.created}`,
+        );
+        return 0;
+      }
+      case "restore": {
+        if (!target) return undefined;
+        const manifest = await restoreBackup(target, where);
+        console.log(
+          `restored ${manifest.files.length} files of the backup taken ${manifest.created} into ${config.dataDir}`,
+        );
+        return 0;
+      }
+      case "migrate":
+        return await migrateCommand(config.kvPath, args.includes("--dry-run"));
+    }
+  } catch (error) {
+    if (error instanceof BackupError) {
+      console.error(`${verb} refused (${error.code}): ${error.message}`);
+      return 1;
+    }
+    console.error(`error: ${error instanceof Error ? error.message : error}`);
+    return 1;
+  }
+  return undefined;
+}
+
+/** `migrate [--dry-run]`: what would change, or change it. */
+async function migrateCommand(path: string, dryRun: boolean): Promise<number> {
+  const kv = await Deno.openKv(path);
+  try {
+    await checkServerVersion(kv, APP_VERSION);
+    const written = await serverVersionOf(kv) ?? "(not recorded)";
+    const schema = await schemaVersion(kv);
+    const pending = await pendingMigrations(kv);
+    console.log(
+      `data: schema ${schema}, last written by server ${written}; this server: ${APP_VERSION}, schema ${
+        MIGRATIONS.at(-1)?.version ?? 0
+      }`,
+    );
+    if (pending.length === 0) {
+      console.log("nothing to migrate");
+    }
+    for (const migration of pending) {
+      console.log(
+        `${
+          dryRun ? "would run" : "running"
+        } migration ${migration.version}: ${migration.description}`,
+      );
+    }
+    if (!dryRun && pending.length > 0) {
+      await migrate(kv);
+      await recordServerVersion(kv, APP_VERSION);
+      console.log(`data now at schema ${await schemaVersion(kv)}`);
+    }
+    return 0;
+  } finally {
+    kv.close();
   }
 }
 

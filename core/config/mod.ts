@@ -91,7 +91,34 @@ export interface Config {
   policyServers: string[];
   /** `amtp-dkim` values of the other servers of these domains, added to the policy's keys. */
   policyKeys: string[];
+  /** Listen address of QUIC (UDP); `host` unless set. */
+  udpHost: string;
+  /** Listen address of TLS/WebSocket (TCP); `host` unless set. */
+  tcpHost: string;
+  /** Certificates from an ACME CA, or undefined when off. */
+  acme?: AcmeConfig;
+  /** The metrics listener (`/metrics`, `/healthz`, `/readyz`), or undefined when off. */
+  metrics?: { host: string; port: number };
+  /** Backups taken by the server itself, or undefined when off. */
+  backup?: { dir: string; everySeconds: number; keep: number };
 }
+
+/** Certificates from an ACME CA (RFC 8555). */
+export interface AcmeConfig {
+  /** The CA's directory URL. */
+  directory: string;
+  /** Contact address of the ACME account. */
+  email: string;
+  /** Names of the certificate: `AMTP_HOSTNAME` first, then `AMTP_ACME_NAMES`. */
+  names: string[];
+  /** Port of the HTTP-01 challenge listener (80 for a public CA). */
+  httpPort: number;
+  /** PEM file of CAs trusted for the directory's HTTPS (a test CA); system roots otherwise. */
+  caFile?: string;
+}
+
+/** Let's Encrypt's production directory. */
+export const LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory";
 
 /** A configuration variable with an invalid value. */
 export class ConfigError extends Error {
@@ -288,6 +315,78 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "30",
     description: "seconds before a command is answered with a timeout",
   },
+  {
+    name: "AMTP_UDP_HOST",
+    default: "<AMTP_HOST>",
+    description:
+      "listen address of QUIC/WebTransport (UDP), for hosts that take UDP on another address than TCP",
+  },
+  {
+    name: "AMTP_TCP_HOST",
+    default: "<AMTP_HOST>",
+    description: "listen address of WebSocket and HTTPS (TCP)",
+  },
+  {
+    name: "AMTP_ACME",
+    default: "0",
+    description:
+      "1: obtain and renew the certificate from an ACME CA (needs AMTP_ACME_EMAIL; not with AMTP_CERT)",
+  },
+  {
+    name: "AMTP_ACME_EMAIL",
+    default: "",
+    description: "contact address of the ACME account",
+  },
+  {
+    name: "AMTP_ACME_DIRECTORY",
+    default: LETS_ENCRYPT,
+    description: "the ACME CA's directory URL (Let's Encrypt by default)",
+  },
+  {
+    name: "AMTP_ACME_NAMES",
+    default: "",
+    description:
+      "more names for the certificate besides AMTP_HOSTNAME (comma-separated: the web app's name, amtp-policy.<domain>)",
+  },
+  {
+    name: "AMTP_ACME_HTTP_PORT",
+    default: "80",
+    description:
+      "port of the plain HTTP listener that answers the CA's HTTP-01 challenges (80 for a public CA)",
+  },
+  {
+    name: "AMTP_ACME_CA",
+    default: "",
+    description:
+      "PEM file of CAs trusted for the ACME directory's HTTPS (a test CA such as Pebble's); system roots otherwise",
+  },
+  {
+    name: "AMTP_METRICS_PORT",
+    default: "",
+    description:
+      "port of /metrics, /healthz and /readyz (plain HTTP); off when empty, 0 picks a free one",
+  },
+  {
+    name: "AMTP_METRICS_HOST",
+    default: "127.0.0.1",
+    description: "listen address of the metrics port",
+  },
+  {
+    name: "AMTP_BACKUP_DIR",
+    default: "",
+    description:
+      "folder the server writes backups to on its own (one folder per backup); off when empty",
+  },
+  {
+    name: "AMTP_BACKUP_EVERY",
+    default: "86400",
+    description: "seconds between backups",
+  },
+  {
+    name: "AMTP_BACKUP_KEEP",
+    default: "7",
+    description: "backups kept (the oldest beyond are removed)",
+  },
 ];
 
 type Env = Record<string, string | undefined>;
@@ -342,6 +441,72 @@ function dnsVar(env: Env): string | undefined {
   return `${match[1].replace(/^\[|\]$/g, "")}:${match[2]}`;
 }
 
+/** An optional listen address (IP or name), or undefined when unset. */
+function hostVar(env: Env, name: string): string | undefined {
+  const raw = (env[name] ?? "").trim();
+  if (!raw) return undefined;
+  if (!/^[0-9a-fA-F:.]+$/.test(raw) && !HOSTNAME_RE.test(raw)) {
+    throw new ConfigError(name, `"${raw}" is not an IP address or host name`);
+  }
+  return raw;
+}
+
+function acmeVar(
+  env: Env,
+  hostname: string,
+  certFile: string | undefined,
+): AcmeConfig | undefined {
+  const on = (env.AMTP_ACME ?? "").trim().toLowerCase();
+  if (!on || on === "0" || on === "false") return undefined;
+  if (on !== "1" && on !== "true") {
+    throw new ConfigError(
+      "AMTP_ACME",
+      `"${on}" is not allowed (allowed: 0, 1)`,
+    );
+  }
+  if (certFile) {
+    throw new ConfigError(
+      "AMTP_ACME",
+      "AMTP_ACME and AMTP_CERT/AMTP_KEY exclude each other: the certificate comes from one or the other",
+    );
+  }
+  if (hostname === "localhost" || /^[0-9.]+$/.test(hostname)) {
+    throw new ConfigError(
+      "AMTP_HOSTNAME",
+      `"${hostname}" cannot have a CA certificate: set the server's public DNS name`,
+    );
+  }
+  const email = (env.AMTP_ACME_EMAIL ?? "").trim();
+  if (!/^[^\s@]+@[^\s@]+$/.test(email)) {
+    throw new ConfigError(
+      "AMTP_ACME_EMAIL",
+      `"${email}" is not an email address (the CA's contact for this account)`,
+    );
+  }
+  const directory = (env.AMTP_ACME_DIRECTORY ?? "").trim() || LETS_ENCRYPT;
+  if (!/^https:\/\/[^\s]+$/.test(directory)) {
+    throw new ConfigError(
+      "AMTP_ACME_DIRECTORY",
+      `"${directory}" is not an https URL`,
+    );
+  }
+  const extra = (env.AMTP_ACME_NAMES ?? "").split(",").map((n) =>
+    n.trim().toLowerCase()
+  ).filter(Boolean);
+  for (const name of extra) {
+    if (!HOSTNAME_RE.test(name)) {
+      throw new ConfigError("AMTP_ACME_NAMES", `"${name}" is not a DNS name`);
+    }
+  }
+  return {
+    directory,
+    email,
+    names: [...new Set([hostname, ...extra])],
+    httpPort: intVar(env, "AMTP_ACME_HTTP_PORT", 1, 65535),
+    caFile: (env.AMTP_ACME_CA ?? "").trim() || undefined,
+  };
+}
+
 /**
  * Read and validate the configuration from an environment.
  *
@@ -383,9 +548,30 @@ export function loadConfig(env: Env): Config {
       `"${moduleStorage}" is not allowed (allowed: files, core)`,
     );
   }
+  const udpHost = hostVar(env, "AMTP_UDP_HOST") ?? host;
+  const tcpHost = hostVar(env, "AMTP_TCP_HOST") ?? host;
+  const acme = acmeVar(env, hostname, certFile);
+  const metricsPort = (env.AMTP_METRICS_PORT ?? "").trim();
+  const backupDir = (env.AMTP_BACKUP_DIR ?? "").trim();
   return {
     moduleStorage,
     host,
+    udpHost,
+    tcpHost,
+    acme,
+    metrics: metricsPort
+      ? {
+        host: hostVar(env, "AMTP_METRICS_HOST") ?? "127.0.0.1",
+        port: intVar(env, "AMTP_METRICS_PORT", 0, 65535),
+      }
+      : undefined,
+    backup: backupDir
+      ? {
+        dir: backupDir,
+        everySeconds: intVar(env, "AMTP_BACKUP_EVERY", 60, 365 * 86_400),
+        keep: intVar(env, "AMTP_BACKUP_KEEP", 1, 1000),
+      }
+      : undefined,
     port: intVar(env, "AMTP_PORT", 0, 65535),
     dataDir,
     kvPath,

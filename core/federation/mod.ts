@@ -23,6 +23,7 @@ import type { Config } from "../config/mod.ts";
 import { splitAddress } from "../../shared/identity.ts";
 import type { Logger } from "../log/mod.ts";
 import {
+  type Answered,
   type Command,
   defineCommand,
   Dispatcher,
@@ -43,7 +44,7 @@ import {
   PolicyStore,
 } from "./policy.ts";
 import { enqueueOutbound, type OutboundDelivery } from "./outbox.ts";
-import { OutboundQueue } from "./queue.ts";
+import { type DeliveryOutcome, OutboundQueue } from "./queue.ts";
 
 /** Seconds a remote profile is cached. */
 export const PROFILE_CACHE_SECONDS = 300;
@@ -66,6 +67,14 @@ export interface FederationDeps {
   profile: (address: string) => Promise<Record<string, unknown> | null>;
   /** The port this server listens on (for the records to publish). */
   port: () => number;
+  /** Told of deliveries: remote ones after each attempt, inbound ones as taken (metrics). */
+  observe?: (
+    route: "remote" | "inbound",
+    outcome: DeliveryOutcome,
+    recipients: number,
+  ) => void;
+  /** Told of every answered server-to-server request (metrics). */
+  observeCommand?: (answered: Answered) => void;
 }
 
 /** Running federation. */
@@ -126,6 +135,8 @@ export class Federation {
       lifetimeMs: config.federationLifetime * 1000,
       retryBaseMs: config.federationRetry * 1000,
       retryMaxMs: config.federationRetryMax * 1000,
+      observe: (outcome, recipients) =>
+        deps.observe?.("remote", outcome, recipients),
       bounce: async (item, failures) => {
         await deps.inbound(item.module, {
           kind: "bounce",
@@ -141,13 +152,27 @@ export class Federation {
       log: log.child({ part: "s2s" }),
       moduleEnvelope: false,
       timeoutMs: 30_000,
+      spanName: "amtp.s2s",
+      observe: deps.observeCommand,
     });
     this.dispatcher.register(...inboundCommands({
       dns: this.dns,
       self: config.hostname,
       policies: this.policies,
       accounts: deps.accounts,
-      deliver: deps.inbound,
+      deliver: async (module, delivery) => {
+        const answer = await deps.inbound(module, delivery);
+        const delivered = answer.recipients.filter((r) =>
+          r.status === "delivered"
+        ).length;
+        deps.observe?.("inbound", "delivered", delivered);
+        deps.observe?.(
+          "inbound",
+          "bounced",
+          answer.recipients.length - delivered,
+        );
+        return answer;
+      },
       profile: deps.profile,
     }));
   }
@@ -168,6 +193,11 @@ export class Federation {
       );
     }
     return new Federation(deps, keys, caCerts);
+  }
+
+  /** Items waiting in the outbound queue and when the oldest was queued. */
+  queueStats(): Promise<{ items: number; oldest?: number }> {
+    return this.#outbound.stats();
   }
 
   /** Queue a payload for remote recipients and wake the queue. */

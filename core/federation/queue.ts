@@ -16,6 +16,7 @@
  * @module
  */
 
+import { currentTraceparent, inSpan, SpanKind } from "../trace/mod.ts";
 import type {
   OutboundEntry,
   OutboundItem,
@@ -74,7 +75,12 @@ export interface QueueOptions {
   now?: () => number;
   /** Random numbers in [0, 1) for the retry jitter (tests fix them). */
   random?: () => number;
+  /** Told of each attempt's outcome per recipient (metrics). */
+  observe?: (outcome: DeliveryOutcome, recipients: number) => void;
 }
+
+/** What became of recipients of a queued item after one attempt. */
+export type DeliveryOutcome = "delivered" | "bounced" | "deferred";
 
 function senderDomain(from: string): string {
   return from.slice(from.lastIndexOf("@") + 1);
@@ -214,7 +220,20 @@ export class OutboundQueue {
     return await this.#store.nextDue() ?? Infinity;
   }
 
-  async #deliver(entry: OutboundEntry): Promise<void> {
+  /** One attempt at an item, in a span whose context travels with it. */
+  #deliver(entry: OutboundEntry): Promise<void> {
+    return inSpan("amtp.delivery", {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "amtp.domain": entry.value.domain,
+        "amtp.module": entry.value.module,
+        "amtp.recipients": entry.value.to.length,
+        "amtp.attempt": entry.value.attempts + 1,
+      },
+    }, () => this.#attempt(entry));
+  }
+
+  async #attempt(entry: OutboundEntry): Promise<void> {
     const item = entry.value;
     const now = this.#now();
     if (now - item.created.getTime() > this.#options.lifetimeMs) {
@@ -246,6 +265,7 @@ export class OutboundQueue {
           to: item.to,
           id: item.delivery_id,
           payload: item.payload as Record<string, unknown>,
+          traceparent: currentTraceparent(),
         },
       );
       results = answer.recipients;
@@ -295,7 +315,14 @@ export class OutboundQueue {
     if (retry.length === 0) {
       await this.#finish(entry, failures);
     } else {
-      if (failures.length) await this.#options.bounce(item, failures);
+      this.#options.observe?.(
+        "delivered",
+        item.to.length - failures.length - retry.length,
+      );
+      if (failures.length) {
+        this.#options.observe?.("bounced", failures.length);
+        await this.#options.bounce(item, failures);
+      }
       const reasons = results.filter((r) => retry.includes(r.address)).map((
         r,
       ) => r.message).join("; ");
@@ -308,7 +335,9 @@ export class OutboundQueue {
     failures: Failure[],
   ): Promise<void> {
     const item = entry.value;
+    this.#options.observe?.("delivered", item.to.length - failures.length);
     if (failures.length > 0) {
+      this.#options.observe?.("bounced", failures.length);
       try {
         await this.#options.bounce(item, failures);
       } catch (error) {
@@ -342,6 +371,7 @@ export class OutboundQueue {
     reason: string,
   ): Promise<void> {
     const item = entry.value;
+    this.#options.observe?.("deferred", to.length);
     const attempts = item.attempts + 1;
     const base = Math.min(
       this.#options.retryMaxMs,

@@ -11,6 +11,7 @@ import type { Logger } from "../log/mod.ts";
 import type { Document, RequestId, Response } from "../wire/mod.ts";
 import { isRequestId } from "../wire/mod.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
+import { inSpan, SpanKind } from "../trace/mod.ts";
 import { type Params, type ParamSchema, validateParams } from "./params.ts";
 
 /** Which token a command needs. */
@@ -107,6 +108,22 @@ export interface DispatcherOptions {
    * sessions). On server-to-server sessions it is an ordinary parameter.
    */
   moduleEnvelope?: boolean;
+  /** Told of every answered request (metrics). */
+  observe?: (answered: Answered) => void;
+  /** Name of the command spans (`amtp.command`, `amtp.s2s`). */
+  spanName?: string;
+}
+
+/** One answered request, for metrics. */
+export interface Answered {
+  /** The command name as sent (empty when none). */
+  command: string;
+  /** The module it went to, if any. */
+  module?: string;
+  /** The error code answered (0 for success). */
+  error: number;
+  /** Milliseconds from receipt to answer. */
+  ms: number;
 }
 
 const TOKEN_PARAM = { admin: "admin_token", user: "user_token" } as const;
@@ -123,6 +140,8 @@ export class Dispatcher {
   >();
   #sweeper?: ReturnType<typeof setInterval>;
   readonly #moduleEnvelope: boolean;
+  readonly #observe?: (answered: Answered) => void;
+  readonly #spanName: string;
 
   /** Create a dispatcher. */
   constructor(options: DispatcherOptions) {
@@ -131,6 +150,8 @@ export class Dispatcher {
     this.#verifyToken = options.verifyToken;
     this.#routeModule = options.routeModule;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#observe = options.observe;
+    this.#spanName = options.spanName ?? "amtp.command";
   }
 
   /** Register commands; a name registered twice is a programming error. */
@@ -149,9 +170,43 @@ export class Dispatcher {
     return [...this.#commands.keys()].sort();
   }
 
-  /** Answer one decoded request. Never throws. */
+  /**
+   * Answer one decoded request, in a span (continuing the trace of a
+   * `traceparent` it carries). Never throws.
+   */
   async dispatch(request: Document, session: SessionInfo): Promise<Response> {
+    const started = performance.now();
     const command = typeof request.command === "string" ? request.command : "";
+    const module = this.#moduleEnvelope && typeof request.module === "string"
+      ? request.module
+      : undefined;
+    const response = await inSpan(this.#spanName, {
+      kind: SpanKind.SERVER,
+      traceparent: request.traceparent,
+      attributes: {
+        "amtp.command": command.slice(0, 128),
+        "amtp.transport": session.transport,
+        ...(module ? { "amtp.module": module.slice(0, 64) } : {}),
+      },
+    }, async (span) => {
+      const response = await this.#answer(command, request, session);
+      span.setAttribute("amtp.error", response.error);
+      return response;
+    });
+    this.#observe?.({
+      command,
+      module,
+      error: response.error,
+      ms: performance.now() - started,
+    });
+    return response;
+  }
+
+  async #answer(
+    command: string,
+    request: Document,
+    session: SessionInfo,
+  ): Promise<Response> {
     const requestID = request.requestID;
     const response: Response = { command, error: ErrorCode.OK };
     if (requestID !== undefined) response.requestID = requestID as RequestId;

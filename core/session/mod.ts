@@ -132,6 +132,16 @@ export class SessionRegistry {
     return this.#sessions.size;
   }
 
+  /** Open sessions by transport (`webtransport`, `websocket`, `peer`). */
+  byTransport(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const session of this.#sessions) {
+      const name = session.conn.transport;
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   /** Add a session (called by {@link runSession}). */
   add(session: Session): void {
     this.#sessions.add(session);

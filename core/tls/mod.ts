@@ -12,6 +12,7 @@ import { certificateHash } from "../../shared/pem.ts";
 import { createCertificate } from "./cert.ts";
 
 export * from "./cert.ts";
+export { AcmeCertificates, ChallengeBoard } from "./acme.ts";
 
 /** Days a generated certificate is valid. */
 export const SELF_SIGNED_DAYS = 13;
@@ -28,8 +29,10 @@ export interface ServerCertificate {
   sha256: string;
   /** True when generated (clients must pin its hash). */
   selfSigned: boolean;
-  /** End of validity for generated certificates. */
+  /** End of validity (generated and ACME certificates). */
   notAfter?: Date;
+  /** Start of validity (ACME certificates: renewal is timed from it). */
+  notBefore?: Date;
 }
 
 /** Options of {@link loadCertificate}. */

@@ -84,6 +84,8 @@ export interface Listener {
 export interface Transport {
   /** Its name, for logs. */
   name: string;
+  /** What it listens on (`AMTP_UDP_HOST` and `AMTP_TCP_HOST` choose the address of each). */
+  protocol: "udp" | "tcp";
   /** Start listening. */
   listen(options: ListenerOptions): Listener;
 }

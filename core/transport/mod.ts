@@ -33,6 +33,8 @@ export interface TransportOptions
    * connections are refused at the open-file limit minus both.
    */
   descriptorReserve: number;
+  /** Listen addresses by protocol, when they differ from `hostname`. */
+  hosts?: { udp?: string; tcp?: string };
 }
 
 /** The listeners, running. */
@@ -76,7 +78,14 @@ export async function startTransports(
     let port = options.port;
     try {
       for (const transport of TRANSPORTS) {
-        const listener = transport.listen({ ...options, port, maxConnections });
+        const hostname = options.hosts?.[transport.protocol] ??
+          options.hostname;
+        const listener = transport.listen({
+          ...options,
+          hostname,
+          port,
+          maxConnections,
+        });
         listeners.push(listener);
         port = listener.port;
       }

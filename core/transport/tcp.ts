@@ -35,6 +35,7 @@ const ACCEPT_BACKOFF_MS = 50;
 /** WebSocket (and plain HTTPS) over TLS on the TCP port. */
 export const websocketOverTcp: Transport = {
   name: "websocket",
+  protocol: "tcp",
   listen: listenTcp,
 };
 

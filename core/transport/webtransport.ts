@@ -18,6 +18,7 @@ import {
 /** WebTransport (and server-to-server AMTP) over QUIC on the UDP port. */
 export const webTransport: Transport = {
   name: "webtransport",
+  protocol: "udp",
   listen: listenWebTransport,
 };
 
