@@ -33,6 +33,7 @@ import type { DeliverToModule } from "./delivery.ts";
 import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands } from "./inbound.ts";
+import { blobCommands, moduleBlobReader, pushBlobs } from "./blobs.ts";
 import { keyText, ServerKeys } from "./keys.ts";
 import {
   parsePolicyRecord,
@@ -126,6 +127,9 @@ export class Federation {
       lifetimeMs: config.federationLifetime * 1000,
       retryBaseMs: config.federationRetry * 1000,
       retryMaxMs: config.federationRetryMax * 1000,
+      // Attachments go first, in the same session (blobs.ts).
+      beforeDeliver: (session, item) =>
+        pushBlobs(session, item, moduleBlobReader(deps.inbound)),
       bounce: async (item, failures) => {
         await deps.inbound(item.module, {
           kind: "bounce",
@@ -142,14 +146,18 @@ export class Federation {
       moduleEnvelope: false,
       timeoutMs: 30_000,
     });
-    this.dispatcher.register(...inboundCommands({
+    const inboundDeps = {
       dns: this.dns,
       self: config.hostname,
       policies: this.policies,
       accounts: deps.accounts,
       deliver: deps.inbound,
       profile: deps.profile,
-    }));
+    };
+    this.dispatcher.register(
+      ...inboundCommands(inboundDeps),
+      ...blobCommands(inboundDeps),
+    );
   }
 
   /** Load the server key and read the extra CAs; `queue.start()` starts deliveries. */
