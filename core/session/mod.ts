@@ -58,6 +58,8 @@ class Session {
   readonly info: SessionInfo;
   readonly conn: Connection;
   lastSeen = performance.now();
+  /** The session a transfer lane belongs to (its activity counts there). */
+  owner?: Session;
   inflight = 0;
   /** Bytes of pushes handed to the connection and not yet written. */
   pushBacklog = 0;
@@ -66,9 +68,14 @@ class Session {
   #slotWaiter?: () => void;
   #drainWaiters: (() => void)[] = [];
 
-  constructor(conn: Connection, registry: SessionRegistry) {
+  constructor(
+    conn: Connection,
+    registry: SessionRegistry,
+    /** The transfer lane shares the info (logins, pushes) of its session. */
+    info?: SessionInfo,
+  ) {
     this.conn = conn;
-    this.info = {
+    this.info = info ?? {
       id: conn.id,
       transport: conn.transport,
       remoteAddr: conn.remoteAddr,
@@ -291,18 +298,54 @@ export async function runSession(
   conn: Connection,
   options: SessionOptions,
 ): Promise<void> {
-  const { dispatcher, registry, limits } = options;
+  const { registry, limits } = options;
   const log = options.log.child({ session: conn.id });
   const session = new Session(conn, registry);
-  const bucket = new TokenBucket(limits.rateLimit, limits.rateLimit * 2);
   registry.add(session);
   log.debug("session_open", {
     transport: conn.transport,
     ip: conn.remoteAddr,
   });
+  // The transfer lane, once the client opens it: served beside the command
+  // stream with its own in-flight cap, its own rate bucket, the same session.
+  // The lane ends with the connection, closed below.
+  conn.lane?.then((laneConn) => {
+    const transfers = new Session(laneConn, registry, session.info);
+    transfers.owner = session;
+    // The lane lives as long as the session: its end (or broken framing on
+    // it) ends the session.
+    serveFrames(transfers, {
+      ...options,
+      log,
+      limits: { ...limits, maxInflight: TRANSFER_INFLIGHT },
+    }).finally(() => conn.close("transfer lane ended"));
+  });
+  try {
+    await serveFrames(session, { ...options, log });
+  } finally {
+    await session.drained();
+    registry.remove(session);
+    // Give the last response a moment to leave before closing.
+    setTimeout(() => conn.close("session ended"), 50);
+    log.debug("session_closed", {});
+  }
+}
+
+/** Requests in flight on a session's transfer lane (each answer up to a chunk). */
+export const TRANSFER_INFLIGHT = 8;
+
+/** Read, check and dispatch the frames of one stream of a session until it ends. */
+async function serveFrames(
+  session: Session,
+  options: SessionOptions,
+): Promise<void> {
+  const { dispatcher, limits, log } = options;
+  const conn = session.conn;
+  const bucket = new TokenBucket(limits.rateLimit, limits.rateLimit * 2);
   try {
     for await (const frame of conn.frames()) {
       session.lastSeen = performance.now();
+      if (session.owner) session.owner.lastSeen = session.lastSeen;
       let request: Document;
       try {
         request = decodeDocument(frame);
@@ -362,11 +405,5 @@ export async function runSession(
     } else {
       log.debug("session_error", { error: String(error) });
     }
-  } finally {
-    await session.drained();
-    registry.remove(session);
-    // Give the last response a moment to leave before closing.
-    setTimeout(() => conn.close("session ended"), 50);
-    log.debug("session_closed", {});
   }
 }
