@@ -210,6 +210,7 @@ export async function startServer(
     rateLimit: config.rateLimit,
     maxFrame: config.maxFrame,
     idleTimeoutMs: config.idleTimeout * 1000,
+    transferRate: config.transferRate,
   };
   let transports;
   try {

@@ -51,6 +51,8 @@ export interface Config {
   rateLimit: number;
   /** Requests of one session being processed at once; reading pauses beyond it. */
   maxInflight: number;
+  /** Bytes per second of large answers per session (0: unpaced). */
+  transferRate: number;
   /** Seconds an admin token stays valid after its last use. */
   adminTokenTtl: number;
   /** Seconds a user token stays valid after its last use. */
@@ -181,6 +183,12 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_RATE_LIMIT",
     default: "1000",
     description: "requests per second per session (burst twice this)",
+  },
+  {
+    name: "AMTP_TRANSFER_RATE",
+    default: "8388608",
+    description:
+      "bytes per second of large answers (over 64 KiB: attachment chunks) per session, both its streams together; 0: unpaced",
   },
   {
     name: "AMTP_MAX_INFLIGHT",
@@ -407,6 +415,7 @@ export function loadConfig(env: Env): Config {
     descriptorReserve: intVar(env, "AMTP_FD_RESERVE", 0, 1_000_000),
     rateLimit: intVar(env, "AMTP_RATE_LIMIT", 1, 10_000_000),
     maxInflight: intVar(env, "AMTP_MAX_INFLIGHT", 1, 100_000),
+    transferRate: intVar(env, "AMTP_TRANSFER_RATE", 0, 1_000_000_000_000),
     adminTokenTtl: intVar(env, "AMTP_ADMIN_TOKEN_TTL", 1, 31_536_000),
     userTokenTtl: intVar(env, "AMTP_USER_TOKEN_TTL", 1, 31_536_000),
     challengeTtl: intVar(env, "AMTP_CHALLENGE_TTL", 1, 3_600),

@@ -43,7 +43,18 @@ export interface SessionLimits {
   maxFrame: number;
   /** Milliseconds of client silence before the session is closed. */
   idleTimeoutMs: number;
+  /**
+   * Bytes per second of large answers (transfers: over {@link PACED_ABOVE}
+   * bytes) per session, both streams together; 0: unpaced. Default
+   * {@link TRANSFER_RATE}.
+   */
+  transferRate?: number;
 }
+
+/** Answers larger than this many bytes are transfers, paced to the session's transfer rate. */
+export const PACED_ABOVE = 64 * 1024;
+/** Default transfer rate of a session: 8 MiB/s. */
+export const TRANSFER_RATE = 8 * 1024 * 1024;
 
 /**
  * Bytes of pushes a session may have queued but not yet written before it is
@@ -60,6 +71,8 @@ class Session {
   lastSeen = performance.now();
   /** The session a transfer lane belongs to (its activity counts there). */
   owner?: Session;
+  /** Paces large answers (shared by a session and its lane). */
+  pacer?: TokenBucket;
   inflight = 0;
   /** Bytes of pushes handed to the connection and not yet written. */
   pushBacklog = 0;
@@ -117,6 +130,16 @@ class Session {
         error: ErrorCode.INTERNAL,
         message: "response larger than the frame limit",
       });
+    }
+    // A transfer waits for its turn at the session's rate (holding its
+    // in-flight place), so that commands and pushes keep their latency.
+    const wait = frame.byteLength > PACED_ABOVE && this.pacer
+      ? this.pacer.borrow(frame.byteLength)
+      : 0;
+    if (wait > 0) {
+      return new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
+        this.conn.send(frame)
+      );
     }
     return this.conn.send(frame);
   }
@@ -301,6 +324,9 @@ export async function runSession(
   const { registry, limits } = options;
   const log = options.log.child({ session: conn.id });
   const session = new Session(conn, registry);
+  const rate = limits.transferRate ?? TRANSFER_RATE;
+  // A burst of 1 MiB (four chunks) goes at once.
+  if (rate > 0) session.pacer = new TokenBucket(rate, 1024 * 1024);
   registry.add(session);
   log.debug("session_open", {
     transport: conn.transport,
@@ -312,6 +338,7 @@ export async function runSession(
   conn.lane?.then((laneConn) => {
     const transfers = new Session(laneConn, registry, session.info);
     transfers.owner = session;
+    transfers.pacer = session.pacer;
     // The lane lives as long as the session: its end (or broken framing on
     // it) ends the session.
     serveFrames(transfers, {
