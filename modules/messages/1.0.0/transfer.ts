@@ -29,6 +29,7 @@ import {
 } from "../../../workers/sdk/mod.ts";
 import { type BlobMeta, CHUNK_SIZE, maxAttachment } from "./attachments.ts";
 import { sha256Hex } from "./ids.ts";
+import { attachmentLimits, maxAttachmentFor } from "./settings.ts";
 import { Mailbox } from "./mailbox.ts";
 
 /** A blob arriving from another server. */
@@ -70,11 +71,16 @@ function whole(value: unknown, name: string): number {
   return value;
 }
 
-function checkSize(size: number): void {
-  if (size > maxAttachment()) {
+/** Refuse a blob larger than every recipient may receive here. */
+function checkSize(size: number, to: string[]): void {
+  const limits = attachmentLimits();
+  const limit = Math.max(
+    ...to.map((a) => maxAttachmentFor(a, maxAttachment(), limits)),
+  );
+  if (size > limit) {
     throw new ModuleError(
       "limit_exceeded",
-      `attachments on this server are at most ${maxAttachment()} bytes`,
+      `attachments for these recipients are at most ${limit} bytes here`,
     );
   }
 }
@@ -109,7 +115,7 @@ export async function blobOffer(
   quotaDefault: number,
 ): Promise<InboundResult> {
   const size = whole(payloadOf(delivery).size, "size");
-  checkSize(size);
+  checkSize(size, delivery.to);
   const sha256 = delivery.id;
   if (await receivedBlob(ctx.storage, sha256)) {
     return { recipients: [], blob: { offset: size } };
@@ -151,7 +157,7 @@ export async function blobPut(
       parameter: "data",
     });
   }
-  checkSize(size);
+  checkSize(size, delivery.to);
   const sha256 = delivery.id;
   const storage = ctx.storage;
   const known = await receivedBlob(storage, sha256);
