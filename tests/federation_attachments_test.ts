@@ -431,7 +431,7 @@ Deno.test("federation attachments: 20 MiB and end-to-end encrypted across three 
     );
 
     await t.step(
-      "refused: an oversized claim, a gap, a chunk past the size, a stranger recipient, a foreign sender, a recipient over quota, no authentication",
+      "refused: an oversized claim, a gap, a chunk past the size, a stranger recipient, a foreign sender, a recipient over quota, a 65th unfinished transfer, no authentication",
       async () => {
         const peer = await hostile();
         try {
@@ -518,6 +518,40 @@ Deno.test("federation attachments: 20 MiB and end-to-end encrypted across three 
               ...common,
               op: "offer",
               to: ["tiny@beta.test"],
+            }),
+            ErrorCode.LIMIT_EXCEEDED,
+          );
+          // Without an offer too.
+          await refused(
+            peer.call("s2s_blob", {
+              ...common,
+              op: "put",
+              to: ["tiny@beta.test"],
+              offset: 0,
+              data: new Uint8Array(CHUNK),
+            }),
+            ErrorCode.LIMIT_EXCEEDED,
+          );
+          // At most 64 unfinished transfers per origin (a disk filled with
+          // halves): the 65th is refused.
+          const half = new Uint8Array(CHUNK);
+          for (let i = 0; i < 64; i++) {
+            const answer = await peer.call<{ offset: number }>("s2s_blob", {
+              ...common,
+              sha256: i.toString(16).padStart(64, "e"),
+              op: "put",
+              offset: 0,
+              data: half,
+            });
+            assert.equal(answer.offset, CHUNK);
+          }
+          await refused(
+            peer.call("s2s_blob", {
+              ...common,
+              sha256: "f".repeat(64),
+              op: "put",
+              offset: 0,
+              data: half,
             }),
             ErrorCode.LIMIT_EXCEEDED,
           );

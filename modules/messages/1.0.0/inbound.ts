@@ -178,7 +178,9 @@ export async function inbound(
   if (delivery.kind === "blob_offer") {
     return await blobOffer(delivery, ctx, quotaDefault);
   }
-  if (delivery.kind === "blob_put") return await blobPut(delivery, ctx);
+  if (delivery.kind === "blob_put") {
+    return await blobPut(delivery, ctx, quotaDefault);
+  }
   const refuse = (error: number, message: string): InboundResult => ({
     recipients: delivery.to.map((address) => ({
       address,

@@ -42,6 +42,9 @@ interface Incoming {
   received: number;
 }
 
+/** Unfinished transfers one origin may keep on this server. */
+export const MAX_UNFINISHED = 64;
+
 const key = {
   incoming: (origin: string, sha256: string) => ["blob_in", origin, sha256],
   byHash: (sha256: string) => ["blob_by_hash", sha256],
@@ -108,6 +111,30 @@ export async function blobRead(
   return { recipients: [], blob: { offset, data: chunk.value } };
 }
 
+/**
+ * Refuse a blob no recipient has room for (each one's own quota is checked
+ * again when the message arrives).
+ */
+async function checkRoom(
+  delivery: InboundDelivery,
+  ctx: ModuleContext,
+  size: number,
+  quotaDefault: number,
+): Promise<void> {
+  const resolutions = await ctx.accounts.resolve(delivery.to);
+  const mailboxes = resolutions.flatMap((r) => r.mailboxes);
+  for (const m of mailboxes) {
+    const { state } = await new Mailbox(ctx.storage, m.address).state();
+    if (state.used + size <= (m.quota || quotaDefault)) return;
+  }
+  throw new ModuleError(
+    "limit_exceeded",
+    mailboxes.length
+      ? "the recipients' mailboxes are too full for this attachment"
+      : "no recipient of this attachment has a mailbox here",
+  );
+}
+
 /** `blob_offer`: bytes held of a blob, or a refusal. */
 export async function blobOffer(
   delivery: InboundDelivery,
@@ -120,23 +147,7 @@ export async function blobOffer(
   if (await receivedBlob(ctx.storage, sha256)) {
     return { recipients: [], blob: { offset: size } };
   }
-  // Refused when no recipient has room for it (each one's own quota is
-  // checked again when the message arrives).
-  const resolutions = await ctx.accounts.resolve(delivery.to);
-  const mailboxes = resolutions.flatMap((r) => r.mailboxes);
-  let room = false;
-  for (const m of mailboxes) {
-    const { state } = await new Mailbox(ctx.storage, m.address).state();
-    if (state.used + size <= (m.quota || quotaDefault)) room = true;
-  }
-  if (!room) {
-    throw new ModuleError(
-      "limit_exceeded",
-      mailboxes.length
-        ? "the recipients' mailboxes are too full for this attachment"
-        : "no recipient of this attachment has a mailbox here",
-    );
-  }
+  await checkRoom(delivery, ctx, size, quotaDefault);
   const origin = String(delivery.peer_domain ?? "");
   const entry = await ctx.storage.get<Incoming>(key.incoming(origin, sha256));
   const offset = entry && entry.value.size === size ? entry.value.received : 0;
@@ -147,6 +158,7 @@ export async function blobOffer(
 export async function blobPut(
   delivery: InboundDelivery,
   ctx: ModuleContext,
+  quotaDefault: number,
 ): Promise<InboundResult> {
   const p = payloadOf(delivery);
   const size = whole(p.size, "size");
@@ -165,6 +177,20 @@ export async function blobPut(
   const origin = String(delivery.peer_domain ?? "");
   const stateKey = key.incoming(origin, sha256);
   const entry = await storage.get<Incoming>(stateKey);
+  if (!entry) {
+    // A new transfer (an offer is not required): room for it, and one
+    // origin keeps a bounded number unfinished.
+    await checkRoom(delivery, ctx, size, quotaDefault);
+    const open = await storage.list(["blob_in", origin], {
+      limit: MAX_UNFINISHED,
+    });
+    if (open.items.length >= MAX_UNFINISHED) {
+      throw new ModuleError(
+        "limit_exceeded",
+        `${origin} has ${MAX_UNFINISHED} unfinished attachment transfers here: finish them first`,
+      );
+    }
+  }
   const state: Incoming = entry && entry.value.size === size ? entry.value : {
     blob: "r" + sha256Hex(`${origin}\n${sha256}`).slice(0, 31),
     size,
