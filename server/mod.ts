@@ -211,6 +211,7 @@ export async function startServer(
     maxFrame: config.maxFrame,
     idleTimeoutMs: config.idleTimeout * 1000,
     transferRate: config.transferRate,
+    transferRateUser: config.transferRateUser,
   };
   let transports;
   try {

@@ -49,12 +49,21 @@ export interface SessionLimits {
    * {@link TRANSFER_RATE}.
    */
   transferRate?: number;
+  /**
+   * Bytes per second of large answers per user, all of the user's sessions
+   * together; 0: no per-user pace. Default {@link TRANSFER_RATE_USER}.
+   */
+  transferRateUser?: number;
 }
 
 /** Answers larger than this many bytes are transfers, paced to the session's transfer rate. */
 export const PACED_ABOVE = 64 * 1024;
 /** Default transfer rate of a session: 8 MiB/s. */
 export const TRANSFER_RATE = 8 * 1024 * 1024;
+/** Default transfer rate of a user, all sessions together: 16 MiB/s. */
+export const TRANSFER_RATE_USER = 16 * 1024 * 1024;
+/** Bytes a transfer pacer lets through at once (four chunks). */
+const TRANSFER_BURST = 1024 * 1024;
 
 /**
  * Bytes of pushes a session may have queued but not yet written before it is
@@ -73,6 +82,9 @@ class Session {
   owner?: Session;
   /** Paces large answers (shared by a session and its lane). */
   pacer?: TokenBucket;
+  /** Bytes per second of large answers per user (0: none). */
+  userRate = 0;
+  readonly #registry: SessionRegistry;
   inflight = 0;
   /** Bytes of pushes handed to the connection and not yet written. */
   pushBacklog = 0;
@@ -88,6 +100,7 @@ class Session {
     info?: SessionInfo,
   ) {
     this.conn = conn;
+    this.#registry = registry;
     this.info = info ?? {
       id: conn.id,
       transport: conn.transport,
@@ -133,9 +146,20 @@ class Session {
     }
     // A transfer waits for its turn at the session's rate (holding its
     // in-flight place), so that commands and pushes keep their latency.
-    const wait = frame.byteLength > PACED_ABOVE && this.pacer
-      ? this.pacer.borrow(frame.byteLength)
-      : 0;
+    let wait = 0;
+    if (frame.byteLength > PACED_ABOVE) {
+      wait = this.pacer?.borrow(frame.byteLength) ?? 0;
+      if (this.userRate > 0) {
+        wait = Math.max(
+          wait,
+          this.#registry.transferWait(
+            (this.owner ?? this).users.keys(),
+            frame.byteLength,
+            this.userRate,
+          ),
+        );
+      }
+    }
     if (wait > 0) {
       return new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
         this.conn.send(frame)
@@ -149,6 +173,8 @@ class Session {
 export class SessionRegistry {
   readonly #sessions = new Set<Session>();
   readonly #byUser = new Map<string, Set<Session>>();
+  /** Each user's transfer pace, shared by the user's sessions. */
+  readonly #userPacers = new Map<string, TokenBucket>();
   readonly #log?: Logger;
   #sweeper?: ReturnType<typeof setInterval>;
 
@@ -209,7 +235,30 @@ export class SessionRegistry {
     session.users.delete(address);
     const set = this.#byUser.get(address);
     set?.delete(session);
-    if (set?.size === 0) this.#byUser.delete(address);
+    if (set?.size === 0) {
+      this.#byUser.delete(address);
+      this.#userPacers.delete(address);
+    }
+  }
+
+  /**
+   * Milliseconds a large answer of `bytes` for sessions acting for `users`
+   * waits for its turn at `rate` bytes per second per user (each user's
+   * sessions share one pace, kept while the user has sessions).
+   */
+  transferWait(users: Iterable<string>, bytes: number, rate: number): number {
+    let wait = 0;
+    for (const address of users) {
+      let pacer = this.#userPacers.get(address);
+      if (!pacer) {
+        this.#userPacers.set(
+          address,
+          pacer = new TokenBucket(rate, TRANSFER_BURST),
+        );
+      }
+      wait = Math.max(wait, pacer.borrow(bytes));
+    }
+    return wait;
   }
 
   /**
@@ -325,8 +374,8 @@ export async function runSession(
   const log = options.log.child({ session: conn.id });
   const session = new Session(conn, registry);
   const rate = limits.transferRate ?? TRANSFER_RATE;
-  // A burst of 1 MiB (four chunks) goes at once.
-  if (rate > 0) session.pacer = new TokenBucket(rate, 1024 * 1024);
+  if (rate > 0) session.pacer = new TokenBucket(rate, TRANSFER_BURST);
+  session.userRate = limits.transferRateUser ?? TRANSFER_RATE_USER;
   registry.add(session);
   log.debug("session_open", {
     transport: conn.transport,
@@ -339,6 +388,7 @@ export async function runSession(
     const transfers = new Session(laneConn, registry, session.info);
     transfers.owner = session;
     transfers.pacer = session.pacer;
+    transfers.userRate = session.userRate;
     // The lane lives as long as the session: its end (or broken framing on
     // it) ends the session.
     serveFrames(transfers, {
