@@ -841,7 +841,11 @@ interface DownloadRun {
 const MiB = 1024 * 1024;
 const TRANSFER_SIZE = 100 * MiB;
 
-async function transferRun(name: string, rate?: string): Promise<TransferRun> {
+async function transferRun(
+  name: string,
+  rate?: string,
+  transport: "webtransport" | "websocket" = "webtransport",
+): Promise<TransferRun> {
   const size = TRANSFER_SIZE;
   const CHUNK = 256 * 1024;
   const server = await startAmtp(root, name, {
@@ -849,7 +853,7 @@ async function transferRun(name: string, rate?: string): Promise<TransferRun> {
     ...(rate === undefined ? {} : { AMTP_TRANSFER_RATE: rate }),
   });
   try {
-    const client = await server.connect();
+    const client = await server.connect(transport);
     const u = await mailSession(
       client,
       "u@bench.test",
@@ -963,7 +967,8 @@ async function transferRun(name: string, rate?: string): Promise<TransferRun> {
     const idle = await pingP99(() => true, 1000);
     const lane = await download(true);
     const idleAfter = await pingP99(() => true, 1000);
-    const commands = await download(false);
+    // Over WebSocket there is one connection: the lane is the connection.
+    const commands = transport === "websocket" ? lane : await download(false);
     return {
       idleP99: Math.max(idle, idleAfter),
       uploadMs,
@@ -978,6 +983,7 @@ async function transferRun(name: string, rate?: string): Promise<TransferRun> {
 await section("transfers", async () => {
   const paced = await transferRun("transfers-paced");
   const unpaced = await transferRun("transfers-unpaced", "0");
+  const ws = await transferRun("transfers-ws", undefined, "websocket");
   const us = (ms: number) => ms * 1000;
   const rate = (ms: number) => TRANSFER_SIZE / MiB / (ms / 1000);
   add({
@@ -1003,6 +1009,26 @@ await section("transfers", async () => {
     unit: "µs",
     baseline: us(paced.idleP99),
     baselineName: "same session idle",
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during a 100 MiB download over WebSocket (default rate)",
+    value: us(ws.lane.p99),
+    unit: "µs",
+    baseline: us(ws.idleP99),
+    baselineName: "same session idle",
+    goal: "<= 2x idle",
+    met: ws.lane.p99 <= 2 * ws.idleP99,
+  });
+  add({
+    group: "transfers",
+    name: "pushes received during the WebSocket download",
+    value: ws.lane.pushes,
+    unit: "pushes",
+    baseline: ws.lane.pushesSent,
+    baselineName: "sent meanwhile",
+    goal: "all arrive",
+    met: ws.lane.pushes >= ws.lane.pushesSent,
   });
   add({
     group: "transfers",

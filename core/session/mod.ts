@@ -62,8 +62,8 @@ export const PACED_ABOVE = 64 * 1024;
 export const TRANSFER_RATE = 8 * 1024 * 1024;
 /** Default transfer rate of a user, all sessions together: 16 MiB/s. */
 export const TRANSFER_RATE_USER = 16 * 1024 * 1024;
-/** Bytes a transfer pacer lets through at once (four chunks). */
-const TRANSFER_BURST = 1024 * 1024;
+/** Bytes a transfer pacer lets through at once (one chunk: a command waits behind at most one). */
+const TRANSFER_BURST = 256 * 1024;
 
 /**
  * Bytes of pushes a session may have queued but not yet written before it is
