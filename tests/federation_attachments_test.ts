@@ -337,6 +337,7 @@ Deno.test("federation attachments: 20 MiB and end-to-end encrypted across three 
       requestTimeoutMs: 10_000,
       maxFrame: 1 << 20,
     };
+    const keysA = await ServerKeys.open(`${a.dir}/data`);
     const keysC = await ServerKeys.open(`${c.dir}/data`);
     // gamma.test's own server (its real key), turned hostile, talking to beta.
     const hostile = async () => {
@@ -425,6 +426,77 @@ Deno.test("federation attachments: 20 MiB and end-to-end encrypted across three 
           assert.equal(answer.recipients[0].status, "failed");
           assert.equal(answer.recipients[0].error, ErrorCode.NOT_FOUND);
         } finally {
+          peer.close();
+        }
+      },
+    );
+
+    await t.step(
+      "a peer cannot spoil another origin's transfer of the same bytes: each origin's halves are its own",
+      async () => {
+        // alpha.test's server (its real key) and gamma.test's, both at beta.
+        const honest = await PeerClient.connect(
+          { host: b.host, port: b.port },
+          peerOptions,
+        );
+        await honest.authenticate(keysA, {
+          host: a.host,
+          domain: "alpha.test",
+          destinations: ["beta.test"],
+        });
+        const peer = await hostile();
+        try {
+          const real = randomBytes(CHUNK + 77);
+          const sha256 = await sha256Hex(real);
+          const blob = (from: string) => ({
+            module: "messages",
+            from,
+            to: ["bob@beta.test"],
+            sha256,
+            size: real.byteLength,
+            op: "put",
+          });
+          await honest.call("s2s_blob", {
+            ...blob("alice@alpha.test"),
+            offset: 0,
+            data: real.subarray(0, CHUNK),
+          });
+          // gamma sends the same hash with other bytes, to the end: refused.
+          await peer.call("s2s_blob", {
+            ...blob("carl@gamma.test"),
+            offset: 0,
+            data: new Uint8Array(CHUNK),
+          });
+          await refused(
+            peer.call("s2s_blob", {
+              ...blob("carl@gamma.test"),
+              offset: CHUNK,
+              data: real.subarray(CHUNK),
+            }),
+            ErrorCode.INVALID_PARAMETER,
+          );
+          // alpha's half is intact: it goes on from there and completes.
+          const offer = await honest.call<{ offset: number }>("s2s_blob", {
+            ...blob("alice@alpha.test"),
+            op: "offer",
+          });
+          assert.equal(offer.offset, CHUNK);
+          const done = await honest.call<{ offset: number }>("s2s_blob", {
+            ...blob("alice@alpha.test"),
+            offset: CHUNK,
+            data: real.subarray(CHUNK),
+          });
+          assert.equal(done.offset, real.byteLength);
+          // Verified once, held for every origin: gamma now has nothing to send.
+          assert.equal(
+            (await peer.call<{ offset: number }>("s2s_blob", {
+              ...blob("carl@gamma.test"),
+              op: "offer",
+            })).offset,
+            real.byteLength,
+          );
+        } finally {
+          honest.close();
           peer.close();
         }
       },
