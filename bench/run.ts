@@ -13,6 +13,7 @@ import { startWorld } from "../testing/federation_world.ts";
 import { login } from "../testing/helpers.ts";
 import { mailSession } from "../testing/mail.ts";
 import { rss } from "../testing/process.ts";
+import { createHash } from "node:crypto";
 import { startAmtp } from "../testing/server.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import {
@@ -817,6 +818,263 @@ await section("federation", async () => {
   } finally {
     await world.close();
   }
+});
+
+// 8. Transfers beside commands: one session downloads a 100 MiB attachment
+// (8 chunks in flight) while it pings and receives pushes; each figure next
+// to the same session idle, on the transfer lane and on the command stream,
+// at the default transfer rate and unpaced.
+interface TransferRun {
+  idleP99: number;
+  uploadMs: number;
+  lane: DownloadRun;
+  commands: DownloadRun;
+}
+interface DownloadRun {
+  p99: number;
+  ms: number;
+  growth: number;
+  before: number;
+  pushes: number;
+  pushesSent: number;
+}
+const MiB = 1024 * 1024;
+const TRANSFER_SIZE = 100 * MiB;
+
+async function transferRun(
+  name: string,
+  rate?: string,
+  transport: "webtransport" | "websocket" = "webtransport",
+): Promise<TransferRun> {
+  const size = TRANSFER_SIZE;
+  const CHUNK = 256 * 1024;
+  const server = await startAmtp(root, name, {
+    AMTP_MESSAGES_MAX_ATTACHMENT: String(size),
+    ...(rate === undefined ? {} : { AMTP_TRANSFER_RATE: rate }),
+  });
+  try {
+    const client = await server.connect(transport);
+    const u = await mailSession(
+      client,
+      "u@bench.test",
+      server.keys.get("u@bench.test")!,
+    );
+    await server.user("v@bench.test");
+    const v = await mailSession(
+      await server.connect(),
+      "v@bench.test",
+      server.keys.get("v@bench.test")!,
+    );
+    // The file: 100 MiB of a repeated random block.
+    const block = crypto.getRandomValues(new Uint8Array(65536));
+    const chunk = new Uint8Array(CHUNK);
+    for (let at = 0; at < CHUNK; at += block.byteLength) chunk.set(block, at);
+    const hash = createHash("sha256");
+    for (let at = 0; at < size; at += CHUNK) hash.update(chunk);
+    const started = await u.call<{ upload_id: string }>("attachment_upload", {
+      name: "big.bin",
+      size,
+      sha256: hash.digest("hex"),
+    });
+    const up0 = performance.now();
+    for (let index = 0; index * CHUNK < size; index++) {
+      const r = await client.transferRequest("attachment_upload_chunk", {
+        module: "messages",
+        user_token: u.token,
+        upload_id: started.upload_id,
+        index,
+        data: chunk,
+      });
+      if (r.error) throw new Error(`upload: ${r.message}`);
+    }
+    const uploadMs = performance.now() - up0;
+    const { attachment_id } = await u.call<{ attachment_id: string }>(
+      "attachment_upload_finish",
+      { upload_id: started.upload_id },
+    );
+    const sent = await u.call<{ id: string }>("send", {
+      to: ["u@bench.test"],
+      subject: "big",
+      body: "x",
+      attachments: [attachment_id],
+    });
+    const pingP99 = async (until: () => boolean, minimum: number) => {
+      const samples: number[] = [];
+      while (!until() || samples.length < minimum) {
+        const t0 = performance.now();
+        await client.request("ping");
+        samples.push(performance.now() - t0);
+      }
+      return percentile(samples, 0.99);
+    };
+    /** Download while pinging and receiving pushes on the same session. */
+    const download = async (lane: boolean): Promise<DownloadRun> => {
+      const ask = lane
+        ? client.transferRequest.bind(client)
+        : client.request.bind(client);
+      const chunks = size / CHUNK;
+      let next = 0;
+      let done = false;
+      let peak = 0;
+      const pid = server.server.child.pid;
+      const before = rss(pid);
+      const sampler = setInterval(() => peak = Math.max(peak, rss(pid)), 50);
+      const pushesBefore = u.pushes.length;
+      let pushesSent = 0;
+      const pusher = (async () => {
+        while (!done) {
+          await v.call("send", {
+            to: ["u@bench.test"],
+            subject: "p",
+            body: "p",
+          });
+          pushesSent++;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      const t0 = performance.now();
+      const running = Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (next < chunks) {
+            const index = next++;
+            const r = await ask("attachment_get", {
+              module: "messages",
+              user_token: u.token,
+              id: sent.id,
+              attachment_id,
+              index,
+            }, 120_000);
+            if (r.error) throw new Error(`download: ${r.message}`);
+          }
+        }),
+      ).finally(() => done = true);
+      const p99 = await pingP99(() => done, 1);
+      await running;
+      const ms = performance.now() - t0;
+      await pusher;
+      clearInterval(sampler);
+      // Pushes on their way when the download ended arrive just after it.
+      await new Promise((r) => setTimeout(r, 300));
+      return {
+        p99,
+        ms,
+        growth: peak - before,
+        before,
+        pushes: u.pushes.length - pushesBefore,
+        pushesSent,
+      };
+    };
+    const idle = await pingP99(() => true, 1000);
+    const lane = await download(true);
+    const idleAfter = await pingP99(() => true, 1000);
+    // Over WebSocket there is one connection: the lane is the connection.
+    const commands = transport === "websocket" ? lane : await download(false);
+    return {
+      idleP99: Math.max(idle, idleAfter),
+      uploadMs,
+      lane,
+      commands,
+    };
+  } finally {
+    await server.server.stop();
+  }
+}
+
+await section("transfers", async () => {
+  const paced = await transferRun("transfers-paced");
+  const unpaced = await transferRun("transfers-unpaced", "0");
+  const ws = await transferRun("transfers-ws", undefined, "websocket");
+  const us = (ms: number) => ms * 1000;
+  const rate = (ms: number) => TRANSFER_SIZE / MiB / (ms / 1000);
+  add({
+    group: "transfers",
+    name: "100 MiB upload on the lane, sequential chunks",
+    value: rate(paced.uploadMs),
+    unit: "MiB/s",
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during a 100 MiB download on the lane (default rate)",
+    value: us(paced.lane.p99),
+    unit: "µs",
+    baseline: us(paced.idleP99),
+    baselineName: "same session idle",
+    goal: "<= 2x idle",
+    met: paced.lane.p99 <= 2 * paced.idleP99,
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during it on the command stream (default rate)",
+    value: us(paced.commands.p99),
+    unit: "µs",
+    baseline: us(paced.idleP99),
+    baselineName: "same session idle",
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during a 100 MiB download over WebSocket (default rate)",
+    value: us(ws.lane.p99),
+    unit: "µs",
+    baseline: us(ws.idleP99),
+    baselineName: "same session idle",
+    goal: "<= 2x idle",
+    met: ws.lane.p99 <= 2 * ws.idleP99,
+  });
+  add({
+    group: "transfers",
+    name: "pushes received during the WebSocket download",
+    value: ws.lane.pushes,
+    unit: "pushes",
+    baseline: ws.lane.pushesSent,
+    baselineName: "sent meanwhile",
+    goal: "all arrive",
+    met: ws.lane.pushes >= ws.lane.pushesSent,
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during an unpaced download on the lane",
+    value: us(unpaced.lane.p99),
+    unit: "µs",
+    baseline: us(unpaced.idleP99),
+    baselineName: "same session idle",
+  });
+  add({
+    group: "transfers",
+    name: "ping p99 during an unpaced download on the command stream",
+    value: us(unpaced.commands.p99),
+    unit: "µs",
+    baseline: us(unpaced.lane.p99),
+    baselineName: "unpaced on the lane",
+  });
+  add({
+    group: "transfers",
+    name: "100 MiB download on the lane (default rate, 8 in flight)",
+    value: rate(paced.lane.ms),
+    unit: "MiB/s",
+    baseline: rate(unpaced.lane.ms),
+    baselineName: "unpaced",
+  });
+  add({
+    group: "transfers",
+    name: "pushes received during the lane download",
+    value: paced.lane.pushes,
+    unit: "pushes",
+    baseline: paced.lane.pushesSent,
+    baselineName: "sent meanwhile",
+    goal: "all arrive",
+    met: paced.lane.pushes >= paced.lane.pushesSent,
+  });
+  const growth = Math.max(paced.lane.growth, unpaced.lane.growth);
+  add({
+    group: "transfers",
+    name: "server RSS growth during a 100 MiB download",
+    value: growth / MiB,
+    unit: "MiB",
+    baseline: paced.lane.before / MiB,
+    baselineName: "RSS before",
+    goal: "flat: < 32 MiB for a 100 MiB file",
+    met: growth < 32 * MiB,
+  });
 });
 
 await Deno.remove(root, { recursive: true });

@@ -26,6 +26,7 @@ import {
   planEncryption,
 } from "./e2e_cli.ts";
 import { type AmtpClient, AmtpError, type Push } from "./mod.ts";
+import { Progress } from "./progress.ts";
 
 /** A logged-in user's view of the messages module. */
 export interface Mail {
@@ -39,6 +40,11 @@ export interface Mail {
   stateFile: string;
   /** Call a messages command; `data` or throws. */
   call<T = Record<string, unknown>>(
+    command: string,
+    params?: Record<string, unknown>,
+  ): Promise<T>;
+  /** {@link call} on the transfer lane (chunks of uploads and downloads). */
+  transfer<T = Record<string, unknown>>(
     command: string,
     params?: Record<string, unknown>,
   ): Promise<T>;
@@ -58,6 +64,15 @@ export function mail(
         user_token: user.token,
         ...params,
       }),
+    transfer: async <T>(command: string, params = {}) => {
+      const response = await client.transferRequest(command, {
+        module: "messages",
+        user_token: user.token,
+        ...params,
+      });
+      if (response.error !== 0) throw new AmtpError(response);
+      return response.data as T;
+    },
   };
 }
 
@@ -126,12 +141,14 @@ export async function uploadBytes(
     },
   );
   const size = started.chunk_size;
+  const bar = new Progress(`upload ${name}`, data.byteLength);
   for (let index = 0; index * size < data.byteLength; index++) {
-    await m.call("attachment_upload_chunk", {
+    await m.transfer("attachment_upload_chunk", {
       upload_id: started.upload_id,
       index,
       data: data.subarray(index * size, (index + 1) * size),
     });
+    bar.update(Math.min(data.byteLength, (index + 1) * size));
   }
   const done = await m.call<{ attachment_id: string }>(
     "attachment_upload_finish",
@@ -539,13 +556,16 @@ export async function readCommand(m: Mail, args: Args): Promise<string> {
     if (dir && !unsigned) {
       const parts: Uint8Array[] = [];
       let chunks = 1;
+      let received = 0;
+      const bar = new Progress(`download ${name}`, a.size);
       for (let index = 0; index < chunks; index++) {
-        const part = await m.call<{ data: Uint8Array; chunks: number }>(
+        const part = await m.transfer<{ data: Uint8Array; chunks: number }>(
           "attachment_get",
           { id, attachment_id: a.id, index },
         );
         chunks = part.chunks;
         parts.push(part.data);
+        bar.update(received += part.data.byteLength);
       }
       let data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
       let at = 0;

@@ -132,6 +132,8 @@ export class AmtpClient {
   #transport: ClientTransport;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
+  /** The transfer lane of each transport (itself when it has none). */
+  readonly #lanes = new WeakMap<ClientTransport, Promise<ClientTransport>>();
   readonly #pushHandlers = new Set<(push: Push) => void>();
   readonly #strayHandlers = new Set<(response: Response) => void>();
   readonly #stateHandlers = new Set<
@@ -276,6 +278,38 @@ export class AmtpClient {
     params: Document = {},
     timeoutMs?: number,
   ): Promise<Response> {
+    return this.#send(this.#transport, command, params, timeoutMs);
+  }
+
+  /**
+   * {@link request} on the transfer lane: over WebTransport a second stream
+   * beside the command stream (opened once, reused), so a large upload or
+   * download does not hold up other commands and pushes; over WebSocket the
+   * one connection.
+   */
+  async transferRequest(
+    command: string,
+    params: Document = {},
+    timeoutMs?: number,
+  ): Promise<Response> {
+    const transport = this.#transport;
+    let lane = this.#lanes.get(transport);
+    if (!lane) {
+      lane = transport.lane ? transport.lane() : Promise.resolve(transport);
+      this.#lanes.set(transport, lane);
+      lane.then((opened) => {
+        if (opened !== transport) this.#readLoop(opened);
+      }, () => {});
+    }
+    return this.#send(await lane, command, params, timeoutMs);
+  }
+
+  #send(
+    transport: ClientTransport,
+    command: string,
+    params: Document,
+    timeoutMs?: number,
+  ): Promise<Response> {
     const requestID = this.#nextId++;
     const frame = encodeDocument({ ...params, command, requestID });
     return new Promise<Response>((resolve, reject) => {
@@ -284,7 +318,7 @@ export class AmtpClient {
         reject(new Error(`no response to ${command} in time`));
       }, timeoutMs ?? this.#options.requestTimeoutMs ?? 30_000);
       this.#pending.set(requestID, { resolve, reject, timer });
-      this.#transport.send(frame).catch((error) => {
+      transport.send(frame).catch((error) => {
         this.#pending.delete(requestID);
         clearTimeout(timer);
         reject(error);

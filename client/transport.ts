@@ -15,6 +15,11 @@ export interface ClientTransport {
   frames(): AsyncIterable<Uint8Array>;
   /** Close the connection. */
   close(): void;
+  /**
+   * The transfer lane (WebTransport only): a second stream for large
+   * transfers beside this one, opened on the first call and reused.
+   */
+  lane?(): Promise<ClientTransport>;
 }
 
 /** Options to open a transport. */
@@ -38,7 +43,10 @@ function hexToBytes(hex: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Open a WebTransport session and its one bidirectional stream. */
+/**
+ * Open a WebTransport session and its command stream; `lane()` opens the
+ * transfer stream beside it (once).
+ */
 export async function openWebTransport(
   options: OpenOptions,
 ): Promise<ClientTransport> {
@@ -53,38 +61,47 @@ export async function openWebTransport(
   // A lost connection rejects `closed`; the read loop reports it instead.
   wt.closed.catch(() => {});
   await wt.ready;
-  const stream = await wt.createBidirectionalStream();
-  const writer = stream.writable.getWriter();
   const maxFrame = options.maxFrame ?? 16 * 1024 * 1024;
   let closed = false;
-  return {
-    async send(frame) {
-      await writer.write(frame);
-    },
-    async *frames() {
-      const decoder = new FrameDecoder(maxFrame);
-      const reader = stream.readable.getReader();
-      try {
-        while (true) {
-          const { value, done } = await reader.read();
-          if (done) return;
-          yield* decoder.pushOrThrow(value);
+  const overStream = async (): Promise<ClientTransport> => {
+    const stream = await wt.createBidirectionalStream();
+    const writer = stream.writable.getWriter();
+    return {
+      async send(frame) {
+        await writer.write(frame);
+      },
+      async *frames() {
+        const decoder = new FrameDecoder(maxFrame);
+        const reader = stream.readable.getReader();
+        try {
+          while (true) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            yield* decoder.pushOrThrow(value);
+          }
+        } catch (error) {
+          if (!closed) throw error;
+        } finally {
+          reader.releaseLock();
         }
-      } catch (error) {
-        if (!closed) throw error;
-      } finally {
-        reader.releaseLock();
-      }
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      try {
-        wt.close();
-      } catch {
-        // Already closed.
-      }
-    },
+      },
+      close,
+    };
+  };
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      wt.close();
+    } catch {
+      // Already closed.
+    }
+  };
+  const commands = await overStream();
+  let lane: Promise<ClientTransport> | undefined;
+  return {
+    ...commands,
+    lane: () => lane ??= overStream(),
   };
 }
 

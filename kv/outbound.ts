@@ -30,6 +30,8 @@ export interface OutboundItem {
   delivery_id: string;
   /** The module's payload. */
   payload: unknown;
+  /** Blobs the receiving server must hold first: `{id, sha256, size}` (core/federation/blobs.ts). */
+  blobs?: { id: string; sha256: string; size: number }[];
   /** When it was queued. */
   created: Date;
   /** Attempts so far. */

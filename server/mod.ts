@@ -260,6 +260,8 @@ export async function startServer(
     rateLimit: config.rateLimit,
     maxFrame: config.maxFrame,
     idleTimeoutMs: config.idleTimeout * 1000,
+    transferRate: config.transferRate,
+    transferRateUser: config.transferRateUser,
   };
   let closing: Promise<void> | undefined;
   let listening = false;

@@ -27,6 +27,17 @@ export class TokenBucket {
     this.#last = now();
   }
 
+  /**
+   * Take `n` tokens, going into debt when there are fewer; answers the
+   * milliseconds until the debt is paid (0: none), the wait that paces a
+   * flow of bytes to the rate.
+   */
+  borrow(n: number): number {
+    this.take(0);
+    this.#tokens -= n;
+    return this.#tokens >= 0 ? 0 : -this.#tokens * 1000 / this.#perSecond;
+  }
+
   /** Take `n` tokens if there are that many; false (and none taken) otherwise. */
   take(n = 1): boolean {
     const now = this.#now();

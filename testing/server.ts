@@ -13,10 +13,14 @@ import { type ServerProcess, startServerProcess } from "./process.ts";
 
 /**
  * An AMTP server process for measuring (limits raised, warnings only) in
- * `<root>/<name>`, with an admin session, domain `bench.test` and the user
- * `u@bench.test`.
+ * `<root>/<name>` (`env` adds to its environment), with an admin session,
+ * domain `bench.test` and the user `u@bench.test`.
  */
-export async function startAmtp(root: string, name: string) {
+export async function startAmtp(
+  root: string,
+  name: string,
+  env: Record<string, string> = {},
+) {
   const cwd = `${root}/${name}`;
   await Deno.mkdir(cwd);
   const server: ServerProcess = await startServerProcess(cwd, {
@@ -27,6 +31,7 @@ export async function startAmtp(root: string, name: string) {
     AMTP_MAX_SESSIONS: "50000",
     AMTP_LOG_LEVEL: "warn",
     AMTP_IDLE_TIMEOUT: "3600",
+    ...env,
   });
   const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
   const hash = await certificateHash(pem);

@@ -463,6 +463,41 @@ Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and 
         );
       },
     );
+
+    await t.step(
+      "a long transfer shows a progress bar both ways, on the transfer lane, and arrives byte for byte",
+      async () => {
+        const file = `${cwd}/big.bin`;
+        const data = new Uint8Array(2 * 1024 * 1024 + 1234);
+        for (let at = 0; at < data.byteLength; at += 65536) {
+          crypto.getRandomValues(data.subarray(at, at + 65536));
+        }
+        await Deno.writeFile(file, data);
+        const sent = await send(
+          "alice",
+          "bob@example.org",
+          "Big file",
+          "--attach",
+          file,
+        );
+        assert.equal(sent.code, 0, sent.stderr);
+        assert.match(
+          sent.stderr,
+          /\rupload \S+\.bin \[#{30}\] 100% 2\.0\/2\.0 MiB\n/,
+        );
+        const read = await run(
+          "bob",
+          "read",
+          idOf(sent.stdout),
+          "--save",
+          `${cwd}/saved`,
+        );
+        assert.equal(read.code, 0, read.stderr);
+        assert.match(read.stderr, /\rdownload big\.bin \[#+\.*\] +\d+%/);
+        assert.match(read.stderr, /100% 2\.0\/2\.0 MiB\n/);
+        assert.deepEqual(await Deno.readFile(`${cwd}/saved/big.bin`), data);
+      },
+    );
   } finally {
     await server.stop();
     await Deno.remove(cwd, { recursive: true });

@@ -51,6 +51,10 @@ export interface Config {
   rateLimit: number;
   /** Requests of one session being processed at once; reading pauses beyond it. */
   maxInflight: number;
+  /** Bytes per second of large answers per session (0: unpaced). */
+  transferRate: number;
+  /** Bytes per second of large answers per user, all sessions together (0: none). */
+  transferRateUser: number;
   /** Seconds an admin token stays valid after its last use. */
   adminTokenTtl: number;
   /** Seconds a user token stays valid after its last use. */
@@ -208,6 +212,18 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_RATE_LIMIT",
     default: "1000",
     description: "requests per second per session (burst twice this)",
+  },
+  {
+    name: "AMTP_TRANSFER_RATE",
+    default: "8388608",
+    description:
+      "bytes per second of large answers (over 64 KiB: attachment chunks) per session, both its streams together; 0: unpaced",
+  },
+  {
+    name: "AMTP_TRANSFER_RATE_USER",
+    default: "16777216",
+    description:
+      "bytes per second of large answers per user, all of the user's sessions together; 0: no per-user pace",
   },
   {
     name: "AMTP_MAX_INFLIGHT",
@@ -593,6 +609,13 @@ export function loadConfig(env: Env): Config {
     descriptorReserve: intVar(env, "AMTP_FD_RESERVE", 0, 1_000_000),
     rateLimit: intVar(env, "AMTP_RATE_LIMIT", 1, 10_000_000),
     maxInflight: intVar(env, "AMTP_MAX_INFLIGHT", 1, 100_000),
+    transferRate: intVar(env, "AMTP_TRANSFER_RATE", 0, 1_000_000_000_000),
+    transferRateUser: intVar(
+      env,
+      "AMTP_TRANSFER_RATE_USER",
+      0,
+      1_000_000_000_000,
+    ),
     adminTokenTtl: intVar(env, "AMTP_ADMIN_TOKEN_TTL", 1, 31_536_000),
     userTokenTtl: intVar(env, "AMTP_USER_TOKEN_TTL", 1, 31_536_000),
     challengeTtl: intVar(env, "AMTP_CHALLENGE_TTL", 1, 3_600),

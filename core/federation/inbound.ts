@@ -29,7 +29,7 @@ import type { PolicyStore } from "./policy.ts";
 import { verifyClaim } from "./proof.ts";
 
 /** An authenticated peer, kept in the session's state. */
-interface Peer {
+export interface Peer {
   /** The sending server's host name. */
   host: string;
   /** The domain it speaks for. */
@@ -69,6 +69,13 @@ export interface InboundDeps {
 const SESSION_MAX_MS = 16 * 60_000;
 
 /** Whether this server hosts `domain`. */
+export async function hostsDomain(
+  deps: InboundDeps,
+  domain: string,
+): Promise<boolean> {
+  return await hosted(deps, domain);
+}
+
 async function hosted(deps: InboundDeps, domain: string): Promise<boolean> {
   return (await deps.accounts.getDomain(domain)) !== null;
 }
@@ -96,6 +103,11 @@ function peerOf(ctx: HandlerContext, deps: InboundDeps): Peer {
     );
   }
   return peer;
+}
+
+/** An address normalized, or undefined when it is not one. */
+export function addressOf(input: string): string | undefined {
+  return address(input);
 }
 
 function address(input: string): string | undefined {
@@ -218,7 +230,7 @@ function s2sAuth(deps: InboundDeps): Command {
  * A command served only on a session that authenticated as a peer: its
  * handler is given the peer (S2S_NOT_AUTHENTICATED before `s2s_auth`).
  */
-function peerCommand<S extends ParamSchema>(
+export function peerCommand<S extends ParamSchema>(
   deps: InboundDeps,
   command: {
     name: string;

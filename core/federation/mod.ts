@@ -33,7 +33,8 @@ import {
 import type { DeliverToModule } from "./delivery.ts";
 import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
-import { inboundCommands } from "./inbound.ts";
+import { inboundCommands, type InboundDeps } from "./inbound.ts";
+import { blobCommands, moduleBlobReader, pushBlobs } from "./blobs.ts";
 import { keyText, ServerKeys } from "./keys.ts";
 import {
   parsePolicyRecord,
@@ -137,6 +138,9 @@ export class Federation {
       retryMaxMs: config.federationRetryMax * 1000,
       observe: (outcome, recipients) =>
         deps.observe?.("remote", outcome, recipients),
+      // Attachments go first, in the same session (blobs.ts).
+      beforeDeliver: (session, item) =>
+        pushBlobs(session, item, moduleBlobReader(deps.inbound)),
       bounce: async (item, failures) => {
         await deps.inbound(item.module, {
           kind: "bounce",
@@ -155,16 +159,15 @@ export class Federation {
       spanName: "amtp.s2s",
       observe: deps.observeCommand,
     });
-    this.dispatcher.register(...inboundCommands({
+    const inboundDeps: InboundDeps = {
       dns: this.dns,
       self: config.hostname,
       policies: this.policies,
       accounts: deps.accounts,
       deliver: async (module, delivery) => {
         const answer = await deps.inbound(module, delivery);
-        const delivered = answer.recipients.filter((r) =>
-          r.status === "delivered"
-        ).length;
+        const delivered =
+          answer.recipients.filter((r) => r.status === "delivered").length;
         deps.observe?.("inbound", "delivered", delivered);
         deps.observe?.(
           "inbound",
@@ -174,7 +177,11 @@ export class Federation {
         return answer;
       },
       profile: deps.profile,
-    }));
+    };
+    this.dispatcher.register(
+      ...inboundCommands(inboundDeps),
+      ...blobCommands(inboundDeps),
+    );
   }
 
   /** Load the server key and read the extra CAs; `queue.start()` starts deliveries. */

@@ -9,6 +9,7 @@
  */
 
 import type { OutboundItem, OutboundStore } from "../../kv/outbound.ts";
+import type { BlobRef } from "./delivery.ts";
 
 /** What a module asks to send to remote recipients. */
 export interface OutboundDelivery {
@@ -22,6 +23,8 @@ export interface OutboundDelivery {
   id: string;
   /** The module's payload. */
   payload: unknown;
+  /** Blobs the receiving server must hold first (sent before the payload). */
+  blobs?: BlobRef[];
 }
 
 /**
@@ -49,6 +52,7 @@ export async function enqueueOutbound(
       domain,
       delivery_id: delivery.id,
       payload: delivery.payload,
+      ...(delivery.blobs?.length ? { blobs: delivery.blobs } : {}),
       created: new Date(now),
       attempts: 0,
       next_attempt: now,

@@ -67,6 +67,11 @@ export interface QueueOptions {
   retryBaseMs: number;
   /** Longest retry delay in milliseconds. */
   retryMaxMs: number;
+  /** Before `s2s_deliver` of an item with blobs: send them in the same session (blobs.ts). */
+  beforeDeliver?: (
+    session: Pick<PeerClient, "call">,
+    item: OutboundItem,
+  ) => Promise<void>;
   /** Hand a bounce to the sending module. */
   bounce: (item: OutboundItem, failures: Failure[]) => Promise<void>;
   /** Longest sleep in milliseconds between looks at the due index (default 1000). */
@@ -257,6 +262,9 @@ export class OutboundQueue {
         senderDomain(item.from),
         item.domain,
       );
+      if (item.blobs?.length) {
+        await this.#options.beforeDeliver?.(session, item);
+      }
       const answer = await session.call<{ recipients: typeof results }>(
         "s2s_deliver",
         {

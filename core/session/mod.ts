@@ -43,7 +43,27 @@ export interface SessionLimits {
   maxFrame: number;
   /** Milliseconds of client silence before the session is closed. */
   idleTimeoutMs: number;
+  /**
+   * Bytes per second of large answers (transfers: over {@link PACED_ABOVE}
+   * bytes) per session, both streams together; 0: unpaced. Default
+   * {@link TRANSFER_RATE}.
+   */
+  transferRate?: number;
+  /**
+   * Bytes per second of large answers per user, all of the user's sessions
+   * together; 0: no per-user pace. Default {@link TRANSFER_RATE_USER}.
+   */
+  transferRateUser?: number;
 }
+
+/** Answers larger than this many bytes are transfers, paced to the session's transfer rate. */
+export const PACED_ABOVE = 64 * 1024;
+/** Default transfer rate of a session: 8 MiB/s. */
+export const TRANSFER_RATE = 8 * 1024 * 1024;
+/** Default transfer rate of a user, all sessions together: 16 MiB/s. */
+export const TRANSFER_RATE_USER = 16 * 1024 * 1024;
+/** Bytes a transfer pacer lets through at once (one chunk: a command waits behind at most one). */
+const TRANSFER_BURST = 256 * 1024;
 
 /**
  * Bytes of pushes a session may have queued but not yet written before it is
@@ -58,6 +78,13 @@ class Session {
   readonly info: SessionInfo;
   readonly conn: Connection;
   lastSeen = performance.now();
+  /** The session a transfer lane belongs to (its activity counts there). */
+  owner?: Session;
+  /** Paces large answers (shared by a session and its lane). */
+  pacer?: TokenBucket;
+  /** Bytes per second of large answers per user (0: none). */
+  userRate = 0;
+  readonly #registry: SessionRegistry;
   inflight = 0;
   /** Bytes of pushes handed to the connection and not yet written. */
   pushBacklog = 0;
@@ -66,9 +93,15 @@ class Session {
   #slotWaiter?: () => void;
   #drainWaiters: (() => void)[] = [];
 
-  constructor(conn: Connection, registry: SessionRegistry) {
+  constructor(
+    conn: Connection,
+    registry: SessionRegistry,
+    /** The transfer lane shares the info (logins, pushes) of its session. */
+    info?: SessionInfo,
+  ) {
     this.conn = conn;
-    this.info = {
+    this.#registry = registry;
+    this.info = info ?? {
       id: conn.id,
       transport: conn.transport,
       remoteAddr: conn.remoteAddr,
@@ -111,6 +144,27 @@ class Session {
         message: "response larger than the frame limit",
       });
     }
+    // A transfer waits for its turn at the session's rate (holding its
+    // in-flight place), so that commands and pushes keep their latency.
+    let wait = 0;
+    if (frame.byteLength > PACED_ABOVE) {
+      wait = this.pacer?.borrow(frame.byteLength) ?? 0;
+      if (this.userRate > 0) {
+        wait = Math.max(
+          wait,
+          this.#registry.transferWait(
+            (this.owner ?? this).users.keys(),
+            frame.byteLength,
+            this.userRate,
+          ),
+        );
+      }
+    }
+    if (wait > 0) {
+      return new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
+        this.conn.send(frame)
+      );
+    }
     return this.conn.send(frame);
   }
 }
@@ -119,6 +173,8 @@ class Session {
 export class SessionRegistry {
   readonly #sessions = new Set<Session>();
   readonly #byUser = new Map<string, Set<Session>>();
+  /** Each user's transfer pace, shared by the user's sessions. */
+  readonly #userPacers = new Map<string, TokenBucket>();
   readonly #log?: Logger;
   #sweeper?: ReturnType<typeof setInterval>;
 
@@ -189,7 +245,30 @@ export class SessionRegistry {
     session.users.delete(address);
     const set = this.#byUser.get(address);
     set?.delete(session);
-    if (set?.size === 0) this.#byUser.delete(address);
+    if (set?.size === 0) {
+      this.#byUser.delete(address);
+      this.#userPacers.delete(address);
+    }
+  }
+
+  /**
+   * Milliseconds a large answer of `bytes` for sessions acting for `users`
+   * waits for its turn at `rate` bytes per second per user (each user's
+   * sessions share one pace, kept while the user has sessions).
+   */
+  transferWait(users: Iterable<string>, bytes: number, rate: number): number {
+    let wait = 0;
+    for (const address of users) {
+      let pacer = this.#userPacers.get(address);
+      if (!pacer) {
+        this.#userPacers.set(
+          address,
+          pacer = new TokenBucket(rate, TRANSFER_BURST),
+        );
+      }
+      wait = Math.max(wait, pacer.borrow(bytes));
+    }
+    return wait;
   }
 
   /**
@@ -301,18 +380,59 @@ export async function runSession(
   conn: Connection,
   options: SessionOptions,
 ): Promise<void> {
-  const { dispatcher, registry, limits } = options;
+  const { registry, limits } = options;
   const log = options.log.child({ session: conn.id });
   const session = new Session(conn, registry);
-  const bucket = new TokenBucket(limits.rateLimit, limits.rateLimit * 2);
+  const rate = limits.transferRate ?? TRANSFER_RATE;
+  if (rate > 0) session.pacer = new TokenBucket(rate, TRANSFER_BURST);
+  session.userRate = limits.transferRateUser ?? TRANSFER_RATE_USER;
   registry.add(session);
   log.debug("session_open", {
     transport: conn.transport,
     ip: conn.remoteAddr,
   });
+  // The transfer lane, once the client opens it: served beside the command
+  // stream with its own in-flight cap, its own rate bucket, the same session.
+  // The lane ends with the connection, closed below.
+  conn.lane?.then((laneConn) => {
+    const transfers = new Session(laneConn, registry, session.info);
+    transfers.owner = session;
+    transfers.pacer = session.pacer;
+    transfers.userRate = session.userRate;
+    // The lane lives as long as the session: its end (or broken framing on
+    // it) ends the session.
+    serveFrames(transfers, {
+      ...options,
+      log,
+      limits: { ...limits, maxInflight: TRANSFER_INFLIGHT },
+    }).finally(() => conn.close("transfer lane ended"));
+  });
+  try {
+    await serveFrames(session, { ...options, log });
+  } finally {
+    await session.drained();
+    registry.remove(session);
+    // Give the last response a moment to leave before closing.
+    setTimeout(() => conn.close("session ended"), 50);
+    log.debug("session_closed", {});
+  }
+}
+
+/** Requests in flight on a session's transfer lane (each answer up to a chunk). */
+export const TRANSFER_INFLIGHT = 8;
+
+/** Read, check and dispatch the frames of one stream of a session until it ends. */
+async function serveFrames(
+  session: Session,
+  options: SessionOptions,
+): Promise<void> {
+  const { dispatcher, limits, log } = options;
+  const conn = session.conn;
+  const bucket = new TokenBucket(limits.rateLimit, limits.rateLimit * 2);
   try {
     for await (const frame of conn.frames()) {
       session.lastSeen = performance.now();
+      if (session.owner) session.owner.lastSeen = session.lastSeen;
       let request: Document;
       try {
         request = decodeDocument(frame);
@@ -372,11 +492,5 @@ export async function runSession(
     } else {
       log.debug("session_error", { error: String(error) });
     }
-  } finally {
-    await session.drained();
-    registry.remove(session);
-    // Give the last response a moment to leave before closing.
-    setTimeout(() => conn.close("session ended"), 50);
-    log.debug("session_closed", {});
   }
 }

@@ -240,3 +240,20 @@ Deno.test("session: pushes reach the sessions bound to the address; a session th
   assert.equal(alice.closeReason, "slow consumer");
   bob.end();
 });
+
+Deno.test("session registry: a user's sessions share one transfer pace; another user's is its own", () => {
+  const registry = new SessionRegistry();
+  const MiB = 1024 * 1024;
+  // 1 MiB/s per user, a burst of 256 KiB: 2 MiB leaves a debt of 1.75 MiB.
+  const first = registry.transferWait(["a@x"], 2 * MiB, MiB);
+  assert.ok(first > 1740 && first <= 1750, String(first));
+  // Another user is not held up by a's debt.
+  const other = registry.transferWait(["b@x"], 2 * MiB, MiB);
+  assert.ok(other > 1740 && other <= 1750, String(other));
+  // a again (from any of a's sessions): behind the first debt.
+  const again = registry.transferWait(["a@x"], MiB, MiB);
+  assert.ok(again > 2740 && again <= 2750, String(again));
+  // A session acting for both waits for the slower.
+  const both = registry.transferWait(["a@x", "b@x"], MiB, MiB);
+  assert.ok(both > 3740 && both <= 3750, String(both));
+});

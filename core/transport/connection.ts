@@ -31,6 +31,13 @@ export interface Connection {
   close(reason?: string): void;
   /** Resolves once the connection is closed, from either side. */
   readonly closed: Promise<void>;
+  /**
+   * The transfer lane (WebTransport): a second stream the client may open
+   * for large transfers beside the command stream; its requests are answered
+   * on it, pushes never go there. Resolves when the client opens it; never
+   * when it does not (other transports have none).
+   */
+  readonly lane?: Promise<Connection>;
 }
 
 /**

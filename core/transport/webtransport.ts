@@ -183,17 +183,32 @@ async function establish(
     wt.close({ closeCode: 0, reason: "handshake timeout" });
     throw new HandshakeTimeout();
   }
-  // Later streams are not part of the protocol: refuse their data.
+  // The second stream is the transfer lane (docs/PROTOCOL.md section 2.3);
+  // later streams are not part of the protocol: their data is refused.
+  let openLane!: (lane: Connection) => void;
+  const lane = new Promise<Connection>((resolve) => openLane = resolve);
   (async () => {
+    let opened = false;
     while (true) {
       const next = await streams.read().catch(() => ({ done: true as const }));
       if (next.done) break;
-      next.value.readable.cancel().catch(() => {});
+      if (opened) {
+        next.value.readable.cancel().catch(() => {});
+        continue;
+      }
+      opened = true;
+      openLane(
+        new StreamConnection(wt, next.value, {
+          remoteAddr: ip,
+          maxFrame: options.maxFrame,
+        }),
+      );
     }
   })();
   return new StreamConnection(wt, first.value, {
     remoteAddr: ip,
     maxFrame: options.maxFrame,
+    lane,
   });
 }
 
@@ -234,6 +249,7 @@ export class StreamConnection implements Connection {
   readonly transport: "webtransport" | "peer";
   readonly remoteAddr: string;
   readonly closed: Promise<void>;
+  readonly lane?: Promise<Connection>;
   readonly #wt: StreamOwner;
   readonly #stream: {
     readable: ReadableStream<Uint8Array>;
@@ -260,8 +276,11 @@ export class StreamConnection implements Connection {
       maxFrame: number;
       /** `peer`: another server over raw QUIC. */
       transport?: "webtransport" | "peer";
+      /** The transfer lane, once the client opens it. */
+      lane?: Promise<Connection>;
     },
   ) {
+    this.lane = options.lane;
     const transport = options.transport ?? "webtransport";
     this.transport = transport;
     this.id = newConnectionId(transport === "peer" ? "s2s" : "wt");

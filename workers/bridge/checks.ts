@@ -50,6 +50,16 @@ export const number: Check<number> = (value, path) => {
   return value;
 };
 
+/** Bytes (a Uint8Array) of at most `max` bytes. */
+export function bytes(max: number): Check<Uint8Array> {
+  return (value, path) => {
+    if (!(value instanceof Uint8Array) || value.byteLength > max) {
+      throw new CheckError(path, `bytes, at most ${max}`);
+    }
+    return value;
+  };
+}
+
 /** A boolean. */
 export const boolean: Check<boolean> = (value, path) => {
   if (typeof value !== "boolean") throw new CheckError(path, "true or false");

@@ -17,6 +17,7 @@
 
 import type { Resolution } from "../../core/routing/mod.ts";
 import type {
+  BlobRef,
   InboundDelivery,
   InboundResult,
 } from "../../core/federation/delivery.ts";
@@ -26,6 +27,7 @@ import {
   any,
   args,
   boolean,
+  bytes,
   type Check,
   list,
   number,
@@ -56,6 +58,8 @@ export interface RemoteDelivery {
   id: string;
   /** The payload the receiving server's module gets. */
   payload: unknown;
+  /** Blobs (attachments) the receiving server must hold before the payload is delivered. */
+  blobs?: BlobRef[];
 }
 
 /** Log levels a module may use. */
@@ -145,6 +149,10 @@ export const CORE_SERVICES: {
         to: list(address, 1000),
         id: string(128),
         payload: any(),
+        blobs: optional(list(
+          object({ id: string(64), sha256: string(64), size: number }),
+          32,
+        )),
       }),
     ),
   },
@@ -241,6 +249,9 @@ export const MODULE_OFFERS: {
           message: optional(string(1000)),
         }),
         1000,
+      ),
+      blob: optional(
+        object({ offset: number, data: optional(bytes(1024 * 1024)) }),
       ),
     }),
   },

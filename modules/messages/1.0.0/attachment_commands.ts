@@ -84,8 +84,9 @@ export async function attachmentGet(
   const data = ref.size === 0
     ? new Uint8Array()
     : await new Attachments(ctx.storage, ctx.caller.address).read(
-      ref.id,
+      ref.blob ?? ref.id,
       index,
     );
-  return { ...ref, index, chunks, chunk_size: CHUNK_SIZE, data };
+  const { blob: _where, ...shown } = ref;
+  return { ...shown, index, chunks, chunk_size: CHUNK_SIZE, data };
 }

@@ -10,7 +10,9 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { ModuleError, type ModuleStorage } from "../../../workers/sdk/mod.ts";
+import { maxAttachmentFor } from "./settings.ts";
 
 /** Bytes per chunk, uploads and downloads alike (the last one may be shorter). */
 export const CHUNK_SIZE = 256 * 1024;
@@ -100,10 +102,11 @@ export class Attachments {
   async start(
     meta: { name: string; type: string; size: number; sha256: string },
   ): Promise<Upload> {
-    if (meta.size > maxAttachment()) {
+    const limit = maxAttachmentFor(this.#owner, maxAttachment());
+    if (meta.size > limit) {
       throw new ModuleError(
         "limit_exceeded",
-        `attachments are at most ${maxAttachment()} bytes`,
+        `attachments are at most ${limit} bytes`,
       );
     }
     if (!/^[0-9a-f]{64}$/.test(meta.sha256)) {
@@ -188,8 +191,8 @@ export class Attachments {
         },
       );
     }
-    const whole = new Uint8Array(upload.size);
-    let at = 0;
+    // Hashed chunk by chunk: never the whole file in memory.
+    const hash = createHash("sha256");
     for (let i = 0; i < upload.next_index; i++) {
       const chunk = await this.#storage.get<Uint8Array>([
         "blob",
@@ -199,10 +202,9 @@ export class Attachments {
       if (!chunk) {
         throw new ModuleError("handler_failed", `chunk ${i} is missing`);
       }
-      whole.set(chunk.value, at);
-      at += chunk.value.byteLength;
+      hash.update(chunk.value);
     }
-    const digest = hex(await crypto.subtle.digest("SHA-256", whole));
+    const digest = hash.digest("hex");
     if (digest !== upload.sha256) {
       throw new ModuleError(
         "invalid_parameter",

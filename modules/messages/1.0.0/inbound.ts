@@ -31,6 +31,7 @@ import {
 } from "./ids.ts";
 import {
   addMessage,
+  type AttachmentRef,
   bodyBytes,
   DEFAULT_QUOTA,
   Mailbox,
@@ -38,6 +39,7 @@ import {
   type NewMessage,
 } from "./mailbox.ts";
 import { MAX_BODY } from "./send.ts";
+import { blobOffer, blobPut, blobRead, receivedBlob } from "./transfer.ts";
 
 /** What a copy takes from a sending server's payload, each field checked. */
 interface Fields {
@@ -50,6 +52,31 @@ interface Fields {
   body: string | Uint8Array;
   in_reply_to: unknown;
   thread: unknown;
+  /** Attachments as the origin names them (their bytes came first: transfer.ts). */
+  attachments: AttachmentRef[];
+}
+
+/** Attachments a payload names, each field checked. */
+function attachmentsOf(raw: unknown): AttachmentRef[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.slice(0, 32).flatMap((a) => {
+    const r = (a ?? {}) as Record<string, unknown>;
+    const text = (v: unknown, max: number) =>
+      typeof v === "string" ? v.slice(0, max) : "";
+    if (
+      typeof r.id !== "string" || !/^[0-9A-Za-z_-]{1,64}$/.test(r.id) ||
+      typeof r.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(r.sha256) ||
+      typeof r.size !== "number" || !Number.isSafeInteger(r.size) ||
+      r.size < 0
+    ) return [];
+    return [{
+      id: r.id,
+      name: text(r.name, 255),
+      type: text(r.type, 255),
+      size: r.size,
+      sha256: r.sha256,
+    }];
+  });
 }
 
 function fieldsOf(raw: unknown, now: Date): Fields {
@@ -78,6 +105,7 @@ function fieldsOf(raw: unknown, now: Date): Fields {
     body,
     in_reply_to: p.in_reply_to,
     thread: p.thread,
+    attachments: attachmentsOf(p.attachments),
   };
 }
 
@@ -102,13 +130,14 @@ function recordOf(
     subject: fields.subject,
     format: fields.format,
     encrypted: fields.encrypted,
-    attachments: [],
+    attachments: fields.attachments,
     in_reply_to: inReplyTo,
     thread,
     seen: false,
     flagged: false,
     date,
-    size: bodyBytes(body) + fields.subject.length + 200,
+    size: bodyBytes(body) + fields.subject.length + 200 +
+      fields.attachments.reduce((n, a) => n + a.size, 0),
     preview: fields.encrypted || typeof body !== "string"
       ? ""
       : body.replace(/\s+/g, " ").trim().slice(0, 160),
@@ -145,6 +174,13 @@ export async function inbound(
   quotaDefault = DEFAULT_QUOTA,
 ): Promise<InboundResult> {
   if (delivery.kind === "bounce") return await bounce(delivery, ctx);
+  if (delivery.kind === "blob_read") return await blobRead(delivery, ctx);
+  if (delivery.kind === "blob_offer") {
+    return await blobOffer(delivery, ctx, quotaDefault);
+  }
+  if (delivery.kind === "blob_put") {
+    return await blobPut(delivery, ctx, quotaDefault);
+  }
   const refuse = (error: number, message: string): InboundResult => ({
     recipients: delivery.to.map((address) => ({
       address,
@@ -169,6 +205,18 @@ export async function inbound(
       ErrorCode.LIMIT_EXCEEDED,
       `a body is at most ${MAX_BODY} bytes`,
     );
+  }
+  // Each attachment's bytes are here, verified, before its message.
+  for (const a of fields.attachments) {
+    if (a.size === 0) continue;
+    const blob = await receivedBlob(ctx.storage, a.sha256);
+    if (!blob) {
+      return refuse(
+        ErrorCode.NOT_FOUND,
+        `attachment ${a.id} (${a.sha256}) was not received: send it with s2s_blob first`,
+      );
+    }
+    a.blob = blob;
   }
   const answered = parseGlobalId(fields.in_reply_to);
   const named = parseGlobalId(fields.thread);
@@ -293,6 +341,7 @@ async function bounce(
     body: lines.join("\n"),
     in_reply_to: null,
     thread: null,
+    attachments: [],
   };
   await store(ctx, {
     id,

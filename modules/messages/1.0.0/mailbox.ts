@@ -54,6 +54,8 @@ export interface AttachmentRef {
   size: number;
   /** SHA-256, hex. */
   sha256: string;
+  /** Where the bytes are when not under `id` (received from another server: transfer.ts). */
+  blob?: string;
 }
 
 /**

@@ -107,6 +107,8 @@ export interface RemotePayload {
   thread: string;
   date: Date;
   body: string | Uint8Array;
+  /** The attachments, sent before the payload (transfer.ts). */
+  attachments?: AttachmentRef[];
 }
 
 function preview(body: string | Uint8Array, encrypted: boolean): string {
@@ -213,6 +215,7 @@ export async function send(
     thread: thread ?? globalId(messageId, domain),
     date,
     body,
+    ...(attachments.length ? { attachments } : {}),
   });
   const queued = new Set<string>();
   for (
@@ -224,6 +227,15 @@ export async function send(
       to: m.to.remote,
       id: m.id,
       payload: payload(m.body),
+      ...(attachments.length
+        ? {
+          blobs: attachments.filter((a) => a.size > 0).map((a) => ({
+            id: a.id,
+            sha256: a.sha256,
+            size: a.size,
+          })),
+        }
+        : {}),
     });
     for (const address of m.to.remote) queued.add(address);
   }

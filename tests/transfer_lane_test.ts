@@ -1,0 +1,162 @@
+/**
+ * The transfer lane: a second WebTransport stream of a session carries large
+ * transfers beside the command stream. Requests on it are answered on it,
+ * with the session's logins; pushes and command answers stay on the command
+ * stream; the client library sends transfers there and falls back to the one
+ * connection over WebSocket.
+ */
+
+import assert from "node:assert/strict";
+import { openWebTransport } from "../client/transport.ts";
+import {
+  decodeDocument,
+  type Document,
+  encodeDocument,
+} from "../core/wire/mod.ts";
+import { mailWorld } from "../testing/mail.ts";
+
+const CHUNK = 256 * 1024;
+
+async function sha256Hex(data: Uint8Array): Promise<string> {
+  return Array.from(
+    new Uint8Array(
+      await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
+    ),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+Deno.test("transfer lane: answers on the second stream, pushes on the first, the client library's transfers", async () => {
+  const world = await mailWorld();
+  try {
+    const a = await world.session("a@example.org");
+    const b = await world.session("b@example.org");
+    // A 1 MiB attachment, sent to a.
+    const file = crypto.getRandomValues(new Uint8Array(65536));
+    const data = new Uint8Array(4 * CHUNK);
+    for (let at = 0; at < data.byteLength; at += file.byteLength) {
+      data.set(file, at);
+      data[at] = at / file.byteLength;
+    }
+    const started = await b.call<{ upload_id: string }>("attachment_upload", {
+      name: "f.bin",
+      size: data.byteLength,
+      sha256: await sha256Hex(data),
+    });
+    for (let index = 0; index * CHUNK < data.byteLength; index++) {
+      // Uploads go on the lane too (the client library's transferRequest).
+      const r = await b.client.transferRequest("attachment_upload_chunk", {
+        module: "messages",
+        user_token: b.token,
+        upload_id: started.upload_id,
+        index,
+        data: data.subarray(index * CHUNK, (index + 1) * CHUNK),
+      });
+      assert.equal(r.error, 0, r.message);
+    }
+    const { attachment_id } = await b.call<{ attachment_id: string }>(
+      "attachment_upload_finish",
+      { upload_id: started.upload_id },
+    );
+    await b.call("send", {
+      to: ["a@example.org"],
+      subject: "file",
+      body: "x",
+      attachments: [attachment_id],
+    });
+    const listed = await a.call<{ messages: { id: string }[] }>("list", {
+      folder: "inbox",
+    });
+    const id = listed.messages[0].id;
+
+    // Raw: a session of two streams, a's token used on both.
+    const url = `https://127.0.0.1:${world.t.server.port}/amtp`;
+    const commands = await openWebTransport({
+      url,
+      certHash: world.t.server.certSha256(),
+    });
+    const lane = await commands.lane!();
+    const reader = (t: typeof commands) => {
+      const frames = t.frames()[Symbol.asyncIterator]();
+      return async () => {
+        const next = await frames.next();
+        assert.ok(!next.done, "the stream ended");
+        return decodeDocument(next.value) as Document;
+      };
+    };
+    const onCommands = reader(commands);
+    const onLane = reader(lane);
+    const get = (index: number, requestID: number) =>
+      encodeDocument({
+        command: "attachment_get",
+        requestID,
+        module: "messages",
+        user_token: a.token,
+        id,
+        attachment_id,
+        index,
+      });
+    // Four chunks asked on the lane, a ping on the commands: each answered
+    // where it was asked.
+    for (let i = 0; i < 4; i++) await lane.send(get(i, 100 + i));
+    await commands.send(
+      encodeDocument({
+        command: "quota",
+        requestID: 1,
+        module: "messages",
+        user_token: a.token,
+      }),
+    );
+    const quota = await onCommands();
+    assert.equal(quota.requestID, 1);
+    assert.equal(quota.error, 0, String(quota.message));
+    const got = new Uint8Array(data.byteLength);
+    for (let i = 0; i < 4; i++) {
+      const answer = await onLane();
+      assert.equal(answer.error, 0, String(answer.message));
+      const index = (answer.data as { index: number }).index;
+      assert.equal(answer.requestID, 100 + index);
+      got.set((answer.data as { data: Uint8Array }).data, index * CHUNK);
+    }
+    assert.deepEqual(got, data);
+    // A push for a (this session is bound to a by the token) comes on the
+    // command stream; the lane's next frame is its own answer.
+    await b.call("send", { to: ["a@example.org"], subject: "ping", body: "y" });
+    let push: Document;
+    do push = await onCommands(); while (push.event !== "message_new");
+    assert.equal((push.data as { subject: string }).subject, "ping");
+    await lane.send(encodeDocument({ command: "ping", requestID: 7 }));
+    const pong = await onLane();
+    assert.equal(pong.requestID, 7);
+    assert.equal(pong.event, undefined);
+    commands.close();
+
+    // The client library: transfers on the lane beside commands (WebTransport),
+    // on the one connection over WebSocket; both byte for byte.
+    for (const transport of ["webtransport", "websocket"] as const) {
+      const client = await world.t.connect({ transport });
+      const parts = await Promise.all(
+        [0, 1, 2, 3].map((index) =>
+          client.transferRequest("attachment_get", {
+            module: "messages",
+            user_token: a.token,
+            id,
+            attachment_id,
+            index,
+          })
+        ),
+      );
+      const whole = new Uint8Array(data.byteLength);
+      for (const p of parts) {
+        assert.equal(p.error, 0, p.message);
+        const d = p.data as { index: number; data: Uint8Array };
+        whole.set(d.data, d.index * CHUNK);
+      }
+      assert.deepEqual(whole, data, transport);
+      assert.equal((await client.request("ping")).error, 0);
+      client.close();
+    }
+  } finally {
+    await world.t.close();
+  }
+});
