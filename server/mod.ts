@@ -31,6 +31,7 @@ import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
 import { moduleCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
+import type { InboundResult } from "../core/federation/delivery.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
 
@@ -154,6 +155,9 @@ export async function startServer(
     inbound: (module, delivery) => host.router.inbound(module, delivery),
     profile: (address) => localProfile(store.accounts, address),
     port: () => transportPort,
+    compose: (module, request) => host.router.compose(module, request),
+    transport: (request) => host.router.transport(request),
+    carriesEmail: () => host.router.carrier("smtp") !== undefined,
   });
   const host = new ModuleHost({
     root: config.modulesDir,
@@ -163,11 +167,15 @@ export async function startServer(
       : undefined,
     log,
     denoConfig: new URL("../deno.json", import.meta.url).pathname,
+    off: config.modulesOff,
     services: moduleServices({
       store,
       registry,
       maxFrame: config.maxFrame,
       federation,
+      certificate: () => certificate,
+      inbound: (module, delivery): Promise<InboundResult> =>
+        host.router.inbound(module, delivery),
     }),
     ...options.moduleHost,
   });

@@ -63,6 +63,8 @@ export interface ModuleHostOptions {
   restartBaseMs?: number;
   /** Hangs in worker mode after which a version moves to process isolation (default 1). */
   hangsBeforeProcess?: number;
+  /** Modules not started at start (shown unloaded; an admin may load them). */
+  off?: string[];
 }
 
 /** An absolute path (module graphs and permissions name absolute paths). */
@@ -147,8 +149,15 @@ export class ModuleHost {
       }
     }
     const launches = [];
+    const off = new Set(this.#options.off ?? []);
     for (const manifest of manifests) {
       const slot = await this.#table.restore(manifest);
+      if (off.has(manifest.name)) {
+        // Not persisted: the next start without it in the list runs it.
+        slot.loaded = false;
+        slot.state = "unloaded";
+        continue;
+      }
       if (slot.loaded && slot.enabled) {
         launches.push(this.#supervisor.launch(slot));
       }
@@ -194,9 +203,14 @@ export class ModuleHost {
   /** Check a module's code, then start it where the slot says. */
   async #open(slot: Slot): Promise<Channel> {
     const store = this.#storePath(slot.manifest.name);
-    const imports = await (await this.#imports()).check(slot.manifest);
-    return slot.isolation === "process"
-      ? await startProcess(slot.manifest, { imports, log: this.#log, store })
-      : startWorker(slot.manifest, store);
+    const policy = await this.#imports();
+    const imports = await policy.check(slot.manifest);
+    if (slot.isolation === "worker") return startWorker(slot.manifest, store);
+    await policy.fetchPackages(slot.manifest, imports);
+    return await startProcess(slot.manifest, {
+      imports,
+      log: this.#log,
+      store,
+    });
   }
 }

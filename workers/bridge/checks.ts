@@ -56,6 +56,16 @@ export const boolean: Check<boolean> = (value, path) => {
   return value;
 };
 
+/** Bytes (a BSON binary), at most `max` of them. */
+export function bytes(max: number): Check<Uint8Array> {
+  return (value, path) => {
+    if (!(value instanceof Uint8Array) || value.byteLength > max) {
+      throw new CheckError(path, `binary data of at most ${max} bytes`);
+    }
+    return value;
+  };
+}
+
 /** Anything (checked by whoever uses it). */
 export function any<T = unknown>(): Check<T> {
   return (value) => value as T;

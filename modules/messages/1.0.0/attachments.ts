@@ -245,3 +245,46 @@ export class Attachments {
     return chunk.value;
   }
 }
+
+/**
+ * Store bytes as a finished attachment under `id` (chunks, then its meta),
+ * for content that did not come through an upload: parts of a message
+ * received by email. Writing it again writes the same.
+ */
+export async function storeBlob(
+  storage: ModuleStorage,
+  blob: { id: string; owner: string; name: string; type: string },
+  content: Uint8Array,
+): Promise<BlobMeta> {
+  const chunks = Math.ceil(content.byteLength / CHUNK_SIZE);
+  for (let i = 0; i < chunks; i++) {
+    await storage.set(
+      ["blob", blob.id, i],
+      content.slice(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE),
+    );
+  }
+  const meta: BlobMeta = {
+    ...blob,
+    size: content.byteLength,
+    sha256: hex(await crypto.subtle.digest("SHA-256", new Uint8Array(content))),
+    chunks,
+  };
+  await storage.set(["blob_meta", blob.id], meta);
+  return meta;
+}
+
+/** Read a whole attachment's bytes (the caller checked access). */
+export async function readBlob(
+  storage: ModuleStorage,
+  ref: { id: string; size: number },
+): Promise<Uint8Array> {
+  const out = new Uint8Array(ref.size);
+  let at = 0;
+  for (let i = 0; at < ref.size; i++) {
+    const chunk = await storage.get<Uint8Array>(["blob", ref.id, i]);
+    if (!chunk) throw new ModuleError("not_found", `chunk ${i} is missing`);
+    out.set(chunk.value, at);
+    at += chunk.value.byteLength;
+  }
+  return out;
+}

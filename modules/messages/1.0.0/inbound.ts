@@ -11,6 +11,7 @@
  * - `bounce`: a remote delivery failed for good; the sender gets a notice in
  *   the inbox from `mailer-daemon@<their domain>` naming each failed
  *   recipient and why.
+ * - `email`: a message the SMTP gateway received (email.ts).
  *
  * @module
  */
@@ -37,6 +38,7 @@ import {
   type MessageRecord,
   type NewMessage,
 } from "./mailbox.ts";
+import { inboundEmail } from "./email.ts";
 import { MAX_BODY } from "./send.ts";
 
 /** What a copy takes from a sending server's payload, each field checked. */
@@ -145,6 +147,9 @@ export async function inbound(
   quotaDefault = DEFAULT_QUOTA,
 ): Promise<InboundResult> {
   if (delivery.kind === "bounce") return await bounce(delivery, ctx);
+  if (delivery.kind === "email") {
+    return await inboundEmail(delivery, ctx, quotaDefault);
+  }
   const refuse = (error: number, message: string): InboundResult => ({
     recipients: delivery.to.map((address) => ({
       address,
