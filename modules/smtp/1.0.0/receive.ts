@@ -6,7 +6,9 @@
  *   is refused at RCPT with 550 (so nothing is accepted that would have to
  *   bounce later: no backscatter).
  * - Limits before buffering: connections in total and per IP, messages per
- *   minute per IP, recipients per message, the message size (SIZE announced
+ *   minute per IP, RCPT commands per message (repeated and refused ones
+ *   count), refused recipients per connection (then 421: no address
+ *   harvesting), the message size (SIZE announced
  *   at MAIL FROM, then counted while it arrives), and the bytes all messages
  *   in progress may hold.
  * - SPF, DKIM, DMARC and ARC are checked (verify.ts); a From domain whose
@@ -36,6 +38,17 @@ const CERT_CHECK_MS = 10 * 60_000;
 /** An SMTP reply as smtp-server sends it: an error with a code. */
 function reply(code: number, text: string): Error {
   return Object.assign(new Error(text), { responseCode: code });
+}
+
+/** Recipients refused on one connection before it is closed (a directory harvest). */
+const MAX_REFUSED = 10;
+
+/** What one connection did so far. */
+interface Counts {
+  /** RCPT commands in this transaction, refused or repeated ones too. */
+  rcpt: number;
+  /** Recipients refused on this connection. */
+  refused: number;
 }
 
 /** A token bucket per key (messages per minute per IP). */
@@ -81,6 +94,12 @@ export async function startReceiver(
   const resolver = dnsResolver(settings.dns);
   const rates = new Rates(settings.rate);
   const perIp = new Map<string, number>();
+  const counts = new Map<string, Counts>();
+  const countsOf = (session: SMTPServerSession) => {
+    let c = counts.get(session.id);
+    if (!c) counts.set(session.id, c = { rcpt: 0, refused: 0 });
+    return c;
+  };
   let buffered = 0;
   let cert = await ctx.tls.certificate();
 
@@ -114,6 +133,7 @@ export async function startReceiver(
       done();
     },
     onClose(session: SMTPServerSession) {
+      counts.delete(session.id);
       const ip = session.remoteAddress;
       const count = (perIp.get(ip) ?? 1) - 1;
       if (count <= 0) perIp.delete(ip);
@@ -136,6 +156,7 @@ export async function startReceiver(
       if (!rates.take(session.remoteAddress)) {
         return done(reply(450, "4.7.1 Too many messages: try again later"));
       }
+      countsOf(session).rcpt = 0;
       done();
     },
     onRcptTo(
@@ -143,16 +164,30 @@ export async function startReceiver(
       session: SMTPServerSession,
       done: (error?: Error | null) => void,
     ) {
-      if (session.envelope.rcptTo.length >= settings.maxRecipients) {
+      // Every RCPT counts, refused and repeated ones too (smtp-server
+      // keeps one entry per address): a client cannot make the gateway
+      // look up recipients without end.
+      const c = countsOf(session);
+      if (
+        ++c.rcpt > settings.maxRecipients ||
+        session.envelope.rcptTo.length >= settings.maxRecipients
+      ) {
         return done(reply(452, "4.5.3 Too many recipients"));
       }
+      const refuse = (code: number, text: string) => {
+        // A harvest of addresses: the connection ends.
+        if (++c.refused > MAX_REFUSED) {
+          return done(reply(421, "4.7.0 Too many unknown recipients"));
+        }
+        done(reply(code, text));
+      };
       ctx.accounts.resolve([address.address]).then(([r]) => {
         if (r.kind === "invalid") {
-          done(reply(553, `5.1.3 Bad recipient address: ${r.reason ?? ""}`));
+          refuse(553, `5.1.3 Bad recipient address: ${r.reason ?? ""}`);
         } else if (r.mailboxes.length > 0) done();
         else if (r.kind === "remote" || r.remote.length > 0) {
-          done(reply(550, "5.7.1 Relaying denied: not a local address"));
-        } else done(reply(550, "5.1.1 No such user here"));
+          refuse(550, "5.7.1 Relaying denied: not a local address");
+        } else refuse(550, "5.1.1 No such user here");
       }, () => done(reply(451, "4.3.0 Temporary failure: try again later")));
     },
     onData(
