@@ -62,6 +62,25 @@ export type {
 /** Largest message that crosses the bridge in one call (an email, raw). */
 export const MAX_MESSAGE_BYTES = 15 * 1024 * 1024;
 
+/** A gateway's checks of a received message, each field bounded (a gateway is not trusted blindly). */
+const emailAuth: Check<EmailAuth> = object({
+  client_ip: string(64),
+  helo: string(255),
+  tls: boolean,
+  spf: object({ result: string(32), domain: string(255) }),
+  dkim: list(
+    object({ result: string(32), domain: string(255), selector: string(255) }),
+    10,
+  ),
+  dmarc: object({
+    result: string(32),
+    domain: string(255),
+    policy: string(32),
+  }),
+  arc: object({ result: string(32) }),
+  summary: string(2000),
+});
+
 /** How a remote address is reached (`federation.routes`): `unknown` when DNS failed. */
 export type Route = "amtp" | "email" | "none" | "unknown";
 
@@ -202,7 +221,7 @@ export const CORE_SERVICES: {
         mail_from: string(320),
         to: list(address, 1000),
         raw: bytes(MAX_MESSAGE_BYTES),
-        auth: any<EmailAuth>(),
+        auth: emailAuth,
       }),
     ),
   },
