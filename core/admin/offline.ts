@@ -9,6 +9,8 @@
  * deno task admin enable NAME                     re-enable a disabled admin
  * deno task admin list-admins
  * deno task admin unblock --all | account ID | ip ADDRESS | account_ip ID|SOURCE
+ * deno task admin rotate-dkim DOMAIN              new DKIM keys for email, pending
+ * deno task admin activate-dkim DOMAIN            sign with them from now on
  * ```
  *
  * `unblock account ID` also lifts that account's per-source blocks, `unblock
@@ -30,6 +32,7 @@ import { ConfigError, loadConfig } from "../config/mod.ts";
 import { loadEnvFile } from "../../shared/env_file.ts";
 import { normalizeAdminName } from "../../shared/identity.ts";
 import { ServerKeys } from "../federation/keys.ts";
+import { DkimKeys } from "../federation/dkim.ts";
 
 const USAGE = `usage:
   deno task admin add-admin NAME --key FILE.pub
@@ -37,7 +40,8 @@ const USAGE = `usage:
   deno task admin enable NAME
   deno task admin list-admins
   deno task admin unblock --all | account ID | ip ADDRESS | account_ip 'ID|SOURCE'
-  deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key`;
+  deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key
+  deno task admin rotate-dkim DOMAIN     (then, after DNS is updated) activate-dkim DOMAIN`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -131,6 +135,34 @@ export async function main(args: string[]): Promise<number> {
         await keys.activate();
         console.log(
           "the new key signs from now on (restart the server to use it); keep the old record published a day longer",
+        );
+        return 0;
+      }
+      case "rotate-dkim": {
+        if (!target) break;
+        const domain = target.toLowerCase();
+        const records = await new DkimKeys(store.kv).rotate(domain);
+        console.log(
+          `new DKIM keys pending for ${domain}. Publish these TXT records next to the current ones:`,
+        );
+        for (const r of records) {
+          console.log(`  ${r.name}. IN TXT "${r.value}"`);
+        }
+        console.log(
+          `then, once DNS caches have them: deno task admin activate-dkim ${domain}`,
+        );
+        return 0;
+      }
+      case "activate-dkim": {
+        if (!target) break;
+        try {
+          await new DkimKeys(store.kv).activate(target);
+        } catch (error) {
+          console.error((error as Error).message);
+          return 1;
+        }
+        console.log(
+          `the new keys sign mail from ${target} within a minute; keep the old records published a week longer (mail in transit)`,
         );
         return 0;
       }
