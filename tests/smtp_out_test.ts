@@ -224,6 +224,76 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "a thread started in an email client, answered from AMTP, one conversation on both sides",
+      async () => {
+        const eml = await Deno.readFile(
+          new URL("./fixtures/email/thunderbird.eml", import.meta.url),
+        );
+        await postfix.submit("carol@other.test", ["bob@example.test"], eml);
+        const first = await pushOf(
+          bob,
+          "message_new",
+          (d) => d.subject === "Café on Saturday?",
+          20_000,
+        );
+        const original = "4f1c2a9e-7d3b-4c55-9a1e-2b6f0c8d1e77@other.test";
+        assert.deepStrictEqual(first.global_id, original);
+        // Bob answers from AMTP.
+        const reply = await bob.call<{ id: string; global_id: string }>(
+          "send",
+          {
+            to: ["carol@other.test"],
+            subject: "Re: Café on Saturday?",
+            body: "Yes, see you there.\n",
+            in_reply_to: first.id,
+          },
+        );
+        let answer: Awaited<ReturnType<typeof simpleParser>> | undefined;
+        await waitFor(
+          async () => {
+            for (const file of await postfix.maildir("carol@other.test")) {
+              const parsed = await simpleParser(Buffer.from(file));
+              if (parsed.subject === "Re: Café on Saturday?") answer = parsed;
+            }
+            return answer !== undefined;
+          },
+          30_000,
+          "the answer in carol's Maildir",
+        );
+        // Her mail client threads it under her message.
+        assert.deepStrictEqual(answer!.inReplyTo, `<${original}>`);
+        assert.match(String(answer!.references), new RegExp(original));
+        assert.deepStrictEqual(answer!.messageId, `<${reply.global_id}>`);
+        // She answers that by email: it joins the same thread at Bob's.
+        const again = new TextEncoder().encode(
+          "From: Carol Example <carol@other.test>\r\nTo: bob@example.test\r\n" +
+            "Subject: Re: Café on Saturday?\r\n" +
+            "Message-ID: <c2@other.test>\r\n" +
+            `In-Reply-To: <${reply.global_id}>\r\n` +
+            `References: <${original}> <${reply.global_id}>\r\n` +
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n" +
+            "\r\nGreat!\r\n",
+        );
+        await postfix.submit("carol@other.test", ["bob@example.test"], again);
+        const third = await pushOf(
+          bob,
+          "message_new",
+          (d) => d.global_id === "c2@other.test",
+          20_000,
+        );
+        assert.deepStrictEqual(third.thread, first.thread);
+        const thread = await bob.call<{ messages: { global_id: string }[] }>(
+          "thread",
+          { id: third.id },
+        );
+        assert.deepStrictEqual(
+          thread.messages.map((m) => m.global_id),
+          [original, reply.global_id, "c2@other.test"],
+        );
+      },
+    );
+
     await t.step("Postfix down: retried, then delivered once", async () => {
       await postfix.stop();
       await bob.call("send", {
