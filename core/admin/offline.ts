@@ -41,7 +41,9 @@ const USAGE = `usage:
   deno task admin list-admins
   deno task admin unblock --all | account ID | ip ADDRESS | account_ip 'ID|SOURCE'
   deno task admin rotate-server-key      (then, after DNS is updated) activate-server-key
-  deno task admin rotate-dkim DOMAIN     (then, after DNS is updated) activate-dkim DOMAIN`;
+  deno task admin rotate-dkim DOMAIN     (then, after DNS is updated) activate-dkim DOMAIN
+  deno task admin export USER --format mbox|maildir|eml DIR
+  deno task admin import USER FILE|DIR   (mbox, Maildir, .eml: server/admin.ts)`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
