@@ -7,6 +7,7 @@
  * ```
  * deno task admin export USER --format mbox|maildir|eml DIR
  * deno task admin import USER FILE|DIR
+ * deno task admin import-imap USER --host H [--port P] [--no-tls] --user U --password-file F
  * ```
  *
  * It opens the databases directly: the server may keep running.
@@ -23,9 +24,11 @@ import {
   exportMailbox,
   type Format,
   FORMATS,
+  importFound,
   importMail,
   type Tally,
 } from "../modules/messages/1.0.0/portable.ts";
+import { imapMessages } from "../modules/messages/1.0.0/portable_imap.ts";
 import { quotaDefault } from "../modules/messages/1.0.0/settings.ts";
 
 /** The module whose mailboxes these are. */
@@ -33,7 +36,14 @@ const MESSAGES = "messages";
 
 const USAGE = `usage:
   deno task admin export USER --format mbox|maildir|eml DIR
-  deno task admin import USER FILE|DIR   (mbox, Maildir, .eml; what the mailbox holds already is skipped)`;
+  deno task admin import USER FILE|DIR   (mbox, Maildir, .eml; what the mailbox holds already is skipped)
+  deno task admin import-imap USER --host H [--port P] [--no-tls] [--insecure] --user U --password-file F
+                                         (every folder of an IMAP account; run again to resume)`;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
 
 function report(verb: string, tally: Tally, where: string): number {
   console.log(
@@ -54,13 +64,18 @@ function report(verb: string, tally: Tally, where: string): number {
 /** `export` and `import`. */
 async function mailbox(args: string[]): Promise<number> {
   const [verb, target] = args;
+  const valued = ["--format", "--host", "--port", "--user", "--password-file"];
   const positional = args.filter((a, i) =>
-    !a.startsWith("--") && !args[i - 1]?.startsWith("--")
+    !a.startsWith("--") && !valued.includes(args[i - 1])
   );
-  const path = positional[2];
-  const i = args.indexOf("--format");
-  const format = (i >= 0 ? args[i + 1] : "maildir") as Format;
-  if (!target || !path || !FORMATS.includes(format)) {
+  const path = verb === "import-imap" ? flag(args, "host") : positional[2];
+  const format = (flag(args, "format") ?? "maildir") as Format;
+  const imapUser = flag(args, "user");
+  const passwordFile = flag(args, "password-file");
+  if (
+    !target || !path || !FORMATS.includes(format) ||
+    (verb === "import-imap" && (!imapUser || !passwordFile))
+  ) {
     console.error(USAGE);
     return 2;
   }
@@ -101,14 +116,26 @@ async function mailbox(args: string[]): Promise<number> {
       );
       return new Set(domains.filter((_, i) => found[i] !== null));
     };
+    const quota = user.quota || quotaDefault();
+    if (verb === "import-imap") {
+      const secure = !args.includes("--no-tls");
+      const source = imapMessages({
+        host: path,
+        port: Number(flag(args, "port") ?? (secure ? 993 : 143)),
+        secure,
+        user: imapUser!,
+        password: (await Deno.readTextFile(passwordFile!)).trim(),
+        insecure: args.includes("--insecure"),
+      });
+      return report(
+        "import",
+        await importFound({ storage, hosted }, owner, quota, source),
+        `${imapUser}@${path}`,
+      );
+    }
     return report(
       verb,
-      await importMail(
-        { storage, hosted },
-        owner,
-        user.quota || quotaDefault(),
-        path,
-      ),
+      await importMail({ storage, hosted }, owner, quota, path),
       path,
     );
   } catch (error) {
@@ -125,6 +152,7 @@ export async function main(args: string[]): Promise<number> {
   switch (args[0]) {
     case "export":
     case "import":
+    case "import-imap":
       return await mailbox(args);
     default:
       return await offline(args);

@@ -11,6 +11,8 @@ import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { startWorld, type World } from "../testing/federation_world.ts";
 import type { MailSession } from "../testing/mail.ts";
 import { cleanEnv, taskArgs } from "../testing/process.ts";
+import { dovecotAvailable, startDovecot } from "../testing/dovecot.ts";
+import { ImapFlow } from "imapflow";
 
 async function admin(
   world: World,
@@ -243,5 +245,172 @@ Deno.test({
     }
   } finally {
     await world.close();
+  }
+});
+
+/** Per folder, each message (line ends normalised) with its Maildir flags, sorted. */
+async function maildirPicture(
+  root: string,
+  folders: Record<string, string>,
+): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  for (const [name, path] of Object.entries(folders)) {
+    const items: string[] = [];
+    for (const sub of ["cur", "new"]) {
+      try {
+        for await (const e of Deno.readDir(`${root}/${path}/${sub}`)) {
+          const text = new TextDecoder().decode(
+            await Deno.readFile(`${root}/${path}/${sub}/${e.name}`),
+          ).replace(/\r\n/g, "\n");
+          const flags = e.name.match(/:2,([A-Z]*)$/)?.[1] ?? "";
+          items.push(`${flags} ${text}`);
+        }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+    }
+    out[name] = items.sort();
+  }
+  return out;
+}
+
+Deno.test({
+  name:
+    "mail import-imap: a real Dovecot account migrated (folders, flags, attachments), resumable, exported to Maildir equal to Dovecot's",
+  ignore: !dovecotAvailable(),
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dovecot = await startDovecot({ carol: "secret" });
+  const world = await startWorld([["mx.example.test", "example.test"]]);
+  try {
+    const bob = await world.mail("bob@example.test");
+    // Carol's account, filled over IMAP as her mail client did.
+    const imap = new ImapFlow({
+      host: "127.0.0.1",
+      port: dovecot.port,
+      secure: false,
+      auth: { user: "carol", pass: "secret" },
+      logger: false,
+    });
+    await imap.connect();
+    await imap.mailboxCreate("Projects");
+    const eml = await Deno.readFile(
+      new URL("./fixtures/email/thunderbird.eml", import.meta.url),
+    );
+    const data = crypto.getRandomValues(new Uint8Array(20_000));
+    const withFile = await compose({
+      from: "dana@other.test",
+      to: "carol@other.test",
+      subject: "the plan",
+      messageId: "<p1@other.test>",
+      date: new Date("2026-10-01T08:00:00Z"),
+      text: "attached\n",
+      attachments: [{ filename: "plan.bin", content: Buffer.from(data) }],
+    });
+    const sent = await compose({
+      from: "carol@other.test",
+      to: "bob@example.test",
+      subject: "Café on Saturday?",
+      messageId: "<s1@other.test>",
+      date: new Date("2026-11-20T08:00:00Z"),
+      text: "?\n",
+    });
+    await imap.append("INBOX", Buffer.from(eml), ["\\Seen", "\\Flagged"]);
+    await imap.append("Projects", Buffer.from(withFile), [
+      "\\Seen",
+      "\\Answered",
+    ]);
+    await imap.append("Sent", Buffer.from(sent), ["\\Seen"]);
+    await imap.append(
+      "INBOX",
+      Buffer.from(
+        await compose({
+          from: "eve@other.test",
+          to: "carol@other.test",
+          subject: "unread",
+          messageId: "<u1@other.test>",
+          text: "!\n",
+        }),
+      ),
+      [],
+    );
+    await imap.logout();
+
+    const password = `${world.root}/imap-password`;
+    await Deno.writeTextFile(password, "secret\n");
+    const migrate = () =>
+      admin(world, [
+        "import-imap",
+        "bob@example.test",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(dovecot.port),
+        "--no-tls",
+        "--user",
+        "carol",
+        "--password-file",
+        password,
+      ]);
+    const first = await migrate();
+    assert.deepStrictEqual(first.code, 0, first.out);
+    assert.match(first.out, /imported 4 messages/);
+    const got = await picture(bob);
+    assert.deepStrictEqual(Object.keys(got).sort(), [
+      "inbox",
+      "projects",
+      "sent",
+    ]);
+    assert.match(got.inbox.join("\n"), /Café on Saturday\? \| seen \| flagged/);
+    assert.match(got.inbox.join("\n"), /unread \| {2}\| {2}\|/);
+    assert.match(got.projects[0], /the plan \| seen \| {2}\|/);
+    const { messages } = await bob.call<{ messages: Copy[] }>("list", {
+      folder: "projects",
+    });
+    const plan = await bob.call<{ attachments: { id: string }[] }>("get", {
+      id: messages[0].id,
+    });
+    const file = await bob.call<{ data: Uint8Array }>("attachment_get", {
+      id: messages[0].id,
+      attachment_id: plan.attachments[0].id,
+    });
+    assert.deepStrictEqual(file.data, data);
+
+    // Interrupted or not, running it again adds nothing.
+    const again = await migrate();
+    assert.match(again.out, /imported 0 messages .*\(4 already there/);
+    assert.deepStrictEqual(await picture(bob), got);
+
+    // Exported to Maildir: the same messages with the same flags as Dovecot's.
+    const out = `${world.root}/export`;
+    const exported = await admin(world, [
+      "export",
+      "bob@example.test",
+      "--format",
+      "maildir",
+      out,
+    ]);
+    assert.deepStrictEqual(exported.code, 0, exported.out);
+    const theirs = await maildirPicture(`${dovecot.dir}/home/carol/Maildir`, {
+      inbox: ".",
+      projects: ".Projects",
+      sent: ".Sent",
+    });
+    assert.deepStrictEqual(
+      Object.values(theirs).map((v) => v.length),
+      [2, 1, 1],
+    );
+    assert.deepStrictEqual(
+      await maildirPicture(out, {
+        inbox: "inbox",
+        projects: "projects",
+        sent: "sent",
+      }),
+      theirs,
+    );
+  } finally {
+    await world.close();
+    await dovecot.close();
   }
 });

@@ -223,8 +223,8 @@ function mboxEntry(
   return Uint8Array.from(entry, (c) => c.charCodeAt(0));
 }
 
-/** A message found in the files to import. */
-interface Found {
+/** A message found to import (in files, or on an IMAP server). */
+export interface Found {
   /** Where it was (for reports). */
   what: string;
   /** Its bytes. */
@@ -363,8 +363,18 @@ export async function importMail(
   quota: number,
   path: string,
 ): Promise<Tally> {
+  return await importFound(env, owner, quota, found(path));
+}
+
+/** Import messages from `source` into `owner`'s mailbox, each into its folder. */
+export async function importFound(
+  env: EmailEnv,
+  owner: string,
+  quota: number,
+  source: AsyncIterable<Found>,
+): Promise<Tally> {
   const tally: Tally = { done: 0, skipped: 0, failed: [] };
-  for await (const item of found(path)) {
+  for await (const item of source) {
     try {
       const parsed = await parseEmail(item.raw);
       const id = parsed.message_id;
