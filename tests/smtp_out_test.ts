@@ -403,6 +403,62 @@ Deno.test({
         before,
       );
     });
+    await t.step(
+      "the CLI says before sending who reads it unencrypted",
+      async () => {
+        const node = world.nodes[0];
+        const admin = {
+          AMTP_DATA: `${node.dir}/data`,
+          AMTP_CLI_STATE: `${world.root}/cli.json`,
+        };
+        const user = { AMTP_CLI_STATE: `${world.root}/cli-zed.json` };
+        const key = `${world.root}/zed`;
+        assert.deepStrictEqual(
+          (await runCli(["keygen", "--out", key], user)).code,
+          0,
+        );
+        const added = await runCli(
+          ["admin", "add-user", "zed@example.test", "--key", `${key}.pub`],
+          admin,
+        );
+        assert.deepStrictEqual(added.code, 0, added.stdout + added.stderr);
+        const login = await runCli([
+          "login",
+          "--user",
+          "zed@example.test",
+          "--key",
+          `${key}.key`,
+          "--server",
+          `127.0.0.1:${node.port}`,
+          "--cert-hash",
+          await certificateHash(node.certPem),
+        ], user);
+        assert.deepStrictEqual(login.code, 0, login.stderr);
+        const send = (...more: string[]) =>
+          runCli([
+            "send",
+            "--to",
+            "carol@other.test",
+            "--subject",
+            "from the CLI",
+            "--body",
+            "b",
+            ...more,
+          ], user);
+        const refused = await send("--encrypt");
+        assert.notDeepStrictEqual(refused.code, 0);
+        assert.match(
+          refused.stderr,
+          /carol@other\.test is reached by ordinary email: it reads the message unencrypted/,
+        );
+        const plain = await send();
+        assert.deepStrictEqual(plain.code, 0, plain.stderr);
+        assert.match(
+          plain.stderr,
+          /NOT ENCRYPTED: carol@other\.test is reached by ordinary email/,
+        );
+      },
+    );
   } finally {
     // SMTP_TEST_LOGS=file keeps the server's and Postfix's logs.
     const logs = Deno.env.get("SMTP_TEST_LOGS");
