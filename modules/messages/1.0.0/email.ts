@@ -206,27 +206,22 @@ export async function storeEmail(
       ...extra,
     };
   };
-  const source = await blob(
-    "source",
-    "message.eml",
-    "message/rfc822",
-    input.raw,
-  );
-  const html = mail.html === undefined ? undefined : await blob(
-    "html",
-    "body.html",
-    "text/html; charset=utf-8",
-    new TextEncoder().encode(mail.html),
-  );
-  const attachments: AttachmentRef[] = [];
-  for (const [i, a] of mail.attachments.entries()) {
-    attachments.push(
-      await blob(`part ${i}`, a.name, a.type, a.content, {
+  // The source, the HTML and the attachments are written side by side.
+  const [source, html, ...attachments] = await Promise.all([
+    blob("source", "message.eml", "message/rfc822", input.raw),
+    mail.html === undefined ? undefined : blob(
+      "html",
+      "body.html",
+      "text/html; charset=utf-8",
+      new TextEncoder().encode(mail.html),
+    ),
+    ...mail.attachments.map((a, i) =>
+      blob(`part ${i}`, a.name, a.type, a.content, {
         ...(a.content_id ? { content_id: a.content_id } : {}),
         ...(a.inline ? { inline: true } : {}),
-      }),
-    );
-  }
+      })
+    ),
+  ]) as [AttachmentRef, AttachmentRef | undefined, ...AttachmentRef[]];
   const domains = [
     ...new Set(
       [mail.in_reply_to, ...mail.references, mail.report?.message_id]
@@ -312,14 +307,24 @@ export async function storeEmail(
     fresh: false,
     copies,
   });
-  // The index names the first copy with this Message-ID in each mailbox.
-  for (const [i, copy] of copies.entries()) {
-    if (outcomes[i] === "quota") continue;
-    const index = key.emid(copy.record.owner, own);
-    if (!(await env.storage.get(index))) {
-      await env.storage.set(index, copy.record.id);
-    }
-  }
+  // The index names the first copy with this Message-ID in each mailbox
+  // (written only when absent: one write, no read).
+  await Promise.all(
+    copies.map((copy, i) =>
+      outcomes[i] === "quota" ? undefined : env.storage.atomic([
+        {
+          op: "check",
+          key: key.emid(copy.record.owner, own),
+          versionstamp: null,
+        },
+        {
+          op: "set",
+          key: key.emid(copy.record.owner, own),
+          value: copy.record.id,
+        },
+      ])
+    ),
+  );
   if (env.push) {
     await Promise.all(
       outcomes.map((change, i) =>

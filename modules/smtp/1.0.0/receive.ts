@@ -248,6 +248,7 @@ export async function startReceiver(
     const mailFrom = session.envelope.mailFrom
       ? session.envelope.mailFrom.address
       : "";
+    const began = performance.now();
     const verdict = await verify(raw, {
       ip: session.remoteAddress,
       helo: session.clientHostname || session.hostNameAppearsAs || "",
@@ -261,6 +262,7 @@ export async function startReceiver(
       });
       throw reply(550, `5.7.1 ${verdict.reject}`);
     }
+    const verified = performance.now();
     let result;
     try {
       result = await ctx.mail.deliver({
@@ -287,6 +289,8 @@ export async function startReceiver(
       size: raw.byteLength,
       recipients: delivered.length,
       dmarc: verdict.auth.dmarc.result,
+      verify_ms: Math.round(verified - began),
+      deliver_ms: Math.round(performance.now() - verified),
     });
     return `2.0.0 Ok: stored (${delivered.length} of ${result.recipients.length})`;
   }
