@@ -36,7 +36,10 @@ export async function startDovecot(
   const dir = await Deno.makeTempDir({ prefix: "amtp-dovecot-" });
   await Deno.chmod(dir, 0o755);
   const port = freePort();
-  for (const sub of ["run", "state", "home"]) await Deno.mkdir(`${dir}/${sub}`);
+  for (const sub of ["run", "state", "home"]) {
+    await Deno.mkdir(`${dir}/${sub}`);
+    await Deno.chmod(`${dir}/${sub}`, 0o755);
+  }
   await Deno.chown(`${dir}/home`, 65534, 65534);
   await Deno.writeTextFile(
     `${dir}/passwd`,
@@ -90,9 +93,12 @@ service pop3-login {
 `,
   );
   const conf = `${dir}/dovecot.conf`;
-  // In the foreground, a child of the test: stopped with it.
-  const child = new Deno.Command("dovecot", {
-    args: ["-F", "-c", conf],
+  await Deno.chmod(conf, 0o644);
+  await Deno.chmod(`${dir}/passwd`, 0o644);
+  // In the foreground, a child of the test: stopped with it (a umask of 022
+  // whatever the test process set: Dovecot's users read what it creates).
+  const child = new Deno.Command("sh", {
+    args: ["-c", 'umask 022; exec dovecot -F -c "$0"', conf],
     stdin: "null",
     stdout: "null",
     stderr: "null",

@@ -52,8 +52,10 @@ export function postfixAvailable(): boolean {
 async function run(program: string, args: string[]): Promise<string> {
   // Postfix reports to syslog unless its standard error is a terminal;
   // `script` gives it one, so a failure says why.
+  // (A umask of 022 whatever the test process set: Postfix's users read
+  // what it creates.)
   const out = await new Deno.Command("script", {
-    args: ["-qec", [program, ...args].join(" "), "/dev/null"],
+    args: ["-qec", `umask 022; ${[program, ...args].join(" ")}`, "/dev/null"],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -78,6 +80,7 @@ export async function startPostfix(options: {
   const port = freePort();
   for (const sub of ["conf", "queue", "data", "maildir"]) {
     await Deno.mkdir(`${dir}/${sub}`);
+    await Deno.chmod(`${dir}/${sub}`, 0o755);
   }
   await Deno.chmod(dir, 0o755);
   const uid = (name: string) =>
