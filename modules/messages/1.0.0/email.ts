@@ -442,6 +442,12 @@ export async function inboundEmail(
   };
 }
 
+/** Looks for the sender's copy before composing, and the pause between them. */
+const COPY_WAITS = 40;
+const COPY_WAIT_MS = 50;
+/** A message this young whose sender's copy is missing is tried again later. */
+const YOUNG_MS = 10 * 60_000;
+
 /**
  * Compose a payload queued by `send` as an Internet message, for a
  * recipient reached by email (the queue's `compose`). An encrypted message
@@ -462,10 +468,23 @@ export async function composeOutbound(
     Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
   const sender = request.from;
   const domain = domainOf(sender);
-  // The sender's copy names the attachments.
-  const sent = await new Mailbox(ctx.storage, sender).copyOf(
-    mainMessageId(request.id),
-  );
+  // The sender's copy names the attachments. `send` queues before it stores
+  // that copy (so that a crash between the two loses no delivery): the
+  // queue may ask a moment before it is there. Wait a little; a message
+  // still young is tried again later; after that the copy was deleted, and
+  // the message goes without its attachments.
+  const mailbox = new Mailbox(ctx.storage, sender);
+  let sent = await mailbox.copyOf(mainMessageId(request.id));
+  for (let i = 0; !sent && i < COPY_WAITS; i++) {
+    await new Promise((r) => setTimeout(r, COPY_WAIT_MS));
+    sent = await mailbox.copyOf(mainMessageId(request.id));
+  }
+  const written = p.date instanceof Date ? p.date.getTime() : 0;
+  if (!sent && Date.now() - written < YOUNG_MS) {
+    throw new Error(
+      "the sender's copy of the message is not stored yet: try again",
+    );
+  }
   const attachments = [];
   for (const a of sent?.attachments ?? []) {
     attachments.push({
