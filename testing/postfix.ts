@@ -188,7 +188,13 @@ export async function startPostfix(options: {
     throw new Error("postfix did not listen");
   };
   let running = false;
-  await start();
+  try {
+    await start();
+  } catch (error) {
+    await run("postfix", ["-c", conf, "stop"]).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  }
   running = true;
   const stop = async () => {
     if (!running) return;
