@@ -15,6 +15,9 @@ import { mailSession } from "../testing/mail.ts";
 import { rss } from "../testing/process.ts";
 import { createHash } from "node:crypto";
 import { startAmtp } from "../testing/server.ts";
+import { startEmailWorld } from "../testing/email_world.ts";
+import { postfixAvailable } from "../testing/postfix.ts";
+import { dataOf, SmtpConversation } from "../testing/smtp_client.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import {
   concurrent,
@@ -1075,6 +1078,89 @@ await section("transfers", async () => {
     goal: "flat: < 32 MiB for a 100 MiB file",
     met: growth < 32 * MiB,
   });
+});
+
+/**
+ * Send `count` messages over `sessions` SMTP connections at once (each
+ * connection one transaction after another); resolves when every one got
+ * its 250.
+ */
+async function smtpFlood(
+  port: number,
+  sessions: number,
+  count: number,
+  to: string,
+  raw: Uint8Array,
+): Promise<void> {
+  const data = dataOf(raw);
+  await Promise.all(Array.from({ length: sessions }, async (_, w) => {
+    const smtp = await SmtpConversation.open(port).catch((error) => {
+      throw new Error(`port ${port}: ${error}`);
+    });
+    try {
+      await smtp.reply();
+      await smtp.command("EHLO bench.test");
+      for (let i = w; i < count; i += sessions) {
+        await smtp.command("MAIL FROM:<zoe@sender.test>");
+        await smtp.command(`RCPT TO:<${to}>`);
+        await smtp.command("DATA");
+        // Each message its own (a Message-ID of its own).
+        await smtp.write(
+          new TextEncoder().encode(`Message-ID: <b${w}.${i}@sender.test>\r\n`),
+        );
+        await smtp.write(data);
+        const done = await smtp.reply();
+        if (done.code !== 250) throw new Error(`${done.code} ${done.text}`);
+      }
+      await smtp.command("QUIT");
+    } finally {
+      smtp.close();
+    }
+  }));
+}
+
+await section("smtp", async () => {
+  if (!postfixAvailable()) {
+    throw new Error("postfix is not installed (or not root)");
+  }
+  const mail = await startEmailWorld({
+    AMTP_LOG_LEVEL: "warn",
+    AMTP_SMTP_RATE: "1000000",
+    AMTP_SMTP_MAX_PER_IP: "100",
+  });
+  try {
+    await mail.world.addUser("bob@example.test");
+    const raw = new TextEncoder().encode(
+      "From: zoe@sender.test\r\nTo: bob@example.test\r\nSubject: bench\r\n\r\n" +
+        "x".repeat(1000) + "\r\n",
+    );
+    const count = FULL ? 5000 : 1000;
+    // Baseline: Postfix taking the same messages and delivering them into a
+    // Maildir on this machine (counted when the files are there).
+    let start = performance.now();
+    await smtpFlood(mail.postfix.port, 20, count, "carol@other.test", raw);
+    while ((await mail.postfix.maildir("carol@other.test")).length < count) {
+      if (performance.now() - start > 300_000) throw new Error("postfix slow");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const postfixRate = count / ((performance.now() - start) / 1000);
+    // The gateway: 250 only once stored in the mailbox.
+    start = performance.now();
+    await smtpFlood(mail.port, 20, count, "bob@example.test", raw);
+    const rate = count / ((performance.now() - start) / 1000);
+    add({
+      group: "smtp",
+      name: "received over SMTP into mailboxes, 1 KiB, 20 sessions",
+      value: rate,
+      unit: "msgs/s",
+      baseline: postfixRate,
+      baselineName: "Postfix into Maildir",
+      goal: ">= Postfix's local delivery",
+      met: rate >= postfixRate,
+    });
+  } finally {
+    await mail.close();
+  }
 });
 
 await Deno.remove(root, { recursive: true });

@@ -358,7 +358,10 @@ export async function planEncryption(
   const blind = lower(options.bcc).filter((x) => !open.includes(x));
   // An alias (or a catch-all) is read by the mailboxes it leads to: every
   // one of them must be encrypted to.
-  const readers = await readersOf(client, options.token, [...open, ...blind]);
+  const { readers, email } = await readersOf(client, options.token, [
+    ...open,
+    ...blind,
+  ]);
   const verdicts = new Map<string, Verdict>();
   for (const address of new Set([...readers.values()].flat())) {
     verdicts.set(
@@ -373,6 +376,20 @@ export async function planEncryption(
       devices: verdicts.get(reader)!.devices!,
     }));
   const had = all.some((v) => v.had);
+  // Readers reached by ordinary email (no AMTP server): they would read it
+  // in clear, and the server refuses an encrypted message to them.
+  if (email.size) {
+    const list = [...email];
+    return {
+      encrypt: false,
+      needsConsent: had,
+      reason: `${list.join(", ")} ${
+        list.length === 1 ? "is" : "are"
+      } reached by ordinary email: ${
+        list.length === 1 ? "it reads" : "they read"
+      } the message unencrypted`,
+    };
+  }
   const blocked = all.filter((v) =>
     v.trust === "changed" || v.trust === "rolled-back"
   );
@@ -455,15 +472,16 @@ export async function planEncryption(
 /**
  * Who reads mail to each address: the mailboxes and remote addresses an
  * alias or catch-all leads to (the messages module's `recipients`), else
- * the address itself.
+ * the address itself; and which readers ordinary email reaches.
  */
 async function readersOf(
   client: AmtpClient,
   token: string,
   addresses: string[],
-): Promise<Map<string, string[]>> {
+): Promise<{ readers: Map<string, string[]>; email: Set<string> }> {
   const readers = new Map(addresses.map((a) => [a, [a]]));
-  if (addresses.length === 0) return readers;
+  const email = new Set<string>();
+  if (addresses.length === 0) return { readers, email };
   try {
     const { recipients } = await client.call<
       {
@@ -472,6 +490,7 @@ async function readersOf(
           mailboxes: string[];
           remote: string[];
           via: string | null;
+          email?: string[];
         }[];
       }
     >("recipients", {
@@ -482,11 +501,12 @@ async function readersOf(
     recipients.forEach((r, i) => {
       const all = [...r.mailboxes, ...r.remote].map((x) => x.toLowerCase());
       if (r.via && all.length) readers.set(addresses[i], [...new Set(all)]);
+      for (const a of r.email ?? []) email.add(a.toLowerCase());
     });
   } catch {
     // A server without the command: each address reads its own mail.
   }
-  return readers;
+  return { readers, email };
 }
 
 /** Contacts and seen message ids in a JSON file beside the CLI session (owner-only). */

@@ -29,6 +29,7 @@ export * from "./group_commit.ts";
 export * from "./modules.ts";
 export * from "./outbound.ts";
 export * from "./caches.ts";
+export * from "./dkim.ts";
 
 /** The open storage. */
 export interface Store {

@@ -21,6 +21,7 @@
  * | `["outbound", itemId]` | `OutboundItem` (outbound.ts): a payload queued for one remote domain |
  * | `["outbound_due", epochMs, itemId]` | true: the item is due then (written with the item) |
  * | `["profile_cache", address]` | `CachedProfile` (caches.ts): a remote user's profile, 5 minutes |
+ * | `["dkim", domain]` | `DkimDomainRecord` (dkim.ts): a hosted domain's DKIM keys for email |
  * | `["policy_cache", domain]` | another domain's delivery policy as fetched (core/federation/policy.ts) |
  * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
  * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
@@ -250,6 +251,7 @@ export const keys = {
       : ["outbound_due", due, id]) as Deno.KvKey,
   profileCache: (address: string) => ["profile_cache", address] as Deno.KvKey,
   policyCache: (domain: string) => ["policy_cache", domain] as Deno.KvKey,
+  dkim: (domain: string) => ["dkim", domain] as Deno.KvKey,
   moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,

@@ -33,6 +33,7 @@ import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
 import { moduleCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
+import type { InboundResult } from "../core/federation/delivery.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
 import { scheduleBackups } from "../core/backup/schedule.ts";
@@ -200,6 +201,9 @@ export async function startServer(
     observe: (route, outcome, recipients) =>
       metrics.deliveries.inc({ route, outcome }, recipients),
     observeCommand: (answered) => metrics.answered(answered),
+    compose: (module, request) => host.router.compose(module, request),
+    transport: (request) => host.router.transport(request),
+    carriesEmail: () => host.router.carrier("smtp") !== undefined,
   });
   const host = new ModuleHost({
     root: config.modulesDir,
@@ -209,6 +213,7 @@ export async function startServer(
       : undefined,
     log,
     denoConfig: new URL("../deno.json", import.meta.url).pathname,
+    off: config.modulesOff,
     services: moduleServices({
       store,
       registry,
@@ -216,6 +221,9 @@ export async function startServer(
       federation,
       resolved: (local) =>
         metrics.deliveries.inc({ route: "local", outcome: "resolved" }, local),
+      certificate: () => certificate,
+      inbound: (module, delivery): Promise<InboundResult> =>
+        host.router.inbound(module, delivery),
     }),
     observer: metrics.modules(),
     ...options.moduleHost,

@@ -7,13 +7,19 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import type { Store } from "../kv/mod.ts";
 import {
   KvStorage,
   type Manifest,
   type ServiceImplementation,
 } from "../workers/mod.ts";
+import type {
+  InboundDelivery,
+  InboundResult,
+} from "../core/federation/delivery.ts";
 import type { Federation } from "../core/federation/mod.ts";
+import type { ServerCertificate } from "../core/tls/mod.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { resolveRecipients } from "../core/routing/mod.ts";
 import type { SessionRegistry } from "../core/session/mod.ts";
@@ -31,7 +37,17 @@ export interface ServiceParts {
   federation: Federation;
   /** Told how many mailboxes here a module's resolution found (metrics). */
   resolved?: (mailboxes: number) => void;
+  /** The certificate in use now (renewals included). */
+  certificate: () => ServerCertificate;
+  /** Hand a delivery to a module's `inbound` (mail received by email goes to {@link MAIL_MODULE}). */
+  inbound: (
+    module: string,
+    delivery: InboundDelivery,
+  ) => Promise<InboundResult>;
 }
+
+/** The module that keeps mailboxes: mail received by email is delivered to it. */
+export const MAIL_MODULE = "messages";
 
 /** Every core service for modules. */
 export function moduleServices(parts: ServiceParts): ServiceImplementation {
@@ -72,6 +88,22 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
       localProfile(parts.store.accounts, address),
     "federation.send": ({ manifest }, delivery) =>
       parts.federation.enqueue({ module: manifest.name, ...delivery }),
+    "federation.routes": (_caller, addresses) =>
+      parts.federation.routes(addresses),
+    "mail.deliver": async (_caller, message) => {
+      const id = createHash("sha256").update(message.raw).digest("hex");
+      return await parts.inbound(MAIL_MODULE, {
+        kind: "email",
+        from: message.mail_from,
+        to: message.to,
+        id,
+        payload: { raw: message.raw, auth: message.auth, received: new Date() },
+      });
+    },
+    "tls.certificate": () => {
+      const { certPem, keyPem, sha256 } = parts.certificate();
+      return Promise.resolve({ cert: certPem, key: keyPem, sha256 });
+    },
     "storage.get": ({ manifest }, key) => storage(manifest).get(key),
     "storage.getMany": ({ manifest }, keys) => storage(manifest).getMany(keys),
     "storage.set": ({ manifest }, key, value) =>

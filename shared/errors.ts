@@ -86,6 +86,10 @@ export const ErrorCode = {
   S2S_NOT_AUTHENTICATED: 506,
   /** A server or key outside the domain's published delivery policy. */
   POLICY_VIOLATION: 507,
+  /** The recipient is reached by ordinary email only: an end-to-end encrypted message cannot go to it. */
+  EMAIL_NOT_ENCRYPTED: 508,
+  /** The recipient's mail server refused the message; `message` is its reply. */
+  REMOTE_REFUSED: 509,
 } as const;
 
 /** A numeric error code. */
@@ -110,6 +114,7 @@ export const MODULE_ERROR_CODES = {
   forbidden: ErrorCode.FORBIDDEN,
   not_found: ErrorCode.NOT_FOUND,
   limit_exceeded: ErrorCode.LIMIT_EXCEEDED,
+  email_not_encrypted: ErrorCode.EMAIL_NOT_ENCRYPTED,
 } as const;
 
 /** A code a module may answer with. */

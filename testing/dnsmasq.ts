@@ -10,7 +10,12 @@ export interface Dns {
   address: string;
   /** Replace the records (restarts dnsmasq on the same port). */
   set(
-    records: { txt: [string, string][]; hosts: [string, string][] },
+    records: {
+      txt: [string, string][];
+      hosts: [string, string][];
+      /** `[domain, host, preference]` MX records. */
+      mx?: [string, string, number][];
+    },
   ): Promise<void>;
   /** Stop it. */
   stop(): Promise<void>;
@@ -91,8 +96,17 @@ export async function startDns(dir: string): Promise<Dns> {
     address: `127.0.0.1:${port}`,
     async set(records) {
       const lines = [
-        ...records.txt.map(([name, value]) => `txt-record=${name},"${value}"`),
+        // A TXT string holds at most 255 bytes: longer values (an RSA
+        // DKIM key) are several strings, joined again by whoever reads them.
+        ...records.txt.map(([name, value]) =>
+          `txt-record=${name},"${
+            (value.match(/.{1,255}/g) ?? [""]).join('","')
+          }"`
+        ),
         ...records.hosts.map(([name, ip]) => `host-record=${name},${ip}`),
+        ...(records.mx ?? []).map(([name, host, pref]) =>
+          `mx-host=${name},${host},${pref}`
+        ),
       ];
       await Deno.writeTextFile(conf, zone + lines.join("\n") + "\n");
       await stop();

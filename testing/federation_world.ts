@@ -54,12 +54,16 @@ export interface World {
   /**
    * Publish the zone: each domain lists its server, each host its key;
    * `policies` announces the delivery policies the named domains' servers
-   * serve (as they serve them now); `extra` adds or replaces.
+   * serve (as they serve them now); `extra` adds or replaces (`append`
+   * adds beside), `mx` publishes MX records.
    */
   publish(
     extra?: {
       txt?: [string, string][];
       hosts?: [string, string][];
+      mx?: [string, string, number][];
+      /** TXT records added beside the others (several at one name). */
+      append?: [string, string][];
       policies?: string[];
     },
   ): Promise<void>;
@@ -198,7 +202,11 @@ export async function startWorld(
         ]),
       );
       for (const [name, ip] of extra.hosts ?? []) hosts.set(name, ip);
-      await dns.set({ txt: [...txt], hosts: [...hosts] });
+      await dns.set({
+        txt: [...txt, ...(extra.append ?? [])],
+        hosts: [...hosts],
+        mx: extra.mx,
+      });
     },
     async start(node) {
       node.server = await startServerProcess(node.dir, node.env);

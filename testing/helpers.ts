@@ -60,6 +60,8 @@ export async function startTestServer(
     AMTP_LOG_LEVEL: "debug",
     // Federation lookups stay on loopback: a closed port unless a test runs dnsmasq.
     AMTP_DNS: "127.0.0.1:9",
+    // The email gateway listens on a port: only the tests of email start it.
+    AMTP_MODULES_OFF: "smtp",
     ...env,
   });
   const logs: string[] = [];

@@ -27,6 +27,8 @@ export function cleanEnv(
   const env: Record<string, string> = {
     NO_COLOR: "1",
     AMTP_DNS: "127.0.0.1:9",
+    // The email gateway listens on a port: only the tests of email start it.
+    AMTP_MODULES_OFF: "smtp",
   };
   for (const [name, value] of Object.entries(Deno.env.toObject())) {
     if (!name.startsWith("AMTP_")) env[name] = value;

@@ -420,6 +420,53 @@ Deno.test("modules: a core service is served when the manifest grants it, refuse
   }
 });
 
+Deno.test("modules: mail.deliver only for a module that declares it, its authentication results checked field by field", async () => {
+  const w = await world();
+  try {
+    const { call } = await w.user("alice@example.org");
+    const raw = new TextEncoder().encode("Subject: x\r\n\r\nx\r\n");
+    const auth = {
+      client_ip: "192.0.2.1",
+      helo: "mx.example.net",
+      tls: true,
+      spf: { result: "pass", domain: "example.net" },
+      dkim: [{ result: "pass", domain: "example.net", selector: "s" }],
+      dmarc: { result: "pass", domain: "example.net", policy: "reject" },
+      arc: { result: "none" },
+      summary: "mx; spf=pass",
+    };
+    const deliver = (version: string, a: unknown) =>
+      call("probe", "deliver", {
+        version,
+        mail_from: "x@example.net",
+        to: ["alice@example.org"],
+        raw,
+        auth: a,
+      });
+    // Not declared (probe 2.0.0): refused.
+    assert.equal((await deliver("2.0.0", auth)).error, ErrorCode.FORBIDDEN);
+    // Declared, but results of another shape (what a taken-over gateway
+    // might send: a verdict that is not one, an unbounded list): refused
+    // before the core uses them.
+    for (
+      const forged of [
+        { ...auth, dmarc: "pass" },
+        { ...auth, dkim: Array(11).fill(auth.dkim[0]) },
+        { ...auth, summary: "x".repeat(3000) },
+      ]
+    ) {
+      const r = await deliver("1.0.0", forged);
+      assert.equal(r.error, ErrorCode.INVALID_PARAMETER, r.message);
+      assert.match(String(r.message), /auth/);
+    }
+    // Well formed: past the check (no messages module here to take it).
+    const good = await deliver("1.0.0", auth);
+    assert.notEqual(good.error, ErrorCode.INVALID_PARAMETER, good.message);
+  } finally {
+    await w.t.close();
+  }
+});
+
 Deno.test("modules: events reach every live session of the address, tagged with the module", async () => {
   const w = await world();
   try {

@@ -66,6 +66,8 @@ export interface ModuleHostOptions {
   hangsBeforeProcess?: number;
   /** Told of calls, restarts and denials (the server's metrics). */
   observer?: ModuleObserver;
+  /** Modules not started at start (shown unloaded; an admin may load them). */
+  off?: string[];
 }
 
 /** An absolute path (module graphs and permissions name absolute paths). */
@@ -167,8 +169,15 @@ export class ModuleHost {
       }
     }
     const launches = [];
+    const off = new Set(this.#options.off ?? []);
     for (const manifest of manifests) {
       const slot = await this.#table.restore(manifest);
+      if (off.has(manifest.name)) {
+        // Not persisted: the next start without it in the list runs it.
+        slot.loaded = false;
+        slot.state = "unloaded";
+        continue;
+      }
       if (slot.loaded && slot.enabled) {
         launches.push(this.#supervisor.launch(slot));
       }
@@ -214,9 +223,14 @@ export class ModuleHost {
   /** Check a module's code, then start it where the slot says. */
   async #open(slot: Slot): Promise<Channel> {
     const store = this.#storePath(slot.manifest.name);
-    const imports = await (await this.#imports()).check(slot.manifest);
-    return slot.isolation === "process"
-      ? await startProcess(slot.manifest, { imports, log: this.#log, store })
-      : startWorker(slot.manifest, store);
+    const policy = await this.#imports();
+    const imports = await policy.check(slot.manifest);
+    if (slot.isolation === "worker") return startWorker(slot.manifest, store);
+    await policy.fetchPackages(slot.manifest, imports);
+    return await startProcess(slot.manifest, {
+      imports,
+      log: this.#log,
+      store,
+    });
   }
 }

@@ -31,11 +31,14 @@ import { Endpoint, RemoteError } from "./bridge/endpoint.ts";
 import { MODULE_LIMITS } from "./bridge/envelope.ts";
 import {
   type BridgeCaller,
+  type ComposeRequest,
   type InboundDelivery,
   type InboundResult,
   MODULE_OFFERS,
   type ModuleOffers,
   READY,
+  type TransportRequest,
+  type TransportResult,
 } from "./bridge/services.ts";
 import type { Channel } from "./isolation/channel.ts";
 import type { Isolation, Manifest } from "./manifest.ts";
@@ -99,6 +102,8 @@ export class ModuleInstance {
   #lastTick = 0;
   #readySeen = false;
   #inbound = false;
+  #composes = false;
+  #carries = false;
   #violations = 0;
   #violationWindow = -Infinity;
   #pingTimer?: ReturnType<typeof setInterval>;
@@ -165,6 +170,16 @@ export class ModuleInstance {
   /** Whether the module takes deliveries from other servers (it has an `inbound` handler). */
   get federates(): boolean {
     return this.#inbound;
+  }
+
+  /** Whether the module composes its queued payloads as Internet messages. */
+  get composes(): boolean {
+    return this.#composes;
+  }
+
+  /** Whether the module carries the routes its manifest names in `transports`. */
+  get carries(): boolean {
+    return this.#carries;
   }
 
   /** Be told once when the instance goes down. */
@@ -246,6 +261,8 @@ export class ModuleInstance {
     }
     if (this.state !== "starting") return;
     this.#inbound = started.inbound;
+    this.#composes = started.compose === true;
+    this.#carries = started.transport === true;
     this.state = "ready";
     this.#lastTick = this.#now();
     this.#pingTimer = setInterval(
@@ -326,7 +343,7 @@ export class ModuleInstance {
   }
 
   /** Call one of the module's offers under its deadline; resolves with the checked answer. */
-  async #call<M extends "call" | "inbound">(
+  async #call<M extends "call" | "inbound" | "compose" | "transport">(
     method: M,
     args: Parameters<ModuleOffers[M]>,
   ): Promise<Awaited<ReturnType<ModuleOffers[M]>>> {
@@ -370,6 +387,19 @@ export class ModuleInstance {
     delivery: InboundDelivery,
   ): Promise<InboundResult> {
     return this.#call("inbound", [{ ...caller }, delivery]);
+  }
+
+  /** Compose one of the module's queued payloads as an Internet message. */
+  compose(
+    caller: BridgeCaller,
+    request: ComposeRequest,
+  ): Promise<{ raw: Uint8Array }> {
+    return this.#call("compose", [{ ...caller }, request]);
+  }
+
+  /** Carry a message over one of the module's routes. */
+  transport(request: TransportRequest): Promise<TransportResult> {
+    return this.#call("transport", [request]);
   }
 
   #timedOut(id: number): void {

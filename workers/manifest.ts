@@ -14,12 +14,18 @@
  *   "isolation": "worker",
  *   "timeout_ms": 5000,
  *   "memory_mb": 128,
- *   "services": ["accounts.resolve"]
+ *   "services": ["accounts.resolve"],
+ *   "transports": []
  * }
  * ```
  *
  * Permissions default to none. Relative read/write paths are relative to the
- * module's folder. `import` lists the hosts (`host` or `host:port`) the module
+ * module's folder. A permission entry may name the value of an environment
+ * variable the manifest also lists in `permissions.env` (in `net`, `read` and
+ * `write`), `${NAME}` or
+ * `${NAME:-default}` (what the server's admin configured: the port a
+ * gateway listens on, its relay); it is filled in at each start, and an
+ * entry that comes out empty is left out ({@link expandPermissions}). `import` lists the hosts (`host` or `host:port`) the module
  * may load code from over https; without it, it loads only its own files, the
  * SDK and the server's npm packages (workers/isolation/imports.ts).
  *
@@ -75,7 +81,12 @@ export interface Manifest {
   memoryMb: number;
   /** Core services it may call that need a grant (bridge/services.ts, `declared`). */
   services: ServiceName[];
+  /** Outbound routes it carries for the queue (`smtp`): its `transport` is called for them. */
+  transports: string[];
 }
+
+/** Routes a module may carry. */
+export const TRANSPORT_ROUTES = ["smtp"] as const;
 
 /** A manifest that cannot be used. */
 export class ManifestError extends Error {
@@ -140,12 +151,49 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     );
   }
   const perms = (m.permissions ?? {}) as Record<string, unknown>;
-  const commands = strings(file, m.commands, "commands");
-  if (commands.length === 0 || commands.some((c) => !COMMAND_RE.test(c))) {
+  if (!Array.isArray(m.commands)) {
     throw new ManifestError(
       file,
       '"commands" must list command names ([a-z][a-z0-9_]*)',
     );
+  }
+  const commands = strings(file, m.commands, "commands");
+  if (commands.some((c) => !COMMAND_RE.test(c))) {
+    throw new ManifestError(
+      file,
+      '"commands" must list command names ([a-z][a-z0-9_]*)',
+    );
+  }
+  const transports = strings(file, m.transports, "transports");
+  // A module without commands only makes sense carrying a route.
+  if (commands.length === 0 && transports.length === 0) {
+    throw new ManifestError(
+      file,
+      '"commands" must list command names ([a-z][a-z0-9_]*)',
+    );
+  }
+  for (const route of transports) {
+    if (!(TRANSPORT_ROUTES as readonly string[]).includes(route)) {
+      throw new ManifestError(
+        file,
+        `unknown route "${route}" in "transports" (known: ${
+          TRANSPORT_ROUTES.join(", ")
+        })`,
+      );
+    }
+  }
+  const env = strings(file, perms.env, "permissions.env");
+  for (const field of ["net", "read", "write"]) {
+    for (const entry of strings(file, perms[field], `permissions.${field}`)) {
+      for (const [, name] of entry.matchAll(VARIABLE_RE)) {
+        if (!env.includes(name)) {
+          throw new ManifestError(
+            file,
+            `"permissions.${field}": "${entry}" names \${${name}}, which "permissions.env" does not list`,
+          );
+        }
+      }
+    }
   }
   const imports = strings(file, perms.import, "permissions.import");
   for (const host of imports) {
@@ -197,13 +245,14 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     description: typeof m.description === "string" ? m.description : "",
     permissions: {
       net: strings(file, perms.net, "permissions.net"),
+      // Paths naming a variable are resolved once it is filled in.
       read: strings(file, perms.read, "permissions.read").map((p) =>
-        resolvePath(dir, p)
+        p.includes("${") ? p : resolvePath(dir, p)
       ),
       write: strings(file, perms.write, "permissions.write").map((p) =>
-        resolvePath(dir, p)
+        p.includes("${") ? p : resolvePath(dir, p)
       ),
-      env: strings(file, perms.env, "permissions.env"),
+      env,
       import: imports,
     },
     commands,
@@ -213,6 +262,48 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
     services: services as ServiceName[],
+    transports,
+  };
+}
+
+/** `${NAME}` or `${NAME:-default}` in a permission entry. */
+const VARIABLE_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/**
+ * A manifest's permissions with their `${NAME}` references filled in from
+ * `env` (the server's environment): an unset or empty variable takes its
+ * default; an entry that comes out empty (or still names a missing value) is
+ * left out, and one holding commas is several entries. Read and write paths
+ * come out relative to the module's folder unless absolute.
+ */
+export function expandPermissions(
+  manifest: Manifest,
+  env: Record<string, string | undefined>,
+): Permissions {
+  const expand = (entries: string[], paths: boolean) =>
+    entries.flatMap((entry) => {
+      let missing = false;
+      const value = entry.replace(
+        VARIABLE_RE,
+        (_, name: string, fallback?: string) => {
+          const set = env[name];
+          const out = set !== undefined && set !== "" ? set : fallback ?? "";
+          if (out === "") missing = true;
+          return out;
+        },
+      );
+      if (value === entry) return [entry];
+      if (missing) return [];
+      const parts = value.split(",").map((v) => v.trim()).filter((v) => v);
+      return paths ? parts.map((v) => resolvePath(manifest.dir, v)) : parts;
+    });
+  const { net, read, write, env: names, import: hosts } = manifest.permissions;
+  return {
+    net: expand(net, false),
+    read: expand(read, true),
+    write: expand(write, true),
+    env: names,
+    import: hosts,
   };
 }
 

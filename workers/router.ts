@@ -14,8 +14,11 @@ import {
 } from "../core/protocol/mod.ts";
 import type { Document } from "../core/wire/mod.ts";
 import type {
+  ComposeRequest,
   InboundDelivery,
   InboundResult,
+  TransportRequest,
+  TransportResult,
 } from "../core/federation/delivery.ts";
 import {
   compareVersions,
@@ -202,6 +205,52 @@ export class ModuleRouter {
     } finally {
       this.#observer?.called(name, "inbound", ok);
     }
+  }
+
+  /** Have a module compose one of its queued payloads as an Internet message (its default version). */
+  async compose(
+    name: string,
+    request: ComposeRequest,
+  ): Promise<{ raw: Uint8Array }> {
+    const slot = this.pick(name);
+    const instance = this.#running(slot, `module ${name} is ${slot.state}`);
+    if (!instance.composes) {
+      throw unavailable(`module ${name} does not compose email`);
+    }
+    return await instance.compose(
+      { address: request.from, session: "queue" },
+      request,
+    );
+  }
+
+  /**
+   * The module that carries `route` (its manifest names it in `transports`):
+   * the first by name with a running version; undefined when none does.
+   */
+  carrier(route: string): string | undefined {
+    for (const name of [...this.#table.names()].sort()) {
+      const carries = this.#table.versions(name).some((s) =>
+        s.enabled && s.loaded && s.manifest.transports.includes(route)
+      );
+      if (carries) return name;
+    }
+    return undefined;
+  }
+
+  /** Hand a message to the module that carries `request.route`. */
+  async transport(request: TransportRequest): Promise<TransportResult> {
+    const name = this.carrier(request.route);
+    if (!name) throw unavailable(`no module carries ${request.route}`);
+    const slot = this.pick(name);
+    const instance = this.#running(slot, `module ${name} is ${slot.state}`);
+    if (
+      !instance.carries || !slot.manifest.transports.includes(request.route)
+    ) {
+      throw unavailable(
+        `module ${name} ${slot.manifest.version} does not carry ${request.route}`,
+      );
+    }
+    return await instance.transport(request);
   }
 
   /** Modules and versions clients may use, for `info`. */

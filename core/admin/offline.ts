@@ -13,6 +13,8 @@
  * deno task admin verify-backup DIR               check a backup's manifest and checksums
  * deno task admin restore DIR                     restore into an empty data folder (server stopped)
  * deno task admin migrate [--dry-run]             bring the data to this server's schema (or say what would change)
+ * deno task admin rotate-dkim DOMAIN              new DKIM keys for email, pending
+ * deno task admin activate-dkim DOMAIN            sign with them from now on
  * ```
  *
  * `unblock account ID` also lifts that account's per-source blocks, `unblock
@@ -50,6 +52,7 @@ import { APP_VERSION } from "../../shared/version.ts";
 import { loadEnvFile } from "../../shared/env_file.ts";
 import { normalizeAdminName } from "../../shared/identity.ts";
 import { ServerKeys } from "../federation/keys.ts";
+import { DkimKeys } from "../federation/dkim.ts";
 
 const USAGE = `usage:
   deno task admin add-admin NAME --key FILE.pub
@@ -61,7 +64,10 @@ const USAGE = `usage:
   deno task admin backup DIR             (online: the server may run)
   deno task admin verify-backup DIR
   deno task admin restore DIR            (into an empty AMTP_DATA)
-  deno task admin migrate [--dry-run]`;
+  deno task admin migrate [--dry-run]
+  deno task admin rotate-dkim DOMAIN     (then, after DNS is updated) activate-dkim DOMAIN
+  deno task admin export USER --format mbox|maildir|eml DIR
+  deno task admin import USER FILE|DIR   (mbox, Maildir, .eml: server/admin.ts)`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -158,6 +164,34 @@ export async function main(args: string[]): Promise<number> {
         await keys.activate();
         console.log(
           "the new key signs from now on (restart the server to use it); keep the old record published a day longer",
+        );
+        return 0;
+      }
+      case "rotate-dkim": {
+        if (!target) break;
+        const domain = target.toLowerCase();
+        const records = await new DkimKeys(store.kv).rotate(domain);
+        console.log(
+          `new DKIM keys pending for ${domain}. Publish these TXT records next to the current ones:`,
+        );
+        for (const r of records) {
+          console.log(`  ${r.name}. IN TXT "${r.value}"`);
+        }
+        console.log(
+          `then, once DNS caches have them: deno task admin activate-dkim ${domain}`,
+        );
+        return 0;
+      }
+      case "activate-dkim": {
+        if (!target) break;
+        try {
+          await new DkimKeys(store.kv).activate(target);
+        } catch (error) {
+          console.error((error as Error).message);
+          return 1;
+        }
+        console.log(
+          `the new keys sign mail from ${target} within a minute; keep the old records published a week longer (mail in transit)`,
         );
         return 0;
       }

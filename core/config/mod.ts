@@ -65,6 +65,8 @@ export interface Config {
   commandTimeout: number;
   /** Folder of modules (`<name>/<version>/module.json`). */
   modulesDir: string;
+  /** Modules not started at start (an admin may still load them). */
+  modulesOff: string[];
   /**
    * Where modules keep their data: `files` (each its own KV database in
    * `<dataDir>/modules/`, opened inside its sandbox) or `core` (the core's
@@ -250,6 +252,12 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_MODULES",
     default: "<install folder>/modules",
     description: "folder of modules (<name>/<version>/module.json)",
+  },
+  {
+    name: "AMTP_MODULES_OFF",
+    default: "",
+    description:
+      "modules not started at start, comma-separated (e.g. smtp: no email gateway); an admin may still load them",
   },
   {
     name: "AMTP_MODULE_STORAGE",
@@ -649,6 +657,8 @@ export function loadConfig(env: Env): Config {
       .filter(Boolean),
     modulesDir: (env.AMTP_MODULES ?? "").trim() ||
       new URL("../../modules", import.meta.url).pathname.replace(/\/$/, ""),
+    modulesOff: (env.AMTP_MODULES_OFF ?? "").split(",").map((s) => s.trim())
+      .filter(Boolean),
   };
 }
 

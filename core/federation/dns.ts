@@ -134,7 +134,10 @@ export class DnsResolver {
     this.#cache.clear();
   }
 
-  async #lookup(name: string, type: "TXT" | "A" | "AAAA"): Promise<string[]> {
+  async #lookup(
+    name: string,
+    type: "TXT" | "A" | "AAAA" | "MX",
+  ): Promise<string[]> {
     const cacheKey = `${type} ${name}`;
     const hit = this.#cache.get(cacheKey);
     if (hit && Date.now() - hit.at < this.#cacheMs) {
@@ -150,6 +153,10 @@ export class DnsResolver {
       const answer = type === "TXT"
         ? (await Deno.resolveDns(name, "TXT", options)).map((parts) =>
           parts.join("")
+        )
+        : type === "MX"
+        ? (await Deno.resolveDns(name, "MX", options)).map((mx) =>
+          `${mx.preference} ${mx.exchange}`
         )
         : await Deno.resolveDns(name, type, options);
       value = answer;
@@ -178,7 +185,7 @@ export class DnsResolver {
    * not answer (temporary). With the system resolver and no readable
    * /etc/resolv.conf, NotFound is taken as it is.
    */
-  async #confirmNone(name: string, type: "TXT" | "A" | "AAAA") {
+  async #confirmNone(name: string, type: "TXT" | "A" | "AAAA" | "MX") {
     const server = this.#nameServer ?? await systemNameServer();
     if (!server) return true;
     return await probeDns(name, type, server, this.#timeoutMs) === "no_record";
@@ -236,6 +243,63 @@ export class DnsResolver {
     return records.filter((r) => r.startsWith("amtp-dkim="))
       .map((r) => parseDkim(r.slice("amtp-dkim=".length)))
       .filter((k): k is DkimKey => k !== undefined);
+  }
+
+  /**
+   * The mail servers of a domain (RFC 5321 section 5.1): its MX hosts by
+   * preference, else the domain itself when it has an address; none for a
+   * null MX (RFC 7505, `0 .`).
+   *
+   * @throws {DnsError} `no_record` when it has neither, `lookup_failed`
+   */
+  async mailHosts(domain: string): Promise<string[]> {
+    let hosts: string[] = [];
+    try {
+      hosts = await this.mx(domain);
+    } catch (error) {
+      if (!(error instanceof DnsError && error.code === "no_record")) {
+        throw error;
+      }
+    }
+    if (hosts.length === 1 && hosts[0] === "") {
+      throw new DnsError("no_record", `${domain} accepts no mail (null MX)`);
+    }
+    if (hosts.length > 0) return hosts.filter((h) => h !== "");
+    // No MX: the domain itself, when it has an address (a lookup that
+    // failed is temporary, not "none").
+    let failed: DnsError | undefined;
+    for (const type of ["A", "AAAA"] as const) {
+      try {
+        if ((await this.#lookup(domain, type)).length > 0) return [domain];
+      } catch (error) {
+        if (error instanceof DnsError && error.code === "lookup_failed") {
+          failed = error;
+        }
+      }
+    }
+    if (failed) throw failed;
+    throw new DnsError(
+      "no_record",
+      `${domain} has no MX record and no address`,
+    );
+  }
+
+  /**
+   * The MX hosts of a domain by preference (lowercase, without the final
+   * dot; `""` is a null MX).
+   *
+   * @throws {DnsError} `no_record` when it has none, `lookup_failed`
+   */
+  async mx(domain: string): Promise<string[]> {
+    const records = await this.#lookup(domain, "MX");
+    const hosts = records.map((r) => {
+      const [pref, host = ""] = r.split(" ");
+      return {
+        pref: Number(pref),
+        host: host.replace(/\.$/, "").toLowerCase(),
+      };
+    }).sort((a, b) => a.pref - b.pref);
+    return [...new Set(hosts.map((h) => h.host))];
   }
 
   /** IP addresses of a host (an IP literal is returned as it is). */

@@ -18,7 +18,7 @@ export type ProbeResult =
   /** SERVFAIL, REFUSED, another error code, a record after all, or no answer in time. */
   | "failed";
 
-const TYPES = { A: 1, AAAA: 28, TXT: 16 } as const;
+const TYPES = { A: 1, AAAA: 28, TXT: 16, MX: 15 } as const;
 
 /** A DNS query for one name and type, with recursion desired. */
 export function dnsQuery(

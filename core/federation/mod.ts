@@ -30,7 +30,14 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
-import type { DeliverToModule } from "./delivery.ts";
+import type {
+  ComposeRequest,
+  DeliverToModule,
+  TransportRequest,
+  TransportResult,
+} from "./delivery.ts";
+import { DkimKeys } from "./dkim.ts";
+import { EmailRoute } from "./email_route.ts";
 import { PeerPool } from "./peers.ts";
 import { DnsError, DnsResolver } from "./dns.ts";
 import { inboundCommands, type InboundDeps } from "./inbound.ts";
@@ -76,7 +83,19 @@ export interface FederationDeps {
   ) => void;
   /** Told of every answered server-to-server request (metrics). */
   observeCommand?: (answered: Answered) => void;
+  /** Have a module compose one of its payloads as an Internet message (the email route). */
+  compose?: (
+    module: string,
+    request: ComposeRequest,
+  ) => Promise<{ raw: Uint8Array }>;
+  /** Hand a message to the gateway module that carries `smtp`. */
+  transport?: (request: TransportRequest) => Promise<TransportResult>;
+  /** Whether a gateway module carries `smtp` now. */
+  carriesEmail?: () => boolean;
 }
+
+/** How a remote address is reached. */
+export type RemoteRoute = "amtp" | "email" | "none" | "unknown";
 
 /** Running federation. */
 export class Federation {
@@ -86,6 +105,10 @@ export class Federation {
   readonly queue: OutboundQueue;
   /** Other domains' delivery policies (fetched, cached, reported). */
   readonly policies: PolicyStore;
+  /** The hosted domains' DKIM keys (email). */
+  readonly dkim: DkimKeys;
+  /** The email route of the queue. */
+  readonly email: EmailRoute;
   /** Dispatcher of peer (server-to-server) sessions. */
   readonly dispatcher: Dispatcher;
   readonly #deps: FederationDeps;
@@ -129,9 +152,22 @@ export class Federation {
       deps.writes ?? new KvGroupCommit(deps.kv),
     );
     this.#profiles = profileCache(deps.kv);
+    this.dkim = new DkimKeys(deps.kv);
+    this.email = new EmailRoute({
+      dns: this.dns,
+      dkim: this.dkim,
+      compose: deps.compose ?? (() => {
+        throw new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, "no composer");
+      }),
+      transport: deps.transport ?? (() => {
+        throw new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, "no gateway");
+      }),
+      available: deps.carriesEmail ?? (() => false),
+    });
     this.queue = new OutboundQueue({
       store: this.#outbound,
       pool: this.pool,
+      email: this.email,
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
       retryBaseMs: config.federationRetry * 1000,
@@ -212,6 +248,41 @@ export class Federation {
     const ids = await enqueueOutbound(this.#outbound, delivery);
     this.queue.kick();
     return ids;
+  }
+
+  /**
+   * How each address would be reached from here: `amtp` (its domain
+   * publishes `amtp-servers`), `email` (it receives email and a gateway
+   * carries it), `none`, or `unknown` (DNS failed).
+   */
+  async routes(addresses: string[]): Promise<RemoteRoute[]> {
+    const byDomain = new Map<string, Promise<RemoteRoute>>();
+    const routeOf = async (domain: string): Promise<RemoteRoute> => {
+      try {
+        await this.dns.servers(domain);
+        return "amtp";
+      } catch (error) {
+        if (!(error instanceof DnsError && error.code === "no_record")) {
+          return "unknown";
+        }
+      }
+      if (!this.email.available) return "none";
+      try {
+        await this.dns.mailHosts(domain);
+        return "email";
+      } catch (error) {
+        return error instanceof DnsError && error.code === "no_record"
+          ? "none"
+          : "unknown";
+      }
+    };
+    return await Promise.all(addresses.map((address) => {
+      const domain = address.slice(address.lastIndexOf("@") + 1)
+        .toLowerCase();
+      let route = byDomain.get(domain);
+      if (!route) byDomain.set(domain, route = routeOf(domain));
+      return route;
+    }));
   }
 
   /**
@@ -312,6 +383,131 @@ export class Federation {
     ];
   }
 
+  /**
+   * What email needs for a hosted domain: MX naming this server, SPF, the
+   * DKIM keys' records, DMARC; each checked against the live DNS.
+   */
+  async #checkEmail(domain: string): Promise<Record<string, unknown>[]> {
+    const { hostname } = this.#deps.config;
+    const rows: Record<string, unknown>[] = [];
+    const failed = (error: unknown) =>
+      !(error instanceof DnsError && error.code === "no_record");
+    const txt = async (name: string) => {
+      try {
+        return { found: await this.dns.txt(name), error: "" };
+      } catch (error) {
+        return {
+          found: [] as string[],
+          error: failed(error) ? (error as Error).message : "",
+        };
+      }
+    };
+    // MX
+    let mx: string[] = [];
+    let mxError = "";
+    try {
+      mx = await this.dns.mx(domain);
+    } catch (error) {
+      if (failed(error)) mxError = (error as Error).message;
+    }
+    rows.push({
+      name: domain,
+      type: "MX",
+      value: `10 ${hostname}.`,
+      status: mx.includes(hostname)
+        ? "ok"
+        : mxError
+        ? "failed"
+        : mx.length
+        ? "wrong"
+        : "missing",
+      found: mx,
+      message: mx.includes(hostname) ? "" : mxError ||
+        (mx.length
+          ? `the MX records do not name ${hostname}: mail for ${domain} goes elsewhere`
+          : `no MX record at ${domain}: other servers cannot send it email`),
+    });
+    // SPF (RFC 7208): one record that lets this server send.
+    const spf = await txt(domain);
+    const spfs = spf.found.filter((r) => /^v=spf1(\s|$)/i.test(r));
+    const open = spfs.some((r) => /[+?]all\s*$/i.test(r));
+    rows.push({
+      name: domain,
+      type: "TXT",
+      value: "v=spf1 mx -all",
+      status: spf.error
+        ? "failed"
+        : spfs.length === 0
+        ? "missing"
+        : spfs.length > 1 || open
+        ? "wrong"
+        : "ok",
+      found: spfs,
+      message: spf.error ||
+        (spfs.length === 0
+          ? `no SPF record at ${domain}: receivers cannot tell this server may send for it (add your relay's include: when you use one)`
+          : spfs.length > 1
+          ? "more than one SPF record: receivers treat that as an error (RFC 7208 section 4.5)"
+          : open
+          ? "the SPF record ends in +all or ?all: it lets anyone send"
+          : ""),
+    });
+    // DKIM: every key's record, exactly.
+    const norm = (r: string) => r.replace(/\s+/g, "").toLowerCase();
+    for (const record of await this.dkim.records(domain)) {
+      const got = await txt(record.name);
+      const dkims = got.found.filter((r) => /v=DKIM1/i.test(r));
+      const present = dkims.some((r) => norm(r) === norm(record.value));
+      rows.push({
+        name: record.name,
+        type: "TXT",
+        value: record.value,
+        status: present
+          ? "ok"
+          : got.error
+          ? "failed"
+          : dkims.length
+          ? "wrong"
+          : "missing",
+        found: dkims,
+        message: present ? "" : got.error ||
+          (dkims.length
+            ? `the published DKIM key differs from this server's ${record.state} key`
+            : `no DKIM key at ${record.name}${
+              record.state === "pending"
+                ? " (a rotation: publish it, then activate)"
+                : ": receivers cannot verify mail from this domain"
+            }`),
+      });
+    }
+    // DMARC (RFC 7489)
+    const dmarc = await txt(`_dmarc.${domain}`);
+    const policies = dmarc.found.filter((r) => /^v=DMARC1/i.test(r));
+    const policy = policies[0]?.match(/;\s*p=([a-z]+)/i)?.[1];
+    rows.push({
+      name: `_dmarc.${domain}`,
+      type: "TXT",
+      value: `v=DMARC1; p=quarantine; rua=mailto:postmaster@${domain}`,
+      status: dmarc.error
+        ? "failed"
+        : policies.length === 0
+        ? "missing"
+        : policies.length > 1 || !policy
+        ? "wrong"
+        : "ok",
+      found: policies,
+      message: dmarc.error ||
+        (policies.length === 0
+          ? `no DMARC record: receivers do not know what to do with mail forged as ${domain}`
+          : policies.length > 1
+          ? "more than one DMARC record: receivers ignore them all"
+          : !policy
+          ? "the DMARC record has no p= policy"
+          : ""),
+    });
+    return rows;
+  }
+
   /** The records to publish for `domains`, each checked against the live DNS. */
   async checkDns(domains: string[]): Promise<Record<string, unknown>[]> {
     const { hostname } = this.#deps.config;
@@ -366,6 +562,7 @@ export class Federation {
         message,
       });
       rows.push(...await this.#checkPolicy(domain));
+      if (this.email.available) rows.push(...await this.#checkEmail(domain));
     }
     const keyRecords = this.keys.records().map((r) => `amtp-dkim=${r}`);
     let published: string[] = [];

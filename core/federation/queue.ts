@@ -25,6 +25,7 @@ import type {
 import type { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 import type { Failure, RecipientResult } from "./delivery.ts";
+import type { EmailRoute } from "./email_route.ts";
 import type { PeerClient } from "./peers.ts";
 
 /** Per-recipient and session error codes that no retry can fix. */
@@ -37,6 +38,8 @@ const PERMANENT = new Set<number>([
   ErrorCode.S2S_WRONG_DESTINATION,
   ErrorCode.S2S_FROM_MISMATCH,
   ErrorCode.NO_AMTP_RECORD,
+  ErrorCode.REMOTE_REFUSED,
+  ErrorCode.EMAIL_NOT_ENCRYPTED,
 ]);
 
 /** Deliveries in flight to one domain at a time. */
@@ -57,8 +60,10 @@ export interface PeerSessions {
 export interface QueueOptions {
   /** The queue's records. */
   store: OutboundStore;
-  /** Sessions with peers. */
+  /** Sessions with peers (the AMTP route). */
   pool: PeerSessions;
+  /** The email route, for domains without `amtp-servers` (none: they bounce). */
+  email?: Pick<EmailRoute, "available" | "deliver">;
   /** Logger. */
   log: Logger;
   /** Milliseconds an item may wait before it bounces. */
@@ -256,39 +261,10 @@ export class OutboundQueue {
       return;
     }
     let results: RecipientResult[];
-    let session: Pick<PeerClient, "call"> | undefined;
     try {
-      session = await this.#options.pool.session(
-        senderDomain(item.from),
-        item.domain,
-      );
-      if (item.blobs?.length) {
-        await this.#options.beforeDeliver?.(session, item);
-      }
-      const answer = await session.call<{ recipients: typeof results }>(
-        "s2s_deliver",
-        {
-          module: item.module,
-          from: item.from,
-          to: item.to,
-          id: item.delivery_id,
-          payload: item.payload as Record<string, unknown>,
-          traceparent: currentTraceparent(),
-        },
-      );
-      results = answer.recipients;
+      results = await this.#send(item);
       this.#dead.delete(item.domain);
     } catch (error) {
-      // No answer (a timeout, a connection gone: the peer may have died
-      // without closing it): the next attempt connects afresh instead of
-      // waiting on the same dead connection.
-      if (
-        session &&
-        (!(error instanceof ProtocolError) ||
-          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
-      ) {
-        this.#options.pool.forget(session);
-      }
       const code = error instanceof ProtocolError
         ? error.code
         : ErrorCode.REMOTE_UNREACHABLE;
@@ -335,6 +311,64 @@ export class OutboundQueue {
         r,
       ) => r.message).join("; ");
       await this.#postpone(entry, retry, reasons || "temporary failure");
+    }
+  }
+
+  /**
+   * Send an item by its route: AMTP when its domain publishes
+   * `amtp-servers`, else email when a gateway carries it; the result per
+   * recipient, or the error of the whole attempt.
+   */
+  async #send(item: OutboundItem): Promise<RecipientResult[]> {
+    try {
+      return await this.#amtp(item);
+    } catch (error) {
+      const email = this.#options.email;
+      if (
+        error instanceof ProtocolError &&
+        error.code === ErrorCode.NO_AMTP_RECORD && email?.available
+      ) {
+        return await email.deliver(item);
+      }
+      throw error;
+    }
+  }
+
+  /** Deliver to one of the domain's AMTP servers. */
+  async #amtp(item: OutboundItem): Promise<RecipientResult[]> {
+    let session: Pick<PeerClient, "call"> | undefined;
+    try {
+      session = await this.#options.pool.session(
+        senderDomain(item.from),
+        item.domain,
+      );
+      if (item.blobs?.length) {
+        await this.#options.beforeDeliver?.(session, item);
+      }
+      const answer = await session.call<{ recipients: RecipientResult[] }>(
+        "s2s_deliver",
+        {
+          module: item.module,
+          from: item.from,
+          to: item.to,
+          id: item.delivery_id,
+          payload: item.payload as Record<string, unknown>,
+          traceparent: currentTraceparent(),
+        },
+      );
+      return answer.recipients;
+    } catch (error) {
+      // No answer (a timeout, a connection gone: the peer may have died
+      // without closing it), or a session the peer no longer accepts: the
+      // next attempt connects afresh instead of reusing it.
+      if (
+        session &&
+        (!(error instanceof ProtocolError) ||
+          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
+      ) {
+        this.#options.pool.forget(session);
+      }
+      throw error;
     }
   }
 

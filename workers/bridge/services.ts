@@ -18,8 +18,16 @@
 import type { Resolution } from "../../core/routing/mod.ts";
 import type {
   BlobRef,
+  ComposeRequest,
+  EmailAuth,
+  EmailIn,
+  EmailPayload,
   InboundDelivery,
   InboundResult,
+  MailHost,
+  TransportRecipient,
+  TransportRequest,
+  TransportResult,
 } from "../../core/federation/delivery.ts";
 import type { Document } from "../../core/wire/mod.ts";
 import type { AtomicOp, ModuleStorage, StorageKey } from "../sdk/storage.ts";
@@ -38,7 +46,54 @@ import {
   string,
 } from "./checks.ts";
 
-export type { InboundDelivery, InboundResult, Resolution };
+export type {
+  ComposeRequest,
+  EmailAuth,
+  EmailIn,
+  EmailPayload,
+  InboundDelivery,
+  InboundResult,
+  MailHost,
+  Resolution,
+  TransportRecipient,
+  TransportRequest,
+  TransportResult,
+};
+
+/** Largest message that crosses the bridge in one call (an email, raw). */
+export const MAX_MESSAGE_BYTES = 15 * 1024 * 1024;
+
+/** A gateway's checks of a received message, each field bounded (a gateway is not trusted blindly). */
+const emailAuth: Check<EmailAuth> = object({
+  client_ip: string(64),
+  helo: string(255),
+  tls: boolean,
+  spf: object({ result: string(32), domain: string(255) }),
+  dkim: list(
+    object({ result: string(32), domain: string(255), selector: string(255) }),
+    10,
+  ),
+  dmarc: object({
+    result: string(32),
+    domain: string(255),
+    policy: string(32),
+  }),
+  arc: object({ result: string(32) }),
+  summary: string(2000),
+});
+
+/** How a remote address is reached (`federation.routes`): `unknown` when DNS failed. */
+export type Route = "amtp" | "email" | "none" | "unknown";
+
+/** The server's certificate, for a module that serves TLS (`tls.certificate`). */
+export interface TlsCertificate {
+  /** The PEM chain. */
+  cert: string;
+  /** The PEM private key. */
+  key: string;
+  /** SHA-256 of the leaf (hex): changes when the certificate is renewed. */
+  sha256: string;
+}
 
 /** The caller of a module command, set by the core from the token. */
 export interface BridgeCaller {
@@ -85,6 +140,12 @@ export interface CoreServices {
   "accounts.profile"(address: string): Promise<Record<string, unknown> | null>;
   /** Queue a payload durably for remote recipients, one item per domain; resolves to the item ids. */
   "federation.send"(delivery: RemoteDelivery): Promise<string[]>;
+  /** How each remote address would be reached: AMTP, ordinary email (SMTP), not at all (`none`), or `unknown`. */
+  "federation.routes"(addresses: string[]): Promise<Route[]>;
+  /** Hand a message received by email to the local mailboxes; durable when it resolves. */
+  "mail.deliver"(message: EmailIn): Promise<InboundResult>;
+  /** The server's current TLS certificate and key (renewed ones included). */
+  "tls.certificate"(): Promise<TlsCertificate>;
   /** Storage through the core (`AMTP_MODULE_STORAGE=core`): the module's namespace in the core's database. */
   "storage.get": ModuleStorage["get"];
   /** See {@link ModuleStorage.getMany}. */
@@ -156,6 +217,22 @@ export const CORE_SERVICES: {
       }),
     ),
   },
+  "federation.routes": {
+    grant: "declared",
+    args: args(list(address, 1000)),
+  },
+  "mail.deliver": {
+    grant: "declared",
+    args: args(
+      object({
+        mail_from: string(320),
+        to: list(address, 1000),
+        raw: bytes(MAX_MESSAGE_BYTES),
+        auth: emailAuth,
+      }),
+    ),
+  },
+  "tls.certificate": { grant: "declared", args: args() },
   "storage.get": storage(args(key)),
   "storage.getMany": storage(args(list(key, 1000))),
   "storage.set": storage(args(key, any())),
@@ -200,8 +277,12 @@ export interface ModuleStart {
 
 /** What a module answers `start` with. */
 export interface ModuleStarted {
-  /** Whether it has an `inbound` handler (deliveries from other servers, bounces). */
+  /** Whether it has an `inbound` handler (deliveries from other servers, bounces, email). */
   inbound: boolean;
+  /** Whether it composes its queued payloads as Internet messages (`compose`). */
+  compose?: boolean;
+  /** Whether it carries outbound routes (`transport`, the manifest's `transports`). */
+  transport?: boolean;
 }
 
 /**
@@ -218,11 +299,18 @@ export interface ModuleOffers {
     caller: BridgeCaller,
     params: Document,
   ): Promise<unknown>;
-  /** Take a delivery from another server, or a bounce. */
+  /** Take a delivery from another server, a bounce, or a message received by email. */
   inbound(
     caller: BridgeCaller,
     delivery: InboundDelivery,
   ): Promise<InboundResult>;
+  /** Compose one of its queued payloads as an Internet message (RFC 5322), for the email route. */
+  compose(
+    caller: BridgeCaller,
+    request: ComposeRequest,
+  ): Promise<{ raw: Uint8Array }>;
+  /** Carry a message over a route its manifest names in `transports` (a gateway's outbound side). */
+  transport(request: TransportRequest): Promise<TransportResult>;
   /** Answer at once (heartbeat). */
   ping(): Promise<null>;
 }
@@ -237,7 +325,13 @@ export interface OfferSpec<R> {
 export const MODULE_OFFERS: {
   [M in keyof ModuleOffers]: OfferSpec<Awaited<ReturnType<ModuleOffers[M]>>>;
 } = {
-  start: { result: object({ inbound: boolean }) },
+  start: {
+    result: object({
+      inbound: boolean,
+      compose: optional(boolean),
+      transport: optional(boolean),
+    }),
+  },
   call: { result: any() },
   inbound: {
     result: object({
@@ -252,6 +346,19 @@ export const MODULE_OFFERS: {
       ),
       blob: optional(
         object({ offset: number, data: optional(bytes(1024 * 1024)) }),
+      ),
+    }),
+  },
+  compose: { result: object({ raw: bytes(MAX_MESSAGE_BYTES) }) },
+  transport: {
+    result: object({
+      recipients: list(
+        object({
+          address: string(320),
+          status: oneOf("delivered", "failed", "deferred"),
+          reply: string(2000),
+        }),
+        1000,
       ),
     }),
   },

@@ -125,6 +125,8 @@ export class ImportPolicy {
   readonly #sdkUrls: string[];
   /** Modules whose last check passed, with the files it saw. */
   readonly #passed = new Map<string, { stamp: string; files: string[] }>();
+  /** Entries whose npm packages are in Deno's cache. */
+  readonly #fetched = new Set<string>();
 
   private constructor(
     npm: Record<string, string>,
@@ -230,6 +232,37 @@ export class ImportPolicy {
     return plan;
   }
 
+  /**
+   * Bring the npm packages of a checked module's graph into Deno's cache,
+   * where a process (which runs `--cached-only`) finds them: its graph was
+   * checked, so these are packages of the server's import map only. Once
+   * per entry and server.
+   */
+  async fetchPackages(manifest: Manifest, plan: ModuleImports): Promise<void> {
+    if (this.#fetched.has(manifest.entry)) return;
+    const flags = plan.flags.filter((f) => f !== "--cached-only");
+    const { program, args } = await cappedDeno(
+      ["cache", "--quiet", ...flags, pathOf(manifest.entry)],
+      CHECK_MEMORY_MB,
+    );
+    const out = await new Deno.Command(program, {
+      args,
+      cwd: manifest.dir,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      signal: AbortSignal.timeout(CHECK_MS * 4),
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `fetching its npm packages failed: ${
+          new TextDecoder().decode(out.stderr).trim().split("\n")[0]
+        }`,
+      );
+    }
+    this.#fetched.add(manifest.entry);
+  }
+
   /** Why one module of the graph may not be loaded, or undefined. */
   async #refusal(
     module: InfoModule,
@@ -256,8 +289,10 @@ export class ImportPolicy {
       case "node:":
         return undefined;
       case "npm:": {
+        // `name/` entries map a package's subpaths (`npm:/name@1.0.0/`).
         const allowed = Object.values(this.#npm).some((target) =>
-          specifier === target || specifier.startsWith(`${target}/`)
+          specifier === target ||
+          specifier.startsWith(target.endsWith("/") ? target : `${target}/`)
         );
         return allowed ? undefined : "not an npm package of the server";
       }

@@ -12,28 +12,31 @@
  */
 
 import { decodeDocument, encodeDocument } from "../../core/wire/mod.ts";
-import type { Manifest } from "../manifest.ts";
+import { expandPermissions, type Manifest } from "../manifest.ts";
 import type { Channel } from "./channel.ts";
 
 /**
- * The Worker permission set of a manifest: what it lists, and reading and
+ * The Worker permission set of a manifest: what it lists (its `${NAME}`
+ * entries filled in from the server's environment `env`), and reading and
  * writing its own storage database `store`, nothing else.
  */
 export function workerPermissions(
   manifest: Manifest,
   store?: string,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
 ): Deno.PermissionOptionsObject {
   const list = (items: string[]) => items.length > 0 ? items : false;
   const own = store === undefined ? [] : [store];
+  const granted = expandPermissions(manifest, env);
   return {
-    net: list(manifest.permissions.net),
-    read: list([...manifest.permissions.read, ...own]),
-    write: list([...manifest.permissions.write, ...own]),
-    env: list(manifest.permissions.env),
+    net: list(granted.net),
+    read: list([...granted.read, ...own]),
+    write: list([...granted.write, ...own]),
+    env: list(granted.env),
     run: false,
     ffi: false,
     sys: false,
-    import: list(manifest.permissions.import),
+    import: list(granted.import),
   };
 }
 

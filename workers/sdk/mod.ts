@@ -36,6 +36,7 @@ import { Endpoint, RemoteError } from "../bridge/endpoint.ts";
 import { MODULE_LIMITS } from "../bridge/envelope.ts";
 import {
   type BridgeCaller,
+  type ComposeRequest,
   CORE_SERVICES,
   type CoreServices,
   type InboundDelivery,
@@ -43,6 +44,8 @@ import {
   type ModuleOffers,
   READY,
   type ServiceName,
+  type TransportRequest,
+  type TransportResult,
 } from "../bridge/services.ts";
 import { ModuleError } from "./error.ts";
 import { KvStorage } from "./storage.ts";
@@ -63,11 +66,22 @@ export type {
 export { StorageError } from "./storage.ts";
 export type {
   BridgeCaller,
+  ComposeRequest,
+  EmailAuth,
+  EmailIn,
+  EmailPayload,
   InboundDelivery,
   InboundResult,
+  MailHost,
   RemoteDelivery,
   Resolution,
+  Route,
+  TlsCertificate,
+  TransportRecipient,
+  TransportRequest,
+  TransportResult,
 } from "../bridge/services.ts";
+export { MAX_MESSAGE_BYTES } from "../bridge/services.ts";
 
 type Group<K> = K extends `${infer G}.${string}` ? G : never;
 type Member<K, G extends string> = K extends `${G}.${infer M}` ? M : never;
@@ -109,15 +123,41 @@ export interface ModuleDefinition {
   /** Handlers by command name: exactly the manifest's `commands`. */
   commands: Record<string, Handler>;
   /**
-   * Deliveries from other servers and bounces (modules that federate). The
-   * context's caller is the sender (`deliver`) or the local sender of the
-   * bounced payload (`bounce`).
+   * Deliveries from other servers, bounces and email (modules that
+   * federate). The context's caller is the sender (`deliver`, `email`) or
+   * the local sender of the bounced payload (`bounce`).
    */
   inbound?: (
     delivery: InboundDelivery,
     ctx: ModuleContext,
   ) => Promise<InboundResult>;
+  /**
+   * Compose a payload this module queued (`federation.send`) as an Internet
+   * message (RFC 5322), when its destination is reached by email. The
+   * context's caller is the sender.
+   */
+  compose?: (
+    request: ComposeRequest,
+    ctx: ModuleContext,
+  ) => Promise<{ raw: Uint8Array }>;
+  /**
+   * Carry a message over a route the manifest names in `transports` (a
+   * gateway's outbound side); answers per recipient.
+   */
+  transport?: (
+    request: TransportRequest,
+    ctx: ModuleContext,
+  ) => Promise<TransportResult>;
+  /**
+   * Run once the core started the module (its services usable), before it
+   * counts as ready: a gateway starts listening here. A failure fails the
+   * start (the copy is restarted with backoff).
+   */
+  start?: (ctx: ModuleContext) => Promise<void>;
 }
+
+/** The caller of what a module does on its own (`start`, `transport`). */
+const MODULE_CALLER: BridgeCaller = { address: "", session: "module" };
 
 /**
  * Where the module's documents go and come from: a Worker's messages or a
@@ -277,7 +317,12 @@ export function serveModule(
         )
         : core.storage;
       base = { ...core, storage, log: rateLimited(core.log) };
-      return { inbound: definition.inbound !== undefined };
+      await definition.start?.(context(MODULE_CALLER));
+      return {
+        inbound: definition.inbound !== undefined,
+        compose: definition.compose !== undefined,
+        transport: definition.transport !== undefined,
+      };
     },
     call: async (command, caller, params) => {
       if (!Object.hasOwn(definition.commands, command)) {
@@ -293,6 +338,18 @@ export function serveModule(
         throw new ModuleError("unknown_command", "no inbound handler");
       }
       return await definition.inbound(delivery, context(caller));
+    },
+    compose: async (caller, request) => {
+      if (!definition.compose) {
+        throw new ModuleError("unknown_command", "no compose handler");
+      }
+      return await definition.compose(request, context(caller));
+    },
+    transport: async (request) => {
+      if (!definition.transport) {
+        throw new ModuleError("unknown_command", "no transport handler");
+      }
+      return await definition.transport(request, context(MODULE_CALLER));
     },
     ping: () => Promise.resolve(null),
   };

@@ -72,7 +72,12 @@ export async function attachmentGet(
   const mailbox = new Mailbox(ctx.storage, ctx.caller.address);
   const entry = await mailbox.message(str(p, "id", 64));
   const attachmentId = str(p, "attachment_id", 64);
-  const ref = entry?.value.attachments.find((a) => a.id === attachmentId);
+  // Its attachments, and for email its source and HTML body.
+  const email = entry?.value.email;
+  const ref = [
+    ...(entry?.value.attachments ?? []),
+    ...(email ? [email.source, ...(email.html ? [email.html] : [])] : []),
+  ].find((a) => a.id === attachmentId);
   if (!ref) {
     throw new ModuleError(
       "not_found",

@@ -247,3 +247,64 @@ export class Attachments {
     return chunk.value;
   }
 }
+
+/** Blobs up to this size are written in one atomic operation. */
+const SMALL_BLOB = 48 * 1024;
+
+/**
+ * Store bytes as a finished attachment under `id` (chunks, then its meta),
+ * for content that did not come through an upload: parts of a message
+ * received by email. Writing it again writes the same.
+ */
+export async function storeBlob(
+  storage: ModuleStorage,
+  blob: { id: string; owner: string; name: string; type: string },
+  content: Uint8Array,
+): Promise<BlobMeta> {
+  const chunks = Math.ceil(content.byteLength / CHUNK_SIZE);
+  const meta: BlobMeta = {
+    ...blob,
+    size: content.byteLength,
+    sha256: hex(await crypto.subtle.digest("SHA-256", new Uint8Array(content))),
+    chunks,
+  };
+  // A small one (most mail) in one write; a large one chunk by chunk, its
+  // meta last.
+  if (content.byteLength <= SMALL_BLOB) {
+    await storage.atomic([
+      ...(chunks
+        ? [{
+          op: "set" as const,
+          key: ["blob", blob.id, 0],
+          value: content.slice(),
+        }]
+        : []),
+      { op: "set", key: ["blob_meta", blob.id], value: meta },
+    ]);
+    return meta;
+  }
+  for (let i = 0; i < chunks; i++) {
+    await storage.set(
+      ["blob", blob.id, i],
+      content.slice(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE),
+    );
+  }
+  await storage.set(["blob_meta", blob.id], meta);
+  return meta;
+}
+
+/** Read a whole attachment's bytes (the caller checked access). */
+export async function readBlob(
+  storage: ModuleStorage,
+  ref: { id: string; size: number },
+): Promise<Uint8Array> {
+  const out = new Uint8Array(ref.size);
+  let at = 0;
+  for (let i = 0; at < ref.size; i++) {
+    const chunk = await storage.get<Uint8Array>(["blob", ref.id, i]);
+    if (!chunk) throw new ModuleError("not_found", `chunk ${i} is missing`);
+    out.set(chunk.value, at);
+    at += chunk.value.byteLength;
+  }
+  return out;
+}

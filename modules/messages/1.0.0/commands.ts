@@ -361,7 +361,8 @@ export async function quota(
 
 /**
  * `recipients`: where mail to these addresses goes (an alias's members, a
- * catch-all): what a sender needs to encrypt to every reader.
+ * catch-all, and which remote ones get ordinary email): what a sender needs
+ * to encrypt to every reader, or to know who cannot get it encrypted.
  */
 export async function recipients(
   p: Params,
@@ -376,12 +377,17 @@ export async function recipients(
     );
   }
   const resolutions = await ctx.accounts.resolve(addresses);
+  // Which remote addresses ordinary email reaches (they read it unencrypted).
+  const remote = [...new Set(resolutions.flatMap((r) => r.remote))];
+  const routes = remote.length ? await ctx.federation.routes(remote) : [];
+  const email = new Set(remote.filter((_, i) => routes[i] === "email"));
   return {
     recipients: resolutions.map((r) => ({
       address: r.input,
       kind: r.kind,
       mailboxes: r.mailboxes.map((m) => m.address),
       remote: r.remote,
+      email: r.remote.filter((a) => email.has(a)),
       via: r.via ?? null,
     })),
   };

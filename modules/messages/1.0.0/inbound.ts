@@ -11,6 +11,7 @@
  * - `bounce`: a remote delivery failed for good; the sender gets a notice in
  *   the inbox from `mailer-daemon@<their domain>` naming each failed
  *   recipient and why.
+ * - `email`: a message the SMTP gateway received (email.ts).
  *
  * @module
  */
@@ -38,6 +39,7 @@ import {
   type MessageRecord,
   type NewMessage,
 } from "./mailbox.ts";
+import { inboundEmail } from "./email.ts";
 import { MAX_BODY } from "./send.ts";
 import { blobOffer, blobPut, blobRead, receivedBlob } from "./transfer.ts";
 
@@ -180,6 +182,9 @@ export async function inbound(
   }
   if (delivery.kind === "blob_put") {
     return await blobPut(delivery, ctx, quotaDefault);
+  }
+  if (delivery.kind === "email") {
+    return await inboundEmail(delivery, ctx, quotaDefault);
   }
   const refuse = (error: number, message: string): InboundResult => ({
     recipients: delivery.to.map((address) => ({

@@ -15,6 +15,9 @@
  *   written before the content record that names it
  * - `["owners", messageId]` -> mailboxes holding a copy (one entry per copy);
  *   the content is deleted with the last copy
+ * - `["emid", owner, hash(Message-ID)]` -> the copy id of the first message
+ *   with that Message-ID in the mailbox (email: threads, skipping what an
+ *   import already brought)
  *
  * `messageId` is the message's local id (see ids.ts). Every change of a
  * mailbox is one atomic operation that also bumps the state's sequence and
@@ -56,6 +59,62 @@ export interface AttachmentRef {
   sha256: string;
   /** Where the bytes are when not under `id` (received from another server: transfer.ts). */
   blob?: string;
+  /** Content-ID (without brackets) of an inline image: what `cid:` URLs in the HTML name. */
+  content_id?: string;
+  /** Shown within the body (an inline image) rather than as a file. */
+  inline?: boolean;
+}
+
+/** What authentication of a message received by email found (docs/PROTOCOL.md 13.5). */
+export interface EmailAuthRecord {
+  /** The sending server's IP address. */
+  client_ip: string;
+  /** The name it gave (HELO/EHLO). */
+  helo: string;
+  /** Whether it came over TLS. */
+  tls: boolean;
+  /** SPF: result and the domain checked. */
+  spf: { result: string; domain: string };
+  /** Each DKIM signature: result, signing domain, selector. */
+  dkim: { result: string; domain: string; selector: string }[];
+  /** DMARC of the From domain: result, domain, published policy. */
+  dmarc: { result: string; domain: string; policy: string };
+  /** ARC chain. */
+  arc: { result: string };
+  /** The same as an Authentication-Results header value. */
+  summary: string;
+}
+
+/** What a message that came (or was imported) as email keeps of it. */
+export interface EmailInfo {
+  /** Its Message-ID, without brackets. */
+  message_id: string;
+  /** The From header's display name. */
+  from_name: string;
+  /** The message as received or imported, byte for byte (`attachment_get`). */
+  source: AttachmentRef;
+  /** The HTML body, if any (`attachment_get`; to be shown sanitized). */
+  html?: AttachmentRef;
+  /** The envelope sender (MAIL FROM); empty for a bounce; absent when imported. */
+  mail_from?: string;
+  /** What the gateway checked; absent when imported. */
+  auth?: EmailAuthRecord;
+  /** The Message-IDs it references (In-Reply-To and References), oldest first. */
+  references: string[];
+  /** IMAP flags an import kept that AMTP has no field for (`\\Answered`, `\\Draft`, keywords). */
+  flags?: string[];
+  /** A delivery status notification: the message it reports on and each recipient's fate. */
+  report?: {
+    /** The copy id of the reported message in this mailbox, when found. */
+    message: string | null;
+    /** Per recipient. */
+    recipients: {
+      address: string;
+      action: string;
+      status: string;
+      diagnostic: string;
+    }[];
+  };
 }
 
 /**
@@ -111,6 +170,8 @@ export interface MessageRecord {
   size: number;
   /** First characters of a plain body. */
   preview: string;
+  /** Set for a message that came (or was imported) as email. */
+  email?: EmailInfo;
 }
 
 /** What lists show of a message. */
@@ -132,7 +193,11 @@ export type Summary =
     | "thread"
     | "encrypted"
   >
-  & { attachments: number };
+  & {
+    attachments: number;
+    /** For a message that came as email: the sender's name and the DMARC result. */
+    email?: { from_name: string; dmarc: string };
+  };
 
 /** Counts of a folder. */
 export interface FolderCount {
@@ -190,6 +255,14 @@ export function summaryOf(m: MessageRecord): Summary {
     thread: m.thread,
     encrypted: m.encrypted,
     attachments: m.attachments.length,
+    ...(m.email
+      ? {
+        email: {
+          from_name: m.email.from_name,
+          dmarc: m.email.auth?.dmarc.result ?? "none",
+        },
+      }
+      : {}),
   };
 }
 
@@ -222,6 +295,11 @@ export const key = {
   content: (messageId: string) => ["content", messageId],
   body: (messageId: string, gen: string) => ["body", messageId, gen],
   owners: (messageId: string) => ["owners", messageId],
+  emid: (owner: string, messageId: string) => [
+    "emid",
+    owner,
+    sha256Hex(`AMTP email id\n${messageId}`).slice(0, 32),
+  ],
 };
 
 function count(state: MailboxState, folder: string): FolderCount {
@@ -752,8 +830,9 @@ async function planCopies(
         fresh: true,
       },
       // A message that starts its thread has no thread entry: `thread`
-      // finds it by its id (one record less per delivery).
-      ...(record.thread === record.global_id ? [] : [{
+      // finds it by its id (one record less per delivery). An email's
+      // local id is not derived from its Message-ID: it always has one.
+      ...(record.thread === record.global_id && !record.email ? [] : [{
         op: "set" as const,
         key: key.thr(owner, record.thread, record.date, record.id),
         value: true,

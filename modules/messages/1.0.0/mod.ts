@@ -1,7 +1,8 @@
 /**
  * The messages module: mail in real time. See docs/PROTOCOL.md, section 13.
  * This file is its table: each command is one function (commands.ts,
- * attachment_commands.ts), deliveries from other servers are inbound.ts.
+ * attachment_commands.ts), deliveries from other servers are inbound.ts,
+ * email in and out email.ts (through the one MIME mapping, mime.ts).
  *
  * @module
  */
@@ -30,11 +31,13 @@ import {
   sendCommand,
   thread,
 } from "./commands.ts";
+import { composeOutbound } from "./email.ts";
 import { inbound } from "./inbound.ts";
 import { quotaDefault } from "./settings.ts";
 
 serveModule({
   inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
+  compose: composeOutbound,
   commands: {
     send: sendCommand,
     folders,

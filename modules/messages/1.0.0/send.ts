@@ -153,6 +153,16 @@ export async function send(
   }
 
   const resolutions = await ctx.accounts.resolve(written);
+  // An encrypted message never leaves as plain email: recipients reached by
+  // email only are refused (the client was told by `recipients`).
+  const emailOnly = new Set<string>();
+  if (request.encrypted) {
+    const remote = [...new Set(resolutions.flatMap((r) => r.remote))];
+    if (remote.length) {
+      const routes = await ctx.federation.routes(remote);
+      remote.forEach((a, i) => routes[i] === "email" && emailOnly.add(a));
+    }
+  }
   // The copy answered, in the sender's mailbox: its local id for local
   // copies, its global id and thread for everyone.
   const parent = request.in_reply_to
@@ -184,7 +194,7 @@ export async function send(
       into.mailboxes.set(m.address, m.quota || quotaDefault);
     }
     for (const address of r.remote) {
-      if (taken.has(address)) continue;
+      if (taken.has(address) || emailOnly.has(address)) continue;
       taken.add(address);
       into.remote.push(address);
     }
@@ -344,6 +354,18 @@ export async function send(
           status: "failed",
           error: ErrorCode.LIMIT_EXCEEDED,
           message: "the recipient's mailbox is full",
+        };
+      }
+      if (
+        r.mailboxes.length === 0 && r.remote.length > 0 &&
+        r.remote.every((a) => emailOnly.has(a))
+      ) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: ErrorCode.EMAIL_NOT_ENCRYPTED,
+          message:
+            "this address receives ordinary email only: an end-to-end encrypted message cannot go to it",
         };
       }
       if (r.mailboxes.length === 0 && r.remote.every((a) => queued.has(a))) {
