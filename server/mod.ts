@@ -278,7 +278,11 @@ export async function startServer(
     if (closing) problems.push("shutting down");
     if (!listening) problems.push("listeners not started");
     for (const module of host.lifecycle.list()) {
-      if (module.enabled && module.state !== "running") {
+      // Unloaded is an admin's choice (or AMTP_MODULES_OFF), not a fault.
+      if (
+        module.enabled && module.state !== "running" &&
+        module.state !== "unloaded"
+      ) {
         problems.push(
           `module ${module.name} ${module.version} ${module.state}`,
         );
