@@ -106,6 +106,7 @@ export class OutboundQueue {
   readonly #dead = new Map<string, number>();
   #timer?: ReturnType<typeof setTimeout>;
   #running?: Promise<void>;
+  #started = false;
   #stopped = false;
   #again = false;
 
@@ -119,11 +120,13 @@ export class OutboundQueue {
 
   /** Start delivering. */
   start(): void {
+    this.#started = true;
     this.#schedule(0);
   }
 
-  /** Look at the queue soon (an item was queued or retried). */
+  /** Look at the queue soon (an item was queued or retried); nothing before {@link start}. */
   kick(): void {
+    if (!this.#started) return;
     if (this.#running) this.#again = true;
     else this.#schedule(0);
   }
