@@ -11,6 +11,8 @@ import { FailureStore } from "./failures.ts";
 import { migrate, type Migration, type MigrationLog } from "./migrations.ts";
 import { KvGroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
+import { InvitationStore } from "./invitations.ts";
+import { PushStore } from "./push.ts";
 
 export * from "./records.ts";
 export * from "./accounts.ts";
@@ -22,6 +24,8 @@ export * from "./group_commit.ts";
 export * from "./modules.ts";
 export * from "./outbound.ts";
 export * from "./caches.ts";
+export * from "./invitations.ts";
+export * from "./push.ts";
 
 /** The open storage. */
 export interface Store {
@@ -35,6 +39,10 @@ export interface Store {
   tokens: TokenStore;
   /** Login guard records (failed logins, known sources). */
   failures: FailureStore;
+  /** Invitations (one-time codes for an address). */
+  invitations: InvitationStore;
+  /** Web Push subscriptions and the VAPID key. */
+  push: PushStore;
   /** Schema version after migrations. */
   schema: number;
   /** Close the KV. */
@@ -60,6 +68,8 @@ export async function openStore(
       writes,
       tokens: new TokenStore(kv, writes),
       failures: new FailureStore(kv, writes),
+      invitations: new InvitationStore(kv),
+      push: new PushStore(kv),
       schema,
       close: () => kv.close(),
     };

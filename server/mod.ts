@@ -25,7 +25,11 @@ import {
   type ServerCertificate,
   watchCertificate,
 } from "../core/tls/mod.ts";
-import { ConnectionLimiter, startTransports } from "../core/transport/mod.ts";
+import {
+  type Connection,
+  ConnectionLimiter,
+  startTransports,
+} from "../core/transport/mod.ts";
 import { localProfile, userCommands } from "../core/user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
@@ -33,6 +37,8 @@ import { moduleCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
 import { secureDataDir } from "./data_dir.ts";
 import { moduleServices } from "./module_services.ts";
+import { WebPush } from "../core/push/mod.ts";
+import { WebApp } from "./web.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -54,6 +60,12 @@ export interface ServerHandle {
   commands: string[];
   /** The module host. */
   modules: ModuleHost;
+  /** Web Push (tests wait for its deliveries). */
+  push: WebPush;
+  /** Where people open the web app, when it is served. */
+  webUrl?: string;
+  /** Port of the web app's loopback listener, when it runs. */
+  webPort?: number;
   /** Stop accepting, finish in-flight work, close sessions and KV. */
   close(): Promise<void>;
 }
@@ -155,6 +167,27 @@ export async function startServer(
     profile: (address) => localProfile(store.accounts, address),
     port: () => transportPort,
   });
+  const caCerts = config.caFile
+    ? (await Deno.readTextFile(config.caFile)).match(
+      /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g,
+    ) ?? []
+    : [];
+  const push = await WebPush.open({
+    store: store.push,
+    contact: config.pushContact,
+    allowPrivate: config.pushPrivate,
+    caCerts,
+    log,
+  });
+  const web = config.web
+    ? await WebApp.open({
+      config,
+      log,
+      certificate: () => certificate,
+      port: () => transportPort,
+    })
+    : undefined;
+  const webUrl = () => web?.url();
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -168,6 +201,12 @@ export async function startServer(
       registry,
       maxFrame: config.maxFrame,
       federation,
+      // New mail reaches closed apps through Web Push.
+      notify: (address, module, event, data) => {
+        if (module === "messages" && event === "message_new") {
+          push.newMessage(address, (data ?? {}) as Record<string, unknown>);
+        }
+      },
     }),
     ...options.moduleHost,
   });
@@ -190,7 +229,16 @@ export async function startServer(
       modules,
     }),
     ...loginCommands(login),
-    ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
+    ...adminCommands({
+      accounts: store.accounts,
+      tokens,
+      login,
+      startedAt,
+      invitations: store.invitations,
+      push: store.push,
+      webUrl,
+      now: options.now,
+    }),
     ...moduleCommands(host.lifecycle),
     ...federation.adminCommands(),
     ...userCommands({
@@ -199,6 +247,11 @@ export async function startServer(
       hostname: config.hostname,
       limits,
       modules,
+      invitations: store.invitations,
+      login,
+      push,
+      webUrl,
+      now: options.now,
       remoteProfile: (address, asDomain, fresh) =>
         federation.remoteProfile(address, asDomain, fresh),
     }),
@@ -211,6 +264,12 @@ export async function startServer(
     maxFrame: config.maxFrame,
     idleTimeoutMs: config.idleTimeout * 1000,
   };
+  const admission = new ConnectionLimiter({
+    maxPerIp: config.maxSessionsPerIp,
+    maxTotal: config.maxSessions,
+  });
+  const onConnection = (conn: Connection) =>
+    runSession(conn, { dispatcher, registry, limits: sessionLimits, log });
   let transports;
   try {
     transports = await startTransports({
@@ -222,12 +281,8 @@ export async function startServer(
       handshakeTimeoutMs: options.handshakeTimeoutMs ??
         config.handshakeTimeout * 1000,
       descriptorReserve: config.descriptorReserve,
-      admission: new ConnectionLimiter({
-        maxPerIp: config.maxSessionsPerIp,
-        maxTotal: config.maxSessions,
-      }),
-      onConnection: (conn) =>
-        runSession(conn, { dispatcher, registry, limits: sessionLimits, log }),
+      admission,
+      onConnection,
       onPeerConnection: (conn) =>
         runSession(conn, {
           dispatcher: federation.dispatcher,
@@ -236,7 +291,8 @@ export async function startServer(
           log,
         }),
       httpHandler: async (request) =>
-        await federation.handleHttp(request) ?? homePage(request),
+        await federation.handleHttp(request) ??
+          await web?.handlePublic(request) ?? homePage(request),
       log,
     });
   } catch (error) {
@@ -244,6 +300,27 @@ export async function startServer(
     throw error;
   }
   transportPort = transports.port;
+  // No browser trusts a self-signed certificate: the app is also served on
+  // http://localhost (a secure context), where the page pins the hash.
+  const localWeb = web && (certificate.selfSigned || config.webPortSet)
+    ? web.listenLocal({
+      cert: certificate.certPem,
+      key: certificate.keyPem,
+      maxFrame: config.maxFrame,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ??
+        config.handshakeTimeout * 1000,
+      maxConnections: 1024,
+      admission,
+      onConnection,
+      log,
+    })
+    : undefined;
+  if (web) {
+    log.info("web_app", {
+      url: web.url(),
+      first_load_js_gzip: web.firstLoadBytes,
+    });
+  }
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const stopWatching = watchCertificate(certSource, certificate, {
@@ -266,15 +343,20 @@ export async function startServer(
     registry,
     commands: dispatcher.commandNames(),
     modules: host,
+    push,
+    webUrl: web?.url(),
+    webPort: localWeb?.port,
     close() {
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
         stopWatching();
+        localWeb?.stop();
         await transports.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);
         await federation.close();
         await host.close();
+        await push.close();
         transports.close();
         store.close();
       })();

@@ -29,6 +29,13 @@ export interface ServiceParts {
   maxFrame: number;
   /** Federation (the outbound queue). */
   federation: Federation;
+  /** Told of every push a module makes (Web Push of new mail). */
+  notify?: (
+    address: string,
+    module: string,
+    event: string,
+    data: unknown,
+  ) => void;
 }
 
 /** Every core service for modules. */
@@ -50,6 +57,7 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
           `event "${event}" is not declared in the manifest`,
         );
       }
+      parts.notify?.(address, manifest.name, event, data);
       return await parts.registry.push(
         address,
         { event, module: manifest.name, data: data ?? null },

@@ -60,6 +60,9 @@ export async function startTestServer(
     AMTP_LOG_LEVEL: "debug",
     // Federation lookups stay on loopback: a closed port unless a test runs dnsmasq.
     AMTP_DNS: "127.0.0.1:9",
+    // The web app only where a test asks for it (its loopback port then any free one).
+    AMTP_WEB: "off",
+    AMTP_WEB_PORT: "0",
     ...env,
   });
   const logs: string[] = [];

@@ -27,6 +27,9 @@ export function cleanEnv(
   const env: Record<string, string> = {
     NO_COLOR: "1",
     AMTP_DNS: "127.0.0.1:9",
+    // The web app only where a test asks for it (its loopback port then any free one).
+    AMTP_WEB: "off",
+    AMTP_WEB_PORT: "0",
   };
   for (const [name, value] of Object.entries(Deno.env.toObject())) {
     if (!name.startsWith("AMTP_")) env[name] = value;

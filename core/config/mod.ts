@@ -91,6 +91,18 @@ export interface Config {
   policyServers: string[];
   /** `amtp-dkim` values of the other servers of these domains, added to the policy's keys. */
   policyKeys: string[];
+  /** Serve the web app (on the TCP port, and on loopback with a self-signed certificate). */
+  web: boolean;
+  /** Port of the web app's loopback listener (`http://localhost:PORT`); 0 picks a free one. */
+  webPort: number;
+  /** Whether `AMTP_WEB_PORT` was set (the loopback listener then runs with a CA certificate too). */
+  webPortSet: boolean;
+  /** `host:port` browsers reach the AMTP port at, when it differs from this server's (a port mapping). */
+  webConnect?: string;
+  /** The VAPID contact (`mailto:` or `https:`) push services see. */
+  pushContact: string;
+  /** Allow push endpoints on loopback and private addresses. */
+  pushPrivate: boolean;
 }
 
 /** A configuration variable with an invalid value. */
@@ -288,6 +300,34 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "30",
     description: "seconds before a command is answered with a timeout",
   },
+  {
+    name: "AMTP_WEB",
+    default: "on",
+    description: "serve the web app: on or off",
+  },
+  {
+    name: "AMTP_WEB_PORT",
+    default: "8080",
+    description:
+      "port of the web app on http://localhost (loopback only; with a self-signed certificate), 0 = any free",
+  },
+  {
+    name: "AMTP_WEB_CONNECT",
+    default: "",
+    description:
+      "host:port browsers reach this server's AMTP port at (a port mapping); this server's otherwise",
+  },
+  {
+    name: "AMTP_PUSH_CONTACT",
+    default: "mailto:postmaster@<AMTP_HOSTNAME>",
+    description: "contact push services see in Web Push requests (VAPID)",
+  },
+  {
+    name: "AMTP_PUSH_PRIVATE",
+    default: "off",
+    description:
+      "on: allow Web Push endpoints on loopback and private addresses (tests, closed networks)",
+  },
 ];
 
 type Env = Record<string, string | undefined>;
@@ -383,7 +423,32 @@ export function loadConfig(env: Env): Config {
       `"${moduleStorage}" is not allowed (allowed: files, core)`,
     );
   }
+  const webConnect = (env.AMTP_WEB_CONNECT ?? "").trim().toLowerCase() ||
+    undefined;
+  if (
+    webConnect &&
+    !/^([a-z0-9.-]+|\[[0-9a-f:]+\]):\d{1,5}$/.test(webConnect)
+  ) {
+    throw new ConfigError(
+      "AMTP_WEB_CONNECT",
+      `"${webConnect}" is not host:port (for example mail.example.org:443)`,
+    );
+  }
+  const pushContact = (env.AMTP_PUSH_CONTACT ?? "").trim() ||
+    `mailto:postmaster@${hostname}`;
+  if (!/^(mailto:|https:\/\/)\S+$/.test(pushContact)) {
+    throw new ConfigError(
+      "AMTP_PUSH_CONTACT",
+      `"${pushContact}" is not a mailto: or https: URL`,
+    );
+  }
   return {
+    web: choiceVar(env, "AMTP_WEB", ["on", "off"]) === "on",
+    webPort: intVar(env, "AMTP_WEB_PORT", 0, 65535),
+    webPortSet: (env.AMTP_WEB_PORT ?? "").trim() !== "",
+    webConnect,
+    pushContact,
+    pushPrivate: choiceVar(env, "AMTP_PUSH_PRIVATE", ["on", "off"]) === "on",
     moduleStorage,
     host,
     port: intVar(env, "AMTP_PORT", 0, 65535),
