@@ -61,6 +61,23 @@ export function mailAccount(
   };
 }
 
+/**
+ * The local ids a global id `<id>@<domain>` has on a server (PROTOCOL.md
+ * §13.1): `<id>` when the domain is hosted there, else the first 24 hex
+ * digits of SHA-256 over `AMTP message\n<global id>`.
+ */
+async function localIdsOf(
+  global: string | null | undefined,
+): Promise<string[]> {
+  if (!global) return [];
+  const at = global.lastIndexOf("@");
+  return [
+    global.slice(0, at),
+    (await sha256Hex(new TextEncoder().encode(`AMTP message\n${global}`)))
+      .slice(0, 24),
+  ];
+}
+
 /** SHA-256 of bytes, hex. */
 export async function sha256Hex(data: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest(
@@ -440,10 +457,18 @@ export async function openMessage(
   if (headers) {
     parent = null;
     if (msg.in_reply_to) {
-      const p = await m.call<{ global_id?: string }>("get", {
-        id: msg.in_reply_to,
-      }).catch(() => undefined);
-      parent = p?.global_id ?? String(msg.in_reply_to);
+      // The copy's `in_reply_to` is the answered message's local id: a
+      // received copy has that id, the sender's own copy `<id>-sent`.
+      const local = String(msg.in_reply_to);
+      const get = (id: string) =>
+        m.call<{ global_id?: string }>("get", { id }).catch(() => undefined);
+      const p = await get(local) ?? await get(`${local}-sent`);
+      if (p?.global_id) parent = p.global_id;
+      else {
+        // No copy here: the signed parent stands when it names this id.
+        const signed = headers.in_reply_to;
+        parent = (await localIdsOf(signed)).includes(local) ? signed : local;
+      }
     }
   }
   result.problems = headerMismatches(opened, {

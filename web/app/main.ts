@@ -43,7 +43,7 @@ function TopBar() {
     <span class="title">AMTP Mail${
     state.site
       ? html`
-        <span class="muted">· ${state.site.hostname}</span>
+        <span class="muted">${` · ${state.site.hostname}`}</span>
       `
       : null
   }</span>
@@ -146,7 +146,9 @@ function App() {
 async function start(): Promise<void> {
   const invite = location.hash.match(/^#invite=([a-z0-9-]+)$/i)?.[1];
   if (invite) app.set({ invite });
-  render(html`<${App} />`, document.getElementById("root")!);
+  const root = document.getElementById("root")!;
+  root.textContent = "";
+  render(html`<${App} />`, root);
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
   }

@@ -185,8 +185,9 @@ function Invitations() {
   const [name, setName] = useState("");
   const [days, setDays] = useState("7");
   const [made, setMade] = useState<Row | undefined>();
-  return html`<section class="card" aria-labelledby="inv-h">
-    <h2 id="inv-h">Invitations</h2>
+  return html`<section class="card" aria-labelledby="ainv-h">
+    <div class="screen-head"><h2 id="ainv-h">Invitations</h2>
+      <button onClick=${reload}>Refresh</button></div>
     <p>An invitation lets a person's own browser make their keys and create
       their account: no private key is made here. The code is shown once.</p>
     <form class="row-form" onSubmit=${async (e: Event) => {
@@ -204,9 +205,9 @@ function Invitations() {
     );
     if (result) setMade(result);
   }}>
-      ${field("inv-address", "Address", address, setAddress, "email")}
-      ${field("inv-name", "Name (optional)", name, setName)}
-      ${field("inv-days", "Valid for (days)", days, setDays, "number")}
+      ${field("ainv-address", "Address", address, setAddress, "email")}
+      ${field("ainv-name", "Name (optional)", name, setName)}
+      ${field("ainv-days", "Valid for (days)", days, setDays, "number")}
       <button type="submit">Create invitation</button>
     </form>
     ${
@@ -400,51 +401,47 @@ function Admins() {
 function Modules() {
   const admin = app.value.admin!;
   const [data, reload] = useAdmin<{ modules: Row[] }>("admin_get_modules");
-  const verb = (command: string, m: Row, version: string, done: string) =>
-    act(admin, command, { module: m.name, version }, done, reload);
-  return html`<section class="card" aria-labelledby="mod-h">
-    <div class="screen-head"><h2 id="mod-h">Modules</h2>
-      <button onClick=${reload}>Refresh</button></div>
-    <pre data-testid="modules">${
-    (data?.modules ?? []).map((m) => JSON.stringify(m)).join("\n")
-  }</pre>
-    ${
-    (data?.modules ?? []).map((m) =>
-      ((m.versions ?? []) as Row[]).map((v) => {
-        const version = String(v.version ?? v);
-        return html`<div class="row-form"><span>${m.name} ${version}</span>
-          <button onClick=${() =>
-          verb(
-            "admin_load_module",
-            m,
-            version,
-            "Loaded",
-          )}>Load</button>
-          <button onClick=${() =>
-          verb(
-            "admin_enable_module",
-            m,
-            version,
-            "Enabled",
-          )}>Enable</button>
-          <button onClick=${() =>
-          verb(
-            "admin_disable_module",
-            m,
-            version,
-            "Disabled",
-          )}>Disable</button>
-          <button onClick=${() =>
-          verb(
-            "admin_set_module_default",
-            m,
-            version,
-            "Default set",
-          )}>Make default</button></div>`;
-      })
-    )
-  }
-  </section>`;
+  const verb = (command: string, m: Row, done: string) =>
+    act(admin, command, { name: m.name, version: m.version }, done, reload);
+  return html`
+    <section class="card" aria-labelledby="mod-h">
+      <div class="screen-head"><h2 id="mod-h">Modules</h2>
+          <button onClick=${reload}>Refresh</button></div>
+      <${Table} label="Modules" rows=${data?.modules ?? []}
+        columns=${[
+          "name",
+          "version",
+          "state",
+          "enabled",
+          "default",
+          "isolation",
+          "calls",
+          "errors",
+          "p99_ms",
+        ]}
+        actions=${(m: Row) =>
+          html`
+            <button onClick=${() =>
+              verb(
+                "admin_reload_module",
+                m,
+                `${m.name} ${m.version} reloaded`,
+              )}>Reload</button>
+            <button onClick=${() =>
+              verb(
+                m.enabled ? "admin_disable_module" : "admin_enable_module",
+                m,
+                `${m.name} ${m.version} ${m.enabled ? "disabled" : "enabled"}`,
+              )}>${m.enabled ? "Disable" : "Enable"}</button>
+            <button onClick=${() =>
+              verb(
+                "admin_set_module_default",
+                m,
+                `${m.name} ${m.version} is the default`,
+              )}>Make default</button>
+          `} />
+    </section>
+  `;
 }
 
 function Queue() {
