@@ -15,6 +15,7 @@ import {
   type TestServer,
 } from "../testing/helpers.ts";
 import type { AmtpClient } from "../client/mod.ts";
+import { runCli, startServerProcess } from "../testing/process.ts";
 
 interface World {
   t: TestServer;
@@ -204,5 +205,81 @@ Deno.test("invitations: guessing codes from one source is blocked like failed lo
     assert.equal(later.address, "carol@example.org");
   } finally {
     await w.t.close();
+  }
+});
+
+Deno.test("invitations: the CLI invites, and the invited machine redeems the code with a key it made itself", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "amtp-cli-invite-" });
+  const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
+  const admin = { AMTP_DATA: `${cwd}/data`, AMTP_CLI_STATE: `${cwd}/a.json` };
+  // The invited person: another config folder, no session, no admin key.
+  const invited = {
+    AMTP_DATA: `${cwd}/data`,
+    AMTP_CLI_STATE: `${cwd}/other/b.json`,
+  };
+  const ok = async (env: Record<string, string>, ...args: string[]) => {
+    const r = await runCli(args, env, cwd);
+    assert.equal(r.code, 0, `amtp ${args.join(" ")}\n${r.stdout}\n${r.stderr}`);
+    return r.stdout;
+  };
+  try {
+    const at = `127.0.0.1:${server.port}`;
+    await ok(
+      admin,
+      "login",
+      "--admin",
+      "admin",
+      "--key",
+      "data/admin.key",
+      "--server",
+      at,
+    );
+    await ok(admin, "admin", "add-domain", "example.org");
+    const made = await ok(
+      admin,
+      "admin",
+      "invite",
+      "dana@example.org",
+      "--name",
+      "Dana",
+      "--expires",
+      "3600",
+    );
+    const code = made.match(/[a-z2-7]{5}(-[a-z2-7]{5}){4}/)?.[0];
+    assert.ok(code, made);
+    assert.match(await ok(admin, "admin", "invitations"), /dana@example\.org/);
+    await ok(invited, "keygen", "dana");
+    assert.match(
+      await ok(invited, "accept", code, "--key", "dana", "--server", at),
+      /dana@example\.org/,
+    );
+    // Used up.
+    const again = await runCli(
+      ["accept", code, "--key", "dana", "--server", at],
+      invited,
+      cwd,
+    );
+    assert.notEqual(again.code, 0);
+    assert.match(
+      again.stdout + again.stderr,
+      /201|NOT_FOUND|no such invitation/,
+    );
+    // Dana logs in with the key her machine made.
+    assert.match(
+      await ok(
+        invited,
+        "login",
+        "--user",
+        "dana@example.org",
+        "--key",
+        "dana",
+        "--server",
+        at,
+      ),
+      /dana@example\.org/,
+    );
+  } finally {
+    await server.stop();
+    await Deno.remove(cwd, { recursive: true });
   }
 });
