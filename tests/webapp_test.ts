@@ -134,7 +134,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       `${result.failure}\nsteps done: ${steps.join(" / ")}`,
     );
     assert.equal(status.code, 0);
-    assert.equal(steps.length, 11, steps.join(" / "));
+    assert.equal(steps.length, 13, steps.join(" / "));
     // Keys made in each browser, kept non-extractable.
     assert.deepEqual(result.aliceKeys, [
       { address: "alice@example.org", extractable: false, type: "private" },
@@ -155,6 +155,19 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       rows: 3,
     });
     assert.equal(result.users, 2);
+    assert.equal(result.codesMatch, true);
+    assert.equal(result.aliceDevices, 2);
+    const notes = result.notifications as { title: string; body: string }[];
+    assert.equal(notes.length, 2, JSON.stringify(notes));
+    const [encrypted, plain] = [
+      notes.find((n) => n.body.includes("bob@example.org"))!,
+      notes.find((n) => n.body.includes("carol@example.org"))!,
+    ];
+    assert.equal(encrypted.title, "New mail");
+    assert.match(encrypted.body, /From alice@example\.org/);
+    assert.doesNotMatch(encrypted.body, /never shown/);
+    assert.equal(plain.title, "3 new messages");
+    assert.match(plain.body, /Lunch/);
     assert.deepEqual(result.errors, []);
   } finally {
     try {

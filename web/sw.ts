@@ -22,7 +22,7 @@ interface PushPayload {
 }
 
 /** The notification for a payload: title and body text. */
-export function notificationOf(data: PushPayload): {
+function notificationOf(data: PushPayload): {
   title: string;
   body: string;
 } {

@@ -306,6 +306,96 @@ try {
   });
   await shot(admin, "admin-users");
   step("the admin console lists the users");
+
+  // Alice adds a second browser: a device invitation from Settings; the new
+  // browser makes its own keys and waits; Alice compares codes and approves.
+  await alice.getByRole("button", { name: "Settings", exact: true }).click();
+  await alice.getByRole("button", { name: "Invite a device" }).click();
+  const deviceCode = await alice.getByTestId("device-invite").textContent();
+  const phoneContext = await browser.newContext({ acceptDownloads: true });
+  const phone = await phoneContext.newPage();
+  watch(phone, "alice's second browser");
+  await phone.goto(`${appUrl}#invite=${deviceCode}`);
+  await phone.getByRole("heading", {
+    name: "Add this browser to alice@example.org",
+  }).waitFor();
+  await phone.fill("#inv-label", "web: second browser");
+  await phone.getByRole("button", { name: "Create my keys and join" }).click();
+  const shown = await phone.getByTestId("device-code").filter({
+    hasText: /\S/,
+  }).textContent();
+  await shot(phone, "second-browser-waits");
+  await alice.getByRole("button", { name: "Mail", exact: true }).click();
+  await alice.getByRole("button", { name: "Settings", exact: true }).click();
+  const pending = alice.getByTestId("pending-code").filter({ hasText: /\S/ });
+  result.codesMatch = (await pending.textContent()) === shown;
+  await alice.getByRole("button", { name: "Approve (the codes match)" })
+    .click();
+  await alice.getByTestId("notice").filter({ hasText: /^Approved/ }).waitFor();
+  await alice.locator("tr[data-device]").filter({ hasText: "listed" }).nth(1)
+    .waitFor();
+  result.aliceDevices = await alice.locator("tr[data-device]").count();
+  await shot(alice, "settings-devices");
+  step("alice approved her second browser after comparing codes");
+
+  // The service worker shows a notification for a push when no tab is open:
+  // a push event delivered to it (DevTools protocol, as a push service would).
+  const swContext = await browser.newContext();
+  const origin = new URL(appUrl).origin;
+  await swContext.grantPermissions(["notifications"], { origin });
+  const sw = await swContext.newPage();
+  watch(sw, "service worker page");
+  const cdp = await swContext.newCDPSession(sw);
+  const registrations = [];
+  cdp.on("ServiceWorker.workerRegistrationUpdated", (e) => {
+    registrations.push(...e.registrations);
+  });
+  await cdp.send("ServiceWorker.enable");
+  await sw.goto(appUrl);
+  await sw.evaluate(() =>
+    Promise.race([
+      navigator.serviceWorker.ready.then(() => true),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error("no service worker")), 10_000)
+      ),
+    ])
+  );
+  const registration = registrations.find((r) =>
+    r.scopeURL.startsWith(origin) && !r.isDeleted
+  );
+  await sw.goto("about:blank");
+  for (const [n, payload] of [{
+    v: 1,
+    event: "message_new",
+    account: "bob@example.org",
+    count: 1,
+    from: "alice@example.org",
+    encrypted: true,
+    subject: "never shown for encrypted mail",
+  }, {
+    v: 1,
+    event: "message_new",
+    account: "carol@example.org",
+    count: 3,
+    from: "dave@example.org",
+    encrypted: false,
+    subject: "Lunch",
+  }].entries()) {
+    await cdp.send("ServiceWorker.deliverPushMessage", {
+      origin,
+      registrationId: registration.registrationId,
+      data: JSON.stringify(payload),
+    });
+    void n;
+  }
+  await sw.goto(`${appUrl}#`);
+  await sw.waitForTimeout(500);
+  result.notifications = await sw.evaluate(async () =>
+    (await (await navigator.serviceWorker.ready).getNotifications()).map((
+      n,
+    ) => ({ title: n.title, body: n.body, tag: n.tag }))
+  );
+  step("the service worker turned pushes into notifications");
 } catch (error) {
   result.failure = String(error?.stack ?? error);
   for (const context of browser.contexts()) {
