@@ -277,6 +277,11 @@ export class WebApp {
       "x-frame-options": name === "mail.html" ? "SAMEORIGIN" : "DENY",
       "cache-control": "no-cache",
     };
+    // The mail frame is sandboxed (an opaque origin): its script is a
+    // cross-origin load for it, harmless public code.
+    if (name === "mail.js") {
+      headers["cross-origin-resource-policy"] = "cross-origin";
+    }
     if (name === "config.json") {
       const body = JSON.stringify({
         hostname: this.#options.config.hostname,

@@ -15,6 +15,9 @@ import {
   ensureBrowserTools,
 } from "../testing/browser.ts";
 import { freePort } from "../testing/dnsmasq.ts";
+import { adminCaller, makeKey } from "../testing/helpers.ts";
+import { mailSession } from "../testing/mail.ts";
+import { AmtpClient } from "../client/mod.ts";
 
 /** A TCP proxy that can cut every connection through it and refuse new ones. */
 function tcpProxy(target: number) {
@@ -69,6 +72,37 @@ function tcpProxy(target: number) {
   };
 }
 
+/** Carol, who has no end-to-end keys, sends Bob an HTML message with hostile parts. */
+async function htmlMail(cwd: string, port: number): Promise<void> {
+  const client = await AmtpClient.connect({
+    url: `wss://127.0.0.1:${port}/amtp`,
+    transport: "websocket",
+    caCerts: [await Deno.readTextFile(`${cwd}/data/tls/cert.pem`)],
+  });
+  try {
+    const admin = await adminCaller(client, `${cwd}/data`);
+    const key = await makeKey();
+    await admin("admin_add_user", {
+      address: "carol@example.org",
+      algorithm: key.algorithm,
+      public_key: key.publicKey,
+    });
+    const carol = await mailSession(client, "carol@example.org", key);
+    await carol.call("send", {
+      to: ["bob@example.org"],
+      subject: "HTML test",
+      format: "html",
+      body: `<p>Hello <b>bold</b></p>` +
+        `<img src="https://remote.example/track.png" alt="tracker">` +
+        `<script>parent.postMessage({ pwned: 1 }, "*")</script>` +
+        `<img src="x" onerror="parent.postMessage({ pwned: 2 }, '*')">` +
+        `<a href="javascript:parent.postMessage({ pwned: 3 }, '*')">link</a>`,
+    });
+  } finally {
+    client.close();
+  }
+}
+
 Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a reply, a cut connection and a server restart, in Chromium", async () => {
   await ensureBrowserTools();
   const cwd = await Deno.makeTempDir({ prefix: "amtp-webapp-" });
@@ -117,6 +151,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
           const name = line.slice(9);
           if (name === "cut") proxy.setCut(true);
           else if (name === "restore") proxy.setCut(false);
+          else if (name === "html-mail") await htmlMail(cwd, server.port);
           else if (name === "restart") {
             await server.stop();
             server = await startServerProcess(cwd, env);
@@ -134,7 +169,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       `${result.failure}\nsteps done: ${steps.join(" / ")}`,
     );
     assert.equal(status.code, 0);
-    assert.equal(steps.length, 13, steps.join(" / "));
+    assert.equal(steps.length, 14, steps.join(" / "));
     // Keys made in each browser, kept non-extractable.
     assert.deepEqual(result.aliceKeys, [
       { address: "alice@example.org", extractable: false, type: "private" },
@@ -154,7 +189,16 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       hello: 1,
       rows: 3,
     });
-    assert.equal(result.users, 2);
+    assert.equal(result.users, 3);
+    assert.deepEqual(result.html, {
+      pwned: [],
+      remoteRequests: [],
+      blocked: true,
+      scriptsInFrame: 0,
+    });
+    assert.match(String(result.plainLine), /Not end-to-end/);
+    assert.ok(Number(result.cspRefusals) > 0, "the policy refused something");
+    assert.equal(result.clearSendBlocked, true);
     assert.equal(result.codesMatch, true);
     assert.equal(result.aliceDevices, 2);
     const notes = result.notifications as { title: string; body: string }[];

@@ -47,9 +47,13 @@ function watch(page, who) {
   page.on("pageerror", (e) => result.errors.push(`${who}: ${e}`));
   page.on("console", (m) => {
     // Failed reconnects while the connection is cut or the server restarts
-    // are expected; anything else is an error.
-    if (
-      m.type() === "error" &&
+    // are expected, and so are the policy's refusals of the hostile HTML
+    // message (counted; what they protect is checked); anything else is an
+    // error.
+    if (m.type() !== "error") return;
+    if (/violates the following Content Security Policy/.test(m.text())) {
+      result.cspRefusals = (result.cspRefusals ?? 0) + 1;
+    } else if (
       !/WebSocket connection to .* failed|Failed to establish a connection to https:/
         .test(m.text())
     ) result.errors.push(`${who} console: ${m.text()}`);
@@ -273,6 +277,55 @@ try {
   };
   await shot(bob, "bob-caught-up");
   step("bob caught up after the cut: nothing lost, nothing doubled");
+
+  // HTML mail from someone without keys: sanitized, in a sandboxed frame,
+  // remote images blocked; and a reply to them warns before going in clear.
+  const remoteRequests = [];
+  // A remote image the frame's policy blocks is reported as a request that
+  // failed with "csp" (ERR_BLOCKED_BY_CSP), never sent; anything else left
+  // the browser.
+  const blocked = [];
+  bob.on("requestfinished", (r) => {
+    if (r.url().includes("remote.example")) remoteRequests.push(r.url());
+  });
+  bob.on("requestfailed", (r) => {
+    if (!r.url().includes("remote.example")) return;
+    if (/^(csp|net::ERR_BLOCKED_BY_CSP)$/.test(r.failure()?.errorText ?? "")) {
+      blocked.push(r.url());
+    } else remoteRequests.push(`${r.url()}: ${r.failure()?.errorText}`);
+  });
+  await bob.evaluate(() => {
+    globalThis.pwned = [];
+    addEventListener("message", (e) => {
+      if (e.data?.pwned) globalThis.pwned.push(e.data.pwned);
+    });
+  });
+  await action("html-mail");
+  await row(bob, "HTML test").waitFor({ timeout: TIMEOUT });
+  await row(bob, "HTML test").getByRole("button").click();
+  const frame = bob.frameLocator('iframe[title="Message content"]');
+  await frame.locator("b").filter({ hasText: "bold" }).waitFor();
+  await bob.getByText("Remote images are blocked").waitFor();
+  result.plainLine = await bob.locator(".reader").getByTestId("encryption")
+    .textContent();
+  await bob.waitForTimeout(1000);
+  result.html = {
+    pwned: await bob.evaluate(() => globalThis.pwned),
+    remoteRequests,
+    blocked: blocked.length > 0,
+    scriptsInFrame: await frame.locator("body script").count(),
+  };
+  await shot(bob, "bob-html-mail");
+  await bob.getByRole("toolbar", { name: "Message actions" })
+    .getByRole("button", { name: "Reply", exact: true }).click();
+  await bob.getByTestId("will-not-encrypt").waitFor({ timeout: TIMEOUT });
+  result.clearSendBlocked = await bob.getByRole("button", {
+    name: "Send",
+    exact: true,
+  }).isDisabled();
+  await shot(bob, "bob-reply-unencrypted-notice");
+  await bob.getByRole("button", { name: "Discard" }).click();
+  step("html mail sanitized and sandboxed; a reply in clear needs consent");
 
   // The server restarts; both apps reconnect by themselves.
   await action("restart");
