@@ -327,6 +327,40 @@ try {
   await bob.getByRole("button", { name: "Discard" }).click();
   step("html mail sanitized and sandboxed; a reply in clear needs consent");
 
+  // Flag, move, delete, search.
+  const folder = (name) => bob.locator(`button[data-folder="${name}"]`);
+  await bob.getByRole("toolbar", { name: "Message actions" })
+    .getByRole("button", { name: "Flag", exact: true }).click();
+  await row(bob, "HTML test").locator('[title="Flagged"]').waitFor();
+  await row(bob, "While away 1").getByRole("button").click();
+  await bob.locator(".reader").getByTestId("body").filter({
+    hasText: "number 1",
+  }).waitFor();
+  await bob.selectOption("#move-to", "archive");
+  await row(bob, "While away 1").waitFor({ state: "detached" });
+  await row(bob, "While away 2").getByRole("button").click();
+  await bob.locator(".reader").getByTestId("body").filter({
+    hasText: "number 2",
+  }).waitFor();
+  await bob.getByRole("toolbar", { name: "Thread actions" }).getByRole(
+    "button",
+    { name: "Delete" },
+  ).click();
+  await row(bob, "While away 2").waitFor({ state: "detached" });
+  await folder("archive").click();
+  await row(bob, "While away 1").waitFor();
+  await folder("trash").click();
+  await row(bob, "While away 2").waitFor();
+  await bob.fill("#search", "HTML");
+  await bob.press("#search", "Enter");
+  await bob.getByRole("heading", { name: "Search: HTML" }).waitFor();
+  await row(bob, "HTML test").waitFor();
+  result.searchRows = await bob.locator(".row:not(.placeholder)").count();
+  await shot(bob, "bob-search");
+  await folder("inbox").click();
+  await row(bob, "Hello Bob").waitFor();
+  step("flag, move to archive, delete to trash, search");
+
   // The server restarts; both apps reconnect by themselves.
   await action("restart");
   await alice.getByTestId("connection").filter({ hasText: /Online/ }).waitFor({
