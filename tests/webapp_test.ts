@@ -169,7 +169,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       `${result.failure}\nsteps done: ${steps.join(" / ")}`,
     );
     assert.equal(status.code, 0);
-    assert.equal(steps.length, 15, steps.join(" / "));
+    assert.equal(steps.length, 16, steps.join(" / "));
     // Keys made in each browser, kept non-extractable.
     assert.deepEqual(result.aliceKeys, [
       { address: "alice@example.org", extractable: false, type: "private" },
@@ -200,6 +200,10 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
     assert.ok(Number(result.cspRefusals) > 0, "the policy refused something");
     assert.equal(result.clearSendBlocked, true);
     assert.equal(result.searchRows, 1);
+    assert.match(
+      String(result.offlineBody),
+      /^(The figures are attached\.|number 1|number 2)$/,
+    );
     assert.equal(result.codesMatch, true);
     assert.equal(result.aliceDevices, 2);
     const notes = result.notifications as { title: string; body: string }[];

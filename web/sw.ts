@@ -36,8 +36,44 @@ function notificationOf(data: PushPayload): {
   return { title, body: parts.join(" · ") };
 }
 
-self.addEventListener("install", () => {
-  self.skipWaiting();
+/** The app's own files, kept for when the server cannot be reached. */
+const SHELL = [
+  "/",
+  "/app.js",
+  "/app.css",
+  "/config.json",
+  "/mail.html",
+  "/mail.js",
+  "/manifest.webmanifest",
+  "/icon.svg",
+];
+const CACHE = "amtp-shell-v1";
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches.open(CACHE).then((cache) => cache.addAll(SHELL)).catch(() => {})
+      .then(() => self.skipWaiting()),
+  );
+});
+
+// The network first (the app is never stale while the server answers); the
+// kept copy when it does not, so recently read mail opens offline.
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (
+    event.request.method !== "GET" || url.origin !== self.location.origin ||
+    !SHELL.includes(url.pathname)
+  ) return;
+  event.respondWith(
+    fetch(event.request).then((response) => {
+      if (response.ok && !url.search) {
+        const copy = response.clone();
+        caches.open(CACHE).then((cache) => cache.put(url.pathname, copy))
+          .catch(() => {});
+      }
+      return response;
+    }).catch(async () => await caches.match(url.pathname) ?? Response.error()),
+  );
 });
 
 self.addEventListener("activate", (event) => {

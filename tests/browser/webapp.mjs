@@ -483,6 +483,18 @@ try {
     ) => ({ title: n.title, body: n.body, tag: n.tag }))
   );
   step("the service worker turned pushes into notifications");
+
+  // With the server out of reach, the app still opens (its files kept by the
+  // service worker) and shows the mail read lately, decrypted here.
+  await action("cut");
+  await bob.reload();
+  await bob.getByRole("heading", { name: "The server cannot be reached" })
+    .waitFor({ timeout: TIMEOUT });
+  await bob.getByRole("button", { name: /encrypted message/ }).first().click();
+  result.offlineBody = await bob.getByTestId("offline-body").textContent();
+  await shot(bob, "bob-offline");
+  await action("restore");
+  step("offline: the app opens from its cache and shows mail read lately");
 } catch (error) {
   result.failure = String(error?.stack ?? error);
   for (const context of browser.contexts()) {

@@ -21,6 +21,10 @@ import { AdminScreen } from "./ui_admin.ts";
 import { signOut } from "./actions.ts";
 import { offlineMessages } from "./db.ts";
 import { storedAccounts } from "./keys.ts";
+import type { StoredAccount } from "./db.ts";
+import { decryptMessage } from "../../client/e2e.ts";
+import type { MessageCopy } from "../../client/mail.ts";
+import { describe } from "./html.ts";
 
 function Status() {
   const state = useStore(connection);
@@ -88,32 +92,75 @@ function Notice() {
 /** What was read lately, readable while the server cannot be reached. */
 function Offline() {
   const [items, setItems] = useState<OfflineItem[]>([]);
+  const [shown, setShown] = useState<
+    { subject: string; body: string; from: string } | undefined
+  >();
   useEffect(() => {
     storedAccounts().then(async (accounts) => {
       const all: OfflineItem[] = [];
-      for (const a of accounts) {
-        all.push(...await offlineMessages(a.address) as OfflineItem[]);
+      for (const account of accounts) {
+        for (const m of await offlineMessages(account.address)) {
+          all.push({ account, copy: m.copy as MessageCopy });
+        }
       }
       setItems(all);
     }).catch(() => {});
   }, []);
-  return html`
-    <main class="welcome" id="main">
-      <h1>The server cannot be reached</h1>
-      <p>Reload the page to try again. Mail you read lately in this browser:</p>
-      <ul class="plain">${items.map((m) =>
-        html`<li>${m.copy?.from ?? ""} — ${
-          m.copy?.subject || "(no subject)"
-        }</li>`
-      )}</ul>
-    </main>
-  `;
+  // Opened here from the kept copy: decrypted with this browser's device key.
+  const open = async ({ account, copy }: OfflineItem) => {
+    try {
+      if (copy.encrypted && copy.body instanceof Uint8Array) {
+        if (!account.device) throw new Error("no device key in this browser");
+        const opened = await decryptMessage(copy.body, {
+          address: account.address,
+          device: account.device,
+        });
+        setShown({
+          subject: opened.content.subject,
+          body: opened.content.body,
+          from: opened.sender,
+        });
+      } else {
+        setShown({
+          subject: String(copy.subject ?? ""),
+          body: typeof copy.body === "string" ? copy.body : "",
+          from: copy.from,
+        });
+      }
+    } catch (error) {
+      notify(`Cannot open it here: ${describe(error)}`, "error");
+    }
+  };
+  return html`<main class="welcome" id="main">
+    <h1>The server cannot be reached</h1>
+    <p>Reload the page to try again. Mail you read lately in this browser:</p>
+    <ul class="plain">${
+    items.map((m) =>
+      html`<li><button class="link" onClick=${() => open(m)}>${m.copy.from} — ${
+        m.copy.encrypted
+          ? "🔒 encrypted message"
+          : m.copy.subject || "(no subject)"
+      }</button></li>`
+    )
+  }</ul>
+    ${
+    shown
+      ? html`
+        <article class="card" aria-label="Message kept offline">
+          <h2>${shown.subject || "(no subject)"}</h2>
+          <p class="muted">From ${shown.from}</p>
+          <pre class="text" data-testid="offline-body">${shown.body}</pre>
+        </article>
+      `
+      : null
+  }
+  </main>`;
 }
 
-/** A message kept for offline reading, as far as this list shows it. */
+/** A message kept for offline reading, with the account it was read in. */
 interface OfflineItem {
-  key: string;
-  copy?: { subject?: string; from?: string };
+  account: StoredAccount;
+  copy: MessageCopy;
 }
 
 function Screen() {
