@@ -65,6 +65,9 @@ if (import.meta.main) {
       `  metrics: http://${config.metrics!.host}:${server.metricsPort}/metrics`,
     );
   }
+  if (server.webUrl) {
+    banner.push(`  web app: ${server.webUrl}  (open it in a browser)`);
+  }
   if (server.bootstrap.created) {
     const away = server.port === 4433
       ? ""
@@ -73,6 +76,11 @@ if (import.meta.main) {
       `  first admin "${server.bootstrap.created}" created; private key: ${server.bootstrap.keyFile}`,
       `  log in with: deno task amtp login --admin ${server.bootstrap.created} --key ${server.bootstrap.keyFile}${away}`,
     );
+    if (server.webUrl) {
+      banner.push(
+        `  or in the web app: "Sign in as an admin" with the file ${server.bootstrap.keyFile}`,
+      );
+    }
   }
   // The CLI finds a local server here (the port may have been picked at start).
   const listening = listeningFile(config.dataDir);
@@ -82,6 +90,7 @@ if (import.meta.main) {
       host: config.host,
       port: server.port,
       hostname: config.hostname,
+      web: server.webUrl,
       pid: Deno.pid,
       ...(server.metricsPort !== undefined
         ? { metrics_port: server.metricsPort }

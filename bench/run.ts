@@ -18,6 +18,13 @@ import { startAmtp } from "../testing/server.ts";
 import { startEmailWorld } from "../testing/email_world.ts";
 import { postfixAvailable } from "../testing/postfix.ts";
 import { dataOf, SmtpConversation } from "../testing/smtp_client.ts";
+import {
+  BROWSER_DIR,
+  CHROMIUM,
+  ensureBrowserTools,
+} from "../testing/browser.ts";
+import { generateLoginKeyPair } from "../shared/login/algorithms.ts";
+import { toPem } from "../shared/pem.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import {
   concurrent,
@@ -1160,6 +1167,94 @@ await section("smtp", async () => {
     });
   } finally {
     await mail.close();
+  }
+});
+
+// 8. The web app: a mailbox of 10,000 messages opened in Chromium.
+await section("web", async () => {
+  await ensureBrowserTools();
+  const amtp = await startAmtp(root, "web", {
+    AMTP_WEB: "on",
+    AMTP_WEB_PORT: "0",
+  });
+  try {
+    const url = amtp.server.stdout().match(/web app: (\S+)/)?.[1];
+    if (!url) throw new Error("the server did not print the web app's address");
+    // The reader's key as a file, as a person would import it.
+    const pair = await generateLoginKeyPair("Ed25519");
+    await amtp.admin.call("admin_add_user", {
+      admin_token: amtp.adminToken,
+      address: "reader@bench.test",
+      algorithm: "Ed25519",
+      public_key: pair.publicKey,
+    });
+    const keyFile = `${root}/reader.key`;
+    await Deno.writeTextFile(keyFile, toPem("PRIVATE KEY", pair.privateKey));
+    const total = 10_000;
+    const senders = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const address = `w${i}@bench.test`;
+        const key = await amtp.user(address, "Ed25519");
+        return await mailSession(await amtp.connect(), address, key);
+      }),
+    );
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(senders.map(async (s) => {
+      while (next < total) {
+        const n = next++;
+        await s.call("send", {
+          to: ["reader@bench.test"],
+          subject: `Message ${n}`,
+          body: `Body of message ${n}.`,
+        });
+      }
+    }));
+    add({
+      group: "web",
+      name: `filling the mailbox (${total} sends, 20 senders)`,
+      value: total / ((performance.now() - started) / 1000),
+      unit: "msgs/s",
+    });
+    const out = await new Deno.Command("node", {
+      args: [
+        `${BROWSER_DIR}open_mailbox.mjs`,
+        url,
+        "reader@bench.test",
+        keyFile,
+        FULL ? "7" : "3",
+      ],
+      cwd: BROWSER_DIR,
+      env: { CHROMIUM },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const result = JSON.parse(
+      new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!,
+    ) as {
+      failure?: string;
+      runs: { reloadMs: number; signInMs: number; total: number }[];
+    };
+    if (result.failure) throw new Error(result.failure);
+    const median = (xs: number[]) => percentile(xs, 0.5);
+    const reload = median(result.runs.map((r) => r.reloadMs));
+    add({
+      group: "web",
+      name:
+        `Chromium: reload to the first rows of a ${total}-message inbox (median of ${result.runs.length})`,
+      value: reload,
+      unit: "ms",
+      goal: "< 1000 ms",
+      met: reload < 1000 && result.runs.every((r) => r.total === total),
+    });
+    add({
+      group: "web",
+      name: "Chromium: sign-in click to the first rows",
+      value: median(result.runs.map((r) => r.signInMs)),
+      unit: "ms",
+    });
+  } finally {
+    await amtp.server.stop();
   }
 });
 

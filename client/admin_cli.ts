@@ -292,6 +292,34 @@ export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
     command: "admin_get_policy_reports",
     help: "violations of other domains' delivery policies seen",
   },
+  invite: {
+    command: "admin_add_invitation",
+    positional: ["address"],
+    flags: {
+      name: flag("name", "string", "NAME", "display name of the new account"),
+      quota: flag("quota", "int", "BYTES", "mailbox quota (0: default)"),
+      expires: flag(
+        "expires_in",
+        "int",
+        "SECONDS",
+        "valid for (60 to 2592000; default 604800, 7 days)",
+      ),
+    },
+    help:
+      "invite a person: a one-time code (and web link) their own device redeems with its key",
+  },
+  invitations: {
+    command: "admin_get_invitations",
+    flags: {
+      address: flag("address", "string", "ADDRESS", "only for this address"),
+    },
+    help: "open invitations",
+  },
+  "del-invitation": {
+    command: "admin_del_invitation",
+    positional: ["id"],
+    help: "withdraw an invitation",
+  },
 };
 
 /** User subcommands. */
@@ -354,6 +382,27 @@ export const USER_SUBCOMMANDS: Record<string, SubcommandSpec> = {
     command: "user_del_session",
     positional: ["session_id"],
     help: "log a session out",
+  },
+  "invite-device": {
+    command: "user_add_invitation",
+    flags: {
+      expires: flag(
+        "expires_in",
+        "int",
+        "SECONDS",
+        "valid for (60 to 2592000; default 3600)",
+      ),
+    },
+    help: "a one-time code another device of yours redeems with its own key",
+  },
+  invitations: {
+    command: "user_get_invitations",
+    help: "your open device invitations",
+  },
+  "del-invitation": {
+    command: "user_del_invitation",
+    positional: ["id"],
+    help: "withdraw a device invitation",
   },
 };
 

@@ -756,6 +756,39 @@ export const COMMANDS: Record<string, Command> = {
       });
     },
   },
+  accept: {
+    args: "CODE --key KEY",
+    summary:
+      "redeem an invitation with your own public key (your account, or a new device of it)",
+    flags: {
+      key: { value: "KEY", help: `your public key: ${KEY_HELP}` },
+      name: { value: "NAME", help: "your display name (a new account)" },
+      "key-label": { value: "LABEL", help: "a name for this device's key" },
+    },
+    run: async (ctx) => {
+      const code = ctx.args.positional[1];
+      if (!code || !ctx.args.flags.get("key")) {
+        throw new UsageError("usage: amtp accept CODE --key KEY");
+      }
+      const params = await buildParams(
+        {
+          command: "invitation_accept",
+          positional: ["code"],
+          flags: {
+            key: { param: "public_key", type: "pubkey", help: "" },
+            name: { param: "name", type: "string", help: "" },
+            "key-label": { param: "key_label", type: "string", help: "" },
+          },
+          help: "",
+        },
+        { positional: [code], flags: ctx.args.flags },
+      );
+      return await withClient(ctx, async (client) => {
+        print(ctx, await client.call("invitation_accept", params));
+        return 0;
+      });
+    },
+  },
   send: {
     args: "--to A[,B] [--subject TEXT] (--body TEXT | --body-file FILE)",
     summary:

@@ -101,28 +101,50 @@ export class E2eError extends Error {
 
 // ---------------------------------------------------------------- keys
 
+/**
+ * A private key: PKCS#8 bytes (a key file's, the CLI's), or a Web Crypto
+ * key, which a browser keeps non-extractable (its bytes cannot be read,
+ * not even by the page).
+ */
+export type PrivateKey = Uint8Array | CryptoKey;
+
 /** A device's keys, private parts included (kept on the device). */
 export interface DeviceKeys {
   /** Device label. */
   label: string;
   /** Device id: {@link deviceId} of its public keys. */
   id: string;
-  /** X25519 private key, PKCS#8. */
-  encryptPrivate: Uint8Array;
+  /** X25519 private key. */
+  encryptPrivate: PrivateKey;
   /** X25519 public key, raw 32 bytes. */
   encryptPublic: Uint8Array;
-  /** Ed25519 private key, PKCS#8. */
-  signPrivate: Uint8Array;
+  /** Ed25519 private key. */
+  signPrivate: PrivateKey;
   /** Ed25519 public key, raw 32 bytes. */
   signPublic: Uint8Array;
 }
 
 /** An account's master key (on the devices that hold it). */
 export interface MasterKeys {
-  /** Ed25519 private key, PKCS#8. */
-  private: Uint8Array;
+  /** Ed25519 private key. */
+  private: PrivateKey;
   /** Ed25519 public key, raw 32 bytes. */
   public: Uint8Array;
+}
+
+/** How new keys are made: `extractable: false` keeps them as Web Crypto keys whose bytes cannot be read. */
+export interface KeyOptions {
+  /** Default true: PKCS#8 bytes (to store in a file). */
+  extractable?: boolean;
+}
+
+/** The PKCS#8 bytes of a private key made extractable; throws for a Web Crypto key. */
+export function pkcs8Of(key: PrivateKey): Uint8Array {
+  if (key instanceof Uint8Array) return key;
+  throw new E2eError(
+    "malformed",
+    "this key is kept in the browser and cannot be read",
+  );
 }
 
 /** A device as a list (or a pending record) names it. */
@@ -161,43 +183,47 @@ export async function deviceId(
   return hex((await sha256(concatBytes(enc, sign))).subarray(0, 8));
 }
 
-async function ed25519Pair(): Promise<{ priv: Uint8Array; pub: Uint8Array }> {
-  const pair = await crypto.subtle.generateKey(ED, true, [
-    "sign",
-    "verify",
-  ]) as CryptoKeyPair;
+/** A new key pair: the private key as PKCS#8 bytes, or kept as a non-extractable Web Crypto key. */
+async function newPair(
+  algorithm: "Ed25519" | "X25519",
+  options: KeyOptions,
+): Promise<{ priv: PrivateKey; pub: Uint8Array }> {
+  const extractable = options.extractable ?? true;
+  const pair = await crypto.subtle.generateKey(
+    { name: algorithm },
+    extractable,
+    algorithm === "Ed25519" ? ["sign", "verify"] : ["deriveBits"],
+  ) as CryptoKeyPair;
   return {
-    priv: new Uint8Array(
-      await crypto.subtle.exportKey("pkcs8", pair.privateKey),
-    ),
+    priv: extractable
+      ? new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey))
+      : pair.privateKey,
     pub: new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)),
   };
 }
 
 /** Generate a device's keys. */
-export async function generateDeviceKeys(label: string): Promise<DeviceKeys> {
-  const enc = await crypto.subtle.generateKey({ name: "X25519" }, true, [
-    "deriveBits",
-  ]) as CryptoKeyPair;
-  const sig = await ed25519Pair();
-  const encryptPublic = new Uint8Array(
-    await crypto.subtle.exportKey("raw", enc.publicKey),
-  );
+export async function generateDeviceKeys(
+  label: string,
+  options: KeyOptions = {},
+): Promise<DeviceKeys> {
+  const enc = await newPair("X25519", options);
+  const sig = await newPair("Ed25519", options);
   return {
     label,
-    id: await deviceId(encryptPublic, sig.pub),
-    encryptPrivate: new Uint8Array(
-      await crypto.subtle.exportKey("pkcs8", enc.privateKey),
-    ),
-    encryptPublic,
+    id: await deviceId(enc.pub, sig.pub),
+    encryptPrivate: enc.priv,
+    encryptPublic: enc.pub,
     signPrivate: sig.priv,
     signPublic: sig.pub,
   };
 }
 
 /** Generate an account's master key. */
-export async function generateMasterKeys(): Promise<MasterKeys> {
-  const pair = await ed25519Pair();
+export async function generateMasterKeys(
+  options: KeyOptions = {},
+): Promise<MasterKeys> {
+  const pair = await newPair("Ed25519", options);
   return { private: pair.priv, public: pair.pub };
 }
 
@@ -212,11 +238,40 @@ export function listed(device: DeviceKeys, added = new Date()): ListedDevice {
   };
 }
 
-async function sign(pkcs8: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
-  const key = await crypto.subtle.importKey("pkcs8", buf(pkcs8), ED, false, [
-    "sign",
-  ]);
-  return new Uint8Array(await crypto.subtle.sign(ED, key, buf(data)));
+async function sign(key: PrivateKey, data: Uint8Array): Promise<Uint8Array> {
+  const usable = key instanceof Uint8Array
+    ? await crypto.subtle.importKey("pkcs8", buf(key), ED, false, ["sign"])
+    : key;
+  return new Uint8Array(await crypto.subtle.sign(ED, usable, buf(data)));
+}
+
+/**
+ * The X25519 key pair HPKE opens with: the public half is given, so a
+ * non-extractable private key needs no export.
+ */
+async function x25519Pair(
+  key: PrivateKey,
+  publicRaw: Uint8Array,
+): Promise<CryptoKeyPair> {
+  const privateKey = key instanceof Uint8Array
+    ? await crypto.subtle.importKey(
+      "pkcs8",
+      buf(key),
+      { name: "X25519" },
+      false,
+      [
+        "deriveBits",
+      ],
+    )
+    : key;
+  const publicKey = await crypto.subtle.importKey(
+    "raw",
+    buf(publicRaw),
+    { name: "X25519" },
+    true,
+    [],
+  );
+  return { privateKey, publicKey };
 }
 
 async function verify(
@@ -719,15 +774,11 @@ export async function decryptMessage(
   }
   let contentKey: Uint8Array;
   try {
-    const privateKey = await crypto.subtle.importKey(
-      "pkcs8",
-      buf(options.device.encryptPrivate),
-      { name: "X25519" },
-      true,
-      ["deriveBits"],
-    );
     const context = await hpke().createRecipientContext({
-      recipientKey: privateKey,
+      recipientKey: await x25519Pair(
+        options.device.encryptPrivate,
+        options.device.encryptPublic,
+      ),
       enc: buf(mine.enc),
       info: buf(sealInfo(env.sender, env.sender_sign, address, mine.device)),
     });
@@ -805,15 +856,11 @@ async function openLegacy(
   let contentKey: Uint8Array;
   let content: SecretContent;
   try {
-    const privateKey = await crypto.subtle.importKey(
-      "pkcs8",
-      buf(options.device.encryptPrivate),
-      { name: "X25519" },
-      true,
-      ["deriveBits"],
-    );
     const context = await hpke().createRecipientContext({
-      recipientKey: privateKey,
+      recipientKey: await x25519Pair(
+        options.device.encryptPrivate,
+        options.device.encryptPublic,
+      ),
       enc: buf(mine.enc),
       info: buf(text.encode("AMTP e2e v1")),
     });

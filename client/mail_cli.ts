@@ -7,47 +7,25 @@
  */
 
 import { type Args, UsageError } from "./cli_args.ts";
+import { FileTrustStore, loadDevice, planEncryption } from "./e2e_cli.ts";
 import {
-  decryptAttachment,
-  decryptMessage,
-  E2eError,
-  encryptAttachment,
-  encryptMessage,
-  headerMismatches,
-  judgeContact,
-  type Opened,
-  type SecretAttachment,
-  type Target,
-} from "./e2e.ts";
-import {
-  FileTrustStore,
-  keysOf,
-  loadDevice,
-  planEncryption,
-} from "./e2e_cli.ts";
+  AttachmentError,
+  fetchAttachment,
+  type MailAccount,
+  mailAccount,
+  type MessageCopy,
+  openMessage,
+  sendMessage,
+} from "./mail.ts";
 import { type AmtpClient, AmtpError, type Push } from "./mod.ts";
 import { Progress } from "./progress.ts";
 
-/** A logged-in user's view of the messages module. */
-export interface Mail {
-  /** The client. */
-  client: AmtpClient;
-  /** The user token. */
-  token: string;
-  /** The user's address. */
-  address: string;
+export { uploadBytes } from "./mail.ts";
+
+/** A logged-in user's view of the messages module, in the CLI. */
+export interface Mail extends MailAccount {
   /** The CLI session file (device keys and trust store live beside it). */
   stateFile: string;
-  /** Call a messages command; `data` or throws. */
-  call<T = Record<string, unknown>>(
-    command: string,
-    params?: Record<string, unknown>,
-  ): Promise<T>;
-  /** {@link call} on the transfer lane (chunks of uploads and downloads). */
-  transfer<T = Record<string, unknown>>(
-    command: string,
-    params?: Record<string, unknown>,
-  ): Promise<T>;
 }
 
 /** Bind a client and user token to the messages module. */
@@ -55,25 +33,7 @@ export function mail(
   client: AmtpClient,
   user: { token: string; address: string; stateFile: string },
 ): Mail {
-  return {
-    client,
-    ...user,
-    call: (command, params = {}) =>
-      client.call(command, {
-        module: "messages",
-        user_token: user.token,
-        ...params,
-      }),
-    transfer: async <T>(command: string, params = {}) => {
-      const response = await client.transferRequest(command, {
-        module: "messages",
-        user_token: user.token,
-        ...params,
-      });
-      if (response.error !== 0) throw new AmtpError(response);
-      return response.data as T;
-    },
-  };
+  return { ...mailAccount(client, user), stateFile: user.stateFile };
 }
 
 interface Summary {
@@ -91,17 +51,6 @@ interface Summary {
 
 function list(value: string | undefined): string[] {
   return (value ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-}
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new Uint8Array(data) as Uint8Array<ArrayBuffer>,
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
 }
 
 /** Where the CLI keeps the keys of correspondents it has seen. */
@@ -122,45 +71,6 @@ function mimeOf(name: string): string {
     json: "application/json",
   };
   return types[ext] ?? "application/octet-stream";
-}
-
-/** Upload bytes in chunks; returns the attachment id. */
-export async function uploadBytes(
-  m: Mail,
-  data: Uint8Array,
-  name: string,
-  type: string,
-): Promise<string> {
-  const started = await m.call<{ upload_id: string; chunk_size: number }>(
-    "attachment_upload",
-    {
-      name,
-      type,
-      size: data.byteLength,
-      sha256: await sha256Hex(data),
-    },
-  );
-  const size = started.chunk_size;
-  const bar = new Progress(`upload ${name}`, data.byteLength);
-  for (let index = 0; index * size < data.byteLength; index++) {
-    await m.transfer("attachment_upload_chunk", {
-      upload_id: started.upload_id,
-      index,
-      data: data.subarray(index * size, (index + 1) * size),
-    });
-    bar.update(Math.min(data.byteLength, (index + 1) * size));
-  }
-  const done = await m.call<{ attachment_id: string }>(
-    "attachment_upload_finish",
-    { upload_id: started.upload_id },
-  );
-  return done.attachment_id;
-}
-
-/** The message id the messages module derives from a sender and a client id (PROTOCOL.md §13.1). */
-async function messageIdOf(sender: string, clientId: string): Promise<string> {
-  return (await sha256Hex(new TextEncoder().encode(`${sender}\n${clientId}`)))
-    .slice(0, 24);
 }
 
 /** Thrown when a message is not sent because it would go out in clear without consent. */
@@ -198,11 +108,11 @@ export async function sendCommand(
   const body = bodyFile
     ? await Deno.readTextFile(bodyFile)
     : args.flags.get("body") ?? "";
-  const subject = args.flags.get("subject") ?? "";
-  const format = args.flags.get("format") ?? "text";
-  const files = list(args.flags.get("attach"));
-  const clientId = args.flags.get("client-id") ?? crypto.randomUUID();
-  const replyTo = args.flags.get("reply-to");
+  const files = [];
+  for (const path of list(args.flags.get("attach"))) {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    files.push({ name, type: mimeOf(name), data: await Deno.readFile(path) });
+  }
   const trust = new FileTrustStore(trustPath(m.stateFile));
   const file = await loadDevice(m.stateFile, m.address);
   const plan = args.flags.has("plain")
@@ -220,106 +130,7 @@ export async function sendCommand(
       trust,
     });
   const notes: string[] = [];
-  let params: Record<string, unknown>;
-  if (plan.encrypt) {
-    notes.push(...plan.notes.map((n) => `note: ${n}`));
-    const device = file!.device;
-    // One content key for every envelope of this message and its attachments.
-    const contentKey = crypto.getRandomValues(new Uint8Array(32));
-    const secretAttachments: SecretAttachment[] = [];
-    const attachments = [];
-    for (const path of files) {
-      const plain = await Deno.readFile(path);
-      const sealed = await encryptAttachment(contentKey, plain);
-      const name = path.slice(path.lastIndexOf("/") + 1);
-      const id = await uploadBytes(
-        m,
-        sealed.data,
-        "encrypted.bin",
-        "application/octet-stream",
-      );
-      attachments.push(id);
-      secretAttachments.push({
-        attachment_id: id,
-        name,
-        type: mimeOf(name),
-        nonce: sealed.nonce,
-        sha256: await sha256Hex(plain),
-        stored_sha256: await sha256Hex(sealed.data),
-      });
-    }
-    const sender = m.address.toLowerCase();
-    const domain = sender.slice(sender.lastIndexOf("@") + 1);
-    const messageId = `${await messageIdOf(sender, clientId)}@${domain}`;
-    let inReplyTo: string | null = null;
-    if (replyTo) {
-      const parent = await m.call<{ global_id?: string }>("get", {
-        id: replyTo,
-      });
-      inReplyTo = parent.global_id ?? null;
-    }
-    const headers = {
-      to: to.map((a) => a.toLowerCase()),
-      cc: cc.map((a) => a.toLowerCase()),
-      date: new Date(),
-      message_id: messageId,
-      in_reply_to: inReplyTo,
-    };
-    const seal = (
-      recipients: Target[],
-      extra: { bcc?: string[]; message_id?: string } = {},
-    ) =>
-      encryptMessage({
-        subject,
-        body,
-        format,
-        attachments: secretAttachments,
-      }, {
-        sender,
-        device,
-        recipients,
-        headers: { ...headers, ...extra },
-        contentKey,
-      });
-    const envelope = await seal(plan.targets);
-    // Each Bcc recipient's own message: its id is derived as the messages
-    // module derives it (PROTOCOL.md §13.1), so its signed id matches.
-    const bccBodies = [];
-    for (const b of plan.bcc) {
-      const bccId = `${messageId.slice(0, messageId.indexOf("@"))}-${
-        (await sha256Hex(
-          new TextEncoder().encode(
-            `AMTP bcc\n${
-              messageId.slice(0, messageId.indexOf("@"))
-            }\n${b.address}`,
-          ),
-        )).slice(0, 16)
-      }@${domain}`;
-      bccBodies.push(
-        await seal(b.targets, { bcc: [b.address], message_id: bccId }),
-      );
-    }
-    const devices = plan.targets.reduce((n, t) => n + t.devices.length, 0);
-    notes.push(
-      `encrypted end to end for ${devices} device${devices === 1 ? "" : "s"}${
-        plan.bcc.length
-          ? ` and ${plan.bcc.length} Bcc envelope${
-            plan.bcc.length === 1 ? "" : "s"
-          }`
-          : ""
-      } (the subject and headers travel inside)`,
-    );
-    params = {
-      subject: "",
-      body: envelope,
-      encrypted: true,
-      format: "text",
-      attachments,
-      // The Bcc addresses as planned (deduplicated), in the order of their bodies.
-      bcc: plan.bcc.map((b) => b.address),
-      ...(bccBodies.length ? { bcc_bodies: bccBodies } : {}),
-    };
-  } else {
+  if (!plan.encrypt) {
     if (
       !args.flags.has("plain") &&
       (plan.needsConsent || args.flags.has("encrypt"))
@@ -336,36 +147,32 @@ export async function sendCommand(
       `NOT ENCRYPTED: ${plan.reason}; the servers can read this message`;
     warn(note);
     notes.push(note);
-    const attachments = [];
-    for (const path of files) {
-      const name = path.slice(path.lastIndexOf("/") + 1);
-      attachments.push(
-        await uploadBytes(m, await Deno.readFile(path), name, mimeOf(name)),
-      );
-    }
-    params = { subject, body, format, attachments };
   }
-  const result = await m.call<
-    {
-      message_id: string;
-      recipients: {
-        address: string;
-        status: string;
-        error?: number;
-        message?: string;
-      }[];
-    }
-  >(
-    "send",
-    {
-      to,
-      cc,
-      bcc,
-      ...params,
-      in_reply_to: replyTo,
-      client_id: clientId,
-    },
-  );
+  const result = await sendMessage(m, {
+    to,
+    cc,
+    bcc,
+    subject: args.flags.get("subject") ?? "",
+    body,
+    format: args.flags.get("format") ?? "text",
+    attachments: files,
+    inReplyTo: args.flags.get("reply-to"),
+    clientId: args.flags.get("client-id"),
+  }, {
+    plan,
+    device: file?.device,
+    onProgress: progressBar(
+      files.length === 1
+        ? `upload ${files[0].name}`
+        : `upload ${files.length} files`,
+      files.reduce((n, f) => n + f.data.length, 0),
+    ),
+  });
+  if (result.encrypted) {
+    // Notes of the plan first, then what was done.
+    const done = result.notes.pop()!;
+    notes.push(...result.notes.map((n) => `note: ${n}`), done);
+  }
   const lines = [...notes, `message ${result.message_id}`];
   for (const r of result.recipients) {
     lines.push(
@@ -405,10 +212,18 @@ export async function inboxCommand(m: Mail, args: Args): Promise<string> {
   return lines.join("\n");
 }
 
-async function openEncrypted(
+/** What the CLI says of a message's encryption and signature. */
+async function securityLines(
   m: Mail,
-  msg: Record<string, unknown>,
-): Promise<{ opened?: Opened; lines: string[] }> {
+  msg: MessageCopy,
+): Promise<
+  { opened?: Awaited<ReturnType<typeof openMessage>>; lines: string[] }
+> {
+  if (!msg.encrypted || !(msg.body instanceof Uint8Array)) {
+    return {
+      lines: ["Encryption: none (the servers could read this message)"],
+    };
+  }
   const file = await loadDevice(m.stateFile, m.address);
   if (!file) {
     return {
@@ -417,125 +232,73 @@ async function openEncrypted(
       ],
     };
   }
-  let opened: Opened;
-  try {
-    opened = await decryptMessage(msg.body as Uint8Array, {
-      address: m.address,
-      device: file.device,
-      legacyKeyId: file.legacyKeyId,
-    });
-  } catch (error) {
+  const result = await openMessage(m, msg, {
+    device: file.device,
+    legacyKeyId: file.legacyKeyId,
+    trust: new FileTrustStore(trustPath(m.stateFile)),
+  });
+  if (!result.opened) {
     return {
-      lines: [
-        `Encryption: end to end, NOT readable: ${
-          error instanceof E2eError ? error.message : String(error)
-        }`,
-      ],
+      lines: [`Encryption: end to end, NOT readable: ${result.error}`],
     };
   }
   const lines = [
     "Encryption: end to end (AES-256-GCM, key sealed with HPKE X25519), decrypted",
   ];
-  if (!opened.signatureValid) {
+  const sender = result.opened.sender;
+  const who = `${sender}${
+    result.deviceLabel !== undefined ? ` (device "${result.deviceLabel}")` : ""
+  }`;
+  if (result.signature === "invalid") {
     lines.push(
       "Signature: INVALID: the message was changed, or not signed by the key it names",
     );
-    return { opened, lines };
+    return { opened: result, lines };
   }
-  const trust = new FileTrustStore(trustPath(m.stateFile));
-  const keys = await keysOf(m.client, m.token, opened.sender).catch(() =>
-    undefined
-  );
-  const list = keys?.list;
-  const device = list?.devices.find((d) =>
-    d.id === opened.senderDevice.id &&
-    d.sign.every((b, i) => b === opened.senderDevice.sign[i])
-  );
-  const who = `${opened.sender}${device ? ` (device "${device.label}")` : ""}`;
-  if (!list || !device) {
+  if (result.signature === "unlisted") {
     lines.push(
-      `Signature: valid, but the signing device is NOT in ${opened.sender}'s device list (signed by its master key)`,
+      `Signature: valid, but the signing device is NOT in ${sender}'s device list (signed by its master key)`,
     );
   } else {
-    const judged = await judgeContact(list, trust);
     lines.push(
       {
         "confirmed":
           `Signature: verified, key of ${who}, master key confirmed by you`,
         "known": `Signature: verified, key of ${who}, master key seen before`,
         "first-use":
-          `Signature: verified, key of ${who}, master key seen for the first time (trusted on first use; compare the safety code: amtp verify ${opened.sender})`,
+          `Signature: verified, key of ${who}, master key seen for the first time (trusted on first use; compare the safety code: amtp verify ${sender})`,
         "changed":
-          `Signature: verified, but ${opened.sender} now has a NEW master key: compare the safety code (amtp verify ${opened.sender}), then amtp trust ${opened.sender}`,
+          `Signature: verified, but ${sender} now has a NEW master key: compare the safety code (amtp verify ${sender}), then amtp trust ${sender}`,
         "rolled-back":
-          `Signature: verified, but the server shows an OLDER device list of ${opened.sender} than seen before (a revoked device may be back)`,
-      }[judged],
+          `Signature: verified, but the server shows an OLDER device list of ${sender} than seen before (a revoked device may be back)`,
+      }[result.trust!],
     );
   }
-  // The server's copy against what the sender signed.
-  const headers = opened.content.headers;
-  let parent: string | null | undefined = undefined;
-  if (headers) {
-    parent = null;
-    if (msg.in_reply_to) {
-      const p = await m.call<{ global_id?: string }>("get", {
-        id: msg.in_reply_to,
-      }).catch(() => undefined);
-      parent = p?.global_id ?? String(msg.in_reply_to);
-    }
-  }
-  const problems = headerMismatches(opened, {
-    global_id: msg.global_id as string | undefined,
-    from: String(msg.from),
-    to: msg.to as string[],
-    cc: msg.cc as string[],
-    date: msg.date as Date,
-    attachments: msg.attachments as { id: string; sha256: string }[],
-  }, parent);
-  if (headers && typeof msg.id === "string") {
-    const first = await trust.seen(opened.sender, headers.message_id, msg.id);
-    if (first !== msg.id) {
-      problems.push(
-        `the same signed message arrived before as ${first}: this copy is a replay`,
-      );
-    }
-  }
-  for (const problem of problems) lines.push(`WARNING: ${problem}`);
-  return { opened, lines };
+  for (const problem of result.problems) lines.push(`WARNING: ${problem}`);
+  return { opened: result, lines };
 }
 
 /** `amtp read ID [--save DIR]`: show a message (decrypted when it can be), mark it seen, save attachments. */
 export async function readCommand(m: Mail, args: Args): Promise<string> {
   const id = args.positional[1];
   if (!id) throw new UsageError("usage: amtp read MESSAGE_ID [--save DIR]");
-  const msg = await m.call<Record<string, unknown>>("get", { id });
+  const msg = await m.call<MessageCopy>("get", { id });
   await m.call("mark", { ids: [id], seen: true });
-  const attachments = msg.attachments as {
-    id: string;
-    name: string;
-    size: number;
-    sha256: string;
-  }[];
-  const { opened, lines: security } =
-    msg.encrypted && msg.body instanceof Uint8Array
-      ? await openEncrypted(m, msg)
-      : {
-        opened: undefined,
-        lines: ["Encryption: none (the servers could read this message)"],
-      };
+  const { opened: result, lines: security } = await securityLines(m, msg);
+  const opened = result?.opened;
   const secret = opened?.content;
   // What the sender signed is shown; the server's copy only where nothing is signed.
   const h = secret?.headers;
   const out = [
     `From:    ${h?.from ?? msg.from}`,
-    `To:      ${(h?.to ?? msg.to as string[]).join(", ")}`,
+    `To:      ${(h?.to ?? msg.to).join(", ")}`,
   ];
-  const cc = h?.cc ?? msg.cc as string[];
+  const cc = h?.cc ?? msg.cc;
   if (cc.length) out.push(`Cc:      ${cc.join(", ")}`);
   const bcc = h?.bcc ?? msg.bcc as string[];
   if (bcc.length) out.push(`Bcc:     ${bcc.join(", ")}`);
   out.push(
-    `Date:    ${(h?.date ?? msg.date as Date).toISOString()}`,
+    `Date:    ${(h?.date ?? msg.date).toISOString()}`,
     `Subject: ${secret ? secret.subject : msg.subject}`,
   );
   if (msg.in_reply_to) out.push(`Reply to: ${msg.in_reply_to}`);
@@ -548,47 +311,30 @@ export async function readCommand(m: Mail, args: Args): Promise<string> {
       : String(msg.body),
   );
   const dir = args.flags.get("save");
-  for (const a of attachments) {
+  for (const a of msg.attachments) {
     const inner = secret?.attachments?.find((x) => x.attachment_id === a.id);
     const name = inner?.name ?? a.name;
     const unsigned = secret && !inner;
     let saved = "";
     if (dir && !unsigned) {
-      const parts: Uint8Array[] = [];
-      let chunks = 1;
-      let received = 0;
-      const bar = new Progress(`download ${name}`, a.size);
-      for (let index = 0; index < chunks; index++) {
-        const part = await m.transfer<{ data: Uint8Array; chunks: number }>(
-          "attachment_get",
-          { id, attachment_id: a.id, index },
+      let fetched;
+      try {
+        fetched = await fetchAttachment(
+          m,
+          id,
+          a,
+          opened,
+          progressBar(`download ${name}`, a.size),
         );
-        chunks = part.chunks;
-        parts.push(part.data);
-        bar.update(received += part.data.byteLength);
-      }
-      let data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-      let at = 0;
-      for (const p of parts) {
-        data.set(p, at);
-        at += p.byteLength;
-      }
-      if (await sha256Hex(data) !== a.sha256) {
-        throw new Error(`attachment ${name}: checksum mismatch`);
-      }
-      if (inner && opened) {
-        data = new Uint8Array(
-          await decryptAttachment(opened.contentKey, inner.nonce, data),
-        );
-        if (await sha256Hex(data) !== inner.sha256) {
-          throw new Error(`attachment ${name}: checksum mismatch`);
-        }
+      } catch (error) {
+        if (error instanceof AttachmentError) throw new Error(error.message);
+        throw error;
       }
       const safe = name.replace(/[/\\\0]/g, "_").replace(/^\.+/, "_");
       await Deno.mkdir(dir, { recursive: true });
-      await Deno.writeFile(`${dir.replace(/\/+$/, "")}/${safe}`, data);
+      await Deno.writeFile(`${dir.replace(/\/+$/, "")}/${safe}`, fetched.data);
       saved = ` -> ${dir.replace(/\/+$/, "")}/${safe} (checksum ok${
-        inner ? ", decrypted" : ""
+        fetched.decrypted ? ", decrypted" : ""
       })`;
     }
     out.push(
@@ -729,6 +475,7 @@ export async function watchCommand(
       finish(1);
       return;
     }
+    if (state !== "reconnected") return;
     warn(`reconnected; catching up from change ${cursor}`);
     catchUp().catch((error) => {
       if (error instanceof AmtpError && error.code === 5) {
@@ -741,4 +488,10 @@ export async function watchCommand(
     });
   });
   return await done;
+}
+
+/** A progress callback drawing a bar on standard error (long transfers only). */
+function progressBar(label: string, total: number) {
+  const bar = new Progress(label, total);
+  return (done: number) => bar.update(done);
 }

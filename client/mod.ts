@@ -95,6 +95,13 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/**
+ * What happened to a client's connection: `disconnected` (it dropped; with
+ * `reconnect` the client is opening it again), `reconnected`, or `closed`
+ * for good.
+ */
+export type ClientState = "disconnected" | "reconnected" | "closed";
+
 /** Options of {@link AmtpClient.connect}. */
 export interface ClientOptions extends OpenOptions {
   /** `webtransport` (default for https: URLs) or `websocket`. */
@@ -136,9 +143,7 @@ export class AmtpClient {
   readonly #lanes = new WeakMap<ClientTransport, Promise<ClientTransport>>();
   readonly #pushHandlers = new Set<(push: Push) => void>();
   readonly #strayHandlers = new Set<(response: Response) => void>();
-  readonly #stateHandlers = new Set<
-    (state: "reconnected" | "closed") => void
-  >();
+  readonly #stateHandlers = new Set<(state: ClientState) => void>();
   #keepAlive?: ReturnType<typeof setInterval>;
   #closedByUser = false;
   #closeReason?: string;
@@ -228,6 +233,7 @@ export class AmtpClient {
       this.#pending.delete(id);
     }
     if (!this.#closedByUser && this.#options.reconnect) {
+      for (const handler of this.#stateHandlers) handler("disconnected");
       await this.#reconnect();
     } else {
       if (!this.#closedByUser) {
@@ -409,8 +415,8 @@ export class AmtpClient {
     return () => this.#strayHandlers.delete(handler);
   }
 
-  /** Be told when the client reconnected or closed for good. */
-  onState(handler: (state: "reconnected" | "closed") => void): () => void {
+  /** Be told when the connection dropped, came back, or closed for good. */
+  onState(handler: (state: ClientState) => void): () => void {
     this.#stateHandlers.add(handler);
     return () => this.#stateHandlers.delete(handler);
   }

@@ -18,6 +18,8 @@ import {
 import { APP_VERSION } from "../shared/version.ts";
 import { KvGroupCommit } from "./group_commit.ts";
 import { TokenStore } from "./tokens.ts";
+import { InvitationStore } from "./invitations.ts";
+import { PushStore } from "./push.ts";
 
 export * from "./records.ts";
 export * from "./accounts.ts";
@@ -30,6 +32,8 @@ export * from "./modules.ts";
 export * from "./outbound.ts";
 export * from "./caches.ts";
 export * from "./dkim.ts";
+export * from "./invitations.ts";
+export * from "./push.ts";
 
 /** The open storage. */
 export interface Store {
@@ -43,6 +47,10 @@ export interface Store {
   tokens: TokenStore;
   /** Login guard records (failed logins, known sources). */
   failures: FailureStore;
+  /** Invitations (one-time codes for an address). */
+  invitations: InvitationStore;
+  /** Web Push subscriptions and the VAPID key. */
+  push: PushStore;
   /** Schema version after migrations. */
   schema: number;
   /** Close the KV. */
@@ -79,6 +87,8 @@ export async function openStore(
       writes,
       tokens: new TokenStore(kv, writes),
       failures: new FailureStore(kv, writes),
+      invitations: new InvitationStore(kv),
+      push: new PushStore(kv),
       schema,
       close: () => kv.close(),
     };

@@ -23,6 +23,10 @@
  * | `["profile_cache", address]` | `CachedProfile` (caches.ts): a remote user's profile, 5 minutes |
  * | `["dkim", domain]` | `DkimDomainRecord` (dkim.ts): a hosted domain's DKIM keys for email |
  * | `["policy_cache", domain]` | another domain's delivery policy as fetched (core/federation/policy.ts) |
+ * | `["invitation", id]` | `InvitationRecord` (invitations.ts): a one-time code's hash, for an address, with its expiry |
+ * | `["invitation_of", address, id]` | creation Date (lists an address's invitations) |
+ * | `["push_subscription", address, id]` | `PushSubscriptionRecord` (push.ts): a Web Push endpoint of one of the user's browsers |
+ * | `["meta", "vapid"]` | the server's VAPID key pair (push.ts), created once |
  * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
  * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
  * | `["mod", module, "c", generation, i]` | one chunk of a large value of a module |
@@ -252,6 +256,16 @@ export const keys = {
   profileCache: (address: string) => ["profile_cache", address] as Deno.KvKey,
   policyCache: (domain: string) => ["policy_cache", domain] as Deno.KvKey,
   dkim: (domain: string) => ["dkim", domain] as Deno.KvKey,
+  invitation: (id: string) => ["invitation", id] as Deno.KvKey,
+  invitations: () => ["invitation"] as Deno.KvKey,
+  invitationOf: (address: string, id: string) =>
+    ["invitation_of", address, id] as Deno.KvKey,
+  invitationsOf: (address: string) => ["invitation_of", address] as Deno.KvKey,
+  pushSubscription: (address: string, id: string) =>
+    ["push_subscription", address, id] as Deno.KvKey,
+  pushSubscriptions: (address: string) =>
+    ["push_subscription", address] as Deno.KvKey,
+  vapid: () => ["meta", "vapid"] as Deno.KvKey,
   moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,

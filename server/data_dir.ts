@@ -16,16 +16,22 @@ export async function secureDataDir(dir: string): Promise<void> {
   Deno.umask(0o077);
   await Deno.mkdir(dir, { recursive: true });
   const walk = async (path: string): Promise<void> => {
-    const info = await Deno.lstat(path);
-    if (info.isSymlink) return;
-    const mode = info.isDirectory ? 0o700 : 0o600;
-    if (info.mode !== null && (info.mode & 0o777) !== mode) {
-      await Deno.chmod(path, mode);
-    }
-    if (info.isDirectory) {
-      for await (const entry of Deno.readDir(path)) {
-        await walk(`${path}/${entry.name}`);
+    try {
+      const info = await Deno.lstat(path);
+      if (info.isSymlink) return;
+      const mode = info.isDirectory ? 0o700 : 0o600;
+      if (info.mode !== null && (info.mode & 0o777) !== mode) {
+        await Deno.chmod(path, mode);
       }
+      if (info.isDirectory) {
+        for await (const entry of Deno.readDir(path)) {
+          await walk(`${path}/${entry.name}`);
+        }
+      }
+    } catch (error) {
+      // A file that went meanwhile (a database's journal, removed as the
+      // process that had it open closed) needs no mode.
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
   };
   await walk(dir);

@@ -27,7 +27,11 @@ import {
   type ServerCertificate,
   watchCertificate,
 } from "../core/tls/mod.ts";
-import { ConnectionLimiter, startTransports } from "../core/transport/mod.ts";
+import {
+  type Connection,
+  ConnectionLimiter,
+  startTransports,
+} from "../core/transport/mod.ts";
 import { localProfile, userCommands } from "../core/user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
@@ -43,6 +47,8 @@ import {
   serveMetrics,
   ServerMetrics,
 } from "./observability.ts";
+import { WebPush } from "../core/push/mod.ts";
+import { WebApp } from "./web.ts";
 
 /** A running server. */
 export interface ServerHandle {
@@ -68,6 +74,12 @@ export interface ServerHandle {
   metrics: ServerMetrics;
   /** Port of `/metrics` (AMTP_METRICS_PORT), when on. */
   metricsPort?: number;
+  /** Web Push (tests wait for its deliveries). */
+  push: WebPush;
+  /** Where people open the web app, when it is served. */
+  webUrl?: string;
+  /** Port of the web app's loopback listener, when it runs. */
+  webPort?: number;
   /** Stop accepting, finish in-flight work, close sessions and KV. */
   close(): Promise<void>;
 }
@@ -205,6 +217,27 @@ export async function startServer(
     transport: (request) => host.router.transport(request),
     carriesEmail: () => host.router.carrier("smtp") !== undefined,
   });
+  const caCerts = config.caFile
+    ? (await Deno.readTextFile(config.caFile)).match(
+      /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g,
+    ) ?? []
+    : [];
+  const push = await WebPush.open({
+    store: store.push,
+    contact: config.pushContact,
+    allowPrivate: config.pushPrivate,
+    caCerts,
+    log,
+  });
+  const web = config.web
+    ? await WebApp.open({
+      config,
+      log,
+      certificate: () => certificate,
+      port: () => transportPort,
+    })
+    : undefined;
+  const webUrl = () => web?.url();
   const host = new ModuleHost({
     root: config.modulesDir,
     kv: store.kv,
@@ -224,6 +257,12 @@ export async function startServer(
       certificate: () => certificate,
       inbound: (module, delivery): Promise<InboundResult> =>
         host.router.inbound(module, delivery),
+      // New mail reaches closed apps through Web Push.
+      notify: (address, module, event, data) => {
+        if (module === "messages" && event === "message_new") {
+          push.newMessage(address, (data ?? {}) as Record<string, unknown>);
+        }
+      },
     }),
     observer: metrics.modules(),
     ...options.moduleHost,
@@ -248,7 +287,16 @@ export async function startServer(
       modules,
     }),
     ...loginCommands(login),
-    ...adminCommands({ accounts: store.accounts, tokens, login, startedAt }),
+    ...adminCommands({
+      accounts: store.accounts,
+      tokens,
+      login,
+      startedAt,
+      invitations: store.invitations,
+      push: store.push,
+      webUrl,
+      now: options.now,
+    }),
     ...moduleCommands(host.lifecycle),
     ...federation.adminCommands(),
     ...userCommands({
@@ -257,6 +305,11 @@ export async function startServer(
       hostname: config.hostname,
       limits,
       modules,
+      invitations: store.invitations,
+      login,
+      push,
+      webUrl,
+      now: options.now,
       remoteProfile: (address, asDomain, fresh) =>
         federation.remoteProfile(address, asDomain, fresh),
     }),
@@ -303,6 +356,12 @@ export async function startServer(
     }
     return problems;
   };
+  const admission = new ConnectionLimiter({
+    maxPerIp: config.maxSessionsPerIp,
+    maxTotal: config.maxSessions,
+  });
+  const onConnection = (conn: Connection) =>
+    runSession(conn, { dispatcher, registry, limits: sessionLimits, log });
   let transports;
   try {
     transports = await startTransports({
@@ -315,12 +374,8 @@ export async function startServer(
       handshakeTimeoutMs: options.handshakeTimeoutMs ??
         config.handshakeTimeout * 1000,
       descriptorReserve: config.descriptorReserve,
-      admission: new ConnectionLimiter({
-        maxPerIp: config.maxSessionsPerIp,
-        maxTotal: config.maxSessions,
-      }),
-      onConnection: (conn) =>
-        runSession(conn, { dispatcher, registry, limits: sessionLimits, log }),
+      admission,
+      onConnection,
       onPeerConnection: (conn) =>
         runSession(conn, {
           dispatcher: federation.dispatcher,
@@ -330,7 +385,8 @@ export async function startServer(
         }),
       httpHandler: async (request) =>
         await observabilityAnswer(request, ready) ??
-          await federation.handleHttp(request) ?? homePage(request),
+          await federation.handleHttp(request) ??
+          await web?.handlePublic(request) ?? homePage(request),
       log,
     });
   } catch (error) {
@@ -388,6 +444,27 @@ export async function startServer(
         : Math.max(0, (Date.now() - queue.oldest) / 1000),
     );
   });
+  // No browser trusts a self-signed certificate: the app is also served on
+  // http://localhost (a secure context), where the page pins the hash.
+  const localWeb = web && (certificate.selfSigned || config.webPortSet)
+    ? web.listenLocal({
+      cert: certificate.certPem,
+      key: certificate.keyPem,
+      maxFrame: config.maxFrame,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ??
+        config.handshakeTimeout * 1000,
+      maxConnections: 1024,
+      admission,
+      onConnection,
+      log,
+    })
+    : undefined;
+  if (web) {
+    log.info("web_app", {
+      url: web.url(),
+      first_load_js_gzip: web.firstLoadBytes,
+    });
+  }
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const apply = async (next: ServerCertificate) => {
@@ -436,6 +513,9 @@ export async function startServer(
     modules: host,
     metrics,
     metricsPort: metricsListener?.port,
+    push,
+    webUrl: web?.url(),
+    webPort: localWeb?.port,
     close() {
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
@@ -443,11 +523,13 @@ export async function startServer(
         await stopBackups?.();
         await metricsListener?.close();
         await challengeListener?.close();
+        localWeb?.stop();
         await transports.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);
         await federation.close();
         await host.close();
+        await push.close();
         transports.close();
         store.close();
       })();

@@ -44,6 +44,13 @@ export interface ServiceParts {
     module: string,
     delivery: InboundDelivery,
   ) => Promise<InboundResult>;
+  /** Told of every push a module makes (Web Push of new mail). */
+  notify?: (
+    address: string,
+    module: string,
+    event: string,
+    data: unknown,
+  ) => void;
 }
 
 /** The module that keeps mailboxes: mail received by email is delivered to it. */
@@ -68,6 +75,7 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
           `event "${event}" is not declared in the manifest`,
         );
       }
+      parts.notify?.(address, manifest.name, event, data);
       return await parts.registry.push(
         address,
         { event, module: manifest.name, data: data ?? null },

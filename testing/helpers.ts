@@ -62,6 +62,9 @@ export async function startTestServer(
     AMTP_DNS: "127.0.0.1:9",
     // The email gateway listens on a port: only the tests of email start it.
     AMTP_MODULES_OFF: "smtp",
+    // The web app only where a test asks for it (its loopback port then any free one).
+    AMTP_WEB: "off",
+    AMTP_WEB_PORT: "0",
     ...env,
   });
   const logs: string[] = [];

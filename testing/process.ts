@@ -29,6 +29,9 @@ export function cleanEnv(
     AMTP_DNS: "127.0.0.1:9",
     // The email gateway listens on a port: only the tests of email start it.
     AMTP_MODULES_OFF: "smtp",
+    // The web app only where a test asks for it (its loopback port then any free one).
+    AMTP_WEB: "off",
+    AMTP_WEB_PORT: "0",
   };
   for (const [name, value] of Object.entries(Deno.env.toObject())) {
     if (!name.startsWith("AMTP_")) env[name] = value;

@@ -13,8 +13,8 @@ import { type ServerProcess, startServerProcess } from "./process.ts";
 
 /**
  * An AMTP server process for measuring (limits raised, warnings only) in
- * `<root>/<name>` (`env` adds to its environment), with an admin session,
- * domain `bench.test` and the user `u@bench.test`.
+ * `<root>/<name>`, with an admin session, domain `bench.test` and the user
+ * `u@bench.test`; `env` adds variables (the web app, for one).
  */
 export async function startAmtp(
   root: string,
@@ -24,6 +24,7 @@ export async function startAmtp(
   const cwd = `${root}/${name}`;
   await Deno.mkdir(cwd);
   const server: ServerProcess = await startServerProcess(cwd, {
+    ...env,
     AMTP_PORT: "0",
     AMTP_HOST: "127.0.0.1",
     AMTP_RATE_LIMIT: "10000000",

@@ -483,43 +483,29 @@ Deno.test("cli snags: watch survives the idle timeout and a server restart (catc
   }
 });
 
-Deno.test("cli snags: deno task web prints the page's address for the local server, its hash filled in", async () => {
+Deno.test("cli snags: deno task start serves the web app on http://localhost with a strict policy and the certificate's hash", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-snag-web-" });
-  const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
-  const web = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...taskArgs("web")],
-    cwd,
-    env: cleanEnv({ AMTP_WEB_PORT: "0" }),
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const server = await startServerProcess(cwd, {
+    AMTP_PORT: "0",
+    AMTP_WEB: "on",
+    AMTP_WEB_PORT: "0",
+  });
   try {
     const hash = server.stdout().match(/sha256: ([0-9a-f]{64})/)![1];
-    const reader = web.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let out = "";
-    while (!out.includes("Ctrl-C")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      out += value;
-    }
-    reader.releaseLock();
-    const url = out.match(/web check page: (\S+)/)?.[1];
-    assert.ok(url, out);
-    const params = new URL(url).searchParams;
-    assert.equal(params.get("server"), `127.0.0.1:${server.port}`);
-    assert.equal(params.get("hash"), hash);
-    assert.doesNotMatch(out, /<certificate sha256>/);
+    const url = server.stdout().match(/web app: (http:\/\/localhost:\d+\/)/)
+      ?.[1];
+    assert.ok(url, server.stdout());
     const page = await fetch(url);
     assert.equal(page.status, 200);
-    await page.body?.cancel();
+    assert.match(await page.text(), /<script type="module" src="\/app.js">/);
+    const policy = page.headers.get("content-security-policy")!;
+    assert.match(policy, /default-src 'none'/);
+    assert.match(policy, /script-src 'self'(;|$)/);
+    assert.doesNotMatch(policy, /unsafe/);
+    const site = await (await fetch(new URL("/config.json", url))).json();
+    assert.equal(site.cert_sha256, hash);
+    assert.equal(site.webtransport, `https://127.0.0.1:${server.port}/amtp`);
   } finally {
-    try {
-      web.kill("SIGTERM");
-    } catch { /* it ended */ }
-    await web.status;
-    await web.stdout.cancel().catch(() => {});
-    await web.stderr.cancel().catch(() => {});
     await server.stop();
     await Deno.remove(cwd, { recursive: true });
   }

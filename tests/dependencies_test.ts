@@ -75,10 +75,12 @@ const RULES: {
     forbidden: (t) => !t.startsWith("core/wire/") && top(t) !== "shared",
   },
   {
-    rule: "client/ (and web/) import only client/, core/wire/ and shared/",
+    rule:
+      "client/ (and web/) import only client/, core/wire/ and shared/ (web/ also itself)",
     from: (f) => (top(f) === "client" || top(f) === "web") && !isTest(f),
-    forbidden: (t) =>
-      !["client", "shared"].includes(top(t)) && !t.startsWith("core/wire/"),
+    forbidden: (t, f) =>
+      !["client", "shared"].includes(top(t)) && !t.startsWith("core/wire/") &&
+      !(top(f) === "web" && top(t) === "web"),
   },
   {
     rule: "bench/ and tests/ never import each other",

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { AccountStore } from "../../kv/mod.ts";
+import type { AccountStore, InvitationStore, PushStore } from "../../kv/mod.ts";
 import { IdentityError, normalizeDomain } from "../../shared/identity.ts";
 import type { LoginService, TokenService } from "../auth/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
@@ -20,6 +20,14 @@ export interface AdminDeps {
   login: LoginService;
   /** Server start time (uptime). */
   startedAt: number;
+  /** Invitations. */
+  invitations: InvitationStore;
+  /** Push subscriptions (dropped with their user). */
+  push?: PushStore;
+  /** The web app's address (invitation links), when it is served. */
+  webUrl?: () => string | undefined;
+  /** Clock of invitations in epoch milliseconds (tests move it). */
+  now?: () => number;
 }
 
 /** Normalise a domain parameter or throw INVALID_ADDRESS. */

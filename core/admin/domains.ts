@@ -80,6 +80,7 @@ export function domainCommands(deps: AdminDeps): Command[] {
           const users = await accounts.listUsers(name, { limit: 100_000 });
           for (const user of users.items) {
             await deps.tokens.revokeAll("user", user.address);
+            await deps.push?.deleteAll(user.address);
           }
           await accounts.deleteDomain(name);
           ctx.log.info("domain_deleted", { domain: name, ...counts });

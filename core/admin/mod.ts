@@ -1,6 +1,6 @@
 /**
- * Admin commands (`admin_*`): system information, logout, login blocks, and
- * the domain, user, alias, catch-all and admin commands.
+ * Admin commands (`admin_*`): system information, logout, login blocks, the
+ * domain, user, alias, catch-all and admin commands, and invitations.
  *
  * @module
  */
@@ -18,6 +18,7 @@ import type { AdminDeps } from "./common.ts";
 import { domainCommands } from "./domains.ts";
 import { systemInfo } from "./sysinfo.ts";
 import { userAdminCommands } from "./users.ts";
+import { invitationAdminCommands } from "./invitations.ts";
 
 export type { AdminDeps } from "./common.ts";
 
@@ -82,5 +83,6 @@ export function adminCommands(deps: AdminDeps): Command[] {
     ...userAdminCommands(deps),
     ...aliasCommands(deps),
     ...adminAccountCommands(deps),
+    ...invitationAdminCommands(deps),
   ];
 }

@@ -131,6 +131,7 @@ export function userAdminCommands(deps: AdminDeps): Command[] {
       remove: async (_user, address, _p, ctx) => {
         await tokens.revokeAll("user", address);
         await accounts.deleteUser(address);
+        await deps.push?.deleteAll(address);
         const dropped = await accounts.removeRecipient(address);
         ctx.log.info("user_deleted", { address });
         return {

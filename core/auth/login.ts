@@ -40,7 +40,7 @@ import {
   SECRET_LENGTH,
 } from "../../shared/login/context.ts";
 import { Decoys } from "./decoy.ts";
-import { type GuardState, LoginGuard } from "./guard.ts";
+import { type GuardState, LoginGuard, sourceOf } from "./guard.ts";
 import {
   encryptSecret,
   type ServerKey,
@@ -327,6 +327,30 @@ export class LoginService {
       createHash("sha256").update(answer.verification_string).digest(),
       createHash("sha256").update(pending.secret).digest(),
     );
+  }
+
+  /**
+   * Try a one-time code (an invitation, PROTOCOL.md §8.1) under the guard:
+   * refused with LOGIN_BLOCKED while the source is blocked, and a wrong code
+   * (the attempt fails with NOT_FOUND) counted as a failed attempt of the
+   * source (`code:SOURCE` for the account scopes, and the source's own
+   * count shared with logins).
+   *
+   * @throws {ProtocolError} LOGIN_BLOCKED, or what the attempt throws
+   */
+  async tryCode<T>(remoteAddr: string, attempt: () => Promise<T>): Promise<T> {
+    const state = await this.#guard.check(
+      `code:${sourceOf(remoteAddr)}`,
+      remoteAddr,
+    );
+    try {
+      return await attempt();
+    } catch (error) {
+      if (
+        error instanceof ProtocolError && error.code === ErrorCode.NOT_FOUND
+      ) await this.#guard.failed(state);
+      throw error;
+    }
   }
 
   /** Current guard records (blocks, slow-downs and counts), for admins. */

@@ -13,3 +13,4 @@ export * from "./guard.ts";
 export * from "./login.ts";
 export * from "./keys.ts";
 export * from "./commands.ts";
+export * from "./invitations.ts";

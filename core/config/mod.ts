@@ -107,6 +107,18 @@ export interface Config {
   metrics?: { host: string; port: number };
   /** Backups taken by the server itself, or undefined when off. */
   backup?: { dir: string; everySeconds: number; keep: number };
+  /** Serve the web app (on the TCP port, and on loopback with a self-signed certificate). */
+  web: boolean;
+  /** Port of the web app's loopback listener (`http://localhost:PORT`); 0 picks a free one. */
+  webPort: number;
+  /** Whether `AMTP_WEB_PORT` was set (the loopback listener then runs with a CA certificate too). */
+  webPortSet: boolean;
+  /** `host:port` browsers reach the AMTP port at, when it differs from this server's (a port mapping). */
+  webConnect?: string;
+  /** The VAPID contact (`mailto:` or `https:`) push services see. */
+  pushContact: string;
+  /** Allow push endpoints on loopback and private addresses. */
+  pushPrivate: boolean;
 }
 
 /** Certificates from an ACME CA (RFC 8555). */
@@ -411,6 +423,34 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "7",
     description: "backups kept (the oldest beyond are removed)",
   },
+  {
+    name: "AMTP_WEB",
+    default: "on",
+    description: "serve the web app: on or off",
+  },
+  {
+    name: "AMTP_WEB_PORT",
+    default: "8080",
+    description:
+      "port of the web app on http://localhost (loopback only; with a self-signed certificate), 0 = any free",
+  },
+  {
+    name: "AMTP_WEB_CONNECT",
+    default: "",
+    description:
+      "host:port browsers reach this server's AMTP port at (a port mapping); this server's otherwise",
+  },
+  {
+    name: "AMTP_PUSH_CONTACT",
+    default: "mailto:postmaster@<AMTP_HOSTNAME>",
+    description: "contact push services see in Web Push requests (VAPID)",
+  },
+  {
+    name: "AMTP_PUSH_PRIVATE",
+    default: "off",
+    description:
+      "on: allow Web Push endpoints on loopback and private addresses (tests, closed networks)",
+  },
 ];
 
 type Env = Record<string, string | undefined>;
@@ -577,7 +617,32 @@ export function loadConfig(env: Env): Config {
   const acme = acmeVar(env, hostname, certFile);
   const metricsPort = (env.AMTP_METRICS_PORT ?? "").trim();
   const backupDir = (env.AMTP_BACKUP_DIR ?? "").trim();
+  const webConnect = (env.AMTP_WEB_CONNECT ?? "").trim().toLowerCase() ||
+    undefined;
+  if (
+    webConnect &&
+    !/^([a-z0-9.-]+|\[[0-9a-f:]+\]):\d{1,5}$/.test(webConnect)
+  ) {
+    throw new ConfigError(
+      "AMTP_WEB_CONNECT",
+      `"${webConnect}" is not host:port (for example mail.example.org:443)`,
+    );
+  }
+  const pushContact = (env.AMTP_PUSH_CONTACT ?? "").trim() ||
+    `mailto:postmaster@${hostname}`;
+  if (!/^(mailto:|https:\/\/)\S+$/.test(pushContact)) {
+    throw new ConfigError(
+      "AMTP_PUSH_CONTACT",
+      `"${pushContact}" is not a mailto: or https: URL`,
+    );
+  }
   return {
+    web: choiceVar(env, "AMTP_WEB", ["on", "off"]) === "on",
+    webPort: intVar(env, "AMTP_WEB_PORT", 0, 65535),
+    webPortSet: (env.AMTP_WEB_PORT ?? "").trim() !== "",
+    webConnect,
+    pushContact,
+    pushPrivate: choiceVar(env, "AMTP_PUSH_PRIVATE", ["on", "off"]) === "on",
     moduleStorage,
     host,
     udpHost,

@@ -1,9 +1,11 @@
 /**
- * A small HTTPS GET that connects to an address found through federation's
- * own DNS and verifies the certificate for the host name. Deno's `fetch`
- * resolves names with the system resolver only; a server configured with
- * its own name server (`AMTP_DNS`) must use the same answers for delivery
- * policies as for everything else in federation.
+ * A small HTTPS client that connects to an address found (and checked) by
+ * the caller and verifies the certificate for the host name. Deno's `fetch`
+ * resolves names with the system resolver only, and resolves them again
+ * after any check: a server configured with its own name server
+ * (`AMTP_DNS`) must use the same answers for delivery policies as for
+ * everything else in federation, and Web Push must connect to exactly the
+ * address it checked is public (no DNS rebinding in between).
  *
  * HTTP/1.1, `Connection: close`, one request per connection; bodies with
  * `Content-Length`, chunked or until close, bounded in size.
@@ -30,7 +32,7 @@ export class HttpsError extends Error {
   }
 }
 
-/** Options of {@link httpsGet}. */
+/** Options of {@link httpsGet} and {@link httpsRequest}. */
 export interface HttpsGetOptions {
   /** IP addresses of the host, tried in order. */
   addresses: string[];
@@ -87,12 +89,28 @@ function decodeChunked(data: Uint8Array, maxBytes: number): Uint8Array {
   return out;
 }
 
+/** A request: its method, header fields and body (GET: none). */
+export interface HttpsRequest {
+  /** `GET` or `POST`. */
+  method: "GET" | "POST";
+  /** Header fields besides Host, User-Agent, Connection and Content-Length. */
+  headers: Record<string, string>;
+  /** The body (POST). */
+  body?: Uint8Array;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+}
+
 async function once(
   address: string,
   host: string,
   path: string,
   options: HttpsGetOptions,
   signal: AbortSignal,
+  request: HttpsRequest,
 ): Promise<HttpsResponse> {
   const tcp = await Deno.connect({ hostname: address, port: options.port });
   const abort = () => {
@@ -107,12 +125,20 @@ async function once(
       caCerts: options.caCerts?.length ? options.caCerts : undefined,
     });
     try {
-      await conn.write(
+      const fields = Object.entries(request.headers).map(([name, value]) =>
+        `${name}: ${value}\r\n`
+      ).join("");
+      const length = request.body
+        ? `Content-Length: ${request.body.byteLength}\r\n`
+        : "";
+      await writeAll(
+        conn,
         new TextEncoder().encode(
-          `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAccept: application/json\r\n` +
+          `${request.method} ${path} HTTP/1.1\r\nHost: ${host}\r\n${fields}${length}` +
             `User-Agent: amtp-deno\r\nConnection: close\r\n\r\n`,
         ),
       );
+      if (request.body) await writeAll(conn, request.body);
       const limit = HEAD_LIMIT + options.maxBytes + 64 * 1024;
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -179,10 +205,28 @@ async function once(
  *
  * @throws {HttpsError} when no address answers within the time limit
  */
-export async function httpsGet(
+export function httpsGet(
   host: string,
   path: string,
   options: HttpsGetOptions,
+): Promise<HttpsResponse> {
+  return httpsRequest(host, path, options, {
+    method: "GET",
+    headers: { Accept: "application/json" },
+  });
+}
+
+/**
+ * Send `request` to `https://host:port/path`, connecting to the given
+ * addresses in order until one answers.
+ *
+ * @throws {HttpsError} when no address answers within the time limit
+ */
+export async function httpsRequest(
+  host: string,
+  path: string,
+  options: HttpsGetOptions,
+  request: HttpsRequest,
 ): Promise<HttpsResponse> {
   const signal = AbortSignal.timeout(options.timeoutMs);
   const errors: string[] = [];
@@ -190,7 +234,7 @@ export async function httpsGet(
     if (signal.aborted) break;
     try {
       return await Promise.race([
-        once(address, host, path, options, signal),
+        once(address, host, path, options, signal, request),
         new Promise<never>((_, reject) =>
           signal.addEventListener(
             "abort",

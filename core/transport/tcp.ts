@@ -18,6 +18,7 @@ import {
   HttpError,
   readBody,
   readHead,
+  type RequestHead,
   textResponse,
   toRequest,
   writeResponse,
@@ -28,6 +29,7 @@ import {
   SecureStream,
 } from "./secure.ts";
 import { isUpgrade, upgradeAnswer, WebSocketConnection } from "./websocket.ts";
+import { PlainStream } from "./plain.ts";
 
 /** Pause of the accept loop after a failed accept (out of descriptors). */
 const ACCEPT_BACKOFF_MS = 50;
@@ -36,12 +38,26 @@ const ACCEPT_BACKOFF_MS = 50;
 export const websocketOverTcp: Transport = {
   name: "websocket",
   protocol: "tcp",
-  listen: listenTcp,
+  listen: (options) => listenTcp(options),
 };
 
-/** Start the TLS listener on the TCP port. */
-export function listenTcp(options: ListenerOptions): Listener {
-  const state = new ListenerState(options);
+/** A connection being served: TLS, or plain on the loopback listener. */
+type AcceptedStream = SecureStream | PlainStream;
+
+/** What differs for the web app's loopback listener (plain HTTP). */
+export interface TcpOptions {
+  /** TLS (default), or plain HTTP (loopback only: browsers count it as secure). */
+  secure?: boolean;
+  /** Whether an upgrade at `/amtp` may go on (Host and Origin checks); else 403. */
+  upgradeAllowed?: (head: RequestHead) => boolean;
+}
+
+/** Start the TLS listener on the TCP port (or a plain one, for the web app on loopback). */
+export function listenTcp(
+  options: ListenerOptions,
+  tcp: TcpOptions = {},
+): Listener {
+  const state = new ListenerState(options, tcp);
   const listener = Deno.listen({
     hostname: options.hostname,
     port: options.port,
@@ -52,7 +68,7 @@ export function listenTcp(options: ListenerOptions): Listener {
     port: listener.addr.port,
     setCertificate(cert, key) {
       // New connections get the new certificate; live ones keep theirs.
-      state.context = createSecureContext({ cert, key });
+      if (state.context) state.context = createSecureContext({ cert, key });
     },
     stop() {
       state.stop(listener);
@@ -91,22 +107,26 @@ class RefusalLog {
 
 /** The listener's counts, certificate and connections in their handshake. */
 class ListenerState {
-  /** TLS settings (certificate) for new connections. */
-  context: SecureContext;
+  /** TLS settings (certificate) for new connections (none for plain HTTP). */
+  context?: SecureContext;
   readonly #options: ListenerOptions;
+  readonly #tcp: TcpOptions;
   readonly #refusals: RefusalLog;
   /** Connections before their session or answer (closed on stop). */
-  readonly #handshakes = new Set<SecureStream>();
+  readonly #handshakes = new Set<AcceptedStream>();
   #open = 0;
   #stopped = false;
 
-  constructor(options: ListenerOptions) {
+  constructor(options: ListenerOptions, tcp: TcpOptions) {
     this.#options = options;
+    this.#tcp = tcp;
     this.#refusals = new RefusalLog(options.log);
-    this.context = createSecureContext({
-      cert: options.cert,
-      key: options.key,
-    });
+    if (tcp.secure !== false) {
+      this.context = createSecureContext({
+        cert: options.cert,
+        key: options.key,
+      });
+    }
   }
 
   stop(listener: Deno.Listener): void {
@@ -152,7 +172,9 @@ class ListenerState {
       return;
     }
     this.#open++;
-    const stream = new SecureStream(conn, this.context);
+    const stream = this.context
+      ? new SecureStream(conn, this.context)
+      : new PlainStream(conn);
     this.#handshakes.add(stream);
     this.#serve(stream, ip).catch((error) => {
       this.#options.log.debug("connection_error", { ip, error: String(error) });
@@ -165,7 +187,7 @@ class ListenerState {
   }
 
   /** TLS, one request head, then a session or one answer. */
-  async #serve(conn: SecureStream, ip: string): Promise<void> {
+  async #serve(conn: AcceptedStream, ip: string): Promise<void> {
     const options = this.#options;
     const deadline = new Deadline(options.handshakeTimeoutMs);
     let tlsDone = false;
@@ -177,6 +199,9 @@ class ListenerState {
       const { head, rest } = read;
       const path = head.target.split("?")[0];
       if (path === "/amtp" && isUpgrade(head)) {
+        if (this.#tcp.upgradeAllowed && !this.#tcp.upgradeAllowed(head)) {
+          throw new HttpError(403, "upgrade refused from this origin");
+        }
         const answer = new TextEncoder().encode(upgradeAnswer(head));
         await deadline.race(conn.write(answer));
         deadline.clear();

@@ -1,11 +1,13 @@
 /**
- * User commands (`user_*`) after login, and self-registration.
+ * User commands (`user_*`) after login, self-registration, invitations and
+ * push subscriptions.
  *
  * @module
  */
 
 import type {
   AccountStore,
+  InvitationStore,
   PublicKeyRecord,
   UserRecord,
 } from "../../kv/mod.ts";
@@ -14,6 +16,7 @@ import {
   addKey,
   KEY_PARAMS,
   keyView,
+  type LoginService,
   makeKeyRecord,
   removeKey,
   type TokenService,
@@ -25,6 +28,9 @@ import {
   ErrorCode,
   ProtocolError,
 } from "../protocol/mod.ts";
+import type { WebPush } from "../push/mod.ts";
+import { invitationUserCommands } from "./invitations.ts";
+import { pushUserCommands } from "./push.ts";
 import {
   APP_NAME,
   APP_VERSION,
@@ -55,6 +61,16 @@ export interface UserDeps {
   limits: Record<string, number>;
   /** Modules available. */
   modules: () => { name: string; versions: string[]; default?: string }[];
+  /** Invitations (a user invites another device of their own). */
+  invitations: InvitationStore;
+  /** Logins (its guard limits guesses of invitation codes). */
+  login?: LoginService;
+  /** Clock of invitations in epoch milliseconds (tests move it). */
+  now?: () => number;
+  /** Web Push, when the server sends notifications. */
+  push?: WebPush;
+  /** The web app's address (invitation links), when it is served. */
+  webUrl?: () => string | undefined;
   /** A remote user's profile through federation (asking as `asDomain`). */
   remoteProfile?: (
     address: string,
@@ -136,7 +152,10 @@ export function userCommands(deps: UserDeps): Command[] {
     userDelKey,
     userGetSessions,
     userDelSession,
-  ].map((command) => command(deps));
+  ].map((command) => command(deps)).concat(
+    invitationUserCommands(deps),
+    deps.push ? pushUserCommands(deps.push) : [],
+  );
 }
 
 /** `user_register`. */

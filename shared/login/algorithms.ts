@@ -187,7 +187,7 @@ export async function encryptChallenge(
  */
 export async function decryptChallenge(
   algorithm: "HPKE-X25519" | "RSA-OAEP-256",
-  privateKey: CryptoKey,
+  privateKey: CryptoKey | CryptoKeyPair,
   verification: string,
   context: Uint8Array,
 ): Promise<string> {
@@ -196,7 +196,7 @@ export async function decryptChallenge(
     return new TextDecoder("utf-8", { fatal: true }).decode(
       await crypto.subtle.decrypt(
         { name: "RSA-OAEP", label: buf(context) },
-        privateKey,
+        "privateKey" in privateKey ? privateKey.privateKey : privateKey,
         buf(bytes),
       ),
     );

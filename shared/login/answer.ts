@@ -33,6 +33,11 @@ export interface LoginKey {
   algorithm: LoginAlgorithm;
   /** The private key (sign for Ed25519, decrypt or derive for the others). */
   privateKey: CryptoKey;
+  /**
+   * The public key, for `HPKE-X25519` keys kept non-extractable (HPKE
+   * needs it, and cannot derive it from such a key).
+   */
+  hpkePublicKey?: CryptoKey;
   /** Its key id. */
   keyId: string;
 }
@@ -125,7 +130,9 @@ export async function answerChallenge(
   try {
     secret = await decryptChallenge(
       key.algorithm,
-      key.privateKey,
+      key.hpkePublicKey
+        ? { privateKey: key.privateKey, publicKey: key.hpkePublicKey }
+        : key.privateKey,
       challenge.verification_string,
       context,
     );

@@ -1,5 +1,6 @@
-// Opens the web check page in headless Chromium, lets it connect, prints the result as JSON
-// and saves a screenshot. Usage: node check_page.mjs URL SCREENSHOT
+// Opens the web app in headless Chromium, waits until it is connected, prints
+// the connection line as JSON and saves a screenshot.
+// Usage: node check_page.mjs URL SCREENSHOT
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,17 +24,19 @@ const context = await chromium.launchPersistentContext(
 );
 try {
   const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
   await page.goto(url);
-  await page.click("#connect");
-  await page.waitForFunction(
-    () => ["ok", "fail"].includes(document.querySelector("#result").className),
-    null,
-    { timeout: 30000 },
-  );
-  const result = await page.evaluate(() => ({
-    className: document.querySelector("#result").className,
-    text: document.querySelector("#result").textContent,
-  }));
+  const status = page.getByTestId("connection");
+  await status.filter({ hasText: /Online|Offline/ }).waitFor({
+    timeout: 30000,
+  });
+  const result = {
+    status: await status.textContent(),
+    title: await page.title(),
+    errors,
+  };
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   console.log(JSON.stringify(result));
 } finally {

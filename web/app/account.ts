@@ -1,0 +1,378 @@
+/// <reference lib="dom" />
+/**
+ * A signed-in user in this browser: the login (reusing the last token until
+ * the server refuses it, then signing the challenge again with the stored
+ * key), the end-to-end device set-up (PROTOCOL.md §16.1: the first device
+ * makes the master key and the device list; a later one waits for approval,
+ * or approves itself with a restored master key), and the ways in: an
+ * invitation, self-registration, a key file.
+ *
+ * @module
+ */
+
+import { type AmtpClient, AmtpError, type LoginKey } from "../../client/mod.ts";
+import type { DeviceKeys, MasterKeys } from "../../client/e2e.ts";
+import {
+  type AccountDevice,
+  approveDevice,
+  initDevice,
+  type InitResult,
+} from "../../client/e2e_account.ts";
+import type { MailAccount } from "../../client/mail.ts";
+import type { StoredAccount } from "./db.ts";
+import {
+  backupText,
+  BrowserTrustStore,
+  type FreshLoginKey,
+  loginKeyOf,
+  newLoginKey,
+  newMasterKey,
+  readKeyFile,
+  saveAccount,
+} from "./keys.ts";
+
+/** A label for this browser's keys and sessions. */
+export function browserLabel(): string {
+  const ua = navigator.userAgent;
+  const name = /Firefox\//.test(ua)
+    ? "Firefox"
+    : /Edg\//.test(ua)
+    ? "Edge"
+    : /Chrom/.test(ua)
+    ? "Chromium"
+    : /Safari\//.test(ua)
+    ? "Safari"
+    : "browser";
+  return `web: ${name}`;
+}
+
+/** A user signed in here. */
+export class UserSession {
+  /** The client. */
+  readonly client: AmtpClient;
+  /** What this browser keeps of the account. */
+  stored: StoredAccount;
+  /** Pinned contacts and seen ids. */
+  readonly trust: BrowserTrustStore;
+  /** The messages module, with this session's token. */
+  readonly mail: MailAccount;
+  #token: string;
+
+  private constructor(
+    client: AmtpClient,
+    stored: StoredAccount,
+    token: string,
+  ) {
+    this.client = client;
+    this.stored = stored;
+    this.#token = token;
+    this.trust = new BrowserTrustStore(stored.address);
+    const current = () => this.#token;
+    this.mail = {
+      client,
+      get token() {
+        return current();
+      },
+      address: stored.address,
+      call: (command, params = {}) =>
+        this.call(command, { module: "messages", ...params }),
+      // Chunks go on the command stream here (its calls renew the token).
+      transfer: (command, params = {}) =>
+        this.call(command, { module: "messages", ...params }),
+    };
+  }
+
+  /** The address. */
+  get address(): string {
+    return this.stored.address;
+  }
+
+  /** The token in use. */
+  get token(): string {
+    return this.#token;
+  }
+
+  /** Sign in with the keys this browser holds: the last token if it still works, else a new login. */
+  static async signIn(
+    client: AmtpClient,
+    stored: StoredAccount,
+  ): Promise<UserSession> {
+    if (stored.token) {
+      const response = await client.request("user_serverinfo", {
+        user_token: stored.token,
+      });
+      if (response.error === 0) {
+        return new UserSession(client, stored, stored.token);
+      }
+    }
+    const session = new UserSession(client, stored, "");
+    await session.#login();
+    return session;
+  }
+
+  async #login(): Promise<void> {
+    const { token } = await this.client.login(
+      "user",
+      this.stored.address,
+      loginKeyOf(this.stored.login),
+      { label: browserLabel() },
+    );
+    this.#token = token;
+    this.stored = { ...this.stored, token };
+    await saveAccount(this.stored);
+  }
+
+  /**
+   * A user command (or a module command, with `module`) with this session's
+   * token; an expired or revoked token is replaced by a new login once.
+   */
+  async call<T = Record<string, unknown>>(
+    command: string,
+    params: Record<string, unknown> = {},
+  ): Promise<T> {
+    try {
+      return await this.client.call<T>(command, {
+        ...params,
+        user_token: this.#token,
+      });
+    } catch (error) {
+      if (!(error instanceof AmtpError) || error.code !== 5) throw error;
+      await this.#login();
+      return await this.client.call<T>(command, {
+        ...params,
+        user_token: this.#token,
+      });
+    }
+  }
+
+  /** This device's end-to-end keys, when it has them. */
+  get device(): DeviceKeys | undefined {
+    return this.stored.device;
+  }
+
+  /** This device as the end-to-end code takes it. */
+  get accountDevice(): AccountDevice | undefined {
+    const device = this.stored.device;
+    return device
+      ? { address: this.address, device, master: this.stored.master }
+      : undefined;
+  }
+
+  /**
+   * Set up this device's end-to-end keys (non-extractable): with a new list
+   * (and `master`) when the account has none, else as a pending device —
+   * which approves itself when this browser holds the master key.
+   */
+  async setUpDevice(label: string, master?: MasterKeys): Promise<InitResult> {
+    const save = async (file: AccountDevice) => {
+      this.stored = {
+        ...this.stored,
+        device: file.device as StoredAccount["device"],
+        master: file.master as StoredAccount["master"],
+      };
+      await saveAccount(this.stored);
+    };
+    const result = await initDevice(this.client, {
+      token: this.#token,
+      address: this.address,
+      label,
+      save,
+      keys: { extractable: false },
+      master,
+    });
+    if (result.kind === "pending" && master) {
+      // A restored master key: approve this device at once.
+      const file = { ...result.file, master };
+      await save(file);
+      const list = await approveDevice(this.client, {
+        token: this.#token,
+        file,
+        id: file.device.id,
+      });
+      return { kind: "listed", file, list };
+    }
+    return result;
+  }
+
+  /** Sign out: the token is revoked; the keys stay unless `forget`. */
+  async signOut(forget: boolean): Promise<void> {
+    await this.client.call("user_logout", { user_token: this.#token }).catch(
+      () => {},
+    );
+    this.stored = { ...this.stored, token: undefined };
+    const { db } = await import("./db.ts");
+    if (forget) await (await db()).delete("accounts", this.address);
+    else await saveAccount(this.stored);
+  }
+}
+
+/** What joining made: the session, and the backup file's text (shown once). */
+export interface Joined {
+  /** The signed-in session. */
+  session: UserSession;
+  /** The backup to offer (the login key, and the master key when made here). */
+  backup: string;
+  /** This device is pending approval on a device holding the master key. */
+  pending: boolean;
+}
+
+/**
+ * Store the login key, sign in, set up the device keys. `master`: a new
+ * master key made here (its bytes go into the backup when it makes the
+ * list), one restored from a backup, or none (a device joining an account
+ * whose master key is on another device).
+ */
+async function finishJoin(
+  client: AmtpClient,
+  address: string,
+  login: FreshLoginKey,
+  label: string,
+  master: { master: MasterKeys; pkcs8?: Uint8Array } | undefined,
+): Promise<Joined> {
+  const stored: StoredAccount = {
+    address,
+    login: login.stored,
+    added: new Date(),
+  };
+  await saveAccount(stored);
+  const session = await UserSession.signIn(client, stored);
+  const result = await session.setUpDevice(label, master?.master);
+  // A master key that did not make the list (the account has one) is not kept.
+  const kept = result.kind === "listed" ? master?.pkcs8 : undefined;
+  return {
+    session,
+    backup: backupText(address, login.pkcs8, kept),
+    pending: result.kind === "pending",
+  };
+}
+
+/** Accept an invitation: keys made here, the public key registered with the code. */
+export async function acceptInvitation(
+  client: AmtpClient,
+  code: string,
+  options: { name?: string; label: string },
+): Promise<Joined> {
+  const login = await newLoginKey();
+  const done = await client.call<{ address: string; kind: string }>(
+    "invitation_accept",
+    {
+      code,
+      algorithm: login.stored.algorithm,
+      public_key: login.stored.spki,
+      key_label: options.label,
+      name: options.name || undefined,
+    },
+  );
+  // A device invitation joins an account whose master key is elsewhere.
+  return await finishJoin(
+    client,
+    done.address,
+    login,
+    options.label,
+    done.kind === "device" ? undefined : await newMasterKey(),
+  );
+}
+
+/** Register on a domain open for registration. */
+export async function register(
+  client: AmtpClient,
+  address: string,
+  options: { name?: string; label: string },
+): Promise<Joined> {
+  const login = await newLoginKey();
+  const done = await client.call<{ address: string }>("user_register", {
+    address,
+    algorithm: login.stored.algorithm,
+    public_key: login.stored.spki,
+    key_label: options.label,
+    name: options.name || undefined,
+  });
+  return await finishJoin(
+    client,
+    done.address,
+    login,
+    options.label,
+    await newMasterKey(),
+  );
+}
+
+/**
+ * Sign in with a key file (a key made by `amtp keygen`, or this app's
+ * backup, whose master key lets this device approve itself).
+ */
+export async function importKeyFile(
+  client: AmtpClient,
+  address: string,
+  text: string,
+  label: string,
+): Promise<Joined> {
+  const keys = await readKeyFile(text);
+  return await finishJoin(
+    client,
+    address.trim().toLowerCase(),
+    keys.login,
+    label,
+    keys.master ? { master: keys.master } : undefined,
+  );
+}
+
+/** An admin signed in here (token of 15 minutes, renewed with the key). */
+export class AdminSession {
+  /** The client. */
+  readonly client: AmtpClient;
+  /** Admin name. */
+  readonly name: string;
+  readonly #key: LoginKey;
+  #token: string;
+
+  private constructor(
+    client: AmtpClient,
+    name: string,
+    key: LoginKey,
+    token: string,
+  ) {
+    this.client = client;
+    this.name = name;
+    this.#key = key;
+    this.#token = token;
+  }
+
+  /** Log in as an admin. */
+  static async signIn(
+    client: AmtpClient,
+    name: string,
+    key: LoginKey,
+  ): Promise<AdminSession> {
+    const { token } = await client.login("admin", name, key, {
+      label: browserLabel(),
+    });
+    return new AdminSession(client, name, key, token);
+  }
+
+  /** An admin command; an expired token is renewed once. */
+  async call<T = Record<string, unknown>>(
+    command: string,
+    params: Record<string, unknown> = {},
+  ): Promise<T> {
+    try {
+      return await this.client.call<T>(command, {
+        ...params,
+        admin_token: this.#token,
+      });
+    } catch (error) {
+      if (!(error instanceof AmtpError) || error.code !== 5) throw error;
+      this.#token = (await this.client.login("admin", this.name, this.#key))
+        .token;
+      return await this.client.call<T>(command, {
+        ...params,
+        admin_token: this.#token,
+      });
+    }
+  }
+
+  /** Log out (the token is revoked). */
+  async signOut(): Promise<void> {
+    await this.client.call("admin_logout", { admin_token: this.#token })
+      .catch(() => {});
+  }
+}

@@ -1,0 +1,58 @@
+/// <reference lib="dom" />
+/**
+ * The app's state: the connection's client, who is signed in (a user, an
+ * admin, or both), the screen shown, and the messages for the user (a
+ * notice line that screen readers announce).
+ *
+ * @module
+ */
+
+import type { AmtpClient } from "../../client/mod.ts";
+import type { AdminSession, UserSession } from "./account.ts";
+import type { SiteConfig } from "./connection.ts";
+import type { Mailbox } from "./mailbox.ts";
+import { Store } from "./store.ts";
+
+/** The screens. */
+export type Screen =
+  | "welcome"
+  | "backup"
+  | "mail"
+  | "settings"
+  | "admin"
+  | "offline";
+
+/** What the whole app knows. */
+export interface AppState {
+  /** How to reach the server. */
+  site?: SiteConfig;
+  /** The connection. */
+  client?: AmtpClient;
+  /** The signed-in user. */
+  user?: UserSession;
+  /** The user's mailbox. */
+  mailbox?: Mailbox;
+  /** The signed-in admin. */
+  admin?: AdminSession;
+  /** The screen shown. */
+  screen: Screen;
+  /** A new account's backup, offered once. */
+  backup?: { address: string; text: string; pending: boolean };
+  /** An invitation code from the link that opened the app. */
+  invite?: string;
+  /** The last notice. */
+  notice?: { text: string; kind: "info" | "error" };
+}
+
+/** The app's state. */
+export const app = new Store<AppState>({ screen: "welcome" });
+
+/** Show a notice (errors stay until replaced). */
+export function notify(text: string, kind: "info" | "error" = "info"): void {
+  app.set({ notice: { text, kind } });
+}
+
+/** Show a screen. */
+export function show(screen: Screen): void {
+  app.set({ screen });
+}
