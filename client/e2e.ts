@@ -926,6 +926,11 @@ export async function encryptAttachment(
   };
 }
 
+/** The size of an encrypted attachment's plain file: AES-GCM adds a 16-byte tag. */
+export function plainAttachmentSize(storedSize: number): number {
+  return Math.max(0, storedSize - 16);
+}
+
 /** Decrypt attachment bytes; throws {@link E2eError} when changed. */
 export async function decryptAttachment(
   contentKey: Uint8Array,

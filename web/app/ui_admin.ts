@@ -114,7 +114,10 @@ function SysInfo() {
           <dd>${info.app_name} ${info.app_version} on ${info.hostname}</dd>
           <dt>System</dt>
           <dd>${info.os_name} ${info.os_version}, ${info.cpu_cores} × ${info
-            .cpu_model} (${info.cpu_arch}), load ${text(info.cpu_load)}</dd>
+            .cpu_model} (${info
+            .cpu_arch}), load ${typeof info.cpu_load === "number"
+            ? info.cpu_load.toFixed(2)
+            : text(info.cpu_load)}</dd>
           <dt>Memory</dt>
           <dd>${formatSize(Number(info.ram_free))} free of ${formatSize(
             Number(info.ram_total),
@@ -493,12 +496,12 @@ function DnsCheck() {
           : "Some records need attention."}</p>
         <${Table} label="DNS records" rows=${(result.records ?? []) as Row[]}
           columns=${[
-            "domain",
             "name",
             "type",
             "status",
-            "expected",
+            "value",
             "found",
+            "message",
           ]} />
       `
       : null

@@ -19,6 +19,7 @@ import {
   type OpenedMessage,
   openMessage,
 } from "../../client/mail.ts";
+import { plainAttachmentSize } from "../../client/e2e.ts";
 import { keepForOffline } from "./db.ts";
 import { describe, formatDate, formatSize, html, saveFile } from "./html.ts";
 import type { Mailbox, MailboxView, Summary, ThreadRow } from "./mailbox.ts";
@@ -371,7 +372,7 @@ function AttachmentItem(
   useEffect(() => () => preview && URL.revokeObjectURL(preview), [preview]);
   return html`<li class="attachment">
     <span>📎 ${name} <span class="muted">(${
-    formatSize(attachment.size)
+    formatSize(inner ? plainAttachmentSize(attachment.size) : attachment.size)
   })</span></span>
     ${
     unsigned

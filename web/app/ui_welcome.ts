@@ -239,7 +239,7 @@ function AdminSignIn() {
   return html`
     <details class="card" open=${!state.user}>
       <summary>Sign in as an admin</summary>
-      <p>With an admin's key file: on a new server, <code>data/admin.key</code>
+      <p>With an admin's key file: on a new server, <code>data/admin.key</code>${" "}
           (its first admin, <code>admin</code>). The key is used in this tab only.</p>
       <form onSubmit=${submit}>
         <label for="admin-name">Admin name</label>
