@@ -183,17 +183,9 @@ export function openNodeWebSocket(
     maxPayload: options.maxFrame ?? 16 * 1024 * 1024,
     perMessageDeflate: false,
   });
-  const queue: Uint8Array[] = [];
-  let wake: (() => void) | undefined;
+  const transport = overNodeWebSocket(socket);
   let ended = false;
-  socket.on("message", (data: Uint8Array) => {
-    queue.push(new Uint8Array(data));
-    wake?.();
-  });
-  socket.on("close", () => {
-    ended = true;
-    wake?.();
-  });
+  socket.on("close", () => ended = true);
   return new Promise<ClientTransport>((resolve, reject) => {
     let pinned = !options.certHash;
     socket.once("upgrade", (response: { socket: tls.TLSSocket }) => {
@@ -220,35 +212,52 @@ export function openNodeWebSocket(
       }
       if (!pinned) return;
       socket.on("error", () => {});
-      resolve({
-        send: (frame) =>
-          new Promise<void>((done, fail) => {
-            if (socket.readyState !== NodeWebSocket.OPEN) {
-              fail(new Error("the WebSocket connection is closed"));
-              return;
-            }
-            socket.send(
-              frame,
-              (error?: Error) => error ? fail(error) : done(),
-            );
-          }),
-        async *frames() {
-          while (true) {
-            const next = queue.shift();
-            if (next) {
-              yield next;
-              continue;
-            }
-            if (ended) return;
-            await new Promise<void>((r) => wake = r);
-            wake = undefined;
-          }
-        },
-        close: () => socket.close(1000),
-      });
+      resolve(transport);
     });
     socket.once("error", (error: Error) => reject(error));
   });
+}
+
+/**
+ * A `ws` socket as a client transport, one frame per binary message. Made
+ * as soon as the socket is, so no message is missed; sends fail once the
+ * socket is not open.
+ */
+export function overNodeWebSocket(socket: NodeWebSocket): ClientTransport {
+  const queue: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  socket.on("message", (data: Uint8Array) => {
+    queue.push(new Uint8Array(data));
+    wake?.();
+  });
+  socket.on("close", () => {
+    ended = true;
+    wake?.();
+  });
+  return {
+    send: (frame) =>
+      new Promise<void>((done, fail) => {
+        if (socket.readyState !== NodeWebSocket.OPEN) {
+          fail(new Error("the WebSocket connection is closed"));
+          return;
+        }
+        socket.send(frame, (error?: Error) => error ? fail(error) : done());
+      }),
+    async *frames() {
+      while (true) {
+        const next = queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (ended) return;
+        await new Promise<void>((r) => wake = r);
+        wake = undefined;
+      }
+    },
+    close: () => socket.close(1000),
+  };
 }
 
 /** Words for what went wrong, without the runtime's jargon where it is known. */

@@ -18,6 +18,7 @@ import {
   type LoginAlgorithm,
 } from "../shared/login/algorithms.ts";
 import { WebSocket as NodeWebSocket } from "ws";
+import { overNodeWebSocket } from "../client/connect.ts";
 import { fromPem } from "../shared/pem.ts";
 import { loadConfig } from "../core/config/mod.ts";
 import { Logger } from "../core/log/mod.ts";
@@ -122,41 +123,13 @@ export async function openWebSocketFrom(
     ca: options.caCerts,
     maxPayload: options.maxFrame ?? 16 * 1024 * 1024,
   });
-  const queue: Uint8Array[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  socket.on("message", (data: Uint8Array) => {
-    queue.push(new Uint8Array(data));
-    wake?.();
-  });
-  socket.on("close", () => {
-    ended = true;
-    wake?.();
-  });
+  const transport = overNodeWebSocket(socket);
   await new Promise<void>((resolve, reject) => {
     socket.once("open", () => resolve());
     socket.once("error", reject);
   });
   socket.on("error", () => {});
-  return {
-    send: (frame) =>
-      new Promise<void>((resolve, reject) =>
-        socket.send(frame, (error?: Error) => error ? reject(error) : resolve())
-      ),
-    async *frames() {
-      while (true) {
-        const next = queue.shift();
-        if (next) {
-          yield next;
-          continue;
-        }
-        if (ended) return;
-        await new Promise<void>((resolve) => wake = resolve);
-        wake = undefined;
-      }
-    },
-    close: () => socket.close(1000),
-  };
+  return transport;
 }
 
 /** Wait until `check` is true, polling, or fail after `ms`. */
