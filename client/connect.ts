@@ -21,6 +21,7 @@ import tls from "node:tls";
 import { WebSocket as NodeWebSocket } from "ws";
 import { AmtpClient, type ClientOptions } from "./mod.ts";
 import type { ClientTransport } from "./transport.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 /** A server and how to reach it. */
 export interface ServerTarget {
@@ -106,17 +107,6 @@ export async function resolveHost(
   throw new ConnectError(
     `${host} has no address at the name server ${nameServer} (AMTP_DNS)`,
   );
-}
-
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new Uint8Array(bytes) as Uint8Array<ArrayBuffer>,
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
 }
 
 /**

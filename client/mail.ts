@@ -27,6 +27,7 @@ import {
 } from "./e2e.ts";
 import { type EncryptionPlan, keysOf } from "./e2e_account.ts";
 import { type AmtpClient, AmtpError } from "./mod.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 /** A logged-in user's view of the messages module. */
 export interface MailAccount {
@@ -92,17 +93,8 @@ async function localIdsOf(
   ];
 }
 
-/** SHA-256 of bytes, hex. */
-export async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new Uint8Array(data) as Uint8Array<ArrayBuffer>,
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
+/** SHA-256 of bytes, hex (shared with the server). */
+export { sha256Hex };
 
 /** Progress of an upload or download: bytes done of the total. */
 export type Progress = (done: number, total: number) => void;

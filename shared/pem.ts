@@ -31,11 +31,16 @@ export function toHex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** SHA-256 of a certificate's DER (from PEM), lowercase hex. */
-export async function certificateHash(certPem: string): Promise<string> {
+/** SHA-256 of bytes, lowercase hex. */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest(
     "SHA-256",
-    fromPem(certPem) as Uint8Array<ArrayBuffer>,
+    bytes as Uint8Array<ArrayBuffer>,
   );
   return toHex(new Uint8Array(digest));
+}
+
+/** SHA-256 of a certificate's DER (from PEM), lowercase hex. */
+export function certificateHash(certPem: string): Promise<string> {
+  return sha256Hex(fromPem(certPem));
 }

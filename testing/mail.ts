@@ -15,6 +15,7 @@ import {
   userMaker,
   waitFor,
 } from "./helpers.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 /** A logged-in user session. */
 export interface MailSession {
@@ -124,4 +125,33 @@ export async function pushOf(
     `push ${event} to ${session.address}`,
   );
   return found!;
+}
+
+/** Upload bytes as an attachment, chunk by chunk; its attachment id. */
+export async function uploadAttachment(
+  session: MailSession,
+  name: string,
+  data: Uint8Array,
+): Promise<string> {
+  const started = await session.call<
+    { upload_id: string; chunk_size: number }
+  >("attachment_upload", {
+    name,
+    type: "application/octet-stream",
+    size: data.byteLength,
+    sha256: await sha256Hex(data),
+  });
+  const size = started.chunk_size;
+  for (let index = 0; index * size < data.byteLength; index++) {
+    await session.call("attachment_upload_chunk", {
+      upload_id: started.upload_id,
+      index,
+      data: data.subarray(index * size, (index + 1) * size),
+    });
+  }
+  const done = await session.call<{ attachment_id: string }>(
+    "attachment_upload_finish",
+    { upload_id: started.upload_id },
+  );
+  return done.attachment_id;
 }

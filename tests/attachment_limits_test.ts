@@ -12,17 +12,9 @@ import {
 } from "../modules/messages/1.0.0/settings.ts";
 import { type MailSession, mailSession } from "../testing/mail.ts";
 import { startAmtp } from "../testing/server.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 const CHUNK = 256 * 1024;
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  return Array.from(
-    new Uint8Array(
-      await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
-    ),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
 
 Deno.test("attachment limits: parsed per domain and address, the address first", () => {
   const limits = attachmentLimits(

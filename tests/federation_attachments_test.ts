@@ -23,18 +23,10 @@ import { PeerClient } from "../core/federation/peers.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { type Node, startWorld } from "../testing/federation_world.ts";
 import { waitFor } from "../testing/helpers.ts";
-import { type MailSession, pushOf } from "../testing/mail.ts";
+import { type MailSession, pushOf, uploadAttachment } from "../testing/mail.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 const CHUNK = 256 * 1024;
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  return Array.from(
-    new Uint8Array(
-      await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
-    ),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
 
 /** Random bytes (getRandomValues fills at most 64 KiB at a time). */
 function randomBytes(size: number): Uint8Array {
@@ -50,24 +42,10 @@ async function upload(
   name: string,
   data: Uint8Array,
 ): Promise<{ id: string; sha256: string }> {
-  const sha256 = await sha256Hex(data);
-  const started = await s.call<{ upload_id: string; chunk_size: number }>(
-    "attachment_upload",
-    { name, type: "application/octet-stream", size: data.byteLength, sha256 },
-  );
-  const size = started.chunk_size;
-  for (let index = 0; index * size < data.byteLength; index++) {
-    await s.call("attachment_upload_chunk", {
-      upload_id: started.upload_id,
-      index,
-      data: data.subarray(index * size, (index + 1) * size),
-    });
-  }
-  const done = await s.call<{ attachment_id: string }>(
-    "attachment_upload_finish",
-    { upload_id: started.upload_id },
-  );
-  return { id: done.attachment_id, sha256 };
+  return {
+    id: await uploadAttachment(s, name, data),
+    sha256: await sha256Hex(data),
+  };
 }
 
 async function download(

@@ -6,7 +6,12 @@
 
 import assert from "node:assert/strict";
 import { ErrorCode } from "../core/protocol/mod.ts";
-import { type MailSession, mailWorld, pushOf } from "../testing/mail.ts";
+import {
+  type MailSession,
+  mailWorld,
+  pushOf,
+  uploadAttachment,
+} from "../testing/mail.ts";
 
 type Summary = {
   id: string;
@@ -343,31 +348,9 @@ Deno.test("messages: a client that missed pushes catches up from its cursor", as
   }
 });
 
-async function upload(
-  s: MailSession,
-  data: Uint8Array<ArrayBuffer>,
-  name: string,
-): Promise<string> {
-  const sha256 = Array.from(
-    new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  const started = await s.call<{ upload_id: string; chunk_size: number }>(
-    "attachment_upload",
-    { name, type: "application/octet-stream", size: data.byteLength, sha256 },
-  );
-  const size = started.chunk_size;
-  for (let index = 0; index * size < data.byteLength; index++) {
-    await s.call("attachment_upload_chunk", {
-      upload_id: started.upload_id,
-      index,
-      data: data.subarray(index * size, (index + 1) * size),
-    });
-  }
-  return (await s.call<{ attachment_id: string }>("attachment_upload_finish", {
-    upload_id: started.upload_id,
-  })).attachment_id;
-}
+/** Upload `data` named `name` (the order these tests pass them in). */
+const upload = (s: MailSession, data: Uint8Array, name: string) =>
+  uploadAttachment(s, name, data);
 
 Deno.test("messages: a 10 MiB attachment round-trips with a matching checksum, resumable", async () => {
   const w = await mailWorld();

@@ -14,17 +14,9 @@ import {
   encodeDocument,
 } from "../core/wire/mod.ts";
 import { mailWorld } from "../testing/mail.ts";
+import { sha256Hex } from "../shared/pem.ts";
 
 const CHUNK = 256 * 1024;
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  return Array.from(
-    new Uint8Array(
-      await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
-    ),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
 
 Deno.test("transfer lane: answers on the second stream, pushes on the first, the client library's transfers", async () => {
   const world = await mailWorld();
