@@ -485,15 +485,27 @@ Deno.test({
 });
 
 Deno.test({
-  name: "email in: 250 only once durable (SIGKILL right after it)",
+  name:
+    "email in: a silent client is dropped; 250 only once durable (SIGKILL right after it)",
   ignore: !postfixAvailable(),
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const mail = await startEmailWorld();
+  const mail = await startEmailWorld({ AMTP_SMTP_TIMEOUT: "5" });
   const { world, port } = mail;
   try {
     await world.addUser("bob@example.test");
+    // A client that connects and says nothing holds its place only until
+    // the timeout: then 421 and the connection ends (the wait allows 4x).
+    const silent = await SmtpConversation.open(port);
+    try {
+      assert.equal((await silent.reply()).code, 220);
+      const dropped = await silent.reply(20_000);
+      assert.equal(dropped.code, 421, `not dropped: ${dropped.text}`);
+      assert.equal((await silent.reply(1000)).code, 0);
+    } finally {
+      silent.close();
+    }
     const node = world.nodes[0];
     const raw = enc.encode(
       "From: zoe@sender.test\r\nTo: bob@example.test\r\n" +
