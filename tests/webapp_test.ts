@@ -169,7 +169,8 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       `${result.failure}\nsteps done: ${steps.join(" / ")}`,
     );
     assert.equal(status.code, 0);
-    assert.equal(steps.length, 16, steps.join(" / "));
+    assert.equal(steps.length, 17, steps.join(" / "));
+    assert.equal(result.signedInAgain, 20);
     // Keys made in each browser, kept non-extractable.
     assert.deepEqual(result.aliceKeys, [
       { address: "alice@example.org", extractable: false, type: "private" },

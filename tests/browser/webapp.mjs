@@ -378,6 +378,38 @@ try {
   await shot(bob, "bob-after-restart");
   step("both apps reconnected after the restart; mail flows live again");
 
+  // Signing in again, many times: the inbox must show every time (a reply
+  // that came back before the list subscribed to its store used to leave it
+  // on "Loading…"), and a sign-in pressed while the page is still
+  // connecting waits for the connection instead of failing.
+  const inboxShown = async (page) => {
+    await page.getByRole("heading", { name: "Inbox" }).waitFor();
+    await row(page, "Hello Bob").waitFor({ timeout: 5000 });
+    await page.getByText("Loading…", { exact: true }).waitFor({
+      state: "detached",
+      timeout: 5000,
+    });
+  };
+  result.signedInAgain = 0;
+  for (let i = 0; i < 15; i++) {
+    await bob.getByRole("button", { name: "Sign out" }).click();
+    await bob.getByRole("button", { name: "Sign in as bob@example.org" })
+      .click();
+    await inboxShown(bob);
+    result.signedInAgain++;
+  }
+  for (let i = 0; i < 5; i++) {
+    const early = await bobContext.newPage();
+    watch(early, "bob (new tab)");
+    await early.goto(bobUrl);
+    await early.getByRole("button", { name: "Sign in as bob@example.org" })
+      .click();
+    await inboxShown(early);
+    await early.close();
+    result.signedInAgain++;
+  }
+  step("signed in again 20 times, the inbox shown each time");
+
   // The admin console sees the two users and their devices.
   await admin.locator("section").filter({
     has: admin.getByRole("heading", { name: "Users", exact: true }),

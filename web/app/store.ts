@@ -44,7 +44,14 @@ export class Store<T> {
 
 /** The store's value, re-rendering the component when it changes. */
 export function useStore<T>(store: Store<T>): T {
+  const value = store.value;
   const [, setTick] = useState(0);
-  useEffect(() => store.subscribe(() => setTick((n) => n + 1)), [store]);
-  return store.value;
+  useEffect(() => {
+    const stop = store.subscribe(() => setTick((n) => n + 1));
+    // Effects run after the render: a change in between (a response that
+    // came back meanwhile) would otherwise never be shown.
+    if (store.value !== value) setTick((n) => n + 1);
+    return stop;
+  }, [store]);
+  return value;
 }
