@@ -56,3 +56,20 @@ export function notify(text: string, kind: "info" | "error" = "info"): void {
 export function show(screen: Screen): void {
   app.set({ screen });
 }
+
+/**
+ * The client, once the page has connected: a button pressed while the page
+ * is still connecting waits for it rather than failing.
+ */
+export function connected(): Promise<AmtpClient> {
+  const now = app.value.client;
+  if (now) return Promise.resolve(now);
+  return new Promise((resolve) => {
+    const stop = app.subscribe(() => {
+      const client = app.value.client;
+      if (!client) return;
+      stop();
+      resolve(client);
+    });
+  });
+}

@@ -19,10 +19,10 @@ import {
   UserSession,
 } from "./account.ts";
 import type { StoredAccount } from "./db.ts";
-import { describe, html, saveFile } from "./html.ts";
+import { describe, formatMoment, html, saveFile } from "./html.ts";
 import { loginKeyOf, readKeyFile, storedAccounts } from "./keys.ts";
 import { startMail } from "./actions.ts";
-import { app, notify } from "./state.ts";
+import { app, connected, notify } from "./state.ts";
 import { useStore } from "./store.ts";
 
 function Busy({ busy }: { busy: boolean }) {
@@ -61,7 +61,7 @@ function Invitation({ code: initial }: { code?: string }) {
     event?.preventDefault();
     setBusy(true);
     try {
-      const found = await state.client!.call<
+      const found = await (await connected()).call<
         { address: string; name: string; kind: string; expires: Date }
       >("invitation_info", { code: code.trim() });
       setInfo(found);
@@ -80,7 +80,7 @@ function Invitation({ code: initial }: { code?: string }) {
     setBusy(true);
     try {
       joined(
-        await acceptInvitation(state.client!, code.trim(), { name, label }),
+        await acceptInvitation(await connected(), code.trim(), { name, label }),
       );
     } catch (error) {
       notify(`Could not join: ${describe(error)}`, "error");
@@ -107,7 +107,7 @@ function Invitation({ code: initial }: { code?: string }) {
     info.kind === "device" ? "Add this browser to" : "Join as"
   } ${info.address}</h2>
     <p>Your keys are made here, in this browser; only the public key goes to
-      the server. The invitation expires ${info.expires.toLocaleString()}.</p>
+      the server. The invitation expires ${formatMoment(info.expires)}.</p>
     ${
     info.kind === "account"
       ? html`
@@ -127,7 +127,6 @@ function Invitation({ code: initial }: { code?: string }) {
 }
 
 function Register() {
-  const state = useStore(app);
   const [address, setAddress] = useState("");
   const [name, setName] = useState("");
   const [busy, setBusy] = useState(false);
@@ -136,7 +135,7 @@ function Register() {
     setBusy(true);
     try {
       joined(
-        await register(state.client!, address.trim(), {
+        await register(await connected(), address.trim(), {
           name,
           label: browserLabel(),
         }),
@@ -169,7 +168,6 @@ function Register() {
 }
 
 function KeyFile() {
-  const state = useStore(app);
   const [address, setAddress] = useState("");
   const [file, setFile] = useState<File | undefined>();
   const [busy, setBusy] = useState(false);
@@ -180,7 +178,7 @@ function KeyFile() {
     try {
       joined(
         await importKeyFile(
-          state.client!,
+          await connected(),
           address,
           await file.text(),
           browserLabel(),
@@ -225,7 +223,7 @@ function AdminSignIn() {
     try {
       const keys = await readKeyFile(await file.text());
       const admin = await AdminSession.signIn(
-        state.client!,
+        await connected(),
         name.trim(),
         loginKeyOf(keys.login.stored),
       );
@@ -259,7 +257,6 @@ function AdminSignIn() {
 }
 
 function Accounts() {
-  const state = useStore(app);
   const [accounts, setAccounts] = useState<StoredAccount[]>([]);
   const [busy, setBusy] = useState("");
   useEffect(() => {
@@ -269,7 +266,7 @@ function Accounts() {
   const signIn = async (account: StoredAccount) => {
     setBusy(account.address);
     try {
-      const user = await UserSession.signIn(state.client!, account);
+      const user = await UserSession.signIn(await connected(), account);
       await startMail(user);
     } catch (error) {
       notify(`Could not sign in: ${describe(error)}`, "error");
