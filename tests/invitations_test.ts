@@ -167,6 +167,42 @@ Deno.test("invitations: a code past its expiry is refused and creates nothing", 
   }
 });
 
+Deno.test("invitations: a new invitation for an address withdraws the earlier one, and only for that address", async () => {
+  const w = await world();
+  try {
+    const first = await w.admin("admin_add_invitation", {
+      address: "dora@example.org",
+    });
+    const other = await invite(w, "erik@example.org");
+    assert.deepEqual(first.replaced, []);
+    const second = await w.admin("admin_add_invitation", {
+      address: "dora@example.org",
+    });
+    const firstId = (first.invitation as { id: string }).id;
+    assert.deepEqual(second.replaced, [firstId]);
+    // The first code no longer works; the new one and erik's still do.
+    assert.equal(
+      (await w.client.request("invitation_info", { code: first.code })).error,
+      ErrorCode.NOT_FOUND,
+    );
+    for (const code of [second.code, other]) {
+      assert.equal(
+        (await w.client.request("invitation_info", { code })).error,
+        0,
+      );
+    }
+    const listed = await w.admin("admin_get_invitations") as {
+      invitations: { address: string }[];
+    };
+    assert.deepEqual(
+      listed.invitations.map((i) => i.address).sort(),
+      ["dora@example.org", "erik@example.org"],
+    );
+  } finally {
+    await w.t.close();
+  }
+});
+
 Deno.test("invitations: guessing codes from one source is blocked like failed logins, even a right code meanwhile", async () => {
   const w = await world();
   try {

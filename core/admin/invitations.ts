@@ -56,6 +56,15 @@ export function invitationAdminCommands(deps: AdminDeps): Command[] {
           (await accounts.getUser(address)) ||
           (await accounts.getAlias(address))
         ) throw exists("address", address);
+        // An address has one open account invitation: a new one (the
+        // first link was lost, or went to the wrong person) withdraws the
+        // earlier ones, so no stale code stays usable.
+        const replaced: string[] = [];
+        for (const earlier of await invitations.list(address)) {
+          if (
+            earlier.kind === "account" && (await invitations.delete(earlier.id))
+          ) replaced.push(earlier.id);
+        }
         const { code, record } = await createInvitation(invitations, {
           kind: "account",
           address,
@@ -65,11 +74,16 @@ export function invitationAdminCommands(deps: AdminDeps): Command[] {
           expiresIn: p.expires_in,
           now: deps.now?.(),
         });
-        ctx.log.info("invitation_added", { address, id: record.id });
+        ctx.log.info("invitation_added", {
+          address,
+          id: record.id,
+          replaced: replaced.join(",") || undefined,
+        });
         return {
           code: formatCode(code),
           link: invitationLink(deps.webUrl?.(), code),
           invitation: invitationView(record),
+          replaced,
         };
       },
     }),
