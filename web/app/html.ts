@@ -40,6 +40,11 @@ export function formatDate(date: Date, now = new Date()): string {
   });
 }
 
+/** A moment in full, the same way on every screen (expiries, logins). */
+export function formatMoment(date: Date): string {
+  return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
 /** Save bytes as a file (a download the browser asks about or keeps). */
 export function saveFile(name: string, data: Uint8Array, type: string): void {
   const url = URL.createObjectURL(

@@ -11,7 +11,7 @@
  */
 
 import { useEffect, useState } from "preact/hooks";
-import { describe, formatSize, html } from "./html.ts";
+import { describe, formatMoment, formatSize, html } from "./html.ts";
 import { app, notify, show } from "./state.ts";
 import type { AdminSession } from "./account.ts";
 
@@ -54,7 +54,7 @@ async function act(
 }
 
 function text(value: unknown): string {
-  if (value instanceof Date) return value.toISOString().slice(0, 16) + "Z";
+  if (value instanceof Date) return formatMoment(value);
   if (Array.isArray(value)) return value.map(text).join(", ");
   if (value === null || value === undefined) return "";
   if (typeof value === "object") return JSON.stringify(value);

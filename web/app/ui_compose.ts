@@ -23,7 +23,13 @@ import {
   sendMessage,
 } from "../../client/mail.ts";
 import { db, type Draft } from "./db.ts";
-import { addressList, describe, formatSize, html } from "./html.ts";
+import {
+  addressList,
+  describe,
+  formatMoment,
+  formatSize,
+  html,
+} from "./html.ts";
 import { app, notify } from "./state.ts";
 import { Store, useStore } from "./store.ts";
 
@@ -83,9 +89,9 @@ function Drafts({ onOpen }: { onOpen: (d: Draft) => void }) {
         drafts.map((d) =>
           html`<li><button onClick=${() => onOpen(d)}>${
             d.subject || "(no subject)"
-          } <span class="muted">to ${
-            d.to || "nobody yet"
-          }, ${d.updated.toLocaleString()}</span></button></li>`
+          } <span class="muted">to ${d.to || "nobody yet"}, ${
+            formatMoment(d.updated)
+          }</span></button></li>`
         )
       }</ul>`
       : html`<p class="muted">No drafts.</p>`

@@ -21,7 +21,14 @@ import {
 } from "../../client/mail.ts";
 import { plainAttachmentSize } from "../../client/e2e.ts";
 import { keepForOffline } from "./db.ts";
-import { describe, formatDate, formatSize, html, saveFile } from "./html.ts";
+import {
+  describe,
+  formatDate,
+  formatMoment,
+  formatSize,
+  html,
+  saveFile,
+} from "./html.ts";
 import type { Mailbox, MailboxView, Summary, ThreadRow } from "./mailbox.ts";
 import { app, notify } from "./state.ts";
 import { useStore } from "./store.ts";
@@ -414,6 +421,9 @@ function MessageView(
     ? o.copy.body
     : "";
   const format = secret ? secret.format : String(o.copy.format ?? "text");
+  // A delivery notice (a bounce) threads under the message it is about, but
+  // nobody reads replies to it: the thread's reply goes to the people.
+  const delivery = /^mailer-daemon@/i.test(from);
   const reply = (all: boolean) => {
     const self = app.value.user!.address;
     const init: ComposeInit = {
@@ -448,7 +458,7 @@ function MessageView(
           <span class="muted"> to ${to.join(", ")}${cc.length
             ? `, cc ${cc.join(", ")}`
             : ""}</span>
-          <time class="muted">${date.toLocaleString()}</time>
+          <time class="muted">${formatMoment(date)}</time>
         </header>
         ${open
           ? html`
@@ -464,10 +474,12 @@ function MessageView(
                   }</ul>`
                   : null}
                 <div class="actions" role="toolbar" aria-label="Message actions">
-              <button onClick=${() =>
-                reply(false)} aria-keyshortcuts="r">Reply</button>
-              <button onClick=${() =>
-                reply(true)} aria-keyshortcuts="a">Reply all</button>
+              ${delivery ? null : html`
+                <button onClick=${() =>
+                  reply(false)} aria-keyshortcuts="r">Reply</button>
+                <button onClick=${() =>
+                  reply(true)} aria-keyshortcuts="a">Reply all</button>
+              `}
               <button onClick=${forward} aria-keyshortcuts="f">Forward</button>
               <button onClick=${() =>
                 mailbox.mark([o.copy.id], { flagged: !o.summary.flagged })
@@ -636,10 +648,11 @@ export function MailScreen() {
         mailbox.mark(row.ids, { seen: false }).catch(() => {});
       } else if (row && ["r", "a", "f"].includes(event.key)) {
         const label = { r: "Reply", a: "Reply all", f: "Forward" }[event.key];
+        // The newest message that has the action (a bounce has no Reply).
         [...document.querySelectorAll<HTMLButtonElement>(
-          ".reader .message:last-child .actions button",
+          ".reader .message .actions button",
         )]
-          .find((b) => b.textContent === label)?.click();
+          .filter((b) => b.textContent === label).at(-1)?.click();
       } else return;
       event.preventDefault();
     };

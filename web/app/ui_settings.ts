@@ -23,7 +23,7 @@ import {
 } from "../../client/e2e_account.ts";
 import { signOut } from "./actions.ts";
 import { browserLabel } from "./account.ts";
-import { describe, html } from "./html.ts";
+import { describe, formatMoment, html } from "./html.ts";
 import { app, notify, show } from "./state.ts";
 import { useStore } from "./store.ts";
 
@@ -249,7 +249,7 @@ function KeysAndSessions() {
             <tr>
               <td>${s.label}${s.current ? " (this one)" : ""}</td>
               <td>${s.ip}</td>
-              <td>${s.created.toLocaleString()}</td>
+              <td>${formatMoment(s.created)}</td>
               <td>${s.current
                 ? null
                 : html`<button onClick=${() =>
