@@ -57,6 +57,8 @@ export class UserSession {
   /** The messages module, with this session's token. */
   readonly mail: MailAccount;
   #token: string;
+  /** A login under way: calls that find the token refused share it. */
+  #loggingIn?: Promise<void>;
 
   private constructor(
     client: AmtpClient,
@@ -137,7 +139,11 @@ export class UserSession {
       });
     } catch (error) {
       if (!(error instanceof AmtpError) || error.code !== 5) throw error;
-      await this.#login();
+      // One login for every call that found the token refused: the server
+      // keeps one pending challenge per account and session.
+      await (this.#loggingIn ??= this.#login().finally(() =>
+        this.#loggingIn = undefined
+      ));
       return await this.client.call<T>(command, {
         ...params,
         user_token: this.#token,

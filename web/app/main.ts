@@ -18,7 +18,7 @@ import { MailScreen } from "./ui_mail.ts";
 import { ComposeDialog } from "./ui_compose.ts";
 import { SettingsScreen } from "./ui_settings.ts";
 import { AdminScreen } from "./ui_admin.ts";
-import { signOut } from "./actions.ts";
+import { resumeMail, signOut } from "./actions.ts";
 import { offlineMessages } from "./db.ts";
 import { storedAccounts } from "./keys.ts";
 import type { StoredAccount } from "./db.ts";
@@ -206,6 +206,7 @@ async function start(): Promise<void> {
     const client = await connect(site);
     app.set({ client });
     performance.mark("amtp-connected");
+    await resumeMail(client);
   } catch (error) {
     notify(
       `Cannot reach the server: ${
