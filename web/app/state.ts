@@ -37,7 +37,13 @@ export interface AppState {
   /** The screen shown. */
   screen: Screen;
   /** A new account's backup, offered once. */
-  backup?: { address: string; text: string; pending: boolean };
+  backup?: {
+    address: string;
+    text: string;
+    pending: boolean;
+    /** Signed in with a key file the user already keeps: no backup to offer. */
+    restored?: boolean;
+  };
   /** An invitation code from the link that opened the app. */
   invite?: string;
   /** The last notice. */
@@ -47,9 +53,20 @@ export interface AppState {
 /** The app's state. */
 export const app = new Store<AppState>({ screen: "welcome" });
 
-/** Show a notice (errors stay until replaced). */
+/** How long an information notice stays. */
+const NOTICE_MS = 10_000;
+let noticeTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Show a notice: information goes after a while, errors stay until replaced or signed in. */
 export function notify(text: string, kind: "info" | "error" = "info"): void {
-  app.set({ notice: { text, kind } });
+  clearTimeout(noticeTimer);
+  const notice = { text, kind };
+  app.set({ notice });
+  if (kind === "info") {
+    noticeTimer = setTimeout(() => {
+      if (app.value.notice === notice) app.set({ notice: undefined });
+    }, NOTICE_MS);
+  }
 }
 
 /** Show a screen. */

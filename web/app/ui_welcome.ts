@@ -32,13 +32,14 @@ function Busy({ busy }: { busy: boolean }) {
 }
 
 /** After joining: the backup is offered, then the mailbox. */
-function joined(result: Joined): void {
+function joined(result: Joined, restored = false): void {
   app.set({
     user: result.session,
     backup: {
       address: result.session.address,
       text: result.backup,
       pending: result.pending,
+      restored,
     },
     screen: "backup",
     invite: undefined,
@@ -183,6 +184,7 @@ function KeyFile() {
           await file.text(),
           browserLabel(),
         ),
+        true,
       );
     } catch (error) {
       notify(`Could not sign in: ${describe(error)}`, "error");
@@ -330,21 +332,37 @@ export function Backup() {
     setSaved(true);
   };
   return html`<main class="welcome" id="main">
-    <h1>Your keys are ready</h1>
-    <section class="card warning" aria-labelledby="bk-h">
-      <h2 id="bk-h">Save a backup of your keys now</h2>
-      <p>Your keys were made in this browser and are stored here so that
-        nobody can read them out again, not even this app. <strong>This is
-        the only time a backup can be saved.</strong> Without one, clearing
-        this browser's data loses your sign-in key${
-    backup.pending ? "" : " and the master key that approves your devices"
-  }.</p>
-      <p><strong>Keep the file secret:</strong> whoever has it can sign in
-        as ${backup.address}${
-    backup.pending ? "" : " and read mail sent to devices it approves"
-  }. It is not encrypted.</p>
-      <button class="primary" onClick=${download}>Download the backup file</button>
-    </section>
+    <h1>${
+    backup.restored ? "Signed in with your key file" : "Your keys are ready"
+  }</h1>
+    ${
+    backup.restored
+      ? html`
+        <section class="card" aria-labelledby="rs-h">
+          <h2 id="rs-h">This browser is a new device</h2>
+          <p>Your key is now kept in this browser, where it cannot be read back;
+                keep your key file safe as before. Mail encrypted end to end before
+                now was encrypted for your other devices: it stays readable there,
+                not here. Mail sent from now on reaches this device too.</p>
+        </section>
+      `
+      : html`
+        <section class="card warning" aria-labelledby="bk-h">
+          <h2 id="bk-h">Save a backup of your keys now</h2>
+          <p>Your keys were made in this browser and are stored here so that
+                nobody can read them out again, not even this app. <strong>This is
+                the only time a backup can be saved.</strong> Without one, clearing
+                this browser's data loses your sign-in key${backup.pending
+                  ? ""
+                  : " and the master key that approves your devices"}.</p>
+          <p><strong>Keep the file secret:</strong> whoever has it can sign in
+                as ${backup.address}${backup.pending
+                  ? ""
+                  : " and read mail sent to devices it approves"}. It is not encrypted.</p>
+          <button class="primary" onClick=${download}>Download the backup file</button>
+        </section>
+      `
+  }
     ${
     backup.pending
       ? html`
@@ -358,11 +376,13 @@ export function Backup() {
       `
       : null
   }
-    <label class="check"><input type="checkbox" checked=${saved}
-      onChange=${(e: Event) =>
-    setSaved((e.target as HTMLInputElement).checked)} />
-      I saved the backup, or I accept losing access with this browser's data</label>
-    <button class="primary" disabled=${!saved}
+    ${
+    backup.restored ? null : html`<label class="check"><input type="checkbox"
+      checked=${saved} onChange=${(e: Event) =>
+      setSaved((e.target as HTMLInputElement).checked)} />
+      I saved the backup, or I accept losing access with this browser's data</label>`
+  }
+    <button class="primary" disabled=${!saved && !backup.restored}
       onClick=${() =>
     startMail(state.user!).catch((e) => notify(describe(e), "error"))}>
       Continue to my mail</button>
