@@ -2,7 +2,7 @@
 // Chromium with a key file (first visit), then reloads the page RUNS times
 // and measures how long a big mailbox takes to show its first rows.
 // Usage: node open_mailbox.mjs APP_URL ADDRESS KEY_FILE RUNS
-// Prints one JSON line: { runs: [{ reloadMs, signInMs, rows, total }] }.
+// Prints one JSON line: { runs: [{ reloadMs, openMs, rows, total }] }.
 import { chromium } from "playwright-core";
 
 const [url, address, keyFile, runs] = process.argv.slice(2);
@@ -23,17 +23,14 @@ try {
   await page.fill("#key-address", address);
   await page.setInputFiles("#key-file", keyFile);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.getByLabel(/I saved the backup/).check();
   await page.getByRole("button", { name: "Continue to my mail" }).click();
   await page.locator(".row:not(.placeholder)").first().waitFor();
   for (let i = 0; i < Number(runs); i++) {
     const reloadStart = Date.now();
     await page.reload();
+    // Still signed in: the app opens the mailbox again by itself.
     await online();
-    const button = page.getByRole("button", { name: `Sign in as ${address}` });
-    await button.waitFor();
-    const signInStart = Date.now();
-    await button.click();
+    const onlineAt = Date.now();
     await page.locator(".row:not(.placeholder)").first().waitFor();
     const end = Date.now();
     const rows = await page.locator(".row:not(.placeholder)").count();
@@ -42,7 +39,7 @@ try {
     );
     result.runs.push({
       reloadMs: end - reloadStart,
-      signInMs: end - signInStart,
+      openMs: end - onlineAt,
       rows,
       total,
     });

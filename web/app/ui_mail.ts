@@ -432,7 +432,7 @@ function MessageView(
         : [from === self ? to[0] : from],
       cc: all ? cc.filter((a) => a.toLowerCase() !== self) : [],
       subject: /^re:/i.test(subject) ? subject : `Re: ${subject}`,
-      body: `\n\nOn ${date.toLocaleString()}, ${from} wrote:\n${
+      body: `\n\nOn ${formatMoment(date)}, ${from} wrote:\n${
         body.split("\n").map((l) => `> ${l}`).join("\n")
       }`,
       inReplyTo: o.copy.id,
@@ -443,9 +443,9 @@ function MessageView(
     openCompose({
       subject: /^fwd:/i.test(subject) ? subject : `Fwd: ${subject}`,
       body:
-        `\n\n---------- Forwarded message ----------\nFrom: ${from}\nDate: ${date.toLocaleString()}\nSubject: ${subject}\nTo: ${
-          to.join(", ")
-        }\n\n${body}`,
+        `\n\n---------- Forwarded message ----------\nFrom: ${from}\nDate: ${
+          formatMoment(date)
+        }\nSubject: ${subject}\nTo: ${to.join(", ")}\n\n${body}`,
       forward: { copy: o.copy, opened: o.result.opened },
     });
   return html`
