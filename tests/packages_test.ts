@@ -81,13 +81,26 @@ Deno.test("packages: an author packs a signed module, an admin installs it (trus
     assert.match(packed, /hello-1\.0\.0\.amtp\.tgz.*signed by key/);
     // Deterministic: the same folder and key give the same bytes.
     const first = await Deno.readFile(`${cwd}/hello-1.0.0.amtp.tgz`);
-    await ok("module", "pack", "hello", "--key", "author", "--out", "again.tgz");
+    await ok(
+      "module",
+      "pack",
+      "hello",
+      "--key",
+      "author",
+      "--out",
+      "again.tgz",
+    );
     assert.deepEqual(await Deno.readFile(`${cwd}/again.tgz`), first);
     // The author's deno.json (editor tooling) is not packed.
     assert.ok(!(await readPackage(first)).files.has("deno.json"));
 
     // Without --yes and without a terminal: shown, not installed.
-    const shown = await run("admin", "module", "install", "hello-1.0.0.amtp.tgz");
+    const shown = await run(
+      "admin",
+      "module",
+      "install",
+      "hello-1.0.0.amtp.tgz",
+    );
     assert.equal(shown.code, 1, shown.stderr);
     assert.match(shown.stdout, /TRUST ON FIRST USE/);
     assert.match(shown.stdout, /commands: hello_hello/);
@@ -139,7 +152,10 @@ Deno.test("packages: an author packs a signed module, an admin installs it (trus
     // The list shows each version's author key and rights.
     const keyId = (await readPackage(first)).author!.key_id;
     const list = await ok("admin", "module", "list");
-    assert.match(list, new RegExp(`hello 1\\.0\\.0 \\(default\\).*package, author key ${keyId}`));
+    assert.match(
+      list,
+      new RegExp(`hello 1\\.0\\.0 \\(default\\).*package, author key ${keyId}`),
+    );
     assert.match(list, /hello 1\.1\.0: running.*author key/);
     assert.match(list, /messages 1\.0\.0.*shipped/);
 
@@ -155,16 +171,32 @@ Deno.test("packages: an author packs a signed module, an admin installs it (trus
       "--yes",
     );
     assert.equal(evil.code, 1);
-    assert.match(evil.stderr, /error 232 PACKAGE_UNTRUSTED_KEY: .*trusted from key/);
+    assert.match(
+      evil.stderr,
+      /error 232 PACKAGE_UNTRUSTED_KEY: .*trusted from key/,
+    );
 
     // A restart keeps the installed versions, the default and the author key.
     await server.stop();
     const again = await startServerProcess(cwd, { AMTP_PORT: "0" });
     try {
       const { ok: ok2 } = cliIn(cwd);
-      await ok2("login", "--admin", "admin", "--key", "data/admin.key", "--server", `127.0.0.1:${again.port}`);
+      await ok2(
+        "login",
+        "--admin",
+        "admin",
+        "--key",
+        "data/admin.key",
+        "--server",
+        `127.0.0.1:${again.port}`,
+      );
       const after = await ok2("admin", "module", "list");
-      assert.match(after, new RegExp(`hello 1\\.0\\.0 \\(default\\): running.*author key ${keyId}`));
+      assert.match(
+        after,
+        new RegExp(
+          `hello 1\\.0\\.0 \\(default\\): running.*author key ${keyId}`,
+        ),
+      );
       assert.match(after, /hello 1\.1\.0: running/);
     } finally {
       await again.stop();
@@ -209,7 +241,12 @@ async function signedHello(version = "1.0.0", name = "hello") {
 async function rewrite(
   bytes: Uint8Array,
   change: (name: string, data: Uint8Array) => Uint8Array | null,
-  extra: { name: string; type?: "file" | "symlink"; linkname?: string; body?: string }[] = [],
+  extra: {
+    name: string;
+    type?: "file" | "symlink";
+    linkname?: string;
+    body?: string;
+  }[] = [],
 ): Promise<Uint8Array> {
   const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
     .pipeThrough(new DecompressionStream("gzip"));
@@ -222,7 +259,9 @@ async function rewrite(
       for await (const c of entry) chunks.push(c as Uint8Array);
       entries.push([
         entry.header.name,
-        new Uint8Array(await new Blob(chunks as Uint8Array<ArrayBuffer>[]).arrayBuffer()),
+        new Uint8Array(
+          await new Blob(chunks as Uint8Array<ArrayBuffer>[]).arrayBuffer(),
+        ),
       ]);
     }
   })();
@@ -234,7 +273,10 @@ async function rewrite(
     if (changed) pack.entry({ name, size: changed.length }, changed);
   }
   for (const e of extra) {
-    pack.entry({ name: e.name, type: e.type ?? "file", linkname: e.linkname }, e.body ?? "");
+    pack.entry(
+      { name: e.name, type: e.type ?? "file", linkname: e.linkname },
+      e.body ?? "",
+    );
   }
   pack.finalize();
   const chunks: Uint8Array[] = [];
@@ -250,7 +292,9 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
     const client = await t.connect();
     const admin = await adminCaller(client, t.dataDir);
     const upload = async (bytes: Uint8Array) => {
-      const { upload } = await admin("admin_package_upload", { size: bytes.length }) as {
+      const { upload } = await admin("admin_package_upload", {
+        size: bytes.length,
+      }) as {
         upload: string;
       };
       for (let offset = 0; offset < bytes.length; offset += 512 * 1024) {
@@ -262,7 +306,10 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
       }
       return upload;
     };
-    const install = async (bytes: Uint8Array, more: Record<string, unknown> = {}) =>
+    const install = async (
+      bytes: Uint8Array,
+      more: Record<string, unknown> = {},
+    ) =>
       admin("admin_package_install", {
         upload: await upload(bytes),
         sha256: await sha256Hex(bytes),
@@ -274,30 +321,73 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
       message: RegExp,
       more: Record<string, unknown> = {},
     ) => {
-      await assert.rejects(install(bytes, more), (e: Error & { code?: number }) => {
-        assert.equal(e.code, code, e.message);
-        assert.match(e.message, message);
-        return true;
-      });
+      await assert.rejects(
+        install(bytes, more),
+        (e: Error & { code?: number }) => {
+          assert.equal(e.code, code, e.message);
+          assert.match(e.message, message);
+          return true;
+        },
+      );
     };
 
     const good = await signedHello();
     // A file changed after signing.
-    const changedFile = await rewrite(good.bytes, (name, data) =>
-      name === "module/mod.ts" ? text(new TextDecoder().decode(data) + "Deno.exit(1);\n") : data);
-    await refused(changedFile, ErrorCode.PACKAGE_TAMPERED, /module\/mod\.ts does not match its SHA-256 in the signed index: changed after signing/);
+    const changedFile = await rewrite(
+      good.bytes,
+      (name, data) =>
+        name === "module/mod.ts"
+          ? text(new TextDecoder().decode(data) + "Deno.exit(1);\n")
+          : data,
+    );
+    await refused(
+      changedFile,
+      ErrorCode.PACKAGE_TAMPERED,
+      /module\/mod\.ts does not match its SHA-256 in the signed index: changed after signing/,
+    );
     // The index changed after signing (a hash updated to the new file).
-    const changedIndex = await rewrite(good.bytes, (name, data) =>
-      name === "amtp-package.json" ? text(new TextDecoder().decode(data).replace('"1.0.0"', '"1.0.1"')) : data);
-    await refused(changedIndex, ErrorCode.PACKAGE_TAMPERED, /the signature does not verify/);
+    const changedIndex = await rewrite(
+      good.bytes,
+      (name, data) =>
+        name === "amtp-package.json"
+          ? text(new TextDecoder().decode(data).replace('"1.0.0"', '"1.0.1"'))
+          : data,
+    );
+    await refused(
+      changedIndex,
+      ErrorCode.PACKAGE_TAMPERED,
+      /the signature does not verify/,
+    );
     // A file added after signing.
-    const added = await rewrite(good.bytes, (_, d) => d, [{ name: "module/extra.ts", body: "x" }]);
-    await refused(added, ErrorCode.PACKAGE_TAMPERED, /module\/extra\.ts is not in the signed index/);
+    const added = await rewrite(good.bytes, (_, d) => d, [{
+      name: "module/extra.ts",
+      body: "x",
+    }]);
+    await refused(
+      added,
+      ErrorCode.PACKAGE_TAMPERED,
+      /module\/extra\.ts is not in the signed index/,
+    );
     // Hostile tarballs: a symbolic link, a path out of the folder.
-    const link = await rewrite(good.bytes, (_, d) => d, [{ name: "module/key", type: "symlink", linkname: `${t.dataDir}/admin.key` }]);
-    await refused(link, ErrorCode.PACKAGE_INVALID, /a symlink \(a package holds regular files only/);
-    const escape = await rewrite(good.bytes, (_, d) => d, [{ name: "module/../../../evil.ts", body: "x" }]);
-    await refused(escape, ErrorCode.PACKAGE_INVALID, /not a plain file or folder name/);
+    const link = await rewrite(good.bytes, (_, d) => d, [{
+      name: "module/key",
+      type: "symlink",
+      linkname: `${t.dataDir}/admin.key`,
+    }]);
+    await refused(
+      link,
+      ErrorCode.PACKAGE_INVALID,
+      /a symlink \(a package holds regular files only/,
+    );
+    const escape = await rewrite(good.bytes, (_, d) => d, [{
+      name: "module/../../../evil.ts",
+      body: "x",
+    }]);
+    await refused(
+      escape,
+      ErrorCode.PACKAGE_INVALID,
+      /not a plain file or folder name/,
+    );
     // Too large before a byte is sent.
     await assert.rejects(
       admin("admin_package_upload", { size: 16 * 1024 * 1024 + 1 }),
@@ -305,35 +395,56 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
     );
     // Bytes other than those the admin checked.
     await assert.rejects(
-      admin("admin_package_install", { upload: await upload(good.bytes), sha256: "0".repeat(64) }),
+      admin("admin_package_install", {
+        upload: await upload(good.bytes),
+        sha256: "0".repeat(64),
+      }),
       (e: Error & { code?: number }) => e.code === ErrorCode.PACKAGE_TAMPERED,
     );
     // Unsigned: refused without the override, installed with it.
-    const unsigned = await packPackage((await signedHello("1.0.0", "loose")).files);
+    const unsigned = await packPackage(
+      (await signedHello("1.0.0", "loose")).files,
+    );
     await refused(unsigned, ErrorCode.PACKAGE_UNSIGNED, /is not signed/);
-    const loose = await install(unsigned, { allow_unsigned: true }) as { trust: string; warnings: string[] };
+    const loose = await install(unsigned, { allow_unsigned: true }) as {
+      trust: string;
+      warnings: string[];
+    };
     assert.equal(loose.trust, "unsigned");
     assert.match(loose.warnings[0], /UNSIGNED/);
     // A pinned key: another key's package is refused.
     const other = await makeKey();
-    await refused(good.bytes, ErrorCode.PACKAGE_UNTRUSTED_KEY, /not by the key you pinned/, {
-      author_key: toBase64(other.publicKey),
-    });
+    await refused(
+      good.bytes,
+      ErrorCode.PACKAGE_UNTRUSTED_KEY,
+      /not by the key you pinned/,
+      {
+        author_key: toBase64(other.publicKey),
+      },
+    );
     // Nothing refused left a file behind.
     const names = [];
-    for await (const e of Deno.readDir(`${t.dataDir}/packages`)) names.push(e.name);
+    for await (const e of Deno.readDir(`${t.dataDir}/packages`)) {
+      names.push(e.name);
+    }
     assert.deepEqual(names.sort(), [".incoming", "loose"]);
     const incoming = [];
-    for await (const e of Deno.readDir(`${t.dataDir}/packages/.incoming`)) incoming.push(e.name);
+    for await (const e of Deno.readDir(`${t.dataDir}/packages/.incoming`)) {
+      incoming.push(e.name);
+    }
     assert.deepEqual(incoming, []);
     // The good one, pinned to its key, installs and answers.
-    const done = await install(good.bytes, { author_key: toBase64(good.key.publicKey) }) as {
+    const done = await install(good.bytes, {
+      author_key: toBase64(good.key.publicKey),
+    }) as {
       trust: string;
       status: { state: string };
     };
     assert.equal(done.trust, "pinned");
     assert.equal(done.status.state, "running");
-    const list = await admin("admin_get_modules") as { modules: Record<string, unknown>[] };
+    const list = await admin("admin_get_modules") as {
+      modules: Record<string, unknown>[];
+    };
     const row = list.modules.find((m) => m.name === "hello")!;
     assert.equal(row.source, "package");
     assert.equal(row.author_key, toBase64(good.key.publicKey));
@@ -345,24 +456,42 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
 
 Deno.test("packages: install from an https URL and from an npm tarball (a local https registry); plain http is refused", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-pkg-url-" });
-  const ca = await createCertificate({ names: ["Registry CA"], days: 2, ca: true });
-  const leaf = await createCertificate({ names: ["127.0.0.1"], days: 2, issuer: ca });
+  const ca = await createCertificate({
+    names: ["Registry CA"],
+    days: 2,
+    ca: true,
+  });
+  const leaf = await createCertificate({
+    names: ["127.0.0.1"],
+    days: 2,
+    issuer: ca,
+  });
   await Deno.writeTextFile(`${cwd}/ca.pem`, ca.certPem);
   const hello = await signedHello("2.0.0", "greeter");
   const viaNpm = await signedHello("3.0.0", "npmmod");
   // An npm package tarball (package/...) carrying the signed AMTP package.
   const npmTar = tar.pack();
-  npmTar.entry({ name: "package/package.json" }, JSON.stringify({ name: "@demo/npmmod", version: "3.0.0" }));
-  npmTar.entry({ name: "package/amtp-module.tgz", size: viaNpm.bytes.length }, viaNpm.bytes);
+  npmTar.entry(
+    { name: "package/package.json" },
+    JSON.stringify({ name: "@demo/npmmod", version: "3.0.0" }),
+  );
+  npmTar.entry(
+    { name: "package/amtp-module.tgz", size: viaNpm.bytes.length },
+    viaNpm.bytes,
+  );
   npmTar.finalize();
   const npmChunks: Uint8Array[] = [];
   for await (const c of npmTar) npmChunks.push(c as Uint8Array);
   const npmTgz = new Uint8Array(
     await new Response(
-      new Blob(npmChunks as Uint8Array<ArrayBuffer>[]).stream().pipeThrough(new CompressionStream("gzip")),
+      new Blob(npmChunks as Uint8Array<ArrayBuffer>[]).stream().pipeThrough(
+        new CompressionStream("gzip"),
+      ),
     ).arrayBuffer(),
   );
-  const integrity = `sha512-${toBase64(new Uint8Array(await crypto.subtle.digest("SHA-512", npmTgz)))}`;
+  const integrity = `sha512-${
+    toBase64(new Uint8Array(await crypto.subtle.digest("SHA-512", npmTgz)))
+  }`;
   const seen: string[] = [];
   let port = 0;
   const registry: Deno.HttpServer<Deno.NetAddr> = Deno.serve({
@@ -374,12 +503,17 @@ Deno.test("packages: install from an https URL and from an npm tarball (a local 
   }, (request: Request): Response => {
     const path = new URL(request.url).pathname;
     seen.push(path);
-    if (path === "/greeter-2.0.0.amtp.tgz") return new Response(hello.bytes as Uint8Array<ArrayBuffer>);
+    if (path === "/greeter-2.0.0.amtp.tgz") {
+      return new Response(hello.bytes as Uint8Array<ArrayBuffer>);
+    }
     if (path === "/@demo%2fnpmmod/3.0.0") {
       return Response.json({
         name: "@demo/npmmod",
         version: "3.0.0",
-        dist: { tarball: `https://127.0.0.1:${port}/tarballs/npmmod-3.0.0.tgz`, integrity },
+        dist: {
+          tarball: `https://127.0.0.1:${port}/tarballs/npmmod-3.0.0.tgz`,
+          integrity,
+        },
       });
     }
     if (path === "/tarballs/npmmod-3.0.0.tgz") return new Response(npmTgz);
@@ -388,14 +522,37 @@ Deno.test("packages: install from an https URL and from an npm tarball (a local 
   port = registry.addr.port;
   const base = `https://127.0.0.1:${port}`;
   const server = await startServerProcess(cwd, { AMTP_PORT: "0" });
-  const { run, ok } = cliIn(cwd, { DENO_CERT: `${cwd}/ca.pem`, AMTP_NPM_REGISTRY: base });
+  const { run, ok } = cliIn(cwd, {
+    DENO_CERT: `${cwd}/ca.pem`,
+    AMTP_NPM_REGISTRY: base,
+  });
   try {
-    await ok("login", "--admin", "admin", "--key", "data/admin.key", "--server", `127.0.0.1:${server.port}`);
-    const plain = await run("admin", "module", "install", `http://127.0.0.1:${registry.addr.port}/greeter-2.0.0.amtp.tgz`, "--yes");
+    await ok(
+      "login",
+      "--admin",
+      "admin",
+      "--key",
+      "data/admin.key",
+      "--server",
+      `127.0.0.1:${server.port}`,
+    );
+    const plain = await run(
+      "admin",
+      "module",
+      "install",
+      `http://127.0.0.1:${registry.addr.port}/greeter-2.0.0.amtp.tgz`,
+      "--yes",
+    );
     assert.equal(plain.code, 2);
     assert.match(plain.stderr, /https only/);
     assert.match(
-      await ok("admin", "module", "install", `${base}/greeter-2.0.0.amtp.tgz`, "--yes"),
+      await ok(
+        "admin",
+        "module",
+        "install",
+        `${base}/greeter-2.0.0.amtp.tgz`,
+        "--yes",
+      ),
       /installed greeter 2\.0\.0: running/,
     );
     assert.match(

@@ -40,6 +40,15 @@ const MAX_UPLOADS = 4;
 /** How long an unfinished or uninstalled upload is kept. */
 const UPLOAD_TTL_MS = 10 * 60 * 1000;
 
+/** Answers that end an upload. */
+const REFUSALS = new Set<number>([
+  ErrorCode.PACKAGE_INVALID,
+  ErrorCode.PACKAGE_TAMPERED,
+  ErrorCode.PACKAGE_UNTRUSTED_KEY,
+  ErrorCode.PACKAGE_UNSIGNED,
+  ErrorCode.ALREADY_EXISTS,
+]);
+
 interface Upload {
   bytes: Uint8Array;
   received: number;
@@ -243,6 +252,21 @@ export class PackageInstaller {
    * @throws {ProtocolError} 230-233 for a package refused, 202 for a version already there
    */
   async install(
+    request: InstallRequest,
+    admin: string,
+  ): Promise<PackageSummary> {
+    try {
+      return await this.#install(request, admin);
+    } catch (error) {
+      // A refused package is not kept: the upload slot is free again.
+      if (error instanceof ProtocolError && REFUSALS.has(error.code)) {
+        this.#uploads.delete(request.upload);
+      }
+      throw error;
+    }
+  }
+
+  async #install(
     request: InstallRequest,
     admin: string,
   ): Promise<PackageSummary> {
