@@ -11,6 +11,7 @@ import tar from "tar-stream";
 import { runCli, startServerProcess } from "../testing/process.ts";
 import { adminCaller, makeKey, startTestServer } from "../testing/helpers.ts";
 import { createCertificate } from "../core/tls/cert.ts";
+import { takeBackup } from "../core/backup/mod.ts";
 import { ErrorCode } from "../shared/errors.ts";
 import { packPackage, readPackage } from "../shared/package/format.ts";
 import { sha256Hex } from "../shared/pem.ts";
@@ -449,6 +450,43 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
     assert.equal(row.source, "package");
     assert.equal(row.author_key, toBase64(good.key.publicKey));
     assert.deepEqual((row.rights as { services: string[] }).services, []);
+    // Installed code is confined like any module's: importing a file out of
+    // its folder (here another package's) keeps it from starting.
+    const sneaky = await signedHello("1.0.0", "sneaky");
+    sneaky.files.set(
+      "mod.ts",
+      text(`import "../../hello/1.0.0/mod.ts";\n`),
+    );
+    const sneakyBytes = await packPackage(sneaky.files, {
+      privateKey: sneaky.key.privateKey,
+      publicKey: sneaky.key.publicKey,
+    });
+    await assert.rejects(
+      install(sneakyBytes),
+      (e: Error & { code?: number }) =>
+        e.code === ErrorCode.MODULE_UNAVAILABLE &&
+        /outside the module's folder/.test(e.message),
+    );
+    const after = await admin("admin_get_modules") as {
+      modules: Record<string, unknown>[];
+    };
+    assert.equal(
+      after.modules.find((m) => m.name === "sneaky")?.state,
+      "refused",
+    );
+    // A backup of the data folder holds the installed packages.
+    const backupDir = await Deno.makeTempDir({ prefix: "amtp-pkg-backup-" });
+    try {
+      const taken = await takeBackup(
+        { dataDir: t.dataDir, kvPath: `${t.dataDir}/amtp.kv` },
+        `${backupDir}/b`,
+      );
+      const paths = taken.files.map((f) => f.path);
+      assert.ok(paths.includes("packages/hello/1.0.0/mod.ts"), paths.join(" "));
+      assert.ok(paths.includes("packages/loose/1.0.0/module.json"));
+    } finally {
+      await Deno.remove(backupDir, { recursive: true });
+    }
   } finally {
     await t.close();
   }
