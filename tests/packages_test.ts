@@ -389,6 +389,51 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
       ErrorCode.PACKAGE_INVALID,
       /not a plain file or folder name/,
     );
+    // Another admin's upload can be neither added to nor installed.
+    const opsKey = await makeKey();
+    await admin("admin_add_admin", {
+      name: "ops",
+      algorithm: opsKey.algorithm,
+      public_key: opsKey.publicKey,
+    });
+    const opsClient = await t.connect();
+    const opsToken = (await opsClient.login("admin", "ops", opsKey)).token;
+    const theirs = await upload(good.bytes);
+    for (
+      const [command, params] of [
+        ["admin_package_chunk", { offset: 0, data: text("x") }],
+        ["admin_package_install", { sha256: await sha256Hex(good.bytes) }],
+      ] as const
+    ) {
+      await assert.rejects(
+        opsClient.call(command, {
+          admin_token: opsToken,
+          upload: theirs,
+          ...params,
+        }),
+        (e: Error & { code?: number }) => e.code === ErrorCode.NOT_FOUND,
+      );
+    }
+    // Too many files; one file too large; a gzip bomb.
+    const many = await rewrite(
+      good.bytes,
+      (_, d) => d,
+      Array.from({ length: 1001 }, (_, i) => ({ name: `module/f${i}.ts` })),
+    );
+    await refused(many, ErrorCode.PACKAGE_INVALID, /more than 1000 files/);
+    const huge = await rewrite(good.bytes, (_, d) => d, [{
+      name: "module/big.bin",
+      body: "\0".repeat(17 * 1024 * 1024),
+    }]);
+    await refused(huge, ErrorCode.PACKAGE_INVALID, /big\.bin: larger than/);
+    const bomb = new Uint8Array(
+      await new Response(
+        new Blob([new Uint8Array(80 * 1024 * 1024)]).stream().pipeThrough(
+          new CompressionStream("gzip"),
+        ),
+      ).arrayBuffer(),
+    );
+    await refused(bomb, ErrorCode.PACKAGE_INVALID, /unpacks to more than/);
     // Too large before a byte is sent.
     await assert.rejects(
       admin("admin_package_upload", { size: 16 * 1024 * 1024 + 1 }),
