@@ -537,7 +537,7 @@ Deno.test("packages: the server refuses tampered, unsigned, untrusted and hostil
   }
 });
 
-Deno.test("packages: install from an https URL and from an npm tarball (a local https registry); plain http is refused", async () => {
+Deno.test("packages: install from an https URL and from an npm package (npm pack, served by a local https registry); plain http is refused", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "amtp-pkg-url-" });
   const ca = await createCertificate({
     names: ["Registry CA"],
@@ -552,25 +552,27 @@ Deno.test("packages: install from an https URL and from an npm tarball (a local 
   await Deno.writeTextFile(`${cwd}/ca.pem`, ca.certPem);
   const hello = await signedHello("2.0.0", "greeter");
   const viaNpm = await signedHello("3.0.0", "npmmod");
-  // An npm package tarball (package/...) carrying the signed AMTP package.
-  const npmTar = tar.pack();
-  npmTar.entry(
-    { name: "package/package.json" },
-    JSON.stringify({ name: "@demo/npmmod", version: "3.0.0" }),
+  // An npm package carrying the signed AMTP package, made by npm itself.
+  const npmDir = `${cwd}/npm-package`;
+  await Deno.mkdir(npmDir);
+  await Deno.writeFile(`${npmDir}/amtp-module.tgz`, viaNpm.bytes);
+  await Deno.writeTextFile(
+    `${npmDir}/package.json`,
+    JSON.stringify({
+      name: "@demo/npmmod",
+      version: "3.0.0",
+      files: ["amtp-module.tgz"],
+    }),
   );
-  npmTar.entry(
-    { name: "package/amtp-module.tgz", size: viaNpm.bytes.length },
-    viaNpm.bytes,
-  );
-  npmTar.finalize();
-  const npmChunks: Uint8Array[] = [];
-  for await (const c of npmTar) npmChunks.push(c as Uint8Array);
-  const npmTgz = new Uint8Array(
-    await new Response(
-      new Blob(npmChunks as Uint8Array<ArrayBuffer>[]).stream().pipeThrough(
-        new CompressionStream("gzip"),
-      ),
-    ).arrayBuffer(),
+  const packed = await new Deno.Command("npm", {
+    args: ["pack", "--silent"],
+    cwd: npmDir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(packed.success, new TextDecoder().decode(packed.stderr));
+  const npmTgz = await Deno.readFile(
+    `${npmDir}/${new TextDecoder().decode(packed.stdout).trim()}`,
   );
   const integrity = `sha512-${
     toBase64(new Uint8Array(await crypto.subtle.digest("SHA-512", npmTgz)))
@@ -599,7 +601,18 @@ Deno.test("packages: install from an https URL and from an npm tarball (a local 
         },
       });
     }
-    if (path === "/tarballs/npmmod-3.0.0.tgz") return new Response(npmTgz);
+    if (path === "/@demo%2fnpmmod/3.0.1") {
+      // A tarball that is not the one the registry's integrity names.
+      return Response.json({
+        dist: {
+          tarball: `https://127.0.0.1:${port}/tarballs/npmmod-3.0.0.tgz`,
+          integrity: `sha512-${toBase64(new Uint8Array(64))}`,
+        },
+      });
+    }
+    if (path === "/tarballs/npmmod-3.0.0.tgz") {
+      return new Response(npmTgz as Uint8Array<ArrayBuffer>);
+    }
     return new Response("no", { status: 404 });
   });
   port = registry.addr.port;
@@ -643,6 +656,15 @@ Deno.test("packages: install from an https URL and from an npm tarball (a local 
       /TRUST ON FIRST USE[\s\S]*installed npmmod 3\.0\.0: running/,
     );
     assert.ok(seen.includes("/tarballs/npmmod-3.0.0.tgz"));
+    const swapped = await run(
+      "admin",
+      "module",
+      "install",
+      "npm:@demo/npmmod@3.0.1",
+      "--yes",
+    );
+    assert.equal(swapped.code, 1);
+    assert.match(swapped.stderr, /does not match the registry's integrity/);
   } finally {
     await server.stop();
     await registry.shutdown();
