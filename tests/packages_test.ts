@@ -149,6 +149,23 @@ Deno.test("packages: an author packs a signed module, an admin installs it (trus
       /hello 1\.0\.0 is the default/,
     );
     assert.equal(await call(), "hello world, from alice@example.org");
+    // --default switches at once, and rolls back to the one that served.
+    await setVersion(`${cwd}/hello`, "1.1.1", "version 1.1.1");
+    await ok("module", "pack", "hello", "--key", "author");
+    assert.match(
+      await ok(
+        "admin",
+        "module",
+        "install",
+        "hello-1.1.1.amtp.tgz",
+        "--yes",
+        "--default",
+      ),
+      /installed hello 1\.1\.1: running, the default/,
+    );
+    assert.equal(await call(), "version 1.1.1");
+    await ok("admin", "module", "rollback", "hello");
+    assert.equal(await call(), "hello world, from alice@example.org");
 
     // The list shows each version's author key and rights.
     const keyId = (await readPackage(first)).author!.key_id;

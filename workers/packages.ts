@@ -350,8 +350,9 @@ export class PackageInstaller {
       });
       const { lifecycle } = this.#options;
       // A new version installs beside the one serving: requests without a
-      // version keep getting that one until an admin switches.
-      if (serving !== undefined && !request.makeDefault) {
+      // version keep getting that one until an admin switches (and a switch
+      // at once can be rolled back to it).
+      if (serving !== undefined) {
         await lifecycle.setDefault(name, serving);
       }
       this.#options.log[warnings.length > 0 ? "warn" : "info"](
