@@ -488,6 +488,15 @@ function parseIndex(bytes: Uint8Array): PackageIndex {
     }
     seen.add(file.path);
   }
+  // A path that is also another's folder could not be written.
+  for (const path of seen) {
+    const parts = path.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      if (seen.has(parts.slice(0, i).join("/"))) {
+        throw invalid(`${INDEX_FILE}: ${path} is inside a file`);
+      }
+    }
+  }
   return index as PackageIndex;
 }
 

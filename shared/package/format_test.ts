@@ -96,6 +96,11 @@ Deno.test("package: hostile tarballs are refused with PACKAGE_INVALID", async ()
       what,
     );
   }
+  const clash = new Map([...files(), ["mod.ts/x.ts", text("")]]);
+  await assert.rejects(
+    readPackage(await packPackage(clash)),
+    /mod\.ts\/x\.ts is inside a file/,
+  );
   const many = Array.from(
     { length: PACKAGE_LIMITS.files + 3 },
     (_, i) => ({ name: `module/f${i}` }),
