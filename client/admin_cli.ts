@@ -9,6 +9,7 @@
 import { type Args, type FlagSpec, UsageError } from "./cli_args.ts";
 import { keyFile } from "./cli_config.ts";
 import { readPublicKey } from "../shared/login/keyfile.ts";
+import { ADMIN_MODULE_FLAGS } from "./package_cli.ts";
 
 type FlagType =
   | "string"
@@ -93,6 +94,28 @@ const DOMAIN_FLAGS = {
 /** Admin subcommands. */
 export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
   sysinfo: { command: "admin_sysinfo", help: "system information" },
+  module: {
+    command: "admin_package_install",
+    positional: ["install|list|default|rollback"],
+    flags: {
+      key: flag("author_key", "string", "PUB", ADMIN_MODULE_FLAGS.key.help),
+      yes: flag("yes", "switch", undefined, ADMIN_MODULE_FLAGS.yes.help),
+      "allow-unsigned": flag(
+        "allow_unsigned",
+        "switch",
+        undefined,
+        ADMIN_MODULE_FLAGS["allow-unsigned"].help,
+      ),
+      default: flag(
+        "default",
+        "switch",
+        undefined,
+        ADMIN_MODULE_FLAGS.default.help,
+      ),
+    },
+    help:
+      "signed module packages: install FILE|https://URL|npm:NAME@VERSION (shows what it asks for, then asks), list (author keys, rights), default NAME VERSION, rollback NAME",
+  },
   domains: { command: "admin_get_domains", flags: LIST, help: "list domains" },
   "add-domain": {
     command: "admin_add_domain",

@@ -68,6 +68,12 @@ import {
   revokeDevice,
 } from "./e2e_cli.ts";
 import { b64, confirmContact, deviceCode, safetyCode } from "./e2e.ts";
+import {
+  adminModuleCommand,
+  MODULE_FLAGS,
+  moduleCommand,
+  type PackageCliContext,
+} from "./package_cli.ts";
 
 /** What a command runs with. */
 interface Context {
@@ -222,6 +228,9 @@ async function runSubcommand(
   table: Record<string, SubcommandSpec>,
 ): Promise<number> {
   const name = ctx.args.positional[1];
+  if (kind === "admin" && name === "module" && !ctx.args.flags.has("help")) {
+    return await adminModuleCommand(packageContext(ctx));
+  }
   const spec = name ? table[name] : undefined;
   if (!name || ctx.args.flags.has("help")) {
     ctx.out(subcommandList(kind, table, name));
@@ -243,6 +252,17 @@ async function runSubcommand(
     print(ctx, data ?? { ok: true });
     return 0;
   });
+}
+
+/** What the package commands (package_cli.ts) need of a command's context. */
+function packageContext(ctx: Context): PackageCliContext {
+  return {
+    args: ctx.args,
+    out: ctx.out,
+    adminToken: () => needToken(ctx, "admin"),
+    withClient: (body) => withClient(ctx, body),
+    confirm: (question) => confirm(question),
+  };
 }
 
 function subcommandList(
@@ -919,6 +939,13 @@ export const COMMANDS: Record<string, Command> = {
         return check.ok ? 0 : 1;
       });
     },
+  },
+  module: {
+    args: "init DIR | keygen [NAME] | pack DIR --key KEY",
+    summary:
+      "for module authors: start a module, make a signing key, pack a signed package",
+    flags: MODULE_FLAGS,
+    run: (ctx) => moduleCommand(packageContext(ctx)),
   },
   admin: {
     args: "SUBCOMMAND ...",

@@ -15,6 +15,8 @@ export type ModuleIsolation = "worker" | "process";
 export interface ModuleStateRecord {
   /** The default version, when an admin chose one. */
   default?: string;
+  /** The default before the last change (what a rollback returns to). */
+  previous?: string;
   /** Per version: whether it serves and is loaded, and an admin-chosen placement. */
   versions: Record<
     string,

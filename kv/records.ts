@@ -28,6 +28,8 @@
  * | `["push_subscription", address, id]` | `PushSubscriptionRecord` (push.ts): a Web Push endpoint of one of the user's browsers |
  * | `["meta", "vapid"]` | the server's VAPID key pair (push.ts), created once |
  * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
+ * | `["module_author", module]` | `ModuleAuthorRecord` (packages.ts): the author key an admin trusts for a module's packages |
+ * | `["module_package", module, version]` | `ModulePackageRecord` (packages.ts): an installed package's signer, hash and installer |
  * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
  * | `["mod", module, "c", generation, i]` | one chunk of a large value of a module |
  * | `["mod_usage", module, "add"\|"sub"]` | `Deno.KvU64`: bytes a module wrote and freed (usage is their difference) |
@@ -267,6 +269,10 @@ export const keys = {
     ["push_subscription", address] as Deno.KvKey,
   vapid: () => ["meta", "vapid"] as Deno.KvKey,
   moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
+  moduleAuthor: (module: string) => ["module_author", module] as Deno.KvKey,
+  modulePackage: (module: string, version: string) =>
+    ["module_package", module, version] as Deno.KvKey,
+  modulePackages: () => ["module_package"] as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
 } as const;

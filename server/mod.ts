@@ -35,7 +35,7 @@ import {
 import { localProfile, userCommands } from "../core/user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
-import { moduleCommands } from "../core/admin/modules.ts";
+import { moduleCommands, packageCommands } from "../core/admin/modules.ts";
 import { Federation } from "../core/federation/mod.ts";
 import type { InboundResult } from "../core/federation/delivery.ts";
 import { secureDataDir } from "./data_dir.ts";
@@ -240,6 +240,7 @@ export async function startServer(
   const webUrl = () => web?.url();
   const host = new ModuleHost({
     root: config.modulesDir,
+    installed: `${config.dataDir}/packages`,
     kv: store.kv,
     stores: config.moduleStorage === "files"
       ? `${config.dataDir}/modules`
@@ -298,6 +299,7 @@ export async function startServer(
       now: options.now,
     }),
     ...moduleCommands(host.lifecycle),
+    ...packageCommands(host.packages!),
     ...federation.adminCommands(),
     ...userCommands({
       accounts: store.accounts,

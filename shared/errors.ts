@@ -69,6 +69,14 @@ export const ErrorCode = {
   REGISTRATION_CLOSED: 207,
   /** The domain is not hosted on this server. */
   UNKNOWN_DOMAIN: 208,
+  /** A module package that is not well formed: its tarball, paths, links, sizes, index or manifest. */
+  PACKAGE_INVALID: 230,
+  /** A module package changed after signing: a file's SHA-256 or the signature does not verify. */
+  PACKAGE_TAMPERED: 231,
+  /** A module package signed by another key than the one the admin trusts for the module. */
+  PACKAGE_UNTRUSTED_KEY: 232,
+  /** An unsigned module package, without the admin's explicit `allow_unsigned`. */
+  PACKAGE_UNSIGNED: 233,
 
   /** Server authentication failed: no or stale challenge, no published key, bad signature. */
   S2S_AUTH_FAILED: 500,

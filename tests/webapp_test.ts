@@ -191,6 +191,10 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       rows: 3,
     });
     assert.equal(result.users, 3);
+    assert.match(
+      String(result.messagesModule),
+      /shipped.*services: accounts\.resolve, accounts\.profile, federation\.send, federation\.routes/,
+    );
     assert.deepEqual(result.html, {
       pwned: [],
       remoteRequests: [],

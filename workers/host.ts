@@ -32,6 +32,8 @@ import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { serveService, type ServiceImplementation } from "./services.ts";
 import { Supervisor } from "./supervisor.ts";
 import { ModuleTable, type Slot } from "./table.ts";
+import { PackageInstaller } from "./packages.ts";
+import { PackageStore } from "../kv/packages.ts";
 
 export type { ModuleStatus } from "./lifecycle.ts";
 
@@ -39,6 +41,8 @@ export type { ModuleStatus } from "./lifecycle.ts";
 export interface ModuleHostOptions {
   /** Folder holding `<name>/<version>/module.json`. */
   root: string;
+  /** Folder of installed packages, `<name>/<version>/` (created when missing); absent: none can be installed. */
+  installed?: string;
   /** KV for the host's own state (which versions run, defaults). */
   kv: Deno.Kv;
   /**
@@ -89,6 +93,8 @@ export class ModuleHost {
   readonly router: ModuleRouter;
   /** The admin's life-cycle operations. */
   readonly lifecycle: ModuleLifecycle;
+  /** Installs signed packages (absent without an `installed` folder). */
+  readonly packages?: PackageInstaller;
 
   /** Create a host; call {@link start} to load modules. */
   constructor(options: ModuleHostOptions) {
@@ -142,13 +148,39 @@ export class ModuleHost {
       table: this.#table,
       supervisor: this.#supervisor,
       root: this.#root,
+      installed: options.installed && absolute(options.installed),
       log: this.#log,
     });
+    if (options.installed) {
+      this.packages = new PackageInstaller({
+        dir: absolute(options.installed),
+        modulesDir: this.#root,
+        store: new PackageStore(options.kv),
+        table: this.#table,
+        lifecycle: this.lifecycle,
+        serving: (name) => {
+          try {
+            return this.router.pick(name).manifest.version;
+          } catch {
+            return undefined;
+          }
+        },
+        log: this.#log,
+      });
+    }
   }
 
   /** Discover modules and start every enabled version. */
   async start(): Promise<void> {
     const { manifests, errors } = await discoverManifests(this.#root);
+    if (this.#options.installed) {
+      const installed = absolute(this.#options.installed);
+      await Deno.mkdir(installed, { recursive: true });
+      await this.packages!.restoreOrigins();
+      const found = await discoverManifests(installed);
+      manifests.push(...found.manifests);
+      errors.push(...found.errors);
+    }
     for (const error of errors) {
       this.#log.error("module_manifest_invalid", { error });
     }

@@ -48,6 +48,44 @@ export interface ModuleStatus {
   last_error: string;
   /** Storage quota in bytes. */
   storage_quota: number;
+  /** `shipped` (with the server), `folder` (put on disk by hand) or `package` (installed). */
+  source: "shipped" | "folder" | "package";
+  /** The author key an installed package was signed with (SPKI base64), or null. */
+  author_key: string | null;
+  /** Its key id, or null. */
+  author_key_id: string | null;
+  /** What the manifest grants it. */
+  rights: ModuleRights;
+}
+
+/** What a module version is granted by its manifest. */
+export interface ModuleRights {
+  /** `net`, `read`, `write`, `env`, `import` as granted. */
+  permissions: Manifest["permissions"];
+  /** Core services (`services`). */
+  services: string[];
+  /** Push events. */
+  events: string[];
+  /** Routes carried for the queue. */
+  transports: string[];
+  /** Other modules' commands it may call, when the manifest names any. */
+  calls?: unknown;
+  /** Its commands other modules may call, when the manifest names any. */
+  exports?: unknown;
+}
+
+/** A manifest's grants (`calls` and `exports` when the manifest has them). */
+function rightsOf(manifest: Manifest): ModuleRights {
+  const more = manifest as unknown as Record<string, unknown>;
+  const rights: ModuleRights = {
+    permissions: manifest.permissions,
+    services: manifest.services,
+    events: manifest.events,
+    transports: manifest.transports,
+  };
+  if (more.calls !== undefined) rights.calls = more.calls;
+  if (more.exports !== undefined) rights.exports = more.exports;
+  return rights;
 }
 
 function percentile(samples: number[], p: number): number {
@@ -70,6 +108,8 @@ export interface LifecycleOptions {
   supervisor: Supervisor;
   /** The modules' folder (absolute): `<name>/<version>/module.json`. */
   root: string;
+  /** The installed packages' folder (absolute), looked in first. */
+  installed?: string;
   /** Logger. */
   log: Logger;
 }
@@ -79,6 +119,7 @@ export class ModuleLifecycle {
   readonly #table: ModuleTable;
   readonly #supervisor: Supervisor;
   readonly #root: string;
+  readonly #installed?: string;
   readonly #log: Logger;
 
   /** Operate on the versions of `options.table`. */
@@ -86,6 +127,7 @@ export class ModuleLifecycle {
     this.#table = options.table;
     this.#supervisor = options.supervisor;
     this.#root = options.root;
+    this.#installed = options.installed;
     this.#log = options.log;
   }
 
@@ -116,7 +158,31 @@ export class ModuleLifecycle {
       p99_ms: percentile(slot.latencies, 0.99),
       last_error: slot.lastError,
       storage_quota: slot.manifest.storageQuota,
+      source: slot.origin ? "package" : slot.shipped ? "shipped" : "folder",
+      author_key: slot.origin?.public_key ?? null,
+      author_key_id: slot.origin?.key_id ?? null,
+      rights: rightsOf(slot.manifest),
     };
+  }
+
+  /** A version's status, if it is known. */
+  status(name: string, version: string): ModuleStatus | undefined {
+    const slot = this.#table.get(name, version);
+    return slot && this.#status(slot);
+  }
+
+  /** The folder of a version: an installed package's, else the modules' folder's. */
+  #dirOf(name: string, version: string): string {
+    if (this.#installed) {
+      const dir = `${this.#installed}/${name}/${version}`;
+      try {
+        Deno.statSync(`${dir}/module.json`);
+        return dir;
+      } catch {
+        // Not installed: the modules' folder.
+      }
+    }
+    return `${this.#root}/${name}/${version}`;
   }
 
   #slot(name: string, version: string): Slot {
@@ -141,7 +207,7 @@ export class ModuleLifecycle {
     }
     let manifest: Manifest;
     try {
-      manifest = await loadManifest(`${this.#root}/${name}/${version}`);
+      manifest = await loadManifest(this.#dirOf(name, version));
     } catch (error) {
       throw new ProtocolError(
         ErrorCode.NOT_FOUND,
@@ -225,6 +291,18 @@ export class ModuleLifecycle {
     this.#table.setDefault(name, version);
     await this.#table.persist(name);
     return this.#status(slot);
+  }
+
+  /** Make the previous default the default again (the one it replaced becomes the previous). */
+  async rollback(name: string): Promise<ModuleStatus> {
+    const previous = this.#table.previousOf(name);
+    if (!previous) {
+      throw new ProtocolError(
+        ErrorCode.NOT_FOUND,
+        `module ${name} has no previous default version to roll back to`,
+      );
+    }
+    return await this.setDefault(name, previous);
   }
 
   /** Choose worker or process isolation; the running copy is replaced. */

@@ -319,9 +319,10 @@ export async function discoverManifests(
   } catch {
     return { manifests, errors };
   }
-  for (const name of names.filter((e) => e.isDirectory)) {
+  // Names starting with a dot are not modules (an install's unfinished folder).
+  for (const name of names.filter((e) => e.isDirectory && e.name[0] !== ".")) {
     for (const version of Deno.readDirSync(`${root}/${name.name}`)) {
-      if (!version.isDirectory) continue;
+      if (!version.isDirectory || version.name[0] === ".") continue;
       const dir = `${root}/${name.name}/${version.name}`;
       try {
         const manifest = await loadManifest(dir);

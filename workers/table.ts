@@ -20,12 +20,24 @@ export type SlotState =
   | "disabled"
   | "unloaded";
 
+/** Where an installed package came from (absent: a folder put on disk). */
+export interface SlotOrigin {
+  /** The signer's Ed25519 key (SPKI base64), or null when installed unsigned. */
+  public_key: string | null;
+  /** Its key id, or null. */
+  key_id: string | null;
+  /** SHA-256 of the package. */
+  sha256: string;
+}
+
 /** One module version. */
 export interface Slot {
   /** Its manifest (read again on reload). */
   manifest: Manifest;
   /** Shipped with the server (trusted to run in a Worker). */
   shipped: boolean;
+  /** The package it was installed from, if it was. */
+  origin?: SlotOrigin;
   /** Whether it serves requests when running. */
   enabled: boolean;
   /** Whether it is loaded at all. */
@@ -64,6 +76,8 @@ export class ModuleTable {
   readonly #isShipped: (manifest: Manifest) => boolean;
   readonly #modules = new Map<string, Map<string, Slot>>();
   readonly #defaults = new Map<string, string>();
+  readonly #previous = new Map<string, string>();
+  readonly #origins = new Map<string, SlotOrigin>();
 
   /** A table persisted in `store`; `isShipped` tells trusted code. */
   constructor(
@@ -85,6 +99,7 @@ export class ModuleTable {
     const slot: Slot = {
       manifest,
       shipped,
+      origin: this.#origins.get(`${manifest.name} ${manifest.version}`),
       enabled: saved?.enabled ?? true,
       loaded: saved?.loaded ?? true,
       // Only code shipped with the server runs in a Worker without an admin's say.
@@ -109,7 +124,13 @@ export class ModuleTable {
   async restore(manifest: Manifest): Promise<Slot> {
     const state = await this.#store.get(manifest.name);
     if (state.default) this.#defaults.set(manifest.name, state.default);
+    if (state.previous) this.#previous.set(manifest.name, state.previous);
     return this.add(manifest, state.versions[manifest.version]);
+  }
+
+  /** Record the package a version is installed from (before its slot is added). */
+  setOrigin(name: string, version: string, origin: SlotOrigin): void {
+    this.#origins.set(`${name} ${version}`, origin);
   }
 
   /** One version's slot, if known. */
@@ -137,8 +158,16 @@ export class ModuleTable {
     return this.#defaults.get(name);
   }
 
-  /** Make `version` the default of its module (persist to keep it). */
+  /** The default before the last change, what a rollback returns to. */
+  previousOf(name: string): string | undefined {
+    return this.#previous.get(name);
+  }
+
+  /** Make `version` the default of its module, remembering the one before (persist to keep it). */
   setDefault(name: string, version: string): void {
+    const current = this.#defaults.get(name);
+    if (current === version) return;
+    if (current) this.#previous.set(name, current);
     this.#defaults.set(name, version);
   }
 
@@ -146,6 +175,7 @@ export class ModuleTable {
   async persist(name: string): Promise<void> {
     const state: ModuleStateRecord = {
       default: this.#defaults.get(name),
+      previous: this.#previous.get(name),
       versions: {},
     };
     for (const slot of this.versions(name)) {

@@ -35,6 +35,75 @@ export interface ModuleAdmin {
     version: string,
     isolation: "worker" | "process",
   ): Promise<unknown>;
+  /** Make the previous default version the default again. */
+  rollback(name: string): Promise<unknown>;
+}
+
+/** What the package commands need of the module host (workers/packages.ts). */
+export interface PackageAdmin {
+  /** Start an upload of `size` bytes. */
+  begin(size: number, admin: string): unknown;
+  /** Add bytes at `offset`. */
+  chunk(id: string, offset: number, data: Uint8Array, admin: string): unknown;
+  /** Verify an upload and install it (or only verify: `dryRun`). */
+  install(
+    request: {
+      upload: string;
+      sha256: string;
+      authorKey?: string;
+      allowUnsigned?: boolean;
+      dryRun?: boolean;
+      makeDefault?: boolean;
+    },
+    admin: string,
+  ): Promise<unknown>;
+}
+
+/** The package commands: upload a signed package in chunks, verify it, install it. */
+export function packageCommands(packages: PackageAdmin): Command[] {
+  const admin = (caller?: { name: string }) => caller?.name ?? "";
+  return [
+    defineCommand({
+      name: "admin_package_upload",
+      auth: "admin",
+      params: { size: { type: "int", min: 1 } },
+      handler: (p, ctx) => packages.begin(p.size, admin(ctx.caller)),
+    }),
+    defineCommand({
+      name: "admin_package_chunk",
+      auth: "admin",
+      params: {
+        upload: { type: "string", min: 1, max: 64 },
+        offset: { type: "int", min: 0 },
+        data: { type: "binary", min: 1 },
+      },
+      handler: (p, ctx) =>
+        packages.chunk(p.upload, p.offset, p.data, admin(ctx.caller)),
+    }),
+    defineCommand({
+      name: "admin_package_install",
+      auth: "admin",
+      params: {
+        upload: { type: "string", min: 1, max: 64 },
+        sha256: { type: "string", min: 64, max: 64 },
+        author_key: { type: "string", optional: true, max: 1024 },
+        allow_unsigned: { type: "bool", optional: true },
+        dry_run: { type: "bool", optional: true },
+        default: { type: "bool", optional: true },
+      },
+      handler: async (p, ctx) => {
+        const result = await packages.install({
+          upload: p.upload,
+          sha256: p.sha256,
+          authorKey: p.author_key,
+          allowUnsigned: p.allow_unsigned,
+          dryRun: p.dry_run,
+          makeDefault: p.default,
+        }, admin(ctx.caller));
+        return result;
+      },
+    }),
+  ];
 }
 
 const TARGET = {
@@ -75,6 +144,19 @@ export function moduleCommands(host: ModuleAdmin): Command[] {
     verb("admin_enable_module", (n, v) => host.enable(n, v)),
     verb("admin_disable_module", (n, v) => host.disable(n, v)),
     verb("admin_set_module_default", (n, v) => host.setDefault(n, v)),
+    defineCommand({
+      name: "admin_rollback_module",
+      auth: "admin",
+      params: { name: TARGET.name },
+      handler: async (p, ctx) => {
+        const result = await host.rollback(p.name);
+        ctx.log.info("rollback_module", {
+          module: p.name,
+          by: ctx.caller?.name,
+        });
+        return result;
+      },
+    }),
     defineCommand({
       name: "admin_set_module_isolation",
       auth: "admin",

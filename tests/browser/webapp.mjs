@@ -433,6 +433,9 @@ try {
   });
   await shot(admin, "admin-users");
   step("the admin console lists the users");
+  // Its Modules view names each module's source or author key and its rights.
+  result.messagesModule = await admin.getByRole("table", { name: "Modules" })
+    .locator("tbody tr").filter({ hasText: "messages" }).textContent();
 
   // Alice adds a second browser: a device invitation from Settings; the new
   // browser makes its own keys and waits; Alice compares codes and approves.

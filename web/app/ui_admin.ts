@@ -401,6 +401,35 @@ function Admins() {
   `;
 }
 
+/** A module row with its author key and granted rights in words. */
+function withGrants(m: Row): Row {
+  const rights = (m.rights ?? {}) as {
+    permissions?: Record<string, string[]>;
+    services?: string[];
+    calls?: unknown;
+    exports?: unknown;
+  };
+  const parts = Object.entries(rights.permissions ?? {})
+    .filter(([, v]) => v.length > 0)
+    .map(([k, v]) => `${k}: ${v.join(", ")}`);
+  if (rights.services?.length) {
+    parts.push(`services: ${rights.services.join(", ")}`);
+  }
+  if (rights.calls !== undefined) {
+    parts.push(`calls: ${JSON.stringify(rights.calls)}`);
+  }
+  if (rights.exports !== undefined) {
+    parts.push(`exports: ${JSON.stringify(rights.exports)}`);
+  }
+  return {
+    ...m,
+    author: m.source === "package"
+      ? (m.author_key_id ?? "unsigned")
+      : (m.source ?? ""),
+    rights: parts.join("; ") || "none",
+  };
+}
+
 function Modules() {
   const admin = app.value.admin!;
   const [data, reload] = useAdmin<{ modules: Row[] }>("admin_get_modules");
@@ -410,7 +439,7 @@ function Modules() {
     <section class="card" aria-labelledby="mod-h">
       <div class="screen-head"><h2 id="mod-h">Modules</h2>
           <button onClick=${reload}>Refresh</button></div>
-      <${Table} label="Modules" rows=${data?.modules ?? []}
+      <${Table} label="Modules" rows=${(data?.modules ?? []).map(withGrants)}
         columns=${[
           "name",
           "version",
@@ -418,6 +447,8 @@ function Modules() {
           "enabled",
           "default",
           "isolation",
+          "author",
+          "rights",
           "calls",
           "errors",
           "p99_ms",

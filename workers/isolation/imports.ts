@@ -73,6 +73,13 @@ interface Info {
   modules: InfoModule[];
 }
 
+/**
+ * The name a module may import the SDK by, wherever its folder is (an
+ * installed package lives in the data folder): also in the server's
+ * deno.json, for modules in Workers.
+ */
+export const SDK_SPECIFIER = "@amtp/sdk";
+
 /** The scheme the import map sends forbidden files to (Deno cannot load it). */
 const BLOCKED = "blocked:";
 
@@ -123,6 +130,8 @@ export class ImportPolicy {
   readonly #sdkPaths: Set<string>;
   /** File URLs of the SDK's files, as modules import them. */
   readonly #sdkUrls: string[];
+  /** The SDK's entry (what {@link SDK_SPECIFIER} names). */
+  readonly #sdkEntry: string;
   /** Modules whose last check passed, with the files it saw. */
   readonly #passed = new Map<string, { stamp: string; files: string[] }>();
   /** Entries whose npm packages are in Deno's cache. */
@@ -132,8 +141,10 @@ export class ImportPolicy {
     npm: Record<string, string>,
     sdkUrls: string[],
     sdkPaths: Set<string>,
+    sdkEntry: string,
   ) {
     this.#npm = npm;
+    this.#sdkEntry = sdkEntry;
     this.#sdkUrls = sdkUrls;
     this.#sdkPaths = sdkPaths;
   }
@@ -163,13 +174,14 @@ export class ImportPolicy {
     const paths = new Set(
       await Promise.all(urls.map((u) => Deno.realPath(pathOf(u)))),
     );
-    return new ImportPolicy(npm, urls, paths);
+    return new ImportPolicy(npm, urls, paths, sdk);
   }
 
   /** The import map of a module: the server's npm names, its folder, the SDK. */
   #importMap(dirs: string[]): string {
     const imports: Record<string, string> = {
       ...this.#npm,
+      [SDK_SPECIFIER]: this.#sdkEntry,
       "file:///": `${BLOCKED}/`,
     };
     for (const dir of dirs) {
