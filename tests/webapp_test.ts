@@ -184,6 +184,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
     assert.equal(result.attachmentBytes, 300_000);
     assert.equal(result.threadMessages, 2);
     assert.equal(result.threadProblems, 0, "no false warning on the reply");
+    assert.match(String(result.ownSignature), /your own device/);
     assert.deepEqual(result.afterCut, {
       away1: 1,
       away2: 1,

@@ -245,6 +245,9 @@ try {
   await alice.locator(".reader").getByText("The figures are attached.")
     .waitFor();
   result.threadProblems = await alice.locator(".reader [role=alert]").count();
+  // Her own message: her own master key is known here, not "seen first".
+  result.ownSignature = await alice.locator(".reader .message").first()
+    .getByTestId("signature").textContent();
   await alice.locator(".reader").getByText("Thanks, got them.").waitFor();
   await shot(alice, "alice-thread");
   step("bob's reply is threaded under alice's message");

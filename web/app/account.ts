@@ -68,7 +68,10 @@ export class UserSession {
     this.client = client;
     this.stored = stored;
     this.#token = token;
-    this.trust = new BrowserTrustStore(stored.address);
+    this.trust = new BrowserTrustStore(
+      stored.address,
+      () => this.stored.master?.public,
+    );
     const current = () => this.#token;
     this.mail = {
       client,

@@ -10,10 +10,11 @@
  */
 
 import type { LoginKey } from "../../client/mod.ts";
-import type {
-  ContactRecord,
-  MasterKeys,
-  TrustStore,
+import {
+  b64,
+  type ContactRecord,
+  type MasterKeys,
+  type TrustStore,
 } from "../../client/e2e.ts";
 import { importLoginPrivateKey, keyId } from "../../shared/login/algorithms.ts";
 import { toPem } from "../../shared/pem.ts";
@@ -231,15 +232,29 @@ export function loginKeyOf(stored: StoredLoginKey): LoginKey {
 /** Pinned contacts and seen message ids of one account, in IndexedDB. */
 export class BrowserTrustStore implements TrustStore {
   readonly #account: string;
+  readonly #ownMaster: () => Uint8Array | undefined;
 
-  /** The store of `account`. */
-  constructor(account: string) {
+  /**
+   * The store of `account`; `ownMaster` gives the account's master public
+   * key when this browser holds the master key (then the account's own
+   * master is known for certain, not trusted on first use).
+   */
+  constructor(account: string, ownMaster: () => Uint8Array | undefined) {
     this.#account = account;
+    this.#ownMaster = ownMaster;
   }
 
   /** The record of an address. */
   async get(address: string): Promise<ContactRecord | undefined> {
-    return await (await db()).get("contacts", `${this.#account}|${address}`);
+    const record: ContactRecord | undefined = await (await db()).get(
+      "contacts",
+      `${this.#account}|${address}`,
+    );
+    const own = address === this.#account ? this.#ownMaster() : undefined;
+    if (!own) return record;
+    const master = b64(own);
+    if (record && record.master !== master) return record;
+    return { master, counter: record?.counter ?? 0, confirmed: true };
   }
 
   /** Replace a record. */
@@ -267,7 +282,7 @@ export class BrowserTrustStore implements TrustStore {
     return keys.map((k, i) => ({
       address: String(k).slice(prefix.length),
       record: values[i],
-    }));
+    })).filter((contact) => contact.address !== this.#account);
   }
 }
 

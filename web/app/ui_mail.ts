@@ -248,6 +248,7 @@ function SecurityLine({ o }: { o: Opened }) {
       encrypted, but not readable here: ${r.error}</p>`;
   }
   const sender = r.opened.sender;
+  const own = sender === app.value.user?.address && r.trust === "confirmed";
   const signature = r.signature === "invalid"
     ? html`
       <span class="bad"
@@ -257,6 +258,12 @@ function SecurityLine({ o }: { o: Opened }) {
     ? html`
       <span class="bad"
         data-testid="signature">⚠ Signed by a device that is NOT in ${sender}'s device list</span>
+    `
+    : own
+    ? html`
+      <span class="good"
+        data-testid="signature">✓ Signature verified: your own device "${r
+          .deviceLabel}"</span>
     `
     : {
       "confirmed": html`
