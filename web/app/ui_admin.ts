@@ -17,7 +17,7 @@ import type { AdminSession } from "./account.ts";
 
 type Row = Record<string, unknown>;
 
-/** A command's answer, loaded again when `reload` is called. */
+/** A command's answer, loaded again when `reload` is called and when the window comes back. */
 function useAdmin<T>(command: string, params: Row = {}, deps: unknown[] = []) {
   const admin = app.value.admin!;
   const [value, setValue] = useState<T | undefined>();
@@ -31,6 +31,18 @@ function useAdmin<T>(command: string, params: Row = {}, deps: unknown[] = []) {
       live = false;
     };
   }, [...deps, tick]);
+  // Back to this window: what changed meanwhile (people joined) is shown.
+  useEffect(() => {
+    const again = () => {
+      if (document.visibilityState === "visible") setTick((t) => t + 1);
+    };
+    addEventListener("focus", again);
+    document.addEventListener("visibilitychange", again);
+    return () => {
+      removeEventListener("focus", again);
+      document.removeEventListener("visibilitychange", again);
+    };
+  }, []);
   return [value, () => setTick((t) => t + 1)] as const;
 }
 
@@ -206,7 +218,11 @@ function Invitations() {
       `Invitation for ${address} made`,
       reload,
     );
-    if (result) setMade(result);
+    if (result) {
+      setMade(result);
+      setAddress("");
+      setName("");
+    }
   }}>
       ${field("ainv-address", "Address", address, setAddress, "email")}
       ${field("ainv-name", "Name (optional)", name, setName)}
