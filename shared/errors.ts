@@ -69,6 +69,8 @@ export const ErrorCode = {
   REGISTRATION_CLOSED: 207,
   /** The domain is not hosted on this server. */
   UNKNOWN_DOMAIN: 208,
+  /** The recipient's rules refused the message; `message` is their reason. */
+  REJECTED: 209,
 
   /** Server authentication failed: no or stale challenge, no published key, bad signature. */
   S2S_AUTH_FAILED: 500,
