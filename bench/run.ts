@@ -433,6 +433,70 @@ await section("delivery", async () => {
     baseline: rate,
     baselineName: "in a Worker",
   });
+  // Rules (modules/rules): the same run with 20 rules per recipient (19
+  // that do not match, one that flags), next to the same run with no rules
+  // and with the rules module unloaded, measured back to back.
+  const ruleSet = [
+    ...Array.from({ length: 19 }, (_, i) => ({
+      conditions: [
+        { field: "from", op: "is", value: `someone${i}@elsewhere.test` },
+        { field: "subject", op: "matches", value: `*report ${i}*` },
+      ],
+      match: "any",
+      actions: [{ type: "fileinto", folder: `folder${i}` }],
+    })),
+    {
+      conditions: [{ field: "size", op: "under", value: 1_000_000 }],
+      actions: [{ type: "flag" }],
+    },
+  ];
+  const rulesOf = async (list: unknown[]) => {
+    for (const r of receivers) {
+      const s = await mailSession(await connect(), r, keys.get(r)!);
+      const answer = await s.client.request("rules_set", {
+        module: "rules",
+        user_token: s.token,
+        rules: list,
+      });
+      if (answer.error !== 0) throw new Error(`rules_set: ${answer.message}`);
+      s.client.close();
+    }
+  };
+  const rulesModule = (command: string) =>
+    admin.call(command, {
+      admin_token: adminToken,
+      name: "rules",
+      version: "1.0.0",
+    });
+  await rulesModule("admin_unload_module");
+  await concurrent(50, sendAll, 500);
+  const noModule = await concurrent(50, sendAll, SEQ_MS * 2);
+  await rulesModule("admin_load_module");
+  await rulesOf([]);
+  await concurrent(50, sendAll, 500);
+  const noRules = await concurrent(50, sendAll, SEQ_MS * 2);
+  await rulesOf(ruleSet);
+  await concurrent(50, sendAll, 500);
+  const withRules = await concurrent(50, sendAll, SEQ_MS * 2);
+  await rulesOf([]);
+  add({
+    group: "delivery",
+    name: "local delivery as above, rules module unloaded",
+    value: noModule,
+    unit: "msgs/s",
+    baseline: noRules,
+    baselineName: "rules module, no rules",
+  });
+  add({
+    group: "delivery",
+    name: "local delivery as above, 20 rules per recipient",
+    value: withRules,
+    unit: "msgs/s",
+    baseline: noRules,
+    baselineName: "rules module, no rules",
+    goal: ">= 90% of no rules",
+    met: withRules >= 0.9 * noRules,
+  });
   // Send-to-push latency at a steady rate.
   const steady = Math.min(500, Math.floor(rate * 0.6));
   const watcher = await mailSession(

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { startWorld } from "../testing/federation_world.ts";
 import { waitFor } from "../testing/helpers.ts";

@@ -1,5 +1,5 @@
 /**
- * Delivery through the rules module (docs/PROTOCOL.md 13.9): before a
+ * Delivery through the rules module (docs/PROTOCOL.md 13.4): before a
  * delivery is stored, the recipients' rules decide where it goes (a
  * synchronous call of the rules module's exported `rules_evaluate`: a
  * reject or a folder must be known before anything is written); once

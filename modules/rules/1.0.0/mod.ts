@@ -1,6 +1,6 @@
 /**
  * The rules module: per-user rules evaluated on every delivery
- * (docs/PROTOCOL.md section 13.9).
+ * (docs/PROTOCOL.md section 13.4).
  *
  * - `rules_get`, `rules_set`, `rules_test`: the user's commands.
  * - `rules_evaluate`: exported to the messages module only (not a client

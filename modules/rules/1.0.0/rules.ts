@@ -1,7 +1,7 @@
 /**
  * A user's rules: their shape (checked by {@link parseRules}, bounded), and
  * their evaluation against the facts of one delivery ({@link evaluate}).
- * docs/PROTOCOL.md section 13.9 is the wire form.
+ * docs/PROTOCOL.md section 13.4 is the wire form.
  *
  * Evaluation is plain code over plain data: string conditions compare
  * lower-cased text, `matches` is a wildcard match in linear time (no
@@ -25,7 +25,7 @@ export const MAX_RULES_BYTES = 64 * 1024;
 /** Forwarded copies forwarded again, at most (the chain a message carries). */
 export const MAX_HOPS = 3;
 
-/** What a delivery is known by (messages module, docs/PROTOCOL.md 13.9). */
+/** What a delivery is known by (messages module, docs/PROTOCOL.md 13.4). */
 export interface DeliveryFacts {
   /** The sender (From). */
   from: string;
