@@ -6,7 +6,8 @@ import {
   parseRules,
   wildcard,
 } from "./rules.ts";
-import { noReplyReason } from "./vacation.ts";
+import { noReplyReason, takeTurn } from "./vacation.ts";
+import { KvStorage } from "../../../workers/sdk/storage.ts";
 
 const facts = (over: Partial<DeliveryFacts> = {}): DeliveryFacts => ({
   from: "alice@a.test",
@@ -199,4 +200,29 @@ Deno.test("rules: vacation replies never go to bounces, lists, bulk, automatic o
     undefined,
   );
   assert.equal(noReplyReason(facts({ from: owner }), owner), "from oneself");
+});
+
+Deno.test("rules: a vacation reply to one sender at most once per N days (injected clock)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const storage = new KvStorage(kv, "rules", 1_000_000);
+    const day = 86_400_000;
+    const t0 = new Date("2026-11-01T00:00:00Z");
+    const at = (days: number) => new Date(t0.getTime() + days * day);
+    const turn = (sender: string, days: number) =>
+      takeTurn(storage, "bob@b.test", sender, 3, at(days));
+    assert.equal(await turn("alice@a.test", 0), true);
+    assert.equal(await turn("ALICE@a.test", 1), false);
+    assert.equal(await turn("carol@c.test", 1), true);
+    assert.equal(await turn("alice@a.test", 2.9), false);
+    assert.equal(await turn("alice@a.test", 3), true);
+    // Two deliveries at once: one reply.
+    const both = await Promise.all([
+      turn("dave@d.test", 5),
+      turn("dave@d.test", 5),
+    ]);
+    assert.deepEqual(both.sort(), [false, true]);
+  } finally {
+    kv.close();
+  }
 });
