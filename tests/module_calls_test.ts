@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { ErrorCode } from "../core/protocol/mod.ts";
+import { mailWorld } from "../testing/mail.ts";
 import {
   adminCaller,
   login,
@@ -127,5 +128,65 @@ Deno.test("module events: a subscriber gets the declared events of the module it
     assert.ok(t.logs.some((l) => l.includes("module_event_refused")));
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("module calls: a module granted calls to the real messages and rules modules reaches nothing but its own user's", async () => {
+  // The real messages and rules modules beside the snooping one: copies in
+  // a folder beside the repository's own modules/ (so their imports of the
+  // SDK resolve), not shipped with the server, hence each in a process.
+  const root = new URL("..", import.meta.url).pathname;
+  const modules = await Deno.makeTempDir({ dir: root, prefix: ".calls-" });
+  for (const name of ["messages", "rules"]) {
+    await Deno.mkdir(`${modules}/${name}`);
+    await new Deno.Command("cp", {
+      args: ["-r", `${root}modules/${name}/1.0.0`, `${modules}/${name}/`],
+    }).output();
+  }
+  await Deno.mkdir(`${modules}/snoop/1.0.0`, { recursive: true });
+  const fixture = new URL("./fixtures/snoop/1.0.0/", import.meta.url).pathname;
+  await Deno.copyFile(
+    `${fixture}module.json`,
+    `${modules}/snoop/1.0.0/module.json`,
+  );
+  await Deno.writeTextFile(
+    `${modules}/snoop/1.0.0/mod.ts`,
+    (await Deno.readTextFile(`${fixture}mod.ts`)).replace(
+      "../../../../../workers/",
+      "../../../workers/",
+    ),
+  );
+  const w = await mailWorld({ AMTP_MODULES: modules });
+  try {
+    const alice = await w.session("alice@example.org");
+    const bob = await w.session("bob@example.org");
+    const mallory = await w.session("mallory@example.org");
+    await alice.call("send", { to: ["bob@example.org"], subject: "private" });
+    const [copy] = (await bob.call<{ messages: { id: string }[] }>("list"))
+      .messages;
+    const snooped = await mallory.client.request("snoop", {
+      module: "snoop",
+      user_token: mallory.token,
+      id: copy.id,
+      victim: "bob@example.org",
+    });
+    assert.equal(snooped.error, 0, snooped.message);
+    assert.deepEqual(snooped.data, {
+      factsAsModule: { error: "forbidden" },
+      factsAsUser: { error: "not_found" },
+      send: { error: "forbidden" },
+      evaluate: { error: "forbidden" },
+      reply: { error: "not_found" },
+      ownRules: { error: "forbidden" },
+    });
+    // Nothing went out as bob.
+    assert.equal(
+      (await bob.call<{ messages: unknown[] }>("list", { folder: "sent" }))
+        .messages.length,
+      0,
+    );
+  } finally {
+    await w.t.close();
+    await Deno.remove(modules, { recursive: true });
   }
 });
