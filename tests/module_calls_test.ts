@@ -152,7 +152,7 @@ Deno.test("module calls: a module granted calls to the real messages and rules m
   await Deno.writeTextFile(
     `${modules}/snoop/1.0.0/mod.ts`,
     (await Deno.readTextFile(`${fixture}mod.ts`)).replace(
-      "../../../../../workers/",
+      "../../../../workers/",
       "../../../workers/",
     ),
   );
