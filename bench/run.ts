@@ -433,6 +433,121 @@ await section("delivery", async () => {
     baseline: rate,
     baselineName: "in a Worker",
   });
+  // Rules (modules/rules): the same run with 20 rules per recipient (19
+  // that do not match, one that flags), next to the same run with no rules
+  // and with the rules module unloaded, measured back to back.
+  const ruleSet = [
+    ...Array.from({ length: 19 }, (_, i) => ({
+      conditions: [
+        { field: "from", op: "is", value: `someone${i}@elsewhere.test` },
+        { field: "subject", op: "matches", value: `*report ${i}*` },
+      ],
+      match: "any",
+      actions: [{ type: "fileinto", folder: `folder${i}` }],
+    })),
+    {
+      conditions: [{ field: "size", op: "under", value: 1_000_000 }],
+      actions: [{ type: "flag" }],
+    },
+  ];
+  const rulesOf = async (list: unknown[]) => {
+    for (const r of receivers) {
+      const s = await mailSession(await connect(), r, keys.get(r)!);
+      const answer = await s.client.request("rules_set", {
+        module: "rules",
+        user_token: s.token,
+        rules: list,
+      });
+      if (answer.error !== 0) throw new Error(`rules_set: ${answer.message}`);
+      s.client.close();
+    }
+  };
+  const rulesModule = (command: string) =>
+    admin.call(command, {
+      admin_token: adminToken,
+      name: "rules",
+      version: "1.0.0",
+    });
+  // (Deno reads /proc only with --allow-all: `cat` reads it.)
+  const cpuMs = () => {
+    const stat = new TextDecoder().decode(
+      new Deno.Command("cat", { args: [`/proc/${server.child.pid}/stat`] })
+        .outputSync().stdout,
+    );
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, 100 Hz
+  };
+  await rulesModule("admin_unload_module");
+  await concurrent(50, sendAll, 500);
+  const cpuBefore = cpuMs();
+  const noModule = await concurrent(50, sendAll, SEQ_MS * 2);
+  const cpuNoModule = (cpuMs() - cpuBefore) * 1000 /
+    (noModule * SEQ_MS * 2 / 1000);
+  await rulesModule("admin_load_module");
+  // Alternating rounds, medians: the machine's load drifts between runs.
+  // Beside the rate, the server's CPU time per delivery (its process, the
+  // modules' Workers included): what the rules cost, whatever else runs.
+  const without: number[] = [];
+  const within: number[] = [];
+  const cpuWithout: number[] = [];
+  const cpuWithin: number[] = [];
+  for (let round = 0; round < (FULL ? 6 : 4); round++) {
+    // Which goes first alternates, so a drift favours neither.
+    for (const rules of round % 2 ? [ruleSet, []] : [[], ruleSet]) {
+      await rulesOf(rules);
+      await concurrent(50, sendAll, 300);
+      const cpu = cpuMs();
+      const rate = await concurrent(50, sendAll, SEQ_MS);
+      const perDelivery = (cpuMs() - cpu) * 1000 / (rate * SEQ_MS / 1000);
+      (rules.length ? within : without).push(rate);
+      (rules.length ? cpuWithin : cpuWithout).push(perDelivery);
+    }
+  }
+  await rulesOf([]);
+  const noRules = percentile(without, 0.5);
+  const withRules = percentile(within, 0.5);
+  add({
+    group: "delivery",
+    name: "local delivery as above, rules module unloaded",
+    value: noModule,
+    unit: "msgs/s",
+    baseline: noRules,
+    baselineName: "rules module, no rules",
+  });
+  add({
+    group: "delivery",
+    name: "local delivery as above, 20 rules per recipient (median of rounds)",
+    value: withRules,
+    unit: "msgs/s",
+    baseline: noRules,
+    baselineName: "rules module, no rules",
+    goal: ">= 90% of no rules",
+    met: withRules >= 0.9 * noRules,
+    note: `rounds without/with: ${without.map(Math.round).join(", ")} / ${
+      within.map(Math.round).join(", ")
+    }`,
+  });
+  add({
+    group: "delivery",
+    name: "server CPU per local delivery, rules module unloaded",
+    value: cpuNoModule,
+    unit: "µs",
+    baseline: percentile(cpuWithout, 0.5),
+    baselineName: "rules module, no rules",
+  });
+  add({
+    group: "delivery",
+    name: "server CPU per local delivery, 20 rules per recipient (median)",
+    value: percentile(cpuWithin, 0.5),
+    unit: "µs",
+    baseline: percentile(cpuWithout, 0.5),
+    baselineName: "rules module, no rules",
+    goal: "<= 110% of no rules",
+    met: percentile(cpuWithin, 0.5) <= 1.1 * percentile(cpuWithout, 0.5),
+    note: `rounds without/with: ${cpuWithout.map(Math.round).join(", ")} / ${
+      cpuWithin.map(Math.round).join(", ")
+    }`,
+  });
   // Send-to-push latency at a steady rate.
   const steady = Math.min(500, Math.floor(rate * 0.6));
   const watcher = await mailSession(

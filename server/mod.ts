@@ -258,6 +258,12 @@ export async function startServer(
       certificate: () => certificate,
       inbound: (module, delivery): Promise<InboundResult> =>
         host.router.inbound(module, delivery),
+      modules: {
+        call: (from, target, command, params, ticket): Promise<unknown> =>
+          host.router.callFrom(from, target, command, params, ticket),
+        emit: (from, event, data, failed): number =>
+          host.router.emit(from, event, data, failed),
+      },
       // New mail reaches closed apps through Web Push.
       notify: (address, module, event, data) => {
         if (module === "messages" && event === "message_new") {

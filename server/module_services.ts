@@ -44,6 +44,22 @@ export interface ServiceParts {
     module: string,
     delivery: InboundDelivery,
   ) => Promise<InboundResult>;
+  /** Calls and events between modules (the router: workers/router.ts `callFrom`, `emit`). */
+  modules: {
+    call(
+      from: Manifest,
+      target: string,
+      command: string,
+      params: Record<string, unknown>,
+      ticket?: string,
+    ): Promise<unknown>;
+    emit(
+      from: Manifest,
+      event: string,
+      data: unknown,
+      failed: (module: string, error: unknown) => void,
+    ): number;
+  };
   /** Told of every push a module makes (Web Push of new mail). */
   notify?: (
     address: string,
@@ -111,6 +127,29 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
     "tls.certificate": () => {
       const { certPem, keyPem, sha256 } = parts.certificate();
       return Promise.resolve({ cert: certPem, key: keyPem, sha256 });
+    },
+    "modules.call": ({ manifest }, target, command, params, ticket) =>
+      parts.modules.call(manifest, target, command, params, ticket),
+    "modules.emit": ({ manifest, log }, event, data) => {
+      try {
+        parts.modules.emit(
+          manifest,
+          event,
+          data,
+          (module, error) =>
+            log.warn("module_event_failed", {
+              event,
+              subscriber: module,
+              error: String(error).slice(0, 200),
+            }),
+        );
+      } catch (error) {
+        // A notification has no answer: the refusal is logged.
+        log.warn("module_event_refused", {
+          event,
+          error: String(error).slice(0, 200),
+        });
+      }
     },
     "storage.get": ({ manifest }, key) => storage(manifest).get(key),
     "storage.getMany": ({ manifest }, keys) => storage(manifest).getMany(keys),

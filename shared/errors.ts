@@ -69,6 +69,8 @@ export const ErrorCode = {
   REGISTRATION_CLOSED: 207,
   /** The domain is not hosted on this server. */
   UNKNOWN_DOMAIN: 208,
+  /** The recipient's rules refused the message; `message` is their reason. */
+  REJECTED: 209,
   /** A module package that is not well formed: its tarball, paths, links, sizes, index or manifest. */
   PACKAGE_INVALID: 230,
   /** A module package changed after signing: a file's SHA-256 or the signature does not verify. */

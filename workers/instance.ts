@@ -41,7 +41,7 @@ import {
   type TransportResult,
 } from "./bridge/services.ts";
 import type { Channel } from "./isolation/channel.ts";
-import type { Isolation, Manifest } from "./manifest.ts";
+import { handledCommands, type Isolation, type Manifest } from "./manifest.ts";
 import type { ServiceCaller } from "./services.ts";
 
 /** Serves a module's call of a core service (workers/services.ts). */
@@ -237,7 +237,7 @@ export class ModuleInstance {
   /** Loaded: tell it its storage and commands; it is ready once it started. */
   async #begin(): Promise<void> {
     const { answer } = this.#endpoint.begin("start", [{
-      commands: this.manifest.commands,
+      commands: handledCommands(this.manifest),
       storage: {
         path: this.#storePath,
         name: this.manifest.name,
@@ -343,7 +343,9 @@ export class ModuleInstance {
   }
 
   /** Call one of the module's offers under its deadline; resolves with the checked answer. */
-  async #call<M extends "call" | "inbound" | "compose" | "transport">(
+  async #call<
+    M extends "call" | "inbound" | "compose" | "transport" | "event",
+  >(
     method: M,
     args: Parameters<ModuleOffers[M]>,
   ): Promise<Awaited<ReturnType<ModuleOffers[M]>>> {
@@ -395,6 +397,11 @@ export class ModuleInstance {
     request: ComposeRequest,
   ): Promise<{ raw: Uint8Array }> {
     return this.#call("compose", [{ ...caller }, request]);
+  }
+
+  /** Hand the module an event of another module it subscribes to. */
+  event(caller: BridgeCaller, event: string, data: unknown): Promise<null> {
+    return this.#call("event", [{ ...caller }, event, data]);
   }
 
   /** Carry a message over one of the module's routes. */

@@ -15,7 +15,10 @@
  *   "timeout_ms": 5000,
  *   "memory_mb": 128,
  *   "services": ["accounts.resolve"],
- *   "transports": []
+ *   "transports": [],
+ *   "calls": { "rules": ["rules_evaluate"] },
+ *   "exports": ["echo_for"],
+ *   "subscribes": { "messages": ["message_delivered"] }
  * }
  * ```
  *
@@ -83,6 +86,20 @@ export interface Manifest {
   services: ServiceName[];
   /** Outbound routes it carries for the queue (`smtp`): its `transport` is called for them. */
   transports: string[];
+  /** Other modules' commands it may call (`modules.call`), by module name. */
+  calls: Record<string, string[]>;
+  /** Its commands other modules may call; those not in {@link commands} only modules may call. */
+  exports: string[];
+  /** Other modules' events it takes (`modules.emit`), by module name. */
+  subscribes: Record<string, string[]>;
+}
+
+/** Every command a module's handlers serve: its `commands`, then the `exports` that are not among them. */
+export function handledCommands(manifest: Manifest): string[] {
+  return [
+    ...manifest.commands,
+    ...manifest.exports.filter((c) => !manifest.commands.includes(c)),
+  ];
 }
 
 /** Routes a module may carry. */
@@ -215,6 +232,22 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
       );
     }
   }
+  const exports = strings(file, m.exports, "exports");
+  if (exports.some((c) => !COMMAND_RE.test(c))) {
+    throw new ManifestError(
+      file,
+      '"exports" must list command names ([a-z][a-z0-9_]*)',
+    );
+  }
+  const calls = namesByModule(file, m.calls, "calls", COMMAND_RE);
+  const subscribes = namesByModule(file, m.subscribes, "subscribes", EVENT_RE);
+  const events = strings(file, m.events, "events");
+  if (events.some((e) => !EVENT_RE.test(e))) {
+    throw new ManifestError(
+      file,
+      '"events" must list event names ([a-z][a-z0-9_]*)',
+    );
+  }
   const isolation = m.isolation ?? "worker";
   if (isolation !== "worker" && isolation !== "process") {
     throw new ManifestError(file, '"isolation" is "worker" or "process"');
@@ -256,14 +289,53 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
       import: imports,
     },
     commands,
-    events: strings(file, m.events, "events"),
+    events,
     storageQuota: number("storage_quota", 10 * 1024 * 1024, 0, 1024 ** 4),
     isolation,
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
     services: services as ServiceName[],
     transports,
+    calls,
+    exports,
+    subscribes,
   };
+}
+
+const EVENT_RE = /^[a-z][a-z0-9_]{0,63}$/;
+
+/** `{"module": ["name", ...]}` (`calls`, `subscribes`): module names to lists of names. */
+function namesByModule(
+  file: string,
+  value: unknown,
+  field: string,
+  names: RegExp,
+): Record<string, string[]> {
+  if (value === undefined) return {};
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new ManifestError(
+      file,
+      `"${field}" must be an object: module name -> list of names`,
+    );
+  }
+  const out: Record<string, string[]> = {};
+  for (const [module, list] of Object.entries(value)) {
+    if (!NAME_RE.test(module)) {
+      throw new ManifestError(
+        file,
+        `"${field}": "${module}" is not a module name`,
+      );
+    }
+    const items = strings(file, list, `${field}.${module}`);
+    if (items.some((n) => !names.test(n))) {
+      throw new ManifestError(
+        file,
+        `"${field}.${module}" must list names ([a-z][a-z0-9_]*)`,
+      );
+    }
+    out[module] = items;
+  }
+  return out;
 }
 
 /** `${NAME}` or `${NAME:-default}` in a permission entry. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ManifestError, parseManifest } from "./manifest.ts";
+import { handledCommands, ManifestError, parseManifest } from "./manifest.ts";
 
 Deno.test("manifest: defaults, resolved paths, refusals", () => {
   const m = parseManifest({
@@ -43,6 +43,39 @@ Deno.test("manifest: defaults, resolved paths, refusals", () => {
       () => parseManifest(raw, "/m"),
       ManifestError,
       JSON.stringify(raw),
+    );
+  }
+});
+
+Deno.test("manifest: calls, exports and subscribes between modules", () => {
+  const m = parseManifest({
+    name: "rules",
+    version: "1.0.0",
+    commands: ["rules_get"],
+    exports: ["rules_evaluate", "rules_get"],
+    calls: { messages: ["message_facts"] },
+    subscribes: { messages: ["message_delivered"] },
+  }, "/m");
+  assert.deepEqual(m.calls, { messages: ["message_facts"] });
+  assert.deepEqual(m.subscribes, { messages: ["message_delivered"] });
+  // Handlers: the commands, then the exports not among them.
+  assert.deepEqual(handledCommands(m), ["rules_get", "rules_evaluate"]);
+  const base = { name: "ok", version: "1.0.0", commands: ["a"] };
+  for (
+    const extra of [
+      { calls: ["messages"] },
+      { calls: { Messages: ["get"] } },
+      { calls: { messages: "get" } },
+      { calls: { messages: ["Get"] } },
+      { exports: ["no spaces"] },
+      { subscribes: { messages: [1] } },
+      { events: ["Has-Dash"] },
+    ]
+  ) {
+    assert.throws(
+      () => parseManifest({ ...base, ...extra }, "/m"),
+      ManifestError,
+      JSON.stringify(extra),
     );
   }
 });

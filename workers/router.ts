@@ -27,6 +27,8 @@ import {
   SemverError,
 } from "./semver.ts";
 import type { ModuleInstance } from "./instance.ts";
+import type { Manifest } from "./manifest.ts";
+import type { BridgeCaller } from "./bridge/services.ts";
 import type { ModuleTable, Slot } from "./table.ts";
 import { inSpan } from "../core/trace/mod.ts";
 
@@ -51,6 +53,24 @@ const ENVELOPE = new Set([
 ]);
 /** Latency samples kept per version. */
 const SAMPLES = 512;
+/** Module-to-module calls one client call may nest (A calls B calls C ...). */
+export const MAX_CALL_DEPTH = 4;
+
+/** A call in progress, as its ticket names it (BridgeCaller.ticket). */
+interface Ticket {
+  /** The user on whose behalf ("" for a module calling as itself). */
+  address: string;
+  /** The client session, or `module:NAME`. */
+  session: string;
+  /** The module the ticket was given to: only it may hand it back. */
+  module: string;
+  /** Module-to-module calls above this one. */
+  depth: number;
+}
+
+function forbidden(message: string): ProtocolError {
+  return new ProtocolError(ErrorCode.FORBIDDEN, message);
+}
 
 function unavailable(message: string): ProtocolError {
   return new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, message);
@@ -70,6 +90,8 @@ export interface AvailableModule {
 export class ModuleRouter {
   readonly #table: ModuleTable;
   readonly #observer?: ModuleObserver;
+  /** Tickets of calls in progress (unguessable; removed when the call ends). */
+  readonly #tickets = new Map<string, Ticket>();
 
   /** Route over the versions of `table`. */
   constructor(table: ModuleTable, observer?: ModuleObserver) {
@@ -148,6 +170,12 @@ export class ModuleRouter {
     const started = performance.now();
     slot.calls++;
     let ok = false;
+    const ticket = this.#issue({
+      address: caller.name,
+      session: ctx.session.id,
+      module: name,
+      depth: 0,
+    });
     try {
       const data = await inSpan("amtp.module.call", {
         attributes: {
@@ -160,6 +188,7 @@ export class ModuleRouter {
         instance.call(command, {
           address: caller.name,
           session: ctx.session.id,
+          ticket,
         }, params));
       ok = true;
       return data;
@@ -167,6 +196,7 @@ export class ModuleRouter {
       slot.errors++;
       throw error;
     } finally {
+      this.#tickets.delete(ticket);
       slot.latencies.push(performance.now() - started);
       if (slot.latencies.length > SAMPLES) slot.latencies.shift();
       this.#observer?.called(name, "call", ok);
@@ -251,6 +281,124 @@ export class ModuleRouter {
       );
     }
     return await instance.transport(request);
+  }
+
+  /**
+   * A module's call of another module's command (`modules.call`): `from`'s
+   * `calls` must name it and the callee's `exports` list it. The callee's
+   * caller is set here: the user of the ticket `from` was given for the call
+   * it serves, or `from` itself without one; `module` is always `from`.
+   */
+  async callFrom(
+    from: Manifest,
+    target: string,
+    command: string,
+    params: Document,
+    ticket?: string,
+  ): Promise<unknown> {
+    if (!from.calls[target]?.includes(command)) {
+      throw forbidden(
+        `module ${from.name} may not call ${target}.${command}: its manifest's "calls" does not name it`,
+      );
+    }
+    const slot = this.pick(target);
+    if (!slot.manifest.exports.includes(command)) {
+      throw forbidden(
+        `module ${target} ${slot.manifest.version} does not export "${command}"`,
+      );
+    }
+    let on: Ticket | undefined;
+    if (ticket !== undefined) {
+      on = this.#tickets.get(ticket);
+      // A ticket is good only in the hands of the module it was given to.
+      if (!on || on.module !== from.name) {
+        throw forbidden("unknown or finished caller ticket");
+      }
+    }
+    const depth = (on?.depth ?? 0) + 1;
+    if (depth > MAX_CALL_DEPTH) {
+      throw new ProtocolError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `module calls nest at most ${MAX_CALL_DEPTH} deep`,
+      );
+    }
+    const instance = this.#running(
+      slot,
+      `module ${target} ${slot.manifest.version} is ${slot.state}`,
+    );
+    const caller: BridgeCaller = {
+      address: on?.address ?? "",
+      session: on?.session ?? `module:${from.name}`,
+      module: from.name,
+    };
+    const own = this.#issue({
+      address: caller.address,
+      session: caller.session,
+      module: target,
+      depth,
+    });
+    slot.calls++;
+    let ok = false;
+    try {
+      const data = await instance.call(
+        command,
+        { ...caller, ticket: own },
+        params,
+      );
+      ok = true;
+      return data;
+    } catch (error) {
+      slot.errors++;
+      throw error;
+    } finally {
+      this.#tickets.delete(own);
+      this.#observer?.called(target, "call", ok);
+    }
+  }
+
+  /**
+   * A module's event (`modules.emit`), declared in its `events`, handed to
+   * the default version of every module whose `subscribes` names it; not
+   * waited for (a subscriber's failure is its own, told to `failed`).
+   */
+  emit(
+    from: Manifest,
+    event: string,
+    data: unknown,
+    failed: (module: string, error: unknown) => void,
+  ): number {
+    if (!from.events.includes(event)) {
+      throw forbidden(`event "${event}" is not declared in the manifest`);
+    }
+    let reached = 0;
+    for (const name of this.#table.names()) {
+      let slot: Slot;
+      try {
+        slot = this.pick(name);
+      } catch {
+        continue;
+      }
+      if (!slot.manifest.subscribes[from.name]?.includes(event)) continue;
+      const instance = slot.instance;
+      if (!instance || instance.state !== "ready") {
+        failed(name, unavailable(`module ${name} is ${slot.state}`));
+        continue;
+      }
+      reached++;
+      instance.event(
+        { address: "", session: `module:${from.name}`, module: from.name },
+        event,
+        data,
+      ).catch((error) => failed(name, error));
+    }
+    return reached;
+  }
+
+  /** A new ticket for a call in progress. */
+  #issue(ticket: Ticket): string {
+    const id = crypto.randomUUID();
+    this.#tickets.set(id, ticket);
+    return id;
   }
 
   /** Modules and versions clients may use, for `info`. */

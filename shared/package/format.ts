@@ -1,6 +1,6 @@
 /**
  * Signed module packages (docs/MODULES.md "Packages", docs/PROTOCOL.md
- * section 12.7): one gzip-compressed tarball holding
+ * section 12.8): one gzip-compressed tarball holding
  *
  * - `amtp-package.json`, the index: `{format, name, version, files: [{path,
  *   size, sha256}]}`, every file of the module with its SHA-256;

@@ -95,12 +95,29 @@ export interface TlsCertificate {
   sha256: string;
 }
 
-/** The caller of a module command, set by the core from the token. */
+/**
+ * The caller of a module command, set by the core: from the token for a
+ * client's call, from the calling module's identity for a call or an event
+ * of another module (`modules.call`, `modules.emit`). Nothing a module sends
+ * can set it.
+ */
 export interface BridgeCaller {
-  /** The user's address (a delivery's sender for `inbound`). */
+  /**
+   * The user's address (a delivery's sender for `inbound`); for a call from
+   * another module, the user on whose behalf it calls (the core checked it
+   * serves a call of that user), or "" when the module calls as itself.
+   */
   address: string;
-  /** The client session the request came on (`peer:HOST` for `inbound`). */
+  /** The client session the request came on (`peer:HOST` for `inbound`, `module:NAME` for a module calling as itself). */
   session: string;
+  /** For a call or an event from another module: that module's name. Absent for clients and the core. */
+  module?: string;
+  /**
+   * Opaque, valid while this call runs: handed back with `modules.call`, it
+   * lets the module call another on this same caller's behalf (the SDK does
+   * so by itself). Absent where there is no user (deliveries, events).
+   */
+  ticket?: string;
 }
 
 /** What a module queues for remote addresses (`federation.send`). */
@@ -146,6 +163,25 @@ export interface CoreServices {
   "mail.deliver"(message: EmailIn): Promise<InboundResult>;
   /** The server's current TLS certificate and key (renewed ones included). */
   "tls.certificate"(): Promise<TlsCertificate>;
+  /**
+   * Call another module's command: allowed when this manifest's `calls`
+   * names it and the other's `exports` lists it. With the ticket of the
+   * handler's caller, the callee sees that user as its caller; without, the
+   * calling module itself. The callee's `caller.module` is always this
+   * module's name. (The SDK's `ctx.modules.call(module, command, params)`
+   * passes the ticket by itself.)
+   */
+  "modules.call"(
+    module: string,
+    command: string,
+    params: Document,
+    ticket?: string,
+  ): Promise<unknown>;
+  /**
+   * Emit an event (declared in this manifest's `events`) to every module
+   * whose `subscribes` names it; not answered, not waited for.
+   */
+  "modules.emit"(event: string, data: unknown): void;
   /** Storage through the core (`AMTP_MODULE_STORAGE=core`): the module's namespace in the core's database. */
   "storage.get": ModuleStorage["get"];
   /** See {@link ModuleStorage.getMany}. */
@@ -233,6 +269,22 @@ export const CORE_SERVICES: {
     ),
   },
   "tls.certificate": { grant: "declared", args: args() },
+  // Checked against both manifests by the implementation (`calls`,
+  // `exports`, `events`, `subscribes`), not by `services`.
+  "modules.call": {
+    grant: "always",
+    args: args(
+      string(64),
+      string(64),
+      record(any(), 256),
+      optional(string(64)),
+    ),
+  },
+  "modules.emit": {
+    grant: "always",
+    notify: true,
+    args: args(string(64), any()),
+  },
   "storage.get": storage(args(key)),
   "storage.getMany": storage(args(list(key, 1000))),
   "storage.set": storage(args(key, any())),
@@ -269,7 +321,7 @@ export interface ModuleStorageInit {
 
 /** What `start` tells a module. */
 export interface ModuleStart {
-  /** The commands its manifest lists: the module refuses to start unless it has exactly these handlers. */
+  /** The commands its manifest lists in `commands` and `exports`: the module refuses to start unless it has exactly these handlers. */
   commands: string[];
   /** Its storage. */
   storage: ModuleStorageInit;
@@ -311,6 +363,11 @@ export interface ModuleOffers {
   ): Promise<{ raw: Uint8Array }>;
   /** Carry a message over a route its manifest names in `transports` (a gateway's outbound side). */
   transport(request: TransportRequest): Promise<TransportResult>;
+  /**
+   * An event of another module this one subscribes to (`subscribes`); the
+   * caller names the emitting module (`caller.module`).
+   */
+  event(caller: BridgeCaller, event: string, data: unknown): Promise<null>;
   /** Answer at once (heartbeat). */
   ping(): Promise<null>;
 }
@@ -362,6 +419,7 @@ export const MODULE_OFFERS: {
       ),
     }),
   },
+  event: { result: () => null },
   ping: { result: () => null },
 };
 

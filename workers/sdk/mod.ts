@@ -118,10 +118,26 @@ export type Handler = (
   ctx: ModuleContext,
 ) => unknown;
 
+/** A handler of another module's event; `ctx.caller.module` names the emitter. */
+export type EventHandler = (
+  data: unknown,
+  ctx: ModuleContext,
+) => Promise<void> | void;
+
 /** A module: its command handlers, and its handler of deliveries if it federates. */
 export interface ModuleDefinition {
-  /** Handlers by command name: exactly the manifest's `commands`. */
+  /**
+   * Handlers by command name: exactly the manifest's `commands` and
+   * `exports`. A command another module calls sees that module in
+   * `ctx.caller.module` (set by the core), and in `ctx.caller.address` the
+   * user on whose behalf it calls, or "" when it calls as itself.
+   */
   commands: Record<string, Handler>;
+  /**
+   * Handlers of other modules' events, by `"module.event"` (what the
+   * manifest's `subscribes` names); an event without a handler is ignored.
+   */
+  events?: Record<string, EventHandler>;
   /**
    * Deliveries from other servers, bounces and email (modules that
    * federate). The context's caller is the sender (`deliver`, `email`) or
@@ -300,7 +316,18 @@ export function serveModule(
     if (!base) {
       throw new ModuleError("handler_failed", "the module has not started");
     }
-    return { ...base, caller };
+    const call = base.modules.call;
+    // Calls to other modules go on this caller's behalf (its ticket); ""
+    // calls as the module itself.
+    return {
+      ...base,
+      caller,
+      modules: {
+        ...base.modules,
+        call: (module, command, params, ticket = caller.ticket) =>
+          call(module, command, params ?? {}, ticket || undefined),
+      },
+    };
   };
   const offers: ModuleOffers = {
     start: async (init) => {
@@ -350,6 +377,11 @@ export function serveModule(
         throw new ModuleError("unknown_command", "no transport handler");
       }
       return await definition.transport(request, context(MODULE_CALLER));
+    },
+    event: async (caller, event, data) => {
+      const handler = definition.events?.[`${caller.module}.${event}`];
+      if (handler) await handler(data, context(caller));
+      return null;
     },
     ping: () => Promise.resolve(null),
   };

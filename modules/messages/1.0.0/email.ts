@@ -48,7 +48,14 @@ import {
   type NewCopy,
 } from "./mailbox.ts";
 import { composeEmail, type ParsedEmail, parseEmail } from "./mime.ts";
-import { MAX_BODY } from "./send.ts";
+import { MAX_BODY, send } from "./send.ts";
+import {
+  afterDelivery,
+  decide,
+  type DeliveryFacts,
+  notKept,
+  placed,
+} from "./rules.ts";
 
 /** Where one copy of an email goes. */
 export interface Placement {
@@ -396,6 +403,47 @@ export async function inboundEmail(
       });
     }
   }
+  let mail;
+  try {
+    mail = await parseEmail(payload.raw);
+  } catch {
+    return refuse(ErrorCode.INVALID_PARAMETER, "unreadable message");
+  }
+  const auth = payload.auth as EmailAuthRecord | undefined;
+  const header = (name: string) =>
+    mail.headers.find(([n]) => n === name)?.[1] ?? "";
+  // The recipients' rules, before anything is stored.
+  const facts: DeliveryFacts = {
+    from: mail.from || delivery.from,
+    mail_from: delivery.from,
+    to: mail.to,
+    cc: mail.cc,
+    subject: mail.subject,
+    size: payload.raw.byteLength,
+    attachments: mail.attachments.filter((a) => !a.inline).length,
+    headers: mail.headers,
+    ...(auth
+      ? {
+        auth: {
+          spf: auth.spf.result,
+          dkim: auth.dkim.find((d) => d.result === "pass")?.result ??
+            auth.dkim[0]?.result ?? "none",
+          dmarc: auth.dmarc.result,
+        },
+      }
+      : {}),
+    forwarded: header("x-amtp-forwarded").split(",").map((a) =>
+      a.trim().toLowerCase()
+    ).filter((a) => a.includes("@")).slice(0, 10),
+    auto_submitted: header("auto-submitted").split(";")[0].trim()
+      .toLowerCase().slice(0, 64),
+  };
+  const decisions = await decide(ctx, facts, [...placements.keys()]);
+  const { rejected, dropped } = notKept(decisions);
+  for (const owner of dropped) placements.delete(owner);
+  for (const [owner, place] of placements) {
+    Object.assign(place, placed(decisions.get(owner)));
+  }
   let outcomes: EmailOutcome[];
   try {
     outcomes = await storeEmail({
@@ -407,8 +455,8 @@ export async function inboundEmail(
       placements: [...placements.values()],
       date: payload.received instanceof Date ? payload.received : new Date(),
       mail_from: delivery.from,
-      auth: payload.auth as EmailAuthRecord | undefined,
-    });
+      auth,
+    }, mail);
   } catch (error) {
     if (error instanceof ModuleError && error.code === "limit_exceeded") {
       return refuse(ErrorCode.LIMIT_EXCEEDED, error.message);
@@ -417,6 +465,33 @@ export async function inboundEmail(
   }
   const owners = [...placements.keys()];
   const full = new Set(owners.filter((_, i) => outcomes[i] === "quota"));
+  if (decisions.size) {
+    const stored = new Map<string, string>();
+    owners.forEach((owner, i) => {
+      const change = outcomes[i];
+      if (typeof change === "object") stored.set(owner, change.id);
+    });
+    await afterDelivery(ctx, decisions, {
+      facts,
+      messageId: stored.values().next().value ?? "",
+      subject: mail.subject,
+      body: mail.text,
+      format: "text",
+      stored,
+    }, (owner, forward) =>
+      send(
+        {
+          ...forward,
+          cc: [],
+          bcc: [],
+          attachments: [],
+          in_reply_to: null,
+          encrypted: false,
+        },
+        { ...ctx, caller: { address: owner, session: "rules" } },
+        quotaDefault,
+      ));
+  }
   return {
     recipients: resolutions.map((r) => {
       if (r.kind === "invalid" || r.mailboxes.length === 0) {
@@ -427,6 +502,14 @@ export async function inboundEmail(
             ? ErrorCode.INVALID_ADDRESS
             : ErrorCode.NOT_FOUND,
           message: r.reason ?? "no such mailbox",
+        };
+      }
+      if (r.mailboxes.every((m) => rejected.has(m.address))) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: ErrorCode.REJECTED,
+          message: rejected.get(r.mailboxes[0].address)!,
         };
       }
       if (r.mailboxes.every((m) => full.has(m.address))) {
@@ -513,6 +596,20 @@ export async function composeOutbound(
     in_reply_to: inReplyTo,
     references: thread && thread !== own ? [thread] : [],
     attachments,
+    // What keeps automatic answers and forwards from looping (rules).
+    headers: [
+      ...(typeof p.auto_submitted === "string" && p.auto_submitted
+        ? [["Auto-Submitted", p.auto_submitted] as [string, string]]
+        : []),
+      ...(strings(p.forwarded).length
+        ? [
+          ["X-AMTP-Forwarded", strings(p.forwarded).join(", ")] as [
+            string,
+            string,
+          ],
+        ]
+        : []),
+    ],
   });
   if (raw.byteLength > MAX_MESSAGE_BYTES) {
     throw new ModuleError(

@@ -40,7 +40,15 @@ import {
   type NewMessage,
 } from "./mailbox.ts";
 import { inboundEmail } from "./email.ts";
-import { MAX_BODY } from "./send.ts";
+import { MAX_BODY, send } from "./send.ts";
+import {
+  afterDelivery,
+  decide,
+  type DeliveryFacts,
+  makeFolders,
+  notKept,
+  placed,
+} from "./rules.ts";
 import { blobOffer, blobPut, blobRead, receivedBlob } from "./transfer.ts";
 
 /** What a copy takes from a sending server's payload, each field checked. */
@@ -56,6 +64,10 @@ interface Fields {
   thread: unknown;
   /** Attachments as the origin names them (their bytes came first: transfer.ts). */
   attachments: AttachmentRef[];
+  /** Who forwarded it, in order (at most 10 addresses). */
+  forwarded: string[];
+  /** Auto-Submitted (`auto-replied` ...), or "". */
+  auto_submitted: string;
 }
 
 /** Attachments a payload names, each field checked. */
@@ -108,6 +120,10 @@ function fieldsOf(raw: unknown, now: Date): Fields {
     in_reply_to: p.in_reply_to,
     thread: p.thread,
     attachments: attachmentsOf(p.attachments),
+    forwarded: strings(p.forwarded).slice(0, 10),
+    auto_submitted: typeof p.auto_submitted === "string"
+      ? p.auto_submitted.slice(0, 64)
+      : "",
   };
 }
 
@@ -143,6 +159,8 @@ function recordOf(
     preview: fields.encrypted || typeof body !== "string"
       ? ""
       : body.replace(/\s+/g, " ").trim().slice(0, 160),
+    ...(fields.forwarded.length ? { forwarded: fields.forwarded } : {}),
+    ...(fields.auto_submitted ? { auto_submitted: fields.auto_submitted } : {}),
   };
 }
 
@@ -256,6 +274,23 @@ export async function inbound(
       mailboxes.set(m.address, m.quota || quotaDefault);
     }
   }
+  // The recipients' rules, before anything is stored.
+  const facts: DeliveryFacts = {
+    from: delivery.from,
+    to: fields.to,
+    cc: fields.cc,
+    subject: fields.subject,
+    size: bodyBytes(fields.body) + fields.subject.length + 200 +
+      fields.attachments.reduce((n, a) => n + a.size, 0),
+    attachments: fields.attachments.length,
+    headers: [],
+    forwarded: fields.forwarded,
+    auto_submitted: fields.auto_submitted,
+  };
+  const decisions = await decide(ctx, facts, [...mailboxes.keys()]);
+  const { rejected, dropped } = notKept(decisions);
+  for (const owner of dropped) mailboxes.delete(owner);
+  await makeFolders(ctx, decisions);
   const copies = [];
   for (const [owner, quota] of mailboxes) {
     // The thread the origin names; else the one of the answered message
@@ -266,12 +301,15 @@ export async function inbound(
         : undefined) ??
       answered?.global ?? global;
     copies.push({
-      record: recordOf(
-        fields,
-        { id, global, from: delivery.from, owner },
-        inReplyTo,
-        thread,
-      ),
+      record: {
+        ...recordOf(
+          fields,
+          { id, global, from: delivery.from, owner },
+          inReplyTo,
+          thread,
+        ),
+        ...placed(decisions.get(owner)),
+      },
       quota,
     });
   }
@@ -281,6 +319,30 @@ export async function inbound(
     fresh: false,
     copies,
   });
+  if (decisions.size) {
+    await afterDelivery(ctx, decisions, {
+      facts,
+      messageId: id,
+      subject: fields.subject,
+      body: fields.body,
+      format: fields.format,
+      stored: new Map(
+        [...mailboxes.keys()].filter((o) => !full.has(o)).map((o) => [o, id]),
+      ),
+    }, (owner, forward) =>
+      send(
+        {
+          ...forward,
+          cc: [],
+          bcc: [],
+          attachments: [],
+          in_reply_to: null,
+          encrypted: false,
+        },
+        { ...ctx, caller: { address: owner, session: "rules" } },
+        quotaDefault,
+      ));
+  }
   return {
     recipients: recipients.map((r) => {
       if (r.kind === "invalid") {
@@ -297,6 +359,14 @@ export async function inbound(
           status: "failed",
           error: ErrorCode.NOT_FOUND,
           message: r.reason ?? "no such mailbox",
+        };
+      }
+      if (r.mailboxes.every((m) => rejected.has(m.address))) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: ErrorCode.REJECTED,
+          message: rejected.get(r.mailboxes[0].address)!,
         };
       }
       if (r.mailboxes.every((m) => full.has(m.address))) {
@@ -347,6 +417,8 @@ async function bounce(
     in_reply_to: null,
     thread: null,
     attachments: [],
+    forwarded: [],
+    auto_submitted: "auto-generated",
   };
   await store(ctx, {
     id,

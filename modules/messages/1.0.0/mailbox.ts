@@ -172,6 +172,10 @@ export interface MessageRecord {
   preview: string;
   /** Set for a message that came (or was imported) as email. */
   email?: EmailInfo;
+  /** Who forwarded it here by their rules, in order (docs/PROTOCOL.md 13.4). */
+  forwarded?: string[];
+  /** `auto-replied` (a vacation reply) or another Auto-Submitted value. */
+  auto_submitted?: string;
 }
 
 /** What lists show of a message. */

@@ -91,6 +91,8 @@ export interface ParsedEmail {
   attachments: MimeAttachment[];
   /** Set for a delivery status notification. */
   report?: MimeReport;
+  /** The header fields, names lower-case, values unfolded (at most 100, each cut at 1,000 characters): for rules. */
+  headers: [string, string][];
 }
 
 /** A message id as AMTP keeps it: the part between `<` and `>`, trimmed; undefined when unusable. */
@@ -251,6 +253,13 @@ export async function parseEmail(raw: Uint8Array): Promise<ParsedEmail> {
     html,
     attachments,
     report,
+    headers: (parsed.headerLines ?? []).slice(0, 100).map((
+      h,
+    ): [string, string] => [
+      h.key.toLowerCase().slice(0, 76),
+      h.line.slice(h.line.indexOf(":") + 1).replace(/\r?\n[ \t]+/g, " ")
+        .trim().slice(0, 1000),
+    ]),
   };
 }
 

@@ -2,7 +2,9 @@
  * The messages module: mail in real time. See docs/PROTOCOL.md, section 13.
  * This file is its table: each command is one function (commands.ts,
  * attachment_commands.ts), deliveries from other servers are inbound.ts,
- * email in and out email.ts (through the one MIME mapping, mime.ts).
+ * email in and out email.ts (through the one MIME mapping, mime.ts); every
+ * delivery passes the recipients' rules (rules.ts, the rules module), which
+ * call back through exported.ts.
  *
  * @module
  */
@@ -32,6 +34,7 @@ import {
   thread,
 } from "./commands.ts";
 import { composeOutbound } from "./email.ts";
+import { autoReply, messageFacts } from "./exported.ts";
 import { inbound } from "./inbound.ts";
 import { quotaDefault } from "./settings.ts";
 
@@ -58,5 +61,8 @@ serveModule({
     attachment_upload_status: attachmentUploadStatus,
     attachment_upload_finish: attachmentUploadFinish,
     attachment_get: attachmentGet,
+    // Exported to other modules (the rules module), not client commands.
+    message_facts: messageFacts,
+    auto_reply: autoReply,
   },
 });

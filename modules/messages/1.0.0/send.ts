@@ -23,6 +23,14 @@ import {
 import type { BlobMeta } from "./attachments.ts";
 import { bccMessageId, domainOf, globalId, newMessageId } from "./ids.ts";
 import {
+  afterDelivery,
+  decide,
+  type DeliveryFacts,
+  makeFolders,
+  notKept,
+  placed,
+} from "./rules.ts";
+import {
   addMessage,
   type AttachmentRef,
   bodyBytes,
@@ -66,6 +74,10 @@ export interface SendRequest {
   client_id?: string;
   /** Opaque encrypted body. */
   encrypted: boolean;
+  /** Set for a forward by rules: who forwarded it, in order (loop protection). */
+  forwarded?: string[];
+  /** Set for an automatic message (`auto-replied`: a vacation reply). */
+  auto_submitted?: string;
 }
 
 /** The outcome for one written recipient. */
@@ -109,6 +121,10 @@ export interface RemotePayload {
   body: string | Uint8Array;
   /** The attachments, sent before the payload (transfer.ts). */
   attachments?: AttachmentRef[];
+  /** Who forwarded it, in order (rules; loop protection). */
+  forwarded?: string[];
+  /** `auto-replied` for a vacation reply (never answered automatically). */
+  auto_submitted?: string;
 }
 
 function preview(body: string | Uint8Array, encrypted: boolean): string {
@@ -214,6 +230,30 @@ export async function send(
     });
   }
 
+  // The local recipients' rules, before anything is stored.
+  const facts: DeliveryFacts = {
+    from: sender,
+    to: request.to,
+    cc: request.cc,
+    subject: request.subject,
+    size: bodyBytes(request.body) + request.subject.length + attachmentBytes +
+      200,
+    attachments: attachments.length,
+    headers: [],
+    forwarded: request.forwarded ?? [],
+    auto_submitted: request.auto_submitted ?? "",
+  };
+  const decisions = await decide(ctx, facts, [
+    ...new Set([main, ...blind.map((b) => b.to)].flatMap((d) => [
+      ...d.mailboxes.keys(),
+    ])),
+  ]);
+  const { rejected, dropped } = notKept(decisions);
+  for (const d of [main, ...blind.map((b) => b.to)]) {
+    for (const owner of dropped) d.mailboxes.delete(owner);
+  }
+  await makeFolders(ctx, decisions);
+
   const thread = parent?.thread ?? null;
   const payload = (body: string | Uint8Array): RemotePayload => ({
     to: request.to,
@@ -226,6 +266,10 @@ export async function send(
     date,
     body,
     ...(attachments.length ? { attachments } : {}),
+    ...(request.forwarded ? { forwarded: request.forwarded } : {}),
+    ...(request.auto_submitted
+      ? { auto_submitted: request.auto_submitted }
+      : {}),
   });
   const queued = new Set<string>();
   for (
@@ -262,7 +306,9 @@ export async function send(
     message_id: id,
     global_id: globalId(id, domain),
     owner,
-    folder: sentCopy ? "sent" : "inbox",
+    ...(sentCopy
+      ? { folder: "sent", seen: true, flagged: false }
+      : placed(decisions.get(owner))),
     from: sender,
     to: request.to,
     cc: request.cc,
@@ -279,11 +325,13 @@ export async function send(
         ? (await new Mailbox(storage, owner).copyOf(inReplyTo))?.thread
         : undefined) ??
       globalId(messageId, domain),
-    seen: sentCopy,
-    flagged: false,
     date,
     size: bodyBytes(body) + request.subject.length + attachmentBytes + 200,
     preview: preview(body, request.encrypted),
+    ...(request.forwarded ? { forwarded: request.forwarded } : {}),
+    ...(request.auto_submitted
+      ? { auto_submitted: request.auto_submitted }
+      : {}),
   });
   const messageOf = async (
     id: string,
@@ -347,6 +395,17 @@ export async function send(
         };
       }
       if (
+        r.mailboxes.length > 0 &&
+        r.mailboxes.every((m) => rejected.has(m.address))
+      ) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: ErrorCode.REJECTED,
+          message: rejected.get(r.mailboxes[0].address)!,
+        };
+      }
+      if (
         r.mailboxes.length > 0 && r.mailboxes.every((m) => full.has(m.address))
       ) {
         return {
@@ -391,6 +450,39 @@ export async function send(
       ),
   });
   const result = resultOf(outcomes);
+  if (decisions.size) {
+    const stored = new Map<string, string>();
+    [...blindMessages, mainMessage].forEach((m, j) =>
+      (j < blindMessages.length ? blindOutcomes[j] : outcomes).forEach(
+        (change, i) => {
+          const { owner, id, folder } = m.copies[i].record;
+          if (typeof change === "object" && folder !== "sent") {
+            stored.set(owner, id);
+          }
+        },
+      )
+    );
+    await afterDelivery(ctx, decisions, {
+      facts,
+      messageId,
+      subject: request.subject,
+      body: request.body,
+      format: request.format,
+      stored,
+    }, (owner, forward) =>
+      send(
+        {
+          ...forward,
+          cc: [],
+          bcc: [],
+          attachments: [],
+          in_reply_to: null,
+          encrypted: false,
+        },
+        { ...ctx, caller: { address: owner, session: "rules" } },
+        quotaDefault,
+      ));
+  }
   const pushes = [...blindMessages, mainMessage].flatMap((m, j) =>
     (j < blindMessages.length ? blindOutcomes[j] : outcomes).flatMap((
       change,

@@ -282,6 +282,8 @@ export async function startReceiver(
       const first = result.recipients[0];
       throw first?.error === 206
         ? reply(552, `5.2.2 ${first.message ?? "Mailbox full"}`)
+        : first?.error === 209 // the recipient's rules refused it
+        ? reply(550, `5.7.1 ${first.message ?? "Rejected"}`)
         : reply(550, `5.1.1 ${first?.message ?? "Not delivered"}`);
     }
     ctx.log("info", "smtp_received", {
