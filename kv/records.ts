@@ -28,6 +28,7 @@
  * | `["push_subscription", address, id]` | `PushSubscriptionRecord` (push.ts): a Web Push endpoint of one of the user's browsers |
  * | `["meta", "vapid"]` | the server's VAPID key pair (push.ts), created once |
  * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
+ * | `["module_key", module, version, keyId]` | `ModuleKeyRecord` (module_keys.ts): a public key a remote module of that version logs in with |
  * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
  * | `["mod", module, "c", generation, i]` | one chunk of a large value of a module |
  * | `["mod_usage", module, "add"\|"sub"]` | `Deno.KvU64`: bytes a module wrote and freed (usage is their difference) |
@@ -267,6 +268,12 @@ export const keys = {
     ["push_subscription", address] as Deno.KvKey,
   vapid: () => ["meta", "vapid"] as Deno.KvKey,
   moduleState: (module: string) => ["module_state", module] as Deno.KvKey,
+  moduleKey: (module: string, version: string, id: string) =>
+    ["module_key", module, version, id] as Deno.KvKey,
+  moduleKeys: (module?: string) =>
+    (module === undefined
+      ? ["module_key"]
+      : ["module_key", module]) as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
 } as const;

@@ -36,7 +36,10 @@ import { DECLARABLE_SERVICES, type ServiceName } from "./bridge/services.ts";
 import type { ModuleIsolation } from "../kv/modules.ts";
 import { parseVersion } from "./semver.ts";
 
-/** Isolation of a module: a Web Worker (default) or a killable subprocess. */
+/**
+ * Isolation of a module: a Web Worker (default), a killable subprocess, or
+ * `remote`: its own process anywhere, connected to the server (workers/remote).
+ */
 export type Isolation = ModuleIsolation;
 
 /** What a module may touch. */
@@ -84,6 +87,9 @@ export interface Manifest {
   /** Outbound routes it carries for the queue (`smtp`): its `transport` is called for them. */
   transports: string[];
 }
+
+/** Where a module may run. */
+export const ISOLATIONS = ["worker", "process", "remote"] as const;
 
 /** Routes a module may carry. */
 export const TRANSPORT_ROUTES = ["smtp"] as const;
@@ -216,8 +222,11 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     }
   }
   const isolation = m.isolation ?? "worker";
-  if (isolation !== "worker" && isolation !== "process") {
-    throw new ManifestError(file, '"isolation" is "worker" or "process"');
+  if (!(ISOLATIONS as readonly unknown[]).includes(isolation)) {
+    throw new ManifestError(
+      file,
+      '"isolation" is "worker", "process" or "remote"',
+    );
   }
   const number = (
     field: string,
@@ -258,7 +267,7 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     commands,
     events: strings(file, m.events, "events"),
     storageQuota: number("storage_quota", 10 * 1024 * 1024, 0, 1024 ** 4),
-    isolation,
+    isolation: isolation as Isolation,
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
     services: services as ServiceName[],
