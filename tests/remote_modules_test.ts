@@ -298,8 +298,25 @@ Deno.test("remote modules: an unregistered key, a key of another version, a sile
     );
     const answer = decodeDocument(await readAll(chatty));
     assert.equal(answer.error, ErrorCode.NOT_LOGGED_IN);
-    // Over the network: the same with a frame past the limit (16 MiB),
-    // refused by its length before anything is buffered.
+    // A frame past the limit (16 MiB) is refused by its length prefix,
+    // before anything of it is buffered, and the link closed.
+    const huge = await Deno.connect({
+      transport: "unix",
+      path: `${w.dir}/modules.sock`,
+    });
+    const prefix = new Uint8Array(1024);
+    new DataView(prefix.buffer).setInt32(0, 64 * 1024 * 1024, true);
+    await huge.write(prefix);
+    assert.equal((await readAll(huge)).length, 0);
+    await waitFor(
+      () =>
+        w.t.logs.some((line) =>
+          line.includes("module_login_failed") &&
+          line.includes("exceeds the limit of 16777216")
+        ),
+      5000,
+      "the frame refusal in the log",
+    );
 
     // Registered, linked, then removed: the link is closed and the module
     // cannot log in again.
