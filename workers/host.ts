@@ -323,8 +323,10 @@ export class ModuleHost implements LinkHost {
     instance.onDown((reason, detail) => {
       pool.remove(instance);
       if (slot.instance === pool && pool.size === 0) slot.state = "waiting";
-      slot.lastError =
-        `an instance from ${info.address} went down: ${reason}: ${detail}`;
+      if (reason !== "stopped") {
+        slot.lastError =
+          `an instance from ${info.address} went down: ${reason}: ${detail}`;
+      }
     });
     await instance.start();
     if (pool.stopped || slot.instance !== pool) {

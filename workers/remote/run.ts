@@ -8,8 +8,8 @@
  * frames both ways. Storage goes through the core (the module's data stays
  * on the server).
  *
- * The server is reached over WebTransport (`--ws`: WebSocket) on its module
- * port, its certificate pinned (`--cert-hash`) or verified against a CA
+ * The server is reached over WebTransport (WebSocket when that fails, or
+ * with `--ws`) on its module port, its certificate pinned (`--cert-hash`) or verified against a CA
  * (`--ca`, else the system's roots); or, on the same host, over the Unix
  * socket (`--socket PATH`). A lost link, or a module process that ends, is
  * followed by a new login and a fresh module process, with backoff; a login
@@ -57,8 +57,9 @@ const USAGE =
                    whose public key an admin registered for this name and version
   --cert-hash HEX  pin the server's certificate by its SHA-256 (a self-signed server)
   --ca FILE        trust the CA certificates (PEM) in FILE for the server
-  --ws             WebSocket (TLS over TCP) instead of WebTransport
-  --bind ADDRESS   connect from this local address (with --ws)
+  --ws             WebSocket (TLS over TCP) only (without it: WebTransport,
+                   WebSocket when WebTransport cannot be reached)
+  --bind ADDRESS   connect from this local address (WebSocket)
   --retry-ms N     first delay before logging in again after a lost link (default 500)`;
 
 /** The server refused the login: trying again would not help. */
@@ -127,17 +128,35 @@ function serverName(target: LinkTarget): string {
   return normalizeServerName(target.server.replace(/:\d+$/, ""));
 }
 
-/** Open the link (not yet logged in). */
-export function openLink(target: LinkTarget): Promise<ClientTransport> {
-  if (target.socket) return openUnix(target.socket);
+/**
+ * Open the link (not yet logged in): WebTransport, and WebSocket when
+ * WebTransport cannot be reached (UDP blocked on the way) or was not asked
+ * for; over the socket on the same host.
+ */
+export async function openLink(
+  target: LinkTarget,
+  log?: Logger,
+): Promise<ClientTransport> {
+  if (target.socket) return await openUnix(target.socket);
   const at = target.server!.lastIndexOf(":");
-  return openServerTransport({
-    host: target.server!.slice(0, at).replace(/^\[|\]$/g, ""),
-    port: Number(target.server!.slice(at + 1)),
-    transport: target.websocket ? "websocket" : "webtransport",
-    certHash: target.certHash,
-    caCerts: target.caCerts,
-  }, { maxFrame: LINK_MAX_FRAME, localAddress: target.bind });
+  const open = (transport: "webtransport" | "websocket") =>
+    openServerTransport({
+      host: target.server!.slice(0, at).replace(/^\[|\]$/g, ""),
+      port: Number(target.server!.slice(at + 1)),
+      transport,
+      certHash: target.certHash,
+      caCerts: target.caCerts,
+    }, { maxFrame: LINK_MAX_FRAME, localAddress: target.bind });
+  if (target.websocket || target.bind) return await open("websocket");
+  try {
+    return await open("webtransport");
+  } catch (error) {
+    log?.warn("module_link_fallback", {
+      error: (error as Error).message,
+      transport: "websocket",
+    });
+    return await open("websocket");
+  }
 }
 
 /**
@@ -252,7 +271,7 @@ export async function runRemoteModule(
   while (true) {
     let link: ClientTransport | undefined;
     try {
-      link = await openLink(options);
+      link = await openLink(options, log);
       const frames = link.frames()[Symbol.asyncIterator]();
       const grant = await login(
         link,
