@@ -248,8 +248,23 @@ Deno.test("remote modules: two instances, over WebTransport and over WebSocket, 
       JSON.stringify(figures),
     );
 
-    // One goes: the other serves everything.
+    // The WebTransport one is killed with a call in flight on each: QUIC
+    // says nothing of a killed process, its silence on the heartbeat does.
+    // Its call fails as unavailable, the other's is answered.
+    const started = performance.now();
+    const pair = [
+      w.call("far", "slow", { ms: 1000 }),
+      w.call("far", "slow", { ms: 1000 }),
+    ];
+    await new Promise((r) => setTimeout(r, 100));
     await one.kill();
+    const outcomes = (await Promise.all(pair)).map((a) => a.error).sort();
+    const waited = performance.now() - started;
+    assert.deepEqual(outcomes, [0, ErrorCode.MODULE_UNAVAILABLE]);
+    // Within its deadline (1.5 s) and the heartbeat's tolerance (1 s) of
+    // the kill, whichever notices first, with room for a loaded machine.
+    assert.ok(waited < 4000, `answered after ${waited} ms`);
+    // One goes: the other serves everything.
     await connected(w, 1);
     for (let i = 0; i < 4; i++) {
       assert.equal((await w.call("far", "where")).error, 0);
