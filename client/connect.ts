@@ -189,7 +189,10 @@ export function openNodeWebSocket(
         if (hash === options.certHash!.toLowerCase()) {
           pinned = true;
         } else {
-          socket.terminate();
+          // Not terminate(): ws, still connecting after its upgrade event
+          // here, throws from it (its request is gone). The socket goes.
+          socket.on("error", () => {});
+          response.socket.destroy();
           reject(
             new Error(
               `the certificate's SHA-256 is ${hash}, not the pinned ${options.certHash}`,

@@ -290,6 +290,24 @@ Deno.test("remote modules: an unregistered key, a key of another version, a sile
     assert.equal(await exitCode(other), 2, other.output());
     assert.match(other.output(), /LOGIN_FAILED/);
     assert.equal((await instances(w)).length, 0);
+    // A server whose certificate is not the pinned one gets no login: the
+    // module tries again (it may be a passing impostor), and says why.
+    const keyFile = await w.key("far", "1.0.0");
+    const pinned = run(w, FAR, [
+      ...w.port(["--key", keyFile, "--ws"]),
+      "--cert-hash",
+      "00".repeat(32),
+    ]);
+    await waitFor(
+      () => /not the pinned/.test(pinned.output()),
+      20_000,
+      "the pin refusal",
+    ).catch((error) => {
+      throw new Error(`${error.message}\n${pinned.output()}`);
+    });
+    await pinned.kill();
+    assert.equal((await instances(w)).length, 0);
+    assert.ok(!w.t.logs.some((line) => /event=module_link /.test(line)));
 
     // A link that says nothing is dropped after the login time (1 s here).
     const silent = await Deno.connect({
@@ -335,7 +353,6 @@ Deno.test("remote modules: an unregistered key, a key of another version, a sile
 
     // Registered, linked, then removed: the link is closed and the module
     // cannot log in again.
-    const keyFile = await w.key("far", "1.0.0");
     const linked = run(w, FAR, w.port(["--key", keyFile, "--ws"]));
     await connected(w, 1, linked);
     const { keys } = await w.admin("admin_get_module_keys", {

@@ -108,7 +108,7 @@ export function moduleKeyCommands(deps: {
         ctx.log.info("module_key_added", {
           module: p.name,
           version: p.version,
-          key: key.id,
+          signer: key.id,
           by: ctx.caller?.name,
         });
         return view(record);
@@ -137,7 +137,7 @@ export function moduleKeyCommands(deps: {
         ctx.log.info("module_key_removed", {
           module: p.name,
           version: p.version,
-          key: p.key_id,
+          signer: p.key_id,
           by: ctx.caller?.name,
         });
         return { removed: true };

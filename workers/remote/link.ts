@@ -211,7 +211,7 @@ export class ModuleLinks {
     log.info("module_link", {
       module: login.name,
       version: login.version,
-      key: login.keyId,
+      signer: login.keyId,
       ip: conn.remoteAddr,
       transport: conn.transport,
     });
