@@ -9,7 +9,12 @@ import assert from "node:assert/strict";
 import type { AmtpClient, Response } from "../client/mod.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
-import { readPublicKey, writeKeyPair } from "../shared/login/keyfile.ts";
+import {
+  readPrivateKey,
+  readPublicKey,
+  writeKeyPair,
+} from "../shared/login/keyfile.ts";
+import { login as linkLogin, openLink } from "../workers/remote/run.ts";
 import {
   adminCaller,
   login,
@@ -449,6 +454,45 @@ Deno.test("remote modules: the same module folder runs as a process and, unchang
     assert.equal(
       (await w.call("probe", "whoami", { version: "1.0.0" })).error,
       0,
+    );
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("remote modules: a logged-in link that floods the core with what it did not ask for is dropped, and takes no calls", async () => {
+  const w = await world();
+  try {
+    const keyFile = await w.key("far", "1.0.0");
+    const link = await openLink({ socket: `${w.dir}/modules.sock` });
+    const frames = link.frames()[Symbol.asyncIterator]();
+    const grant = await linkLogin(
+      link,
+      frames,
+      { name: "far", version: "1.0.0" },
+      await readPrivateKey(keyFile),
+      "localhost",
+    );
+    // What it is granted is the server's copy of the manifest.
+    assert.deepEqual(grant.services, []);
+    assert.deepEqual(grant.commands, [
+      "where",
+      "slow",
+      "put",
+      "get",
+      "resolve",
+    ]);
+    // Answers to no call, instead of `ready`.
+    for (let i = 0; i < 150; i++) {
+      await link.send(encodeDocument({ t: "ret", id: 1000 + i, value: null }));
+    }
+    let ended = false;
+    while (!ended) ended = (await frames.next()).done === true;
+    assert.ok(w.t.logs.some((line) => line.includes("module_unsolicited")));
+    assert.equal((await instances(w)).length, 0);
+    assert.equal(
+      (await w.call("far", "where")).error,
+      ErrorCode.MODULE_UNAVAILABLE,
     );
   } finally {
     await w.close();
