@@ -68,6 +68,18 @@ if (import.meta.main) {
   if (server.webUrl) {
     banner.push(`  web app: ${server.webUrl}  (open it in a browser)`);
   }
+  if (server.modulePort !== undefined) {
+    banner.push(
+      `  remote modules: ${
+        config.modulePort!.host
+      }:${server.modulePort} (deno task module-run DIR --server HOST:${server.modulePort} --key FILE --cert-hash ${server.certSha256()})`,
+    );
+  }
+  if (server.moduleSocket !== undefined) {
+    banner.push(
+      `  remote modules on this host: ${server.moduleSocket} (deno task module-run DIR --socket ${server.moduleSocket} --key FILE)`,
+    );
+  }
   if (server.bootstrap.created) {
     const away = server.port === 4433
       ? ""
@@ -94,6 +106,12 @@ if (import.meta.main) {
       pid: Deno.pid,
       ...(server.metricsPort !== undefined
         ? { metrics_port: server.metricsPort }
+        : {}),
+      ...(server.modulePort !== undefined
+        ? { module_port: server.modulePort }
+        : {}),
+      ...(server.moduleSocket !== undefined
+        ? { module_socket: server.moduleSocket }
         : {}),
     }) + "\n",
   ).catch(() => {});

@@ -286,7 +286,34 @@ export const ADMIN_SUBCOMMANDS: Record<string, SubcommandSpec> = {
   "module-isolation": {
     command: "admin_set_module_isolation",
     positional: ["name", "version", "isolation"],
-    help: "run a module version in a worker or a process",
+    help: "run a module version in a worker, a process or remote",
+  },
+  "add-module-key": {
+    command: "admin_add_module_key",
+    positional: ["name", "version"],
+    flags: {
+      key: flag(
+        "public_key",
+        "pubkey",
+        "KEY",
+        "the module's Ed25519 public key (file, or a key amtp keygen made)",
+      ),
+      "key-label": flag("key_label", "string", "LABEL", "a name for it"),
+    },
+    help:
+      "let a remote module of this name and version log in with a key (deno task module-run)",
+  },
+  "module-keys": {
+    command: "admin_get_module_keys",
+    flags: {
+      name: flag("name", "string", "NAME", "only this module's keys"),
+    },
+    help: "the keys remote modules log in with",
+  },
+  "del-module-key": {
+    command: "admin_del_module_key",
+    positional: ["name", "version", "key_id"],
+    help: "remove a remote module's key (its links are closed)",
   },
   queue: {
     command: "admin_get_queue",

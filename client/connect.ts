@@ -20,7 +20,7 @@
 import tls from "node:tls";
 import { WebSocket as NodeWebSocket } from "ws";
 import { AmtpClient, type ClientOptions } from "./mod.ts";
-import type { ClientTransport } from "./transport.ts";
+import { type ClientTransport, openWebTransport } from "./transport.ts";
 import { sha256Hex } from "../shared/pem.ts";
 
 /** A server and how to reach it. */
@@ -160,10 +160,13 @@ export function openNodeWebSocket(
     certHash?: string;
     caCerts?: string[];
     maxFrame?: number;
+    /** The local address to connect from. */
+    localAddress?: string;
   },
 ): Promise<ClientTransport> {
   const { address, port, name } = options;
   const socket = new NodeWebSocket(`wss://${bracket(address)}:${port}/amtp`, {
+    localAddress: options.localAddress,
     servername: isAddress(name) ? undefined : name,
     headers: { host: `${bracket(name)}:${port}` },
     ca: options.caCerts?.length ? options.caCerts : undefined,
@@ -186,7 +189,10 @@ export function openNodeWebSocket(
         if (hash === options.certHash!.toLowerCase()) {
           pinned = true;
         } else {
-          socket.terminate();
+          // Not terminate(): ws, still connecting after its upgrade event
+          // here, throws from it (its request is gone). The socket goes.
+          socket.on("error", () => {});
+          response.socket.destroy();
           reject(
             new Error(
               `the certificate's SHA-256 is ${hash}, not the pinned ${options.certHash}`,
@@ -267,22 +273,26 @@ function reasonOf(error: unknown, timeoutMs: number): string {
   return text;
 }
 
+/** How to open a connection to a server, besides its {@link ServerTarget}. */
+export interface OpenServerOptions {
+  /** Largest frame accepted from the server. */
+  maxFrame?: number;
+  /** The local address to connect from (WebSocket only). */
+  localAddress?: string;
+}
+
 /**
- * Connect to a server. Errors are {@link ConnectError}s naming the host,
- * port, address and transport tried, and why it failed.
+ * Open a connection (frames only, no client) to a server: its name resolved,
+ * its certificate pinned or verified against a CA, over WebTransport or
+ * WebSocket. Errors are {@link ConnectError}s naming the host, port,
+ * address and transport tried, and why it failed.
  */
-export async function connectServer(
+export async function openServerTransport(
   target: ServerTarget,
-  options: Omit<ClientOptions, "url" | "open" | "transport"> = {},
-): Promise<AmtpClient> {
+  options: OpenServerOptions = {},
+): Promise<ClientTransport> {
   const timeoutMs = target.timeoutMs ?? 10_000;
-  const address = await resolveHost(
-    target.host,
-    target.nameServer,
-    timeoutMs,
-  );
-  const what = describeTarget(target, address);
-  const url = `https://${bracket(address)}:${target.port}/amtp`;
+  let what = describeTarget(target);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -291,10 +301,15 @@ export async function connectServer(
     );
   });
   try {
-    let open: ClientOptions["open"];
+    const address = await resolveHost(
+      target.host,
+      target.nameServer,
+      timeoutMs,
+    );
+    what = describeTarget(target, address);
     let certHash = target.certHash?.toLowerCase();
     if (target.transport === "websocket") {
-      open = () =>
+      return await Promise.race([
         openNodeWebSocket({
           address,
           port: target.port,
@@ -302,10 +317,17 @@ export async function connectServer(
           certHash,
           caCerts: target.caCerts,
           maxFrame: options.maxFrame,
-        });
-    } else if (
-      !certHash && (target.caCerts?.length || address !== target.host)
-    ) {
+          localAddress: options.localAddress,
+        }),
+        deadline,
+      ]);
+    }
+    if (options.localAddress) {
+      throw new Error(
+        "a local address can be chosen over WebSocket only (Deno's WebTransport cannot bind one)",
+      );
+    }
+    if (!certHash && (target.caCerts?.length || address !== target.host)) {
       certHash = await Promise.race([
         verifiedCertificateHash(
           address,
@@ -318,21 +340,46 @@ export async function connectServer(
       ]);
     }
     return await Promise.race([
-      AmtpClient.connect({
-        ...options,
-        url,
-        transport: target.transport ?? "webtransport",
+      openWebTransport({
+        url: `https://${bracket(address)}:${target.port}/amtp`,
         certHash,
-        serverName: target.host,
-        open,
+        maxFrame: options.maxFrame,
       }),
       deadline,
     ]);
   } catch (error) {
+    if (error instanceof ConnectError) throw error;
     throw new ConnectError(
-      `cannot reach ${what}: ${reasonOf(error, timeoutMs)}`,
+      `cannot reach ${what}: ${reasonOf(error, target.timeoutMs ?? 10_000)}`,
     );
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Connect to a server. Errors are {@link ConnectError}s naming the host,
+ * port, address and transport tried, and why it failed.
+ */
+export async function connectServer(
+  target: ServerTarget,
+  options: Omit<ClientOptions, "url" | "open" | "transport"> = {},
+): Promise<AmtpClient> {
+  let first: ClientTransport | undefined = await openServerTransport(target, {
+    maxFrame: options.maxFrame,
+  });
+  return await AmtpClient.connect({
+    ...options,
+    url: `https://${bracket(target.host)}:${target.port}/amtp`,
+    transport: target.transport ?? "webtransport",
+    serverName: target.host,
+    // The first transport is the one just opened; a reconnect opens anew.
+    open: () => {
+      const opened = first;
+      first = undefined;
+      return opened
+        ? Promise.resolve(opened)
+        : openServerTransport(target, { maxFrame: options.maxFrame });
+    },
+  });
 }

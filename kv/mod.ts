@@ -29,6 +29,7 @@ export * from "./secrets.ts";
 export * from "./migrations.ts";
 export * from "./group_commit.ts";
 export * from "./modules.ts";
+export * from "./module_keys.ts";
 export * from "./outbound.ts";
 export * from "./caches.ts";
 export * from "./dkim.ts";

@@ -9,7 +9,7 @@
 import { keys } from "./records.ts";
 
 /** Where a module version runs. */
-export type ModuleIsolation = "worker" | "process";
+export type ModuleIsolation = "worker" | "process" | "remote";
 
 /** An admin's choices for one module, kept across restarts. */
 export interface ModuleStateRecord {

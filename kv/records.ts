@@ -30,6 +30,7 @@
  * | `["module_state", module]` | `ModuleStateRecord` (modules.ts): the admin's choices of a module's versions |
  * | `["module_author", module]` | `ModuleAuthorRecord` (packages.ts): the author key an admin trusts for a module's packages |
  * | `["module_package", module, version]` | `ModulePackageRecord` (packages.ts): an installed package's signer, hash and installer |
+ * | `["module_key", module, version, keyId]` | `ModuleKeyRecord` (module_keys.ts): a public key a remote module of that version logs in with |
  * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
  * | `["mod", module, "c", generation, i]` | one chunk of a large value of a module |
  * | `["mod_usage", module, "add"\|"sub"]` | `Deno.KvU64`: bytes a module wrote and freed (usage is their difference) |
@@ -273,6 +274,12 @@ export const keys = {
   modulePackage: (module: string, version: string) =>
     ["module_package", module, version] as Deno.KvKey,
   modulePackages: () => ["module_package"] as Deno.KvKey,
+  moduleKey: (module: string, version: string, id: string) =>
+    ["module_key", module, version, id] as Deno.KvKey,
+  moduleKeys: (module?: string) =>
+    (module === undefined
+      ? ["module_key"]
+      : ["module_key", module]) as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
 } as const;

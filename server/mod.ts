@@ -36,6 +36,11 @@ import { localProfile, userCommands } from "../core/user/mod.ts";
 import { APP_NAME, APP_VERSION } from "../shared/version.ts";
 import { ModuleHost, type ModuleHostOptions } from "../workers/mod.ts";
 import { moduleCommands, packageCommands } from "../core/admin/modules.ts";
+import { moduleKeyCommands } from "../core/admin/module_keys.ts";
+import { ModuleKeyStore } from "../kv/module_keys.ts";
+import { ModuleLinks } from "../workers/remote/link.ts";
+import { LINK_MAX_FRAME } from "../workers/remote/protocol.ts";
+import { listenUnix, type UnixListener } from "../workers/remote/unix.ts";
 import { Federation } from "../core/federation/mod.ts";
 import type { InboundResult } from "../core/federation/delivery.ts";
 import { secureDataDir } from "./data_dir.ts";
@@ -80,6 +85,10 @@ export interface ServerHandle {
   webUrl?: string;
   /** Port of the web app's loopback listener, when it runs. */
   webPort?: number;
+  /** The module port (remote modules), when on. */
+  modulePort?: number;
+  /** The Unix socket of remote modules, when on. */
+  moduleSocket?: string;
   /** Stop accepting, finish in-flight work, close sessions and KV. */
   close(): Promise<void>;
 }
@@ -98,6 +107,8 @@ export interface StartOptions {
   handshakeTimeoutMs?: number;
   /** First retry delay after a failed ACME order in milliseconds (default 60 s). */
   acmeRetryMs?: number;
+  /** Milliseconds a module link has to log in (tests; 10 s otherwise). */
+  moduleLoginMs?: number;
   /** Module host timing (tests make hang detection quick). */
   moduleHost?: Partial<
     Pick<
@@ -275,6 +286,14 @@ export async function startServer(
     ...options.moduleHost,
   });
   await host.start();
+  const moduleKeys = new ModuleKeyStore(store.kv);
+  const links = new ModuleLinks({
+    keys: moduleKeys,
+    names,
+    host,
+    loginMs: options.moduleLoginMs,
+    log: log.child({ part: "modules" }),
+  });
   // Deliveries and bounces start once the modules that take them run.
   federation.queue.start();
   const modules = () => host.router.available();
@@ -306,6 +325,10 @@ export async function startServer(
     }),
     ...moduleCommands(host.lifecycle),
     ...packageCommands(host.packages!),
+    ...moduleKeyCommands({
+      keys: moduleKeys,
+      removed: (name, version, keyId) => links.dropKey(name, version, keyId),
+    }),
     ...federation.adminCommands(),
     ...userCommands({
       accounts: store.accounts,
@@ -339,10 +362,11 @@ export async function startServer(
     if (closing) problems.push("shutting down");
     if (!listening) problems.push("listeners not started");
     for (const module of host.lifecycle.list()) {
-      // Unloaded is an admin's choice (or AMTP_MODULES_OFF), not a fault.
+      // Unloaded is an admin's choice (or AMTP_MODULES_OFF), not a fault;
+      // a remote module waiting for its instances is theirs to bring.
       if (
         module.enabled && module.state !== "running" &&
-        module.state !== "unloaded"
+        module.state !== "unloaded" && module.state !== "waiting"
       ) {
         problems.push(
           `module ${module.name} ${module.version} ${module.state}`,
@@ -403,6 +427,40 @@ export async function startServer(
   }
   transportPort = transports.port;
   listening = true;
+  // Remote modules: the module port and the Unix socket (workers/remote).
+  let moduleTransports: Awaited<ReturnType<typeof startTransports>> | undefined;
+  let moduleSocket: UnixListener | undefined;
+  try {
+    moduleSocket = config.moduleSocket
+      ? await listenUnix(config.moduleSocket, {
+        maxFrame: LINK_MAX_FRAME,
+        onConnection: (conn) => links.accept(conn),
+        log,
+      })
+      : undefined;
+    moduleTransports = config.modulePort
+      ? await startTransports({
+        hostname: config.modulePort.host,
+        port: config.modulePort.port,
+        cert: certificate.certPem,
+        key: certificate.keyPem,
+        maxFrame: LINK_MAX_FRAME,
+        handshakeTimeoutMs: options.handshakeTimeoutMs ??
+          config.handshakeTimeout * 1000,
+        descriptorReserve: config.descriptorReserve,
+        admission: new ConnectionLimiter({ maxPerIp: 64, maxTotal: 1024 }),
+        onConnection: (conn) => links.accept(conn),
+        log,
+      })
+      : undefined;
+  } catch (error) {
+    moduleSocket?.stop();
+    await transports.stop();
+    transports.close();
+    await host.close();
+    store.close();
+    throw error;
+  }
   let metricsListener: ReturnType<typeof serveMetrics> | undefined;
   let challengeListener: ReturnType<typeof serveMetrics> | undefined;
   try {
@@ -477,6 +535,7 @@ export async function startServer(
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const apply = async (next: ServerCertificate) => {
     await transports.setCertificate(next.certPem, next.keyPem);
+    await moduleTransports?.setCertificate(next.certPem, next.keyPem);
     certificate = next;
     noteCertificate(next);
   };
@@ -524,6 +583,8 @@ export async function startServer(
     push,
     webUrl: web?.url(),
     webPort: localWeb?.port,
+    modulePort: moduleTransports?.port,
+    moduleSocket: moduleSocket?.path,
     close() {
       closing ??= (async () => {
         log.info("shutdown", { sessions: registry.size });
@@ -533,12 +594,15 @@ export async function startServer(
         await challengeListener?.close();
         localWeb?.stop();
         await transports.stop();
+        await moduleTransports?.stop();
+        moduleSocket?.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);
         await federation.close();
         await host.close();
         await push.close();
         transports.close();
+        moduleTransports?.close();
         store.close();
       })();
       return closing;

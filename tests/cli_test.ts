@@ -66,6 +66,16 @@ Deno.test("cli: keygen, login, the admin life cycle, a user session, logout", as
       "Alice",
     );
     await ok("admin", "add-user", "bob@example.org", "--key", "bob.pub");
+    // A remote module's key, registered for one module version.
+    assert.match(
+      await ok("admin", "add-module-key", "notes", "1.2.0", "--key", "ops"),
+      /notes/,
+    );
+    const moduleKeys = await ok("admin", "module-keys", "--name", "notes");
+    assert.match(moduleKeys, /1\.2\.0/);
+    const moduleKeyId = moduleKeys.match(/key_id:\s*(\S+)/)?.[1];
+    assert.ok(moduleKeyId, moduleKeys);
+    await ok("admin", "del-module-key", "notes", "1.2.0", moduleKeyId);
     await ok(
       "admin",
       "add-alias",

@@ -20,8 +20,7 @@
 
 import type { Logger } from "../core/log/mod.ts";
 import { ModuleStateStore, moveModuleData } from "../kv/modules.ts";
-import type { HeartbeatOptions } from "./instance.ts";
-import type { Channel } from "./isolation/channel.ts";
+import { type HeartbeatOptions, ModuleInstance } from "./instance.ts";
 import { ImportPolicy } from "./isolation/imports.ts";
 import { startProcess } from "./isolation/process.ts";
 import { startWorker } from "./isolation/worker.ts";
@@ -29,7 +28,16 @@ import { ModuleLifecycle } from "./lifecycle.ts";
 import { discoverManifests, type Manifest } from "./manifest.ts";
 import { type ModuleObserver, ModuleRouter } from "./router.ts";
 import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
-import { serveService, type ServiceImplementation } from "./services.ts";
+import {
+  serveService,
+  type ServiceCaller,
+  type ServiceImplementation,
+} from "./services.ts";
+import type { LinkHost, LinkInfo } from "./remote/link.ts";
+import { RemotePool } from "./remote/pool.ts";
+import { LINK_MAX_INSTANCES, type LinkGrant } from "./remote/protocol.ts";
+import { KvStorage } from "./sdk/storage.ts";
+import type { Channel } from "./isolation/channel.ts";
 import { Supervisor } from "./supervisor.ts";
 import { ModuleTable, type Slot } from "./table.ts";
 import { PackageInstaller } from "./packages.ts";
@@ -80,7 +88,7 @@ function absolute(path: string): string {
 }
 
 /** Runs modules. */
-export class ModuleHost {
+export class ModuleHost implements LinkHost {
   readonly #options: ModuleHostOptions;
   readonly #log: Logger;
   readonly #root: string;
@@ -89,6 +97,17 @@ export class ModuleHost {
   readonly #supervisor: Supervisor;
   readonly #heartbeat: HeartbeatOptions;
   #policy?: Promise<ImportPolicy>;
+  /** Remote modules' own databases, opened by the host (`files` storage). */
+  readonly #remoteStores = new Map<
+    string,
+    Promise<{ kv: Deno.Kv; storage: KvStorage }>
+  >();
+  /** The core's services for remote instances (their storage runs here). */
+  readonly #serveRemote: (
+    caller: ServiceCaller,
+    method: string,
+    args: unknown[],
+  ) => unknown;
   /** Routes client calls and deliveries to versions. */
   readonly router: ModuleRouter;
   /** The admin's life-cycle operations. */
@@ -119,30 +138,21 @@ export class ModuleHost {
       table: this.#table,
       log: this.#log,
       open: (slot) => this.#open(slot),
-      serve: (caller, method, args) => {
-        try {
-          return serveService(
-            options.services,
-            { coreStorage },
-            caller,
-            method,
-            args,
-          );
-        } catch (error) {
-          if (
-            error instanceof ProtocolError && error.code === ErrorCode.FORBIDDEN
-          ) {
-            options.observer?.denied(caller.manifest.name);
-          }
-          throw error;
-        }
-      },
+      serve: (caller, method, args) =>
+        this.#serve(options.services, coreStorage, caller, method, args),
       storePath: (name) => this.#storePath(name),
       heartbeat: this.#heartbeat,
       restartBaseMs: options.restartBaseMs ?? 100,
       hangsBeforeProcess: options.hangsBeforeProcess ?? 1,
       observer: options.observer,
     });
+    // A remote module has no file here to open: its storage runs in the
+    // host, on its own database (or the core's, with `core` storage).
+    const remoteServices: ServiceImplementation = this.#stores === undefined
+      ? options.services
+      : { ...options.services, ...this.#fileStorage() };
+    this.#serveRemote = (caller, method, args) =>
+      this.#serve(remoteServices, true, caller, method, args);
     this.router = new ModuleRouter(this.#table, options.observer);
     this.lifecycle = new ModuleLifecycle({
       table: this.#table,
@@ -220,6 +230,151 @@ export class ModuleHost {
   /** Stop every module. */
   async close(): Promise<void> {
     await this.#supervisor.close();
+    for (const storage of this.#remoteStores.values()) {
+      storage.then(({ kv }) => kv.close()).catch(() => {});
+    }
+    this.#remoteStores.clear();
+  }
+
+  /** A module's call of a core service, checked; denials counted. */
+  #serve(
+    services: ServiceImplementation,
+    coreStorage: boolean,
+    caller: ServiceCaller,
+    method: string,
+    args: unknown[],
+  ): unknown {
+    try {
+      return serveService(services, { coreStorage }, caller, method, args);
+    } catch (error) {
+      if (
+        error instanceof ProtocolError && error.code === ErrorCode.FORBIDDEN
+      ) {
+        this.#options.observer?.denied(caller.manifest.name);
+      }
+      throw error;
+    }
+  }
+
+  /** The storage services on each remote module's own database, opened here. */
+  #fileStorage(): Pick<
+    ServiceImplementation,
+    Extract<keyof ServiceImplementation, `storage.${string}`>
+  > {
+    const storage = ({ name, storageQuota }: Manifest): Promise<KvStorage> => {
+      let opened = this.#remoteStores.get(name);
+      if (!opened) {
+        opened = Deno.openKv(this.#storePath(name)).then((kv) => ({
+          kv,
+          storage: new KvStorage(kv, name, storageQuota),
+        }));
+        this.#remoteStores.set(name, opened);
+      }
+      return opened.then(({ storage }) => storage);
+    };
+    return {
+      "storage.get": async ({ manifest }, key) =>
+        (await storage(manifest)).get(key),
+      "storage.getMany": async ({ manifest }, keys) =>
+        (await storage(manifest)).getMany(keys),
+      "storage.set": async ({ manifest }, key, value) =>
+        (await storage(manifest)).set(key, value),
+      "storage.delete": async ({ manifest }, key) =>
+        (await storage(manifest)).delete(key),
+      "storage.list": async ({ manifest }, prefix, options) =>
+        (await storage(manifest)).list(prefix, options),
+      "storage.atomic": async ({ manifest }, ops) =>
+        (await storage(manifest)).atomic(ops),
+      "storage.commit": async ({ manifest }, ops) =>
+        (await storage(manifest)).commit(ops),
+    };
+  }
+
+  /** The pool of a version placed remote, or MODULE_UNAVAILABLE saying why not. */
+  #pool(name: string, version: string): { slot: Slot; pool: RemotePool } {
+    const slot = this.#table.get(name, version);
+    const pool = slot?.instance;
+    const why = !slot
+      ? "is not known to this server"
+      : !slot.loaded
+      ? "is unloaded"
+      : !slot.enabled
+      ? "is disabled"
+      : slot.isolation !== "remote" || !(pool instanceof RemotePool)
+      ? `runs in a ${slot.isolation} here, not remote`
+      : pool.size >= LINK_MAX_INSTANCES
+      ? `has ${LINK_MAX_INSTANCES} instances connected already`
+      : undefined;
+    if (why) {
+      throw new ProtocolError(
+        ErrorCode.MODULE_UNAVAILABLE,
+        `module ${name.slice(0, 64)} ${version.slice(0, 32)} ${why}`,
+      );
+    }
+    return { slot: slot!, pool: pool as RemotePool };
+  }
+
+  /** What a remote instance of a version is granted; throws when none may join. */
+  admit(name: string, version: string): LinkGrant {
+    const { manifest } = this.#pool(name, version).slot;
+    return {
+      module: manifest.name,
+      version: manifest.version,
+      commands: manifest.commands,
+      events: manifest.events,
+      services: manifest.services,
+      timeout_ms: manifest.timeoutMs,
+    };
+  }
+
+  /**
+   * Run a logged-in link as an instance of a remote version, under the
+   * server's copy of its manifest; it joins the pool once started.
+   */
+  async attach(
+    name: string,
+    version: string,
+    channel: Channel,
+    info: LinkInfo,
+  ): Promise<void> {
+    let placed: { slot: Slot; pool: RemotePool };
+    try {
+      placed = this.#pool(name, version);
+    } catch (error) {
+      channel.stop();
+      throw error;
+    }
+    const { slot, pool } = placed;
+    const instance = new ModuleInstance(slot.manifest, channel, {
+      isolation: "remote",
+      serve: this.#serveRemote,
+      log: this.#log,
+      heartbeat: this.#heartbeat,
+      denied: () => this.#options.observer?.denied(name),
+    });
+    instance.onDown((reason, detail) => {
+      pool.remove(instance);
+      if (slot.instance === pool && pool.size === 0) slot.state = "waiting";
+      if (reason !== "stopped") {
+        slot.lastError =
+          `an instance from ${info.address} went down: ${reason}: ${detail}`;
+      }
+    });
+    await instance.start();
+    if (pool.stopped || slot.instance !== pool) {
+      instance.stop();
+      return;
+    }
+    pool.add(instance, info);
+    slot.state = "running";
+    this.#log.info("module_started", {
+      module: name,
+      version,
+      isolation: "remote",
+      transport: info.transport,
+      ip: info.address,
+      instances: pool.size,
+    });
   }
 
   /** Whether a module's folder is inside the folder of shipped modules (real paths). */

@@ -79,8 +79,49 @@ export class ManifestMismatchError extends Error {
   }
 }
 
+/**
+ * What serves a slot's calls: one running copy ({@link ModuleInstance}), or
+ * the connected instances of a remote module (remote/pool.ts).
+ */
+export interface ModuleCopy {
+  /** `ready` when it takes calls. */
+  readonly state: "starting" | "ready" | "down";
+  /** Calls in flight. */
+  readonly inflight: number;
+  /** Whether it takes deliveries from other servers. */
+  readonly federates: boolean;
+  /** Whether it composes its queued payloads as Internet messages. */
+  readonly composes: boolean;
+  /** Whether it carries the routes its manifest names. */
+  readonly carries: boolean;
+  /** Run a command. */
+  call(
+    command: string,
+    caller: BridgeCaller,
+    params: Document,
+  ): Promise<unknown>;
+  /** Hand it a delivery. */
+  inbound(
+    caller: BridgeCaller,
+    delivery: InboundDelivery,
+  ): Promise<InboundResult>;
+  /** Have it compose a payload. */
+  compose(
+    caller: BridgeCaller,
+    request: ComposeRequest,
+  ): Promise<{ raw: Uint8Array }>;
+  /** Have it carry a message. */
+  transport(request: TransportRequest): Promise<TransportResult>;
+  /** Hand it an event of another module it subscribes to. */
+  event(caller: BridgeCaller, event: string, data: unknown): Promise<null>;
+  /** Resolve once no call is in flight, or after `ms`. */
+  drained(ms: number): Promise<void>;
+  /** Stop it. */
+  stop(): void;
+}
+
 /** A running module copy. */
-export class ModuleInstance {
+export class ModuleInstance implements ModuleCopy {
   readonly manifest: Manifest;
   readonly isolation: Isolation;
   readonly #channel: Channel;

@@ -13,6 +13,7 @@ import { ErrorCode, ProtocolError } from "../core/protocol/mod.ts";
 import { type Isolation, loadManifest, type Manifest } from "./manifest.ts";
 import type { Supervisor } from "./supervisor.ts";
 import type { ModuleTable, Slot } from "./table.ts";
+import { type RemoteInstanceStatus, RemotePool } from "./remote/pool.ts";
 
 /** What admins see of one module version. */
 export interface ModuleStatus {
@@ -20,14 +21,16 @@ export interface ModuleStatus {
   name: string;
   /** Version. */
   version: string;
-  /** `running`, `starting`, `restarting`, `refused`, `disabled` or `unloaded`. */
+  /** `running`, `starting`, `waiting` (remote, no instance connected), `restarting`, `refused`, `disabled` or `unloaded`. */
   state: string;
   /** Whether it serves requests when running. */
   enabled: boolean;
   /** Whether it is the default version of its module. */
   default: boolean;
-  /** `worker` or `process`. */
+  /** `worker`, `process` or `remote`. */
   isolation: Isolation;
+  /** Remote: the connected instances. */
+  instances?: RemoteInstanceStatus[];
   /** Whether it was shipped with the server (trusted to run in a Worker). */
   shipped: boolean;
   /** Commands served. */
@@ -148,6 +151,13 @@ export class ModuleLifecycle {
       enabled: slot.enabled,
       default: this.#table.defaultOf(name) === version,
       isolation: slot.isolation,
+      ...(slot.isolation === "remote"
+        ? {
+          instances: slot.instance instanceof RemotePool
+            ? slot.instance.list()
+            : [],
+        }
+        : {}),
       shipped: slot.shipped,
       commands: slot.manifest.commands,
       calls: slot.calls,
@@ -305,7 +315,10 @@ export class ModuleLifecycle {
     return await this.setDefault(name, previous);
   }
 
-  /** Choose worker or process isolation; the running copy is replaced. */
+  /**
+   * Choose worker, process or remote isolation; the running copy is
+   * replaced (remote: by the instances that connect).
+   */
   async setIsolation(
     name: string,
     version: string,

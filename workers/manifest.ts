@@ -39,7 +39,10 @@ import { DECLARABLE_SERVICES, type ServiceName } from "./bridge/services.ts";
 import type { ModuleIsolation } from "../kv/modules.ts";
 import { parseVersion } from "./semver.ts";
 
-/** Isolation of a module: a Web Worker (default) or a killable subprocess. */
+/**
+ * Isolation of a module: a Web Worker (default), a killable subprocess, or
+ * `remote`: its own process anywhere, connected to the server (workers/remote).
+ */
 export type Isolation = ModuleIsolation;
 
 /** What a module may touch. */
@@ -101,6 +104,9 @@ export function handledCommands(manifest: Manifest): string[] {
     ...manifest.exports.filter((c) => !manifest.commands.includes(c)),
   ];
 }
+
+/** Where a module may run. */
+export const ISOLATIONS = ["worker", "process", "remote"] as const;
 
 /** Routes a module may carry. */
 export const TRANSPORT_ROUTES = ["smtp"] as const;
@@ -249,8 +255,11 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     );
   }
   const isolation = m.isolation ?? "worker";
-  if (isolation !== "worker" && isolation !== "process") {
-    throw new ManifestError(file, '"isolation" is "worker" or "process"');
+  if (!(ISOLATIONS as readonly unknown[]).includes(isolation)) {
+    throw new ManifestError(
+      file,
+      '"isolation" is "worker", "process" or "remote"',
+    );
   }
   const number = (
     field: string,
@@ -291,7 +300,7 @@ export function parseManifest(raw: unknown, dir: string): Manifest {
     commands,
     events,
     storageQuota: number("storage_quota", 10 * 1024 * 1024, 0, 1024 ** 4),
-    isolation,
+    isolation: isolation as Isolation,
     timeoutMs: number("timeout_ms", 5000, 10, 600_000),
     memoryMb: number("memory_mb", 256, 16, 16384),
     services: services as ServiceName[],

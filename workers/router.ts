@@ -26,7 +26,7 @@ import {
   parseVersion,
   SemverError,
 } from "./semver.ts";
-import type { ModuleInstance } from "./instance.ts";
+import type { ModuleCopy } from "./instance.ts";
 import type { Manifest } from "./manifest.ts";
 import type { BridgeCaller } from "./bridge/services.ts";
 import type { ModuleTable, Slot } from "./table.ts";
@@ -414,9 +414,15 @@ export class ModuleRouter {
     return out;
   }
 
-  #running(slot: Slot, message: string): ModuleInstance {
+  #running(slot: Slot, message: string): ModuleCopy {
     const instance = slot.instance;
-    if (!instance || instance.state !== "ready") throw unavailable(message);
+    if (!instance || instance.state !== "ready") {
+      throw unavailable(
+        slot.isolation === "remote" && slot.state === "waiting"
+          ? `module ${slot.manifest.name} ${slot.manifest.version} runs remote and no instance of it is connected`
+          : message,
+      );
+    }
     return instance;
   }
 }

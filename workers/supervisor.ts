@@ -14,9 +14,11 @@ import {
   type DownReason,
   type HeartbeatOptions,
   ManifestMismatchError,
+  type ModuleCopy,
   ModuleInstance,
   type ServeService,
 } from "./instance.ts";
+import { RemotePool } from "./remote/pool.ts";
 import type { Channel } from "./isolation/channel.ts";
 import { ImportRefusedError } from "./isolation/imports.ts";
 import type { ModuleTable, Slot } from "./table.ts";
@@ -69,7 +71,8 @@ export class Supervisor {
    * Start a copy for a slot and swap it in when ready; undefined when it
    * failed (a restart is scheduled) or was refused (none is).
    */
-  async launch(slot: Slot): Promise<ModuleInstance | undefined> {
+  async launch(slot: Slot): Promise<ModuleCopy | undefined> {
+    if (slot.isolation === "remote") return this.#placeRemote(slot);
     if (slot.state !== "running") slot.state = "starting";
     let instance: ModuleInstance;
     try {
@@ -119,6 +122,26 @@ export class Supervisor {
       isolation: slot.isolation,
     });
     return instance;
+  }
+
+  /**
+   * A version placed remote: an empty pool its instances join as they log
+   * in (the host's `attach`); the copy it replaces finishes its calls.
+   */
+  #placeRemote(slot: Slot): RemotePool | undefined {
+    if (this.#closed || !slot.enabled || !slot.loaded) return undefined;
+    const old = slot.instance;
+    const pool = new RemotePool(slot.manifest);
+    slot.instance = pool;
+    slot.state = "waiting";
+    slot.upSince = this.#now();
+    slot.lastError = "";
+    if (old) old.drained(slot.manifest.timeoutMs).then(() => old.stop());
+    this.#options.log.info("module_placed_remote", {
+      module: slot.manifest.name,
+      version: slot.manifest.version,
+    });
+    return pool;
   }
 
   /** {@link launch}, failing with MODULE_UNAVAILABLE (naming why) when no copy started. */

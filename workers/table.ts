@@ -8,13 +8,14 @@
  */
 
 import type { ModuleStateRecord, ModuleStateStore } from "../kv/modules.ts";
-import type { ModuleInstance } from "./instance.ts";
+import type { ModuleCopy } from "./instance.ts";
 import type { Isolation, Manifest } from "./manifest.ts";
 
 /** The state of a slot, as admins see it. */
 export type SlotState =
   | "running"
   | "starting"
+  | "waiting"
   | "restarting"
   | "refused"
   | "disabled"
@@ -46,8 +47,8 @@ export interface Slot {
   isolation: Isolation;
   /** Whether an admin (or a hang) chose the isolation. */
   isolationSet: boolean;
-  /** The running copy, when there is one. */
-  instance?: ModuleInstance;
+  /** The running copy (or, remote, the pool of connected instances). */
+  instance?: ModuleCopy;
   /** State. */
   state: SlotState;
   /** Restarts after a crash or hang. */
@@ -102,8 +103,12 @@ export class ModuleTable {
       origin: this.#origins.get(`${manifest.name} ${manifest.version}`),
       enabled: saved?.enabled ?? true,
       loaded: saved?.loaded ?? true,
-      // Only code shipped with the server runs in a Worker without an admin's say.
-      isolation: saved?.isolation ?? (shipped ? manifest.isolation : "process"),
+      // Only code shipped with the server runs in a Worker without an
+      // admin's say; a remote module runs on its own machine, not here.
+      isolation: saved?.isolation ??
+        (shipped || manifest.isolation === "remote"
+          ? manifest.isolation
+          : "process"),
       isolationSet: saved?.isolation !== undefined,
       state: "disabled",
       restarts: 0,

@@ -29,11 +29,11 @@ export interface ModuleAdmin {
   disable(name: string, version: string): Promise<unknown>;
   /** Default version of a module. */
   setDefault(name: string, version: string): Promise<unknown>;
-  /** Worker or process isolation. */
+  /** Worker, process or remote isolation. */
   setIsolation(
     name: string,
     version: string,
-    isolation: "worker" | "process",
+    isolation: "worker" | "process" | "remote",
   ): Promise<unknown>;
   /** Make the previous default version the default again. */
   rollback(name: string): Promise<unknown>;
@@ -162,10 +162,13 @@ export function moduleCommands(host: ModuleAdmin): Command[] {
       auth: "admin",
       params: { ...TARGET, isolation: { type: "string", max: 16 } },
       handler: (p) => {
-        if (p.isolation !== "worker" && p.isolation !== "process") {
+        if (
+          p.isolation !== "worker" && p.isolation !== "process" &&
+          p.isolation !== "remote"
+        ) {
           throw new ProtocolError(
             ErrorCode.INVALID_PARAMETER,
-            'parameter "isolation" is "worker" or "process"',
+            'parameter "isolation" is "worker", "process" or "remote"',
             {
               parameter: "isolation",
             },

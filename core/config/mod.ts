@@ -73,6 +73,13 @@ export interface Config {
    * database, through the core: for KV Connect deployments without a disk).
    */
   moduleStorage: "files" | "core";
+  /**
+   * The module port (remote modules over WebTransport and WebSocket, on UDP
+   * and TCP), or undefined when off; port 0 picks a free one.
+   */
+  modulePort?: { host: string; port: number };
+  /** The Unix socket remote modules on this host connect to, or undefined when off. */
+  moduleSocket?: string;
   /** Name server `ip:port` for federation lookups; the system resolver when absent. */
   dns?: string;
   /** PEM file of extra CAs trusted for other servers. */
@@ -276,6 +283,23 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "files (core when AMTP_KV is a URL)",
     description:
       "where modules keep their data: files (own KV file each) or core (the core database)",
+  },
+  {
+    name: "AMTP_MODULE_PORT",
+    default: "",
+    description:
+      "port remote modules connect to over WebTransport (UDP) and WebSocket (TCP); off when empty, 0 picks a free one",
+  },
+  {
+    name: "AMTP_MODULE_HOST",
+    default: "AMTP_HOST",
+    description: "listen address of the module port",
+  },
+  {
+    name: "AMTP_MODULE_SOCKET",
+    default: "",
+    description:
+      "Unix socket remote modules on this host connect to (made owner-only); off when empty",
   },
   {
     name: "AMTP_DNS",
@@ -612,6 +636,8 @@ export function loadConfig(env: Env): Config {
       `"${moduleStorage}" is not allowed (allowed: files, core)`,
     );
   }
+  const modulePort = (env.AMTP_MODULE_PORT ?? "").trim();
+  const moduleSocket = (env.AMTP_MODULE_SOCKET ?? "").trim();
   const udpHost = hostVar(env, "AMTP_UDP_HOST") ?? host;
   const tcpHost = hostVar(env, "AMTP_TCP_HOST") ?? host;
   const acme = acmeVar(env, hostname, certFile);
@@ -644,6 +670,15 @@ export function loadConfig(env: Env): Config {
     pushContact,
     pushPrivate: choiceVar(env, "AMTP_PUSH_PRIVATE", ["on", "off"]) === "on",
     moduleStorage,
+    modulePort: modulePort
+      ? {
+        host: hostVar(env, "AMTP_MODULE_HOST") ?? host,
+        port: intVar(env, "AMTP_MODULE_PORT", 0, 65535),
+      }
+      : undefined,
+    moduleSocket: moduleSocket && moduleSocket !== "off"
+      ? moduleSocket
+      : undefined,
     host,
     udpHost,
     tcpHost,

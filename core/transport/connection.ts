@@ -11,8 +11,11 @@ import type { Logger } from "../log/mod.ts";
 export interface Connection {
   /** Unique id. */
   readonly id: string;
-  /** `webtransport`, `websocket`, or `peer` (another server, over QUIC). */
-  readonly transport: "webtransport" | "websocket" | "peer";
+  /**
+   * `webtransport`, `websocket`, `peer` (another server, over QUIC), or
+   * `unix` (a remote module on this host, workers/remote).
+   */
+  readonly transport: "webtransport" | "websocket" | "peer" | "unix";
   /** The peer's IP address. */
   readonly remoteAddr: string;
   /**

@@ -84,7 +84,7 @@ export class ChallengeRefused extends Error {
 export async function answerChallenge(
   key: LoginKey,
   challenge: LoginChallenge,
-  who: { kind: "admin" | "user"; account: string; server: string },
+  who: { kind: "admin" | "user" | "module"; account: string; server: string },
 ): Promise<LoginProof> {
   if (
     !isLoginAlgorithm(challenge.algorithm) ||

@@ -31,9 +31,9 @@ export const SECRET_ALPHABET =
 export interface LoginContextFields {
   /** The key's algorithm. */
   algorithm: LoginAlgorithm;
-  /** `admin` or `user`. */
-  kind: "admin" | "user";
-  /** The normalised account (admin name or user address). */
+  /** `admin`, `user` or `module` (a remote module, PROTOCOL.md §12.9). */
+  kind: "admin" | "user" | "module";
+  /** The normalised account (admin name, user address, or `name@version` of a module). */
   account: string;
   /** The key id the challenge is for. */
   keyId: string;
