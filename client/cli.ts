@@ -44,6 +44,7 @@ import {
   serverText,
   type State,
   statePath,
+  userPath,
 } from "./cli_config.ts";
 import { ConnectError, connectServer, type ServerTarget } from "./connect.ts";
 import { asJson, parseJson, readable } from "./format.ts";
@@ -129,7 +130,8 @@ async function chooseTarget(
   const { state } = ctx;
   let choice: ServerChoice;
   let certHash = flags.get("cert-hash");
-  let caFile = flags.get("ca");
+  const caFlag = flags.get("ca");
+  let caFile = caFlag === undefined ? undefined : userPath(caFlag);
   const given = flags.get("server");
   if (given !== undefined) {
     choice = parseServer(given, "--server");
@@ -254,6 +256,19 @@ async function runSubcommand(
   });
 }
 
+/**
+ * A yes/no question at the terminal (false without one), answered without
+ * blocking: the connection keeps being served while the admin thinks.
+ */
+async function ask(question: string): Promise<boolean> {
+  if (!Deno.stdin.isTerminal()) return false;
+  await Deno.stdout.write(new TextEncoder().encode(`${question} [y/N] `));
+  const line = new Uint8Array(1024);
+  const n = await Deno.stdin.read(line);
+  const answer = new TextDecoder().decode(line.subarray(0, n ?? 0)).trim();
+  return /^y(es)?$/i.test(answer);
+}
+
 /** What the package commands (package_cli.ts) need of a command's context. */
 function packageContext(ctx: Context): PackageCliContext {
   return {
@@ -261,7 +276,7 @@ function packageContext(ctx: Context): PackageCliContext {
     out: ctx.out,
     adminToken: () => needToken(ctx, "admin"),
     withClient: (body) => withClient(ctx, body),
-    confirm: (question) => confirm(question),
+    confirm: ask,
   };
 }
 

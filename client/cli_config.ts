@@ -111,6 +111,19 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/**
+ * A path the user typed, from where the user typed it: `deno task` runs in
+ * the server's folder and says where the user was in `INIT_CWD`.
+ */
+export function userPath(path: string): string {
+  if (path.startsWith("/")) return path;
+  const init = Deno.env.get("INIT_CWD");
+  const base = init && Deno.cwd() === ROOT ? init : Deno.cwd();
+  return `${base}/${path}`;
+}
+
 /**
  * The file a `--key` argument names: the path as given when it exists, else
  * for a bare name the key of that name in the config folder (`alice`,
@@ -120,13 +133,13 @@ export async function keyFile(
   given: string,
   kind: "private" | "public",
 ): Promise<string> {
-  if (await exists(given)) return given;
+  if (await exists(userPath(given))) return userPath(given);
   const ext = kind === "private" ? "key" : "pub";
   if (!given.includes("/")) {
     const inConfig = `${keyBase(given)}.${ext}`;
     if (await exists(inConfig)) return inConfig;
     throw new UsageError(
-      `no key file ${given} here nor ${inConfig} (amtp keygen ${
+      `no key file ${userPath(given)} nor ${inConfig} (amtp keygen ${
         given.replace(/\.(key|pub)$/, "")
       } makes one)`,
     );

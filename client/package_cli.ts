@@ -12,7 +12,7 @@
 
 import type { AmtpClient } from "./mod.ts";
 import { type Args, type FlagSpec, UsageError } from "./cli_args.ts";
-import { keyBase, keyFile } from "./cli_config.ts";
+import { keyBase, keyFile, userPath } from "./cli_config.ts";
 import { asJson } from "./format.ts";
 import {
   readPrivateKey,
@@ -41,20 +41,7 @@ export interface PackageCliContext {
   /** Connect, run, close. */
   withClient<T>(body: (client: AmtpClient) => Promise<T>): Promise<T>;
   /** Ask the admin a yes/no question (false without a terminal). */
-  confirm(question: string): boolean;
-}
-
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-
-/**
- * A path the user typed: `deno task` runs in the server's folder and says
- * where the user was in `INIT_CWD`.
- */
-export function userPath(path: string): string {
-  if (path.startsWith("/")) return path;
-  const init = Deno.env.get("INIT_CWD");
-  const base = init && Deno.cwd() === ROOT ? init : Deno.cwd();
-  return `${base}/${path}`;
+  confirm(question: string): Promise<boolean>;
 }
 
 /** Flags of `amtp module ...`. */
@@ -628,9 +615,11 @@ async function install(
       dry_run: true,
     });
     ctx.out(formatSummary(checked));
+    // Comparing key ids with the author takes a while: the session stays up.
+    client.keepAlive(5_000);
     if (
       !flags.has("yes") &&
-      !ctx.confirm(`\nInstall ${checked.name} ${checked.version}?`)
+      !(await ctx.confirm(`\nInstall ${checked.name} ${checked.version}?`))
     ) {
       ctx.out("not installed");
       return 1;

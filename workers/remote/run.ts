@@ -35,6 +35,7 @@ import {
 import { readPrivateKey } from "../../shared/login/keyfile.ts";
 import { normalizeServerName } from "../../shared/login/context.ts";
 import { openServerTransport } from "../../client/connect.ts";
+import { userPath } from "../../client/cli_config.ts";
 import type { ClientTransport } from "../../client/transport.ts";
 import { ImportPolicy, type ModuleImports } from "../isolation/imports.ts";
 import { startProcess } from "../isolation/process.ts";
@@ -338,15 +339,16 @@ if (import.meta.main) {
     console.error(USAGE);
     Deno.exit(values.help ? 0 : 64);
   }
-  const dir = await Deno.realPath(positionals[0]);
   try {
+    // Paths as the user typed them, from where they typed them.
+    const dir = await Deno.realPath(userPath(positionals[0]));
     await runRemoteModule(dir, {
       server: values.server,
-      socket: values.socket,
-      keyFile: values.key,
+      socket: values.socket && userPath(values.socket),
+      keyFile: userPath(values.key),
       certHash: values["cert-hash"],
       caCerts: values.ca
-        ? (await Deno.readTextFile(values.ca)).match(
+        ? (await Deno.readTextFile(userPath(values.ca))).match(
           /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g,
         ) ?? []
         : undefined,
