@@ -15,12 +15,36 @@ async function queued(answers: Record<string, Answer>) {
   const store = new OutboundStore(kv, new KvGroupCommit(kv));
   let now = 1_000_000;
   const calls: string[] = [];
+  /** Each request: its command and the recipients of each delivery. */
+  const requests: { command: string; to: string[][] }[] = [];
+  /** Domains whose servers do not know `s2s_deliver_batch`. */
+  const noBatch = new Set<string>();
   const bounces: { id: string; failures: Failure[] }[] = [];
   const peers: PeerSessions = {
     session: (_from, domain) =>
       Promise.resolve({
-        call: <T>(_command: string, params: Record<string, unknown>) => {
+        call: <T>(command: string, params: Record<string, unknown>) => {
           calls.push(domain);
+          if (command === "s2s_deliver_batch") {
+            const deliveries = params.deliveries as { to: string[] }[];
+            requests.push({ command, to: deliveries.map((d) => d.to) });
+            if (noBatch.has(domain)) {
+              return Promise.reject(
+                new ProtocolError(ErrorCode.UNKNOWN_COMMAND, "unknown"),
+              );
+            }
+            return Promise.resolve({
+              results: deliveries.map((d) => {
+                const answer = answers[domain](d.to);
+                return answer instanceof ProtocolError
+                  ? { error: answer.code, message: answer.message }
+                  : answer instanceof Error
+                  ? { error: ErrorCode.INTERNAL, message: answer.message }
+                  : { recipients: answer };
+              }),
+            } as T);
+          }
+          requests.push({ command, to: [params.to as string[]] });
           const answer = answers[domain](params.to as string[]);
           return answer instanceof Error
             ? Promise.reject(answer)
@@ -48,6 +72,8 @@ async function queued(answers: Record<string, Answer>) {
     store,
     queue,
     calls,
+    requests,
+    noBatch,
     bounces,
     clock: {
       get now() {
@@ -187,6 +213,77 @@ Deno.test("queue: a permanent session error bounces every recipient; a transient
     await q.queue.runOnce();
     assert.equal(q.bounces.length, 1);
     assert.equal((await q.store.list(10)).length, 1);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: due items of a domain go in one s2s_deliver_batch; an item the peer fails waits for its retry, the others leave once", async () => {
+  /** Recipients delivered, once per delivery. */
+  const got: string[] = [];
+  let failing = true;
+  const q = await queued({
+    "there.test": (to) => {
+      if (failing && to.includes("bad@there.test")) {
+        return new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, "busy");
+      }
+      got.push(...to);
+      return to.map((address) => ({ address, status: "delivered" }));
+    },
+  });
+  try {
+    for (const to of ["a@there.test", "bad@there.test", "c@there.test"]) {
+      await q.send([to]);
+    }
+    const retry = await q.queue.runOnce();
+    assert.deepEqual(q.requests.map((r) => r.command), ["s2s_deliver_batch"]);
+    assert.deepEqual(
+      q.requests[0].to.flat().sort(),
+      ["a@there.test", "bad@there.test", "c@there.test"],
+    );
+    // The failed item is kept (not lost), the delivered ones are gone.
+    const left = await q.store.list(10);
+    assert.deepEqual(left.map((i) => [i.to, i.attempts]), [
+      [["bad@there.test"], 1],
+    ]);
+    assert.match(left[0].last_error, /busy/);
+    assert.deepEqual(q.bounces, []);
+    // Its retry delivers it, and nothing else again (not doubled).
+    failing = false;
+    q.clock.now = retry;
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.deepEqual(got.sort(), [
+      "a@there.test",
+      "bad@there.test",
+      "c@there.test",
+    ]);
+    assert.deepEqual(await q.store.list(10), []);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a server that does not know s2s_deliver_batch gets the items one by one", async () => {
+  const q = await queued({ "old.test": delivered });
+  q.noBatch.add("old.test");
+  try {
+    await q.send(["a@old.test"]);
+    await q.send(["b@old.test"]);
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.deepEqual(q.requests.map((r) => r.command).sort(), [
+      "s2s_deliver",
+      "s2s_deliver",
+      "s2s_deliver_batch",
+    ]);
+    assert.deepEqual(await q.store.list(10), []);
+    // From then on it is not asked again.
+    await q.send(["c@old.test"]);
+    await q.send(["d@old.test"]);
+    await q.queue.runOnce();
+    assert.deepEqual(
+      q.requests.slice(3).map((r) => r.command),
+      ["s2s_deliver", "s2s_deliver"],
+    );
   } finally {
     q.kv.close();
   }

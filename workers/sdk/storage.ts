@@ -44,6 +44,11 @@ const CHUNK = 60_000;
 const LOCAL_ROW = 900;
 /** Bytes per chunk of a value split to stay within {@link LOCAL_ROW}. */
 const SMALL_CHUNK = 800;
+/**
+ * Largest value split so (ten chunks: one read). Past it an overflow page's
+ * unused tail is a small part of the value, and more chunks would cost reads.
+ */
+const SPLIT_MAX = 8_000;
 /** Chunks written per atomic operation. */
 const CHUNKS_PER_OP = 8;
 /** Parts of a key. */
@@ -576,7 +581,7 @@ export class KvStorage implements ModuleStorage {
     return ops.map((o) => {
       if (o.op !== "set" || o.head?.gen !== undefined) return o;
       const keyBytes = JSON.stringify(this.#head(o.key)).length;
-      if (o.size + keyBytes <= LOCAL_ROW) return o;
+      if (o.size + keyBytes <= LOCAL_ROW || o.size > SPLIT_MAX) return o;
       const bytes = BSON.serialize({ v: o.head!.value });
       const count = Math.ceil(bytes.length / SMALL_CHUNK);
       if (total + count > GROUP_MUTATIONS) return o;
