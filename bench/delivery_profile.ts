@@ -13,34 +13,10 @@
 import { startAmtp } from "../testing/server.ts";
 import { mailSession } from "../testing/mail.ts";
 import { concurrent } from "./measure.ts";
+import { cpuSince, threadCpu } from "../testing/process.ts";
 
 const SENDS = Number(Deno.args[0] ?? 3000);
 const SENDERS = Number(Deno.args[1] ?? 50);
-const TICK = 100; // clock ticks per second (USER_HZ on Linux)
-
-/** CPU seconds per thread name of a process. */
-function threads(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/stat`);
-      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) +
-        (Deno.env.get("PROFILE_TIDS") ? `/${task.name}` : "");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const cpu = (Number(fields[11]) + Number(fields[12])) / TICK;
-      out.set(name, (out.get(name) ?? 0) + cpu);
-    } catch { /* the thread ended */ }
-  }
-  return out;
-}
-
-function selfCpu(): number {
-  return threadsTotal(threads(Deno.pid));
-}
-
-function threadsTotal(m: Map<string, number>): number {
-  return [...m.values()].reduce((a, b) => a + b, 0);
-}
 
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
@@ -91,8 +67,8 @@ await concurrent(SENDERS, sendOne, 1000);
 const pid = amtp.server.child.pid;
 const data = `${amtp.cwd}/data`;
 const bytesBefore = await dirBytes(data);
-const before = threads(pid);
-const clientBefore = selfCpu();
+const before = threadCpu(pid);
+const clientBefore = threadCpu(Deno.pid);
 const sentBefore = n;
 const t0 = performance.now();
 await Promise.all(
@@ -102,20 +78,21 @@ await Promise.all(
 );
 const seconds = (performance.now() - t0) / 1000;
 const sent = n - sentBefore;
-const after = threads(pid);
-const clientCpu = selfCpu() - clientBefore;
+const after = threadCpu(pid);
+const clientCpu = cpuSince(clientBefore, threadCpu(Deno.pid)).total;
 const bytesAfter = await dirBytes(data);
 console.log(
   `${sent} sends in ${seconds.toFixed(2)} s: ${
     (sent / seconds).toFixed(0)
   } msgs/s`,
 );
-const rows: [string, number][] = [];
-for (const [name, cpu] of after) {
-  const d = cpu - (before.get(name) ?? 0);
-  if (d > 0) rows.push([name, d]);
-}
-rows.sort((a, b) => b[1] - a[1]);
+// By thread name (PROFILE_TIDS: by thread, to tell the KV threads apart).
+const rows: [string, number][] = Deno.env.get("PROFILE_TIDS")
+  ? [...after].map(([id, s]): [string, number] => [
+    id,
+    s - (before.get(id) ?? 0),
+  ]).filter(([, d]) => d > 0).sort((a, b) => b[1] - a[1])
+  : cpuSince(before, after).threads;
 const perSend = (s: number) => `${(s / sent * 1e6).toFixed(0)} µs/send`;
 const pct = (s: number) => `${(s / seconds * 100).toFixed(0)} % of a core`;
 for (const [name, d] of rows) {
