@@ -38,6 +38,7 @@ import {
 import {
   addMessage,
   type AttachmentRef,
+  COPIES_PER_PART,
   type CopyOutcome,
   DEFAULT_QUOTA,
   type EmailAuthRecord,
@@ -187,8 +188,10 @@ export async function storeEmail(
   ).slice(0, 24);
   const own = mail.message_id ?? globalId(id, senderDomain || "invalid");
   // Small blobs are written in the same atomic operation as the copies
-  // naming them (one commit per message); large ones before it.
+  // naming them (one commit per message) when the copies go in one; large
+  // ones, and those of a message with more copies, before them.
   const blobOps: Op[] = [];
+  const together = input.placements.length <= COPIES_PER_PART;
   const blob = async (
     part: string,
     name: string,

@@ -341,7 +341,7 @@ async function withLocks<T>(
 }
 
 /** Copies of one message stored per atomic operation. */
-const COPIES_PER_PART = 8;
+export const COPIES_PER_PART = 8;
 /** Bounds of one batch: copies, and checks of the atomic operation (KV allows 100). */
 const BATCH_COPIES = 96;
 const BATCH_CHECKS = 95;
