@@ -409,6 +409,10 @@ function s2sDeliverBatch(
     },
     handler: async (p, ctx, peer) => {
       limit(peer, p.deliveries.length);
+      ctx.log.info("s2s_batch", {
+        host: peer.host,
+        deliveries: p.deliveries.length,
+      });
       const results = await Promise.all(
         p.deliveries.map(async (item) => {
           try {
