@@ -44,8 +44,14 @@ const PERMANENT = new Set<number>([
 
 /** Requests in flight to one domain at a time. */
 const PER_DOMAIN = 16;
-/** Items of one `s2s_deliver_batch` (the receiver's bound, inbound.ts MAX_BATCH). */
-const BATCH_ITEMS = 32;
+/** Items of one `s2s_deliver_batch` (the receiver takes up to 32, inbound.ts MAX_BATCH). */
+const BATCH_ITEMS = 16;
+/**
+ * Items in flight to one domain at a time, batched or not: a receiver under
+ * load answers a request once all its items are stored, and a request
+ * without an answer within `AMTP_FEDERATION_TIMEOUT` is tried again.
+ */
+const IN_FLIGHT_ITEMS = 32;
 /** Payload bytes of one batch, about (frames are at most 16 MiB; a single item may be larger). */
 const BATCH_BYTES = 1024 * 1024;
 /** How long a destination that does not know `s2s_deliver_batch` gets single deliveries. */
@@ -238,9 +244,11 @@ export class OutboundQueue {
           // multiplexes them, so a round trip does not wait for another),
           // each carrying several items when the items allow.
           const batches = this.#batches(domain, due.get(domain)!);
+          const largest = Math.max(...batches.map((b) => b.length));
+          const slots = Math.max(1, Math.floor(IN_FLIGHT_ITEMS / largest));
           await Promise.all(
             Array.from(
-              { length: Math.min(PER_DOMAIN, batches.length) },
+              { length: Math.min(PER_DOMAIN, slots, batches.length) },
               async () => {
                 while (batches.length) {
                   const batch = batches.shift()!;
