@@ -208,7 +208,7 @@ export async function storeEmail(
         type,
       },
       content,
-      blobOps,
+      together ? blobOps : undefined,
     );
     return {
       id: meta.id,
