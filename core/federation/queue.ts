@@ -45,15 +45,17 @@ const PERMANENT = new Set<number>([
 /** Requests in flight to one domain at a time. */
 const PER_DOMAIN = 16;
 /** Items of one `s2s_deliver_batch` (the receiver takes up to 32, inbound.ts MAX_BATCH). */
-const BATCH_ITEMS = 16;
+const BATCH_ITEMS = 8;
 /**
  * Items in flight to one domain at a time, batched or not: a receiver under
  * load answers a request once all its items are stored, and a request
  * without an answer within `AMTP_FEDERATION_TIMEOUT` is tried again.
  */
-const IN_FLIGHT_ITEMS = 32;
+const IN_FLIGHT_ITEMS = 16;
 /** Payload bytes of one batch, about (frames are at most 16 MiB; a single item may be larger). */
 const BATCH_BYTES = 1024 * 1024;
+/** At most this many request timeouts for a batch to be answered. */
+const BATCH_TIMEOUT_FACTOR = 3;
 /** How long a destination that does not know `s2s_deliver_batch` gets single deliveries. */
 const NO_BATCH_MS = 3_600_000;
 
@@ -407,7 +409,9 @@ export class OutboundQueue {
           payload: item.payload as Record<string, unknown>,
         })),
         traceparent: currentTraceparent(),
-      });
+        // The receiver stores a batch's items side by side: it takes longer
+        // than one item, not as long as all of them one after another.
+      }, { timeoutFactor: Math.min(items.length, BATCH_TIMEOUT_FACTOR) });
       return Array.isArray(answer?.results) ? answer.results : [];
     } catch (error) {
       if (
@@ -610,6 +614,8 @@ export class OutboundQueue {
         id: item.id,
         domain: item.domain,
         failed: failures.length,
+        error: failures[0].error,
+        reason: failures[0].message.slice(0, 200),
       });
     } else {
       this.#options.log.info("outbound_delivered", {
