@@ -19,6 +19,8 @@ async function queued(answers: Record<string, Answer>) {
   const requests: { command: string; to: string[][] }[] = [];
   /** Domains whose servers do not know `s2s_deliver_batch`. */
   const noBatch = new Set<string>();
+  /** Domains whose servers answer a batch with garbage. */
+  const garbage = new Set<string>();
   const bounces: { id: string; failures: Failure[] }[] = [];
   const peers: PeerSessions = {
     session: (_from, domain) =>
@@ -28,6 +30,12 @@ async function queued(answers: Record<string, Answer>) {
           if (command === "s2s_deliver_batch") {
             const deliveries = params.deliveries as { to: string[] }[];
             requests.push({ command, to: deliveries.map((d) => d.to) });
+            if (garbage.has(domain)) {
+              // A hostile or broken peer: results that are not per delivery.
+              return Promise.resolve(
+                { results: [{ recipients: "all" }, 42] } as T,
+              );
+            }
             if (noBatch.has(domain)) {
               return Promise.reject(
                 new ProtocolError(ErrorCode.UNKNOWN_COMMAND, "unknown"),
@@ -74,6 +82,7 @@ async function queued(answers: Record<string, Answer>) {
     calls,
     requests,
     noBatch,
+    garbage,
     bounces,
     clock: {
       get now() {
@@ -284,6 +293,23 @@ Deno.test("queue: a server that does not know s2s_deliver_batch gets the items o
       q.requests.slice(3).map((r) => r.command),
       ["s2s_deliver", "s2s_deliver"],
     );
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a batch answered with garbage loses nothing: every item waits for its retry", async () => {
+  const q = await queued({ "odd.test": delivered });
+  q.garbage.add("odd.test");
+  try {
+    for (const to of ["a@odd.test", "b@odd.test", "c@odd.test"]) {
+      await q.send([to]);
+    }
+    await q.queue.runOnce();
+    const left = await q.store.list(10);
+    assert.deepEqual(left.map((i) => i.attempts), [1, 1, 1]);
+    assert.deepEqual(q.bounces, []);
+    for (const item of left) assert.ok(item.last_error.length <= 500);
   } finally {
     q.kv.close();
   }
