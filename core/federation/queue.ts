@@ -44,8 +44,6 @@ const PERMANENT = new Set<number>([
 
 /** Requests in flight to one domain at a time. */
 const PER_DOMAIN = 16;
-/** Items of one `s2s_deliver_batch` (the receiver takes up to 32, inbound.ts MAX_BATCH). */
-const BATCH_ITEMS = 8;
 /**
  * Items in flight to one domain at a time, batched or not: a receiver under
  * load answers a request once all its items are stored, and a request
@@ -99,6 +97,13 @@ export interface QueueOptions {
   now?: () => number;
   /** Random numbers in [0, 1) for the retry jitter (tests fix them). */
   random?: () => number;
+  /**
+   * Items per `s2s_deliver_batch` for a backlog (more due for a domain than
+   * may be in flight); 1, the default, sends every item alone. Off by
+   * default: under load the kill test lost items to batches (they timed out
+   * and expired; docs/PERFORMANCE.md).
+   */
+  batch?: number;
   /** Told of each attempt's outcome per recipient (metrics). */
   observe?: (outcome: DeliveryOutcome, recipients: number) => void;
 }
@@ -268,12 +273,19 @@ export class OutboundQueue {
   }
 
   /**
-   * The due items of a domain in requests: items without attachments from
+   * The due items of a domain in requests: beyond {@link IN_FLIGHT_ITEMS},
+   * items without attachments from
    * the same sending domain and module go together (at most
-   * {@link BATCH_ITEMS}, about {@link BATCH_BYTES}); the others alone.
+   * `batch`, about {@link BATCH_BYTES}); the others alone.
    */
   #batches(domain: string, entries: OutboundEntry[]): OutboundEntry[][] {
-    if ((this.#single.get(domain) ?? 0) > this.#now()) {
+    // As many items as may be in flight go one per request, as they come;
+    // a backlog larger than that (after an outage, under load) in batches.
+    const most = Math.min(32, this.#options.batch ?? 1);
+    if (
+      most <= 1 || entries.length <= IN_FLIGHT_ITEMS ||
+      (this.#single.get(domain) ?? 0) > this.#now()
+    ) {
       return entries.map((e) => [e]);
     }
     const alone: OutboundEntry[][] = [];
@@ -289,11 +301,9 @@ export class OutboundQueue {
     }
     const out: OutboundEntry[][] = [...alone];
     for (const group of groups.values()) {
-      // As few requests as BATCH_ITEMS allows, of even sizes (a batch's
+      // As few requests as the batch size allows, of even sizes (a batch's
       // items are delivered side by side at the receiver).
-      const size = Math.ceil(
-        group.length / Math.ceil(group.length / BATCH_ITEMS),
-      );
+      const size = Math.ceil(group.length / Math.ceil(group.length / most));
       let batch: OutboundEntry[] = [];
       let bytes = 0;
       for (const entry of group) {
