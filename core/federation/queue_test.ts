@@ -10,7 +10,7 @@ import { OutboundQueue, type PeerSessions } from "./queue.ts";
 type Answer = (to: string[]) => RecipientResult[] | Error;
 
 /** A queue on an in-memory KV whose peers answer as `answers` says, per domain. */
-async function queued(answers: Record<string, Answer>) {
+async function queued(answers: Record<string, Answer>, batch = 8) {
   const kv = await Deno.openKv(":memory:");
   const store = new OutboundStore(kv, new KvGroupCommit(kv));
   let now = 1_000_000;
@@ -74,7 +74,7 @@ async function queued(answers: Record<string, Answer>) {
     },
     now: () => now,
     random: () => 1, // delays at their full length
-    batch: 8,
+    batch,
   });
   return {
     kv,
@@ -314,6 +314,19 @@ Deno.test("queue: a batch answered with garbage loses nothing: every item waits 
     assert.ok(left.every((i) => i.attempts === 1));
     assert.deepEqual(q.bounces, []);
     for (const item of left) assert.ok(item.last_error.length <= 500);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: without batching (the server's default) a backlog goes one item per request", async () => {
+  const q = await queued({ "there.test": delivered }, 1);
+  try {
+    for (let i = 0; i < 20; i++) await q.send([`u${i}@there.test`]);
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.equal(q.requests.length, 20);
+    assert.ok(q.requests.every((r) => r.command === "s2s_deliver"));
+    assert.deepEqual(await q.store.list(30), []);
   } finally {
     q.kv.close();
   }
