@@ -161,3 +161,40 @@ export function rss(pid: number): number {
   }).outputSync();
   return Number(new TextDecoder().decode(out.stdout).trim() || 0) * 1024;
 }
+
+/**
+ * CPU seconds of each thread of a process by `name/tid` (utime and stime from
+ * `/proc/<pid>/task/*\/stat`, read through `sh`: Deno guards /proc of other
+ * processes). The KV (SQLite) threads of Deno are named `sw-0`.
+ */
+export function threadCpu(pid: number): Map<string, number> {
+  const out = new Deno.Command("sh", {
+    args: ["-c", `cat /proc/${pid}/task/*/stat 2>/dev/null`],
+    stdout: "piped",
+  }).outputSync();
+  const cpu = new Map<string, number>();
+  for (const stat of new TextDecoder().decode(out.stdout).split("\n")) {
+    if (!stat) continue;
+    const tid = stat.slice(0, stat.indexOf(" "));
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Clock ticks, 100 a second.
+    cpu.set(`${name}/${tid}`, (Number(fields[11]) + Number(fields[12])) / 100);
+  }
+  return cpu;
+}
+
+/** CPU seconds used between two {@link threadCpu} readings, by thread name, most first. */
+export function cpuSince(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): { total: number; threads: [string, number][] } {
+  const byName = new Map<string, number>();
+  for (const [id, s] of after) {
+    const name = id.slice(0, id.lastIndexOf("/"));
+    const used = s - (before.get(id) ?? 0);
+    if (used > 0) byName.set(name, (byName.get(name) ?? 0) + used);
+  }
+  const threads = [...byName].sort((a, b) => b[1] - a[1]);
+  return { total: threads.reduce((t, [, s]) => t + s, 0), threads };
+}

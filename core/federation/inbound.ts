@@ -21,6 +21,7 @@ import {
   type Params,
   type ParamSchema,
   ProtocolError,
+  validateParams,
 } from "../protocol/mod.ts";
 import { TokenBucket } from "../../shared/token_bucket.ts";
 import type { DeliverToModule, RecipientResult } from "./delivery.ts";
@@ -121,12 +122,15 @@ function address(input: string): string | undefined {
 
 /** The server-to-server commands. */
 export function inboundCommands(deps: InboundDeps): Command[] {
+  // One budget of deliveries per remote server, single or batched.
+  const limit = peerBuckets(deps);
   return [
-    s2sHello,
-    s2sAuth,
-    s2sDeliver,
-    s2sUserinfo,
-  ].map((command) => command(deps));
+    s2sHello(deps),
+    s2sAuth(deps),
+    s2sDeliver(deps, limit),
+    s2sDeliverBatch(deps, limit),
+    s2sUserinfo(deps),
+  ];
 }
 
 /** `s2s_hello`. */
@@ -246,115 +250,184 @@ export function peerCommand<S extends ParamSchema>(
   });
 }
 
-/** `s2s_deliver`. */
-function s2sDeliver(deps: InboundDeps): Command {
-  // Deliveries per second from one remote server.
+/** The parameters of one delivery: `s2s_deliver`'s, each item of `s2s_deliver_batch`'s. */
+const DELIVERY_PARAMS = {
+  module: { type: "string", max: 64 },
+  from: { type: "string", max: 320 },
+  to: { type: "array", items: "string", min: 1, max: 100, itemMax: 320 },
+  id: { type: "string", min: 1, max: 128 },
+  payload: { type: "object", optional: true },
+} as const satisfies ParamSchema;
+
+/** Deliveries of one `s2s_deliver_batch`. */
+export const MAX_BATCH = 32;
+
+/** Deliveries per second from each remote server, one bucket per host. */
+function peerBuckets(deps: InboundDeps) {
   const buckets = new Map<string, TokenBucket>();
   const rate = deps.peerRate ?? 500;
+  return (peer: Peer, n: number): void => {
+    let bucket = buckets.get(peer.host);
+    if (!bucket) {
+      buckets.set(peer.host, bucket = new TokenBucket(rate, rate * 10));
+    }
+    if (!bucket.take(n)) {
+      throw new ProtocolError(
+        ErrorCode.RATE_LIMITED,
+        `more than ${rate} deliveries per second from ${peer.host}`,
+        {
+          retry_after: 1,
+        },
+      );
+    }
+  };
+}
+
+/** One delivery from a peer, checked and handed to its module: the result per recipient. */
+async function deliverOne(
+  deps: InboundDeps,
+  p: Params<typeof DELIVERY_PARAMS>,
+  ctx: HandlerContext,
+  peer: Peer,
+): Promise<RecipientResult[]> {
+  // Only this server speaks for the domains it hosts: a peer that
+  // authenticated for one (its DNS lists that peer too) could
+  // otherwise deliver mail that looks made here.
+  if (await hosted(deps, peer.domain)) {
+    throw new ProtocolError(
+      ErrorCode.S2S_NOT_DELEGATED,
+      `${peer.domain} is hosted on this server: no other server delivers for it`,
+    );
+  }
+  const from = address(p.from);
+  if (!from || splitAddress(from)[1] !== peer.domain) {
+    throw new ProtocolError(
+      ErrorCode.S2S_FROM_MISMATCH,
+      `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
+    );
+  }
+  const results: RecipientResult[] = [];
+  const local: string[] = [];
+  for (const raw of p.to as string[]) {
+    const to = address(raw);
+    if (!to) {
+      results.push({
+        address: raw,
+        status: "failed",
+        error: ErrorCode.INVALID_ADDRESS,
+        message: "invalid address",
+      });
+    } else if (!peer.destinations.includes(splitAddress(to)[1])) {
+      // The session was accepted for the domains it named, nothing else.
+      results.push({
+        address: raw,
+        status: "failed",
+        error: ErrorCode.S2S_WRONG_DESTINATION,
+        message: "not a destination of this server session",
+      });
+    } else if (!(await hosted(deps, splitAddress(to)[1]))) {
+      results.push({
+        address: raw,
+        status: "failed",
+        error: ErrorCode.S2S_WRONG_DESTINATION,
+        message: "not hosted here",
+      });
+    } else local.push(to);
+  }
+  if (local.length > 0) {
+    try {
+      const answer = await deps.deliver(p.module, {
+        kind: "deliver",
+        from,
+        to: local,
+        id: p.id,
+        payload: p.payload ?? null,
+        peer: peer.host,
+        // The origin of what is delivered: the authenticated domain.
+        peer_domain: peer.domain,
+      });
+      results.push(...answer.recipients);
+    } catch (error) {
+      const code = error instanceof ProtocolError
+        ? error.code
+        : ErrorCode.INTERNAL;
+      const message = error instanceof ProtocolError
+        ? error.message
+        : "internal error";
+      for (const to of local) {
+        results.push({
+          address: to,
+          status: "failed",
+          error: code,
+          message,
+        });
+      }
+    }
+  }
+  ctx.log.info("s2s_delivered", {
+    host: peer.host,
+    module: p.module,
+    delivered: results.filter((r) => r.status === "delivered").length,
+    failed: results.filter((r) => r.status !== "delivered").length,
+  });
+  return results;
+}
+
+/** `s2s_deliver`. */
+function s2sDeliver(
+  deps: InboundDeps,
+  limit: (peer: Peer, n: number) => void,
+): Command {
   return peerCommand(deps, {
     name: "s2s_deliver",
+    params: DELIVERY_PARAMS,
+    handler: async (p, ctx, peer) => {
+      limit(peer, 1);
+      return { recipients: await deliverOne(deps, p, ctx, peer) };
+    },
+  });
+}
+
+/**
+ * `s2s_deliver_batch`: several deliveries in one request, each checked and
+ * answered as `s2s_deliver` would be, all handed to their modules at once
+ * (the messages module then stores them in shared commits).
+ */
+function s2sDeliverBatch(
+  deps: InboundDeps,
+  limit: (peer: Peer, n: number) => void,
+): Command {
+  return peerCommand(deps, {
+    name: "s2s_deliver_batch",
     params: {
-      module: { type: "string", max: 64 },
-      from: { type: "string", max: 320 },
-      to: { type: "array", items: "string", min: 1, max: 100, itemMax: 320 },
-      id: { type: "string", min: 1, max: 128 },
-      payload: { type: "object", optional: true },
+      deliveries: {
+        type: "array",
+        items: "object",
+        min: 1,
+        max: MAX_BATCH,
+      },
     },
     handler: async (p, ctx, peer) => {
-      let bucket = buckets.get(peer.host);
-      if (!bucket) {
-        buckets.set(peer.host, bucket = new TokenBucket(rate, rate * 10));
-      }
-      if (!bucket.take()) {
-        throw new ProtocolError(
-          ErrorCode.RATE_LIMITED,
-          `more than ${rate} deliveries per second from ${peer.host}`,
-          {
-            retry_after: 1,
-          },
-        );
-      }
-      // Only this server speaks for the domains it hosts: a peer that
-      // authenticated for one (its DNS lists that peer too) could
-      // otherwise deliver mail that looks made here.
-      if (await hosted(deps, peer.domain)) {
-        throw new ProtocolError(
-          ErrorCode.S2S_NOT_DELEGATED,
-          `${peer.domain} is hosted on this server: no other server delivers for it`,
-        );
-      }
-      const from = address(p.from);
-      if (!from || splitAddress(from)[1] !== peer.domain) {
-        throw new ProtocolError(
-          ErrorCode.S2S_FROM_MISMATCH,
-          `${p.from} is not an address of ${peer.domain}, the domain this server authenticated for`,
-        );
-      }
-      const results: RecipientResult[] = [];
-      const local: string[] = [];
-      for (const raw of p.to as string[]) {
-        const to = address(raw);
-        if (!to) {
-          results.push({
-            address: raw,
-            status: "failed",
-            error: ErrorCode.INVALID_ADDRESS,
-            message: "invalid address",
-          });
-        } else if (!peer.destinations.includes(splitAddress(to)[1])) {
-          // The session was accepted for the domains it named, nothing else.
-          results.push({
-            address: raw,
-            status: "failed",
-            error: ErrorCode.S2S_WRONG_DESTINATION,
-            message: "not a destination of this server session",
-          });
-        } else if (!(await hosted(deps, splitAddress(to)[1]))) {
-          results.push({
-            address: raw,
-            status: "failed",
-            error: ErrorCode.S2S_WRONG_DESTINATION,
-            message: "not hosted here",
-          });
-        } else local.push(to);
-      }
-      if (local.length > 0) {
-        try {
-          const answer = await deps.deliver(p.module, {
-            kind: "deliver",
-            from,
-            to: local,
-            id: p.id,
-            payload: p.payload ?? null,
-            peer: peer.host,
-            // The origin of what is delivered: the authenticated domain.
-            peer_domain: peer.domain,
-          });
-          results.push(...answer.recipients);
-        } catch (error) {
-          const code = error instanceof ProtocolError
-            ? error.code
-            : ErrorCode.INTERNAL;
-          const message = error instanceof ProtocolError
-            ? error.message
-            : "internal error";
-          for (const to of local) {
-            results.push({
-              address: to,
-              status: "failed",
-              error: code,
-              message,
-            });
-          }
-        }
-      }
-      ctx.log.info("s2s_delivered", {
+      limit(peer, p.deliveries.length);
+      ctx.log.info("s2s_batch", {
         host: peer.host,
-        module: p.module,
-        delivered: results.filter((r) => r.status === "delivered").length,
-        failed: results.filter((r) => r.status !== "delivered").length,
+        deliveries: p.deliveries.length,
       });
-      return { recipients: results };
+      const results = await Promise.all(
+        p.deliveries.map(async (item) => {
+          try {
+            const one = validateParams(
+              DELIVERY_PARAMS,
+              item as Record<string, unknown>,
+            );
+            return { recipients: await deliverOne(deps, one, ctx, peer) };
+          } catch (error) {
+            if (!(error instanceof ProtocolError)) throw error;
+            return { error: error.code, message: error.message };
+          }
+        }),
+      );
+      return { results };
     },
   });
 }

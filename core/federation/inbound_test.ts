@@ -273,3 +273,62 @@ Deno.test("inbound: an authentication holds for its time only; then the peer mus
     s.close();
   }
 });
+
+Deno.test("s2s: a batch is checked and answered per delivery, all handed over at once, and counts per delivery against the peer's rate", async () => {
+  const s = await inbound({ peerRate: 1 });
+  try {
+    const { command: _, ...one } = delivery;
+    const r = await s.call({
+      command: "s2s_deliver_batch",
+      deliveries: [
+        { ...one, id: "b1", to: ["bob@here.test"] },
+        // Another origin than the session's: refused alone.
+        { ...one, id: "b2", from: "mallory@evil.test", to: ["bob@here.test"] },
+        // Not a delivery at all: refused alone.
+        { ...one, id: 7, to: ["bob@here.test"] },
+        { ...one, id: "b3", to: ["bob@here.test", "x@elsewhere.test"] },
+      ],
+    });
+    assert.equal(r.error, 0);
+    const results = (r.data as { results: Record<string, unknown>[] })
+      .results;
+    assert.deepEqual(results[0], {
+      recipients: [{ address: "bob@here.test", status: "delivered" }],
+    });
+    assert.equal(results[1].error, ErrorCode.S2S_FROM_MISMATCH);
+    assert.equal(results[2].error, ErrorCode.INVALID_PARAMETER);
+    assert.deepEqual(
+      (results[3].recipients as { address: string; error?: number }[]).map(
+        (x) => [x.address, x.error],
+      ),
+      [
+        ["x@elsewhere.test", ErrorCode.S2S_WRONG_DESTINATION],
+        ["bob@here.test", undefined],
+      ],
+    );
+    assert.deepEqual(s.delivered.map((d) => d.delivery.id), ["b1", "b3"]);
+    // Four of the burst of ten taken: seven more are one too many.
+    const seven = await s.call({
+      command: "s2s_deliver_batch",
+      deliveries: Array.from(
+        { length: 7 },
+        (_, i) => ({ ...one, id: `c${i}`, to: ["bob@here.test"] }),
+      ),
+    });
+    assert.equal(seven.error, ErrorCode.RATE_LIMITED);
+    // Nothing before the session authenticated.
+    const anonymous = await s.call({
+      command: "s2s_deliver_batch",
+      deliveries: [{ ...one, to: ["bob@here.test"] }],
+    }, s.anonymous);
+    assert.equal(anonymous.error, ErrorCode.S2S_NOT_AUTHENTICATED);
+    // A batch too large is refused whole.
+    const big = await s.call({
+      command: "s2s_deliver_batch",
+      deliveries: Array.from({ length: 33 }, () => one),
+    });
+    assert.equal(big.error, ErrorCode.INVALID_PARAMETER);
+  } finally {
+    s.close();
+  }
+});

@@ -147,8 +147,15 @@ export class PeerClient {
     throw lastError instanceof Error ? lastError : new Error(String(lastError));
   }
 
-  /** Send a request; resolves with the whole response. */
-  request(command: string, params: Document = {}): Promise<Response> {
+  /**
+   * Send a request; resolves with the whole response. `timeoutMs` replaces
+   * the client's request timeout for this request.
+   */
+  request(
+    command: string,
+    params: Document = {},
+    timeoutMs = this.#requestTimeoutMs,
+  ): Promise<Response> {
     if (this.#closed) {
       return Promise.reject(new Error("the peer connection is closed"));
     }
@@ -160,7 +167,7 @@ export class PeerClient {
     this.#writer.write(encodeDocument({ ...params, command, requestID })).catch(
       () => this.#fail(),
     );
-    return withTimeout(answer, this.#requestTimeoutMs, command).finally(() =>
+    return withTimeout(answer, timeoutMs, command).finally(() =>
       this.#pending.delete(requestID)
     );
   }
@@ -169,8 +176,13 @@ export class PeerClient {
   async call<T = Record<string, unknown>>(
     command: string,
     params: Document = {},
+    options: { timeoutFactor?: number } = {},
   ): Promise<T> {
-    const response = await this.request(command, params);
+    const response = await this.request(
+      command,
+      params,
+      this.#requestTimeoutMs * (options.timeoutFactor ?? 1),
+    );
     if (response.error !== 0) {
       throw new ProtocolError(
         response.error as typeof ErrorCode.INTERNAL,

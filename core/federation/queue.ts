@@ -42,8 +42,20 @@ const PERMANENT = new Set<number>([
   ErrorCode.EMAIL_NOT_ENCRYPTED,
 ]);
 
-/** Deliveries in flight to one domain at a time. */
+/** Requests in flight to one domain at a time. */
 const PER_DOMAIN = 16;
+/**
+ * Items in flight to one domain at a time, batched or not: a receiver under
+ * load answers a request once all its items are stored, and a request
+ * without an answer within `AMTP_FEDERATION_TIMEOUT` is tried again.
+ */
+const IN_FLIGHT_ITEMS = 16;
+/** Payload bytes of one batch, about (frames are at most 16 MiB; a single item may be larger). */
+const BATCH_BYTES = 1024 * 1024;
+/** At most this many request timeouts for a batch to be answered. */
+const BATCH_TIMEOUT_FACTOR = 3;
+/** How long a destination that does not know `s2s_deliver_batch` gets single deliveries. */
+const NO_BATCH_MS = 3_600_000;
 
 /** Sessions with other servers, as the queue uses them (peers.ts, PeerPool). */
 export interface PeerSessions {
@@ -85,12 +97,30 @@ export interface QueueOptions {
   now?: () => number;
   /** Random numbers in [0, 1) for the retry jitter (tests fix them). */
   random?: () => number;
+  /**
+   * Items per `s2s_deliver_batch` for a backlog (more due for a domain than
+   * may be in flight); 1, the default, sends every item alone. Off by
+   * default: under load the kill test lost items to batches (they timed out
+   * and expired; docs/PERFORMANCE.md).
+   */
+  batch?: number;
   /** Told of each attempt's outcome per recipient (metrics). */
   observe?: (outcome: DeliveryOutcome, recipients: number) => void;
 }
 
 /** What became of recipients of a queued item after one attempt. */
 export type DeliveryOutcome = "delivered" | "bounced" | "deferred";
+
+/** Bytes of an item's payload, about (its body and subject). */
+function payloadBytes(item: OutboundItem): number {
+  const p = (item.payload ?? {}) as { body?: unknown; subject?: unknown };
+  const body = p.body instanceof Uint8Array
+    ? p.body.byteLength
+    : typeof p.body === "string"
+    ? p.body.length * 3
+    : 0;
+  return 1024 + body + String(p.subject ?? "").length * 3;
+}
 
 function senderDomain(from: string): string {
   return from.slice(from.lastIndexOf("@") + 1);
@@ -104,6 +134,8 @@ export class OutboundQueue {
   readonly #random: () => number;
   /** Domains whose servers are down, until when. */
   readonly #dead = new Map<string, number>();
+  /** Domains whose servers do not know `s2s_deliver_batch`, until when. */
+  readonly #single = new Map<string, number>();
   #timer?: ReturnType<typeof setTimeout>;
   #running?: Promise<void>;
   #started = false;
@@ -215,14 +247,21 @@ export class OutboundQueue {
       async () => {
         while (domains.length) {
           const domain = domains.shift()!;
-          // Several deliveries in flight per domain: the peer session
-          // multiplexes requests, so a round trip does not wait for another.
-          const entries = due.get(domain)!;
+          // Several requests in flight per domain (the peer session
+          // multiplexes them, so a round trip does not wait for another),
+          // each carrying several items when the items allow.
+          const batches = this.#batches(domain, due.get(domain)!);
+          const largest = Math.max(...batches.map((b) => b.length));
+          const slots = Math.max(1, Math.floor(IN_FLIGHT_ITEMS / largest));
           await Promise.all(
             Array.from(
-              { length: Math.min(PER_DOMAIN, entries.length) },
+              { length: Math.min(PER_DOMAIN, slots, batches.length) },
               async () => {
-                while (entries.length) await this.#deliver(entries.shift()!);
+                while (batches.length) {
+                  const batch = batches.shift()!;
+                  if (batch.length === 1) await this.#deliver(batch[0]);
+                  else await this.#deliverBatch(batch);
+                }
               },
             ),
           );
@@ -231,6 +270,189 @@ export class OutboundQueue {
     );
     await Promise.all(workers);
     return await this.#store.nextDue() ?? Infinity;
+  }
+
+  /**
+   * The due items of a domain in requests: beyond {@link IN_FLIGHT_ITEMS},
+   * items without attachments from
+   * the same sending domain and module go together (at most
+   * `batch`, about {@link BATCH_BYTES}); the others alone.
+   */
+  #batches(domain: string, entries: OutboundEntry[]): OutboundEntry[][] {
+    // As many items as may be in flight go one per request, as they come;
+    // a backlog larger than that (after an outage, under load) in batches.
+    const most = Math.min(32, this.#options.batch ?? 1);
+    if (
+      most <= 1 || entries.length <= IN_FLIGHT_ITEMS ||
+      (this.#single.get(domain) ?? 0) > this.#now()
+    ) {
+      return entries.map((e) => [e]);
+    }
+    const alone: OutboundEntry[][] = [];
+    const groups = new Map<string, OutboundEntry[]>();
+    for (const entry of entries) {
+      const item = entry.value;
+      if (item.blobs?.length) {
+        alone.push([entry]);
+        continue;
+      }
+      const group = `${senderDomain(item.from)}\n${item.module}`;
+      groups.set(group, [...(groups.get(group) ?? []), entry]);
+    }
+    const out: OutboundEntry[][] = [...alone];
+    for (const group of groups.values()) {
+      // As few requests as the batch size allows, of even sizes (a batch's
+      // items are delivered side by side at the receiver).
+      const size = Math.ceil(group.length / Math.ceil(group.length / most));
+      let batch: OutboundEntry[] = [];
+      let bytes = 0;
+      for (const entry of group) {
+        const b = payloadBytes(entry.value);
+        if (batch.length >= size || (batch.length && bytes + b > BATCH_BYTES)) {
+          out.push(batch);
+          batch = [];
+          bytes = 0;
+        }
+        batch.push(entry);
+        bytes += b;
+      }
+      if (batch.length) out.push(batch);
+    }
+    return out;
+  }
+
+  /**
+   * Several items in one `s2s_deliver_batch`, each then settled as after
+   * its own attempt. A destination that does not know the command gets
+   * them one by one (and single deliveries for an hour).
+   */
+  #deliverBatch(entries: OutboundEntry[]): Promise<void> {
+    return inSpan("amtp.delivery", {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "amtp.domain": entries[0].value.domain,
+        "amtp.module": entries[0].value.module,
+        "amtp.deliveries": entries.length,
+      },
+    }, async () => {
+      const now = this.#now();
+      const live = entries.filter((e) => !this.#expired(e.value, now));
+      // Settled side by side: their queue writes share commits.
+      await Promise.all(
+        entries.filter((e) => !live.includes(e)).map((e) => this.#expire(e)),
+      );
+      if (live.length === 0) return;
+      let answers: ({ recipients: RecipientResult[] } | {
+        error: number;
+        message?: string;
+      })[];
+      try {
+        answers = await this.#amtpBatch(live.map((e) => e.value));
+        this.#dead.delete(live[0].value.domain);
+      } catch (error) {
+        const unknown = error instanceof ProtocolError &&
+          error.code === ErrorCode.UNKNOWN_COMMAND;
+        const noRecord = error instanceof ProtocolError &&
+          error.code === ErrorCode.NO_AMTP_RECORD;
+        if (unknown || noRecord) {
+          // One by one: the command is unknown there, or the domain's
+          // mail goes another route (email).
+          if (unknown) {
+            this.#single.set(live[0].value.domain, now + NO_BATCH_MS);
+          }
+          await Promise.all(live.map((entry) => this.#deliver(entry)));
+          return;
+        }
+        await Promise.all(live.map((entry) => this.#failed(entry, error)));
+        return;
+      }
+      await Promise.all(live.map(async (entry, i) => {
+        const answer = answers[i] as unknown;
+        const recipients = typeof answer === "object" && answer !== null
+          ? (answer as { recipients?: unknown }).recipients
+          : undefined;
+        if (Array.isArray(recipients)) {
+          await this.#settle(entry, recipients as RecipientResult[]);
+        } else {
+          // The peer's answer is not trusted to be well formed.
+          const bad = (answer ?? {}) as { error?: unknown; message?: unknown };
+          const code = typeof bad.error === "number"
+            ? bad.error
+            : ErrorCode.INTERNAL;
+          await this.#failed(
+            entry,
+            new ProtocolError(
+              code as typeof ErrorCode.INTERNAL,
+              typeof bad.message === "string"
+                ? bad.message.slice(0, 500)
+                : "no answer for this delivery",
+            ),
+          );
+        }
+      }));
+    });
+  }
+
+  /** Deliver several items to one of the domain's AMTP servers in one request. */
+  async #amtpBatch(
+    items: OutboundItem[],
+  ): Promise<
+    ({ recipients: RecipientResult[] } | { error: number; message?: string })[]
+  > {
+    let session: Pick<PeerClient, "call"> | undefined;
+    try {
+      session = await this.#options.pool.session(
+        senderDomain(items[0].from),
+        items[0].domain,
+      );
+      const answer = await session.call<{
+        results: (
+          | { recipients: RecipientResult[] }
+          | { error: number; message?: string }
+        )[];
+      }>("s2s_deliver_batch", {
+        deliveries: items.map((item) => ({
+          module: item.module,
+          from: item.from,
+          to: item.to,
+          id: item.delivery_id,
+          payload: item.payload as Record<string, unknown>,
+        })),
+        traceparent: currentTraceparent(),
+        // The receiver stores a batch's items side by side: it takes longer
+        // than one item, not as long as all of them one after another.
+      }, { timeoutFactor: Math.min(items.length, BATCH_TIMEOUT_FACTOR) });
+      return Array.isArray(answer?.results) ? answer.results : [];
+    } catch (error) {
+      if (
+        session &&
+        (!(error instanceof ProtocolError) ||
+          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
+      ) {
+        this.#options.pool.forget(session);
+      }
+      throw error;
+    }
+  }
+
+  #expired(item: OutboundItem, now: number): boolean {
+    return now - item.created.getTime() > this.#options.lifetimeMs;
+  }
+
+  /** An item past its lifetime bounces for every recipient left. */
+  async #expire(entry: OutboundEntry): Promise<void> {
+    const item = entry.value;
+    const reason = `not delivered within ${
+      Math.round(this.#options.lifetimeMs / 1000)
+    } s: ${item.last_error || "no attempt succeeded"}`;
+    await this.#finish(
+      entry,
+      item.to.map((address) => ({
+        address,
+        error: ErrorCode.REMOTE_UNREACHABLE,
+        message: reason,
+      })),
+    );
   }
 
   /** One attempt at an item, in a span whose context travels with it. */
@@ -248,19 +470,8 @@ export class OutboundQueue {
 
   async #attempt(entry: OutboundEntry): Promise<void> {
     const item = entry.value;
-    const now = this.#now();
-    if (now - item.created.getTime() > this.#options.lifetimeMs) {
-      const reason = `not delivered within ${
-        Math.round(this.#options.lifetimeMs / 1000)
-      } s: ${item.last_error || "no attempt succeeded"}`;
-      await this.#finish(
-        entry,
-        item.to.map((address) => ({
-          address,
-          error: ErrorCode.REMOTE_UNREACHABLE,
-          message: reason,
-        })),
-      );
+    if (this.#expired(item, this.#now())) {
+      await this.#expire(entry);
       return;
     }
     let results: RecipientResult[];
@@ -268,23 +479,38 @@ export class OutboundQueue {
       results = await this.#send(item);
       this.#dead.delete(item.domain);
     } catch (error) {
-      const code = error instanceof ProtocolError
-        ? error.code
-        : ErrorCode.REMOTE_UNREACHABLE;
-      const transient = error instanceof ProtocolError
-        ? (error.data as { transient?: boolean })?.transient === true
-        : true;
-      const message = (error as Error).message;
-      if (PERMANENT.has(code) && !transient) {
-        await this.#finish(
-          entry,
-          item.to.map((address) => ({ address, error: code, message })),
-        );
-        return;
-      }
-      await this.#postpone(entry, item.to, message);
+      await this.#failed(entry, error);
       return;
     }
+    await this.#settle(entry, results);
+  }
+
+  /** An attempt at an item failed as a whole: bounce it (permanent) or try later. */
+  async #failed(entry: OutboundEntry, error: unknown): Promise<void> {
+    const item = entry.value;
+    const code = error instanceof ProtocolError
+      ? error.code
+      : ErrorCode.REMOTE_UNREACHABLE;
+    const transient = error instanceof ProtocolError
+      ? (error.data as { transient?: boolean })?.transient === true
+      : true;
+    const message = (error as Error).message;
+    if (PERMANENT.has(code) && !transient) {
+      await this.#finish(
+        entry,
+        item.to.map((address) => ({ address, error: code, message })),
+      );
+      return;
+    }
+    await this.#postpone(entry, item.to, message);
+  }
+
+  /** The remote server answered per recipient: done, bounced or later for each. */
+  async #settle(
+    entry: OutboundEntry,
+    results: RecipientResult[],
+  ): Promise<void> {
+    const item = entry.value;
     const failures: Failure[] = [];
     const retry: string[] = [];
     for (const address of item.to) {
@@ -398,6 +624,8 @@ export class OutboundQueue {
         id: item.id,
         domain: item.domain,
         failed: failures.length,
+        error: failures[0].error,
+        reason: failures[0].message.slice(0, 200),
       });
     } else {
       this.#options.log.info("outbound_delivered", {

@@ -10,17 +10,49 @@ import { OutboundQueue, type PeerSessions } from "./queue.ts";
 type Answer = (to: string[]) => RecipientResult[] | Error;
 
 /** A queue on an in-memory KV whose peers answer as `answers` says, per domain. */
-async function queued(answers: Record<string, Answer>) {
+async function queued(answers: Record<string, Answer>, batch = 8) {
   const kv = await Deno.openKv(":memory:");
   const store = new OutboundStore(kv, new KvGroupCommit(kv));
   let now = 1_000_000;
   const calls: string[] = [];
+  /** Each request: its command and the recipients of each delivery. */
+  const requests: { command: string; to: string[][] }[] = [];
+  /** Domains whose servers do not know `s2s_deliver_batch`. */
+  const noBatch = new Set<string>();
+  /** Domains whose servers answer a batch with garbage. */
+  const garbage = new Set<string>();
   const bounces: { id: string; failures: Failure[] }[] = [];
   const peers: PeerSessions = {
     session: (_from, domain) =>
       Promise.resolve({
-        call: <T>(_command: string, params: Record<string, unknown>) => {
+        call: <T>(command: string, params: Record<string, unknown>) => {
           calls.push(domain);
+          if (command === "s2s_deliver_batch") {
+            const deliveries = params.deliveries as { to: string[] }[];
+            requests.push({ command, to: deliveries.map((d) => d.to) });
+            if (garbage.has(domain)) {
+              // A hostile or broken peer: results that are not per delivery.
+              return Promise.resolve(
+                { results: [{ recipients: "all" }, 42] } as T,
+              );
+            }
+            if (noBatch.has(domain)) {
+              return Promise.reject(
+                new ProtocolError(ErrorCode.UNKNOWN_COMMAND, "unknown"),
+              );
+            }
+            return Promise.resolve({
+              results: deliveries.map((d) => {
+                const answer = answers[domain](d.to);
+                return answer instanceof ProtocolError
+                  ? { error: answer.code, message: answer.message }
+                  : answer instanceof Error
+                  ? { error: ErrorCode.INTERNAL, message: answer.message }
+                  : { recipients: answer };
+              }),
+            } as T);
+          }
+          requests.push({ command, to: [params.to as string[]] });
           const answer = answers[domain](params.to as string[]);
           return answer instanceof Error
             ? Promise.reject(answer)
@@ -42,12 +74,16 @@ async function queued(answers: Record<string, Answer>) {
     },
     now: () => now,
     random: () => 1, // delays at their full length
+    batch,
   });
   return {
     kv,
     store,
     queue,
     calls,
+    requests,
+    noBatch,
+    garbage,
     bounces,
     clock: {
       get now() {
@@ -187,6 +223,110 @@ Deno.test("queue: a permanent session error bounces every recipient; a transient
     await q.queue.runOnce();
     assert.equal(q.bounces.length, 1);
     assert.equal((await q.store.list(10)).length, 1);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a backlog of a domain goes in s2s_deliver_batch requests; an item the peer fails waits for its retry, the others leave once", async () => {
+  /** Recipients delivered, once per delivery. */
+  const got: string[] = [];
+  let failing = true;
+  const q = await queued({
+    "there.test": (to) => {
+      if (failing && to.includes("bad@there.test")) {
+        return new ProtocolError(ErrorCode.MODULE_UNAVAILABLE, "busy");
+      }
+      got.push(...to);
+      return to.map((address) => ({ address, status: "delivered" }));
+    },
+  });
+  try {
+    // More than may be in flight at once (16): a backlog, sent in batches.
+    const good = Array.from({ length: 19 }, (_, i) => `u${i}@there.test`);
+    for (const to of [...good, "bad@there.test"]) await q.send([to]);
+    const retry = await q.queue.runOnce();
+    assert.deepEqual(q.requests.map((r) => [r.command, r.to.length]), [
+      ["s2s_deliver_batch", 7],
+      ["s2s_deliver_batch", 7],
+      ["s2s_deliver_batch", 6],
+    ]);
+    assert.deepEqual(
+      q.requests.flatMap((r) => r.to).flat().sort(),
+      [...good, "bad@there.test"].sort(),
+    );
+    // The failed item is kept (not lost), the delivered ones are gone.
+    const left = await q.store.list(10);
+    assert.deepEqual(left.map((i) => [i.to, i.attempts]), [
+      [["bad@there.test"], 1],
+    ]);
+    assert.match(left[0].last_error, /busy/);
+    assert.deepEqual(q.bounces, []);
+    // Its retry delivers it, and nothing else again (not doubled).
+    failing = false;
+    q.clock.now = retry;
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.deepEqual(got.sort(), [...good, "bad@there.test"].sort());
+    assert.deepEqual(q.requests.at(-1), {
+      command: "s2s_deliver",
+      to: [["bad@there.test"]],
+    });
+    assert.deepEqual(await q.store.list(10), []);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a server that does not know s2s_deliver_batch gets the items one by one", async () => {
+  const q = await queued({ "old.test": delivered });
+  q.noBatch.add("old.test");
+  try {
+    const backlog = async (prefix: string) => {
+      for (let i = 0; i < 17; i++) await q.send([`${prefix}${i}@old.test`]);
+    };
+    await backlog("a");
+    assert.equal(await q.queue.runOnce(), Infinity);
+    const commands = q.requests.map((r) => r.command);
+    assert.equal(commands.filter((c) => c === "s2s_deliver").length, 17);
+    assert.ok(commands.includes("s2s_deliver_batch"));
+    assert.deepEqual(await q.store.list(20), []);
+    // From then on it is not asked again.
+    const asked = q.requests.length;
+    await backlog("b");
+    await q.queue.runOnce();
+    assert.deepEqual(
+      new Set(q.requests.slice(asked).map((r) => r.command)),
+      new Set(["s2s_deliver"]),
+    );
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a batch answered with garbage loses nothing: every item waits for its retry", async () => {
+  const q = await queued({ "odd.test": delivered });
+  q.garbage.add("odd.test");
+  try {
+    for (let i = 0; i < 17; i++) await q.send([`u${i}@odd.test`]);
+    await q.queue.runOnce();
+    const left = await q.store.list(20);
+    assert.equal(left.length, 17);
+    assert.ok(left.every((i) => i.attempts === 1));
+    assert.deepEqual(q.bounces, []);
+    for (const item of left) assert.ok(item.last_error.length <= 500);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: without batching (the server's default) a backlog goes one item per request", async () => {
+  const q = await queued({ "there.test": delivered }, 1);
+  try {
+    for (let i = 0; i < 20; i++) await q.send([`u${i}@there.test`]);
+    assert.equal(await q.queue.runOnce(), Infinity);
+    assert.equal(q.requests.length, 20);
+    assert.ok(q.requests.every((r) => r.command === "s2s_deliver"));
+    assert.deepEqual(await q.store.list(30), []);
   } finally {
     q.kv.close();
   }

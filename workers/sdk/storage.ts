@@ -8,7 +8,9 @@
  * Key layout (the namespaces are kv/records.ts `moduleData` and `moduleUsage`):
  * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
  *   chunk generation
- * - `["mod", module, "c", generation, i]` -> one chunk of a large value (BSON)
+ * - `["mod", module, "c", generation, i]` -> one chunk of a value (BSON): of
+ *   a large one (written before its head), or of one whose record would
+ *   spill out of SQLite's page (written with its head, {@link LOCAL_ROW})
  * - `["mod_usage", module, "add"]` and `["mod_usage", module, "sub"]` ->
  *   bytes written and freed (`Deno.KvU64`, updated with `sum` mutations, so
  *   concurrent writers never conflict on them; usage is their difference; the
@@ -32,6 +34,21 @@ import { ModuleError } from "./error.ts";
 const INLINE_MAX = 60_000;
 /** Bytes per chunk of a large value. */
 const CHUNK = 60_000;
+/**
+ * Bytes of a record (its key and its value) SQLite keeps in its B-tree page.
+ * Deno KV's table is an index B-tree of 4 KiB pages: a row past about 1,000
+ * bytes spills into an overflow page of its own (4 KiB for the last few
+ * hundred bytes). A value that would spill is written as small chunks in the
+ * same atomic operation instead ({@link SMALL_CHUNK} bytes each).
+ */
+const LOCAL_ROW = 900;
+/** Bytes per chunk of a value split to stay within {@link LOCAL_ROW}. */
+const SMALL_CHUNK = 800;
+/**
+ * Largest value split so (ten chunks: one read). Past it an overflow page's
+ * unused tail is a small part of the value, and more chunks would cost reads.
+ */
+const SPLIT_MAX = 8_000;
 /** Chunks written per atomic operation. */
 const CHUNKS_PER_OP = 8;
 /** Parts of a key. */
@@ -153,9 +170,23 @@ interface Op {
   op: "set" | "delete" | "check";
   key: StorageKey;
   head?: Head;
+  /** The chunks of `head` written in the same commit (`head.gen`). */
+  pieces?: Uint8Array[];
   size: number;
   versionstamp?: string | null;
   fresh?: boolean;
+}
+
+/** A new chunk generation: 128 random bits, base64url. */
+function newGeneration(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-")
+    .replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** KV mutations of an operation (its chunks included). */
+function mutationsOf(o: Op): number {
+  return o.op === "check" ? 0 : 1 + (o.pieces?.length ?? 0);
 }
 
 /** An atomic operation waiting for its group commit. */
@@ -176,6 +207,28 @@ function withoutValue(head: Head): Head {
   return head.gen === undefined
     ? { size: head.size }
     : { size: head.size, gen: head.gen, chunks: head.chunks };
+}
+
+/**
+ * A value read back from BSON with its bytes as plain `Uint8Array`s (BSON
+ * gives Node's `Buffer`), as a value stored inline reads.
+ */
+function plainBytes(value: unknown): unknown {
+  if (value instanceof Uint8Array) {
+    return value.constructor === Uint8Array
+      ? value
+      : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (Array.isArray(value)) return value.map(plainBytes);
+  if (
+    value !== null && typeof value === "object" &&
+    Object.getPrototypeOf(value) === Object.prototype
+  ) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = plainBytes(v);
+    return out;
+  }
+  return value;
 }
 
 function keyId(key: StorageKey): string {
@@ -261,7 +314,9 @@ export class KvStorage implements ModuleStorage {
         parts.push(entry.value as Uint8Array);
       }
     }
-    return BSON.deserialize(concatBytes(...parts), { promoteBuffers: true }).v;
+    return plainBytes(
+      BSON.deserialize(concatBytes(...parts), { promoteBuffers: true }).v,
+    );
   }
 
   #remember(key: StorageKey, versionstamp: string, head: Head): void {
@@ -337,7 +392,9 @@ export class KvStorage implements ModuleStorage {
     const key = checkKey(rawKey);
     const size = sizeOf(value);
     if (size <= INLINE_MAX) {
-      await this.#enqueue([{ op: "set", key, size, head: { size, value } }]);
+      await this.#enqueue(
+        this.#split([{ op: "set", key, size, head: { size, value } }]),
+      );
       return;
     }
     const bytes = BSON.serialize({ v: value });
@@ -510,7 +567,36 @@ export class KvStorage implements ModuleStorage {
         fresh: o.fresh === true,
       };
     });
-    return await this.#enqueue(ops);
+    return await this.#enqueue(this.#split(ops));
+  }
+
+  /**
+   * Values whose record would spill out of SQLite's page (see
+   * {@link LOCAL_ROW}) become a head and small chunks written in the same
+   * atomic operation, while the operation stays within its bound of
+   * mutations (past it they stay inline, as they always could).
+   */
+  #split(ops: Op[]): Op[] {
+    let total = ops.reduce((n, o) => n + mutationsOf(o), 2);
+    return ops.map((o) => {
+      if (o.op !== "set" || o.head?.gen !== undefined) return o;
+      const keyBytes = JSON.stringify(this.#head(o.key)).length;
+      if (o.size + keyBytes <= LOCAL_ROW || o.size > SPLIT_MAX) return o;
+      const bytes = BSON.serialize({ v: o.head!.value });
+      const count = Math.ceil(bytes.length / SMALL_CHUNK);
+      if (total + count > GROUP_MUTATIONS) return o;
+      total += count;
+      const each = Math.ceil(bytes.length / count);
+      const pieces = Array.from(
+        { length: count },
+        (_, i) => bytes.slice(i * each, (i + 1) * each),
+      );
+      return {
+        ...o,
+        head: { size: o.size, gen: newGeneration(), chunks: count },
+        pieces,
+      };
+    });
   }
 
   #enqueue(ops: Op[]): Promise<string | null> {
@@ -533,7 +619,7 @@ export class KvStorage implements ModuleStorage {
     return (p) => {
       const ids = p.ops.map((o) => keyId(o.key));
       const c = p.ops.filter((o) => o.op === "check").length;
-      const m = p.ops.length - c;
+      const m = p.ops.reduce((n, o) => n + mutationsOf(o), 0);
       const b = p.ops.reduce((n, o) => n + o.size + 200, 0);
       const fits = members === 0 ||
         (checks + c <= GROUP_CHECKS && mutations + m <= GROUP_MUTATIONS &&
@@ -619,7 +705,7 @@ export class KvStorage implements ModuleStorage {
         const before = old.get(keyId(o.key)) ?? null;
         delta += o.size - (before?.size ?? 0);
         if (before?.gen && before.gen !== o.head?.gen) freed.push(before);
-        if (o.op === "set") op.set(head, o.head);
+        if (o.op === "set") this.#write(op, head, o);
         else op.delete(head);
         written.push(o);
       }
@@ -639,6 +725,14 @@ export class KvStorage implements ModuleStorage {
     for (const p of group) p.resolve(result.versionstamp);
     for (const head of freed) await this.#deleteChunks(head);
     return [];
+  }
+
+  /** Add a set and the chunks it carries to an atomic operation. */
+  #write(op: Deno.AtomicOperation, head: Deno.KvKey, o: Op): void {
+    op.set(head, o.head);
+    o.pieces?.forEach((piece, i) =>
+      op.set(this.#chunk(o.head!.gen!, i), piece)
+    );
   }
 
   /** Commit one operation on its own, retrying when others' writes conflict. */
@@ -672,7 +766,7 @@ export class KvStorage implements ModuleStorage {
         if (old.value?.gen && old.value.gen !== o.head?.gen) {
           freed.push(old.value);
         }
-        if (o.op === "set") op.set(head, o.head);
+        if (o.op === "set") this.#write(op, head, o);
         else op.delete(head);
       }
       await this.#ensureRoom(delta);

@@ -167,3 +167,66 @@ Deno.test("storage: a group that would pass the quota is refused only for the on
     assert.equal(refused, 2);
     assert.ok(await s.usage() <= 100_000);
   }));
+
+/** Raw records under a module's namespace of a kind: `d` heads or `c` chunks. */
+async function raw(
+  kv: Deno.Kv,
+  kind: "d" | "c",
+): Promise<Deno.KvEntry<unknown>[]> {
+  return await Array.fromAsync(kv.list({ prefix: ["mod", "m", kind] }));
+}
+
+Deno.test("storage: a value that would spill out of SQLite's page is written as small chunks with its head, and freed with it", () =>
+  withKv(async (kv) => {
+    const s = new ModuleStorage(kv, "m", 10_000_000);
+    const body = "b".repeat(1500);
+    // In an atomic operation, and by `set`.
+    assert.equal(
+      await s.atomic([{ op: "set", key: ["content", "x"], value: { body } }]),
+      true,
+    );
+    await s.set(["content", "y"], { body, n: 2 });
+    await s.set(["small"], { body: "s" });
+    const heads = await raw(kv, "d");
+    const headOf = (id: string) =>
+      heads.find((e) => e.key.at(-1) === id)!.value as {
+        gen?: string;
+        chunks?: number;
+        value?: unknown;
+      };
+    for (const id of ["x", "y"]) {
+      const head = headOf(id);
+      assert.equal(head.value, undefined, "not inline");
+      assert.equal(head.chunks, 2);
+    }
+    assert.deepEqual(headOf("small").value, { body: "s" });
+    const chunks = await raw(kv, "c");
+    assert.equal(chunks.length, 4);
+    // Each record stays within the page (key and value well under 1,000 bytes).
+    for (const e of chunks) {
+      assert.ok((e.value as Uint8Array).byteLength <= 800);
+    }
+    assert.deepEqual((await s.get(["content", "x"]))?.value, { body });
+    assert.deepEqual(
+      (await s.getMany([["content", "y"], ["content", "x"]])).map((e) =>
+        e?.value
+      ),
+      [{ body, n: 2 }, { body }],
+    );
+    assert.deepEqual(
+      (await s.list(["content"])).items.map((e) => e.value),
+      [{ body }, { body, n: 2 }],
+    );
+    // Replaced by a small value, then deleted: its chunks go with it.
+    await s.set(["content", "x"], "short");
+    assert.equal((await s.get(["content", "x"]))?.value, "short");
+    await s.delete(["content", "y"]);
+    assert.equal((await raw(kv, "c")).length, 0);
+    assert.equal(
+      await s.usage(),
+      (await raw(kv, "d")).reduce(
+        (n, e) => n + (e.value as { size: number }).size,
+        0,
+      ),
+    );
+  }));

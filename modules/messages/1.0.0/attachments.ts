@@ -11,7 +11,11 @@
  */
 
 import { createHash } from "node:crypto";
-import { ModuleError, type ModuleStorage } from "../../../workers/sdk/mod.ts";
+import {
+  type AtomicOp,
+  ModuleError,
+  type ModuleStorage,
+} from "../../../workers/sdk/mod.ts";
 import { maxAttachmentFor } from "./settings.ts";
 
 /** Bytes per chunk, uploads and downloads alike (the last one may be shorter). */
@@ -260,6 +264,8 @@ export async function storeBlob(
   storage: ModuleStorage,
   blob: { id: string; owner: string; name: string; type: string },
   content: Uint8Array,
+  /** Where a small blob's writes go instead (the atomic operation of the message naming it). */
+  into?: AtomicOp[],
 ): Promise<BlobMeta> {
   const chunks = Math.ceil(content.byteLength / CHUNK_SIZE);
   const meta: BlobMeta = {
@@ -271,7 +277,7 @@ export async function storeBlob(
   // A small one (most mail) in one write; a large one chunk by chunk, its
   // meta last.
   if (content.byteLength <= SMALL_BLOB) {
-    await storage.atomic([
+    const ops: AtomicOp[] = [
       ...(chunks
         ? [{
           op: "set" as const,
@@ -280,7 +286,9 @@ export async function storeBlob(
         }]
         : []),
       { op: "set", key: ["blob_meta", blob.id], value: meta },
-    ]);
+    ];
+    if (into) into.push(...ops);
+    else await storage.atomic(ops);
     return meta;
   }
   for (let i = 0; i < chunks; i++) {

@@ -38,6 +38,7 @@ import {
 import {
   addMessage,
   type AttachmentRef,
+  COPIES_PER_PART,
   type CopyOutcome,
   DEFAULT_QUOTA,
   type EmailAuthRecord,
@@ -46,6 +47,8 @@ import {
   Mailbox,
   type MessageRecord,
   type NewCopy,
+  type Op,
+  valueBytes,
 } from "./mailbox.ts";
 import { composeEmail, type ParsedEmail, parseEmail } from "./mime.ts";
 import { MAX_BODY, send } from "./send.ts";
@@ -191,6 +194,11 @@ export async function storeEmail(
     `AMTP email\n${mail.message_id ?? ""}\n${digest}`,
   ).slice(0, 24);
   const own = mail.message_id ?? globalId(id, senderDomain || "invalid");
+  // Small blobs are written in the same atomic operation as the copies
+  // naming them (one commit per message) when the copies go in one; large
+  // ones, and those of a message with more copies, before them.
+  const blobOps: Op[] = [];
+  const together = input.placements.length <= COPIES_PER_PART;
   const blob = async (
     part: string,
     name: string,
@@ -198,12 +206,17 @@ export async function storeEmail(
     content: Uint8Array,
     extra: Partial<AttachmentRef> = {},
   ): Promise<AttachmentRef> => {
-    const meta = await storeBlob(env.storage, {
-      id: sha256Hex(`${id}\n${part}`).slice(0, 24),
-      owner: "",
-      name,
-      type,
-    }, content);
+    const meta = await storeBlob(
+      env.storage,
+      {
+        id: sha256Hex(`${id}\n${part}`).slice(0, 24),
+        owner: "",
+        name,
+        type,
+      },
+      content,
+      together ? blobOps : undefined,
+    );
     return {
       id: meta.id,
       name,
@@ -308,32 +321,36 @@ export async function storeEmail(
     };
     copies.push({ record, quota: place.quota });
   }
+  // The index names the first copy with this Message-ID in each mailbox:
+  // written with the copies where it is absent (read before, checked by the
+  // commit; read again when a commit is retried).
+  const emids = copies.map((c) => key.emid(c.record.owner, own));
+  let indexed = await env.storage.getMany(emids);
   const outcomes = await addMessage(env.storage, {
     id,
     body,
     fresh: false,
     copies,
+  }, {
+    bytes: blobOps.reduce((n, o) => n + valueBytes(o), 0),
+    checks: copies.length,
+    last: async (outcomes, retry) => {
+      if (retry) indexed = await env.storage.getMany(emids);
+      const ops: Op[] = [...blobOps];
+      copies.forEach((copy, i) => {
+        if (outcomes[i] === "quota" || indexed[i] !== null) return;
+        ops.push(
+          { op: "check", key: emids[i], versionstamp: null },
+          { op: "set", key: emids[i], value: copy.record.id },
+        );
+      });
+      return ops;
+    },
   });
-  // The index names the first copy with this Message-ID in each mailbox
-  // (written only when absent: one write, no read).
-  await Promise.all(
-    copies.map((copy, i) =>
-      outcomes[i] === "quota" ? undefined : env.storage.atomic([
-        {
-          op: "check",
-          key: key.emid(copy.record.owner, own),
-          versionstamp: null,
-        },
-        {
-          op: "set",
-          key: key.emid(copy.record.owner, own),
-          value: copy.record.id,
-        },
-      ])
-    ),
-  );
+  // Pushes leave once the copies are durable; the answer does not wait for
+  // them (a session that misses one catches up with `changes`).
   if (env.push) {
-    await Promise.all(
+    Promise.all(
       outcomes.map((change, i) =>
         typeof change === "object"
           ? env.push!(copies[i].record.owner, "message_new", {
@@ -342,7 +359,7 @@ export async function storeEmail(
           })
           : 0
       ),
-    );
+    ).catch(() => {});
   }
   return outcomes;
 }

@@ -3,9 +3,9 @@ import { Buffer } from "node:buffer";
 import { simpleParser } from "mailparser";
 import { KvStorage } from "../../../workers/sdk/storage.ts";
 import type { ModuleContext } from "../../../workers/sdk/mod.ts";
-import { storeBlob } from "./attachments.ts";
-import { composeOutbound } from "./email.ts";
-import { addMessage, type MessageRecord } from "./mailbox.ts";
+import { readBlob, storeBlob } from "./attachments.ts";
+import { composeOutbound, storeEmail } from "./email.ts";
+import { addMessage, key, type MessageRecord } from "./mailbox.ts";
 
 /** The sender's Sent copy of `id`, naming one attachment. */
 function sentCopy(
@@ -90,6 +90,67 @@ Deno.test("email: the queue composing before send stored the sender's copy still
       () => composeOutbound({ ...request, id: "m2" }, ctx),
       /not stored yet/,
     );
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("email: a received email's source, copies and Message-ID index land in one commit; with more copies than one commit takes, its source is stored before them", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(`${dir}/kv`);
+  try {
+    const storage = new KvStorage(kv, "messages", 1e9);
+    const raw = (n: number) =>
+      new TextEncoder().encode(
+        `From: zoe@sender.test\r\nTo: bob@example.test\r\nMessage-ID: <m${n}@sender.test>\r\nSubject: hi\r\n\r\nbody ${n}\r\n`,
+      );
+    const placement = (owner: string) => ({
+      owner,
+      quota: 1e9,
+      folder: "inbox",
+      seen: false,
+      flagged: false,
+    });
+    const env = { storage, hosted: () => Promise.resolve(new Set<string>()) };
+    const stamp = async (key: Deno.KvKey) =>
+      (await kv.get(["mod", "messages", "d", ...key])).versionstamp;
+    await storeEmail(env, {
+      raw: raw(1),
+      placements: [placement("bob@example.test")],
+      date: new Date(),
+    });
+    const [copy] = (await storage.list<MessageRecord>([
+      "msg",
+      "bob@example.test",
+    ])).items.map((e) => e.value);
+    const source = copy.email!.source;
+    const commit = await stamp(["msg", "bob@example.test", copy.id]);
+    assert.ok(commit);
+    assert.equal(await stamp(["blob_meta", source.id]), commit);
+    assert.equal(
+      await stamp(key.emid("bob@example.test", "m1@sender.test")),
+      commit,
+    );
+    // Ten copies take two commits: the source is there before either.
+    const owners = Array.from({ length: 10 }, (_, i) => `u${i}@example.test`);
+    await storeEmail(env, {
+      raw: raw(2),
+      placements: owners.map(placement),
+      date: new Date(),
+    });
+    const copies = await Promise.all(
+      owners.map(async (o) =>
+        (await storage.list<MessageRecord>(["msg", o])).items[0].value
+      ),
+    );
+    const stamps = await Promise.all(
+      copies.map((c) => stamp(["msg", c.owner, c.id])),
+    );
+    assert.equal(new Set(stamps).size, 2);
+    const sourceStamp = await stamp(["blob_meta", copies[0].email!.source.id]);
+    assert.ok(stamps.every((s) => sourceStamp! < s!));
+    assert.deepEqual(await readBlob(storage, copies[9].email!.source), raw(2));
   } finally {
     kv.close();
     await Deno.remove(dir, { recursive: true });

@@ -170,7 +170,10 @@ async function store(
   message: NewMessage,
 ): Promise<Set<string>> {
   const outcomes = await addMessage(ctx.storage, message);
-  await Promise.all(
+  // Pushes leave once the copies are durable; the answer to the sending
+  // server does not wait for them (a session that misses one catches up
+  // with `changes`).
+  Promise.all(
     outcomes.map((change, i) =>
       typeof change === "object"
         ? ctx.push(message.copies[i].record.owner, "message_new", {
@@ -179,6 +182,8 @@ async function store(
         })
         : 0
     ),
+  ).catch((error) =>
+    ctx.log("warn", "push_failed", { error: String(error).slice(0, 200) })
   );
   return new Set(
     message.copies.filter((_, i) => outcomes[i] === "quota").map((c) =>

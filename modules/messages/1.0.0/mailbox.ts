@@ -345,10 +345,23 @@ async function withLocks<T>(
 }
 
 /** Copies of one message stored per atomic operation. */
-const COPIES_PER_PART = 8;
+export const COPIES_PER_PART = 8;
 /** Bounds of one batch: copies, and checks of the atomic operation (KV allows 100). */
 const BATCH_COPIES = 96;
 const BATCH_CHECKS = 95;
+/** Bytes a copy's records take in a batch (an upper estimate). */
+const COPY_BYTES = 4_000;
+/** Bytes of one batch's values (KV allows 800 KiB per atomic operation). */
+const BATCH_BYTES = 400_000;
+
+/** Bytes an operation's value adds to an atomic operation (an estimate: its key and value as JSON). */
+export function valueBytes(op: Op): number {
+  if (op.op !== "set") return 100;
+  const v = op.value;
+  return 100 + (v instanceof Uint8Array ? v.byteLength : bodyBytes(
+    JSON.stringify(v) ?? "",
+  ));
+}
 
 /** Bytes of a body (UTF-8 for text). */
 export function bodyBytes(body: string | Uint8Array): number {
@@ -467,6 +480,8 @@ interface Part {
   message: string;
   /** Checks the part's own operations hold (for the batch's bound). */
   checks: number;
+  /** Bytes of its values (for the batch's bound). */
+  bytes: number;
   /** The part's own operations, from its copies' outcomes (`retry`: read, do not trust what is known). */
   extra: (outcomes: CopyOutcome[], retry: boolean) => Promise<Op[]>;
   resolve: (done: PartDone) => void;
@@ -533,6 +548,7 @@ class CopyBatcher {
     let members = 0;
     let copies = 0;
     let checks = 0;
+    let bytes = 0;
     return (part) => {
       const newOwners = new Set(
         part.copies.map((c) => c.record.owner).filter((o) => !owners.has(o)),
@@ -543,9 +559,10 @@ class CopyBatcher {
       if (
         members > 0 &&
         (copies + c > BATCH_COPIES || checks + k > BATCH_CHECKS ||
-          messages.has(part.message))
+          bytes + part.bytes > BATCH_BYTES || messages.has(part.message))
       ) return "stop";
       members++;
+      bytes += part.bytes;
       for (const o of newOwners) owners.add(o);
       messages.add(part.message);
       copies += c;
@@ -634,7 +651,14 @@ interface Shared {
 export async function addMessage(
   storage: ModuleStorage,
   message: NewMessage,
-  options: { last?: (outcomes: CopyOutcome[]) => Promise<Op[]> } = {},
+  options: {
+    /** Operations of the last part, from every copy's outcome (`retry`: the commit is tried again, read what they depend on). */
+    last?: (outcomes: CopyOutcome[], retry: boolean) => Promise<Op[]>;
+    /** Bytes the `last` operations write (for the batch's bound). */
+    bytes?: number;
+    /** Checks the `last` operations hold at most (for the batch's bound). */
+    checks?: number;
+  } = {},
 ): Promise<CopyOutcome[]> {
   if (message.copies.length === 0) return [];
   let batcher = batchers.get(storage);
@@ -681,7 +705,12 @@ export async function addMessage(
       const done = await batcher.submit({
         copies,
         message: message.id,
-        checks: 2,
+        checks: 2 + (isLast ? options.checks ?? 0 : 0),
+        bytes: (from === 0 && !large ? bodyBytes(message.body) : 0) +
+          // A copy's record, summary and change: a few KiB at most (their
+          // fields are bounded), more with an email's details.
+          copies.length * COPY_BYTES +
+          (isLast ? options.bytes ?? 0 : 0),
         extra: async (mine, retry) => {
           planned = null;
           const ops: Op[] = [];
@@ -723,7 +752,7 @@ export async function addMessage(
             planned = { shared, wrote, owners };
           }
           if (isLast && options.last) {
-            ops.push(...await options.last([...earlier, ...mine]));
+            ops.push(...await options.last([...earlier, ...mine], retry));
           }
           return ops;
         },
