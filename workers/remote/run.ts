@@ -14,7 +14,8 @@
  * socket (`--socket PATH`). A lost link, or a module process that ends, is
  * followed by a new login and a fresh module process, with backoff; a login
  * the server refuses (an unknown key, the wrong server) ends the run (exit
- * code 2).
+ * code 2), but one it blocks for a while (too many failed logins from here)
+ * is tried again after the `retry_after` it was told.
  *
  * @module
  */
@@ -68,12 +69,15 @@ export class LoginRefusedError extends Error {
   readonly code = "module_login_refused";
   /** The protocol code the server answered. */
   readonly error: number;
+  /** Seconds to wait before trying again (LOGIN_BLOCKED), if told. */
+  readonly retryAfter?: number;
 
   /** The server's refusal. */
-  constructor(error: number, message: string) {
+  constructor(error: number, message: string, retryAfter?: number) {
     super(`${errorName(error)} (${error}): ${message}`);
     this.name = "LoginRefusedError";
     this.error = error;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -178,9 +182,11 @@ export async function login(
     if (done) throw new Error("the server closed the link during login");
     const answer = decodeDocument(value);
     if (answer.error !== ErrorCode.OK) {
+      const retry = (answer.data as Document | undefined)?.retry_after;
       throw new LoginRefusedError(
         Number(answer.error),
         String(answer.message ?? ""),
+        typeof retry === "number" && retry >= 0 ? retry : undefined,
       );
     }
     return (answer.data ?? {}) as Document;
@@ -292,15 +298,24 @@ export async function runRemoteModule(
       log.warn("module_link_ended", { reason: why });
     } catch (error) {
       link?.close();
+      const refused = error instanceof LoginRefusedError ? error : undefined;
       if (
-        error instanceof LoginRefusedError &&
-        error.error !== ErrorCode.MODULE_UNAVAILABLE
+        refused && refused.error !== ErrorCode.MODULE_UNAVAILABLE &&
+        refused.error !== ErrorCode.LOGIN_BLOCKED
       ) throw error;
+      // Blocked: not before the server said (at most an hour).
+      const wait = Math.max(
+        delay,
+        Math.min(3_600_000, (refused?.retryAfter ?? 0) * 1000),
+      );
       log.warn("module_link_failed", {
         server: where,
         error: (error as Error).message,
-        retry_ms: delay,
+        retry_ms: wait,
       });
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      delay = Math.min(10_000, delay * 2);
+      continue;
     }
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(10_000, delay * 2);
