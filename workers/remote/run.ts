@@ -40,6 +40,7 @@ import type { ClientTransport } from "../../client/transport.ts";
 import { ImportPolicy, type ModuleImports } from "../isolation/imports.ts";
 import { startProcess } from "../isolation/process.ts";
 import { loadManifest, type Manifest } from "../manifest.ts";
+import { SendQueue } from "./send_queue.ts";
 import {
   LINK_MAX_FRAME,
   type LinkGrant,
@@ -62,6 +63,12 @@ const USAGE =
                    WebSocket when WebTransport cannot be reached)
   --bind ADDRESS   connect from this local address (WebSocket)
   --retry-ms N     first delay before logging in again after a lost link (default 500)`;
+
+/**
+ * Bytes from the module process queued for the link, beyond which its output
+ * is not read until the link takes them (plus at most one frame).
+ */
+export const MAX_QUEUED = 4 * 1024 * 1024;
 
 /** The server refused the login: trying again would not help. */
 export class LoginRefusedError extends Error {
@@ -227,12 +234,14 @@ async function relay(
   log: Logger,
 ): Promise<string> {
   const child = await startProcess(manifest, { imports, log });
-  let sent = Promise.resolve();
-  child.onMessage((doc) => {
-    // In order, one after the other: the link's own flow control paces it.
-    const frame = encodeDocument(doc);
-    sent = sent.then(() => link.send(frame)).catch(() => link.close());
+  // In order, one after the other; over the bound the module process's
+  // output is not read until the link has taken enough (its pipe fills, its
+  // writes wait): a slow link slows the module down, memory stays bounded.
+  const queue = new SendQueue((frame) => link.send(frame), {
+    maxBytes: MAX_QUEUED,
+    onError: () => link.close(),
   });
+  child.onMessage((doc) => queue.push(encodeDocument(doc)));
   const exited = new Promise<string>((resolve) =>
     child.onExit((reason) => resolve(`the module process ended: ${reason}`))
   );
