@@ -518,7 +518,8 @@ Deno.test("remote modules: failed module logins (unknown key, key of another ver
   let frozen: number | undefined;
   const w = await world(SERVER_MODULES, { now: () => frozen ?? Date.now() });
   try {
-    const right = await readPrivateKey(await w.key("far", "1.0.0"));
+    const rightFile = await w.key("far", "1.0.0");
+    const right = await readPrivateKey(rightFile);
     const otherVersion = await readPrivateKey(await w.key("far", "2.0.0"));
     const unknown = await readPrivateKey(await w.key("far", "1.0.0", false));
     // A registered key's id with a signature of another key.
@@ -586,8 +587,22 @@ Deno.test("remote modules: failed module logins (unknown key, key of another ver
       ),
       JSON.stringify(blocks),
     );
+    // module-run, blocked, does not give up: it tries again after
+    // retry_after, and logs in once the block has ended.
+    await connected(w, 0);
+    const patient = run(w, FAR, w.port(["--key", rightFile, "--ws"]));
+    await waitFor(
+      () => /LOGIN_BLOCKED/.test(patient.output()),
+      20_000,
+      "module-run to be blocked",
+    ).catch((error) => {
+      throw new Error(`${error.message}\n${patient.output()}`);
+    });
+    frozen = undefined;
+    await connected(w, 1, patient);
 
     // On the Unix socket every link is "unix": failures count per version.
+    frozen = Date.now();
     for (let i = 0; i < 6; i++) {
       assert.deepEqual(
         await attempt(unknown, { socket: true, version: "2.0.0" }),
@@ -602,8 +617,26 @@ Deno.test("remote modules: failed module logins (unknown key, key of another ver
       (blocked as { error: number }).error,
       ErrorCode.LOGIN_BLOCKED,
     );
-    // Another version on the socket is not blocked by them.
+    // Another version on the socket is not blocked by them, and they are
+    // not counted against the socket as a source (there is no `ip` "unix").
     assert.equal(await attempt(right, { socket: true }), "granted");
+    const after = (await w.admin("admin_get_blocks") as {
+      blocks: { scope: string; id: string; failures: number }[];
+    }).blocks;
+    assert.ok(
+      after.some((b) =>
+        b.scope === "account_ip" && b.id.startsWith("module:far@2.0.0")
+      ),
+      JSON.stringify(after),
+    );
+    assert.ok(
+      after.some((b) => b.scope === "ip" && b.id === "127.0.0.1"),
+      JSON.stringify(after),
+    );
+    assert.ok(
+      !after.some((b) => b.scope === "ip" && b.id === "unix"),
+      JSON.stringify(after),
+    );
   } finally {
     await w.close();
   }
