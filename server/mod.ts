@@ -289,6 +289,7 @@ export async function startServer(
   const moduleKeys = new ModuleKeyStore(store.kv);
   const links = new ModuleLinks({
     keys: moduleKeys,
+    guard: login.guard,
     names,
     host,
     loginMs: options.moduleLoginMs,

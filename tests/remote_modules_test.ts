@@ -14,7 +14,11 @@ import {
   readPublicKey,
   writeKeyPair,
 } from "../shared/login/keyfile.ts";
-import { login as linkLogin, openLink } from "../workers/remote/run.ts";
+import {
+  login as linkLogin,
+  LoginRefusedError,
+  openLink,
+} from "../workers/remote/run.ts";
 import {
   adminCaller,
   login,
@@ -62,7 +66,10 @@ interface World {
   close: () => Promise<void>;
 }
 
-async function world(modules = SERVER_MODULES): Promise<World> {
+async function world(
+  modules = SERVER_MODULES,
+  options: { now?: () => number } = {},
+): Promise<World> {
   const dir = await Deno.makeTempDir({ prefix: "amtp-remote-" });
   const t = await startTestServer({
     AMTP_DATA: `${dir}/data`,
@@ -70,7 +77,7 @@ async function world(modules = SERVER_MODULES): Promise<World> {
     AMTP_MODULE_PORT: "0",
     AMTP_MODULE_HOST: "127.0.0.1",
     AMTP_MODULE_SOCKET: `${dir}/modules.sock`,
-  }, { moduleHost: FAST, moduleLoginMs: 1000 });
+  }, { moduleHost: FAST, moduleLoginMs: 1000, ...options });
   const admin = await adminCaller(await t.connect(), t.dataDir);
   await admin("admin_add_domain", { domain: "example.org" });
   const key = await userMaker(admin)("alice@example.org");
@@ -499,6 +506,136 @@ Deno.test("remote modules: a logged-in link that floods the core with what it di
     assert.equal(
       (await w.call("far", "where")).error,
       ErrorCode.MODULE_UNAVAILABLE,
+    );
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("remote modules: failed module logins (unknown key, key of another version, wrong signature) are counted and blocked per IP on the module port and per version on the socket; a right key from the blocked source is refused too", async () => {
+  // The guard's clock stands still during the attack: the 1 s block of the
+  // sixth failure does not end before the checks that follow it.
+  let frozen: number | undefined;
+  const w = await world(SERVER_MODULES, { now: () => frozen ?? Date.now() });
+  try {
+    const rightFile = await w.key("far", "1.0.0");
+    const right = await readPrivateKey(rightFile);
+    const otherVersion = await readPrivateKey(await w.key("far", "2.0.0"));
+    const unknown = await readPrivateKey(await w.key("far", "1.0.0", false));
+    // A registered key's id with a signature of another key.
+    const forged = { ...unknown, keyId: right.keyId };
+    const far = { name: "far", version: "1.0.0" };
+    /** One login on a new link: "granted", or the refusal's code and retry_after. */
+    const attempt = async (
+      key: typeof right,
+      via: { from?: string; socket?: boolean; version?: string } = {},
+    ): Promise<"granted" | { error: number; retryAfter?: number }> => {
+      const link = await openLink(
+        via.socket ? { socket: `${w.dir}/modules.sock` } : {
+          server: `127.0.0.1:${w.t.server.modulePort}`,
+          certHash: w.t.server.certSha256(),
+          websocket: true,
+          bind: via.from,
+        },
+      );
+      try {
+        await linkLogin(
+          link,
+          link.frames()[Symbol.asyncIterator](),
+          { ...far, version: via.version ?? far.version },
+          key,
+          via.socket ? "localhost" : "127.0.0.1",
+        );
+        return "granted";
+      } catch (error) {
+        if (!(error instanceof LoginRefusedError)) throw error;
+        return { error: error.error, retryAfter: error.retryAfter };
+      } finally {
+        link.close();
+      }
+    };
+    frozen = Date.now();
+    // Six failures of far 1.0.0 from 127.0.0.1, two of each kind: all alike.
+    for (const key of [unknown, otherVersion, forged]) {
+      for (let i = 0; i < 2; i++) {
+        assert.deepEqual(await attempt(key), {
+          error: ErrorCode.LOGIN_FAILED,
+          retryAfter: undefined,
+        });
+      }
+    }
+    // Blocked now: an unknown key and the right one get the same answer.
+    for (const key of [unknown, right]) {
+      const blocked = await attempt(key);
+      assert.notEqual(blocked, "granted");
+      const { error, retryAfter } = blocked as {
+        error: number;
+        retryAfter: number;
+      };
+      assert.equal(error, ErrorCode.LOGIN_BLOCKED);
+      assert.ok(retryAfter >= 1, `retry_after ${retryAfter}`);
+    }
+    assert.equal((await instances(w)).length, 0);
+    // Another source is not blocked: the right key logs in from 127.0.0.2.
+    assert.equal(await attempt(right, { from: "127.0.0.2" }), "granted");
+    const { blocks } = await w.admin("admin_get_blocks") as {
+      blocks: { scope: string; id: string }[];
+    };
+    assert.ok(
+      blocks.some((b) =>
+        b.scope === "account_ip" && b.id.startsWith("module:far@1.0.0")
+      ),
+      JSON.stringify(blocks),
+    );
+    // module-run, blocked, does not give up: it tries again after
+    // retry_after, and logs in once the block has ended.
+    await connected(w, 0);
+    const patient = run(w, FAR, w.port(["--key", rightFile, "--ws"]));
+    await waitFor(
+      () => /LOGIN_BLOCKED/.test(patient.output()),
+      20_000,
+      "module-run to be blocked",
+    ).catch((error) => {
+      throw new Error(`${error.message}\n${patient.output()}`);
+    });
+    frozen = undefined;
+    await connected(w, 1, patient);
+
+    // On the Unix socket every link is "unix": failures count per version.
+    frozen = Date.now();
+    for (let i = 0; i < 6; i++) {
+      assert.deepEqual(
+        await attempt(unknown, { socket: true, version: "2.0.0" }),
+        { error: ErrorCode.LOGIN_FAILED, retryAfter: undefined },
+      );
+    }
+    const blocked = await attempt(otherVersion, {
+      socket: true,
+      version: "2.0.0",
+    });
+    assert.equal(
+      (blocked as { error: number }).error,
+      ErrorCode.LOGIN_BLOCKED,
+    );
+    // Another version on the socket is not blocked by them, and they are
+    // not counted against the socket as a source (there is no `ip` "unix").
+    assert.equal(await attempt(right, { socket: true }), "granted");
+    const after = (await w.admin("admin_get_blocks") as {
+      blocks: { scope: string; id: string; failures: number }[];
+    }).blocks;
+    assert.ok(
+      after.some((b) =>
+        b.scope === "account_ip" && b.id.startsWith("module:far@2.0.0")
+      ),
+      JSON.stringify(after),
+    );
+    assert.ok(
+      after.some((b) => b.scope === "ip" && b.id === "127.0.0.1"),
+      JSON.stringify(after),
+    );
+    assert.ok(
+      !after.some((b) => b.scope === "ip" && b.id === "unix"),
+      JSON.stringify(after),
     );
   } finally {
     await w.close();

@@ -14,7 +14,10 @@
  *   (kept as keyed hashes) are never slowed down.
  *
  * A source is the client's IPv4 address, or the /64 network of an IPv6
- * address (one host holds a whole /64). A successful login clears its
+ * address (one host holds a whole /64). A source that stands for no network
+ * address (a module's Unix socket, `unix`) is checked with `perSource: false`:
+ * its failures count in the (account, source) and account scopes only, so
+ * failures of one account never block another. A successful login clears its
  * (account, source) record and remembers the source. Only a wrong answer to a
  * pending challenge counts; an answer without a pending challenge does not.
  *
@@ -113,6 +116,8 @@ export interface GuardState {
   source: string;
   /** The failure records read. */
   records: GuardRecords;
+  /** Whether failures count in the source's own (`ip`) scope. */
+  perSource: boolean;
   /** The account's known sources. */
   known: KnownSourcesRecord | null;
 }
@@ -185,16 +190,28 @@ export class LoginGuard {
 
   /**
    * Refuse an attempt of `account` from `remoteAddr` when it is blocked.
+   * `perSource: false` (a source that is no network address) leaves the
+   * source's own scope out of what {@link failed} counts.
    *
    * @throws {ProtocolError} LOGIN_BLOCKED with `data.retry_after`
    */
-  async check(account: string, remoteAddr: string): Promise<GuardState> {
+  async check(
+    account: string,
+    remoteAddr: string,
+    options: { perSource?: boolean } = {},
+  ): Promise<GuardState> {
     const source = sourceOf(remoteAddr);
     const { known, ...records } = await this.#store.guardRecords(
       account,
       source,
     );
-    const state = { account, source, records, known };
+    const state = {
+      account,
+      source,
+      records,
+      known,
+      perSource: options.perSource ?? true,
+    };
     this.#refuseBlocked(state);
     return state;
   }
@@ -214,12 +231,12 @@ export class LoginGuard {
     return fresh;
   }
 
-  /** Count a wrong answer in the three scopes. */
+  /** Count a wrong answer in the three scopes (two without `perSource`). */
   async failed(state: GuardState): Promise<void> {
     const now = this.#now();
     await this.#store.count([
       { scope: "account_ip", id: pairId(state.account, state.source) },
-      { scope: "ip", id: state.source },
+      ...(state.perSource ? [{ scope: "ip" as const, id: state.source }] : []),
       { scope: "account", id: state.account },
     ], (scope, old) => {
       const failures = (old?.failures ?? 0) + 1;

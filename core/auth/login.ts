@@ -353,6 +353,11 @@ export class LoginService {
     }
   }
 
+  /** The login guard, for the other logins it watches (module links). */
+  get guard(): LoginGuard {
+    return this.#guard;
+  }
+
   /** Current guard records (blocks, slow-downs and counts), for admins. */
   blocks(): Promise<FailureRecord[]> {
     return this.#guard.blocks();

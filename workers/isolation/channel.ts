@@ -10,8 +10,13 @@ import type { Document } from "../../core/wire/mod.ts";
 export interface Channel {
   /** Send one document. */
   send(doc: Document): void;
-  /** Receive documents. */
-  onMessage(handler: (doc: Document) => void): void;
+  /**
+   * Receive documents. A handler that returns a promise holds the reading of
+   * further documents until it settles, where the runtime can be held back
+   * (a process: its output pipe fills and its writes wait); elsewhere the
+   * promise is ignored.
+   */
+  onMessage(handler: (doc: Document) => void | Promise<void>): void;
   /** Be told when the runtime died on its own (crash, exit). */
   onExit(handler: (reason: string) => void): void;
   /** Stop it: a process is killed; a Worker is terminated (a Worker stuck in a loop keeps its thread). */

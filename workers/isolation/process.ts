@@ -17,8 +17,9 @@
  *
  * The reader yields to the event loop every few frames, so a module that
  * floods its output cannot stall the server, and pipe backpressure slows the
- * flooder down; a module that does not read its input is stopped before the
- * frames queued for it grow past a bound.
+ * flooder down (a message handler that returns a promise holds the reader
+ * until it settles: module-run's slow link); a module that does not read its
+ * input is stopped before the frames queued for it grow past a bound.
  *
  * @module
  */
@@ -103,10 +104,13 @@ export async function startProcess(
   }).spawn();
   const writer = child.stdin.getWriter();
   let messageHandler:
-    | ((doc: ReturnType<typeof decodeDocument>) => void)
+    | ((doc: ReturnType<typeof decodeDocument>) => void | Promise<void>)
     | undefined;
   let exitHandler: ((reason: string) => void) | undefined;
   let stopped = false;
+  let endReading!: () => void;
+  /** Resolves when the channel stops (a held reader lets go). */
+  const ended = new Promise<void>((resolve) => endReading = resolve);
   let unread = 0;
   const kill = () => {
     try {
@@ -116,6 +120,7 @@ export async function startProcess(
   const exit = (reason: string) => {
     if (stopped) return;
     stopped = true;
+    endReading();
     kill();
     exitHandler?.(reason);
   };
@@ -126,7 +131,10 @@ export async function startProcess(
       for await (const chunk of child.stdout) {
         for (const frame of decoder.pushOrThrow(chunk)) {
           if (stopped) return;
-          messageHandler?.(decodeDocument(frame));
+          // A handler that is not done holds the reading (backpressure).
+          const held = messageHandler?.(decodeDocument(frame));
+          if (held) await Promise.race([held, ended]);
+          if (stopped) return;
           if (++frames % FRAMES_PER_TURN === 0) {
             await new Promise((resolve) => setTimeout(resolve, 0));
           }
@@ -199,6 +207,7 @@ export async function startProcess(
     },
     stop() {
       stopped = true;
+      endReading();
       kill();
       writer.close().catch(() => {});
     },

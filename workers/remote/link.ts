@@ -9,11 +9,19 @@
  * kind `module` and account `name@version`: the server's nonce, bound to the
  * server name the module connected to; the module signs the transcript. An
  * unknown module, version or key gets a challenge all the same and fails at
- * the proof, so the answer tells nothing about what is registered.
+ * the proof (checked against a decoy key, so it costs the same time), so the
+ * answer tells nothing about what is registered.
+ *
+ * Failed logins are counted and blocked by the users' and admins' guard
+ * (core/auth/guard.ts, PROTOCOL.md §7.4) with the account
+ * `module:NAME@VERSION`: per IP on the module port, per account only on the
+ * Unix socket (every link there comes from `unix`, this host).
  *
  * @module
  */
 
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import type { GuardState, LoginGuard } from "../../core/auth/guard.ts";
 import {
   ServerKeyCache,
   verifySignature,
@@ -84,6 +92,8 @@ export interface LinkHost {
 export interface ModuleLinksOptions {
   /** The registered module keys. */
   keys: ModuleKeyStore;
+  /** The login guard (shared with user and admin logins). */
+  guard: LoginGuard;
   /** The names this server answers to (a login names one). */
   names: readonly string[];
   /** The module host. */
@@ -103,6 +113,8 @@ interface PendingLogin {
   context?: Uint8Array;
   /** The registered key, if any. */
   key?: ModuleKeyRecord;
+  /** What the guard read for the login. */
+  guard: GuardState;
   /** Epoch milliseconds. */
   expires: number;
   /** What the module is answered. */
@@ -119,6 +131,8 @@ export class ModuleLinks {
   readonly #options: ModuleLinksOptions;
   readonly #names: Set<string>;
   readonly #parsed = new ServerKeyCache();
+  /** Checked when no key is registered, so an unknown key costs the same. */
+  readonly #decoy: KeyObject = generateKeyPairSync("ed25519").publicKey;
   /** Logged-in links, with the version and key they logged in with. */
   readonly #live = new Map<Connection, string>();
 
@@ -181,7 +195,7 @@ export class ModuleLinks {
     let current: Document = {};
     try {
       current = await next();
-      const pending = await this.#challenge(current);
+      const pending = await this.#challenge(current, conn);
       await answer(current, pending.challenge);
       current = await next();
       login = await this.#verify(current, pending);
@@ -228,8 +242,15 @@ export class ModuleLinks {
     );
   }
 
-  /** The first request: a challenge for the version and key it names. */
-  async #challenge(request: Document): Promise<PendingLogin> {
+  /**
+   * The first request: a challenge for the version and key it names, unless
+   * the guard blocks the version from this source (LOGIN_BLOCKED), whether
+   * or not the key is registered.
+   */
+  async #challenge(
+    request: Document,
+    conn: Connection,
+  ): Promise<PendingLogin> {
     if (request.command !== LOGIN_REQUEST) {
       throw refuse(
         ErrorCode.NOT_LOGGED_IN,
@@ -256,6 +277,11 @@ export class ModuleLinks {
         `this server is ${[...this.#names][0]}, not "${server}"`,
       );
     }
+    const guard = await this.#options.guard.check(
+      `module:${moduleAccount(name, version)}`,
+      conn.remoteAddr,
+      { perSource: conn.transport !== "unix" },
+    );
     const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
     const key = await this.#options.keys.get(name, version, keyId);
     let context: Uint8Array | undefined;
@@ -277,6 +303,7 @@ export class ModuleLinks {
       keyId,
       context,
       key,
+      guard,
       expires: Date.now() + LINK_LOGIN_MS,
       challenge: {
         algorithm: "Ed25519",
@@ -287,35 +314,51 @@ export class ModuleLinks {
     };
   }
 
-  /** The second request: the signature of the transcript. */
-  #verify(
+  /**
+   * The second request: the signature of the transcript. The guard is asked
+   * again (blocks may have begun since); a wrong proof is counted, a right
+   * one clears the source's failures for the version.
+   */
+  async #verify(
     request: Document,
     pending: PendingLogin,
-  ): { name: string; version: string; keyId: string } {
+  ): Promise<{ name: string; version: string; keyId: string }> {
     if (request.command !== LOGIN_VERIFY) {
       throw refuse(ErrorCode.NOT_LOGGED_IN, `expected ${LOGIN_VERIFY}`);
     }
     if (Date.now() > pending.expires) {
       throw refuse(ErrorCode.CHALLENGE_EXPIRED, "the challenge has expired");
     }
+    const guard = this.#options.guard;
+    const state = await guard.recheck(pending.guard);
     const { signature, client_nonce: clientNonce } = request;
-    const proves = pending.key && pending.context &&
-      signature instanceof Uint8Array && clientNonce instanceof Uint8Array &&
+    const verifyKey = pending.key
+      ? (this.#parsed.get("Ed25519", pending.key.public_key) as {
+        key: KeyObject;
+      }).key
+      : this.#decoy;
+    const signed = signature instanceof Uint8Array &&
+      clientNonce instanceof Uint8Array &&
       clientNonce.length >= CLIENT_NONCE_BYTES.min &&
       clientNonce.length <= CLIENT_NONCE_BYTES.max &&
       verifySignature(
-        (this.#parsed.get("Ed25519", pending.key.public_key) as {
-          key: Parameters<typeof verifySignature>[0];
-        }).key,
-        loginTranscript(pending.context, clientNonce),
+        verifyKey,
+        loginTranscript(
+          pending.context ?? new Uint8Array(NONCE_BYTES),
+          clientNonce,
+        ),
         signature,
       );
+    const proves = signed && pending.key !== undefined &&
+      pending.context !== undefined;
     if (!proves) {
+      await guard.failed(state);
       throw refuse(
         ErrorCode.LOGIN_FAILED,
         `login failed: no key ${pending.keyId} is registered for module ${pending.name} ${pending.version}, or the signature does not prove it`,
       );
     }
+    await guard.succeeded(state);
     return {
       name: pending.name,
       version: pending.version,

@@ -14,7 +14,8 @@
  * socket (`--socket PATH`). A lost link, or a module process that ends, is
  * followed by a new login and a fresh module process, with backoff; a login
  * the server refuses (an unknown key, the wrong server) ends the run (exit
- * code 2).
+ * code 2), but one it blocks for a while (too many failed logins from here)
+ * is tried again after the `retry_after` it was told.
  *
  * @module
  */
@@ -40,6 +41,7 @@ import type { ClientTransport } from "../../client/transport.ts";
 import { ImportPolicy, type ModuleImports } from "../isolation/imports.ts";
 import { startProcess } from "../isolation/process.ts";
 import { loadManifest, type Manifest } from "../manifest.ts";
+import { SendQueue } from "./send_queue.ts";
 import {
   LINK_MAX_FRAME,
   type LinkGrant,
@@ -63,18 +65,27 @@ const USAGE =
   --bind ADDRESS   connect from this local address (WebSocket)
   --retry-ms N     first delay before logging in again after a lost link (default 500)`;
 
+/**
+ * Bytes from the module process queued for the link, beyond which its output
+ * is not read until the link takes them (plus at most one frame).
+ */
+export const MAX_QUEUED = 4 * 1024 * 1024;
+
 /** The server refused the login: trying again would not help. */
 export class LoginRefusedError extends Error {
   /** Stable error code. */
   readonly code = "module_login_refused";
   /** The protocol code the server answered. */
   readonly error: number;
+  /** Seconds to wait before trying again (LOGIN_BLOCKED), if told. */
+  readonly retryAfter?: number;
 
   /** The server's refusal. */
-  constructor(error: number, message: string) {
+  constructor(error: number, message: string, retryAfter?: number) {
     super(`${errorName(error)} (${error}): ${message}`);
     this.name = "LoginRefusedError";
     this.error = error;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -179,9 +190,11 @@ export async function login(
     if (done) throw new Error("the server closed the link during login");
     const answer = decodeDocument(value);
     if (answer.error !== ErrorCode.OK) {
+      const retry = (answer.data as Document | undefined)?.retry_after;
       throw new LoginRefusedError(
         Number(answer.error),
         String(answer.message ?? ""),
+        typeof retry === "number" && retry >= 0 ? retry : undefined,
       );
     }
     return (answer.data ?? {}) as Document;
@@ -222,12 +235,14 @@ async function relay(
   log: Logger,
 ): Promise<string> {
   const child = await startProcess(manifest, { imports, log });
-  let sent = Promise.resolve();
-  child.onMessage((doc) => {
-    // In order, one after the other: the link's own flow control paces it.
-    const frame = encodeDocument(doc);
-    sent = sent.then(() => link.send(frame)).catch(() => link.close());
+  // In order, one after the other; over the bound the module process's
+  // output is not read until the link has taken enough (its pipe fills, its
+  // writes wait): a slow link slows the module down, memory stays bounded.
+  const queue = new SendQueue((frame) => link.send(frame), {
+    maxBytes: MAX_QUEUED,
+    onError: () => link.close(),
   });
+  child.onMessage((doc) => queue.push(encodeDocument(doc)));
   const exited = new Promise<string>((resolve) =>
     child.onExit((reason) => resolve(`the module process ended: ${reason}`))
   );
@@ -293,15 +308,24 @@ export async function runRemoteModule(
       log.warn("module_link_ended", { reason: why });
     } catch (error) {
       link?.close();
+      const refused = error instanceof LoginRefusedError ? error : undefined;
       if (
-        error instanceof LoginRefusedError &&
-        error.error !== ErrorCode.MODULE_UNAVAILABLE
+        refused && refused.error !== ErrorCode.MODULE_UNAVAILABLE &&
+        refused.error !== ErrorCode.LOGIN_BLOCKED
       ) throw error;
+      // Blocked: not before the server said (at most an hour).
+      const wait = Math.max(
+        delay,
+        Math.min(3_600_000, (refused?.retryAfter ?? 0) * 1000),
+      );
       log.warn("module_link_failed", {
         server: where,
         error: (error as Error).message,
-        retry_ms: delay,
+        retry_ms: wait,
       });
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      delay = Math.min(10_000, delay * 2);
+      continue;
     }
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(10_000, delay * 2);
