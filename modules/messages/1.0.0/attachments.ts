@@ -50,6 +50,8 @@ export interface Upload {
   blob: string;
   /** Set once verified. */
   done: boolean;
+  /** Last activity, ms since the epoch (sweep.ts removes it after the expiry). */
+  at?: number;
 }
 
 /** A stored attachment. */
@@ -68,6 +70,38 @@ export interface BlobMeta {
   sha256: string;
   /** Chunks. */
   chunks: number;
+  /**
+   * When it was stored or last attached to a message, ms since the epoch:
+   * unreferenced for longer than the expiry, it is removed (sweep.ts).
+   */
+  at?: number;
+}
+
+/**
+ * Mark a stored blob as just used (attached to a message being sent or
+ * received); null when it is gone. Checked against the record read, so a
+ * sweep that removes it meanwhile is seen, never undone.
+ */
+export async function touchBlob(
+  storage: ModuleStorage,
+  blobId: string,
+  now = Date.now(),
+): Promise<BlobMeta | null> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const entry = await storage.get<BlobMeta>(["blob_meta", blobId]);
+    if (!entry) return null;
+    const meta = { ...entry.value, at: now };
+    const written = await storage.atomic([
+      {
+        op: "check",
+        key: ["blob_meta", blobId],
+        versionstamp: entry.versionstamp,
+      },
+      { op: "set", key: ["blob_meta", blobId], value: meta },
+    ]);
+    if (written) return meta;
+  }
+  throw new ModuleError("handler_failed", `blob ${blobId} changes too often`);
 }
 
 function hex(bytes: ArrayBuffer): string {
@@ -124,6 +158,7 @@ export class Attachments {
       received: 0,
       blob: randomId(),
       done: false,
+      at: Date.now(),
     };
     await this.#storage.set(["upload", this.#owner, upload.id], upload);
     return upload;
@@ -173,6 +208,7 @@ export class Attachments {
       ...upload,
       next_index: index + 1,
       received: upload.received + data.byteLength,
+      at: Date.now(),
     };
     await this.#storage.set(["upload", this.#owner, id], next);
     return next;
@@ -220,24 +256,29 @@ export class Attachments {
       size: upload.size,
       sha256: upload.sha256,
       chunks: upload.next_index,
+      at: Date.now(),
     };
     await this.#storage.set(["blob_meta", upload.blob], meta);
     await this.#storage.set(["upload", this.#owner, id], {
       ...upload,
       done: true,
+      at: meta.at,
     });
     return meta;
   }
 
-  /** A finished attachment of this user, to send. */
+  /** A finished attachment of this user, to send (marked as used now). */
   async own(blobId: string): Promise<BlobMeta> {
     const meta = await this.#storage.get<BlobMeta>(["blob_meta", blobId]);
-    if (!meta || meta.value.owner !== this.#owner) {
+    const touched = meta && meta.value.owner === this.#owner
+      ? await touchBlob(this.#storage, blobId)
+      : null;
+    if (!touched) {
       throw new ModuleError("not_found", `no finished attachment ${blobId}`, {
         parameter: "attachments",
       });
     }
-    return meta.value;
+    return touched;
   }
 
   /** Read chunk `index` of a blob (the caller checked access). */
@@ -267,6 +308,7 @@ export async function storeBlob(
     size: content.byteLength,
     sha256: hex(await crypto.subtle.digest("SHA-256", new Uint8Array(content))),
     chunks,
+    at: Date.now(),
   };
   // A small one (most mail) in one write; a large one chunk by chunk, its
   // meta last.

@@ -33,9 +33,15 @@ import {
 } from "./commands.ts";
 import { composeOutbound } from "./email.ts";
 import { inbound } from "./inbound.ts";
-import { quotaDefault } from "./settings.ts";
+import { blobExpiry, quotaDefault, sweepInterval } from "./settings.ts";
+import { startSweeper } from "./sweep.ts";
 
 serveModule({
+  start: (ctx) => {
+    const expiryMs = blobExpiry();
+    startSweeper(ctx, { expiryMs, intervalMs: sweepInterval(expiryMs) });
+    return Promise.resolve();
+  },
   inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
   compose: composeOutbound,
   commands: {
