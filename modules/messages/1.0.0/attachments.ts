@@ -50,6 +50,10 @@ export interface Upload {
   blob: string;
   /** Set once verified. */
   done: boolean;
+  /** Content-ID (without brackets) HTML bodies name it by (`cid:`), if any. */
+  content_id?: string;
+  /** Shown within the body (an inline image) rather than as a file. */
+  inline?: boolean;
   /** Last activity, ms since the epoch (sweep.ts removes it after the expiry). */
   at?: number;
 }
@@ -70,6 +74,10 @@ export interface BlobMeta {
   sha256: string;
   /** Chunks. */
   chunks: number;
+  /** Content-ID (without brackets) HTML bodies name it by (`cid:`), if any. */
+  content_id?: string;
+  /** Shown within the body (an inline image) rather than as a file. */
+  inline?: boolean;
   /**
    * When it was stored or last attached to a message, ms since the epoch:
    * unreferenced for longer than the expiry, it is removed (sweep.ts).
@@ -134,7 +142,14 @@ export class Attachments {
 
   /** Start an upload. */
   async start(
-    meta: { name: string; type: string; size: number; sha256: string },
+    meta: {
+      name: string;
+      type: string;
+      size: number;
+      sha256: string;
+      content_id?: string;
+      inline?: boolean;
+    },
   ): Promise<Upload> {
     const limit = maxAttachmentFor(this.#owner, maxAttachment());
     if (meta.size > limit) {
@@ -256,6 +271,8 @@ export class Attachments {
       size: upload.size,
       sha256: upload.sha256,
       chunks: upload.next_index,
+      ...(upload.content_id ? { content_id: upload.content_id } : {}),
+      ...(upload.inline ? { inline: true } : {}),
       at: Date.now(),
     };
     await this.#storage.set(["blob_meta", upload.blob], meta);

@@ -73,12 +73,15 @@ function attachmentsOf(raw: unknown): AttachmentRef[] {
       typeof r.size !== "number" || !Number.isSafeInteger(r.size) ||
       r.size < 0
     ) return [];
+    const cid = text(r.content_id, 255);
     return [{
       id: r.id,
       name: text(r.name, 255),
       type: text(r.type, 255),
       size: r.size,
       sha256: r.sha256,
+      ...(/^[\x21-\x3b\x3d\x3f-\x7e]+$/.test(cid) ? { content_id: cid } : {}),
+      ...(r.inline === true ? { inline: true } : {}),
     }];
   });
 }
