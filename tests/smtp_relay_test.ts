@@ -1,9 +1,9 @@
 /**
  * Ordinary email through a relay host (`AMTP_SMTP_RELAY*`), for servers whose
  * port 25 is blocked: the gateway logs in (AUTH) after STARTTLS, and trusts
- * the relay's certificate only when it chains to the system's CAs or the
- * admin's own (`AMTP_SMTP_RELAY_CA`, a file the module may read by a
- * declared permission). The relay is `smtp-server` on loopback (STARTTLS,
+ * the relay's certificate only when it chains to the system's CAs or, when
+ * named, the admin's own (`AMTP_SMTP_RELAY_CA`, a file the module may read
+ * by a declared permission). The relay is `smtp-server` on loopback (STARTTLS,
  * AUTH PLAIN/LOGIN required); a relay whose certificate nobody vouches for
  * gets nothing, not even the login.
  */

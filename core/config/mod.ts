@@ -517,7 +517,7 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_SMTP_RELAY_CA",
     default: "",
     description:
-      "PEM file of CAs the relay's certificate may chain to besides the system's",
+      "PEM file of the CAs the relay's certificate must chain to, instead of the system's",
   },
   {
     name: "AMTP_SMTP_MAX_SIZE",

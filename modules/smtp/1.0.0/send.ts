@@ -4,8 +4,8 @@
  * addresses in turn), or to the configured relay (with its login), by
  * nodemailer's SMTP client. STARTTLS whenever the server offers it (no
  * certificate check: opportunistic, as between mail servers; a relay's
- * certificate is checked, against the system's CAs and the admin's
- * `AMTP_SMTP_RELAY_CA`); a server whose TLS fails is tried again in
+ * certificate is checked, against the system's CAs or, when the admin
+ * names them, only the CAs of `AMTP_SMTP_RELAY_CA`); a server whose TLS fails is tried again in
  * clear. Per recipient: 2xx delivered, 5xx failed with the server's words,
  * anything else deferred.
  *
@@ -62,9 +62,8 @@ async function attempt(
       servername: isIP(target.host) ? undefined : target.host,
       rejectUnauthorized: target.relay,
       minVersion: "TLSv1.2",
-      // The relay's certificate may also chain to the admin's own CA (Deno
-      // adds `ca` to the system's roots; naming those here would need
-      // system access).
+      // The admin's CAs for the relay: in Deno's node:tls `ca` replaces
+      // the system's roots (reading those would need system access).
       ...(target.relay && relay?.ca ? { ca: [relay.ca] } : {}),
     },
     connectionTimeout: settings.timeout * 1000,

@@ -21,7 +21,7 @@ export interface Settings {
   /**
    * A relay to send everything through (`AMTP_SMTP_RELAY`, host:port), if
    * any, with its login (`AMTP_SMTP_RELAY_USER`, `AMTP_SMTP_RELAY_PASSWORD`)
-   * and extra CA certificates its certificate may chain to besides the
+   * and the CA certificates its certificate must chain to instead of the
    * system's (`AMTP_SMTP_RELAY_CA`: a PEM file, read at start).
    */
   relay?: {
