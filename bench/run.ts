@@ -8,6 +8,8 @@
  */
 
 import { openWebSocket, openWebTransport } from "../client/transport.ts";
+import { AmtpClient } from "../client/mod.ts";
+import { openNodeWebSocket } from "../client/connect.ts";
 import { createCertificate } from "../core/tls/cert.ts";
 import { startWorld } from "../testing/federation_world.ts";
 import { login } from "../testing/helpers.ts";
@@ -1012,10 +1014,18 @@ interface DownloadRun {
 const MiB = 1024 * 1024;
 const TRANSFER_SIZE = 100 * MiB;
 
+/**
+ * How the measured session connects: WebTransport, WebSocket as the CLI
+ * opens it (the `ws` package over `node:tls`: TCP_NODELAY, as browsers), or
+ * Deno's own `WebSocket` (no TCP_NODELAY: a small request waits for the
+ * server's ACK behind the last one, up to a chunk's turn).
+ */
+type TransferClient = "webtransport" | "websocket" | "deno-websocket";
+
 async function transferRun(
   name: string,
   rate?: string,
-  transport: "webtransport" | "websocket" = "webtransport",
+  transport: TransferClient = "webtransport",
 ): Promise<TransferRun> {
   const size = TRANSFER_SIZE;
   const CHUNK = 256 * 1024;
@@ -1024,7 +1034,24 @@ async function transferRun(
     ...(rate === undefined ? {} : { AMTP_TRANSFER_RATE: rate }),
   });
   try {
-    const client = await server.connect(transport);
+    const client = transport === "websocket"
+      ? await AmtpClient.connect({
+        url: `wss://localhost:${server.server.port}/amtp`,
+        keepAliveMs: 0,
+        requestTimeoutMs: 120_000,
+        open: async () =>
+          openNodeWebSocket({
+            address: "127.0.0.1",
+            port: server.server.port,
+            name: "127.0.0.1",
+            caCerts: [
+              await Deno.readTextFile(`${server.cwd}/data/tls/cert.pem`),
+            ],
+          }),
+      })
+      : await server.connect(
+        transport === "deno-websocket" ? "websocket" : "webtransport",
+      );
     const u = await mailSession(
       client,
       "u@bench.test",
@@ -1139,7 +1166,9 @@ async function transferRun(
     const lane = await download(true);
     const idleAfter = await pingP99(() => true, 1000);
     // Over WebSocket there is one connection: the lane is the connection.
-    const commands = transport === "websocket" ? lane : await download(false);
+    const commands = transport === "webtransport"
+      ? await download(false)
+      : lane;
     return {
       idleP99: Math.max(idle, idleAfter),
       uploadMs,
@@ -1155,6 +1184,11 @@ await section("transfers", async () => {
   const paced = await transferRun("transfers-paced");
   const unpaced = await transferRun("transfers-unpaced", "0");
   const ws = await transferRun("transfers-ws", undefined, "websocket");
+  const denoWs = await transferRun(
+    "transfers-deno-ws",
+    undefined,
+    "deno-websocket",
+  );
   const us = (ms: number) => ms * 1000;
   const rate = (ms: number) => TRANSFER_SIZE / MiB / (ms / 1000);
   add({
@@ -1183,13 +1217,22 @@ await section("transfers", async () => {
   });
   add({
     group: "transfers",
-    name: "ping p99 during a 100 MiB download over WebSocket (default rate)",
+    name:
+      "ping p99 during a 100 MiB download over WebSocket (CLI client, default rate)",
     value: us(ws.lane.p99),
     unit: "µs",
     baseline: us(ws.idleP99),
     baselineName: "same session idle",
     goal: "<= 2x idle",
     met: ws.lane.p99 <= 2 * ws.idleP99,
+  });
+  add({
+    group: "transfers",
+    name: "the same, client on Deno's own WebSocket (no TCP_NODELAY)",
+    value: us(denoWs.lane.p99),
+    unit: "µs",
+    baseline: us(denoWs.idleP99),
+    baselineName: "same session idle",
   });
   add({
     group: "transfers",

@@ -105,7 +105,36 @@ export async function openWebTransport(
   };
 }
 
-/** Open a WebSocket carrying one frame per binary message. */
+/**
+ * Bytes a WebSocket may hold unsent before a send waits: a sender of large
+ * frames (an upload) keeps at most about this much queued, so that a
+ * command sent meanwhile is not queued behind megabytes.
+ */
+export const WEBSOCKET_SEND_BUFFER = 512 * 1024;
+
+/**
+ * Resolves once the socket holds at most {@link WEBSOCKET_SEND_BUFFER}
+ * unsent bytes, or is closed. A WebSocket has no drain event:
+ * `bufferedAmount` is checked every few milliseconds while over.
+ */
+function drained(socket: WebSocket): Promise<void> {
+  if (socket.bufferedAmount <= WEBSOCKET_SEND_BUFFER) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => {
+      if (
+        socket.bufferedAmount <= WEBSOCKET_SEND_BUFFER ||
+        socket.readyState !== WebSocket.OPEN
+      ) resolve();
+      else setTimeout(check, 4);
+    };
+    setTimeout(check, 4);
+  });
+}
+
+/**
+ * Open a WebSocket carrying one frame per binary message; a send resolves
+ * once the socket's unsent bytes are back under {@link WEBSOCKET_SEND_BUFFER}.
+ */
 export async function openWebSocket(
   options: OpenOptions,
 ): Promise<ClientTransport> {
@@ -144,7 +173,7 @@ export async function openWebSocket(
   return {
     send(frame) {
       socket.send(frame);
-      return Promise.resolve();
+      return drained(socket);
     },
     async *frames() {
       while (true) {

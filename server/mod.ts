@@ -203,6 +203,8 @@ export async function startServer(
     max_inflight: config.maxInflight,
     idle_timeout: config.idleTimeout,
     max_page: 500,
+    transfer_rate: config.transferRate,
+    transfer_rate_user: config.transferRateUser,
   };
   const registry = new SessionRegistry({ log });
   // A revoked user token no longer brings its user's pushes to a session.

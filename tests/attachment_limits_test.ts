@@ -12,6 +12,8 @@ import {
 } from "../modules/messages/1.0.0/settings.ts";
 import { type MailSession, mailSession } from "../testing/mail.ts";
 import { startAmtp } from "../testing/server.ts";
+import { waitFor } from "../testing/helpers.ts";
+import { ErrorCode } from "../shared/errors.ts";
 import { sha256Hex } from "../shared/pem.ts";
 
 const CHUNK = 256 * 1024;
@@ -86,6 +88,71 @@ Deno.test("attachment limits: a domain allowed larger files uploads above the de
     assert.equal(done.size, file.byteLength);
   } finally {
     for (const s of sessions) s.client.close();
+    amtp.admin.close();
+    await amtp.server.stop();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("attachment expiry: an abandoned upload and a finished one never sent are removed after AMTP_MESSAGES_BLOB_EXPIRY", async () => {
+  const root = await Deno.makeTempDir({ prefix: "amtp-expiry-" });
+  const amtp = await startAmtp(root, "server", {
+    AMTP_MESSAGES_BLOB_EXPIRY: "1",
+  });
+  const u = await mailSession(
+    await amtp.connect(),
+    "u@bench.test",
+    amtp.keys.get("u@bench.test")!,
+  );
+  try {
+    const file = new Uint8Array(2 * CHUNK).fill(7);
+    const start = () =>
+      u.call<{ upload_id: string }>("attachment_upload", {
+        name: "f.bin",
+        size: file.byteLength,
+        sha256: "0".repeat(64),
+      });
+    // Abandoned after its first chunk.
+    const abandoned = await start();
+    await u.call("attachment_upload_chunk", {
+      upload_id: abandoned.upload_id,
+      index: 0,
+      data: file.subarray(0, CHUNK),
+    });
+    // Finished, never sent.
+    const small = new Uint8Array([1, 2, 3]);
+    const kept = await u.call<{ upload_id: string }>("attachment_upload", {
+      name: "s.bin",
+      size: small.byteLength,
+      sha256: await sha256Hex(small),
+    });
+    await u.call("attachment_upload_chunk", {
+      upload_id: kept.upload_id,
+      index: 0,
+      data: small,
+    });
+    const { attachment_id } = await u.call<{ attachment_id: string }>(
+      "attachment_upload_finish",
+      { upload_id: kept.upload_id },
+    );
+    const gone = async (uploadId: string) =>
+      (await u.request("attachment_upload_status", { upload_id: uploadId }))
+        .error === ErrorCode.NOT_FOUND;
+    await waitFor(
+      async () => await gone(abandoned.upload_id) && await gone(kept.upload_id),
+      20_000,
+      "the uploads removed",
+    );
+    // The finished attachment went with its upload: it can no longer be sent.
+    const send = await u.request("send", {
+      to: ["u@bench.test"],
+      subject: "late",
+      body: "x",
+      attachments: [attachment_id],
+    });
+    assert.equal(send.error, ErrorCode.NOT_FOUND, send.message);
+  } finally {
+    u.client.close();
     amtp.admin.close();
     await amtp.server.stop();
     await Deno.remove(root, { recursive: true });

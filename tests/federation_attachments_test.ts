@@ -658,3 +658,57 @@ Deno.test("federation attachments: 20 MiB and end-to-end encrypted across three 
     await world.close();
   }
 });
+
+Deno.test("federation attachments: the receiving server checks each recipient's own attachment limit when the message arrives (one held lower bounces, the other receives)", async () => {
+  const world = await startWorld([
+    ["a.example.test", "alpha.test"],
+    ["b.example.test", "beta.test"],
+  ], {
+    // Held on beta: one user at 1000 bytes, everyone else at the default.
+    AMTP_MESSAGES_MAX_ATTACHMENT_FOR: "small@beta.test=1000",
+  });
+  try {
+    for (
+      const address of ["alice@alpha.test", "big@beta.test", "small@beta.test"]
+    ) await world.addUser(address);
+    const alice = await world.mail("alice@alpha.test");
+    const file = await upload(alice, "f.bin", randomBytes(64 * 1024));
+    const sent = await alice.call<{ global_id: string }>("send", {
+      to: ["big@beta.test", "small@beta.test"],
+      subject: "limits",
+      body: "see attached",
+      attachments: [file.id],
+    });
+    const big = await world.mail("big@beta.test");
+    const small = await world.mail("small@beta.test");
+    await pushOf(
+      big,
+      "message_new",
+      (d) => d.global_id === sent.global_id,
+      60_000,
+    );
+    // The refusal comes back to the sender as a bounce naming the limit.
+    const bounce = await pushOf(
+      alice,
+      "message_new",
+      (d) => String(d.subject).startsWith("Undeliverable"),
+      60_000,
+    );
+    const text = await alice.call<{ body: string }>("get", { id: bounce.id });
+    assert.match(
+      text.body,
+      /small@beta\.test: error 206: .*at most 1000 bytes/,
+    );
+    assert.doesNotMatch(text.body, /big@beta\.test/);
+    const inbox = await small.call<{ messages: { global_id: string }[] }>(
+      "list",
+      { folder: "inbox" },
+    );
+    assert.equal(
+      inbox.messages.filter((m) => m.global_id === sent.global_id).length,
+      0,
+    );
+  } finally {
+    await world.close();
+  }
+});

@@ -7,7 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { openWebTransport } from "../client/transport.ts";
+import {
+  openWebSocket,
+  openWebTransport,
+  WEBSOCKET_SEND_BUFFER,
+} from "../client/transport.ts";
+import { createHash } from "node:crypto";
 import {
   decodeDocument,
   type Document,
@@ -151,4 +156,70 @@ Deno.test("transfer lane: answers on the second stream, pushes on the first, the
   } finally {
     await world.t.close();
   }
+});
+
+Deno.test("websocket client: sends wait while the socket holds more than its send buffer (an upload does not queue megabytes ahead of commands)", async () => {
+  // A WebSocket peer on loopback that answers the upgrade, then reads
+  // nothing until told.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let startReading!: () => void;
+  const reading = new Promise<void>((resolve) => startReading = resolve);
+  let received = 0;
+  const peer = (async () => {
+    const conn = await listener.accept();
+    const buffer = new Uint8Array(64 * 1024);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      head += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+    const accept = createHash("sha1")
+      .update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+    await conn.write(
+      new TextEncoder().encode(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n" +
+          `connection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`,
+      ),
+    );
+    await reading;
+    // Every chunk, framed (a masked frame's header is 14 bytes).
+    while (received < 128 * (CHUNK + 14)) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) break;
+      received += n;
+    }
+    conn.close();
+  })();
+  const { port } = listener.addr as Deno.NetAddr;
+  const transport = await openWebSocket({ url: `ws://127.0.0.1:${port}/amtp` });
+  // 32 MiB of chunks sent one after the other, each send awaited (as an
+  // upload does): far more than the kernel's socket buffers hold.
+  const chunks = 128;
+  let sent = 0;
+  const sending = (async () => {
+    for (let i = 0; i < chunks; i++) {
+      await transport.send(new Uint8Array(CHUNK));
+      sent++;
+    }
+  })();
+  // Wait until the sends stop moving: the peer reads nothing.
+  let last = -1;
+  while (sent !== last) {
+    last = sent;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.ok(
+    sent < chunks,
+    `all ${chunks} sends resolved while the peer read nothing`,
+  );
+  assert.ok(WEBSOCKET_SEND_BUFFER < chunks * CHUNK);
+  startReading();
+  await sending;
+  assert.equal(sent, chunks);
+  await peer;
+  assert.equal(received, chunks * (CHUNK + 14));
+  transport.close();
+  listener.close();
 });

@@ -28,7 +28,11 @@ for (const transport of TRANSPORTS) {
         "HPKE-X25519",
         "RSA-OAEP-256",
       ]);
-      assert.equal((info.limits as Record<string, number>).max_frame, 1048576);
+      const limits = info.limits as Record<string, number>;
+      assert.equal(limits.max_frame, 1048576);
+      // The transfer rates a client paces its transfers to (the defaults).
+      assert.equal(limits.transfer_rate, 8 * 1024 * 1024);
+      assert.equal(limits.transfer_rate_user, 16 * 1024 * 1024);
       assert.equal(info.certificate_sha256, t.server.certSha256());
     } finally {
       await t.close();

@@ -126,7 +126,44 @@ export interface Config {
   pushContact: string;
   /** Allow push endpoints on loopback and private addresses. */
   pushPrivate: boolean;
+  /**
+   * The email gateway's settings (`AMTP_SMTP_*`). The gateway module reads
+   * them itself; they are checked here too, so a bad one stops the start
+   * with the variable named rather than leaving the module failing.
+   */
+  smtp: SmtpConfig;
 }
+
+/** The email gateway's settings, checked. */
+export interface SmtpConfig {
+  /** Listen address (`AMTP_SMTP_HOST`). */
+  host: string;
+  /** Listen port (`AMTP_SMTP_PORT`). */
+  port: number;
+  /** Port of other mail servers (`AMTP_SMTP_REMOTE_PORT`). */
+  remotePort: number;
+  /** The relay (`AMTP_SMTP_RELAY`, host:port), its login and extra CA file. */
+  relay?: { host: string; port: number; user?: string; caFile?: string };
+  /** Largest message received (`AMTP_SMTP_MAX_SIZE`). */
+  maxSize: number;
+  /** Recipients of one message (`AMTP_SMTP_MAX_RECIPIENTS`). */
+  maxRecipients: number;
+  /** Connections at once (`AMTP_SMTP_MAX_CONNECTIONS`). */
+  maxConnections: number;
+  /** Connections at once from one IP address (`AMTP_SMTP_MAX_PER_IP`). */
+  maxPerIp: number;
+  /** Messages per minute from one IP address (`AMTP_SMTP_RATE`). */
+  rate: number;
+  /** Seconds of silence before a connection is dropped (`AMTP_SMTP_TIMEOUT`). */
+  timeout: number;
+}
+
+/**
+ * Largest email the gateway may take (`AMTP_SMTP_MAX_SIZE` at most): what
+ * crosses the module bridge in one call (`MAX_MESSAGE_BYTES` of
+ * workers/bridge/services.ts, equal by a test).
+ */
+export const SMTP_MAX_SIZE_CEILING = 15 * 1024 * 1024;
 
 /** Certificates from an ACME CA (RFC 8555). */
 export interface AcmeConfig {
@@ -470,6 +507,73 @@ export const VARIABLES: readonly VariableSpec[] = [
     description: "contact push services see in Web Push requests (VAPID)",
   },
   {
+    name: "AMTP_SMTP_PORT",
+    default: "2525",
+    description: "SMTP port of the email gateway (MX); 25 in production",
+  },
+  {
+    name: "AMTP_SMTP_HOST",
+    default: "0.0.0.0",
+    description: "its listen address",
+  },
+  {
+    name: "AMTP_SMTP_REMOTE_PORT",
+    default: "25",
+    description: "port of other mail servers it sends to",
+  },
+  {
+    name: "AMTP_SMTP_RELAY",
+    default: "",
+    description:
+      "host:port of a relay all outgoing email goes through (port 25 blocked); off port 25 only after STARTTLS with a valid certificate",
+  },
+  {
+    name: "AMTP_SMTP_RELAY_USER",
+    default: "",
+    description: "login at the relay (with AMTP_SMTP_RELAY_PASSWORD)",
+  },
+  {
+    name: "AMTP_SMTP_RELAY_PASSWORD",
+    default: "",
+    description: "password at the relay",
+  },
+  {
+    name: "AMTP_SMTP_RELAY_CA",
+    default: "",
+    description:
+      "PEM file of the CAs the relay's certificate must chain to, instead of the system's",
+  },
+  {
+    name: "AMTP_SMTP_MAX_SIZE",
+    default: "10485760",
+    description: "largest message received, bytes (announced with SIZE)",
+  },
+  {
+    name: "AMTP_SMTP_MAX_RECIPIENTS",
+    default: "100",
+    description: "recipients of one received message",
+  },
+  {
+    name: "AMTP_SMTP_MAX_CONNECTIONS",
+    default: "200",
+    description: "SMTP connections at once",
+  },
+  {
+    name: "AMTP_SMTP_MAX_PER_IP",
+    default: "20",
+    description: "SMTP connections at once from one IP address",
+  },
+  {
+    name: "AMTP_SMTP_RATE",
+    default: "120",
+    description: "messages a minute from one IP address",
+  },
+  {
+    name: "AMTP_SMTP_TIMEOUT",
+    default: "60",
+    description: "seconds of silence before an SMTP connection is dropped",
+  },
+  {
     name: "AMTP_PUSH_PRIVATE",
     default: "off",
     description:
@@ -537,6 +641,83 @@ function hostVar(env: Env, name: string): string | undefined {
     throw new ConfigError(name, `"${raw}" is not an IP address or host name`);
   }
   return raw;
+}
+
+/** The gateway's settings (see {@link SmtpConfig}). */
+function smtpVar(env: Env): SmtpConfig {
+  const relayRaw = (env.AMTP_SMTP_RELAY ?? "").trim();
+  const user = (env.AMTP_SMTP_RELAY_USER ?? "").trim() || undefined;
+  const password = env.AMTP_SMTP_RELAY_PASSWORD ?? "";
+  const caFile = (env.AMTP_SMTP_RELAY_CA ?? "").trim() || undefined;
+  let relay: SmtpConfig["relay"];
+  if (relayRaw) {
+    const match = relayRaw.match(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/);
+    const host = match?.[1].replace(/^\[|\]$/g, "").toLowerCase() ?? "";
+    const port = Number(match?.[2]);
+    if (
+      !match || port < 1 || port > 65535 ||
+      (!/^[0-9a-f:.]+$/.test(host) && !HOSTNAME_RE.test(host))
+    ) {
+      throw new ConfigError(
+        "AMTP_SMTP_RELAY",
+        `"${relayRaw}" is not host:port (for example smtp.provider.example:587)`,
+      );
+    }
+    relay = { host, port, user, caFile };
+  } else {
+    for (
+      const name of [
+        "AMTP_SMTP_RELAY_USER",
+        "AMTP_SMTP_RELAY_PASSWORD",
+        "AMTP_SMTP_RELAY_CA",
+      ]
+    ) {
+      if ((env[name] ?? "").trim()) {
+        throw new ConfigError(name, "set without AMTP_SMTP_RELAY");
+      }
+    }
+  }
+  if (user && !password) {
+    throw new ConfigError(
+      "AMTP_SMTP_RELAY_PASSWORD",
+      "empty while AMTP_SMTP_RELAY_USER is set",
+    );
+  }
+  if (!user && password) {
+    throw new ConfigError(
+      "AMTP_SMTP_RELAY_USER",
+      "empty while AMTP_SMTP_RELAY_PASSWORD is set",
+    );
+  }
+  if (caFile) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(caFile);
+    } catch (error) {
+      throw new ConfigError(
+        "AMTP_SMTP_RELAY_CA",
+        `${caFile} cannot be read: ${(error as Error).message}`,
+      );
+    }
+    if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new ConfigError(
+        "AMTP_SMTP_RELAY_CA",
+        `${caFile} holds no PEM certificate`,
+      );
+    }
+  }
+  return {
+    host: hostVar(env, "AMTP_SMTP_HOST") ?? "0.0.0.0",
+    port: intVar(env, "AMTP_SMTP_PORT", 0, 65535),
+    remotePort: intVar(env, "AMTP_SMTP_REMOTE_PORT", 1, 65535),
+    relay,
+    maxSize: intVar(env, "AMTP_SMTP_MAX_SIZE", 1024, SMTP_MAX_SIZE_CEILING),
+    maxRecipients: intVar(env, "AMTP_SMTP_MAX_RECIPIENTS", 1, 1000),
+    maxConnections: intVar(env, "AMTP_SMTP_MAX_CONNECTIONS", 1, 10_000),
+    maxPerIp: intVar(env, "AMTP_SMTP_MAX_PER_IP", 1, 10_000),
+    rate: intVar(env, "AMTP_SMTP_RATE", 1, 1_000_000),
+    timeout: intVar(env, "AMTP_SMTP_TIMEOUT", 5, 3600),
+  };
 }
 
 function acmeVar(
@@ -669,6 +850,7 @@ export function loadConfig(env: Env): Config {
     webConnect,
     pushContact,
     pushPrivate: choiceVar(env, "AMTP_PUSH_PRIVATE", ["on", "off"]) === "on",
+    smtp: smtpVar(env),
     moduleStorage,
     modulePort: modulePort
       ? {

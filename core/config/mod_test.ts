@@ -55,3 +55,55 @@ Deno.test("config: every variable is described", () => {
     assert.ok(spec.description.length > 3);
   }
 });
+
+Deno.test("config: the email gateway's AMTP_SMTP_* settings are checked at start, each bad one named", async () => {
+  const fails = (env: Record<string, string>, variable: string) =>
+    assert.throws(
+      () => loadConfig(env),
+      (error) => error instanceof ConfigError && error.variable === variable,
+      `${JSON.stringify(env)} should fail on ${variable}`,
+    );
+  fails({ AMTP_SMTP_PORT: "99999" }, "AMTP_SMTP_PORT");
+  fails({ AMTP_SMTP_PORT: "25x" }, "AMTP_SMTP_PORT");
+  fails({ AMTP_SMTP_HOST: "not a host" }, "AMTP_SMTP_HOST");
+  fails({ AMTP_SMTP_REMOTE_PORT: "0" }, "AMTP_SMTP_REMOTE_PORT");
+  fails({ AMTP_SMTP_MAX_SIZE: "100" }, "AMTP_SMTP_MAX_SIZE");
+  fails({ AMTP_SMTP_MAX_SIZE: String(16 * 1024 * 1024) }, "AMTP_SMTP_MAX_SIZE");
+  fails({ AMTP_SMTP_TIMEOUT: "1" }, "AMTP_SMTP_TIMEOUT");
+  fails({ AMTP_SMTP_RATE: "0" }, "AMTP_SMTP_RATE");
+  fails({ AMTP_SMTP_RELAY: "smtp.provider.example" }, "AMTP_SMTP_RELAY");
+  fails({ AMTP_SMTP_RELAY: "smtp.provider.example:70000" }, "AMTP_SMTP_RELAY");
+  fails({ AMTP_SMTP_RELAY_USER: "me" }, "AMTP_SMTP_RELAY_USER");
+  fails(
+    { AMTP_SMTP_RELAY: "relay.example:587", AMTP_SMTP_RELAY_USER: "me" },
+    "AMTP_SMTP_RELAY_PASSWORD",
+  );
+  fails(
+    {
+      AMTP_SMTP_RELAY: "relay.example:587",
+      AMTP_SMTP_RELAY_CA: "/nonexistent/ca.pem",
+    },
+    "AMTP_SMTP_RELAY_CA",
+  );
+  const notPem = await Deno.makeTempFile();
+  await Deno.writeTextFile(notPem, "hello");
+  fails(
+    { AMTP_SMTP_RELAY: "relay.example:587", AMTP_SMTP_RELAY_CA: notPem },
+    "AMTP_SMTP_RELAY_CA",
+  );
+  await Deno.remove(notPem);
+  const ok = loadConfig({
+    AMTP_SMTP_RELAY: "[::1]:587",
+    AMTP_SMTP_RELAY_USER: "me",
+    AMTP_SMTP_RELAY_PASSWORD: "secret",
+    AMTP_SMTP_PORT: "25",
+  }).smtp;
+  assert.deepEqual(ok.relay, {
+    host: "::1",
+    port: 587,
+    user: "me",
+    caFile: undefined,
+  });
+  assert.equal(ok.port, 25);
+  assert.equal(loadConfig({}).smtp.maxSize, 10 * 1024 * 1024);
+});

@@ -172,6 +172,10 @@ class ListenerState {
       return;
     }
     this.#open++;
+    // Small frames (a command's answer, a push) go out at once, not held by
+    // Nagle's algorithm behind a large frame's unacknowledged bytes until the
+    // peer's delayed ACK (tens of milliseconds).
+    (conn as Deno.TcpConn).setNoDelay(true);
     const stream = this.context
       ? new SecureStream(conn, this.context)
       : new PlainStream(conn);

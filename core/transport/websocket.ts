@@ -24,6 +24,11 @@ import { HttpError, type RequestHead } from "./http.ts";
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Fragments of one message, at most. */
 const MAX_FRAGMENTS = 1024;
+/**
+ * Frames larger than this (64 KiB) are transfers: written one at a time,
+ * after the smaller frames queued meanwhile.
+ */
+export const BULK_ABOVE = 64 * 1024;
 /** How long a close frame may take to leave before the TCP connection is closed. */
 const CLOSE_WAIT_MS = 1000;
 
@@ -104,9 +109,10 @@ export class WebSocketConnection implements Connection {
   #isClosed = false;
   #resolveClosed!: () => void;
   #early?: Uint8Array;
-  /** Parts waiting for the next write, and the promise of that write. */
-  #batch?: { parts: Uint8Array[]; done: Promise<void> };
-  #tail: Promise<void> = Promise.resolve();
+  /** Frames waiting to be written: small ones, and transfers (see {@link send}). */
+  readonly #small: Queued[] = [];
+  readonly #bulk: Queued[] = [];
+  #writing = false;
 
   /**
    * Wrap an upgraded connection; `early` holds bytes that came with the
@@ -198,40 +204,61 @@ export class WebSocketConnection implements Connection {
     this.#ended = true;
   }
 
+  /**
+   * Queue a frame. Frames of at most {@link BULK_ABOVE} bytes (answers to
+   * commands, pushes) go out before larger ones (transfer chunks) not yet
+   * begun: over the one connection a command waits behind at most the one
+   * chunk being written. Each kind keeps its order.
+   */
   send(frame: Uint8Array): Promise<void> {
     if (this.#closing) return Promise.resolve();
-    return this.#write(frameOf(frame, 0x02));
+    return this.#write(frameOf(frame, 0x02), frame.byteLength > BULK_ABOVE);
+  }
+
+  /** Queue a frame's parts; the promise settles once they are written. */
+  #write(parts: Uint8Array[], bulk = false): Promise<void> {
+    if (this.#isClosed) return Promise.resolve();
+    return new Promise((resolve) => {
+      (bulk ? this.#bulk : this.#small).push({ parts, resolve });
+      if (!this.#writing) this.#pump();
+    });
   }
 
   /**
-   * Queue parts for the next write. Parts queued in the same turn (and while
-   * a write is in progress) go out in one write; the promise settles when it
-   * is written.
+   * Write until both queues are empty: every small frame queued (in one
+   * write when they are small together), else the next transfer, one at a
+   * time.
    */
-  #write(parts: Uint8Array[]): Promise<void> {
-    if (this.#isClosed) return Promise.resolve();
-    let batch = this.#batch;
-    if (!batch) {
-      const next = { parts: [] as Uint8Array[], done: Promise.resolve() };
-      next.done = this.#tail.then(() => {
-        if (this.#batch === next) this.#batch = undefined;
-        return this.#flush(next.parts);
-      });
-      this.#tail = next.done;
-      this.#batch = batch = next;
+  async #pump(): Promise<void> {
+    this.#writing = true;
+    // Frames queued in the same turn go out together.
+    await Promise.resolve();
+    try {
+      while (!this.#isClosed) {
+        const next = this.#small.length
+          ? this.#small.splice(0)
+          : this.#bulk.splice(0, 1);
+        if (next.length === 0) break;
+        try {
+          // Large frames go as they are; small ones together (one TLS record).
+          for (const group of groupParts(next.flatMap((q) => q.parts))) {
+            await this.#stream.write(group);
+          }
+        } catch {
+          this.#shutdown();
+        }
+        for (const queued of next) queued.resolve();
+      }
+    } finally {
+      this.#writing = false;
+      if (this.#isClosed) this.#release();
     }
-    batch.parts.push(...parts);
-    return batch.done;
   }
 
-  async #flush(parts: Uint8Array[]): Promise<void> {
-    if (this.#isClosed) return;
-    try {
-      // Large frames go as they are; small ones together (one TLS record).
-      for (const group of groupParts(parts)) await this.#stream.write(group);
-    } catch {
-      this.#shutdown();
-    }
+  /** Settle every queued write (the connection is closed: nothing is sent). */
+  #release(): void {
+    for (const queued of this.#small.splice(0)) queued.resolve();
+    for (const queued of this.#bulk.splice(0)) queued.resolve();
   }
 
   close(reason = "closed"): void {
@@ -250,7 +277,8 @@ export class WebSocketConnection implements Connection {
     payload.set(text, 2);
     let timer: ReturnType<typeof setTimeout> | undefined;
     Promise.race([
-      this.#write(frameOf(payload, 0x08)),
+      // After what is queued, transfers included.
+      this.#write(frameOf(payload, 0x08), true),
       new Promise((resolve) => timer = setTimeout(resolve, CLOSE_WAIT_MS)),
     ]).finally(() => {
       clearTimeout(timer);
@@ -263,8 +291,15 @@ export class WebSocketConnection implements Connection {
     this.#isClosed = true;
     this.#ended = true;
     this.#stream.close();
+    if (!this.#writing) this.#release();
     this.#resolveClosed();
   }
+}
+
+/** A frame waiting to be written. */
+interface Queued {
+  parts: Uint8Array[];
+  resolve: () => void;
 }
 
 /** Consecutive parts below 64 KiB joined; larger parts alone (no copy). */

@@ -8,7 +8,21 @@
 import { type ModuleContext, ModuleError } from "../../../workers/sdk/mod.ts";
 import { Attachments, CHUNK_SIZE } from "./attachments.ts";
 import { Mailbox } from "./mailbox.ts";
-import { bytes, optInt, optStr, type Params, str } from "./params.ts";
+import { bytes, optBool, optInt, optStr, type Params, str } from "./params.ts";
+
+/** `content_id`: what `cid:` URLs of an HTML body name (no brackets, no spaces). */
+function contentId(p: Params): { content_id?: string } {
+  const id = optStr(p, "content_id", 255);
+  if (id === undefined) return {};
+  if (!/^[\x21-\x3b\x3d\x3f-\x7e]+$/.test(id)) {
+    throw new ModuleError(
+      "invalid_parameter",
+      'parameter "content_id" is printable ASCII without spaces or angle brackets',
+      { parameter: "content_id" },
+    );
+  }
+  return { content_id: id };
+}
 
 /** `attachment_upload`. */
 export async function attachmentUpload(
@@ -21,6 +35,8 @@ export async function attachmentUpload(
       type: optStr(p, "type", 128) ?? "application/octet-stream",
       size: optInt(p, "size", 0, Number.MAX_SAFE_INTEGER) ?? 0,
       sha256: str(p, "sha256", 64).toLowerCase(),
+      ...contentId(p),
+      ...(optBool(p, "inline") ? { inline: true } : {}),
     });
   return { upload_id: upload.id, chunk_size: CHUNK_SIZE, next_index: 0 };
 }

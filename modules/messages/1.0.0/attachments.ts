@@ -54,6 +54,12 @@ export interface Upload {
   blob: string;
   /** Set once verified. */
   done: boolean;
+  /** Content-ID (without brackets) HTML bodies name it by (`cid:`), if any. */
+  content_id?: string;
+  /** Shown within the body (an inline image) rather than as a file. */
+  inline?: boolean;
+  /** Last activity, ms since the epoch (sweep.ts removes it after the expiry). */
+  at?: number;
 }
 
 /** A stored attachment. */
@@ -72,6 +78,42 @@ export interface BlobMeta {
   sha256: string;
   /** Chunks. */
   chunks: number;
+  /** Content-ID (without brackets) HTML bodies name it by (`cid:`), if any. */
+  content_id?: string;
+  /** Shown within the body (an inline image) rather than as a file. */
+  inline?: boolean;
+  /**
+   * When it was stored or last attached to a message, ms since the epoch:
+   * unreferenced for longer than the expiry, it is removed (sweep.ts).
+   */
+  at?: number;
+}
+
+/**
+ * Mark a stored blob as just used (attached to a message being sent or
+ * received); null when it is gone. Checked against the record read, so a
+ * sweep that removes it meanwhile is seen, never undone.
+ */
+export async function touchBlob(
+  storage: ModuleStorage,
+  blobId: string,
+  now = Date.now(),
+): Promise<BlobMeta | null> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const entry = await storage.get<BlobMeta>(["blob_meta", blobId]);
+    if (!entry) return null;
+    const meta = { ...entry.value, at: now };
+    const written = await storage.atomic([
+      {
+        op: "check",
+        key: ["blob_meta", blobId],
+        versionstamp: entry.versionstamp,
+      },
+      { op: "set", key: ["blob_meta", blobId], value: meta },
+    ]);
+    if (written) return meta;
+  }
+  throw new ModuleError("handler_failed", `blob ${blobId} changes too often`);
 }
 
 function hex(bytes: ArrayBuffer): string {
@@ -104,7 +146,14 @@ export class Attachments {
 
   /** Start an upload. */
   async start(
-    meta: { name: string; type: string; size: number; sha256: string },
+    meta: {
+      name: string;
+      type: string;
+      size: number;
+      sha256: string;
+      content_id?: string;
+      inline?: boolean;
+    },
   ): Promise<Upload> {
     const limit = maxAttachmentFor(this.#owner, maxAttachment());
     if (meta.size > limit) {
@@ -128,6 +177,7 @@ export class Attachments {
       received: 0,
       blob: randomId(),
       done: false,
+      at: Date.now(),
     };
     await this.#storage.set(["upload", this.#owner, upload.id], upload);
     return upload;
@@ -177,6 +227,7 @@ export class Attachments {
       ...upload,
       next_index: index + 1,
       received: upload.received + data.byteLength,
+      at: Date.now(),
     };
     await this.#storage.set(["upload", this.#owner, id], next);
     return next;
@@ -224,24 +275,31 @@ export class Attachments {
       size: upload.size,
       sha256: upload.sha256,
       chunks: upload.next_index,
+      ...(upload.content_id ? { content_id: upload.content_id } : {}),
+      ...(upload.inline ? { inline: true } : {}),
+      at: Date.now(),
     };
     await this.#storage.set(["blob_meta", upload.blob], meta);
     await this.#storage.set(["upload", this.#owner, id], {
       ...upload,
       done: true,
+      at: meta.at,
     });
     return meta;
   }
 
-  /** A finished attachment of this user, to send. */
+  /** A finished attachment of this user, to send (marked as used now). */
   async own(blobId: string): Promise<BlobMeta> {
     const meta = await this.#storage.get<BlobMeta>(["blob_meta", blobId]);
-    if (!meta || meta.value.owner !== this.#owner) {
+    const touched = meta && meta.value.owner === this.#owner
+      ? await touchBlob(this.#storage, blobId)
+      : null;
+    if (!touched) {
       throw new ModuleError("not_found", `no finished attachment ${blobId}`, {
         parameter: "attachments",
       });
     }
-    return meta.value;
+    return touched;
   }
 
   /** Read chunk `index` of a blob (the caller checked access). */
@@ -273,6 +331,7 @@ export async function storeBlob(
     size: content.byteLength,
     sha256: hex(await crypto.subtle.digest("SHA-256", new Uint8Array(content))),
     chunks,
+    at: Date.now(),
   };
   // A small one (most mail) in one write; a large one chunk by chunk, its
   // meta last.

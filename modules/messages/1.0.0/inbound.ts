@@ -50,6 +50,8 @@ import {
   placed,
 } from "./rules.ts";
 import { blobOffer, blobPut, blobRead, receivedBlob } from "./transfer.ts";
+import { maxAttachment, touchBlob } from "./attachments.ts";
+import { attachmentLimits, maxAttachmentFor } from "./settings.ts";
 
 /** What a copy takes from a sending server's payload, each field checked. */
 interface Fields {
@@ -83,12 +85,15 @@ function attachmentsOf(raw: unknown): AttachmentRef[] {
       typeof r.size !== "number" || !Number.isSafeInteger(r.size) ||
       r.size < 0
     ) return [];
+    const cid = text(r.content_id, 255);
     return [{
       id: r.id,
       name: text(r.name, 255),
       type: text(r.type, 255),
       size: r.size,
       sha256: r.sha256,
+      ...(/^[\x21-\x3b\x3d\x3f-\x7e]+$/.test(cid) ? { content_id: cid } : {}),
+      ...(r.inline === true ? { inline: true } : {}),
     }];
   });
 }
@@ -238,7 +243,8 @@ export async function inbound(
   for (const a of fields.attachments) {
     if (a.size === 0) continue;
     const blob = await receivedBlob(ctx.storage, a.sha256);
-    if (!blob) {
+    // Marked as used now: a sweep does not take it from under the message.
+    if (!blob || !(await touchBlob(ctx.storage, blob))) {
       return refuse(
         ErrorCode.NOT_FOUND,
         `attachment ${a.id} (${a.sha256}) was not received: send it with s2s_blob first`,
@@ -273,8 +279,21 @@ export async function inbound(
   const inReplyTo = answered
     ? localMessageId(answered, hosted.has(answered.domain))
     : null;
+  // Each recipient's own attachment limit, checked again now that the
+  // message says who gets which attachment (the transfer was checked
+  // against the largest limit of all its recipients).
+  const largest = fields.attachments.reduce((n, a) => Math.max(n, a.size), 0);
+  const limits = attachmentLimits();
+  const overLimit = new Map<string, number>();
+  for (const r of recipients) {
+    const limit = r.kind === "invalid"
+      ? Infinity
+      : maxAttachmentFor(r.input, maxAttachment(), limits);
+    if (largest > limit) overLimit.set(r.input, limit);
+  }
   const mailboxes = new Map<string, number>();
   for (const r of recipients) {
+    if (overLimit.has(r.input)) continue;
     for (const m of r.mailboxes) {
       mailboxes.set(m.address, m.quota || quotaDefault);
     }
@@ -356,6 +375,16 @@ export async function inbound(
           status: "failed",
           error: ErrorCode.INVALID_ADDRESS,
           message: "invalid address",
+        };
+      }
+      if (overLimit.has(r.input)) {
+        return {
+          address: r.input,
+          status: "failed",
+          error: ErrorCode.LIMIT_EXCEEDED,
+          message: `attachments for ${r.input} are at most ${
+            overLimit.get(r.input)
+          } bytes here`,
         };
       }
       if (r.mailboxes.length === 0) {

@@ -36,9 +36,15 @@ import {
 import { composeOutbound } from "./email.ts";
 import { autoReply, messageFacts } from "./exported.ts";
 import { inbound } from "./inbound.ts";
-import { quotaDefault } from "./settings.ts";
+import { blobExpiry, quotaDefault, sweepInterval } from "./settings.ts";
+import { startSweeper } from "./sweep.ts";
 
 serveModule({
+  start: (ctx) => {
+    const expiryMs = blobExpiry();
+    startSweeper(ctx, { expiryMs, intervalMs: sweepInterval(expiryMs) });
+    return Promise.resolve();
+  },
   inbound: (delivery, ctx) => inbound(delivery, ctx, quotaDefault()),
   compose: composeOutbound,
   commands: {

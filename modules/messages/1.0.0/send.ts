@@ -191,6 +191,8 @@ export async function send(
     type: a.type,
     size: a.size,
     sha256: a.sha256,
+    ...(a.content_id ? { content_id: a.content_id } : {}),
+    ...(a.inline ? { inline: true } : {}),
   }));
   const attachmentBytes = attachments.reduce((n, a) => n + a.size, 0);
   const date = new Date();

@@ -18,6 +18,25 @@ export function quotaDefault(): number {
   return DEFAULT_QUOTA;
 }
 
+/** Default of {@link blobExpiry}: 7 days, above the federation queue's 5-day lifetime. */
+export const BLOB_EXPIRY = 7 * 24 * 3600 * 1000;
+
+/**
+ * Milliseconds an unfinished upload or transfer, or a stored attachment no
+ * message refers to, is kept (`AMTP_MESSAGES_BLOB_EXPIRY`, seconds; default
+ * 7 days: keep it above `AMTP_FEDERATION_LIFETIME`, the time a queued
+ * delivery may still need a sent message's attachments).
+ */
+export function blobExpiry(): number {
+  const value = Number(envText("AMTP_MESSAGES_BLOB_EXPIRY"));
+  return Number.isInteger(value) && value > 0 ? value * 1000 : BLOB_EXPIRY;
+}
+
+/** Milliseconds between sweeps: half the expiry, at least 1 s, at most 1 h. */
+export function sweepInterval(expiryMs: number): number {
+  return Math.min(3600_000, Math.max(1000, Math.floor(expiryMs / 2)));
+}
+
 /** Largest value of {@link maxAttachmentFor}: 16 GiB. */
 export const MAX_ATTACHMENT_CEILING = 16 * 1024 ** 3;
 

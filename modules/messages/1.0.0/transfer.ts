@@ -27,7 +27,12 @@ import {
   ModuleError,
   type ModuleStorage,
 } from "../../../workers/sdk/mod.ts";
-import { type BlobMeta, CHUNK_SIZE, maxAttachment } from "./attachments.ts";
+import {
+  type BlobMeta,
+  CHUNK_SIZE,
+  maxAttachment,
+  touchBlob,
+} from "./attachments.ts";
 import { sha256Hex } from "./ids.ts";
 import { attachmentLimits, maxAttachmentFor } from "./settings.ts";
 import { Mailbox } from "./mailbox.ts";
@@ -40,6 +45,8 @@ interface Incoming {
   size: number;
   /** Bytes stored (a multiple of {@link CHUNK_SIZE} until the end). */
   received: number;
+  /** Last chunk stored, ms since the epoch (sweep.ts removes it after the expiry). */
+  at?: number;
 }
 
 /** Unfinished transfers one origin may keep on this server. */
@@ -51,6 +58,12 @@ const key = {
   meta: (blob: string) => ["blob_meta", blob],
   chunk: (blob: string, index: number) => ["blob", blob, index],
 };
+
+/** Keys of this file, for the sweep. */
+export const transferKeys = key;
+
+/** A blob arriving from another server (its record). */
+export type { Incoming };
 
 /** The blob id of a verified blob received from another server, or null. */
 export async function receivedBlob(
@@ -144,7 +157,9 @@ export async function blobOffer(
   const size = whole(payloadOf(delivery).size, "size");
   checkSize(size, delivery.to);
   const sha256 = delivery.id;
-  if (await receivedBlob(ctx.storage, sha256)) {
+  const held = await receivedBlob(ctx.storage, sha256);
+  // Held already (and kept: its message is on its way).
+  if (held && await touchBlob(ctx.storage, held)) {
     return { recipients: [], blob: { offset: size } };
   }
   await checkRoom(delivery, ctx, size, quotaDefault);
@@ -173,7 +188,9 @@ export async function blobPut(
   const sha256 = delivery.id;
   const storage = ctx.storage;
   const known = await receivedBlob(storage, sha256);
-  if (known) return { recipients: [], blob: { offset: size } };
+  if (known && await touchBlob(storage, known)) {
+    return { recipients: [], blob: { offset: size } };
+  }
   const origin = String(delivery.peer_domain ?? "");
   const stateKey = key.incoming(origin, sha256);
   const entry = await storage.get<Incoming>(stateKey);
@@ -218,7 +235,7 @@ export async function blobPut(
   // The chunk first, then the progress that counts it: a crash between the
   // two leaves the chunk to be written again, never counted unwritten.
   await storage.set(key.chunk(state.blob, offset / CHUNK_SIZE), data);
-  const next: Incoming = { ...state, received: end };
+  const next: Incoming = { ...state, received: end, at: Date.now() };
   const stored = await storage.atomic([
     { op: "check", key: stateKey, versionstamp: entry?.versionstamp ?? null },
     { op: "set", key: stateKey, value: next },
@@ -266,6 +283,7 @@ async function verify(
     size: state.size,
     sha256,
     chunks,
+    at: Date.now(),
   };
   await storage.atomic([
     { op: "set", key: key.meta(state.blob), value: meta },

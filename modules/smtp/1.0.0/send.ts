@@ -4,7 +4,8 @@
  * addresses in turn), or to the configured relay (with its login), by
  * nodemailer's SMTP client. STARTTLS whenever the server offers it (no
  * certificate check: opportunistic, as between mail servers; a relay's
- * certificate is checked); a server whose TLS fails is tried again in
+ * certificate is checked, against the system's CAs or, when the admin
+ * names them, only the CAs of `AMTP_SMTP_RELAY_CA`); a server whose TLS fails is tried again in
  * clear. Per recipient: 2xx delivered, 5xx failed with the server's words,
  * anything else deferred.
  *
@@ -12,6 +13,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { isIP } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type {
   MailHost,
@@ -55,9 +57,14 @@ async function attempt(
     ignoreTLS: !tls,
     requireTLS: target.relay && tls && target.port !== 25,
     tls: {
-      servername: target.host,
+      // SNI takes a name only: a relay named by its IP address is checked
+      // against the address (its certificate's IP entries).
+      servername: isIP(target.host) ? undefined : target.host,
       rejectUnauthorized: target.relay,
       minVersion: "TLSv1.2",
+      // The admin's CAs for the relay: in Deno's node:tls `ca` replaces
+      // the system's roots (reading those would need system access).
+      ...(target.relay && relay?.ca ? { ca: [relay.ca] } : {}),
     },
     connectionTimeout: settings.timeout * 1000,
     greetingTimeout: settings.timeout * 1000,

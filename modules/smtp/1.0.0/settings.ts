@@ -18,8 +18,19 @@ export interface Settings {
   port: number;
   /** Port of other mail servers (`AMTP_SMTP_REMOTE_PORT`, 25; tests set another). */
   remotePort: number;
-  /** A relay to send everything through (`AMTP_SMTP_RELAY`, host:port), if any. */
-  relay?: { host: string; port: number; user?: string; password?: string };
+  /**
+   * A relay to send everything through (`AMTP_SMTP_RELAY`, host:port), if
+   * any, with its login (`AMTP_SMTP_RELAY_USER`, `AMTP_SMTP_RELAY_PASSWORD`)
+   * and the CA certificates its certificate must chain to instead of the
+   * system's (`AMTP_SMTP_RELAY_CA`: a PEM file, read at start).
+   */
+  relay?: {
+    host: string;
+    port: number;
+    user?: string;
+    password?: string;
+    ca?: string;
+  };
   /** Name server `ip:port` (`AMTP_DNS`), or the system's. */
   dns?: { ipAddr: string; port: number };
   /** Largest message in bytes (`AMTP_SMTP_MAX_SIZE`). */
@@ -77,6 +88,24 @@ function hostPort(name: string, raw: string): { host: string; port: number } {
   return { host, port };
 }
 
+/** The PEM certificates of a CA file, or undefined when none is named. */
+function caFile(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    throw new SettingError(
+      "AMTP_SMTP_RELAY_CA",
+      `a readable PEM file (${(error as Error).message})`,
+    );
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new SettingError("AMTP_SMTP_RELAY_CA", "a PEM file of certificates");
+  }
+  return text;
+}
+
 /** Read the settings. */
 export function loadSettings(): Settings {
   const relay = read("AMTP_SMTP_RELAY");
@@ -91,6 +120,7 @@ export function loadSettings(): Settings {
         ...hostPort("AMTP_SMTP_RELAY", relay),
         user: read("AMTP_SMTP_RELAY_USER"),
         password: read("AMTP_SMTP_RELAY_PASSWORD"),
+        ca: caFile(read("AMTP_SMTP_RELAY_CA")),
       }
       : undefined,
     dns: dns
