@@ -26,6 +26,7 @@ import { BSON } from "bson";
 import { concatBytes } from "../../core/wire/bytes.ts";
 import { keys } from "../../kv/records.ts";
 import { GroupCommit, type Verdict } from "../../shared/group_commit.ts";
+import { retryLockedCommits } from "../../shared/kv_locked.ts";
 import { ModuleError } from "./error.ts";
 
 /** Bytes of a value stored inline in its head record. */
@@ -200,6 +201,7 @@ export class KvStorage implements ModuleStorage {
 
   /** Bind a storage to the module `name` with a quota in bytes. */
   constructor(kv: Deno.Kv, name: string, quota: number) {
+    retryLockedCommits(kv);
     this.#kv = kv;
     this.#name = name;
     this.#quota = quota;
@@ -303,17 +305,18 @@ export class KvStorage implements ModuleStorage {
       );
     }
     const keys = rawKeys.map((k) => checkKey(k));
-    const out: (StorageEntry<T> | null)[] = [];
-    for (let i = 0; i < keys.length; i += 10) {
-      const part = keys.slice(i, i + 10);
+    // KV reads 10 keys per call: the calls go side by side.
+    const parts: StorageKey[][] = [];
+    for (let i = 0; i < keys.length; i += 10) parts.push(keys.slice(i, i + 10));
+    const read = await Promise.all(parts.map(async (part) => {
       const entries = await this.#kv.getMany<Head[]>(
         part.map((k) => this.#head(k)),
       );
-      for (let j = 0; j < part.length; j++) {
-        out.push(await this.#entry<T>(part[j], entries[j]));
-      }
-    }
-    return out;
+      return await Promise.all(
+        part.map((k, j) => this.#entry<T>(k, entries[j])),
+      );
+    }));
+    return read.flat();
   }
 
   #usageUpdate(op: Deno.AtomicOperation, delta: number): void {

@@ -18,6 +18,8 @@
  * - `["emid", owner, hash(Message-ID)]` -> the copy id of the first message
  *   with that Message-ID in the mailbox (email: threads, skipping what an
  *   import already brought)
+ * - `["ftsq", …]`, `["fts", …]`, `["ftsd", …]`: the search index
+ *   (search_index.ts); a copy's mark to index goes in with the copy
  *
  * `messageId` is the message's local id (see ids.ts). Every change of a
  * mailbox is one atomic operation that also bumps the state's sequence and
@@ -37,6 +39,12 @@ import {
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
+import {
+  dropPostings,
+  ftsKey,
+  type Indexed,
+  indexSoon,
+} from "./search_index.ts";
 
 /** Changes kept per user for catch-up. */
 export const KEEP_CHANGES = 10_000;
@@ -576,6 +584,9 @@ class CopyBatcher {
         batch.forEach((part, i) =>
           part.resolve({ outcomes: outcomes[i], versionstamp })
         );
+        if (plan.stored.length > 0) {
+          indexSoon(this.#storage, [...plan.written.keys()]);
+        }
         return;
       }
       // Someone else changed one of these mailboxes: read them again.
@@ -851,6 +862,14 @@ async function planCopies(
         },
         fresh: true,
       },
+      // To index for search: the copy is indexed after this commit, off
+      // the delivery's path (search_index.ts).
+      {
+        op: "set",
+        key: ftsKey.pending(owner, record.id),
+        value: 1,
+        fresh: true,
+      },
     );
     if (change.seq > KEEP_CHANGES) {
       ops.push({
@@ -983,9 +1002,11 @@ export class Mailbox {
   > {
     const missing: string[] = [];
     const removed: MessageRecord[] = [];
+    const unindexed: { id: string; indexed: Indexed }[] = [];
     const result = await this.commit(async (state) => {
       missing.length = 0;
       removed.length = 0;
+      unindexed.length = 0;
       const ops: Op[] = [];
       const changes: Omit<Change, "seq">[] = [];
       for (const id of ids) {
@@ -995,6 +1016,35 @@ export class Mailbox {
           continue;
         }
         const old = entry.value;
+        // The search index keeps each copy's folder: follow it, or drop it.
+        const indexed = change.remove || (change.folder ?? old.folder) !==
+            old.folder
+          ? await this.#storage.get<Indexed>(ftsKey.indexed(this.owner, id))
+          : null;
+        if (change.remove || (change.folder ?? old.folder) !== old.folder) {
+          // Absent (not indexed yet) is checked too: the indexer reads the
+          // copy as this commit leaves it.
+          ops.push({
+            op: "check",
+            key: ftsKey.indexed(this.owner, id),
+            versionstamp: indexed?.versionstamp ?? null,
+          });
+        }
+        if (indexed) {
+          if (change.remove) {
+            ops.push({ op: "delete", key: indexed.key });
+            unindexed.push({ id, indexed: indexed.value });
+          } else {
+            ops.push({
+              op: "set",
+              key: indexed.key,
+              value: { ...indexed.value, f: change.folder! },
+            });
+          }
+        }
+        if (change.remove) {
+          ops.push({ op: "delete", key: ftsKey.pending(this.owner, id) });
+        }
         ops.push({
           op: "check",
           key: key.msg(this.owner, id),
@@ -1053,6 +1103,9 @@ export class Mailbox {
       }
       return changes.length > 0 ? { changes, ops } : null;
     });
+    if (result && unindexed.length > 0) {
+      await dropPostings(this.#storage, this.owner, unindexed);
+    }
     return { changes: result?.changes ?? [], missing, removed };
   }
 
