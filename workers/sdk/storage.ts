@@ -99,7 +99,8 @@ export interface ModuleStorage {
   delete(key: StorageKey): Promise<void>;
   /**
    * List by key prefix, in key order, a page at a time; `start` (a full key
-   * under the prefix) begins the listing there, inclusive.
+   * under the prefix) begins the listing there, inclusive; `end` (a full key
+   * under the prefix) ends it there, exclusive.
    */
   list<T = unknown>(
     prefix: StorageKey,
@@ -108,6 +109,7 @@ export interface ModuleStorage {
       cursor?: string;
       reverse?: boolean;
       start?: StorageKey;
+      end?: StorageKey;
     },
   ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
   /**
@@ -389,17 +391,38 @@ export class KvStorage implements ModuleStorage {
       cursor?: unknown;
       reverse?: unknown;
       start?: unknown;
+      end?: unknown;
     } = {},
   ): Promise<{ items: StorageEntry<T>[]; cursor?: string }> {
     const prefix = checkKey(rawPrefix, "prefix");
     const start = options.start === undefined || options.start === null
       ? undefined
       : checkKey(options.start, "start");
+    const end = options.end === undefined || options.end === null
+      ? undefined
+      : checkKey(options.end, "end");
+    const under = (k: StorageKey, what: string) => {
+      if (
+        k.length < prefix.length ||
+        prefix.some((part, i) => part !== k[i])
+      ) {
+        throw new StorageError(
+          "invalid_parameter",
+          `${what} must be a key under the prefix`,
+        );
+      }
+    };
     const limit = typeof options.limit === "number"
       ? Math.max(1, Math.min(MAX_LIST, Math.floor(options.limit)))
       : 100;
-    const selector: Deno.KvListSelector = start
+    if (start) under(start, "start");
+    if (end) under(end, "end");
+    const selector: Deno.KvListSelector = start && end
+      ? { start: this.#head(start), end: this.#head(end) }
+      : start
       ? { prefix: this.#head(prefix), start: this.#head(start) }
+      : end
+      ? { prefix: this.#head(prefix), end: this.#head(end) }
       : { prefix: this.#head(prefix) };
     const iter = this.#kv.list<Head>(selector, {
       limit: limit + 1,

@@ -39,12 +39,7 @@ import {
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
-import {
-  dropPostings,
-  ftsKey,
-  type Indexed,
-  indexSoon,
-} from "./search_index.ts";
+import { ftsKey, type Indexed, indexSoon } from "./search_index.ts";
 
 /** Changes kept per user for catch-up. */
 export const KEEP_CHANGES = 10_000;
@@ -866,8 +861,8 @@ async function planCopies(
       // the delivery's path (search_index.ts).
       {
         op: "set",
-        key: ftsKey.pending(owner, record.id),
-        value: 1,
+        key: ftsKey.pending(owner, change.seq),
+        value: record.id,
         fresh: true,
       },
     );
@@ -1002,11 +997,9 @@ export class Mailbox {
   > {
     const missing: string[] = [];
     const removed: MessageRecord[] = [];
-    const unindexed: { id: string; indexed: Indexed }[] = [];
     const result = await this.commit(async (state) => {
       missing.length = 0;
       removed.length = 0;
-      unindexed.length = 0;
       const ops: Op[] = [];
       const changes: Omit<Change, "seq">[] = [];
       for (const id of ids) {
@@ -1017,39 +1010,14 @@ export class Mailbox {
         }
         const old = entry.value;
         // The search index keeps each copy's folder: follow it, or drop it.
-        const indexed = change.remove || (change.folder ?? old.folder) !==
-            old.folder
-          ? await this.#storage.get<Indexed>(ftsKey.indexed(this.owner, id))
-          : null;
         if (change.remove || (change.folder ?? old.folder) !== old.folder) {
-          // Absent (not indexed yet) is checked too: the indexer reads the
-          // copy as this commit leaves it.
-          ops.push({
-            op: "check",
-            key: ftsKey.indexed(this.owner, id),
-            versionstamp: indexed?.versionstamp ?? null,
-          });
+          ops.push(
+            ...await this.#unindex(
+              id,
+              change.remove ? undefined : change.folder,
+            ),
+          );
         }
-        if (indexed) {
-          if (change.remove) {
-            ops.push({ op: "delete", key: indexed.key });
-            unindexed.push({ id, indexed: indexed.value });
-          } else {
-            ops.push({
-              op: "set",
-              key: indexed.key,
-              value: { ...indexed.value, f: change.folder! },
-            });
-          }
-        }
-        if (change.remove) {
-          ops.push({ op: "delete", key: ftsKey.pending(this.owner, id) });
-        }
-        ops.push({
-          op: "check",
-          key: key.msg(this.owner, id),
-          versionstamp: entry.versionstamp,
-        });
         const before = count(state, old.folder);
         before.total--;
         if (!old.seen) before.unseen--;
@@ -1103,10 +1071,47 @@ export class Mailbox {
       }
       return changes.length > 0 ? { changes, ops } : null;
     });
-    if (result && unindexed.length > 0) {
-      await dropPostings(this.#storage, this.owner, unindexed);
-    }
+    if (result && change.remove) indexSoon(this.#storage, [this.owner]);
     return { changes: result?.changes ?? [], missing, removed };
+  }
+
+  /**
+   * The search index's part of moving copy `id` to `folder` (undefined:
+   * deleting it): its index record follows or goes (its postings dropped by
+   * the indexer); checked, so an indexing in between is seen.
+   */
+  async #unindex(id: string, folder: string | undefined): Promise<Op[]> {
+    const seqOf = await this.#storage.get<number>(
+      ftsKey.seqOf(this.owner, id),
+    );
+    if (!seqOf) {
+      return [{
+        op: "check",
+        key: ftsKey.seqOf(this.owner, id),
+        versionstamp: null,
+      }];
+    }
+    const key = ftsKey.indexed(this.owner, seqOf.value);
+    const indexed = await this.#storage.get<Indexed>(key);
+    const ops: Op[] = [
+      { op: "check", key: seqOf.key, versionstamp: seqOf.versionstamp },
+      { op: "check", key, versionstamp: indexed?.versionstamp ?? null },
+    ];
+    if (!indexed) return ops;
+    if (folder !== undefined) {
+      ops.push({ op: "set", key, value: { ...indexed.value, f: folder } });
+      return ops;
+    }
+    ops.push(
+      { op: "delete", key },
+      { op: "delete", key: seqOf.key },
+      {
+        op: "set",
+        key: ftsKey.drop(this.owner, seqOf.value),
+        value: indexed.value.w.map((w) => w.slice(1)),
+      },
+    );
+    return ops;
   }
 
   /** Add one of the user's own folders. */

@@ -2,27 +2,39 @@
  * Full-text search of a mailbox: an inverted index in module storage,
  * maintained at delivery, read newest first, never a scan of the mailbox.
  *
- * Keys (inside the module's namespace, beside mailbox.ts's):
- * - `["ftsq", owner, copyId]` -> 1: a copy still to index, written in the
- *   same atomic operation as the copy itself (so a crash between the copy's
- *   commit and its indexing loses nothing: the next search of that mailbox,
- *   or the indexer after a restart, indexes it)
- * - `["fts", owner, term, -dateMs, copyId]` -> field mask (which fields of
- *   the copy hold the term: {@link FIELD}); negated dates list newest first
- * - `["ftsd", owner, copyId]` -> {@link Indexed}: the copy's folder and terms
- *   (to check other words of a query, a folder, and to remove the postings)
+ * A copy is known to the index by its sequence number in its mailbox (the
+ * `seq` of its `new` change: given out in commit order, so newest first is
+ * highest first). Keys (inside the module's namespace, beside mailbox.ts's):
+ * - `["ftsq", owner, seq]` -> copy id: a copy still to index, written in the
+ *   same atomic operation as the copy itself (a crash before it is indexed
+ *   loses nothing: the next search of that mailbox, or the next delivery to
+ *   it, indexes it)
+ * - `["fts", owner, term, firstSeq]` -> a block of postings of `term`: for
+ *   each copy holding it, ascending, the seq (as a varint, the difference to
+ *   the one before, the first to `firstSeq`) and one byte of field bits
+ *   ({@link FIELD}); a block holds at most {@link BLOCK_MAX} postings
+ * - `["ftsd", owner, seq]` -> {@link Indexed}: the copy's id, folder and
+ *   terms (to check a query's other words and its folder, and to drop its
+ *   postings); deleted with the copy, so a deleted copy is never found
+ * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record)
+ * - `["ftsx", owner, seq]` -> terms: postings of a deleted copy to drop
+ * - `["ftsl", owner]` -> {@link Lease}: who updates the mailbox's blocks now
+ *   (one writer at a time, across processes; a lease held by a dead one
+ *   expires)
  *
  * What is indexed: the subject, the sender (address and, for email, display
  * name), attachment names, and the body when the server can read it. An
  * end-to-end encrypted body is opaque and not indexed; its subject, sender
  * and attachment names are (the server stores them in the clear).
  *
- * Why keys in KV and not a search library (minisearch, flexsearch): those
+ * Why blocks in KV and not a search library (minisearch, flexsearch): those
  * hold the whole index in memory and persist it as one document; a mailbox
  * of a million messages would be read whole at start and rewritten on every
- * change. Postings as keys are written once, durable in the same database as
- * the copies, removed one by one, and a query reads only the newest postings
- * of its words (`list` from a key).
+ * change. Why blocks and not a key per posting: each key is a row of its
+ * own (about 270 bytes on disk here) and a message's 40-100 terms land on as
+ * many pages of the database: 99 messages/s filling, 12 KiB per message.
+ * A block is one row for thousands of postings of 2-4 bytes, and indexing a
+ * batch of copies rewrites each of their terms' newest block once.
  *
  * @module
  */
@@ -50,39 +62,54 @@ const TERM_MAX = 32;
 const TERMS_MAX = 600;
 /** Characters of a body read for terms. */
 const BODY_CHARS = 256 * 1024;
+/** Postings per block (at most 6 bytes each: under one storage value). */
+export const BLOCK_MAX = 4000;
+/** Copies indexed per round (each one check of the round's last write, of 100). */
+const BATCH = 80;
 /** Terms a query word of 2 or more characters expands to (in key order). */
 const EXPAND_MAX = 16;
 /** Matches ranked together: a search's results are pages of windows of this many. */
 const WINDOW = 200;
 /** Postings one search call reads at most before it answers (with a cursor). */
-const SCAN_MAX = 4000;
-/** Postings read per word per round. */
-const ROUND = 200;
+const SCAN_MAX = 20_000;
 /** Operations per atomic write of the indexer. */
-const OPS_MAX = 600;
+const OPS_MAX = 500;
+/** Milliseconds a lease on a mailbox's index lasts. */
+const LEASE_MS = 30_000;
 
 /** Keys of the index. */
 export const ftsKey = {
-  pending: (owner: string, id: string) => ["ftsq", owner, id],
-  posting: (owner: string, term: string, date: number, id: string) => [
+  pending: (owner: string, seq: number) => ["ftsq", owner, seq],
+  block: (owner: string, term: string, first: number) => [
     "fts",
     owner,
     term,
-    -date,
-    id,
+    first,
   ],
-  indexed: (owner: string, id: string) => ["ftsd", owner, id],
+  indexed: (owner: string, seq: number) => ["ftsd", owner, seq],
+  seqOf: (owner: string, id: string) => ["ftsi", owner, id],
+  drop: (owner: string, seq: number) => ["ftsx", owner, seq],
+  lease: (owner: string) => ["ftsl", owner],
 };
 
 /** What the index keeps of one copy. */
 export interface Indexed {
+  /** Copy id. */
+  id: string;
   /** Its folder (updated by `move`). */
   f: string;
-  /** Its date, ms. */
-  d: number;
-  /** Its terms, each prefixed by its field mask as one hex digit. */
+  /** Its terms, each prefixed by its field bits as one hex digit. */
   w: string[];
 }
+
+/** Who updates a mailbox's blocks, until when (epoch ms). */
+interface Lease {
+  holder: string;
+  until: number;
+}
+
+/** This process's name as a lease holder. */
+const HOLDER = crypto.randomUUID();
 
 /** Words of a text: lowercase, accents removed, letters and digits. */
 export function words(text: string): string[] {
@@ -91,7 +118,7 @@ export function words(text: string): string[] {
   return found.map((w) => w.slice(0, TERM_MAX));
 }
 
-/** The terms of a copy with their field masks. */
+/** The terms of a copy with their field bits. */
 export function termsOf(
   record: MessageRecord,
   body: string | Uint8Array | null,
@@ -117,7 +144,56 @@ export function termsOf(
   return terms;
 }
 
-/** One in-process chain per mailbox, so two indexings of one copy do not race. */
+/** The index record of a copy's terms. */
+export function indexedOf(
+  id: string,
+  folder: string,
+  terms: Map<string, number>,
+): Indexed {
+  return { id, f: folder, w: [...terms].map(([t, m]) => m.toString(16) + t) };
+}
+
+/** Postings of a block: seqs ascending, with their field bits. */
+export type Postings = { seq: number; mask: number }[];
+
+/** Encode postings (ascending, all at least `first`). */
+export function encodeBlock(first: number, postings: Postings): Uint8Array {
+  const out = new Uint8Array(postings.length * 10);
+  let at = 0;
+  let previous = first;
+  for (const { seq, mask } of postings) {
+    let delta = seq - previous;
+    previous = seq;
+    while (delta >= 0x80) {
+      out[at++] = (delta % 0x80) | 0x80;
+      delta = Math.floor(delta / 0x80);
+    }
+    out[at++] = delta;
+    out[at++] = mask;
+  }
+  return out.slice(0, at);
+}
+
+/** Decode a block written by {@link encodeBlock}. */
+export function decodeBlock(first: number, bytes: Uint8Array): Postings {
+  const postings: Postings = [];
+  let at = 0;
+  let seq = first;
+  while (at < bytes.length) {
+    let delta = 0;
+    let scale = 1;
+    while (bytes[at] & 0x80) {
+      delta += (bytes[at++] & 0x7f) * scale;
+      scale *= 0x80;
+    }
+    delta += bytes[at++] * scale;
+    seq += delta;
+    postings.push({ seq, mask: bytes[at++] });
+  }
+  return postings;
+}
+
+/** One in-process chain per mailbox, so two indexings of one mailbox do not race here. */
 const chains = new Map<string, Promise<void>>();
 
 function serialized(owner: string, work: () => Promise<void>): Promise<void> {
@@ -131,81 +207,215 @@ function serialized(owner: string, work: () => Promise<void>): Promise<void> {
   return mine;
 }
 
+type Ops = Parameters<ModuleStorage["atomic"]>[0];
+
 /**
- * Index the copies of `owner`'s mailbox still marked to index. Each copy's
- * postings go in one atomic operation with the removal of its mark, checked
- * against the mark and the copy (a copy deleted or moved meanwhile is left
- * to the next attempt, which sees it as it is).
+ * Bring `owner`'s index up to date: copies marked to index are added to
+ * their terms' newest blocks, deleted copies' postings dropped. One process
+ * at a time holds the mailbox's lease; another finding it held returns (the
+ * holder is at work). Appending is idempotent (a block takes only seqs past
+ * its last), so a round cut short by a crash is done again safely.
  */
 export function indexPending(
   storage: ModuleStorage,
   owner: string,
+  now: () => number = Date.now,
 ): Promise<void> {
   return serialized(owner, async () => {
-    for (let round = 0; round < 10_000; round++) {
-      const page = await storage.list<number>(["ftsq", owner], { limit: 20 });
-      if (page.items.length === 0) return;
-      const ids = page.items.map((e) => String(e.key[2]));
-      const records = await storage.getMany<MessageRecord>(
-        ids.map((id) => ["msg", owner, id]),
-      );
-      let ops: Parameters<ModuleStorage["atomic"]>[0] = [];
-      let progress = false;
-      const flush = async () => {
-        if (ops.length === 0) return;
-        if (await storage.atomic(ops)) progress = true;
-        ops = [];
-      };
-      for (let i = 0; i < ids.length; i++) {
-        const mark = page.items[i];
-        const record = records[i];
-        if (!record) {
-          // Deleted before it was indexed: only the mark is left.
-          ops.push(
-            { op: "check", key: mark.key, versionstamp: mark.versionstamp },
-            { op: "delete", key: mark.key },
-          );
-          continue;
+    let lease: { versionstamp: string } | null = null;
+    try {
+      for (let round = 0; round < 100_000; round++) {
+        const [marks, drops] = await Promise.all([
+          storage.list<string>(["ftsq", owner], { limit: BATCH }),
+          storage.list<string[]>(["ftsx", owner], { limit: BATCH }),
+        ]);
+        if (marks.items.length === 0 && drops.items.length === 0) return;
+        lease ??= await takeLease(storage, owner, now);
+        if (!lease) return;
+        if (
+          !(await indexRound(storage, owner, marks.items, drops.items, lease))
+        ) {
+          // The lease was lost (or a copy changed): look again.
+          lease = null;
+          await new Promise((r) => setTimeout(r, 5 * Math.min(round + 1, 20)));
         }
-        const copy = record.value;
-        const body = copy.encrypted
-          ? null
-          : await readBody(storage, copy.message_id);
-        const terms = termsOf(copy, body);
-        const date = new Date(copy.date).getTime();
-        const mine: typeof ops = [
-          { op: "check", key: mark.key, versionstamp: mark.versionstamp },
-          { op: "check", key: record.key, versionstamp: record.versionstamp },
-          { op: "delete", key: mark.key },
-          {
-            op: "set",
-            key: ftsKey.indexed(owner, copy.id),
-            value: {
-              f: copy.folder,
-              d: date,
-              w: [...terms].map(([t, m]) => m.toString(16) + t),
-            } satisfies Indexed,
-          },
-        ];
-        for (const [term, mask] of terms) {
-          mine.push({
-            op: "set",
-            key: ftsKey.posting(owner, term, date, copy.id),
-            value: mask,
-            fresh: true,
-          });
-        }
-        if (ops.length + mine.length > OPS_MAX) await flush();
-        ops.push(...mine);
       }
-      await flush();
-      // Marks that failed their checks are read again; stop if none moved.
-      if (!progress) {
-        await new Promise((r) => setTimeout(r, 5));
-        if (round > 20) return;
+    } finally {
+      if (lease) {
+        await storage.atomic([
+          {
+            op: "check",
+            key: ftsKey.lease(owner),
+            versionstamp: lease.versionstamp,
+          },
+          { op: "delete", key: ftsKey.lease(owner) },
+        ]);
       }
     }
   });
+}
+
+async function takeLease(
+  storage: ModuleStorage,
+  owner: string,
+  now: () => number,
+): Promise<{ versionstamp: string } | null> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const held = await storage.get<Lease>(ftsKey.lease(owner));
+    if (held && held.value.holder !== HOLDER && held.value.until > now()) {
+      return null;
+    }
+    const versionstamp = await storage.commit([
+      {
+        op: "check",
+        key: ftsKey.lease(owner),
+        versionstamp: held?.versionstamp ?? null,
+      },
+      {
+        op: "set",
+        key: ftsKey.lease(owner),
+        value: { holder: HOLDER, until: now() + LEASE_MS } satisfies Lease,
+      },
+    ]);
+    if (versionstamp) return { versionstamp };
+  }
+  return null;
+}
+
+/** The newest block of `term` at or before `seq` (or the newest of all). */
+async function blockAt(
+  storage: ModuleStorage,
+  owner: string,
+  term: string,
+  seq?: number,
+): Promise<{ first: number; postings: Postings } | null> {
+  const page = await storage.list<Uint8Array>(["fts", owner, term], {
+    reverse: true,
+    limit: 1,
+    end: seq === undefined ? undefined : ftsKey.block(owner, term, seq + 1),
+  });
+  const entry = page.items[0];
+  if (!entry) return null;
+  const first = Number(entry.key[3]);
+  return { first, postings: decodeBlock(first, entry.value) };
+}
+
+/** One round of indexing under the lease; false when a write's checks failed. */
+async function indexRound(
+  storage: ModuleStorage,
+  owner: string,
+  marks: { key: StorageKey; value: string; versionstamp: string }[],
+  drops: { key: StorageKey; value: string[]; versionstamp: string }[],
+  lease: { versionstamp: string },
+): Promise<boolean> {
+  const leaseCheck = {
+    op: "check" as const,
+    key: ftsKey.lease(owner),
+    versionstamp: lease.versionstamp,
+  };
+  const records = await storage.getMany<MessageRecord>(
+    marks.map((m) => ["msg", owner, m.value]),
+  );
+  // Postings to add and to drop, by term.
+  const adds = new Map<string, Postings>();
+  const last: Ops = [];
+  const checks: Ops = [];
+  for (let i = 0; i < marks.length; i++) {
+    const mark = marks[i];
+    const seq = Number(mark.key[2]);
+    const record = records[i];
+    last.push({ op: "delete", key: mark.key });
+    // Deleted before it was indexed: only the mark is left.
+    if (!record) continue;
+    checks.push({
+      op: "check",
+      key: record.key,
+      versionstamp: record.versionstamp,
+    });
+    const copy = record.value;
+    const body = copy.encrypted
+      ? null
+      : await readBody(storage, copy.message_id);
+    const terms = termsOf(copy, body);
+    for (const [term, mask] of terms) {
+      const list = adds.get(term) ?? [];
+      list.push({ seq, mask });
+      adds.set(term, list);
+    }
+    last.push(
+      {
+        op: "set",
+        key: ftsKey.indexed(owner, seq),
+        value: indexedOf(copy.id, copy.folder, terms),
+      },
+      { op: "set", key: ftsKey.seqOf(owner, copy.id), value: seq },
+    );
+  }
+  const drop = new Map<string, Set<number>>();
+  for (const d of drops) {
+    const seq = Number(d.key[2]);
+    for (const term of d.value) {
+      const set = drop.get(term) ?? new Set();
+      set.add(seq);
+      drop.set(term, set);
+    }
+    last.push({ op: "delete", key: d.key });
+  }
+  // The blocks to rewrite: each term's newest (appends), and those holding
+  // dropped seqs.
+  const blocks: Ops = [];
+  const terms = [...new Set([...adds.keys(), ...drop.keys()])];
+  for (let i = 0; i < terms.length; i += 32) {
+    await Promise.all(
+      terms.slice(i, i + 32).map(async (term) => {
+        const changed = new Map<number, Postings>();
+        for (const seq of drop.get(term) ?? []) {
+          const block = await blockAt(storage, owner, term, seq);
+          if (!block) continue;
+          const postings = changed.get(block.first) ?? block.postings;
+          changed.set(block.first, postings.filter((p) => p.seq !== seq));
+        }
+        const add = adds.get(term);
+        if (add) {
+          const newest = await blockAt(storage, owner, term);
+          let first = newest?.first;
+          let postings = first === undefined
+            ? []
+            : changed.get(first) ?? newest!.postings;
+          const top = postings.at(-1)?.seq ?? -1;
+          for (const p of add) {
+            if (p.seq <= top) continue; // indexed before (a round done again)
+            if (first === undefined || postings.length >= BLOCK_MAX) {
+              if (first !== undefined) changed.set(first, postings);
+              first = p.seq;
+              postings = [];
+            }
+            postings.push(p);
+          }
+          if (first !== undefined) changed.set(first, postings);
+        }
+        for (const [first, postings] of changed) {
+          const key = ftsKey.block(owner, term, first);
+          blocks.push(
+            postings.length
+              ? { op: "set", key, value: encodeBlock(first, postings) }
+              : { op: "delete", key },
+          );
+        }
+      }),
+    );
+  }
+  for (let i = 0; i < blocks.length; i += OPS_MAX) {
+    if (
+      !(await storage.atomic([leaseCheck, ...blocks.slice(i, i + OPS_MAX)]))
+    ) {
+      return false;
+    }
+  }
+  // The copies' records and the marks' removal, checked against the copies
+  // as read (one moved or deleted meanwhile is read again next round; its
+  // postings are already in, and not added twice).
+  return await storage.atomic([leaseCheck, ...checks, ...last]);
 }
 
 /** Owners with copies to index, and the background loop that indexes them. */
@@ -246,39 +456,17 @@ export async function indexSettled(storage: ModuleStorage): Promise<void> {
   while (queued.get(storage)) await queued.get(storage)!.done;
 }
 
-/** Postings of the copies `removed` from `owner`'s mailbox (their `ftsd` already deleted): dropped. */
-export async function dropPostings(
-  storage: ModuleStorage,
-  owner: string,
-  removed: { id: string; indexed: Indexed }[],
-): Promise<void> {
-  let ops: Parameters<ModuleStorage["atomic"]>[0] = [];
-  for (const { id, indexed } of removed) {
-    for (const w of indexed.w) {
-      ops.push({
-        op: "delete",
-        key: ftsKey.posting(owner, w.slice(1), indexed.d, id),
-      });
-      if (ops.length >= OPS_MAX) {
-        await storage.atomic(ops);
-        ops = [];
-      }
-    }
-  }
-  if (ops.length) await storage.atomic(ops);
-}
-
 /** One word of a query and the fields it must be in. */
 export interface QueryWord {
   /** The word (a prefix of the terms it matches, exactly when 1 character). */
   text: string;
-  /** Field mask: the word must be in one of these fields. */
+  /** Field bits: the word must be in one of these fields. */
   fields: number;
 }
 
-/** Where a search goes on: after position `b` (`[-dateMs, copyId]`), skipping `s` ranked matches. */
+/** Where a search goes on: below seq `b` (null: from the newest), skipping `s` ranked matches. */
 interface Cursor {
-  b: [number, string] | null;
+  b: number | null;
   s: number;
 }
 
@@ -292,10 +480,7 @@ function decodeCursor(text: string | undefined): Cursor | null {
     const c = JSON.parse(atob(text));
     if (
       typeof c === "object" && c !== null && Number.isInteger(c.s) &&
-      c.s >= 0 &&
-      (c.b === null ||
-        (Array.isArray(c.b) && typeof c.b[0] === "number" &&
-          typeof c.b[1] === "string" && c.b[1].length <= 64))
+      c.s >= 0 && (c.b === null || Number.isInteger(c.b))
     ) return { b: c.b, s: c.s };
   } catch {
     // not a cursor
@@ -305,10 +490,6 @@ function decodeCursor(text: string | undefined): Cursor | null {
 
 /** A cursor that is not one this search gave. */
 export class BadCursor extends Error {}
-
-function compare(a: [number, string], b: [number, string]): number {
-  return a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
-}
 
 /** The terms a query word matches: itself and, from 2 characters, terms it begins (at most {@link EXPAND_MAX}). */
 async function expand(
@@ -329,12 +510,60 @@ async function expand(
   return terms;
 }
 
+/** Postings of `term` below seq `below` (all when null), newest first, one block at a time. */
+class TermReader {
+  #below: number | null;
+  #buffer: Postings = [];
+  #done = false;
+
+  constructor(
+    readonly storage: ModuleStorage,
+    readonly owner: string,
+    readonly term: string,
+    below: number | null,
+  ) {
+    this.#below = below;
+  }
+
+  /** The newest posting not yet taken, or null when none is left. */
+  async peek(): Promise<{ seq: number; mask: number } | null> {
+    while (this.#buffer.length === 0 && !this.#done) {
+      const page = await this.storage.list<Uint8Array>(
+        ["fts", this.owner, this.term],
+        {
+          reverse: true,
+          limit: 1,
+          end: this.#below === null
+            ? undefined
+            : ftsKey.block(this.owner, this.term, this.#below),
+        },
+      );
+      const entry = page.items[0];
+      if (!entry) {
+        this.#done = true;
+        break;
+      }
+      const first = Number(entry.key[3]);
+      const below = this.#below;
+      this.#buffer = decodeBlock(first, entry.value)
+        .filter((p) => below === null || p.seq < below).reverse();
+      this.#below = first;
+    }
+    return this.#buffer[0] ?? null;
+  }
+
+  /** Take the posting {@link peek} showed. */
+  take(): void {
+    this.#buffer.shift();
+  }
+}
+
 /**
- * Search `owner`'s mailbox: copies holding every word (each a prefix),
- * in the fields asked, in `folder` when given. Results come ranked (the
- * fields the words are in: subject, sender, attachment name, body) in
- * windows of the {@link WINDOW} newest matches, newest first among equals;
- * `cursor` goes on. Reads only postings of the query's words, at most
+ * Search `owner`'s mailbox: copies holding every word (each a prefix), in
+ * the fields asked, in `folder` when given. Results come ranked (the fields
+ * the words are in: subject, sender, attachment name, body) in windows of
+ * the {@link WINDOW} newest matches, newest first among equals; `cursor`
+ * goes on. Reads only postings of the query's words, at most
  * {@link SCAN_MAX} per call.
  */
 export async function searchIndex(
@@ -355,89 +584,80 @@ export async function searchIndex(
     b.text.length - a.text.length
   );
   const driver = ordered[0];
-  const terms = await expand(storage, owner, driver.text);
-  const needIndexed = ordered.length > 1 || query.folder !== undefined;
-  const matches: { at: [number, string]; score: number }[] = [];
-  let position = cursor.b;
+  const readers = (await expand(storage, owner, driver.text)).map((term) =>
+    new TermReader(storage, owner, term, cursor.b)
+  );
+  const matches: { seq: number; id: string; score: number }[] = [];
+  let position: number | null = cursor.b;
   let scanned = 0;
-  let exhausted = terms.length === 0;
-  while (!exhausted && matches.length < WINDOW && scanned < SCAN_MAX) {
-    // The next ROUND postings after `position` over all the driver's terms.
-    const pages = await Promise.all(
-      terms.map((term) =>
-        storage.list<number>(["fts", owner, term], {
-          limit: ROUND,
-          start: position
-            ? ["fts", owner, term, position[0], position[1] + "\u0000"]
-            : undefined,
-        })
-      ),
-    );
-    const round = new Map<string, { at: [number, string]; mask: number }>();
-    for (const page of pages) {
-      for (const e of page.items) {
-        const at: [number, string] = [Number(e.key[3]), String(e.key[4])];
-        const seen = round.get(at[1]);
-        if (seen) seen.mask |= e.value;
-        else round.set(at[1], { at, mask: e.value });
+  let exhausted = false;
+  while (matches.length < WINDOW && scanned < SCAN_MAX) {
+    // The next candidates, newest first, merged over the driver's terms.
+    const candidates: { seq: number; mask: number }[] = [];
+    while (candidates.length < WINDOW) {
+      const heads = await Promise.all(readers.map((r) => r.peek()));
+      let top = -1;
+      for (const h of heads) if (h && h.seq > top) top = h.seq;
+      if (top < 0) {
+        exhausted = true;
+        break;
       }
+      let mask = 0;
+      heads.forEach((h, i) => {
+        if (h?.seq === top) {
+          mask |= h.mask;
+          readers[i].take();
+        }
+      });
+      candidates.push({ seq: top, mask });
     }
-    const candidates = [...round.values()].sort((a, b) => compare(a.at, b.at))
-      .slice(0, ROUND);
-    exhausted = pages.every((p) => p.items.length < ROUND) &&
-      round.size <= ROUND;
-    if (candidates.length === 0) {
-      exhausted = true;
-      break;
-    }
-    position = candidates.at(-1)!.at;
+    if (candidates.length === 0) break;
     scanned += candidates.length;
-    const indexed = needIndexed
-      ? await storage.getMany<Indexed>(
-        candidates.map((c) => ftsKey.indexed(owner, c.at[1])),
-      )
-      : [];
+    position = candidates.at(-1)!.seq;
+    const indexed = await storage.getMany<Indexed>(
+      candidates.map((c) => ftsKey.indexed(owner, c.seq)),
+    );
     candidates.forEach((c, i) => {
+      const entry = indexed[i]?.value;
+      // Deleted (or not indexed yet): not found.
+      if (!entry) return;
+      if (query.folder !== undefined && entry.f !== query.folder) return;
       let score = best(c.mask & driver.fields);
       if (score === 0) return;
-      if (needIndexed) {
-        const entry = indexed[i]?.value;
-        if (!entry) return;
-        if (query.folder !== undefined && entry.f !== query.folder) return;
-        for (const word of ordered.slice(1)) {
-          let mask = 0;
-          for (const w of entry.w) {
-            const term = w.slice(1);
-            if (
-              word.text.length < 2
-                ? term === word.text
-                : term.startsWith(word.text)
-            ) mask |= parseInt(w[0], 16);
-          }
-          const s = best(mask & word.fields);
-          if (s === 0) return;
-          score += s;
+      for (const word of ordered.slice(1)) {
+        let mask = 0;
+        for (const w of entry.w) {
+          const term = w.slice(1);
+          if (
+            word.text.length < 2
+              ? term === word.text
+              : term.startsWith(word.text)
+          ) mask |= parseInt(w[0], 16);
         }
+        const s = best(mask & word.fields);
+        if (s === 0) return;
+        score += s;
       }
-      matches.push({ at: c.at, score });
+      matches.push({ seq: c.seq, id: entry.id, score });
     });
+    if (exhausted) break;
   }
   const window = matches.slice(0, WINDOW);
-  // A window that filled up ends at its oldest match; the rest go to the next.
-  if (matches.length > WINDOW || (matches.length === WINDOW && !exhausted)) {
-    position = window.at(-1)!.at;
+  // A full window ends at its oldest match; the rest go to the next.
+  if (matches.length > WINDOW) {
+    position = window.at(-1)!.seq;
     exhausted = false;
   }
-  window.sort((a, b) => b.score - a.score || compare(a.at, b.at));
+  window.sort((a, b) => b.score - a.score || b.seq - a.seq);
   const page = window.slice(cursor.s, cursor.s + query.limit);
   const records = await storage.getMany<MessageRecord>(
-    page.map((m) => ["msg", owner, m.at[1]]),
+    page.map((m) => ["msg", owner, m.id]),
   );
   const messages = records.flatMap((r) => r ? [summaryOf(r.value)] : []);
   let next: Cursor | null = null;
   if (cursor.s + query.limit < window.length) {
     next = { b: cursor.b, s: cursor.s + query.limit };
-  } else if (!exhausted && position) next = { b: position, s: 0 };
+  } else if (!exhausted && position !== null) next = { b: position, s: 0 };
   return next ? { messages, cursor: encodeCursor(next) } : { messages };
 }
 

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { KvStorage } from "../../../workers/sdk/storage.ts";
 import { addMessage, Mailbox, type MessageRecord } from "./mailbox.ts";
+import { BLOCK_MAX } from "./search_index.ts";
 import {
+  decodeBlock,
+  encodeBlock,
   FIELD,
-  indexPending,
+  indexSettled,
   type QueryWord,
   searchIndex,
   words,
@@ -151,11 +154,19 @@ Deno.test("search index: a moved copy is found in its new folder, a deleted one 
     await mailbox.update(["a"], { remove: true });
     assert.deepEqual((await ids(storage, q("lunch"))).ids, ["b"]);
     assert.deepEqual((await ids(storage, q("soup"))).ids, []);
-    const left = [];
-    for await (const e of kv.list({ prefix: [] })) {
-      if (
-        e.key.includes("a") && e.key.some((p) => String(p).startsWith("fts"))
-      ) left.push(e.key);
+    // Its postings, index records and drop mark are gone too.
+    await indexSettled(storage);
+    const left: string[] = [];
+    for await (const e of kv.list<{ value: unknown }>({ prefix: [] })) {
+      const part = String(e.key[3]);
+      if (!part.startsWith("fts")) continue;
+      if (part === "fts") {
+        const seqs = decodeBlock(Number(e.key[6]), e.value.value as Uint8Array)
+          .map((p) => p.seq);
+        if (seqs.includes(1)) left.push(JSON.stringify(e.key));
+      } else if (part !== "ftsl" && (e.key.includes("a") || e.key[5] === 1)) {
+        left.push(JSON.stringify(e.key));
+      }
     }
     assert.deepEqual(left, []);
   }));
@@ -165,13 +176,14 @@ Deno.test("search index: a copy stored but not yet indexed (a crash after the co
     await add(storage, copy("a", 1000, { subject: "orchard" }), "apples");
     // Undo what the indexer did after the commit, keeping the mark: as if
     // the process died between the copy's commit and its indexing.
-    await indexPending(storage, OWNER);
+    await indexSettled(storage);
     for await (const e of kv.list({ prefix: [] })) {
-      const part = e.key.find((p) => p === "fts" || p === "ftsd");
-      if (part) await kv.delete(e.key);
+      if (["fts", "ftsd", "ftsi"].includes(String(e.key[3]))) {
+        await kv.delete(e.key);
+      }
     }
-    const mark = ["mod", "messages", "d", "ftsq", OWNER, "a"];
-    await kv.set(mark, { size: 8, value: 1 });
+    const mark = ["mod", "messages", "d", "ftsq", OWNER, 1];
+    await kv.set(mark, { size: 8, value: "a" });
     assert.deepEqual((await ids(storage, q("apples"))).ids, ["a"]);
     assert.equal((await kv.get(mark)).value, null);
   }));
@@ -203,4 +215,42 @@ Deno.test("search index: pages through many matches with a cursor, each copy onc
     assert.equal(seen[0], "m448");
     assert.equal(seen[1], "m441");
     await assert.rejects(() => ids(storage, q("report"), { cursor: "nope" }));
+  }));
+
+Deno.test("search index: blocks of postings encode and decode seqs and field bits", () => {
+  const postings = [
+    { seq: 7, mask: 1 },
+    { seq: 8, mask: 15 },
+    { seq: 300, mask: 8 },
+    { seq: 2 ** 40, mask: 2 },
+  ];
+  assert.deepEqual(decodeBlock(5, encodeBlock(5, postings)), postings);
+  assert.equal(encodeBlock(7, postings.slice(0, 2)).length, 4);
+});
+
+Deno.test("search index: a mailbox past one block per term finds the newest first and pages on", () =>
+  withStorage(async (storage) => {
+    const n = BLOCK_MAX + 150;
+    for (let from = 0; from < n; from += 500) {
+      await Promise.all(
+        Array.from({ length: Math.min(500, n - from) }, (_, k) => {
+          const i = from + k;
+          return add(
+            storage,
+            copy(`m${i}`, 1000 + i, { subject: "same" }),
+            i % 1000 === 0 ? "needle" : "hay",
+          );
+        }),
+      );
+    }
+    const first = await ids(storage, q("same"), { limit: 3 });
+    assert.deepEqual(first.ids, [`m${n - 1}`, `m${n - 2}`, `m${n - 3}`]);
+    const needles: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await ids(storage, q("needle"), { cursor });
+      needles.push(...page.ids);
+      cursor = page.cursor;
+    } while (cursor);
+    assert.deepEqual(needles, ["m4000", "m3000", "m2000", "m1000", "m0"]);
   }));
