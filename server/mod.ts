@@ -6,6 +6,7 @@
  * @module
  */
 
+import { PushBus } from "../core/cluster/mod.ts";
 import { openStore, type Store } from "../kv/mod.ts";
 import { adminCommands } from "../core/admin/mod.ts";
 import { type Bootstrap, ensureFirstAdmin } from "../core/admin/bootstrap.ts";
@@ -194,6 +195,15 @@ export async function startServer(
     max_page: 500,
   };
   const registry = new SessionRegistry({ log });
+  // Several instances on one database: pushes cross through it.
+  const bus = config.clusterPoll > 0
+    ? new PushBus({
+      kv: store.kv,
+      deliver: (address, push) => registry.push(address, push, config.maxFrame),
+      pollMs: config.clusterPoll,
+      log: log.child({ part: "cluster" }),
+    })
+    : undefined;
   // A revoked user token no longer brings its user's pushes to a session.
   tokens.onRevoke((revoked) => {
     if (revoked.kind === "user") {
@@ -250,6 +260,7 @@ export async function startServer(
     services: moduleServices({
       store,
       registry,
+      bus,
       maxFrame: config.maxFrame,
       federation,
       resolved: (local) =>
@@ -466,6 +477,7 @@ export async function startServer(
     });
   }
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
+  bus?.start();
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const apply = async (next: ServerCertificate) => {
     await transports.setCertificate(next.certPem, next.keyPem);
@@ -525,6 +537,7 @@ export async function startServer(
         await challengeListener?.close();
         localWeb?.stop();
         await transports.stop();
+        await bus?.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);
         await federation.close();

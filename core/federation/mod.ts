@@ -170,6 +170,7 @@ export class Federation {
       email: this.email,
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
+      leaseMs: config.queueLease * 1000,
       retryBaseMs: config.federationRetry * 1000,
       retryMaxMs: config.federationRetryMax * 1000,
       observe: (outcome, recipients) =>
