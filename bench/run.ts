@@ -1273,7 +1273,9 @@ await section("scale", async () => {
             : undefined,
         });
       }
-      await s.client.close();
+      try {
+        s.client.close();
+      } catch { /* closed */ }
     }
   } finally {
     await amtp.server.stop();
