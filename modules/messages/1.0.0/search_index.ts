@@ -318,6 +318,8 @@ async function indexRound(
   );
   // Postings to add and to drop, by term.
   const adds = new Map<string, Postings>();
+  /** Terms of each copy indexed in this round, by seq. */
+  const termsBySeq = new Map<number, string[]>();
   const last: Ops = [];
   const checks: Ops = [];
   for (let i = 0; i < marks.length; i++) {
@@ -337,6 +339,7 @@ async function indexRound(
       ? null
       : await readBody(storage, copy.message_id);
     const terms = termsOf(copy, body);
+    termsBySeq.set(seq, [...terms.keys()]);
     for (const [term, mask] of terms) {
       const list = adds.get(term) ?? [];
       list.push({ seq, mask });
@@ -415,7 +418,23 @@ async function indexRound(
   // The copies' records and the marks' removal, checked against the copies
   // as read (one moved or deleted meanwhile is read again next round; its
   // postings are already in, and not added twice).
-  return await storage.atomic([leaseCheck, ...checks, ...last]);
+  if (await storage.atomic([leaseCheck, ...checks, ...last])) return true;
+  // A copy deleted meanwhile has postings just added: they are dropped
+  // like a deleted copy's (the next round finds its mark without a copy).
+  const now = await storage.getMany(marks.map((m) => ["msg", owner, m.value]));
+  const gone: Ops = [];
+  marks.forEach((mark, i) => {
+    const terms = termsBySeq.get(Number(mark.key[2]));
+    if (!now[i] && terms) {
+      gone.push({
+        op: "set",
+        key: ftsKey.drop(owner, Number(mark.key[2])),
+        value: terms,
+      });
+    }
+  });
+  if (gone.length) await storage.atomic([leaseCheck, ...gone]);
+  return false;
 }
 
 /** Owners with copies to index, and the background loop that indexes them. */
