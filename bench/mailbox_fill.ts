@@ -191,11 +191,26 @@ export async function fillMailbox(
       value: op.value,
     }];
   };
+  // Within KV's bounds of one commit: 1,000 mutations, 800 KiB.
   const commit = async (records: [Deno.KvKey, unknown][]) => {
-    const op = kv.atomic();
-    for (const [k, v] of records) op.set(k, v);
-    const result = await op.commit();
-    if (!result.ok) throw new Error("fill: a commit failed");
+    let op = kv.atomic();
+    let bytes = 0;
+    let n = 0;
+    for (const [k, v] of records) {
+      const size = (v as { size: number }).size + 200;
+      if (n > 0 && (n >= PER_COMMIT || bytes + size > 600_000)) {
+        if (!(await op.commit()).ok) throw new Error("fill: a commit failed");
+        op = kv.atomic();
+        bytes = 0;
+        n = 0;
+      }
+      op.set(k, v);
+      bytes += size;
+      n++;
+    }
+    if (n > 0 && !(await op.commit()).ok) {
+      throw new Error("fill: a commit failed");
+    }
   };
   try {
     await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
@@ -214,10 +229,7 @@ export async function fillMailbox(
       if (records.length) await commit(records);
     }));
     // The blocks still open, and the state.
-    const rest = [...open].map(([term, block]) => head(blockOp(term, block)));
-    for (let i = 0; i < rest.length; i += PER_COMMIT) {
-      await commit(rest.slice(i, i + PER_COMMIT));
-    }
+    await commit([...open].map(([term, block]) => head(blockOp(term, block))));
     await commit([
       head({ op: "set", key: key.state(owner), value: state }),
     ]);

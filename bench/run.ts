@@ -1206,7 +1206,7 @@ await section("scale", async () => {
           "list: the newest page of 50",
           () => s.call("list", { folder: "inbox", limit: 50 }),
         ],
-        ["list: the page after 10 pages", async () => {
+        ["list: 10 pages one after another (500 messages)", async () => {
           let cursor: string | undefined;
           for (let i = 0; i < 10; i++) {
             cursor = (await s.call<{ cursor?: string }>("list", {
