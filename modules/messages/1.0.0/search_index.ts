@@ -75,9 +75,9 @@ const BATCH = 80;
 /** Terms a query word of 2 or more characters expands to (in key order). */
 const EXPAND_MAX = 16;
 /** Matches ranked together: a search's results are pages of windows of this many. */
-const WINDOW = 200;
+const WINDOW = 100;
 /** Postings one search call reads at most before it answers (with a cursor). */
-const SCAN_MAX = 20_000;
+const SCAN_MAX = 10_000;
 /** Operations per atomic write of the indexer. */
 const OPS_MAX = 500;
 /** Milliseconds a lease on a mailbox's index lasts. */
@@ -594,6 +594,48 @@ class TermReader {
   }
 }
 
+/** The union of a word's terms' postings, newest first. */
+class WordReader {
+  constructor(readonly readers: TermReader[]) {}
+
+  /** The word matches no term. */
+  get empty(): boolean {
+    return this.readers.length === 0;
+  }
+
+  /** The next posting (field bits of all its terms), or null. */
+  async next(): Promise<{ seq: number; mask: number } | null> {
+    const heads = await Promise.all(this.readers.map((r) => r.peek()));
+    let top = -1;
+    for (const h of heads) if (h && h.seq > top) top = h.seq;
+    if (top < 0) return null;
+    let mask = 0;
+    heads.forEach((h, i) => {
+      if (h?.seq === top) {
+        mask |= h.mask;
+        this.readers[i].take();
+      }
+    });
+    return { seq: top, mask };
+  }
+
+  /** Field bits of copy `seq` (0: not holding the word); only ever asked with falling seqs. */
+  async maskAt(seq: number): Promise<number> {
+    let mask = 0;
+    for (const reader of this.readers) {
+      for (
+        let p = await reader.peek();
+        p && p.seq >= seq;
+        p = await reader.peek()
+      ) {
+        if (p.seq === seq) mask |= p.mask;
+        reader.take();
+      }
+    }
+    return mask;
+  }
+}
+
 /**
  * Search `owner`'s mailbox: copies holding every word (each a prefix), in
  * the fields asked, in `folder` when given. Results come ranked (the fields
@@ -620,63 +662,49 @@ export async function searchIndex(
     b.text.length - a.text.length
   );
   const driver = ordered[0];
-  const readers = (await expand(storage, owner, driver.text)).map((term) =>
-    new TermReader(storage, owner, term, cursor.b)
-  );
+  const readerOf = async (word: QueryWord) =>
+    new WordReader(
+      (await expand(storage, owner, word.text)).map((term) =>
+        new TermReader(storage, owner, term, cursor.b)
+      ),
+    );
+  const lead = await readerOf(driver);
+  const others = await Promise.all(ordered.slice(1).map(readerOf));
   const matches: { seq: number; id: string; score: number }[] = [];
   let position: number | null = cursor.b;
   let scanned = 0;
-  let exhausted = false;
-  while (matches.length < WINDOW && scanned < SCAN_MAX) {
-    // The next candidates, newest first, merged over the driver's terms.
-    const candidates: { seq: number; mask: number }[] = [];
-    while (candidates.length < WINDOW) {
-      const heads = await Promise.all(readers.map((r) => r.peek()));
-      let top = -1;
-      for (const h of heads) if (h && h.seq > top) top = h.seq;
-      if (top < 0) {
+  let exhausted = lead.empty || others.some((r) => r.empty);
+  while (!exhausted && matches.length < WINDOW && scanned < SCAN_MAX) {
+    // The driver's postings, newest first; the other words' postings are
+    // read alongside (an intersection by seq), each block once.
+    const batch: { seq: number; score: number }[] = [];
+    while (batch.length < WINDOW && scanned < SCAN_MAX) {
+      const c = await lead.next();
+      if (!c) {
         exhausted = true;
         break;
       }
-      let mask = 0;
-      heads.forEach((h, i) => {
-        if (h?.seq === top) {
-          mask |= h.mask;
-          readers[i].take();
-        }
-      });
-      candidates.push({ seq: top, mask });
+      scanned++;
+      position = c.seq;
+      let score = best(c.mask & driver.fields);
+      for (let k = 0; score > 0 && k < others.length; k++) {
+        const s = best(
+          (await others[k].maskAt(c.seq)) & ordered[k + 1].fields,
+        );
+        score = s === 0 ? 0 : score + s;
+      }
+      if (score > 0) batch.push({ seq: c.seq, score });
     }
-    if (candidates.length === 0) break;
-    scanned += candidates.length;
-    position = candidates.at(-1)!.seq;
+    // Deleted (or not indexed yet) copies have no index record: not found.
     const indexed = await storage.getMany<Indexed>(
-      candidates.map((c) => ftsKey.indexed(owner, c.seq)),
+      batch.map((c) => ftsKey.indexed(owner, c.seq)),
     );
-    candidates.forEach((c, i) => {
+    batch.forEach((c, i) => {
       const entry = indexed[i]?.value;
-      // Deleted (or not indexed yet): not found.
       if (!entry) return;
       if (query.folder !== undefined && entry.f !== query.folder) return;
-      let score = best(c.mask & driver.fields);
-      if (score === 0) return;
-      for (const word of ordered.slice(1)) {
-        let mask = 0;
-        for (const w of entry.w) {
-          const term = w.slice(1);
-          if (
-            word.text.length < 2
-              ? term === word.text
-              : term.startsWith(word.text)
-          ) mask |= parseInt(w[0], 16);
-        }
-        const s = best(mask & word.fields);
-        if (s === 0) return;
-        score += s;
-      }
-      matches.push({ seq: c.seq, id: entry.id, score });
+      matches.push({ seq: c.seq, id: entry.id, score: c.score });
     });
-    if (exhausted) break;
   }
   const window = matches.slice(0, WINDOW);
   // A full window ends at its oldest match; the rest go to the next.
