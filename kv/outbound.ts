@@ -207,6 +207,24 @@ export class OutboundStore {
   }
 
   /**
+   * Make the items leased by `holder` due at `now`: an instance restarted
+   * under the same name takes back at once what it held when it stopped.
+   */
+  async reclaim(holder: string, now: number): Promise<number> {
+    let reclaimed = 0;
+    for await (
+      const entry of this.#kv.list<OutboundItem>({ prefix: keys.outbounds() })
+    ) {
+      if (entry.value.lease?.holder !== holder) continue;
+      const { lease: _, ...item } = entry.value;
+      if (await this.update(entry, { ...item, next_attempt: now })) {
+        reclaimed++;
+      }
+    }
+    return reclaimed;
+  }
+
+  /**
    * Remove an item as read (done, bounced or dropped); concurrent removals
    * share commits. Changed since (another instance took it over after this
    * one's lease expired): the item as it is now goes, with its due entry.

@@ -28,7 +28,7 @@ Deno.test("two instances: cross-instance pushes, each queued delivery by one ins
     ["b.two.test", "two.test"],
   ], {
     AMTP_CLUSTER_POLL: "50",
-    AMTP_QUEUE_LEASE: "4",
+    AMTP_QUEUE_LEASE: "10",
     AMTP_FEDERATION_LIFETIME: "300",
     AMTP_LOG_FORMAT: "json",
     AMTP_LOG_LEVEL: "info",

@@ -87,7 +87,10 @@ export interface QueueOptions {
   random?: () => number;
   /** Told of each attempt's outcome per recipient (metrics). */
   observe?: (outcome: DeliveryOutcome, recipients: number) => void;
-  /** This instance's name in the leases it takes (default: its process id and a random part). */
+  /**
+   * This instance's name in the leases it takes, the same across its
+   * restarts (default: its process id and a random part).
+   */
   holder?: string;
   /**
    * Milliseconds an item taken for delivery stays this instance's: past
@@ -129,10 +132,19 @@ export class OutboundQueue {
       `${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
   }
 
-  /** Start delivering. */
+  /** Start delivering, first taking back what this instance's name held (a restart). */
   start(): void {
     this.#started = true;
-    this.#schedule(0);
+    this.#running = this.#store.reclaim(this.#holder, this.#now()).then(
+      () => {},
+      (error) =>
+        this.#options.log.error("outbound_reclaim_failed", {
+          error: String(error),
+        }),
+    ).finally(() => {
+      this.#running = undefined;
+      this.#schedule(0);
+    });
   }
 
   /** Look at the queue soon (an item was queued or retried); nothing before {@link start}. */
