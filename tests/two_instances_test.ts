@@ -102,15 +102,17 @@ Deno.test("two instances: cross-instance pushes, each queued delivery by one ins
     // they expire, and delivers when two.test answers again.
     two.server!.child.kill("SIGSTOP");
     await sendBatch("second", 10);
-    const pids = [first.child.pid, second.child.pid];
+    // Each instance's name in its leases: its host and port.
+    const ports = [first.port, second.port];
+    const portOf = (holder?: string) => Number(holder?.split(":").at(-1));
     let victim = -1;
     await waitFor(
       async () => {
         const now = Date.now();
         for (const e of await queued()) {
-          const holder = Number(e.value.lease?.holder.split(":")[0]);
-          if (pids.includes(holder) && e.value.lease!.until > now) {
-            victim = holder;
+          const port = portOf(e.value.lease?.holder);
+          if (ports.includes(port) && e.value.lease!.until > now) {
+            victim = port;
             return true;
           }
         }
@@ -119,10 +121,10 @@ Deno.test("two instances: cross-instance pushes, each queued delivery by one ins
       15_000,
       "a leased item",
     );
-    const killed = victim === first.child.pid ? first : second;
+    const killed = victim === first.port ? first : second;
     const survivor = killed === first ? second : first;
     const leasedByVictim = (await queued()).filter((e) =>
-      e.value.lease?.holder.startsWith(`${victim}:`)
+      portOf(e.value.lease?.holder) === victim
     ).map((e) => e.value.id);
     assert.ok(leasedByVictim.length > 0);
     killed.child.kill("SIGKILL");
