@@ -28,6 +28,7 @@ import {
 import { generateLoginKeyPair } from "../shared/login/algorithms.ts";
 import { toPem } from "../shared/pem.ts";
 import type { HolderOrder } from "./session_holder.ts";
+import { fillMailbox, word } from "./mailbox_fill.ts";
 import {
   concurrent,
   kvDeliveryRate,
@@ -1375,6 +1376,121 @@ await section("smtp", async () => {
 });
 
 // 8. The web app: a mailbox of 10,000 messages opened in Chromium.
+// Scaling with mailbox size: mailboxes filled directly through the store.
+await section("scale", async () => {
+  const sizes = FULL ? [10_000, 100_000, 1_000_000] : [10_000, 100_000];
+  const amtp = await startAmtp(root, "scale", {
+    AMTP_MESSAGES_QUOTA: String(1e13),
+  });
+  const store = `${amtp.cwd}/data/modules/messages.kv`;
+  const first = new Map<string, number>();
+  try {
+    // Users first: the admin's connection idles out during a long fill.
+    const userKeys = [];
+    for (const size of sizes) {
+      userKeys.push(await amtp.user(`big${size}@bench.test`, "Ed25519"));
+    }
+    for (const [at, size] of sizes.entries()) {
+      const address = `big${size}@bench.test`;
+      const key = userKeys[at];
+      const rate = await fillMailbox(store, address, size, (done) => {
+        if (done % 100_000 === 0) console.error(`    ${done} of ${size}`);
+      });
+      add({
+        group: "scale",
+        name: `filling a mailbox of ${size} messages through the store`,
+        value: rate,
+        unit: "msgs/s",
+      });
+      const s = await mailSession(await amtp.connect(), address, key);
+      const ids: string[] = [];
+      const prefix = address.split("@")[0];
+      for (let i = 0; i < 64; i++) {
+        const n = Math.floor(Math.random() * size);
+        ids.push(`${prefix}-${n.toString(36).padStart(6, "0")}`);
+      }
+      let turn = 0;
+      const probes: [string, () => Promise<unknown>][] = [
+        [
+          "list: the newest page of 50",
+          () => s.call("list", { folder: "inbox", limit: 50 }),
+        ],
+        ["list: 10 pages one after another (500 messages)", async () => {
+          let cursor: string | undefined;
+          for (let i = 0; i < 10; i++) {
+            cursor = (await s.call<{ cursor?: string }>("list", {
+              folder: "inbox",
+              limit: 50,
+              cursor,
+            })).cursor;
+          }
+        }],
+        [
+          "changes: 100 since a cursor",
+          () => s.call("changes", { since: size - 100, limit: 100 }),
+        ],
+        [
+          "get: a message at random",
+          () => s.call("get", { id: ids[turn++ % ids.length] }),
+        ],
+        // Words of rank 20 (in about 2 % of messages), 300 and 5,000.
+        [
+          `search: a common word (${word(20)})`,
+          () => s.call("search", { query: word(20) }),
+        ],
+        [
+          `search: a rare word (${word(5000)})`,
+          () => s.call("search", { query: word(5000) }),
+        ],
+        [
+          `search: two words (${word(300)} ${word(20)})`,
+          () => s.call("search", { query: `${word(300)} ${word(20)}` }),
+        ],
+        [
+          `search: a prefix (${word(300).slice(0, 2)})`,
+          () => s.call("search", { query: word(300).slice(0, 2) }),
+        ],
+      ];
+      for (const [name, probe] of probes) {
+        for (let i = 0; i < 3; i++) await probe();
+        const times: number[] = [];
+        for (let i = 0; i < (FULL ? 60 : 30); i++) {
+          const t = performance.now();
+          await probe();
+          times.push(performance.now() - t);
+        }
+        const p50 = percentile(times, 0.5);
+        const base = first.get(name);
+        if (base === undefined) first.set(name, p50);
+        const search = name.startsWith("search");
+        add({
+          group: "scale",
+          name: `${name}, ${size} messages, p50`,
+          value: p50,
+          unit: "ms",
+          baseline: base,
+          baselineName: base === undefined ? undefined : `${sizes[0]}`,
+          goal: size === 1_000_000 && search
+            ? "<= 50 ms"
+            : base !== undefined
+            ? "<= 2x of 10k"
+            : undefined,
+          met: size === 1_000_000 && search
+            ? p50 <= 50
+            : base !== undefined
+            ? p50 <= 2 * base
+            : undefined,
+        });
+      }
+      try {
+        s.client.close();
+      } catch { /* closed */ }
+    }
+  } finally {
+    await amtp.server.stop();
+  }
+});
+
 await section("web", async () => {
   await ensureBrowserTools();
   const amtp = await startAmtp(root, "web", {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { retryLockedCommits } from "../shared/kv_locked.ts";
 import { AccountStore } from "./accounts.ts";
 import { FailureStore } from "./failures.ts";
 import {
@@ -75,6 +76,7 @@ export async function openStore(
     if (dir) await Deno.mkdir(dir, { recursive: true });
   }
   const kv = await Deno.openKv(path);
+  retryLockedCommits(kv);
   const writes = new KvGroupCommit(kv);
   try {
     const version = options.serverVersion ?? APP_VERSION;

@@ -40,6 +40,12 @@ export interface OutboundItem {
   next_attempt: number;
   /** Last failure. */
   last_error: string;
+  /**
+   * The instance delivering it now, until when (epoch ms): taken with
+   * {@link OutboundStore.lease}; meanwhile the item is due at `until`, so
+   * that another instance takes it over if this one dies.
+   */
+  lease?: { holder: string; until: number };
 }
 
 /** An item as read, with what a later write must check. */
@@ -158,14 +164,87 @@ export class OutboundStore {
     return result.ok;
   }
 
-  /** Remove an item as read (done, bounced or dropped); concurrent removals share commits. */
-  async remove(entry: OutboundEntry): Promise<void> {
-    await this.#writes.write([], {
-      mutations: 2,
-      mutate: (op) =>
-        op.delete(entry.key).delete(
-          keys.outboundDue(entry.value.next_attempt, entry.value.id),
-        ),
+  /**
+   * Take `entries` (as read from {@link due}) for delivery by `holder` until
+   * `until`: each, unchanged since it was read, is moved to be due at
+   * `until` with the lease in the same atomic operation, so two instances
+   * never both take it, and a crashed holder's items fall due again when its
+   * leases expire. Returns the entries taken, as now stored.
+   */
+  async lease(
+    entries: OutboundEntry[],
+    holder: string,
+    until: number,
+  ): Promise<OutboundEntry[]> {
+    const taken: OutboundEntry[] = [];
+    const leased = (e: OutboundEntry): OutboundItem => ({
+      ...e.value,
+      lease: { holder, until },
+      next_attempt: until,
     });
+    const take = (op: Deno.AtomicOperation, e: OutboundEntry) =>
+      op.check(e).set(e.key, leased(e))
+        .delete(keys.outboundDue(e.value.next_attempt, e.value.id))
+        .set(keys.outboundDue(until, e.value.id), true);
+    // Up to 24 items per commit (each one check of KV's 100); when one was
+    // taken by another instance meanwhile, each of the group on its own.
+    for (let i = 0; i < entries.length; i += 24) {
+      const group = entries.slice(i, i + 24);
+      const op = this.#kv.atomic();
+      for (const e of group) take(op, e);
+      const result = await op.commit();
+      const won = result.ok
+        ? group.map((e) => ({ e, versionstamp: result.versionstamp }))
+        : (await Promise.all(group.map(async (e) => {
+          const one = await take(this.#kv.atomic(), e).commit();
+          return one.ok ? { e, versionstamp: one.versionstamp } : null;
+        }))).filter((x) => x !== null);
+      for (const { e, versionstamp } of won) {
+        taken.push({ ...e, value: leased(e), versionstamp });
+      }
+    }
+    return taken;
+  }
+
+  /**
+   * Make the items leased by `holder` due at `now`: an instance restarted
+   * under the same name takes back at once what it held when it stopped.
+   */
+  async reclaim(holder: string, now: number): Promise<number> {
+    let reclaimed = 0;
+    for await (
+      const entry of this.#kv.list<OutboundItem>({ prefix: keys.outbounds() })
+    ) {
+      if (entry.value.lease?.holder !== holder) continue;
+      const { lease: _, ...item } = entry.value;
+      if (await this.update(entry, { ...item, next_attempt: now })) {
+        reclaimed++;
+      }
+    }
+    return reclaimed;
+  }
+
+  /**
+   * Remove an item as read (done, bounced or dropped); concurrent removals
+   * share commits. Changed since (another instance took it over after this
+   * one's lease expired): the item as it is now goes, with its due entry.
+   */
+  async remove(entry: OutboundEntry): Promise<void> {
+    let current: OutboundEntry | undefined = entry;
+    for (let attempt = 0; current && attempt < 10; attempt++) {
+      const { key, value } = current;
+      const done = await this.#writes.write(
+        [{ key, versionstamp: current.versionstamp }],
+        {
+          mutations: 2,
+          mutate: (op) =>
+            op.delete(key).delete(
+              keys.outboundDue(value.next_attempt, value.id),
+            ),
+        },
+      );
+      if (done) return;
+      current = await this.get(entry.value.id);
+    }
   }
 }

@@ -282,4 +282,11 @@ export const keys = {
       : ["module_key", module]) as Deno.KvKey,
   moduleData: (module: string) => ["mod", module] as Deno.KvKey,
   moduleUsage: (module: string) => ["mod_usage", module] as Deno.KvKey,
+  /** A push for other instances sharing the database (core/cluster). */
+  pushBus: (at?: number, instance?: string, n?: number) =>
+    (at === undefined
+      ? ["push_bus"]
+      : instance === undefined
+      ? ["push_bus", at]
+      : ["push_bus", at, instance, n ?? 0]) as Deno.KvKey,
 } as const;

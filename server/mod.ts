@@ -6,6 +6,7 @@
  * @module
  */
 
+import { PushBus } from "../core/cluster/mod.ts";
 import { openStore, type Store } from "../kv/mod.ts";
 import { adminCommands } from "../core/admin/mod.ts";
 import { type Bootstrap, ensureFirstAdmin } from "../core/admin/bootstrap.ts";
@@ -207,6 +208,15 @@ export async function startServer(
     transfer_rate_user: config.transferRateUser,
   };
   const registry = new SessionRegistry({ log });
+  // Several instances on one database: pushes cross through it.
+  const bus = config.clusterPoll > 0
+    ? new PushBus({
+      kv: store.kv,
+      deliver: (address, push) => registry.push(address, push, config.maxFrame),
+      pollMs: config.clusterPoll,
+      log: log.child({ part: "cluster" }),
+    })
+    : undefined;
   // A revoked user token no longer brings its user's pushes to a session.
   tokens.onRevoke((revoked) => {
     if (revoked.kind === "user") {
@@ -264,6 +274,7 @@ export async function startServer(
     services: moduleServices({
       store,
       registry,
+      bus,
       maxFrame: config.maxFrame,
       federation,
       resolved: (local) =>
@@ -535,6 +546,7 @@ export async function startServer(
     });
   }
   registry.startSweeper(sessionLimits.idleTimeoutMs, log);
+  bus?.start();
   peers.startSweeper(sessionLimits.idleTimeoutMs, log);
   const apply = async (next: ServerCertificate) => {
     await transports.setCertificate(next.certPem, next.keyPem);
@@ -599,6 +611,7 @@ export async function startServer(
         await transports.stop();
         await moduleTransports?.stop();
         moduleSocket?.stop();
+        await bus?.stop();
         await registry.closeAll("server shutting down", 5000);
         await peers.closeAll("server shutting down", 1000);
         await federation.close();

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { PushBus } from "../core/cluster/mod.ts";
 import { createHash } from "node:crypto";
 import type { Store } from "../kv/mod.ts";
 import {
@@ -60,6 +61,8 @@ export interface ServiceParts {
       failed: (module: string, error: unknown) => void,
     ): number;
   };
+  /** Pushes to the other instances sharing the database, when there are. */
+  bus?: Pick<PushBus, "publish">;
   /** Told of every push a module makes (Web Push of new mail). */
   notify?: (
     address: string,
@@ -92,11 +95,11 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
         );
       }
       parts.notify?.(address, manifest.name, event, data);
-      return await parts.registry.push(
-        address,
-        { event, module: manifest.name, data: data ?? null },
-        parts.maxFrame,
-      );
+      const push = { event, module: manifest.name, data: data ?? null };
+      const sent = await parts.registry.push(address, push, parts.maxFrame);
+      // The user's sessions on other instances get it through the database.
+      await parts.bus?.publish(address, push);
+      return sent;
     },
     log: ({ log }, level, event, fields = {}) => {
       log[level](`module_${event}`, fields);

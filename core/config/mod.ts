@@ -86,6 +86,10 @@ export interface Config {
   caFile?: string;
   /** Seconds a queued remote delivery may wait before it bounces. */
   federationLifetime: number;
+  /** Seconds an instance holds a queued delivery it took (another takes it over after). */
+  queueLease: number;
+  /** Milliseconds between reads of other instances' pushes; 0: this is the only instance. */
+  clusterPoll: number;
   /** First retry delay of a remote delivery in seconds. */
   federationRetry: number;
   /** Longest retry delay of a remote delivery in seconds. */
@@ -354,6 +358,18 @@ export const VARIABLES: readonly VariableSpec[] = [
     name: "AMTP_CA_FILE",
     default: "",
     description: "PEM file of extra CAs trusted for other servers",
+  },
+  {
+    name: "AMTP_QUEUE_LEASE",
+    default: "120",
+    description:
+      "seconds an instance holds a queued remote delivery it took; another instance sharing the database takes it over after (a crashed one's)",
+  },
+  {
+    name: "AMTP_CLUSTER_POLL",
+    default: "0",
+    description:
+      "milliseconds between reads of the pushes other instances sharing the database made (docs/DEPLOY.md, Several instances); 0: this is the only instance",
   },
   {
     name: "AMTP_FEDERATION_LIFETIME",
@@ -919,6 +935,8 @@ export function loadConfig(env: Env): Config {
       365 * 86_400,
     ),
     federationRetry: intVar(env, "AMTP_FEDERATION_RETRY", 1, 86_400),
+    queueLease: intVar(env, "AMTP_QUEUE_LEASE", 1, 86_400),
+    clusterPoll: intVar(env, "AMTP_CLUSTER_POLL", 0, 60_000),
     federationRetryMax: intVar(env, "AMTP_FEDERATION_RETRY_MAX", 1, 7 * 86_400),
     federationTimeout: intVar(env, "AMTP_FEDERATION_TIMEOUT", 1, 600),
     serverKeyAlgorithm: choiceVar(env, "AMTP_SERVER_KEY_ALG", [

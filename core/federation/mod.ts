@@ -170,6 +170,10 @@ export class Federation {
       email: this.email,
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
+      leaseMs: config.queueLease * 1000,
+      // An instance's name: its host and port (two instances on one machine
+      // listen on two ports); with a port chosen at start, none that lasts.
+      holder: config.port ? `${config.hostname}:${config.port}` : undefined,
       retryBaseMs: config.federationRetry * 1000,
       retryMaxMs: config.federationRetryMax * 1000,
       observe: (outcome, recipients) =>

@@ -106,6 +106,17 @@ export interface QueueOptions {
   batch?: number;
   /** Told of each attempt's outcome per recipient (metrics). */
   observe?: (outcome: DeliveryOutcome, recipients: number) => void;
+  /**
+   * This instance's name in the leases it takes, the same across its
+   * restarts (default: its process id and a random part).
+   */
+  holder?: string;
+  /**
+   * Milliseconds an item taken for delivery stays this instance's: past
+   * them another instance sharing the database takes it over (default
+   * 120,000; longer than one attempt takes).
+   */
+  leaseMs?: number;
 }
 
 /** What became of recipients of a queued item after one attempt. */
@@ -132,6 +143,7 @@ export class OutboundQueue {
   readonly #store: OutboundStore;
   readonly #now: () => number;
   readonly #random: () => number;
+  readonly #holder: string;
   /** Domains whose servers are down, until when. */
   readonly #dead = new Map<string, number>();
   /** Domains whose servers do not know `s2s_deliver_batch`, until when. */
@@ -148,12 +160,23 @@ export class OutboundQueue {
     this.#store = options.store;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
+    this.#holder = options.holder ??
+      `${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
   }
 
-  /** Start delivering. */
+  /** Start delivering, first taking back what this instance's name held (a restart). */
   start(): void {
     this.#started = true;
-    this.#schedule(0);
+    this.#running = this.#store.reclaim(this.#holder, this.#now()).then(
+      () => {},
+      (error) =>
+        this.#options.log.error("outbound_reclaim_failed", {
+          error: String(error),
+        }),
+    ).finally(() => {
+      this.#running = undefined;
+      this.#schedule(0);
+    });
   }
 
   /** Look at the queue soon (an item was queued or retried); nothing before {@link start}. */
@@ -225,9 +248,8 @@ export class OutboundQueue {
    */
   async runOnce(): Promise<number> {
     const now = this.#now();
-    const entries = await this.#store.due(now);
-    const due = new Map<string, OutboundEntry[]>();
-    for (const entry of entries) {
+    const ready: OutboundEntry[] = [];
+    for (const entry of await this.#store.due(now)) {
       const item = entry.value;
       const deadUntil = this.#dead.get(item.domain) ?? 0;
       if (
@@ -238,6 +260,18 @@ export class OutboundQueue {
         await this.#store.update(entry, { ...item, next_attempt: deadUntil });
         continue;
       }
+      ready.push(entry);
+    }
+    // Each item is delivered by the one instance that takes its lease
+    // (several instances may share the database).
+    const entries = await this.#store.lease(
+      ready,
+      this.#holder,
+      now + (this.#options.leaseMs ?? 120_000),
+    );
+    const due = new Map<string, OutboundEntry[]>();
+    for (const entry of entries) {
+      const item = entry.value;
       due.set(item.domain, [...(due.get(item.domain) ?? []), entry]);
     }
     // Domains in parallel (a few at a time); one slow domain does not hold the rest.
@@ -651,8 +685,9 @@ export class OutboundQueue {
       this.#options.retryBaseMs * 2 ** (attempts - 1),
     );
     const delay = Math.round(base * (0.5 + this.#random() / 2));
+    const { lease: _, ...rest } = item;
     const next = {
-      ...item,
+      ...rest,
       to,
       attempts,
       next_attempt: this.#now() + delay,

@@ -296,6 +296,7 @@ export const CORE_SERVICES: {
       cursor: optional(string(1024)),
       reverse: optional(boolean),
       start: optional(key),
+      end: optional(key),
     })),
   )),
   "storage.atomic": storage(args(list(any<AtomicOp>(), 900))),

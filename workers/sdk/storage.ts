@@ -28,6 +28,7 @@ import { BSON } from "bson";
 import { concatBytes } from "../../core/wire/bytes.ts";
 import { keys } from "../../kv/records.ts";
 import { GroupCommit, type Verdict } from "../../shared/group_commit.ts";
+import { retryLockedCommits } from "../../shared/kv_locked.ts";
 import { ModuleError } from "./error.ts";
 
 /** Bytes of a value stored inline in its head record. */
@@ -115,7 +116,8 @@ export interface ModuleStorage {
   delete(key: StorageKey): Promise<void>;
   /**
    * List by key prefix, in key order, a page at a time; `start` (a full key
-   * under the prefix) begins the listing there, inclusive.
+   * under the prefix) begins the listing there, inclusive; `end` (a full key
+   * under the prefix) ends it there, exclusive.
    */
   list<T = unknown>(
     prefix: StorageKey,
@@ -124,6 +126,7 @@ export interface ModuleStorage {
       cursor?: string;
       reverse?: boolean;
       start?: StorageKey;
+      end?: StorageKey;
     },
   ): Promise<{ items: StorageEntry<T>[]; cursor?: string }>;
   /**
@@ -253,6 +256,7 @@ export class KvStorage implements ModuleStorage {
 
   /** Bind a storage to the module `name` with a quota in bytes. */
   constructor(kv: Deno.Kv, name: string, quota: number) {
+    retryLockedCommits(kv);
     this.#kv = kv;
     this.#name = name;
     this.#quota = quota;
@@ -358,17 +362,18 @@ export class KvStorage implements ModuleStorage {
       );
     }
     const keys = rawKeys.map((k) => checkKey(k));
-    const out: (StorageEntry<T> | null)[] = [];
-    for (let i = 0; i < keys.length; i += 10) {
-      const part = keys.slice(i, i + 10);
+    // KV reads 10 keys per call: the calls go side by side.
+    const parts: StorageKey[][] = [];
+    for (let i = 0; i < keys.length; i += 10) parts.push(keys.slice(i, i + 10));
+    const read = await Promise.all(parts.map(async (part) => {
       const entries = await this.#kv.getMany<Head[]>(
         part.map((k) => this.#head(k)),
       );
-      for (let j = 0; j < part.length; j++) {
-        out.push(await this.#entry<T>(part[j], entries[j]));
-      }
-    }
-    return out;
+      return await Promise.all(
+        part.map((k, j) => this.#entry<T>(k, entries[j])),
+      );
+    }));
+    return read.flat();
   }
 
   #usageUpdate(op: Deno.AtomicOperation, delta: number): void {
@@ -443,17 +448,38 @@ export class KvStorage implements ModuleStorage {
       cursor?: unknown;
       reverse?: unknown;
       start?: unknown;
+      end?: unknown;
     } = {},
   ): Promise<{ items: StorageEntry<T>[]; cursor?: string }> {
     const prefix = checkKey(rawPrefix, "prefix");
     const start = options.start === undefined || options.start === null
       ? undefined
       : checkKey(options.start, "start");
+    const end = options.end === undefined || options.end === null
+      ? undefined
+      : checkKey(options.end, "end");
+    const under = (k: StorageKey, what: string) => {
+      if (
+        k.length < prefix.length ||
+        prefix.some((part, i) => part !== k[i])
+      ) {
+        throw new StorageError(
+          "invalid_parameter",
+          `${what} must be a key under the prefix`,
+        );
+      }
+    };
     const limit = typeof options.limit === "number"
       ? Math.max(1, Math.min(MAX_LIST, Math.floor(options.limit)))
       : 100;
-    const selector: Deno.KvListSelector = start
+    if (start) under(start, "start");
+    if (end) under(end, "end");
+    const selector: Deno.KvListSelector = start && end
+      ? { start: this.#head(start), end: this.#head(end) }
+      : start
       ? { prefix: this.#head(prefix), start: this.#head(start) }
+      : end
+      ? { prefix: this.#head(prefix), end: this.#head(end) }
       : { prefix: this.#head(prefix) };
     const iter = this.#kv.list<Head>(selector, {
       limit: limit + 1,

@@ -27,12 +27,19 @@ import {
   SYSTEM_FOLDERS,
 } from "./params.ts";
 import { MAX_BODY, MAX_RECIPIENTS, send } from "./send.ts";
+import {
+  BadCursor,
+  FIELD,
+  type QueryWord,
+  searchIndex,
+  words,
+} from "./search_index.ts";
 import { quotaDefault } from "./settings.ts";
 
 /** Ids one mark, move or delete may name. */
 const MAX_IDS = 50;
-/** Messages one search reads before it answers with a cursor. */
-const SEARCH_SCAN = 2000;
+/** Words of one search (query, from and subject together). */
+const MAX_WORDS = 8;
 
 function ids(p: Params): string[] {
   const list = strList(p, "ids", MAX_IDS, 64);
@@ -280,57 +287,41 @@ export async function thread(
   };
 }
 
-/** `search`. */
+/** `search`: the mailbox's search index (search_index.ts). */
 export async function search(
   p: Params,
   ctx: ModuleContext,
 ): Promise<unknown> {
-  const query = optStr(p, "query", 200)?.toLowerCase();
-  const from = optStr(p, "from", 320)?.toLowerCase();
-  const subject = optStr(p, "subject", 200)?.toLowerCase();
-  if (!query && !from && !subject) {
+  const query = optStr(p, "query", 200);
+  const from = optStr(p, "from", 320);
+  const subject = optStr(p, "subject", 200);
+  const wordList: QueryWord[] = [
+    ...words(query ?? "").map((text) => ({ text, fields: 15 })),
+    ...words(from ?? "").map((text) => ({ text, fields: FIELD.from })),
+    ...words(subject ?? "").map((text) => ({ text, fields: FIELD.subject })),
+  ].slice(0, MAX_WORDS);
+  if (wordList.length === 0) {
     throw new ModuleError(
       "invalid_parameter",
-      'give "query", "from" or "subject"',
+      'give "query", "from" or "subject" with at least one word',
       { parameter: "query" },
     );
   }
-  const limit = optInt(p, "limit", 1, 200) ?? 50;
-  const folder = p.folder === undefined ? undefined : folderName(p);
-  const prefix = ["msg", ctx.caller.address];
-  const found = [];
-  let cursor = optStr(p, "cursor", 1024);
-  let scanned = 0;
-  while (found.length < limit && scanned < SEARCH_SCAN) {
-    const page = await ctx.storage.list<MessageRecord>(prefix, {
-      limit: 100,
-      cursor,
-      reverse: true,
+  try {
+    return await searchIndex(ctx.storage, ctx.caller.address, {
+      words: wordList,
+      folder: p.folder === undefined ? undefined : folderName(p),
+      limit: optInt(p, "limit", 1, 200) ?? 50,
+      cursor: optStr(p, "cursor", 1024),
     });
-    for (const { value: m } of page.items) {
-      scanned++;
-      if (folder && m.folder !== folder) continue;
-      if (from && !m.from.includes(from)) continue;
-      if (subject && !m.subject.toLowerCase().includes(subject)) continue;
-      if (query) {
-        const inHeaders = m.subject.toLowerCase().includes(query) ||
-          m.from.includes(query);
-        let hit = inHeaders;
-        if (!hit && !m.encrypted) {
-          const body = await readBody(ctx.storage, m.message_id);
-          hit = typeof body === "string" &&
-            body.toLowerCase().includes(query);
-        }
-        if (!hit) continue;
-      }
-      const { owner: _, ...rest } = m;
-      found.push({ ...rest, attachments: m.attachments.length });
-      if (found.length === limit) break;
-    }
-    cursor = page.cursor;
-    if (!cursor) break;
+  } catch (error) {
+    if (!(error instanceof BadCursor)) throw error;
+    throw new ModuleError(
+      "invalid_parameter",
+      'parameter "cursor" is not a cursor this search gave',
+      { parameter: "cursor" },
+    );
   }
-  return cursor ? { messages: found, cursor } : { messages: found };
 }
 
 /** `changes`. */

@@ -18,6 +18,8 @@
  * - `["emid", owner, hash(Message-ID)]` -> the copy id of the first message
  *   with that Message-ID in the mailbox (email: threads, skipping what an
  *   import already brought)
+ * - `["ftsq", …]`, `["fts", …]`, `["ftsd", …]`: the search index
+ *   (search_index.ts); a copy's mark to index goes in with the copy
  *
  * `messageId` is the message's local id (see ids.ts). Every change of a
  * mailbox is one atomic operation that also bumps the state's sequence and
@@ -37,6 +39,7 @@ import {
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
+import { ftsKey, type Indexed, indexSoon } from "./search_index.ts";
 
 /** Changes kept per user for catch-up. */
 export const KEEP_CHANGES = 10_000;
@@ -597,6 +600,9 @@ class CopyBatcher {
         batch.forEach((part, i) =>
           part.resolve({ outcomes: outcomes[i], versionstamp })
         );
+        if (plan.stored.length > 0) {
+          indexSoon(this.#storage, [...plan.written.keys()]);
+        }
         return;
       }
       // Someone else changed one of these mailboxes: read them again.
@@ -884,6 +890,14 @@ async function planCopies(
         },
         fresh: true,
       },
+      // To index for search: the copy is indexed after this commit, off
+      // the delivery's path (search_index.ts).
+      {
+        op: "set",
+        key: ftsKey.pending(owner, change.seq),
+        value: record.id,
+        fresh: true,
+      },
     );
     if (change.seq > KEEP_CHANGES) {
       ops.push({
@@ -1028,11 +1042,15 @@ export class Mailbox {
           continue;
         }
         const old = entry.value;
-        ops.push({
-          op: "check",
-          key: key.msg(this.owner, id),
-          versionstamp: entry.versionstamp,
-        });
+        // The search index keeps each copy's folder: follow it, or drop it.
+        if (change.remove || (change.folder ?? old.folder) !== old.folder) {
+          ops.push(
+            ...await this.#unindex(
+              id,
+              change.remove ? undefined : change.folder,
+            ),
+          );
+        }
         const before = count(state, old.folder);
         before.total--;
         if (!old.seen) before.unseen--;
@@ -1086,7 +1104,47 @@ export class Mailbox {
       }
       return changes.length > 0 ? { changes, ops } : null;
     });
+    if (result && change.remove) indexSoon(this.#storage, [this.owner]);
     return { changes: result?.changes ?? [], missing, removed };
+  }
+
+  /**
+   * The search index's part of moving copy `id` to `folder` (undefined:
+   * deleting it): its index record follows or goes (its postings dropped by
+   * the indexer); checked, so an indexing in between is seen.
+   */
+  async #unindex(id: string, folder: string | undefined): Promise<Op[]> {
+    const seqOf = await this.#storage.get<number>(
+      ftsKey.seqOf(this.owner, id),
+    );
+    if (!seqOf) {
+      return [{
+        op: "check",
+        key: ftsKey.seqOf(this.owner, id),
+        versionstamp: null,
+      }];
+    }
+    const key = ftsKey.indexed(this.owner, seqOf.value);
+    const indexed = await this.#storage.get<Indexed>(key);
+    const ops: Op[] = [
+      { op: "check", key: seqOf.key, versionstamp: seqOf.versionstamp },
+      { op: "check", key, versionstamp: indexed?.versionstamp ?? null },
+    ];
+    if (!indexed) return ops;
+    if (folder !== undefined) {
+      ops.push({ op: "set", key, value: { ...indexed.value, f: folder } });
+      return ops;
+    }
+    ops.push(
+      { op: "delete", key },
+      { op: "delete", key: seqOf.key },
+      {
+        op: "set",
+        key: ftsKey.drop(this.owner, seqOf.value),
+        value: indexed.value.w.map((w) => w.slice(1)),
+      },
+    );
+    return ops;
   }
 
   /** Add one of the user's own folders. */

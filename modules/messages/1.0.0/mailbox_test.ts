@@ -14,6 +14,7 @@ import {
   releaseCopies,
 } from "./mailbox.ts";
 import { localMessageId, parseGlobalId } from "./ids.ts";
+import { indexSettled } from "./search_index.ts";
 
 function record(id: string, owner: string): MessageRecord {
   return {
@@ -203,6 +204,7 @@ Deno.test("mailbox: concurrent deliveries of one message share its content and o
 Deno.test("mailbox: a delivery that adds no copy commits nothing", () =>
   withStorages(async (a, _b, kv) => {
     await addMessage(a, message("m", ["r@x.test"]));
+    await indexSettled(a);
     const before = await snapshot(kv);
     // A retry (the copy exists), a full mailbox, and no mailbox at all.
     assert.deepEqual(
