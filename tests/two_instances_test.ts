@@ -28,7 +28,10 @@ Deno.test("two instances: cross-instance pushes, each queued delivery by one ins
     ["b.two.test", "two.test"],
   ], {
     AMTP_CLUSTER_POLL: "50",
-    AMTP_QUEUE_LEASE: "10",
+    // Long enough for an instance to deliver what it took on a loaded
+    // machine (no lease is renewed while its delivery runs), short enough
+    // for the take-over below.
+    AMTP_QUEUE_LEASE: "30",
     AMTP_FEDERATION_LIFETIME: "300",
     AMTP_LOG_FORMAT: "json",
     AMTP_LOG_LEVEL: "info",
@@ -130,7 +133,7 @@ Deno.test("two instances: cross-instance pushes, each queued delivery by one ins
     killed.child.kill("SIGKILL");
     await killed.child.status;
     two.server!.child.kill("SIGCONT");
-    await waitFor(async () => (await queued()).length === 0, 60_000, "queue");
+    await waitFor(async () => (await queued()).length === 0, 90_000, "queue");
     // The survivor delivered what the dead one held.
     const bySurvivor = delivered(survivor.stderr());
     for (const id of leasedByVictim) assert.ok(bySurvivor.includes(id), id);

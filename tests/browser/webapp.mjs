@@ -438,7 +438,9 @@ try {
   step("the admin console lists the users");
   // Its Modules view names each module's source or author key and its rights.
   result.messagesModule = await admin.getByRole("table", { name: "Modules" })
-    .locator("tbody tr").filter({ hasText: "messages" }).textContent();
+    .locator("tbody tr").filter({
+      has: admin.getByRole("cell", { name: "messages", exact: true }),
+    }).textContent();
 
   // Alice adds a second browser: a device invitation from Settings; the new
   // browser makes its own keys and waits; Alice compares codes and approves.
