@@ -103,7 +103,9 @@ async function prune(dir: string, keep: number, log: Logger): Promise<void> {
   }
   names.sort();
   for (const name of names.slice(0, Math.max(0, names.length - keep))) {
-    await Deno.remove(`${dir}/${name}`, { recursive: true });
+    // Out of sight at once: nobody copies or verifies a half-removed backup.
+    await Deno.rename(`${dir}/${name}`, `${dir}/${name}.removing`);
+    await Deno.remove(`${dir}/${name}.removing`, { recursive: true });
     log.info("backup_removed", { dir: `${dir}/${name}` });
   }
 }
