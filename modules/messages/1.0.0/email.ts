@@ -51,7 +51,7 @@ import {
   valueBytes,
 } from "./mailbox.ts";
 import { composeEmail, type ParsedEmail, parseEmail } from "./mime.ts";
-import { MAX_BODY, send } from "./send.ts";
+import { forwardAs, MAX_BODY } from "./send.ts";
 import {
   afterDelivery,
   decide,
@@ -495,19 +495,7 @@ export async function inboundEmail(
       body: mail.text,
       format: "text",
       stored,
-    }, (owner, forward) =>
-      send(
-        {
-          ...forward,
-          cc: [],
-          bcc: [],
-          attachments: [],
-          in_reply_to: null,
-          encrypted: false,
-        },
-        { ...ctx, caller: { address: owner, session: "rules" } },
-        quotaDefault,
-      ));
+    }, forwardAs(ctx, quotaDefault));
   }
   return {
     recipients: resolutions.map((r) => {

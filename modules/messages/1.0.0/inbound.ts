@@ -40,7 +40,7 @@ import {
   type NewMessage,
 } from "./mailbox.ts";
 import { inboundEmail } from "./email.ts";
-import { MAX_BODY, send } from "./send.ts";
+import { forwardAs, MAX_BODY } from "./send.ts";
 import {
   afterDelivery,
   decide,
@@ -353,19 +353,7 @@ export async function inbound(
       stored: new Map(
         [...mailboxes.keys()].filter((o) => !full.has(o)).map((o) => [o, id]),
       ),
-    }, (owner, forward) =>
-      send(
-        {
-          ...forward,
-          cc: [],
-          bcc: [],
-          attachments: [],
-          in_reply_to: null,
-          encrypted: false,
-        },
-        { ...ctx, caller: { address: owner, session: "rules" } },
-        quotaDefault,
-      ));
+    }, forwardAs(ctx, quotaDefault));
   }
   return {
     recipients: recipients.map((r) => {

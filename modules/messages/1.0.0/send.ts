@@ -26,6 +26,7 @@ import {
   afterDelivery,
   decide,
   type DeliveryFacts,
+  type ForwardSender,
   makeFolders,
   notKept,
   placed,
@@ -104,6 +105,29 @@ export interface SendResult {
   date: Date;
   /** One entry per written recipient. */
   recipients: RecipientResult[];
+}
+
+/**
+ * How the rules' forwards leave: sent as their owner, in clear, without the
+ * original's recipients or attachments (rules.ts's {@link ForwardSender}).
+ */
+export function forwardAs(
+  ctx: ModuleContext,
+  quotaDefault: number,
+): ForwardSender {
+  return (owner, forward) =>
+    send(
+      {
+        ...forward,
+        cc: [],
+        bcc: [],
+        attachments: [],
+        in_reply_to: null,
+        encrypted: false,
+      },
+      { ...ctx, caller: { address: owner, session: "rules" } },
+      quotaDefault,
+    );
 }
 
 /** The payload of a message for another server (docs/PROTOCOL.md 14.4). */
@@ -471,19 +495,7 @@ export async function send(
       body: request.body,
       format: request.format,
       stored,
-    }, (owner, forward) =>
-      send(
-        {
-          ...forward,
-          cc: [],
-          bcc: [],
-          attachments: [],
-          in_reply_to: null,
-          encrypted: false,
-        },
-        { ...ctx, caller: { address: owner, session: "rules" } },
-        quotaDefault,
-      ));
+    }, forwardAs(ctx, quotaDefault));
   }
   const pushes = [...blindMessages, mainMessage].flatMap((m, j) =>
     (j < blindMessages.length ? blindOutcomes[j] : outcomes).flatMap((
