@@ -62,10 +62,13 @@ export async function soak(
   options: { seconds: number; kills: number; senders?: number },
 ): Promise<SoakReport> {
   const started = Date.now();
+  // A lifetime far above the kills' outages: what is checked is that nothing
+  // acknowledged is lost or doubled, not when an unreachable peer's mail
+  // bounces (restarts take seconds on a loaded machine, the default here is 6).
   const world: World = await startWorld([["a.example.test", "alpha.test"], [
     "b.example.test",
     "beta.test",
-  ]]);
+  ]], { AMTP_FEDERATION_LIFETIME: "120" });
   const [a, b] = world.nodes;
   const problems: string[] = [];
   const acked = new Set<string>();
