@@ -79,11 +79,15 @@ export class ManifestMismatchError extends Error {
   }
 }
 
+/** The offers of a module (services.ts) a slot's calls go to. */
+export type CopyOffer = "call" | "inbound" | "compose" | "transport" | "event";
+
 /**
  * What serves a slot's calls: one running copy ({@link ModuleInstance}), or
- * the connected instances of a remote module (remote/pool.ts).
+ * the connected instances of a remote module (remote/pool.ts). Its calls are
+ * the module's offers, declared once in {@link ModuleOffers}.
  */
-export interface ModuleCopy {
+export interface ModuleCopy extends Pick<ModuleOffers, CopyOffer> {
   /** `ready` when it takes calls. */
   readonly state: "starting" | "ready" | "down";
   /** Calls in flight. */
@@ -94,26 +98,6 @@ export interface ModuleCopy {
   readonly composes: boolean;
   /** Whether it carries the routes its manifest names. */
   readonly carries: boolean;
-  /** Run a command. */
-  call(
-    command: string,
-    caller: BridgeCaller,
-    params: Document,
-  ): Promise<unknown>;
-  /** Hand it a delivery. */
-  inbound(
-    caller: BridgeCaller,
-    delivery: InboundDelivery,
-  ): Promise<InboundResult>;
-  /** Have it compose a payload. */
-  compose(
-    caller: BridgeCaller,
-    request: ComposeRequest,
-  ): Promise<{ raw: Uint8Array }>;
-  /** Have it carry a message. */
-  transport(request: TransportRequest): Promise<TransportResult>;
-  /** Hand it an event of another module it subscribes to. */
-  event(caller: BridgeCaller, event: string, data: unknown): Promise<null>;
   /** Resolve once no call is in flight, or after `ms`. */
   drained(ms: number): Promise<void>;
   /** Stop it. */
@@ -384,9 +368,7 @@ export class ModuleInstance implements ModuleCopy {
   }
 
   /** Call one of the module's offers under its deadline; resolves with the checked answer. */
-  async #call<
-    M extends "call" | "inbound" | "compose" | "transport" | "event",
-  >(
+  async #call<M extends CopyOffer>(
     method: M,
     args: Parameters<ModuleOffers[M]>,
   ): Promise<Awaited<ReturnType<ModuleOffers[M]>>> {

@@ -255,17 +255,27 @@ async function finishJoin(
   };
 }
 
-/** Accept an invitation: keys made here, the public key registered with the code. */
-export async function acceptInvitation(
+/**
+ * The way in with keys made here: an invitation's `code`
+ * (`invitation_accept`), or an `address` on a domain open for registration
+ * (`user_register`).
+ */
+export type JoinWay =
+  | { command: "invitation_accept"; code: string }
+  | { command: "user_register"; address: string };
+
+/** Join with keys made here: the public key is registered by the way's command. */
+export async function joinWith(
   client: AmtpClient,
-  code: string,
+  way: JoinWay,
   options: { name?: string; label: string },
 ): Promise<Joined> {
+  const { command, ...named } = way;
   const login = await newLoginKey();
-  const done = await client.call<{ address: string; kind: string }>(
-    "invitation_accept",
+  const done = await client.call<{ address: string; kind?: string }>(
+    command,
     {
-      code,
+      ...named,
       algorithm: login.stored.algorithm,
       public_key: login.stored.spki,
       key_label: options.label,
@@ -279,29 +289,6 @@ export async function acceptInvitation(
     login,
     options.label,
     done.kind === "device" ? undefined : await newMasterKey(),
-  );
-}
-
-/** Register on a domain open for registration. */
-export async function register(
-  client: AmtpClient,
-  address: string,
-  options: { name?: string; label: string },
-): Promise<Joined> {
-  const login = await newLoginKey();
-  const done = await client.call<{ address: string }>("user_register", {
-    address,
-    algorithm: login.stored.algorithm,
-    public_key: login.stored.spki,
-    key_label: options.label,
-    name: options.name || undefined,
-  });
-  return await finishJoin(
-    client,
-    done.address,
-    login,
-    options.label,
-    await newMasterKey(),
   );
 }
 

@@ -113,11 +113,70 @@ function field(
     set((e.target as HTMLInputElement).value)} /></div>`;
 }
 
+/**
+ * A section of the console: its heading `id` and `title` (beside a Refresh
+ * button when it has a `reload`), then what it shows (text, a table, forms).
+ */
+function Section(
+  { id, title, reload, children }: {
+    id: string;
+    title: string;
+    reload?: () => void;
+    children?: unknown;
+  },
+) {
+  const heading = html`<h2 id=${id}>${title}</h2>`;
+  return html`<section class="card" aria-labelledby=${id}>
+    ${
+    reload
+      ? html`<div class="screen-head">${heading}
+          <button onClick=${reload}>Refresh</button></div>`
+      : heading
+  }
+    ${children}
+  </section>`;
+}
+
+/** A one-line form: its fields (and other buttons), then its submit button. */
+function RowForm(
+  { submit, onSubmit, children }: {
+    submit: string;
+    onSubmit: () => unknown;
+    children?: unknown;
+  },
+) {
+  return html`<form class="row-form" onSubmit=${(e: Event) => {
+    e.preventDefault();
+    onSubmit();
+  }}>
+    ${children}
+    <button type="submit">${submit}</button>
+  </form>`;
+}
+
+/**
+ * A button that runs one admin command ({@link act}), after `ask` is
+ * confirmed when there is one.
+ */
+function CommandButton(
+  { label, command, params, done, reload, ask }: {
+    label: string;
+    command: string;
+    params: Row;
+    done: string;
+    reload?: () => void;
+    ask?: string;
+  },
+) {
+  const admin = app.value.admin!;
+  return html`<button onClick=${() =>
+    (!ask || confirm(ask)) &&
+    act(admin, command, params, done, reload)}>${label}</button>`;
+}
+
 function SysInfo() {
   const [info, reload] = useAdmin<Row>("admin_sysinfo");
-  return html`<section class="card" aria-labelledby="sys-h">
-    <div class="screen-head"><h2 id="sys-h">Server</h2>
-      <button onClick=${reload}>Refresh</button></div>
+  return html`<${Section} id="sys-h" title="Server" reload=${reload}>
     ${
     info
       ? html`
@@ -141,7 +200,7 @@ function SysInfo() {
         </dl>
       `
       : html`<p class="muted">Loading…</p>`
-  }</section>`;
+  }<//>`;
 }
 
 function Domains() {
@@ -152,42 +211,32 @@ function Domains() {
   const [name, setName] = useState("");
   const [open, setOpen] = useState(false);
   return html`
-    <section class="card" aria-labelledby="dom-h">
-      <h2 id="dom-h">Domains</h2>
+    <${Section} id="dom-h" title="Domains">
       <${Table} label="Domains" rows=${data?.domains ?? []}
         columns=${["name", "registration_open", "description"]}
         actions=${(r: Row) =>
-          html`<button onClick=${() =>
-            confirm(`Delete ${r.name} and all its users and aliases?`) &&
-            act(
-              admin,
-              "admin_del_domain",
-              { domain: r.name, force: true },
-              `Domain ${r.name} deleted`,
-              reload,
-            )}>Delete</button>`} />
-      <form class="row-form" onSubmit=${(e: Event) => {
-        e.preventDefault();
+          html`
+            <${CommandButton} label="Delete" command="admin_del_domain"
+              params=${{ domain: r.name, force: true }}
+              done=${`Domain ${r.name} deleted`} reload=${reload}
+              ask=${`Delete ${r.name} and all its users and aliases?`} />
+          `} />
+      <${RowForm} submit="Add domain" onSubmit=${() =>
         act(
           admin,
           "admin_add_domain",
-          {
-            domain: name.trim(),
-            registration_open: open,
-          },
+          { domain: name.trim(), registration_open: open },
           `Domain ${name} added`,
           reload,
-        ).then((r) => r && setName(""));
-      }}>
+        ).then((r) => r && setName(""))}>
           ${field("dom-name", "New domain", name, setName)}
           <div><label><input type="checkbox" checked=${open}
             onChange=${(e: Event) =>
               setOpen(
                 (e.target as HTMLInputElement).checked,
               )} /> open for self-registration</label></div>
-          <button type="submit">Add domain</button>
-        </form>
-    </section>
+        <//>
+      <//>
   `;
 }
 
@@ -200,62 +249,56 @@ function Invitations() {
   const [name, setName] = useState("");
   const [days, setDays] = useState("7");
   const [made, setMade] = useState<Row | undefined>();
-  return html`<section class="card" aria-labelledby="ainv-h">
-    <div class="screen-head"><h2 id="ainv-h">Invitations</h2>
-      <button onClick=${reload}>Refresh</button></div>
-    <p>An invitation lets a person's own browser make their keys and create
-      their account: no private key is made here. The code is shown once.</p>
-    <form class="row-form" onSubmit=${async (e: Event) => {
-    e.preventDefault();
-    const result = await act(
-      admin,
-      "admin_add_invitation",
-      {
-        address: address.trim(),
-        ...(name.trim() ? { name: name.trim() } : {}),
-        expires_in: Math.round(Number(days) * 86_400),
-      },
-      `Invitation for ${address} made`,
-      reload,
-    );
-    if (result) {
-      setMade(result);
-      setAddress("");
-      setName("");
-    }
-  }}>
-      ${field("ainv-address", "Address", address, setAddress, "email")}
-      ${field("ainv-name", "Name (optional)", name, setName)}
-      ${field("ainv-days", "Valid for (days)", days, setDays, "number")}
-      <button type="submit">Create invitation</button>
-    </form>
-    ${
-    made
-      ? html`<div class="card warning" data-testid="invitation">
+  return html`
+    <${Section} id="ainv-h" title="Invitations" reload=${reload}>
+      <p>An invitation lets a person's own browser make their keys and create
+          their account: no private key is made here. The code is shown once.</p>
+      <${RowForm} submit="Create invitation" onSubmit=${async () => {
+        const result = await act(
+          admin,
+          "admin_add_invitation",
+          {
+            address: address.trim(),
+            ...(name.trim() ? { name: name.trim() } : {}),
+            expires_in: Math.round(Number(days) * 86_400),
+          },
+          `Invitation for ${address} made`,
+          reload,
+        );
+        if (result) {
+          setMade(result);
+          setAddress("");
+          setName("");
+        }
+      }}>
+          ${field("ainv-address", "Address", address, setAddress, "email")}
+          ${field("ainv-name", "Name (optional)", name, setName)}
+          ${field("ainv-days", "Valid for (days)", days, setDays, "number")}
+        <//>
+        ${made
+          ? html`<div class="card warning" data-testid="invitation">
         <p>Give this to ${(made.invitation as Row).address} (valid until ${
-        text((made.invitation as Row).expires)
-      }):</p>
+            text((made.invitation as Row).expires)
+          }):</p>
         <p>Code: <code data-testid="invitation-code">${made.code}</code></p>
         ${
-        made.link
-          ? html`<p>Link: <a href=${made.link} data-testid="invitation-link">${made.link}</a></p>`
-          : null
-      }
+            made.link
+              ? html`<p>Link: <a href=${made.link} data-testid="invitation-link">${made.link}</a></p>`
+              : null
+          }
       </div>`
-      : null
-  }
-    <${Table} label="Open invitations" rows=${data?.invitations ?? []}
-      columns=${["address", "kind", "created_by", "expires"]}
-      actions=${(r: Row) =>
-    html`<button onClick=${() =>
-      act(
-        admin,
-        "admin_del_invitation",
-        { id: r.id },
-        "Invitation withdrawn",
-        reload,
-      )}>Withdraw</button>`} />
-  </section>`;
+          : null}
+        <${Table} label="Open invitations" rows=${data?.invitations ?? []}
+          columns=${["address", "kind", "created_by", "expires"]}
+          actions=${(r: Row) =>
+            html`
+              <${CommandButton} label="Withdraw" command="admin_del_invitation"
+                params=${{
+                  id: r.id,
+                }} done="Invitation withdrawn" reload=${reload} />
+            `} />
+      <//>
+  `;
 }
 
 function Users() {
@@ -269,24 +312,16 @@ function Users() {
     quota: u.quota ? formatSize(Number(u.quota)) : "default",
   }));
   return html`
-    <section class="card" aria-labelledby="usr-h">
-      <div class="screen-head"><h2 id="usr-h">Users</h2>
-          <button onClick=${reload}>Refresh</button></div>
+    <${Section} id="usr-h" title="Users" reload=${reload}>
       <${Table} label="Users" rows=${rows}
         columns=${["address", "name", "disabled", "quota", "devices"]}
         actions=${(r: Row) =>
           html`
-            <button onClick=${() =>
-              act(
-                admin,
-                "admin_set_user",
-                {
-                  address: r.address,
-                  disabled: !r.disabled,
-                },
-                `${r.address} ${r.disabled ? "enabled" : "disabled"}`,
-                reload,
-              )}>${r.disabled ? "Enable" : "Disable"}</button>
+            <${CommandButton} label=${r.disabled ? "Enable" : "Disable"}
+              command="admin_set_user"
+              params=${{ address: r.address, disabled: !r.disabled }}
+              done=${`${r.address} ${r.disabled ? "enabled" : "disabled"}`}
+              reload=${reload} />
             <button onClick=${() => {
               const mb = prompt("Quota in MB (0: the server's default)");
               if (mb !== null) {
@@ -302,17 +337,11 @@ function Users() {
                 );
               }
             }}>Quota</button>
-            <button onClick=${() =>
-              confirm(`Delete ${r.address}?`) &&
-              act(
-                admin,
-                "admin_del_user",
-                { address: r.address },
-                `${r.address} deleted`,
-                reload,
-              )}>Delete</button>
+            <${CommandButton} label="Delete" command="admin_del_user"
+              params=${{ address: r.address }} done=${`${r.address} deleted`}
+              reload=${reload} ask=${`Delete ${r.address}?`} />
           `} />
-    </section>
+      <//>
   `;
 }
 
@@ -326,21 +355,16 @@ function Aliases() {
   const [domain, setDomain] = useState("");
   const [catchall, setCatchall] = useState("");
   return html`
-    <section class="card" aria-labelledby="ali-h">
-      <h2 id="ali-h">Aliases and catch-alls</h2>
+    <${Section} id="ali-h" title="Aliases and catch-alls">
       <${Table} label="Aliases" rows=${data?.aliases ?? []}
         columns=${["address", "recipients", "description"]}
         actions=${(r: Row) =>
-          html`<button onClick=${() =>
-            act(
-              admin,
-              "admin_del_alias",
-              { address: r.address },
-              "Alias deleted",
-              reload,
-            )}>Delete</button>`} />
-      <form class="row-form" onSubmit=${(e: Event) => {
-        e.preventDefault();
+          html`
+            <${CommandButton} label="Delete" command="admin_del_alias"
+              params=${{ address: r.address }} done="Alias deleted"
+              reload=${reload} />
+          `} />
+      <${RowForm} submit="Add alias" onSubmit=${() =>
         act(
           admin,
           "admin_add_alias",
@@ -350,35 +374,25 @@ function Aliases() {
           },
           `Alias ${address} added`,
           reload,
-        );
-      }}>
+        )}>
           ${field("ali-address", "Alias", address, setAddress)}
           ${field("ali-to", "Delivers to (comma separated)", to, setTo)}
-          <button type="submit">Add alias</button>
-        </form>
-      <form class="row-form" onSubmit=${(e: Event) => {
-        e.preventDefault();
-        act(admin, "admin_set_catchall", {
-          domain: domain.trim(),
-          recipients: catchall.split(/[,\s]+/).filter(Boolean),
-        }, `Catch-all of ${domain} set`);
-      }}>
+        <//>
+        <${RowForm} submit="Set catch-all" onSubmit=${() =>
+          act(admin, "admin_set_catchall", {
+            domain: domain.trim(),
+            recipients: catchall.split(/[,\s]+/).filter(Boolean),
+          }, `Catch-all of ${domain} set`)}>
           ${field("ca-domain", "Catch-all of domain", domain, setDomain)}
-          ${field(
-            "ca-to",
-            "Delivers to (empty: off)",
-            catchall,
-            setCatchall,
-          )}
+          ${field("ca-to", "Delivers to (empty: off)", catchall, setCatchall)}
           <button type="button" onClick=${async () => {
             const r = await act(admin, "admin_get_catchall", {
               domain: domain.trim(),
             }, `Catch-all of ${domain} read`);
             if (r) setCatchall((r.recipients as string[]).join(", "));
           }}>Read</button>
-          <button type="submit">Set catch-all</button>
-        </form>
-    </section>
+        <//>
+      <//>
   `;
 }
 
@@ -392,8 +406,7 @@ function Admins() {
     keys: (a.keys as Row[]).map((k) => `${k.algorithm} ${k.key_id}`),
   }));
   return html`
-    <section class="card" aria-labelledby="adm-h">
-      <h2 id="adm-h">Admins</h2>
+    <${Section} id="adm-h" title="Admins">
       <p
         class="muted">New admins are added with their public key: <code>deno task amtp admin add-admin</code>.</p>
       <${Table} label="Admins" rows=${rows} columns=${[
@@ -402,18 +415,13 @@ function Admins() {
         "keys",
       ]}
         actions=${(r: Row) =>
-          r.name === admin.name ? null : html`<button onClick=${() =>
-            act(
-              admin,
-              "admin_set_admin",
-              {
-                name: r.name,
-                disabled: !r.disabled,
-              },
-              `Admin ${r.name} updated`,
-              reload,
-            )}>${r.disabled ? "Enable" : "Disable"}</button>`} />
-    </section>
+          r.name === admin.name ? null : html`
+            <${CommandButton} label=${r.disabled ? "Enable" : "Disable"}
+              command="admin_set_admin"
+              params=${{ name: r.name, disabled: !r.disabled }}
+              done=${`Admin ${r.name} updated`} reload=${reload} />
+          `} />
+      <//>
   `;
 }
 
@@ -447,14 +455,15 @@ function withGrants(m: Row): Row {
 }
 
 function Modules() {
-  const admin = app.value.admin!;
   const [data, reload] = useAdmin<{ modules: Row[] }>("admin_get_modules");
-  const verb = (command: string, m: Row, done: string) =>
-    act(admin, command, { name: m.name, version: m.version }, done, reload);
+  const verb = (label: string, command: string, m: Row, done: string) =>
+    html`
+      <${CommandButton} label=${label} command=${command}
+        params=${{ name: m.name, version: m.version }} done=${done}
+        reload=${reload} />
+    `;
   return html`
-    <section class="card" aria-labelledby="mod-h">
-      <div class="screen-head"><h2 id="mod-h">Modules</h2>
-          <button onClick=${reload}>Refresh</button></div>
+    <${Section} id="mod-h" title="Modules" reload=${reload}>
       <${Table} label="Modules" rows=${(data?.modules ?? []).map(withGrants)}
         columns=${[
           "name",
@@ -471,66 +480,50 @@ function Modules() {
         ]}
         actions=${(m: Row) =>
           html`
-            <button onClick=${() =>
-              verb(
-                "admin_reload_module",
-                m,
-                `${m.name} ${m.version} reloaded`,
-              )}>Reload</button>
-            <button onClick=${() =>
-              verb(
-                m.enabled ? "admin_disable_module" : "admin_enable_module",
-                m,
-                `${m.name} ${m.version} ${m.enabled ? "disabled" : "enabled"}`,
-              )}>${m.enabled ? "Disable" : "Enable"}</button>
-            <button onClick=${() =>
-              verb(
-                "admin_set_module_default",
-                m,
-                `${m.name} ${m.version} is the default`,
-              )}>Make default</button>
+            ${verb(
+              "Reload",
+              "admin_reload_module",
+              m,
+              `${m.name} ${m.version} reloaded`,
+            )}
+            ${verb(
+              m.enabled ? "Disable" : "Enable",
+              m.enabled ? "admin_disable_module" : "admin_enable_module",
+              m,
+              `${m.name} ${m.version} ${m.enabled ? "disabled" : "enabled"}`,
+            )}
+            ${verb(
+              "Make default",
+              "admin_set_module_default",
+              m,
+              `${m.name} ${m.version} is the default`,
+            )}
           `} />
-    </section>
+      <//>
   `;
 }
 
 function Queue() {
-  const admin = app.value.admin!;
   const [data, reload] = useAdmin<{ items: Row[] }>("admin_get_queue");
   return html`
-    <section class="card" aria-labelledby="q-h">
-      <div class="screen-head"><h2 id="q-h">Outbound queue</h2>
-          <button onClick=${reload}>Refresh</button></div>
+    <${Section} id="q-h" title="Outbound queue" reload=${reload}>
       <${Table} label="Outbound queue" rows=${data?.items ?? []}
         columns=${["id", "domain", "attempts", "next_attempt", "last_error"]}
         actions=${(r: Row) =>
           html`
-            <button onClick=${() =>
-              act(
-                admin,
-                "admin_retry_queue",
-                { id: r.id },
-                "Retry now",
-                reload,
-              )}>Retry</button>
-            <button onClick=${() =>
-              act(
-                admin,
-                "admin_del_queue",
-                { id: r.id },
-                "Dropped",
-                reload,
-              )}>Drop</button>
+            <${CommandButton} label="Retry" command="admin_retry_queue"
+              params=${{ id: r.id }} done="Retry now" reload=${reload} />
+            <${CommandButton} label="Drop" command="admin_del_queue"
+              params=${{ id: r.id }} done="Dropped" reload=${reload} />
           `} />
-    </section>
+      <//>
   `;
 }
 
 function DnsCheck() {
   const admin = app.value.admin!;
   const [result, setResult] = useState<Row | undefined>();
-  return html`<section class="card" aria-labelledby="dns-h">
-    <h2 id="dns-h">DNS self-check</h2>
+  return html`<${Section} id="dns-h" title="DNS self-check">
     <button onClick=${async () =>
     setResult(
       await act(admin, "admin_dns_check", {}, "DNS checked"),
@@ -542,18 +535,11 @@ function DnsCheck() {
           ? "All records are right."
           : "Some records need attention."}</p>
         <${Table} label="DNS records" rows=${(result.records ?? []) as Row[]}
-          columns=${[
-            "name",
-            "type",
-            "status",
-            "value",
-            "found",
-            "message",
-          ]} />
+          columns=${["name", "type", "status", "value", "found", "message"]} />
       `
       : null
   }
-  </section>`;
+  <//>`;
 }
 
 /** The admin console. */

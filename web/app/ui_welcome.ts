@@ -10,12 +10,11 @@
 import { useEffect, useState } from "preact/hooks";
 import { deviceCode } from "../../client/e2e.ts";
 import {
-  acceptInvitation,
   AdminSession,
   browserLabel,
   importKeyFile,
   type Joined,
-  register,
+  joinWith,
   UserSession,
 } from "./account.ts";
 import type { StoredAccount } from "./db.ts";
@@ -81,7 +80,11 @@ function Invitation({ code: initial }: { code?: string }) {
     setBusy(true);
     try {
       joined(
-        await acceptInvitation(await connected(), code.trim(), { name, label }),
+        await joinWith(
+          await connected(),
+          { command: "invitation_accept", code: code.trim() },
+          { name, label },
+        ),
       );
     } catch (error) {
       notify(`Could not join: ${describe(error)}`, "error");
@@ -136,7 +139,10 @@ function Register() {
     setBusy(true);
     try {
       joined(
-        await register(await connected(), address.trim(), {
+        await joinWith(await connected(), {
+          command: "user_register",
+          address: address.trim(),
+        }, {
           name,
           label: browserLabel(),
         }),

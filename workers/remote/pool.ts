@@ -11,15 +11,6 @@
  */
 
 import { ErrorCode, ProtocolError } from "../../core/protocol/mod.ts";
-import type { Document } from "../../core/wire/mod.ts";
-import type {
-  BridgeCaller,
-  ComposeRequest,
-  InboundDelivery,
-  InboundResult,
-  TransportRequest,
-  TransportResult,
-} from "../bridge/services.ts";
 import type { ModuleCopy, ModuleInstance } from "../instance.ts";
 import type { Manifest } from "../manifest.ts";
 import type { LinkInfo } from "./link.ts";
@@ -145,35 +136,12 @@ export class RemotePool implements ModuleCopy {
     return best;
   }
 
-  call(
-    command: string,
-    caller: BridgeCaller,
-    params: Document,
-  ): Promise<unknown> {
-    return this.#pick().call(command, caller, params);
-  }
-
-  inbound(
-    caller: BridgeCaller,
-    delivery: InboundDelivery,
-  ): Promise<InboundResult> {
-    return this.#pick().inbound(caller, delivery);
-  }
-
-  compose(
-    caller: BridgeCaller,
-    request: ComposeRequest,
-  ): Promise<{ raw: Uint8Array }> {
-    return this.#pick().compose(caller, request);
-  }
-
-  transport(request: TransportRequest): Promise<TransportResult> {
-    return this.#pick().transport(request);
-  }
-
-  event(caller: BridgeCaller, event: string, data: unknown): Promise<null> {
-    return this.#pick().event(caller, event, data);
-  }
+  // The module's offers (ModuleOffers, services.ts), each to one instance.
+  call: ModuleCopy["call"] = (...a) => this.#pick().call(...a);
+  inbound: ModuleCopy["inbound"] = (...a) => this.#pick().inbound(...a);
+  compose: ModuleCopy["compose"] = (...a) => this.#pick().compose(...a);
+  transport: ModuleCopy["transport"] = (...a) => this.#pick().transport(...a);
+  event: ModuleCopy["event"] = (...a) => this.#pick().event(...a);
 
   async drained(ms: number): Promise<void> {
     await Promise.all([...this.#members.keys()].map((m) => m.drained(ms)));
