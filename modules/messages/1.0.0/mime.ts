@@ -2,7 +2,7 @@
  * The one mapping between AMTP messages and Internet messages (MIME, RFC
  * 5322 and 2045-2049), both ways: what the SMTP gateway receives and sends,
  * and what `deno task admin export` / `import` read and write, all pass
- * here. The formats are the libraries' (postal-mime reads, nodemailer's
+ * here. The formats are the libraries' (mailparser reads, nodemailer's
  * composer writes); what is written by hand is which field goes where.
  *
  * - Message-ID, In-Reply-To and References become AMTP ids without their
@@ -18,8 +18,8 @@
  */
 
 import { Buffer } from "node:buffer";
-import PostalMime, { type Address, decodeWords } from "postal-mime";
-import { convert as htmlToText } from "html-to-text";
+import { simpleParser } from "mailparser";
+import type { AddressObject, ParsedMail } from "mailparser";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
 
 /** Characters kept of a subject. */
@@ -106,8 +106,8 @@ export function bareId(value: string | undefined | null): string | undefined {
 }
 
 /** Every message id in a header value (`<a@b> <c@d>`), in order. */
-function ids(value: string | undefined): string[] {
-  const text = value ?? "";
+function ids(value: string | string[] | undefined): string[] {
+  const text = Array.isArray(value) ? value.join(" ") : value ?? "";
   const out: string[] = [];
   for (const match of text.matchAll(/<([^<>\s]+)>/g)) {
     if (match[1].length <= 400) out.push(match[1]);
@@ -119,17 +119,25 @@ function ids(value: string | undefined): string[] {
   return out;
 }
 
-/** The addresses of an address header, groups flattened, lowercase. */
-function addresses(value: Address[] | undefined) {
+function addresses(value: AddressObject | AddressObject[] | undefined) {
+  const objects = value === undefined
+    ? []
+    : Array.isArray(value)
+    ? value
+    : [value];
   const out: { address: string; name: string }[] = [];
-  for (const a of value ?? []) {
-    for (const m of a.group ?? [a]) {
-      if (m.address && out.length < MAX_ADDRESSES) {
-        out.push({ address: m.address.toLowerCase(), name: m.name ?? "" });
+  const walk = (
+    list: { address?: string; name: string; group?: unknown }[],
+  ) => {
+    for (const a of list) {
+      if (Array.isArray(a.group)) walk(a.group);
+      else if (a.address) {
+        out.push({ address: a.address.toLowerCase(), name: a.name ?? "" });
       }
     }
-  }
-  return out;
+  };
+  for (const o of objects) walk(o.value);
+  return out.slice(0, MAX_ADDRESSES);
 }
 
 /** The fields of one block of a `message/delivery-status` part. */
@@ -147,29 +155,21 @@ function fields(block: string): Map<string, string> {
   return out;
 }
 
-/** A part kept as a file, as the parser gives it. */
-interface Part {
-  type: string;
-  content: Uint8Array;
-}
-
-/** A delivery status notification's report, when the message is one. */
-function reportOf(
-  contentType: string,
-  parts: Part[],
-): MimeReport | undefined {
-  const [type, ...params] = contentType.split(";");
+/** A delivery status notification's report, when `parsed` is one. */
+function reportOf(parsed: ParsedMail): MimeReport | undefined {
+  const type = parsed.headers.get("content-type") as
+    | { value?: string; params?: Record<string, string> }
+    | undefined;
   if (
-    type.trim().toLowerCase() !== "multipart/report" ||
-    !params.some((p) =>
-      /^\s*report-type\s*=\s*"?delivery-status"?\s*$/i.test(p)
-    )
+    type?.value?.toLowerCase() !== "multipart/report" ||
+    type.params?.["report-type"]?.toLowerCase() !== "delivery-status"
   ) return undefined;
-  const utf8 = new TextDecoder();
-  const status = parts.find((a) => a.type === "message/delivery-status");
+  const status = parsed.attachments.find((a) =>
+    a.contentType.toLowerCase() === "message/delivery-status"
+  );
   const recipients: ReportRecipient[] = [];
   if (status) {
-    const blocks = utf8.decode(status.content).split(/\r?\n\r?\n/);
+    const blocks = status.content.toString("utf8").split(/\r?\n\r?\n/);
     for (const block of blocks.slice(1)) {
       const f = fields(block);
       const final = f.get("final-recipient") ?? f.get("original-recipient");
@@ -187,131 +187,14 @@ function reportOf(
     }
   }
   // The message it reports on: its headers, or the whole of it.
-  const original = parts.find((a) =>
+  const original = parsed.attachments.find((a) =>
     ["message/rfc822", "text/rfc822-headers", "message/global"].includes(
-      a.type,
+      a.contentType.toLowerCase(),
     )
   );
-  const head = original
-    ? utf8.decode(original.content.subarray(0, 64 * 1024)).split(
-      /\r?\n\r?\n/,
-    )[0]
-    : "";
+  const head = original?.content.toString("utf8").split(/\r?\n\r?\n/)[0] ?? "";
   const messageId = bareId(fields(head).get("message-id"));
   return { message_id: messageId, recipients };
-}
-
-/** Longest HTML made into text (the rest of it is left out of the text). */
-const MAX_HTML_TO_TEXT = 2 * 1024 * 1024;
-/** Bytes of header a part may have (the parser's bound). */
-const MAX_HEADERS = 256 * 1024;
-
-/**
- * The parser, with the text of the parts taken as they are: postal-mime
- * itself would make text from HTML parts (and HTML from text parts) of a
- * mixed message with regular expressions that take time quadratic in the
- * HTML's length (200 KB: 20 s), so its tree is walked here instead; text
- * from HTML, when a message has none, comes from html-to-text (linear).
- */
-class Parser extends PostalMime {
-  /** The text/plain and text/html parts, in order. */
-  plain: string[] = [];
-  html: string[] = [];
-
-  // Replaces postal-mime's own walk (same tree, no conversions; every
-  // `message/rfc822` part is a file).
-  processNodeTree(): Promise<void> {
-    // deno-lint-ignore no-explicit-any
-    const self = this as any;
-    // `part` numbers the parts as IMAP does (1, 2.1, ...): unnamed files
-    // are named after it.
-    const walk = (
-      node: MimeNodeShape,
-      related: boolean,
-      part: string,
-      inMultipart: boolean,
-    ) => {
-      if (node.contentType.multipart) {
-        const inRelated = related || node.contentType.multipart === "related";
-        node.childNodes.forEach((child, i) =>
-          walk(child, inRelated, part ? `${part}.${i + 1}` : `${i + 1}`, true)
-        );
-        return;
-      }
-      const type = String(node.contentType.parsed?.value ?? "text/plain")
-        .toLowerCase();
-      const disposition = node.contentDisposition?.parsed?.value;
-      if (
-        disposition !== "attachment" &&
-        (type === "text/plain" || type === "text/html")
-      ) {
-        const text = node.getTextContent();
-        // The line break before a boundary belongs to the boundary.
-        (type === "text/plain" ? this.plain : this.html).push(
-          inMultipart ? text.replace(/\n$/, "") : text,
-        );
-        return;
-      }
-      if (!node.content) return;
-      let content = node.content instanceof Uint8Array
-        ? node.content
-        : new Uint8Array(node.content);
-      if (!/base64/i.test(node.contentTransferEncoding?.value ?? "")) {
-        content = crlf(content, inMultipart);
-      }
-      const filename = node.contentDisposition?.parsed?.params?.filename ||
-        node.contentType.parsed?.params?.name || null;
-      self.attachments.push({
-        filename: filename ? decodeWords(filename) : null,
-        mimeType: type,
-        disposition: disposition || null,
-        ...(related && node.contentId ? { related: true } : {}),
-        ...(node.contentId ? { contentId: node.contentId } : {}),
-        content,
-        part: part || "1",
-      });
-    };
-    walk(self.root, false, "", false);
-    self.textContent = {};
-    return Promise.resolve();
-  }
-}
-
-/**
- * The lines of a part that was not base64 with CRLF line ends, as they came
- * over the wire (the parser ends each line with LF), and without the line
- * break that belongs to the boundary after it (inside a multipart).
- */
-function crlf(content: Uint8Array, inMultipart: boolean): Uint8Array {
-  let end = content.length;
-  if (end > 0 && content[end - 1] === 0x0a) end--; // the parser's own
-  if (inMultipart && end > 0 && content[end - 1] === 0x0a) end--;
-  let breaks = 0;
-  for (let i = 0; i < end; i++) if (content[i] === 0x0a) breaks++;
-  const out = new Uint8Array(end + breaks + (inMultipart ? 0 : 2));
-  let at = 0;
-  for (let i = 0; i < end; i++) {
-    if (content[i] === 0x0a) out[at++] = 0x0d;
-    out[at++] = content[i];
-  }
-  if (!inMultipart) out.set([0x0d, 0x0a], at);
-  return out;
-}
-
-/** What {@link Parser} reads of postal-mime's tree nodes. */
-interface MimeNodeShape {
-  contentType: {
-    multipart?: string;
-    parsed?: { value?: string; params?: Record<string, string> };
-  };
-  contentDisposition?: {
-    parsed?: { value?: string; params?: Record<string, string> };
-  };
-  contentTransferEncoding?: { value?: string };
-  contentId?: string;
-  content?: Uint8Array | ArrayBuffer;
-  childNodes: MimeNodeShape[];
-  getTextContent(): string;
 }
 
 /**
@@ -319,48 +202,43 @@ interface MimeNodeShape {
  * read as far as it goes (its exact bytes are kept apart by the caller).
  */
 export async function parseEmail(raw: Uint8Array): Promise<ParsedEmail> {
-  const parser = new Parser({
-    forceRfc822Attachments: true,
-    maxHeadersSize: MAX_HEADERS,
-  });
-  const parsed = await parser.parse(raw);
-  const from = parsed.from ? addresses([parsed.from])[0] : undefined;
+  const parsed = await simpleParser(
+    Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength),
+    {
+      keepCidLinks: true,
+      skipTextToHtml: true,
+      skipTextLinks: true,
+      skipImageLinks: true,
+      keepDeliveryStatus: true,
+      maxHtmlLengthToParse: 2 * 1024 * 1024,
+    },
+  );
+  const from = addresses(parsed.from)[0];
   const references = ids(parsed.references).slice(-MAX_REFERENCES);
-  const html = parser.html.length ? parser.html.join("<br/>\n") : undefined;
-  const text = parser.plain.length
-    ? parser.plain.join("\n")
-    : html === undefined
-    ? ""
-    : htmlToText(html.slice(0, MAX_HTML_TO_TEXT), {
-      limits: { maxDepth: 1000 },
-    });
-  const parts = parsed.attachments.map((a) => ({
-    type: a.mimeType.toLowerCase(),
-    content: a.content instanceof Uint8Array
-      ? a.content
-      : new Uint8Array(a.content as ArrayBuffer),
-  }));
-  const contentType = parsed.headers.find((h) => h.key === "content-type")
-    ?.value ?? "";
-  const report = reportOf(contentType, parts);
+  const html = typeof parsed.html === "string" ? parsed.html : undefined;
+  const report = reportOf(parsed);
   // The parts of a report are read into it, and kept as files too.
   const attachments = parsed.attachments.map((a, i): MimeAttachment => {
-    const cid = bareId(a.contentId) ?? undefined;
+    const content = new Uint8Array(
+      a.content.buffer,
+      a.content.byteOffset,
+      a.content.byteLength,
+    );
     const inline = a.related === true ||
-      (a.disposition === "inline" && cid !== undefined);
+      (a.contentDisposition === "inline" && a.cid !== undefined);
     return {
-      name: (a.filename ??
-        `part-${(a as { part?: string }).part ?? i + 1}${
-          extensionOf(parts[i].type)
-        }`)
-        .slice(0, 255),
-      type: parts[i].type.slice(0, 128),
-      content: parts[i].content,
-      ...(cid ? { content_id: cid.slice(0, 255) } : {}),
+      name:
+        (a.filename ?? `part-${a.partId ?? i + 1}${extensionOf(a.contentType)}`)
+          .slice(0, 255),
+      type: a.contentType.slice(0, 128),
+      content: new Uint8Array(content),
+      ...(a.cid ? { content_id: a.cid.slice(0, 255) } : {}),
       ...(inline ? { inline: true } : {}),
     };
   });
-  const date = parsed.date ? new Date(parsed.date) : undefined;
+  const date = parsed.date instanceof Date && !isNaN(parsed.date.getTime())
+    ? parsed.date
+    : undefined;
   return {
     message_id: bareId(parsed.messageId),
     from: from?.address ?? "",
@@ -368,14 +246,16 @@ export async function parseEmail(raw: Uint8Array): Promise<ParsedEmail> {
     to: addresses(parsed.to).map((a) => a.address),
     cc: addresses(parsed.cc).map((a) => a.address),
     subject: (parsed.subject ?? "").slice(0, MAX_SUBJECT),
-    date: date && !isNaN(date.getTime()) ? date : undefined,
+    date,
     in_reply_to: ids(parsed.inReplyTo)[0],
     references,
-    text,
+    text: parsed.text ?? "",
     html,
     attachments,
     report,
-    headers: parsed.headerLines.slice(0, 100).map((h): [string, string] => [
+    headers: (parsed.headerLines ?? []).slice(0, 100).map((
+      h,
+    ): [string, string] => [
       h.key.toLowerCase().slice(0, 76),
       h.line.slice(h.line.indexOf(":") + 1).replace(/\r?\n[ \t]+/g, " ")
         .trim().slice(0, 1000),

@@ -110,18 +110,26 @@ Deno.test("mime: a delivery status notification is read into its report", async 
   assert.equal(mail.text, "sorry");
 });
 
-Deno.test("mime: the HTML part of a mixed message is not made into text (the parser's own conversion is quadratic in hostile HTML)", async () => {
-  // postal-mime, left to itself, turns this HTML into text with regular
-  // expressions that take about 20 s for 200 KB of it (and hours for a
-  // message at the size limit).
+Deno.test("mime: hostile shapes are read: HTML of 200,000 unclosed comments beside a text part, 400,000 short lines", async () => {
+  // postal-mime 2.7.6 (tried in place of mailparser) makes text of such
+  // HTML with regular expressions quadratic in its length (200 KB: 20 s;
+  // this: minutes), and reads short lines ten times slower than
+  // mailparser: these would hang here.
   const html = "<!--x".repeat(200_000);
   const mail = await parseEmail(bytes(
     "From: a@b\r\nContent-Type: multipart/mixed; boundary=X\r\n\r\n" +
       "--X\r\nContent-Type: text/plain\r\n\r\nhi\r\n" +
       `--X\r\nContent-Type: text/html\r\n\r\n${html}\r\n--X--\r\n`,
   ));
-  assert.equal(mail.text, "hi");
-  assert.equal(mail.html, html);
+  assert.match(mail.text, /^hi/);
+  assert.ok(mail.html?.endsWith(html));
+  const lines = await parseEmail(
+    bytes("Subject: lines\r\n\r\n" + "ab\r\n".repeat(400_000)),
+  );
+  assert.equal(
+    lines.text.split("\n").filter((l) => l === "ab").length,
+    400_000,
+  );
 });
 
 Deno.test("mime: malformed input is read as far as it goes", async () => {
