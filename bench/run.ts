@@ -19,7 +19,6 @@ import { createHash } from "node:crypto";
 import { startAmtp } from "../testing/server.ts";
 import { startEmailWorld } from "../testing/email_world.ts";
 import { postfixAvailable } from "../testing/postfix.ts";
-import { dataOf, SmtpConversation } from "../testing/smtp_client.ts";
 import {
   BROWSER_DIR,
   CHROMIUM,
@@ -29,6 +28,7 @@ import { generateLoginKeyPair } from "../shared/login/algorithms.ts";
 import { toPem } from "../shared/pem.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import { fillMailbox, word } from "./mailbox_fill.ts";
+import { benchMessage, serverCpu, smtpFlood } from "./smtp_flood.ts";
 import {
   concurrent,
   kvDeliveryRate,
@@ -1305,45 +1305,6 @@ await section("transfers", async () => {
   });
 });
 
-/**
- * Send `count` messages over `sessions` SMTP connections at once (each
- * connection one transaction after another); resolves when every one got
- * its 250.
- */
-async function smtpFlood(
-  port: number,
-  sessions: number,
-  count: number,
-  to: string,
-  raw: Uint8Array,
-): Promise<void> {
-  const data = dataOf(raw);
-  await Promise.all(Array.from({ length: sessions }, async (_, w) => {
-    const smtp = await SmtpConversation.open(port).catch((error) => {
-      throw new Error(`port ${port}: ${error}`);
-    });
-    try {
-      await smtp.reply();
-      await smtp.command("EHLO bench.test");
-      for (let i = w; i < count; i += sessions) {
-        await smtp.command("MAIL FROM:<zoe@sender.test>");
-        await smtp.command(`RCPT TO:<${to}>`);
-        await smtp.command("DATA");
-        // Each message its own (a Message-ID of its own).
-        await smtp.write(
-          new TextEncoder().encode(`Message-ID: <b${w}.${i}@sender.test>\r\n`),
-        );
-        await smtp.write(data);
-        const done = await smtp.reply();
-        if (done.code !== 250) throw new Error(`${done.code} ${done.text}`);
-      }
-      await smtp.command("QUIT");
-    } finally {
-      smtp.close();
-    }
-  }));
-}
-
 await section("smtp", async () => {
   if (!postfixAvailable()) {
     throw new Error("postfix is not installed (or not root)");
@@ -1355,10 +1316,7 @@ await section("smtp", async () => {
   });
   try {
     await mail.world.addUser("bob@example.test");
-    const raw = new TextEncoder().encode(
-      "From: zoe@sender.test\r\nTo: bob@example.test\r\nSubject: bench\r\n\r\n" +
-        "x".repeat(1000) + "\r\n",
-    );
+    const raw = benchMessage("bob@example.test");
     const count = FULL ? 5000 : 1000;
     // Baseline: Postfix taking the same messages and delivering them into a
     // Maildir on this machine (counted when the files are there).
@@ -1369,10 +1327,17 @@ await section("smtp", async () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const postfixRate = count / ((performance.now() - start) / 1000);
-    // The gateway: 250 only once stored in the mailbox.
+    // The gateway: 250 only once stored in the mailbox. Its CPU (the
+    // server's threads and the gateway process's) holds under load.
+    const pid = mail.world.nodes[0].server!.child.pid;
+    const cpuBefore = serverCpu(pid);
     start = performance.now();
     await smtpFlood(mail.port, 20, count, "bob@example.test", raw);
     const rate = count / ((performance.now() - start) / 1000);
+    const cpuAfter = serverCpu(pid);
+    const cpuOf = (name: string) =>
+      cpuSince(cpuBefore.get(name) ?? new Map(), cpuAfter.get(name)!).total;
+    const allCpu = [...cpuAfter.keys()].reduce((t, n) => t + cpuOf(n), 0);
     add({
       group: "smtp",
       name: "received over SMTP into mailboxes, 1 KiB, 20 sessions",
@@ -1382,6 +1347,15 @@ await section("smtp", async () => {
       baselineName: "Postfix into Maildir",
       goal: ">= Postfix's local delivery",
       met: rate >= postfixRate,
+    });
+    add({
+      group: "smtp",
+      name: "CPU per message received over SMTP (server and gateway process)",
+      value: allCpu / count * 1e6,
+      unit: "µs",
+      note: [...cpuAfter.keys()].map((n) =>
+        `${n} ${Math.round(cpuOf(n) / count * 1e6)}`
+      ).join(", "),
     });
   } finally {
     await mail.close();

@@ -119,12 +119,26 @@ export function moduleServices(parts: ServiceParts): ServiceImplementation {
       parts.federation.routes(addresses),
     "mail.deliver": async (_caller, message) => {
       const id = createHash("sha256").update(message.raw).digest("hex");
+      // Resolved here and handed along: the messages module would
+      // otherwise ask the core for the same, one more round trip.
+      const resolutions = await resolveRecipients(
+        parts.store.accounts,
+        message.to,
+      );
+      parts.resolved?.(
+        resolutions.reduce((n, r) => n + r.mailboxes.length, 0),
+      );
       return await parts.inbound(MAIL_MODULE, {
         kind: "email",
         from: message.mail_from,
         to: message.to,
         id,
-        payload: { raw: message.raw, auth: message.auth, received: new Date() },
+        payload: {
+          raw: message.raw,
+          auth: message.auth,
+          received: new Date(),
+          resolutions,
+        },
       });
     },
     "tls.certificate": () => {

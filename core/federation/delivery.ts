@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { Resolution } from "../routing/mod.ts";
+
 /** One failed recipient of a bounce. */
 export interface Failure {
   /** Recipient. */
@@ -118,6 +120,11 @@ export interface EmailPayload {
   auth: EmailAuth;
   /** When it was received. */
   received: Date;
+  /**
+   * The core's resolution of the delivery's `to`, in order, made when it
+   * handed the message over: the module need not ask for it again.
+   */
+  resolutions?: Resolution[];
 }
 
 /** A message a gateway received, for local recipients (`mail.deliver`). */

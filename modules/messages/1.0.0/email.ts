@@ -25,6 +25,7 @@ import {
   type ModuleContext,
   ModuleError,
   type ModuleStorage,
+  type Resolution,
 } from "../../../workers/sdk/mod.ts";
 import { maxAttachment, readBlob, storeBlob } from "./attachments.ts";
 import {
@@ -407,7 +408,12 @@ export async function inboundEmail(
   if (!(payload.raw instanceof Uint8Array)) {
     return refuse(ErrorCode.INVALID_PARAMETER, "no message");
   }
-  const resolutions = await ctx.accounts.resolve(delivery.to);
+  // The core resolved the recipients when it handed the message over.
+  const given = payload.resolutions;
+  const resolutions =
+    Array.isArray(given) && given.length === delivery.to.length
+      ? given as Resolution[]
+      : await ctx.accounts.resolve(delivery.to);
   const placements = new Map<string, Placement>();
   for (const r of resolutions) {
     for (const m of r.mailboxes) {
