@@ -5,17 +5,19 @@
  * A copy is known to the index by its sequence number in its mailbox (the
  * `seq` of its `new` change: given out in commit order, so newest first is
  * highest first). Keys (inside the module's namespace, beside mailbox.ts's):
- * - `["ftsq", owner, seq]` -> copy id: a copy still to index, written in the
- *   same atomic operation as the copy itself (a crash before it is indexed
- *   loses nothing: the next search of that mailbox, or the next delivery to
- *   it, indexes it)
+ * - `["ftsq", owner, seq]` -> copy id: a copy whose postings are not yet in
+ *   the blocks, written in the same atomic operation as the copy itself,
+ *   with its `ftsd` and `ftsi` records (a crash before it is indexed loses
+ *   nothing: the next search of that mailbox, or the next delivery to it,
+ *   indexes it)
  * - `["fts", owner, term, firstSeq]` -> a block of postings of `term`: for
  *   each copy holding it, ascending, the seq (as a varint, the difference to
  *   the one before, the first to `firstSeq`) and one byte of field bits
  *   ({@link FIELD}); a block holds at most {@link BLOCK_MAX} postings
  * - `["ftsd", owner, seq]` -> {@link Indexed}: the copy's id, folder and
- *   terms (to check a query's other words and its folder, and to drop its
- *   postings); deleted with the copy, so a deleted copy is never found
+ *   terms (the indexer's input; a search checks a copy's folder in it, a
+ *   deletion drops its postings by it); deleted with the copy, so a deleted
+ *   copy is never found
  * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record)
  * - `["ftsx", owner, seq]` -> terms: postings of a deleted copy to drop
  * - `["ftsl", owner]` -> {@link Lease}: who updates the mailbox's blocks now
@@ -33,8 +35,10 @@
  * change. Why blocks and not a key per posting: each key is a row of its
  * own (about 270 bytes on disk here) and a message's 40-100 terms land on as
  * many pages of the database: 99 messages/s filling, 12 KiB per message.
- * A block is one row for thousands of postings of 2-4 bytes, and indexing a
- * batch of copies rewrites each of their terms' newest block once.
+ * A block is one row of at most {@link BLOCK_BYTES} (hundreds of postings of
+ * 2-4 bytes), and indexing a batch of copies rewrites each of their terms'
+ * newest block once. The background {@link Indexer} gathers the copies of
+ * many commits into one pass.
  *
  * @module
  */
@@ -68,10 +72,25 @@ const BODY_CHARS = 256 * 1024;
  * blocks write less (half a block per term on average) and read more.
  */
 export const BLOCK_MAX = 1000;
+/**
+ * Bytes of a block's postings: with its key it stays within one row of the
+ * database (module storage splits a larger value into chunks, and each
+ * rewrite of it would write new chunks and delete the old ones).
+ */
+export const BLOCK_BYTES = 640;
+
+/** Bytes a posting takes in a block: `delta` (its seq less the one before) as a varint, and its field bits. */
+export function postingBytes(delta: number): number {
+  let bytes = 2;
+  for (; delta >= 0x80; bytes++) delta = Math.floor(delta / 0x80);
+  return bytes;
+}
 /** Bytes of blocks per atomic write of the indexer (KV takes 800 KiB). */
 const BYTES_MAX = 400_000;
 /** Copies indexed per round (each one check of the round's last write, of 100). */
 const BATCH = 80;
+/** Blocks a search reads per term at a time (newest first). */
+const BLOCKS_PER_READ = 4;
 /** Terms a query word of 2 or more characters expands to (in key order). */
 const EXPAND_MAX = 16;
 /** Matches ranked together: a search's results are pages of windows of this many. */
@@ -244,6 +263,9 @@ export function indexPending(
           // The lease was lost (or a copy changed): look again.
           lease = null;
           await new Promise((r) => setTimeout(r, 5 * Math.min(round + 1, 20)));
+        } else if (marks.cursor === undefined && drops.cursor === undefined) {
+          // All there was (copies stored since are noted for a later pass).
+          return;
         }
       }
     } finally {
@@ -319,9 +341,17 @@ async function indexRound(
     key: ftsKey.lease(owner),
     versionstamp: lease.versionstamp,
   };
-  const records = await storage.getMany<MessageRecord>(
-    marks.map((m) => ["msg", owner, m.value]),
+  // A copy's terms came with it (its index record, written by its
+  // delivery). Copies stored without one (before it was written at
+  // delivery) are read, with their bodies.
+  const indexed = await storage.getMany<Indexed>(
+    marks.map((m) => ftsKey.indexed(owner, Number(m.key[2]))),
   );
+  const unread = marks.filter((m, i) => indexed[i]?.value.id !== m.value);
+  const read = await storage.getMany<MessageRecord>(
+    unread.map((m) => ["msg", owner, m.value]),
+  );
+  const records = new Map(unread.map((m, i) => [m, read[i]]));
   // Postings to add and to drop, by term.
   const adds = new Map<string, Postings>();
   /** Terms of each copy indexed in this round, by seq. */
@@ -331,8 +361,21 @@ async function indexRound(
   for (let i = 0; i < marks.length; i++) {
     const mark = marks[i];
     const seq = Number(mark.key[2]);
-    const record = records[i];
     last.push({ op: "delete", key: mark.key });
+    const entry = indexed[i]?.value;
+    if (entry?.id === mark.value) {
+      // Moved or deleted meanwhile: the mover keeps the index record's
+      // folder, the deleter drops its postings (a drop mark).
+      termsBySeq.set(seq, []);
+      for (const w of entry.w) {
+        const term = w.slice(1);
+        const list = adds.get(term) ?? [];
+        list.push({ seq, mask: parseInt(w[0], 16) });
+        adds.set(term, list);
+      }
+      continue;
+    }
+    const record = records.get(mark);
     // Deleted before it was indexed: only the mark is left.
     if (!record) continue;
     checks.push({
@@ -392,14 +435,23 @@ async function indexRound(
             ? []
             : changed.get(first) ?? newest!.postings;
           const top = postings.at(-1)?.seq ?? -1;
+          let bytes = first === undefined
+            ? 0
+            : encodeBlock(first, postings).length;
           for (const p of add) {
             if (p.seq <= top) continue; // indexed before (a round done again)
-            if (first === undefined || postings.length >= BLOCK_MAX) {
+            const size = postingBytes(p.seq - (postings.at(-1)?.seq ?? p.seq));
+            if (
+              first === undefined || postings.length >= BLOCK_MAX ||
+              bytes + size > BLOCK_BYTES
+            ) {
               if (first !== undefined) changed.set(first, postings);
               first = p.seq;
               postings = [];
+              bytes = 0;
             }
             postings.push(p);
+            bytes += postings.length === 1 ? 2 : size;
           }
           if (first !== undefined) changed.set(first, postings);
         }
@@ -442,7 +494,7 @@ async function indexRound(
   const gone: Ops = [];
   marks.forEach((mark, i) => {
     const terms = termsBySeq.get(Number(mark.key[2]));
-    if (!now[i] && terms) {
+    if (!now[i] && terms?.length) {
       gone.push({
         op: "set",
         key: ftsKey.drop(owner, Number(mark.key[2])),
@@ -454,42 +506,173 @@ async function indexRound(
   return false;
 }
 
-/** Owners with copies to index, and the background loop that indexes them. */
-const queued = new WeakMap<
-  ModuleStorage,
-  { owners: Set<string>; done: Promise<void> }
->();
+/** Milliseconds the indexer waits after a delivery, so one pass covers the copies of many commits. */
+export const DEBOUNCE_MS = 50;
+/** Copies waiting past which a pass starts without waiting. */
+const PASS_COPIES = 400;
+/** Copies waiting past which deliveries wait for the indexer (the backlog's bound). */
+const BACKLOG_MAX = 4000;
+/** Mailboxes indexed side by side in a pass (their writes share group commits). */
+const OWNERS_AT_ONCE = 8;
+
+/** How the background indexer of a storage paces itself (tests inject a timer). */
+export interface IndexerOptions {
+  /** Milliseconds between a delivery and the pass that indexes it. */
+  debounceMs?: number;
+  /** Copies waiting that start a pass at once. */
+  passCopies?: number;
+  /** Copies waiting past which {@link Indexer.room} holds deliveries back. */
+  backlogMax?: number;
+  /** Run `fn` after `ms`; returns a cancel function (default: setTimeout). */
+  schedule?: (fn: () => void, ms: number) => () => void;
+}
+
+function scheduleTimeout(fn: () => void, ms: number): () => void {
+  const timer = setTimeout(fn, ms);
+  return () => clearTimeout(timer);
+}
+
+/**
+ * The background indexer of one storage: deliveries tell it which mailboxes
+ * got copies ({@link note}); after a short debounce (or at once past a count)
+ * one pass indexes every mailbox noted meanwhile, a few side by side, so
+ * each term's newest block is rewritten once per pass rather than once per
+ * commit, and it yields to the event loop between mailboxes. The copies
+ * noted and not yet indexed are bounded: past {@link IndexerOptions.backlogMax}
+ * a delivery waits in {@link room} until a pass has caught up.
+ */
+export class Indexer {
+  readonly #storage: ModuleStorage;
+  readonly #debounceMs: number;
+  readonly #passCopies: number;
+  readonly #backlogMax: number;
+  readonly #schedule: (fn: () => void, ms: number) => () => void;
+  /** Mailboxes noted since the running pass took its own, with their copies. */
+  #waiting = new Map<string, number>();
+  /** Copies noted and not yet indexed (waiting, or in the running pass). */
+  #backlog = 0;
+  #loop: Promise<void> | null = null;
+  /** Ends the debounce now (set while the loop waits). */
+  #wake: (() => void) | null = null;
+  #urgent = false;
+  #roomWaiters: (() => void)[] = [];
+
+  /** An indexer of `storage`. */
+  constructor(storage: ModuleStorage, options: IndexerOptions = {}) {
+    this.#storage = storage;
+    this.#debounceMs = options.debounceMs ?? DEBOUNCE_MS;
+    this.#passCopies = options.passCopies ?? PASS_COPIES;
+    this.#backlogMax = options.backlogMax ?? BACKLOG_MAX;
+    this.#schedule = options.schedule ?? scheduleTimeout;
+  }
+
+  /** Copies noted and not yet indexed. */
+  get backlog(): number {
+    return this.#backlog;
+  }
+
+  /** `owners` got copies (or lost some): index them in the next pass. */
+  note(owners: Map<string, number>): void {
+    for (const [owner, copies] of owners) {
+      this.#waiting.set(owner, (this.#waiting.get(owner) ?? 0) + copies);
+      this.#backlog += copies;
+    }
+    if (this.#backlog >= this.#passCopies) this.#hurry();
+    this.#loop ??= this.#run();
+  }
+
+  /** Resolves once the backlog is under its bound (a pass is started for it). */
+  async room(): Promise<void> {
+    while (this.#backlog >= this.#backlogMax && this.#loop) {
+      this.#hurry();
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    }
+  }
+
+  /** Resolves once every noted mailbox is indexed (passes start at once). */
+  async settled(): Promise<void> {
+    while (this.#loop) {
+      this.#hurry();
+      await this.#loop;
+    }
+  }
+
+  #hurry(): void {
+    this.#urgent = true;
+    this.#wake?.();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (this.#waiting.size > 0) {
+        if (!this.#urgent) {
+          await new Promise<void>((resolve) => {
+            const cancel = this.#schedule(resolve, this.#debounceMs);
+            this.#wake = () => {
+              cancel();
+              resolve();
+            };
+          });
+          this.#wake = null;
+        }
+        this.#urgent = false;
+        const pass = [...this.#waiting];
+        this.#waiting = new Map();
+        for (let i = 0; i < pass.length; i += OWNERS_AT_ONCE) {
+          await Promise.all(
+            pass.slice(i, i + OWNERS_AT_ONCE).map(async ([owner, copies]) => {
+              try {
+                await indexPending(this.#storage, owner);
+              } catch {
+                // Left marked: the next search of that mailbox indexes it.
+              }
+              this.#backlog -= copies;
+            }),
+          );
+          this.#release();
+          // Deliveries waiting in the event loop go first.
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      }
+    } finally {
+      this.#loop = null;
+      this.#release();
+    }
+  }
+
+  #release(): void {
+    if (this.#backlog >= this.#backlogMax && this.#loop) return;
+    for (const resolve of this.#roomWaiters.splice(0)) resolve();
+  }
+}
+
+const indexers = new WeakMap<ModuleStorage, Indexer>();
+
+/** The background indexer of `storage` (made with `options` the first time). */
+export function indexerOf(
+  storage: ModuleStorage,
+  options?: IndexerOptions,
+): Indexer {
+  let indexer = indexers.get(storage);
+  if (!indexer) indexers.set(storage, indexer = new Indexer(storage, options));
+  return indexer;
+}
 
 /**
  * Index `owners`' new copies soon, off the delivery's path (their marks are
  * already stored: this only makes it happen before the next search asks).
+ * `owners` maps each mailbox to the copies it got (its share of the backlog).
  */
-export function indexSoon(storage: ModuleStorage, owners: string[]): void {
-  const running = queued.get(storage);
-  if (running) {
-    for (const o of owners) running.owners.add(o);
-    return;
-  }
-  const set = new Set(owners);
-  const run = async () => {
-    await new Promise((r) => setTimeout(r, 0));
-    while (set.size > 0) {
-      const owner = set.values().next().value!;
-      set.delete(owner);
-      try {
-        await indexPending(storage, owner);
-      } catch {
-        // Left marked: the next search of that mailbox indexes it.
-      }
-    }
-    queued.delete(storage);
-  };
-  queued.set(storage, { owners: set, done: run() });
+export function indexSoon(
+  storage: ModuleStorage,
+  owners: Map<string, number>,
+): void {
+  indexerOf(storage).note(owners);
 }
 
 /** Resolves once the background indexing of `storage` has nothing left. */
 export async function indexSettled(storage: ModuleStorage): Promise<void> {
-  while (queued.get(storage)) await queued.get(storage)!.done;
+  await indexers.get(storage)?.settled();
 }
 
 /** One word of a query and the fields it must be in. */
@@ -550,6 +733,8 @@ async function expand(
 class TermReader {
   #below: number | null;
   #buffer: Postings = [];
+  /** The next posting of {@link #buffer} to take. */
+  #at = 0;
   #done = false;
 
   constructor(
@@ -563,34 +748,39 @@ class TermReader {
 
   /** The newest posting not yet taken, or null when none is left. */
   async peek(): Promise<{ seq: number; mask: number } | null> {
-    while (this.#buffer.length === 0 && !this.#done) {
+    while (this.#at === this.#buffer.length && !this.#done) {
+      this.#buffer = [];
+      this.#at = 0;
       const page = await this.storage.list<Uint8Array>(
         ["fts", this.owner, this.term],
         {
           reverse: true,
-          limit: 1,
+          limit: BLOCKS_PER_READ,
           end: this.#below === null
             ? undefined
             : ftsKey.block(this.owner, this.term, this.#below),
         },
       );
-      const entry = page.items[0];
-      if (!entry) {
+      if (page.items.length === 0) {
         this.#done = true;
         break;
       }
-      const first = Number(entry.key[3]);
       const below = this.#below;
-      this.#buffer = decodeBlock(first, entry.value)
-        .filter((p) => below === null || p.seq < below).reverse();
-      this.#below = first;
+      for (const entry of page.items) {
+        const first = Number(entry.key[3]);
+        this.#buffer.push(
+          ...decodeBlock(first, entry.value)
+            .filter((p) => below === null || p.seq < below).reverse(),
+        );
+        this.#below = first;
+      }
     }
-    return this.#buffer[0] ?? null;
+    return this.#buffer[this.#at] ?? null;
   }
 
   /** Take the posting {@link peek} showed. */
   take(): void {
-    this.#buffer.shift();
+    this.#at++;
   }
 }
 

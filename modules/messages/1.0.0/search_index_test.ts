@@ -6,6 +6,7 @@ import {
   decodeBlock,
   encodeBlock,
   FIELD,
+  indexerOf,
   indexSettled,
   type QueryWord,
   searchIndex,
@@ -255,4 +256,69 @@ Deno.test("search index: a mailbox past one block per term finds the newest firs
     const expected = Array.from({ length: n }, (_, i) => i)
       .filter((i) => i % 300 === 0).reverse().map((i) => `m${i}`);
     assert.deepEqual(needles, expected);
+  }));
+
+Deno.test("search index: one pass after the debounce indexes the copies of many commits, each term's block written once", () =>
+  withStorage(async (storage) => {
+    // The pass waits for a timer this test fires.
+    const timers: (() => void)[] = [];
+    const indexer = indexerOf(storage, {
+      schedule: (fn) => {
+        timers.push(fn);
+        return () => {};
+      },
+    });
+    const blockWrites: string[] = [];
+    const commit = storage.commit.bind(storage);
+    storage.commit = (ops) => {
+      for (const o of ops) {
+        if (o.op === "set" && o.key[0] === "fts") {
+          blockWrites.push(`${o.key[2]}`);
+        }
+      }
+      return commit(ops);
+    };
+    for (let i = 0; i < 12; i++) {
+      await add(
+        storage,
+        copy(`m${i}`, 1000 + i, { subject: "weekly" }),
+        "minutes",
+      );
+    }
+    // Twelve commits, nothing indexed yet: one pass is waiting for its timer.
+    assert.equal(indexer.backlog, 12);
+    assert.equal(timers.length, 1);
+    assert.deepEqual(blockWrites, []);
+    timers[0]();
+    await indexSettled(storage);
+    assert.equal(indexer.backlog, 0);
+    // Each term's block once: subject, body and the sender's words.
+    assert.deepEqual(blockWrites.sort(), [
+      "alice",
+      "minutes",
+      "test",
+      "weekly",
+      "x",
+    ]);
+    assert.equal((await ids(storage, q("weekly minutes"))).ids.length, 12);
+  }));
+
+Deno.test("search index: past its bound the backlog holds deliveries back until a pass has caught up", () =>
+  withStorage(async (storage) => {
+    // A timer that never fires: only the bound starts passes.
+    const indexer = indexerOf(storage, {
+      schedule: () => () => {},
+      passCopies: 1_000_000,
+      backlogMax: 5,
+    });
+    let most = 0;
+    for (let i = 0; i < 23; i++) {
+      await add(storage, copy(`m${i}`, 1000 + i, { subject: "bounded" }), "x");
+      most = Math.max(most, indexer.backlog);
+    }
+    assert.ok(most <= 5, `backlog reached ${most}`);
+    assert.ok(indexer.backlog < 5);
+    // A search indexes what is still marked before it answers.
+    assert.equal((await ids(storage, q("bounded"))).ids.length, 23);
+    await indexSettled(storage);
   }));
