@@ -231,6 +231,12 @@ export interface MailboxState {
   counts: Record<string, FolderCount>;
   /** The user's own folders. */
   folders: string[];
+  /**
+   * The first seq stored with its search terms and without a mark (absent
+   * in a mailbox that has none yet): the search indexer's starting point
+   * when it has no progress record (search_index.ts).
+   */
+  ix?: number;
 }
 
 /** One change, for catch-up. */
@@ -875,6 +881,7 @@ async function planCopies(
     const c = count(state, record.folder);
     c.total++;
     if (!record.seen) c.unseen++;
+    state.ix ??= state.seq + 1;
     const change: Change = {
       seq: ++state.seq,
       type: "new",
@@ -919,15 +926,10 @@ async function planCopies(
         },
         fresh: true,
       },
-      // For search: the copy's terms and its seq, and a mark: its
-      // postings go into the term blocks after this commit, off the
-      // delivery's path, many commits' copies at once (search_index.ts).
-      {
-        op: "set",
-        key: ftsKey.pending(owner, change.seq),
-        value: record.id,
-        fresh: true,
-      },
+      // For search: the copy's terms and its seq. Its postings go into
+      // the term blocks after this commit, off the delivery's path, many
+      // commits' copies at once (search_index.ts: the indexer goes on from
+      // its progress record).
       {
         op: "set",
         key: ftsKey.indexed(owner, change.seq),

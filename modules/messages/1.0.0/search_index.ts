@@ -5,11 +5,15 @@
  * A copy is known to the index by its sequence number in its mailbox (the
  * `seq` of its `new` change: given out in commit order, so newest first is
  * highest first). Keys (inside the module's namespace, beside mailbox.ts's):
- * - `["ftsq", owner, seq]` -> copy id: a copy whose postings are not yet in
- *   the blocks, written in the same atomic operation as the copy itself,
- *   with its `ftsd` and `ftsi` records (a crash before it is indexed loses
+ * - `["ftsp", owner]` -> the highest seq whose postings are in the blocks:
+ *   the copies past it (their `ftsd` records, written in the same atomic
+ *   operation as the copies themselves) are still to index; without it, the
+ *   mailbox state's `ix` less one (a crash before a copy is indexed loses
  *   nothing: the next search of that mailbox, or the next delivery to it,
  *   indexes it)
+ * - `["ftsq", owner, seq]` -> copy id: a copy still to index that was stored
+ *   with a mark instead of its terms (by an earlier version: read with its
+ *   body when indexed)
  * - `["fts", owner, term, firstSeq]` -> a block of postings of `term`: for
  *   each copy holding it, ascending, the seq (as a varint, the difference to
  *   the one before, the first to `firstSeq`) and one byte of field bits
@@ -43,7 +47,11 @@
  * @module
  */
 
-import type { ModuleStorage, StorageKey } from "../../../workers/sdk/mod.ts";
+import type {
+  ModuleStorage,
+  StorageEntry,
+  StorageKey,
+} from "../../../workers/sdk/mod.ts";
 import {
   type MessageRecord,
   readBody,
@@ -115,7 +123,44 @@ export const ftsKey = {
   seqOf: (owner: string, id: string) => ["ftsi", owner, id],
   drop: (owner: string, seq: number) => ["ftsx", owner, seq],
   lease: (owner: string) => ["ftsl", owner],
+  progress: (owner: string) => ["ftsp", owner],
 };
+
+/** Copies stored with their terms and not yet in the blocks: past the progress record. */
+interface Unindexed {
+  /** The progress record as read (null: none yet). */
+  progress: StorageEntry<number> | null;
+  /** Their index records, by seq ascending. */
+  items: StorageEntry<Indexed>[];
+  /** More are past these. */
+  more: boolean;
+}
+
+async function unindexed(
+  storage: ModuleStorage,
+  owner: string,
+): Promise<Unindexed> {
+  const [progress, state] = await storage.getMany<unknown>([
+    ftsKey.progress(owner),
+    ["state", owner],
+  ]);
+  const done = typeof progress?.value === "number"
+    ? progress.value
+    : ((state?.value as { ix?: number } | undefined)?.ix ?? Infinity) - 1;
+  const entry = progress as StorageEntry<number> | null;
+  if (!Number.isFinite(done)) {
+    return { progress: entry, items: [], more: false };
+  }
+  const page = await storage.list<Indexed>(["ftsd", owner], {
+    start: ftsKey.indexed(owner, done + 1),
+    limit: BATCH,
+  });
+  return {
+    progress: entry,
+    items: page.items,
+    more: page.cursor !== undefined,
+  };
+}
 
 /** What the index keeps of one copy. */
 export interface Indexed {
@@ -250,20 +295,34 @@ export function indexPending(
     let lease: { versionstamp: string } | null = null;
     try {
       for (let round = 0; round < 100_000; round++) {
-        const [marks, drops] = await Promise.all([
+        const [marks, drops, fresh] = await Promise.all([
           storage.list<string>(["ftsq", owner], { limit: BATCH }),
           storage.list<string[]>(["ftsx", owner], { limit: BATCH }),
+          unindexed(storage, owner),
         ]);
-        if (marks.items.length === 0 && drops.items.length === 0) return;
+        if (
+          marks.items.length === 0 && drops.items.length === 0 &&
+          fresh.items.length === 0
+        ) return;
         lease ??= await takeLease(storage, owner, now);
         if (!lease) return;
         if (
-          !(await indexRound(storage, owner, marks.items, drops.items, lease))
+          !(await indexRound(
+            storage,
+            owner,
+            marks.items,
+            drops.items,
+            fresh,
+            lease,
+          ))
         ) {
           // The lease was lost (or a copy changed): look again.
           lease = null;
           await new Promise((r) => setTimeout(r, 5 * Math.min(round + 1, 20)));
-        } else if (marks.cursor === undefined && drops.cursor === undefined) {
+        } else if (
+          marks.cursor === undefined && drops.cursor === undefined &&
+          !fresh.more
+        ) {
           // All there was (copies stored since are noted for a later pass).
           return;
         }
@@ -334,6 +393,7 @@ async function indexRound(
   owner: string,
   marks: { key: StorageKey; value: string; versionstamp: string }[],
   drops: { key: StorageKey; value: string[]; versionstamp: string }[],
+  fresh: Unindexed,
   lease: { versionstamp: string },
 ): Promise<boolean> {
   const leaseCheck = {
@@ -341,41 +401,45 @@ async function indexRound(
     key: ftsKey.lease(owner),
     versionstamp: lease.versionstamp,
   };
-  // A copy's terms came with it (its index record, written by its
-  // delivery). Copies stored without one (before it was written at
-  // delivery) are read, with their bodies.
-  const indexed = await storage.getMany<Indexed>(
-    marks.map((m) => ftsKey.indexed(owner, Number(m.key[2]))),
+  // Copies stored with a mark (by an earlier version) are read, with their
+  // bodies.
+  const records = await storage.getMany<MessageRecord>(
+    marks.map((m) => ["msg", owner, m.value]),
   );
-  const unread = marks.filter((m, i) => indexed[i]?.value.id !== m.value);
-  const read = await storage.getMany<MessageRecord>(
-    unread.map((m) => ["msg", owner, m.value]),
-  );
-  const records = new Map(unread.map((m, i) => [m, read[i]]));
   // Postings to add and to drop, by term.
   const adds = new Map<string, Postings>();
   /** Terms of each copy indexed in this round, by seq. */
   const termsBySeq = new Map<number, string[]>();
   const last: Ops = [];
   const checks: Ops = [];
+  // Copies stored with their terms (moved or deleted meanwhile: the mover
+  // keeps the index record's folder, the deleter drops its postings).
+  for (const entry of fresh.items) {
+    const seq = Number(entry.key[2]);
+    for (const w of entry.value.w) {
+      const term = w.slice(1);
+      const list = adds.get(term) ?? [];
+      list.push({ seq, mask: parseInt(w[0], 16) });
+      adds.set(term, list);
+    }
+  }
+  if (fresh.items.length > 0) {
+    checks.push({
+      op: "check",
+      key: ftsKey.progress(owner),
+      versionstamp: fresh.progress?.versionstamp ?? null,
+    });
+    last.push({
+      op: "set",
+      key: ftsKey.progress(owner),
+      value: Number(fresh.items.at(-1)!.key[2]),
+    });
+  }
   for (let i = 0; i < marks.length; i++) {
     const mark = marks[i];
     const seq = Number(mark.key[2]);
     last.push({ op: "delete", key: mark.key });
-    const entry = indexed[i]?.value;
-    if (entry?.id === mark.value) {
-      // Moved or deleted meanwhile: the mover keeps the index record's
-      // folder, the deleter drops its postings (a drop mark).
-      termsBySeq.set(seq, []);
-      for (const w of entry.w) {
-        const term = w.slice(1);
-        const list = adds.get(term) ?? [];
-        list.push({ seq, mask: parseInt(w[0], 16) });
-        adds.set(term, list);
-      }
-      continue;
-    }
-    const record = records.get(mark);
+    const record = records[i];
     // Deleted before it was indexed: only the mark is left.
     if (!record) continue;
     checks.push({
@@ -494,7 +558,7 @@ async function indexRound(
   const gone: Ops = [];
   marks.forEach((mark, i) => {
     const terms = termsBySeq.get(Number(mark.key[2]));
-    if (!now[i] && terms?.length) {
+    if (!now[i] && terms) {
       gone.push({
         op: "set",
         key: ftsKey.drop(owner, Number(mark.key[2])),

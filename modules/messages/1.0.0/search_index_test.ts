@@ -322,3 +322,31 @@ Deno.test("search index: past its bound the backlog holds deliveries back until 
     assert.equal((await ids(storage, q("bounded"))).ids.length, 23);
     await indexSettled(storage);
   }));
+
+Deno.test("search index: copies stored but never indexed (the process stopped before its pass) are found by a search after a restart", () =>
+  withStorage(async (storage, kv) => {
+    // This process's indexer never runs a pass.
+    indexerOf(storage, { schedule: () => () => {} });
+    for (let i = 0; i < 5; i++) {
+      await add(storage, copy(`m${i}`, 1000 + i, { subject: "harbour" }), "x");
+    }
+    // Another process on the same database: its own storage and indexer.
+    const restarted = new KvStorage(kv, "messages", 1e12);
+    const found = await searchIndex(restarted, OWNER, {
+      words: q("harbour"),
+      limit: 50,
+    });
+    assert.deepEqual(found.messages.map((m) => m.id), [
+      "m4",
+      "m3",
+      "m2",
+      "m1",
+      "m0",
+    ]);
+    // Indexed once: a second search finds the same, from the blocks alone.
+    assert.equal(
+      (await searchIndex(restarted, OWNER, { words: q("harbour"), limit: 50 }))
+        .messages.length,
+      5,
+    );
+  }));
