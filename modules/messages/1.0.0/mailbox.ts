@@ -363,11 +363,12 @@ async function withLocks<T>(
 /** Copies of one message stored per atomic operation. */
 export const COPIES_PER_PART = 8;
 /**
- * Bounds of one batch: copies (each up to 8 operations, with its search
- * index records: within 900 operations), and checks of the atomic operation
- * (KV allows 100).
+ * Bounds of one batch: copies (each up to 7 operations with its search
+ * index records, its mailbox's state 2 more, its message's content and
+ * owners 4: within 900 operations), and checks of the atomic operation (KV
+ * allows 100).
  */
-const BATCH_COPIES = 64;
+const BATCH_COPIES = 80;
 const BATCH_CHECKS = 95;
 /** Bytes a copy's records take in a batch (an upper estimate). */
 const COPY_BYTES = 4_000;
