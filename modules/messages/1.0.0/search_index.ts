@@ -306,6 +306,10 @@ export function indexPending(
         ) return;
         lease ??= await takeLease(storage, owner, now);
         if (!lease) return;
+        // All there is (copies stored since are noted for a later pass):
+        // the round's last write gives the lease back.
+        const final = marks.cursor === undefined &&
+          drops.cursor === undefined && !fresh.more;
         if (
           !(await indexRound(
             storage,
@@ -314,16 +318,14 @@ export function indexPending(
             drops.items,
             fresh,
             lease,
+            final,
           ))
         ) {
           // The lease was lost (or a copy changed): look again.
           lease = null;
           await new Promise((r) => setTimeout(r, 5 * Math.min(round + 1, 20)));
-        } else if (
-          marks.cursor === undefined && drops.cursor === undefined &&
-          !fresh.more
-        ) {
-          // All there was (copies stored since are noted for a later pass).
+        } else if (final) {
+          lease = null;
           return;
         }
       }
@@ -387,7 +389,7 @@ async function blockAt(
   return { first, postings: decodeBlock(first, entry.value) };
 }
 
-/** One round of indexing under the lease; false when a write's checks failed. */
+/** One round of indexing under the lease (given back by its last write when `release`); false when a write's checks failed. */
 async function indexRound(
   storage: ModuleStorage,
   owner: string,
@@ -395,6 +397,7 @@ async function indexRound(
   drops: { key: StorageKey; value: string[]; versionstamp: string }[],
   fresh: Unindexed,
   lease: { versionstamp: string },
+  release: boolean,
 ): Promise<boolean> {
   const leaseCheck = {
     op: "check" as const,
@@ -551,7 +554,10 @@ async function indexRound(
   // The copies' records and the marks' removal, checked against the copies
   // as read (one moved or deleted meanwhile is read again next round; its
   // postings are already in, and not added twice).
-  if (await storage.atomic([leaseCheck, ...checks, ...last])) return true;
+  const done: Ops = release ? [{ op: "delete", key: ftsKey.lease(owner) }] : [];
+  if (await storage.atomic([leaseCheck, ...checks, ...last, ...done])) {
+    return true;
+  }
   // A copy deleted meanwhile has postings just added: they are dropped
   // like a deleted copy's (the next round finds its mark without a copy).
   const now = await storage.getMany(marks.map((m) => ["msg", owner, m.value]));
