@@ -578,8 +578,17 @@ async function indexRound(
 
 /** Milliseconds the indexer waits after a delivery, so one pass covers the copies of many commits. */
 export const DEBOUNCE_MS = 50;
-/** Copies waiting past which a pass starts without waiting. */
-const PASS_COPIES = 400;
+/** Copies waiting past which a pass starts without waiting (and takes every mailbox). */
+const PASS_COPIES = 1000;
+/**
+ * A mailbox joins a pass once this many of its copies wait, or once its
+ * first has waited {@link OWNER_WAIT_MS}: a mailbox getting a copy now and
+ * then (a sender's Sent) has its terms' blocks rewritten for several
+ * copies at once rather than for each.
+ */
+const OWNER_COPIES = 16;
+/** Milliseconds a mailbox's copies wait at most for a pass (unless a search or the bound asks sooner). */
+const OWNER_WAIT_MS = 1000;
 /** Copies waiting past which deliveries wait for the indexer (the backlog's bound). */
 const BACKLOG_MAX = 4000;
 /** Mailboxes indexed side by side in a pass (their writes share group commits). */
@@ -591,6 +600,12 @@ export interface IndexerOptions {
   debounceMs?: number;
   /** Copies waiting that start a pass at once. */
   passCopies?: number;
+  /** Copies of a mailbox that make it join the next pass. */
+  ownerCopies?: number;
+  /** Milliseconds after which a mailbox's copies join the next pass anyway. */
+  ownerWaitMs?: number;
+  /** The clock (milliseconds). */
+  now?: () => number;
   /** Copies waiting past which {@link Indexer.room} holds deliveries back. */
   backlogMax?: number;
   /** Run `fn` after `ms`; returns a cancel function (default: setTimeout). */
@@ -605,9 +620,10 @@ function scheduleTimeout(fn: () => void, ms: number): () => void {
 /**
  * The background indexer of one storage: deliveries tell it which mailboxes
  * got copies ({@link note}); after a short debounce (or at once past a count)
- * one pass indexes every mailbox noted meanwhile, a few side by side, so
- * each term's newest block is rewritten once per pass rather than once per
- * commit, and it yields to the event loop between mailboxes. The copies
+ * one pass indexes the mailboxes noted meanwhile that have enough copies
+ * waiting or have waited long enough, a few side by side, so each term's
+ * newest block is rewritten once per pass rather than once per commit, and
+ * it yields to the event loop between mailboxes. The copies
  * noted and not yet indexed are bounded: past {@link IndexerOptions.backlogMax}
  * a delivery waits in {@link room} until a pass has caught up.
  */
@@ -617,8 +633,11 @@ export class Indexer {
   readonly #passCopies: number;
   readonly #backlogMax: number;
   readonly #schedule: (fn: () => void, ms: number) => () => void;
-  /** Mailboxes noted since the running pass took its own, with their copies. */
-  #waiting = new Map<string, number>();
+  readonly #ownerCopies: number;
+  readonly #ownerWaitMs: number;
+  readonly #now: () => number;
+  /** Mailboxes noted and not taken by a pass yet: their copies, since when. */
+  #waiting = new Map<string, { copies: number; since: number }>();
   /** Copies noted and not yet indexed (waiting, or in the running pass). */
   #backlog = 0;
   #loop: Promise<void> | null = null;
@@ -634,6 +653,9 @@ export class Indexer {
     this.#passCopies = options.passCopies ?? PASS_COPIES;
     this.#backlogMax = options.backlogMax ?? BACKLOG_MAX;
     this.#schedule = options.schedule ?? scheduleTimeout;
+    this.#ownerCopies = options.ownerCopies ?? OWNER_COPIES;
+    this.#ownerWaitMs = options.ownerWaitMs ?? OWNER_WAIT_MS;
+    this.#now = options.now ?? Date.now;
   }
 
   /** Copies noted and not yet indexed. */
@@ -644,7 +666,9 @@ export class Indexer {
   /** `owners` got copies (or lost some): index them in the next pass. */
   note(owners: Map<string, number>): void {
     for (const [owner, copies] of owners) {
-      this.#waiting.set(owner, (this.#waiting.get(owner) ?? 0) + copies);
+      const entry = this.#waiting.get(owner);
+      if (entry) entry.copies += copies;
+      else this.#waiting.set(owner, { copies, since: this.#now() });
       this.#backlog += copies;
     }
     if (this.#backlog >= this.#passCopies) this.#hurry();
@@ -685,9 +709,19 @@ export class Indexer {
           });
           this.#wake = null;
         }
+        const all = this.#urgent;
         this.#urgent = false;
-        const pass = [...this.#waiting];
-        this.#waiting = new Map();
+        const now = this.#now();
+        const pass: [string, number][] = [];
+        for (const [owner, { copies, since }] of this.#waiting) {
+          if (
+            all || copies >= this.#ownerCopies ||
+            now - since >= this.#ownerWaitMs
+          ) {
+            pass.push([owner, copies]);
+            this.#waiting.delete(owner);
+          }
+        }
         for (let i = 0; i < pass.length; i += OWNERS_AT_ONCE) {
           await Promise.all(
             pass.slice(i, i + OWNERS_AT_ONCE).map(async ([owner, copies]) => {

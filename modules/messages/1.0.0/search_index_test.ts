@@ -258,22 +258,26 @@ Deno.test("search index: a mailbox past one block per term finds the newest firs
     assert.deepEqual(needles, expected);
   }));
 
-Deno.test("search index: one pass after the debounce indexes the copies of many commits, each term's block written once", () =>
+Deno.test("search index: one pass after the debounce indexes the copies of many commits, each term's block written once; a mailbox with few copies waits for a later pass", () =>
   withStorage(async (storage) => {
-    // The pass waits for a timer this test fires.
+    // Passes wait for timers this test fires, on a clock it moves.
     const timers: (() => void)[] = [];
+    let clock = 0;
     const indexer = indexerOf(storage, {
       schedule: (fn) => {
         timers.push(fn);
         return () => {};
       },
+      now: () => clock,
+      ownerCopies: 10,
+      ownerWaitMs: 1000,
     });
     const blockWrites: string[] = [];
     const commit = storage.commit.bind(storage);
     storage.commit = (ops) => {
       for (const o of ops) {
         if (o.op === "set" && o.key[0] === "fts") {
-          blockWrites.push(`${o.key[2]}`);
+          blockWrites.push(`${o.key[1]} ${o.key[2]}`);
         }
       }
       return commit(ops);
@@ -285,21 +289,40 @@ Deno.test("search index: one pass after the debounce indexes the copies of many 
         "minutes",
       );
     }
-    // Twelve commits, nothing indexed yet: one pass is waiting for its timer.
-    assert.equal(indexer.backlog, 12);
-    assert.equal(timers.length, 1);
+    const carol = "carol@x.test";
+    for (let i = 0; i < 2; i++) {
+      await add(
+        storage,
+        copy(`c${i}`, 1000 + i, { owner: carol, subject: "weekly" }),
+        "minutes",
+      );
+    }
+    // Fourteen commits, nothing indexed yet: a pass waits for its timer.
+    assert.equal(indexer.backlog, 14);
     assert.deepEqual(blockWrites, []);
-    timers[0]();
-    await indexSettled(storage);
-    assert.equal(indexer.backlog, 0);
-    // Each term's block once: subject, body and the sender's words.
+    // Fire the next timer the indexer sets, then wait for its pass.
+    let fired = 0;
+    const tick = () => new Promise((r) => setTimeout(r, 5));
+    const pass = async (left: number) => {
+      for (let i = 0; i < 200 && timers.length === fired; i++) await tick();
+      timers[fired++]();
+      for (let i = 0; i < 200 && indexer.backlog > left; i++) await tick();
+      assert.equal(indexer.backlog, left);
+    };
+    // Bob's twelve copies go in one pass: each term's block written once.
+    await pass(2);
     assert.deepEqual(blockWrites.sort(), [
-      "alice",
-      "minutes",
-      "test",
-      "weekly",
-      "x",
+      `${OWNER} alice`,
+      `${OWNER} minutes`,
+      `${OWNER} test`,
+      `${OWNER} weekly`,
+      `${OWNER} x`,
     ]);
+    // Carol's two wait until the first has waited a second.
+    clock += 1000;
+    await pass(0);
+    const written: string[] = blockWrites;
+    assert.equal(written.filter((w) => w.startsWith(carol)).length, 5);
     assert.equal((await ids(storage, q("weekly minutes"))).ids.length, 12);
   }));
 
