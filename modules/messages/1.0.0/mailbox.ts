@@ -18,8 +18,8 @@
  * - `["emid", owner, hash(Message-ID)]` -> the copy id of the first message
  *   with that Message-ID in the mailbox (email: threads, skipping what an
  *   import already brought)
- * - `["ftsq", …]`, `["fts", …]`, `["ftsd", …]`: the search index
- *   (search_index.ts); a copy's mark to index goes in with the copy
+ * - `["fts", …]`, `["ftsd", …]`, `["ftsi", …]`, `["ftsp", …]`: the search
+ *   index (search_index.ts); a copy's terms and seq go in with the copy
  *
  * `messageId` is the message's local id (see ids.ts). Every change of a
  * mailbox is one atomic operation that also bumps the state's sequence and
