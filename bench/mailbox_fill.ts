@@ -28,10 +28,12 @@ import {
   summaryOf,
 } from "../modules/messages/1.0.0/mailbox.ts";
 import {
+  BLOCK_BYTES,
   BLOCK_MAX,
   encodeBlock,
   ftsKey,
   indexedOf,
+  postingBytes,
   type Postings,
   termsOf,
 } from "../modules/messages/1.0.0/search_index.ts";
@@ -103,7 +105,10 @@ export async function fillMailbox(
     folders: [],
   };
   let next = 0;
-  const open = new Map<string, { first: number; postings: Postings }>();
+  const open = new Map<
+    string,
+    { first: number; postings: Postings; bytes: number }
+  >();
   const blockOp = (
     term: string,
     block: { first: number; postings: Postings },
@@ -173,12 +178,19 @@ export async function fillMailbox(
     // Postings join their term's open block; a full one is written.
     for (const [term, mask] of terms) {
       let block = open.get(term);
-      if (!block) open.set(term, block = { first: seq, postings: [] });
-      block.postings.push({ seq, mask });
-      if (block.postings.length >= BLOCK_MAX) {
+      const size = block ? postingBytes(seq - block.postings.at(-1)!.seq) : 2;
+      if (
+        block &&
+        (block.postings.length >= BLOCK_MAX || block.bytes + size > BLOCK_BYTES)
+      ) {
         ops.push(blockOp(term, block));
-        open.delete(term);
+        block = undefined;
       }
+      if (!block) {
+        open.set(term, block = { first: seq, postings: [], bytes: 0 });
+      }
+      block.postings.push({ seq, mask });
+      block.bytes += block.postings.length === 1 ? 2 : size;
     }
     return ops;
   };

@@ -18,8 +18,8 @@
  * - `["emid", owner, hash(Message-ID)]` -> the copy id of the first message
  *   with that Message-ID in the mailbox (email: threads, skipping what an
  *   import already brought)
- * - `["ftsq", …]`, `["fts", …]`, `["ftsd", …]`: the search index
- *   (search_index.ts); a copy's mark to index goes in with the copy
+ * - `["fts", …]`, `["ftsd", …]`, `["ftsi", …]`, `["ftsp", …]`: the search
+ *   index (search_index.ts); a copy's terms and seq go in with the copy
  *
  * `messageId` is the message's local id (see ids.ts). Every change of a
  * mailbox is one atomic operation that also bumps the state's sequence and
@@ -39,7 +39,14 @@ import {
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
 import { SYSTEM_FOLDERS } from "./params.ts";
-import { ftsKey, type Indexed, indexSoon } from "./search_index.ts";
+import {
+  ftsKey,
+  type Indexed,
+  indexedOf,
+  indexerOf,
+  indexSoon,
+  termsOf,
+} from "./search_index.ts";
 
 /** Changes kept per user for catch-up. */
 export const KEEP_CHANGES = 10_000;
@@ -224,6 +231,12 @@ export interface MailboxState {
   counts: Record<string, FolderCount>;
   /** The user's own folders. */
   folders: string[];
+  /**
+   * The first seq stored with its search terms and without a mark (absent
+   * in a mailbox that has none yet): the search indexer's starting point
+   * when it has no progress record (search_index.ts).
+   */
+  ix?: number;
 }
 
 /** One change, for catch-up. */
@@ -349,13 +362,27 @@ async function withLocks<T>(
 
 /** Copies of one message stored per atomic operation. */
 export const COPIES_PER_PART = 8;
-/** Bounds of one batch: copies, and checks of the atomic operation (KV allows 100). */
-const BATCH_COPIES = 96;
+/**
+ * Bounds of one batch: copies (each up to 7 operations with its search
+ * index records, its mailbox's state 2 more, its message's content and
+ * owners 4: within 900 operations), and checks of the atomic operation (KV
+ * allows 100).
+ */
+const BATCH_COPIES = 80;
 const BATCH_CHECKS = 95;
 /** Bytes a copy's records take in a batch (an upper estimate). */
 const COPY_BYTES = 4_000;
 /** Bytes of one batch's values (KV allows 800 KiB per atomic operation). */
 const BATCH_BYTES = 400_000;
+
+/** Bytes the search index records of `copies` take (their terms). */
+function termBytes(copies: NewCopy[]): number {
+  let bytes = 0;
+  for (const c of copies) {
+    for (const term of c.terms?.keys() ?? []) bytes += term.length + 6;
+  }
+  return bytes;
+}
 
 /** Bytes an operation's value adds to an atomic operation (an estimate: its key and value as JSON). */
 export function valueBytes(op: Op): number {
@@ -459,6 +486,8 @@ export interface NewCopy {
    * absence is not checked. Otherwise a copy that exists is not added again.
    */
   fresh?: boolean;
+  /** Its search terms with their field bits (made by {@link addMessage} when absent). */
+  terms?: Map<string, number>;
 }
 
 /** A message to store with {@link addMessage}. */
@@ -601,7 +630,11 @@ class CopyBatcher {
           part.resolve({ outcomes: outcomes[i], versionstamp })
         );
         if (plan.stored.length > 0) {
-          indexSoon(this.#storage, [...plan.written.keys()]);
+          const owners = new Map<string, number>();
+          for (const r of plan.stored) {
+            owners.set(r.owner, (owners.get(r.owner) ?? 0) + 1);
+          }
+          indexSoon(this.#storage, owners);
         }
         return;
       }
@@ -667,6 +700,9 @@ export async function addMessage(
   } = {},
 ): Promise<CopyOutcome[]> {
   if (message.copies.length === 0) return [];
+  // The search index's backlog is bounded: past it, deliveries wait for it.
+  await indexerOf(storage).room();
+  for (const c of message.copies) c.terms ??= termsOf(c.record, message.body);
   let batcher = batchers.get(storage);
   if (!batcher) batchers.set(storage, batcher = new CopyBatcher(storage));
   const contentKey = key.content(message.id);
@@ -715,7 +751,7 @@ export async function addMessage(
         bytes: (from === 0 && !large ? bodyBytes(message.body) : 0) +
           // A copy's record, summary and change: a few KiB at most (their
           // fields are bounded), more with an email's details.
-          copies.length * COPY_BYTES +
+          copies.length * COPY_BYTES + termBytes(copies) +
           (isLast ? options.bytes ?? 0 : 0),
         extra: async (mine, retry) => {
           planned = null;
@@ -838,7 +874,7 @@ async function planCopies(
   const ops: Op[] = [];
   const outcomes: (Change | "exists" | "quota")[] = [];
   const stored: MessageRecord[] = [];
-  part.forEach(({ record, quota, fresh = false }, i) => {
+  part.forEach(({ record, quota, fresh = false, terms }, i) => {
     const { state } = states.get(record.owner)!;
     if (exists[i]) return outcomes.push("exists");
     if (state.used + record.size > quota) return outcomes.push("quota");
@@ -846,6 +882,7 @@ async function planCopies(
     const c = count(state, record.folder);
     c.total++;
     if (!record.seen) c.unseen++;
+    state.ix ??= state.seq + 1;
     const change: Change = {
       seq: ++state.seq,
       type: "new",
@@ -890,12 +927,20 @@ async function planCopies(
         },
         fresh: true,
       },
-      // To index for search: the copy is indexed after this commit, off
-      // the delivery's path (search_index.ts).
+      // For search: the copy's terms and its seq. Its postings go into
+      // the term blocks after this commit, off the delivery's path, many
+      // commits' copies at once (search_index.ts: the indexer goes on from
+      // its progress record).
       {
         op: "set",
-        key: ftsKey.pending(owner, change.seq),
-        value: record.id,
+        key: ftsKey.indexed(owner, change.seq),
+        value: indexedOf(record.id, record.folder, terms ?? new Map()),
+        fresh: true,
+      },
+      {
+        op: "set",
+        key: ftsKey.seqOf(owner, record.id),
+        value: change.seq,
         fresh: true,
       },
     );
@@ -1104,7 +1149,9 @@ export class Mailbox {
       }
       return changes.length > 0 ? { changes, ops } : null;
     });
-    if (result && change.remove) indexSoon(this.#storage, [this.owner]);
+    if (result && change.remove) {
+      indexSoon(this.#storage, new Map([[this.owner, removed.length]]));
+    }
     return { changes: result?.changes ?? [], missing, removed };
   }
 

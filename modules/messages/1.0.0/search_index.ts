@@ -5,17 +5,23 @@
  * A copy is known to the index by its sequence number in its mailbox (the
  * `seq` of its `new` change: given out in commit order, so newest first is
  * highest first). Keys (inside the module's namespace, beside mailbox.ts's):
- * - `["ftsq", owner, seq]` -> copy id: a copy still to index, written in the
- *   same atomic operation as the copy itself (a crash before it is indexed
- *   loses nothing: the next search of that mailbox, or the next delivery to
- *   it, indexes it)
+ * - `["ftsp", owner]` -> the highest seq whose postings are in the blocks:
+ *   the copies past it (their `ftsd` records, written in the same atomic
+ *   operation as the copies themselves) are still to index; without it, the
+ *   mailbox state's `ix` less one (a crash before a copy is indexed loses
+ *   nothing: the next search of that mailbox, or the next delivery to it,
+ *   indexes it)
+ * - `["ftsq", owner, seq]` -> copy id: a copy still to index that was stored
+ *   with a mark instead of its terms (by an earlier version: read with its
+ *   body when indexed)
  * - `["fts", owner, term, firstSeq]` -> a block of postings of `term`: for
  *   each copy holding it, ascending, the seq (as a varint, the difference to
  *   the one before, the first to `firstSeq`) and one byte of field bits
  *   ({@link FIELD}); a block holds at most {@link BLOCK_MAX} postings
  * - `["ftsd", owner, seq]` -> {@link Indexed}: the copy's id, folder and
- *   terms (to check a query's other words and its folder, and to drop its
- *   postings); deleted with the copy, so a deleted copy is never found
+ *   terms (the indexer's input; a search checks a copy's folder in it, a
+ *   deletion drops its postings by it); deleted with the copy, so a deleted
+ *   copy is never found
  * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record)
  * - `["ftsx", owner, seq]` -> terms: postings of a deleted copy to drop
  * - `["ftsl", owner]` -> {@link Lease}: who updates the mailbox's blocks now
@@ -33,13 +39,19 @@
  * change. Why blocks and not a key per posting: each key is a row of its
  * own (about 270 bytes on disk here) and a message's 40-100 terms land on as
  * many pages of the database: 99 messages/s filling, 12 KiB per message.
- * A block is one row for thousands of postings of 2-4 bytes, and indexing a
- * batch of copies rewrites each of their terms' newest block once.
+ * A block is one row of at most {@link BLOCK_BYTES} (hundreds of postings of
+ * 2-4 bytes), and indexing a batch of copies rewrites each of their terms'
+ * newest block once. The background {@link Indexer} gathers the copies of
+ * many commits into one pass.
  *
  * @module
  */
 
-import type { ModuleStorage, StorageKey } from "../../../workers/sdk/mod.ts";
+import type {
+  ModuleStorage,
+  StorageEntry,
+  StorageKey,
+} from "../../../workers/sdk/mod.ts";
 import {
   type MessageRecord,
   readBody,
@@ -68,10 +80,25 @@ const BODY_CHARS = 256 * 1024;
  * blocks write less (half a block per term on average) and read more.
  */
 export const BLOCK_MAX = 1000;
+/**
+ * Bytes of a block's postings: with its key it stays within one row of the
+ * database (module storage splits a larger value into chunks, and each
+ * rewrite of it would write new chunks and delete the old ones).
+ */
+export const BLOCK_BYTES = 640;
+
+/** Bytes a posting takes in a block: `delta` (its seq less the one before) as a varint, and its field bits. */
+export function postingBytes(delta: number): number {
+  let bytes = 2;
+  for (; delta >= 0x80; bytes++) delta = Math.floor(delta / 0x80);
+  return bytes;
+}
 /** Bytes of blocks per atomic write of the indexer (KV takes 800 KiB). */
 const BYTES_MAX = 400_000;
 /** Copies indexed per round (each one check of the round's last write, of 100). */
 const BATCH = 80;
+/** Blocks a search reads per term at a time (newest first). */
+const BLOCKS_PER_READ = 4;
 /** Terms a query word of 2 or more characters expands to (in key order). */
 const EXPAND_MAX = 16;
 /** Matches ranked together: a search's results are pages of windows of this many. */
@@ -96,7 +123,44 @@ export const ftsKey = {
   seqOf: (owner: string, id: string) => ["ftsi", owner, id],
   drop: (owner: string, seq: number) => ["ftsx", owner, seq],
   lease: (owner: string) => ["ftsl", owner],
+  progress: (owner: string) => ["ftsp", owner],
 };
+
+/** Copies stored with their terms and not yet in the blocks: past the progress record. */
+interface Unindexed {
+  /** The progress record as read (null: none yet). */
+  progress: StorageEntry<number> | null;
+  /** Their index records, by seq ascending. */
+  items: StorageEntry<Indexed>[];
+  /** More are past these. */
+  more: boolean;
+}
+
+async function unindexed(
+  storage: ModuleStorage,
+  owner: string,
+): Promise<Unindexed> {
+  const [progress, state] = await storage.getMany<unknown>([
+    ftsKey.progress(owner),
+    ["state", owner],
+  ]);
+  const done = typeof progress?.value === "number"
+    ? progress.value
+    : ((state?.value as { ix?: number } | undefined)?.ix ?? Infinity) - 1;
+  const entry = progress as StorageEntry<number> | null;
+  if (!Number.isFinite(done)) {
+    return { progress: entry, items: [], more: false };
+  }
+  const page = await storage.list<Indexed>(["ftsd", owner], {
+    start: ftsKey.indexed(owner, done + 1),
+    limit: BATCH,
+  });
+  return {
+    progress: entry,
+    items: page.items,
+    more: page.cursor !== undefined,
+  };
+}
 
 /** What the index keeps of one copy. */
 export interface Indexed {
@@ -231,19 +295,38 @@ export function indexPending(
     let lease: { versionstamp: string } | null = null;
     try {
       for (let round = 0; round < 100_000; round++) {
-        const [marks, drops] = await Promise.all([
+        const [marks, drops, fresh] = await Promise.all([
           storage.list<string>(["ftsq", owner], { limit: BATCH }),
           storage.list<string[]>(["ftsx", owner], { limit: BATCH }),
+          unindexed(storage, owner),
         ]);
-        if (marks.items.length === 0 && drops.items.length === 0) return;
+        if (
+          marks.items.length === 0 && drops.items.length === 0 &&
+          fresh.items.length === 0
+        ) return;
         lease ??= await takeLease(storage, owner, now);
         if (!lease) return;
+        // All there is (copies stored since are noted for a later pass):
+        // the round's last write gives the lease back.
+        const final = marks.cursor === undefined &&
+          drops.cursor === undefined && !fresh.more;
         if (
-          !(await indexRound(storage, owner, marks.items, drops.items, lease))
+          !(await indexRound(
+            storage,
+            owner,
+            marks.items,
+            drops.items,
+            fresh,
+            lease,
+            final,
+          ))
         ) {
           // The lease was lost (or a copy changed): look again.
           lease = null;
           await new Promise((r) => setTimeout(r, 5 * Math.min(round + 1, 20)));
+        } else if (final) {
+          lease = null;
+          return;
         }
       }
     } finally {
@@ -306,19 +389,23 @@ async function blockAt(
   return { first, postings: decodeBlock(first, entry.value) };
 }
 
-/** One round of indexing under the lease; false when a write's checks failed. */
+/** One round of indexing under the lease (given back by its last write when `release`); false when a write's checks failed. */
 async function indexRound(
   storage: ModuleStorage,
   owner: string,
   marks: { key: StorageKey; value: string; versionstamp: string }[],
   drops: { key: StorageKey; value: string[]; versionstamp: string }[],
+  fresh: Unindexed,
   lease: { versionstamp: string },
+  release: boolean,
 ): Promise<boolean> {
   const leaseCheck = {
     op: "check" as const,
     key: ftsKey.lease(owner),
     versionstamp: lease.versionstamp,
   };
+  // Copies stored with a mark (by an earlier version) are read, with their
+  // bodies.
   const records = await storage.getMany<MessageRecord>(
     marks.map((m) => ["msg", owner, m.value]),
   );
@@ -328,11 +415,34 @@ async function indexRound(
   const termsBySeq = new Map<number, string[]>();
   const last: Ops = [];
   const checks: Ops = [];
+  // Copies stored with their terms (moved or deleted meanwhile: the mover
+  // keeps the index record's folder, the deleter drops its postings).
+  for (const entry of fresh.items) {
+    const seq = Number(entry.key[2]);
+    for (const w of entry.value.w) {
+      const term = w.slice(1);
+      const list = adds.get(term) ?? [];
+      list.push({ seq, mask: parseInt(w[0], 16) });
+      adds.set(term, list);
+    }
+  }
+  if (fresh.items.length > 0) {
+    checks.push({
+      op: "check",
+      key: ftsKey.progress(owner),
+      versionstamp: fresh.progress?.versionstamp ?? null,
+    });
+    last.push({
+      op: "set",
+      key: ftsKey.progress(owner),
+      value: Number(fresh.items.at(-1)!.key[2]),
+    });
+  }
   for (let i = 0; i < marks.length; i++) {
     const mark = marks[i];
     const seq = Number(mark.key[2]);
-    const record = records[i];
     last.push({ op: "delete", key: mark.key });
+    const record = records[i];
     // Deleted before it was indexed: only the mark is left.
     if (!record) continue;
     checks.push({
@@ -392,14 +502,23 @@ async function indexRound(
             ? []
             : changed.get(first) ?? newest!.postings;
           const top = postings.at(-1)?.seq ?? -1;
+          let bytes = first === undefined
+            ? 0
+            : encodeBlock(first, postings).length;
           for (const p of add) {
             if (p.seq <= top) continue; // indexed before (a round done again)
-            if (first === undefined || postings.length >= BLOCK_MAX) {
+            const size = postingBytes(p.seq - (postings.at(-1)?.seq ?? p.seq));
+            if (
+              first === undefined || postings.length >= BLOCK_MAX ||
+              bytes + size > BLOCK_BYTES
+            ) {
               if (first !== undefined) changed.set(first, postings);
               first = p.seq;
               postings = [];
+              bytes = 0;
             }
             postings.push(p);
+            bytes += postings.length === 1 ? 2 : size;
           }
           if (first !== undefined) changed.set(first, postings);
         }
@@ -435,7 +554,10 @@ async function indexRound(
   // The copies' records and the marks' removal, checked against the copies
   // as read (one moved or deleted meanwhile is read again next round; its
   // postings are already in, and not added twice).
-  if (await storage.atomic([leaseCheck, ...checks, ...last])) return true;
+  const done: Ops = release ? [{ op: "delete", key: ftsKey.lease(owner) }] : [];
+  if (await storage.atomic([leaseCheck, ...checks, ...last, ...done])) {
+    return true;
+  }
   // A copy deleted meanwhile has postings just added: they are dropped
   // like a deleted copy's (the next round finds its mark without a copy).
   const now = await storage.getMany(marks.map((m) => ["msg", owner, m.value]));
@@ -454,42 +576,207 @@ async function indexRound(
   return false;
 }
 
-/** Owners with copies to index, and the background loop that indexes them. */
-const queued = new WeakMap<
-  ModuleStorage,
-  { owners: Set<string>; done: Promise<void> }
->();
+/** Milliseconds the indexer waits after a delivery, so one pass covers the copies of many commits. */
+export const DEBOUNCE_MS = 50;
+/** Copies waiting past which a pass starts without waiting (and takes every mailbox). */
+const PASS_COPIES = 1000;
+/**
+ * A mailbox joins a pass once this many of its copies wait, or once its
+ * first has waited {@link OWNER_WAIT_MS}: a mailbox getting a copy now and
+ * then (a sender's Sent) has its terms' blocks rewritten for several
+ * copies at once rather than for each.
+ */
+const OWNER_COPIES = 16;
+/** Milliseconds a mailbox's copies wait at most for a pass (unless a search or the bound asks sooner). */
+const OWNER_WAIT_MS = 1000;
+/** Copies waiting past which deliveries wait for the indexer (the backlog's bound). */
+const BACKLOG_MAX = 4000;
+/** Mailboxes indexed side by side in a pass (their writes share group commits). */
+const OWNERS_AT_ONCE = 8;
+
+/** How the background indexer of a storage paces itself (tests inject a timer). */
+export interface IndexerOptions {
+  /** Milliseconds between a delivery and the pass that indexes it. */
+  debounceMs?: number;
+  /** Copies waiting that start a pass at once. */
+  passCopies?: number;
+  /** Copies of a mailbox that make it join the next pass. */
+  ownerCopies?: number;
+  /** Milliseconds after which a mailbox's copies join the next pass anyway. */
+  ownerWaitMs?: number;
+  /** The clock (milliseconds). */
+  now?: () => number;
+  /** Copies waiting past which {@link Indexer.room} holds deliveries back. */
+  backlogMax?: number;
+  /** Run `fn` after `ms`; returns a cancel function (default: setTimeout). */
+  schedule?: (fn: () => void, ms: number) => () => void;
+}
+
+function scheduleTimeout(fn: () => void, ms: number): () => void {
+  const timer = setTimeout(fn, ms);
+  return () => clearTimeout(timer);
+}
+
+/**
+ * The background indexer of one storage: deliveries tell it which mailboxes
+ * got copies ({@link note}); after a short debounce (or at once past a count)
+ * one pass indexes the mailboxes noted meanwhile that have enough copies
+ * waiting or have waited long enough, a few side by side, so each term's
+ * newest block is rewritten once per pass rather than once per commit, and
+ * it yields to the event loop between mailboxes. The copies
+ * noted and not yet indexed are bounded: past {@link IndexerOptions.backlogMax}
+ * a delivery waits in {@link room} until a pass has caught up.
+ */
+export class Indexer {
+  readonly #storage: ModuleStorage;
+  readonly #debounceMs: number;
+  readonly #passCopies: number;
+  readonly #backlogMax: number;
+  readonly #schedule: (fn: () => void, ms: number) => () => void;
+  readonly #ownerCopies: number;
+  readonly #ownerWaitMs: number;
+  readonly #now: () => number;
+  /** Mailboxes noted and not taken by a pass yet: their copies, since when. */
+  #waiting = new Map<string, { copies: number; since: number }>();
+  /** Copies noted and not yet indexed (waiting, or in the running pass). */
+  #backlog = 0;
+  #loop: Promise<void> | null = null;
+  /** Ends the debounce now (set while the loop waits). */
+  #wake: (() => void) | null = null;
+  #urgent = false;
+  #roomWaiters: (() => void)[] = [];
+
+  /** An indexer of `storage`. */
+  constructor(storage: ModuleStorage, options: IndexerOptions = {}) {
+    this.#storage = storage;
+    this.#debounceMs = options.debounceMs ?? DEBOUNCE_MS;
+    this.#passCopies = options.passCopies ?? PASS_COPIES;
+    this.#backlogMax = options.backlogMax ?? BACKLOG_MAX;
+    this.#schedule = options.schedule ?? scheduleTimeout;
+    this.#ownerCopies = options.ownerCopies ?? OWNER_COPIES;
+    this.#ownerWaitMs = options.ownerWaitMs ?? OWNER_WAIT_MS;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Copies noted and not yet indexed. */
+  get backlog(): number {
+    return this.#backlog;
+  }
+
+  /** `owners` got copies (or lost some): index them in the next pass. */
+  note(owners: Map<string, number>): void {
+    for (const [owner, copies] of owners) {
+      const entry = this.#waiting.get(owner);
+      if (entry) entry.copies += copies;
+      else this.#waiting.set(owner, { copies, since: this.#now() });
+      this.#backlog += copies;
+    }
+    if (this.#backlog >= this.#passCopies) this.#hurry();
+    this.#loop ??= this.#run();
+  }
+
+  /** Resolves once the backlog is under its bound (a pass is started for it). */
+  async room(): Promise<void> {
+    while (this.#backlog >= this.#backlogMax && this.#loop) {
+      this.#hurry();
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    }
+  }
+
+  /** Resolves once every noted mailbox is indexed (passes start at once). */
+  async settled(): Promise<void> {
+    while (this.#loop) {
+      this.#hurry();
+      await this.#loop;
+    }
+  }
+
+  #hurry(): void {
+    this.#urgent = true;
+    this.#wake?.();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (this.#waiting.size > 0) {
+        if (!this.#urgent) {
+          await new Promise<void>((resolve) => {
+            const cancel = this.#schedule(resolve, this.#debounceMs);
+            this.#wake = () => {
+              cancel();
+              resolve();
+            };
+          });
+          this.#wake = null;
+        }
+        const all = this.#urgent;
+        this.#urgent = false;
+        const now = this.#now();
+        const pass: [string, number][] = [];
+        for (const [owner, { copies, since }] of this.#waiting) {
+          if (
+            all || copies >= this.#ownerCopies ||
+            now - since >= this.#ownerWaitMs
+          ) {
+            pass.push([owner, copies]);
+            this.#waiting.delete(owner);
+          }
+        }
+        for (let i = 0; i < pass.length; i += OWNERS_AT_ONCE) {
+          await Promise.all(
+            pass.slice(i, i + OWNERS_AT_ONCE).map(async ([owner, copies]) => {
+              try {
+                await indexPending(this.#storage, owner);
+              } catch {
+                // Left marked: the next search of that mailbox indexes it.
+              }
+              this.#backlog -= copies;
+            }),
+          );
+          this.#release();
+          // Deliveries waiting in the event loop go first.
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      }
+    } finally {
+      this.#loop = null;
+      this.#release();
+    }
+  }
+
+  #release(): void {
+    if (this.#backlog >= this.#backlogMax && this.#loop) return;
+    for (const resolve of this.#roomWaiters.splice(0)) resolve();
+  }
+}
+
+const indexers = new WeakMap<ModuleStorage, Indexer>();
+
+/** The background indexer of `storage` (made with `options` the first time). */
+export function indexerOf(
+  storage: ModuleStorage,
+  options?: IndexerOptions,
+): Indexer {
+  let indexer = indexers.get(storage);
+  if (!indexer) indexers.set(storage, indexer = new Indexer(storage, options));
+  return indexer;
+}
 
 /**
  * Index `owners`' new copies soon, off the delivery's path (their marks are
  * already stored: this only makes it happen before the next search asks).
+ * `owners` maps each mailbox to the copies it got (its share of the backlog).
  */
-export function indexSoon(storage: ModuleStorage, owners: string[]): void {
-  const running = queued.get(storage);
-  if (running) {
-    for (const o of owners) running.owners.add(o);
-    return;
-  }
-  const set = new Set(owners);
-  const run = async () => {
-    await new Promise((r) => setTimeout(r, 0));
-    while (set.size > 0) {
-      const owner = set.values().next().value!;
-      set.delete(owner);
-      try {
-        await indexPending(storage, owner);
-      } catch {
-        // Left marked: the next search of that mailbox indexes it.
-      }
-    }
-    queued.delete(storage);
-  };
-  queued.set(storage, { owners: set, done: run() });
+export function indexSoon(
+  storage: ModuleStorage,
+  owners: Map<string, number>,
+): void {
+  indexerOf(storage).note(owners);
 }
 
 /** Resolves once the background indexing of `storage` has nothing left. */
 export async function indexSettled(storage: ModuleStorage): Promise<void> {
-  while (queued.get(storage)) await queued.get(storage)!.done;
+  await indexers.get(storage)?.settled();
 }
 
 /** One word of a query and the fields it must be in. */
@@ -550,6 +837,8 @@ async function expand(
 class TermReader {
   #below: number | null;
   #buffer: Postings = [];
+  /** The next posting of {@link #buffer} to take. */
+  #at = 0;
   #done = false;
 
   constructor(
@@ -563,34 +852,39 @@ class TermReader {
 
   /** The newest posting not yet taken, or null when none is left. */
   async peek(): Promise<{ seq: number; mask: number } | null> {
-    while (this.#buffer.length === 0 && !this.#done) {
+    while (this.#at === this.#buffer.length && !this.#done) {
+      this.#buffer = [];
+      this.#at = 0;
       const page = await this.storage.list<Uint8Array>(
         ["fts", this.owner, this.term],
         {
           reverse: true,
-          limit: 1,
+          limit: BLOCKS_PER_READ,
           end: this.#below === null
             ? undefined
             : ftsKey.block(this.owner, this.term, this.#below),
         },
       );
-      const entry = page.items[0];
-      if (!entry) {
+      if (page.items.length === 0) {
         this.#done = true;
         break;
       }
-      const first = Number(entry.key[3]);
       const below = this.#below;
-      this.#buffer = decodeBlock(first, entry.value)
-        .filter((p) => below === null || p.seq < below).reverse();
-      this.#below = first;
+      for (const entry of page.items) {
+        const first = Number(entry.key[3]);
+        this.#buffer.push(
+          ...decodeBlock(first, entry.value)
+            .filter((p) => below === null || p.seq < below).reverse(),
+        );
+        this.#below = first;
+      }
     }
-    return this.#buffer[0] ?? null;
+    return this.#buffer[this.#at] ?? null;
   }
 
   /** Take the posting {@link peek} showed. */
   take(): void {
-    this.#buffer.shift();
+    this.#at++;
   }
 }
 

@@ -6,6 +6,7 @@ import {
   decodeBlock,
   encodeBlock,
   FIELD,
+  indexerOf,
   indexSettled,
   type QueryWord,
   searchIndex,
@@ -255,4 +256,120 @@ Deno.test("search index: a mailbox past one block per term finds the newest firs
     const expected = Array.from({ length: n }, (_, i) => i)
       .filter((i) => i % 300 === 0).reverse().map((i) => `m${i}`);
     assert.deepEqual(needles, expected);
+  }));
+
+Deno.test("search index: one pass after the debounce indexes the copies of many commits, each term's block written once; a mailbox with few copies waits for a later pass", () =>
+  withStorage(async (storage) => {
+    // Passes wait for timers this test fires, on a clock it moves.
+    const timers: (() => void)[] = [];
+    let clock = 0;
+    const indexer = indexerOf(storage, {
+      schedule: (fn) => {
+        timers.push(fn);
+        return () => {};
+      },
+      now: () => clock,
+      ownerCopies: 10,
+      ownerWaitMs: 1000,
+    });
+    const blockWrites: string[] = [];
+    const commit = storage.commit.bind(storage);
+    storage.commit = (ops) => {
+      for (const o of ops) {
+        if (o.op === "set" && o.key[0] === "fts") {
+          blockWrites.push(`${o.key[1]} ${o.key[2]}`);
+        }
+      }
+      return commit(ops);
+    };
+    for (let i = 0; i < 12; i++) {
+      await add(
+        storage,
+        copy(`m${i}`, 1000 + i, { subject: "weekly" }),
+        "minutes",
+      );
+    }
+    const carol = "carol@x.test";
+    for (let i = 0; i < 2; i++) {
+      await add(
+        storage,
+        copy(`c${i}`, 1000 + i, { owner: carol, subject: "weekly" }),
+        "minutes",
+      );
+    }
+    // Fourteen commits, nothing indexed yet: a pass waits for its timer.
+    assert.equal(indexer.backlog, 14);
+    assert.deepEqual(blockWrites, []);
+    // Fire the next timer the indexer sets, then wait for its pass.
+    let fired = 0;
+    const tick = () => new Promise((r) => setTimeout(r, 5));
+    const pass = async (left: number) => {
+      for (let i = 0; i < 200 && timers.length === fired; i++) await tick();
+      timers[fired++]();
+      for (let i = 0; i < 200 && indexer.backlog > left; i++) await tick();
+      assert.equal(indexer.backlog, left);
+    };
+    // Bob's twelve copies go in one pass: each term's block written once.
+    await pass(2);
+    assert.deepEqual(blockWrites.sort(), [
+      `${OWNER} alice`,
+      `${OWNER} minutes`,
+      `${OWNER} test`,
+      `${OWNER} weekly`,
+      `${OWNER} x`,
+    ]);
+    // Carol's two wait until the first has waited a second.
+    clock += 1000;
+    await pass(0);
+    const written: string[] = blockWrites;
+    assert.equal(written.filter((w) => w.startsWith(carol)).length, 5);
+    assert.equal((await ids(storage, q("weekly minutes"))).ids.length, 12);
+  }));
+
+Deno.test("search index: past its bound the backlog holds deliveries back until a pass has caught up", () =>
+  withStorage(async (storage) => {
+    // A timer that never fires: only the bound starts passes.
+    const indexer = indexerOf(storage, {
+      schedule: () => () => {},
+      passCopies: 1_000_000,
+      backlogMax: 5,
+    });
+    let most = 0;
+    for (let i = 0; i < 23; i++) {
+      await add(storage, copy(`m${i}`, 1000 + i, { subject: "bounded" }), "x");
+      most = Math.max(most, indexer.backlog);
+    }
+    assert.ok(most <= 5, `backlog reached ${most}`);
+    assert.ok(indexer.backlog < 5);
+    // A search indexes what is still marked before it answers.
+    assert.equal((await ids(storage, q("bounded"))).ids.length, 23);
+    await indexSettled(storage);
+  }));
+
+Deno.test("search index: copies stored but never indexed (the process stopped before its pass) are found by a search after a restart", () =>
+  withStorage(async (storage, kv) => {
+    // This process's indexer never runs a pass.
+    indexerOf(storage, { schedule: () => () => {} });
+    for (let i = 0; i < 5; i++) {
+      await add(storage, copy(`m${i}`, 1000 + i, { subject: "harbour" }), "x");
+    }
+    // Another process on the same database: its own storage and indexer.
+    const restarted = new KvStorage(kv, "messages", 1e12);
+    const found = await searchIndex(restarted, OWNER, {
+      words: q("harbour"),
+      limit: 50,
+    });
+    assert.deepEqual(found.messages.map((m) => m.id), [
+      "m4",
+      "m3",
+      "m2",
+      "m1",
+      "m0",
+    ]);
+    // Indexed once: a second search finds the same, from the blocks alone.
+    assert.equal(
+      (await searchIndex(restarted, OWNER, { words: q("harbour"), limit: 50 }))
+        .messages.length,
+      5,
+    );
   }));
