@@ -86,6 +86,8 @@ interface Context {
   state: State;
   /** Set when the state must be saved. */
   dirty: boolean;
+  /** The server given with `--server`, remembered once the command succeeds. */
+  chosen?: Pick<State, "server" | "certHash" | "ca">;
   /** Print a line to standard output. */
   out(text: string): void;
   /** Connect to the chosen server (options of the client library). */
@@ -135,17 +137,14 @@ async function chooseTarget(
   const given = flags.get("server");
   if (given !== undefined) {
     choice = parseServer(given, "--server");
-    // Remembered for the next commands of this profile.
-    const text = serverText(choice);
-    if (
-      state.server !== text || state.certHash !== certHash ||
-      state.ca !== caFile
-    ) {
-      state.server = text;
-      state.certHash = certHash;
-      state.ca = caFile ? await Deno.realPath(caFile) : undefined;
-      ctx.dirty = true;
-    }
+    // Remembered for the next commands of this profile once this one
+    // succeeds: a server that cannot be reached or refuses the login
+    // (wrong server, 106) does not replace the one saved.
+    ctx.chosen = {
+      server: serverText(choice),
+      certHash,
+      ca: caFile ? await Deno.realPath(caFile) : undefined,
+    };
   } else if (state.server) {
     choice = parseServer(state.server, `the server of ${ctx.statePath}`);
     certHash ??= state.certHash;
@@ -1068,7 +1067,16 @@ export async function main(argv: string[]): Promise<number> {
       },
     };
     ctx = context;
-    return await command.run(context);
+    const code = await command.run(context);
+    const { chosen, state } = context;
+    if (
+      code === 0 && chosen && (state.server !== chosen.server ||
+        state.certHash !== chosen.certHash || state.ca !== chosen.ca)
+    ) {
+      Object.assign(state, chosen);
+      context.dirty = true;
+    }
+    return code;
   } catch (error) {
     if (error instanceof AmtpError) {
       console.error(

@@ -510,3 +510,33 @@ Deno.test("cli snags: deno task start serves the web app on http://localhost wit
     await Deno.remove(cwd, { recursive: true });
   }
 });
+
+Deno.test("cli snags: a --server that cannot be reached is not remembered in place of the saved one", async () => {
+  const t = await startTestServer();
+  const dir = await Deno.makeTempDir({ prefix: "amtp-snag-" });
+  try {
+    const env = { AMTP_CLI_STATE: `${dir}/s.json`, AMTP_DATA: t.dataDir };
+    const good = await runCli(
+      ["info", "--server", `127.0.0.1:${t.server.port}`],
+      env,
+      dir,
+    );
+    assert.equal(good.code, 0, good.stderr);
+    const closed = freePort();
+    const bad = await runCli(
+      ["info", "--server", `127.0.0.1:${closed}`, "--timeout", "1"],
+      env,
+      dir,
+    );
+    assert.equal(bad.code, 1);
+    // The next command without --server goes to the server that answered.
+    const again = await runCli(["info"], env, dir);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /app_name: AMTP Deno Server/);
+    const saved = JSON.parse(await Deno.readTextFile(`${dir}/s.json`));
+    assert.equal(saved.server, `127.0.0.1:${t.server.port}`);
+  } finally {
+    await t.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
