@@ -28,7 +28,7 @@ import { generateLoginKeyPair } from "../shared/login/algorithms.ts";
 import { toPem } from "../shared/pem.ts";
 import type { HolderOrder } from "./session_holder.ts";
 import { fillMailbox, word } from "./mailbox_fill.ts";
-import { benchMessage, serverCpu, smtpFlood } from "./smtp_flood.ts";
+import { benchMessage, FLOOD_ENV, serverCpu, smtpFlood } from "./smtp_flood.ts";
 import {
   concurrent,
   kvDeliveryRate,
@@ -1309,11 +1309,7 @@ await section("smtp", async () => {
   if (!postfixAvailable()) {
     throw new Error("postfix is not installed (or not root)");
   }
-  const mail = await startEmailWorld({
-    AMTP_LOG_LEVEL: "warn",
-    AMTP_SMTP_RATE: "1000000",
-    AMTP_SMTP_MAX_PER_IP: "100",
-  });
+  const mail = await startEmailWorld(FLOOD_ENV);
   try {
     await mail.world.addUser("bob@example.test");
     const raw = benchMessage("bob@example.test");

@@ -9,6 +9,13 @@
 import { dataOf, SmtpConversation } from "../testing/smtp_client.ts";
 import { threadCpu } from "../testing/process.ts";
 
+/** The email world's settings for a flood: no rate limit, many sessions from one address. */
+export const FLOOD_ENV = {
+  AMTP_LOG_LEVEL: "warn",
+  AMTP_SMTP_RATE: "1000000",
+  AMTP_SMTP_MAX_PER_IP: "100",
+};
+
 /** A 1 KiB message as the bench sends it (each copy gets a Message-ID of its own). */
 export function benchMessage(to: string): Uint8Array {
   return new TextEncoder().encode(

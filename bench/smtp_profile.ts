@@ -12,16 +12,12 @@
 
 import { startEmailWorld } from "../testing/email_world.ts";
 import { cpuSince, threadCpu } from "../testing/process.ts";
-import { benchMessage, serverCpu, smtpFlood } from "./smtp_flood.ts";
+import { benchMessage, FLOOD_ENV, serverCpu, smtpFlood } from "./smtp_flood.ts";
 
 const COUNT = Number(Deno.args[0] ?? 1000);
 const SESSIONS = Number(Deno.args[1] ?? 20);
 
-const mail = await startEmailWorld({
-  AMTP_LOG_LEVEL: "warn",
-  AMTP_SMTP_RATE: "1000000",
-  AMTP_SMTP_MAX_PER_IP: "100",
-});
+const mail = await startEmailWorld(FLOOD_ENV);
 try {
   await mail.world.addUser("bob@example.test");
   const raw = benchMessage("bob@example.test");
