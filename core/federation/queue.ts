@@ -369,11 +369,12 @@ export class OutboundQueue {
         "amtp.deliveries": entries.length,
       },
     }, async () => {
+      const kept = await this.#keep(entries);
       const now = this.#now();
-      const live = entries.filter((e) => !this.#expired(e.value, now));
+      const live = kept.filter((e) => !this.#expired(e.value, now));
       // Settled side by side: their queue writes share commits.
       await Promise.all(
-        entries.filter((e) => !live.includes(e)).map((e) => this.#expire(e)),
+        kept.filter((e) => !live.includes(e)).map((e) => this.#expire(e)),
       );
       if (live.length === 0) return;
       let answers: ({ recipients: RecipientResult[] } | {
@@ -489,6 +490,38 @@ export class OutboundQueue {
     );
   }
 
+  /**
+   * The entries still this instance's to deliver, as now stored. An item
+   * waits behind others of its domain, and a pass can outlast a lease:
+   * one whose lease has run more than a third is renewed before its
+   * attempt, and one another instance took over meanwhile (its lease
+   * expired) is left to that instance. A lease fresh enough costs no write.
+   */
+  async #keep(entries: OutboundEntry[]): Promise<OutboundEntry[]> {
+    const leaseMs = this.#options.leaseMs ?? 120_000;
+    const now = this.#now();
+    const stale = entries.filter((e) =>
+      (e.value.lease?.until ?? 0) - now < leaseMs * 2 / 3
+    );
+    if (stale.length === 0) return entries;
+    const renewed = new Map(
+      (await this.#store.lease(stale, this.#holder, now + leaseMs)).map((
+        e,
+      ) => [e.value.id, e]),
+    );
+    return entries.flatMap((e) => {
+      if (!stale.includes(e)) return [e];
+      const mine = renewed.get(e.value.id);
+      if (!mine) {
+        this.#options.log.info("outbound_taken_over", {
+          id: e.value.id,
+          domain: e.value.domain,
+        });
+      }
+      return mine ? [mine] : [];
+    });
+  }
+
   /** One attempt at an item, in a span whose context travels with it. */
   #deliver(entry: OutboundEntry): Promise<void> {
     return inSpan("amtp.delivery", {
@@ -502,7 +535,9 @@ export class OutboundQueue {
     }, () => this.#attempt(entry));
   }
 
-  async #attempt(entry: OutboundEntry): Promise<void> {
+  async #attempt(taken: OutboundEntry): Promise<void> {
+    const [entry] = await this.#keep([taken]);
+    if (!entry) return;
     const item = entry.value;
     if (this.#expired(item, this.#now())) {
       await this.#expire(entry);

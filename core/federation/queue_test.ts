@@ -331,3 +331,139 @@ Deno.test("queue: without batching (the server's default) a backlog goes one ite
     q.kv.close();
   }
 });
+
+Deno.test("queue: an item another instance took over while this one was stuck past its lease is left to it; a waiting item's lease is renewed before its attempt", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = new OutboundStore(kv, new KvGroupCommit(kv));
+  let now = 1_000_000;
+  /** Attempts per delivery id, by queue. */
+  const attempts = new Map<string, string[]>();
+  let gate: (() => void) | undefined;
+  const held = new Promise<void>((resolve) => gate = resolve);
+  /** Holds an instance's calls until the gate opens. */
+  const stuck = new Set<string>(["a"]);
+  const pool = (holder: string): PeerSessions => ({
+    session: () =>
+      Promise.resolve({
+        call: async <T>(_command: string, params: Record<string, unknown>) => {
+          const id = params.id as string;
+          attempts.set(id, [...attempts.get(id) ?? [], holder]);
+          if (stuck.has(holder)) await held;
+          return {
+            recipients: (params.to as string[]).map((address) => ({
+              address,
+              status: "delivered",
+            })),
+          } as T;
+        },
+      }),
+    forget: () => {},
+  });
+  const queue = (holder: string) =>
+    new OutboundQueue({
+      store,
+      pool: pool(holder),
+      log: new Logger({ sink: () => {} }),
+      lifetimeMs: 3_600_000,
+      retryBaseMs: 60_000,
+      retryMaxMs: 600_000,
+      bounce: () => Promise.resolve(),
+      now: () => now,
+      random: () => 1,
+      holder,
+      leaseMs: 10_000,
+    });
+  try {
+    // 17 items for one domain: 16 go at once, the 17th waits for a slot.
+    for (let i = 0; i < 17; i++) {
+      await enqueueOutbound(store, {
+        module: "messages",
+        from: "alice@here.test",
+        to: [`u${i}@there.test`],
+        id: `m${i}`,
+        payload: {},
+      }, now);
+    }
+    const a = queue("a");
+    const passA = a.runOnce();
+    while ([...attempts.values()].flat().length < 16) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const waiting = (await store.list(100)).find((item) =>
+      ![...attempts.keys()].includes(item.delivery_id)
+    )!;
+    // Instance a is stuck past its leases: b takes over every item.
+    now += 11_000;
+    await queue("b").runOnce();
+    assert.deepEqual(await store.list(100), []);
+    assert.deepEqual(attempts.get(waiting.delivery_id), ["b"]);
+    // When a comes back, it does not send the item b delivered.
+    gate!();
+    await passA;
+    assert.deepEqual(attempts.get(waiting.delivery_id), ["b"]);
+
+    // A waiting item whose lease has run more than a third is renewed
+    // before its attempt: another instance does not take it meanwhile.
+    attempts.clear();
+    let release: (() => void) | undefined;
+    const slow = new Promise<void>((resolve) => release = resolve);
+    let releaseLast: (() => void) | undefined;
+    const slowLast = new Promise<void>((resolve) => releaseLast = resolve);
+    const started = now;
+    const c = new OutboundQueue({
+      store,
+      pool: {
+        session: () =>
+          Promise.resolve({
+            call: async <T>(_c: string, params: Record<string, unknown>) => {
+              const id = params.id as string;
+              attempts.set(id, [...attempts.get(id) ?? [], "c"]);
+              // The first 16 take 5 s of the 10 s lease, the 17th longer.
+              await (attempts.size <= 16 ? slow : slowLast);
+              return {
+                recipients: (params.to as string[]).map((address) => ({
+                  address,
+                  status: "delivered",
+                })),
+              } as T;
+            },
+          }),
+        forget: () => {},
+      },
+      log: new Logger({ sink: () => {} }),
+      lifetimeMs: 3_600_000,
+      retryBaseMs: 60_000,
+      retryMaxMs: 600_000,
+      bounce: () => Promise.resolve(),
+      now: () => now,
+      random: () => 1,
+      holder: "c",
+      leaseMs: 10_000,
+    });
+    for (let i = 0; i < 17; i++) {
+      await enqueueOutbound(store, {
+        module: "messages",
+        from: "alice@here.test",
+        to: [`v${i}@there.test`],
+        id: `n${i}`,
+        payload: {},
+      }, now);
+    }
+    const passC = c.runOnce();
+    while (attempts.size < 16) await new Promise((r) => setTimeout(r, 1));
+    now = started + 5_000;
+    release!();
+    while (attempts.size < 17) await new Promise((r) => setTimeout(r, 1));
+    const last = [...attempts.keys()].at(-1)!;
+    // Past the lease c took at the start, within the one it renewed.
+    now = started + 12_000;
+    await queue("b").runOnce();
+    assert.deepEqual(attempts.get(last), ["c"]);
+    releaseLast!();
+    await passC;
+    assert.deepEqual(attempts.get(last), ["c"]);
+    assert.deepEqual(await store.list(100), []);
+  } finally {
+    kv.close();
+  }
+});
