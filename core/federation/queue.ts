@@ -117,6 +117,8 @@ export interface QueueOptions {
    * 120,000; longer than one attempt takes).
    */
   leaseMs?: number;
+  /** Run `fn` after `ms`; returns a cancel function (default: setTimeout; tests drive it). */
+  schedule?: (fn: () => void, ms: number) => () => void;
 }
 
 /** What became of recipients of a queued item after one attempt. */
@@ -536,22 +538,71 @@ export class OutboundQueue {
   }
 
   async #attempt(taken: OutboundEntry): Promise<void> {
-    const [entry] = await this.#keep([taken]);
+    let [entry] = await this.#keep([taken]);
     if (!entry) return;
     const item = entry.value;
     if (this.#expired(item, this.#now())) {
       await this.#expire(entry);
       return;
     }
+    // A long attempt (a large attachment to a slow peer) keeps its lease.
+    const renewal = this.#renewWhileRunning(entry, (e) => entry = e);
     let results: RecipientResult[];
     try {
       results = await this.#send(item);
       this.#dead.delete(item.domain);
     } catch (error) {
+      await renewal.stop();
       await this.#failed(entry, error);
       return;
     }
+    await renewal.stop();
     await this.#settle(entry, results);
+  }
+
+  /**
+   * Renew `entry`'s lease every third of it until {@link stop}, telling
+   * `renewed` the entry as now stored; stops renewing when the item was
+   * changed meanwhile (an admin removed or retried it: the attempt's own
+   * write then finds it changed and leaves it).
+   */
+  #renewWhileRunning(
+    entry: OutboundEntry,
+    renewed: (entry: OutboundEntry) => void,
+  ): { stop(): Promise<void> } {
+    const leaseMs = this.#options.leaseMs ?? 120_000;
+    const schedule = this.#options.schedule ??
+      ((fn: () => void, ms: number) => {
+        const timer = setTimeout(fn, ms);
+        return () => clearTimeout(timer);
+      });
+    let current = entry;
+    let stopped = false;
+    let running: Promise<void> = Promise.resolve();
+    let cancel = () => {};
+    const next = () => {
+      cancel = schedule(() => {
+        running = (async () => {
+          const [mine] = await this.#store.lease(
+            [current],
+            this.#holder,
+            this.#now() + leaseMs,
+          );
+          if (!mine) return;
+          current = mine;
+          renewed(mine);
+          if (!stopped) next();
+        })().catch(() => {});
+      }, leaseMs / 3);
+    };
+    next();
+    return {
+      stop: async () => {
+        stopped = true;
+        cancel();
+        await running;
+      },
+    };
   }
 
   /** An attempt at an item failed as a whole: bounce it (permanent) or try later. */

@@ -467,3 +467,80 @@ Deno.test("queue: an item another instance took over while this one was stuck pa
     kv.close();
   }
 });
+
+Deno.test("queue: a long attempt keeps its lease: another instance does not take the item while it runs", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = new OutboundStore(kv, new KvGroupCommit(kv));
+  let now = 1_000_000;
+  const attempts: string[] = [];
+  let release: (() => void) | undefined;
+  const slow = new Promise<void>((resolve) => release = resolve);
+  /** The renewals `a` scheduled, to run when the test says. */
+  const timers: (() => void)[] = [];
+  const queue = (holder: string, wait: boolean) =>
+    new OutboundQueue({
+      store,
+      pool: {
+        session: () =>
+          Promise.resolve({
+            call: async <T>(_c: string, params: Record<string, unknown>) => {
+              attempts.push(holder);
+              if (wait) await slow;
+              return {
+                recipients: (params.to as string[]).map((address) => ({
+                  address,
+                  status: "delivered",
+                })),
+              } as T;
+            },
+          }),
+        forget: () => {},
+      },
+      log: new Logger({ sink: () => {} }),
+      lifetimeMs: 3_600_000,
+      retryBaseMs: 60_000,
+      retryMaxMs: 600_000,
+      bounce: () => Promise.resolve(),
+      now: () => now,
+      random: () => 1,
+      holder,
+      leaseMs: 9_000,
+      schedule: (fn) => {
+        timers.push(fn);
+        return () => {
+          const i = timers.indexOf(fn);
+          if (i >= 0) timers.splice(i, 1);
+        };
+      },
+    });
+  try {
+    await enqueueOutbound(store, {
+      module: "messages",
+      from: "alice@here.test",
+      to: ["bob@there.test"],
+      id: "big",
+      payload: {},
+    }, now);
+    const passA = queue("a", true).runOnce();
+    while (attempts.length < 1) await new Promise((r) => setTimeout(r, 1));
+    // Every 3 s of the 9 s lease, the renewal runs.
+    for (let i = 0; i < 4; i++) {
+      now += 3_000;
+      const renew = timers.shift();
+      assert.ok(renew && timers.length === 0, "one renewal scheduled");
+      renew();
+      // The next is scheduled once this one is stored.
+      while (!timers.length) await new Promise((r) => setTimeout(r, 1));
+    }
+    // 12 s in: past the lease a took, within the one it renewed.
+    await queue("b", false).runOnce();
+    assert.deepEqual(attempts, ["a"]);
+    release!();
+    await passA;
+    assert.deepEqual(attempts, ["a"]);
+    assert.deepEqual(await store.list(10), []);
+    assert.equal(timers.length, 0);
+  } finally {
+    kv.close();
+  }
+});
