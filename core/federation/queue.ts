@@ -146,6 +146,7 @@ export class OutboundQueue {
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #holder: string;
+  readonly #leaseMs: number;
   /** Domains whose servers are down, until when. */
   readonly #dead = new Map<string, number>();
   /** Domains whose servers do not know `s2s_deliver_batch`, until when. */
@@ -164,6 +165,7 @@ export class OutboundQueue {
     this.#random = options.random ?? Math.random;
     this.#holder = options.holder ??
       `${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+    this.#leaseMs = options.leaseMs ?? 120_000;
   }
 
   /** Start delivering, first taking back what this instance's name held (a restart). */
@@ -269,7 +271,7 @@ export class OutboundQueue {
     const entries = await this.#store.lease(
       ready,
       this.#holder,
-      now + (this.#options.leaseMs ?? 120_000),
+      now + this.#leaseMs,
     );
     const due = new Map<string, OutboundEntry[]>();
     for (const entry of entries) {
@@ -461,14 +463,26 @@ export class OutboundQueue {
       }, { timeoutFactor: Math.min(items.length, BATCH_TIMEOUT_FACTOR) });
       return Array.isArray(answer?.results) ? answer.results : [];
     } catch (error) {
-      if (
-        session &&
-        (!(error instanceof ProtocolError) ||
-          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
-      ) {
-        this.#options.pool.forget(session);
-      }
+      this.#dropBroken(session, error);
       throw error;
+    }
+  }
+
+  /**
+   * No answer (a timeout, a connection gone: the peer may have died without
+   * closing it), or a session the peer no longer accepts: the next attempt
+   * connects afresh instead of reusing it.
+   */
+  #dropBroken(
+    session: Pick<PeerClient, "call"> | undefined,
+    error: unknown,
+  ): void {
+    if (
+      session &&
+      (!(error instanceof ProtocolError) ||
+        error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
+    ) {
+      this.#options.pool.forget(session);
     }
   }
 
@@ -500,14 +514,13 @@ export class OutboundQueue {
    * expired) is left to that instance. A lease fresh enough costs no write.
    */
   async #keep(entries: OutboundEntry[]): Promise<OutboundEntry[]> {
-    const leaseMs = this.#options.leaseMs ?? 120_000;
     const now = this.#now();
     const stale = entries.filter((e) =>
-      (e.value.lease?.until ?? 0) - now < leaseMs * 2 / 3
+      (e.value.lease?.until ?? 0) - now < this.#leaseMs * 2 / 3
     );
     if (stale.length === 0) return entries;
     const renewed = new Map(
-      (await this.#store.lease(stale, this.#holder, now + leaseMs)).map((
+      (await this.#store.lease(stale, this.#holder, now + this.#leaseMs)).map((
         e,
       ) => [e.value.id, e]),
     );
@@ -538,7 +551,7 @@ export class OutboundQueue {
   }
 
   async #attempt(taken: OutboundEntry): Promise<void> {
-    let [entry] = await this.#keep([taken]);
+    const [entry] = await this.#keep([taken]);
     if (!entry) return;
     const item = entry.value;
     if (this.#expired(item, this.#now())) {
@@ -546,31 +559,27 @@ export class OutboundQueue {
       return;
     }
     // A long attempt (a large attachment to a slow peer) keeps its lease.
-    const renewal = this.#renewWhileRunning(entry, (e) => entry = e);
+    const renewal = this.#renewWhileRunning(entry);
     let results: RecipientResult[];
     try {
       results = await this.#send(item);
       this.#dead.delete(item.domain);
     } catch (error) {
-      await renewal.stop();
-      await this.#failed(entry, error);
+      await this.#failed(await renewal.stop(), error);
       return;
     }
-    await renewal.stop();
-    await this.#settle(entry, results);
+    await this.#settle(await renewal.stop(), results);
   }
 
   /**
-   * Renew `entry`'s lease every third of it until {@link stop}, telling
-   * `renewed` the entry as now stored; stops renewing when the item was
-   * changed meanwhile (an admin removed or retried it: the attempt's own
-   * write then finds it changed and leaves it).
+   * Renew `entry`'s lease every third of it until `stop`, which gives the
+   * entry as now stored; stops renewing when the item was changed meanwhile
+   * (an admin removed or retried it: the attempt's own write then finds it
+   * changed and leaves it).
    */
   #renewWhileRunning(
     entry: OutboundEntry,
-    renewed: (entry: OutboundEntry) => void,
-  ): { stop(): Promise<void> } {
-    const leaseMs = this.#options.leaseMs ?? 120_000;
+  ): { stop(): Promise<OutboundEntry> } {
     const schedule = this.#options.schedule ??
       ((fn: () => void, ms: number) => {
         const timer = setTimeout(fn, ms);
@@ -586,14 +595,13 @@ export class OutboundQueue {
           const [mine] = await this.#store.lease(
             [current],
             this.#holder,
-            this.#now() + leaseMs,
+            this.#now() + this.#leaseMs,
           );
           if (!mine) return;
           current = mine;
-          renewed(mine);
           if (!stopped) next();
         })().catch(() => {});
-      }, leaseMs / 3);
+      }, this.#leaseMs / 3);
     };
     next();
     return {
@@ -601,6 +609,7 @@ export class OutboundQueue {
         stopped = true;
         cancel();
         await running;
+        return current;
       },
     };
   }
@@ -707,16 +716,7 @@ export class OutboundQueue {
       );
       return answer.recipients;
     } catch (error) {
-      // No answer (a timeout, a connection gone: the peer may have died
-      // without closing it), or a session the peer no longer accepts: the
-      // next attempt connects afresh instead of reusing it.
-      if (
-        session &&
-        (!(error instanceof ProtocolError) ||
-          error.code === ErrorCode.S2S_NOT_AUTHENTICATED)
-      ) {
-        this.#options.pool.forget(session);
-      }
+      this.#dropBroken(session, error);
       throw error;
     }
   }

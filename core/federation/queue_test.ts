@@ -5,7 +5,11 @@ import { Logger } from "../log/mod.ts";
 import { ErrorCode, ProtocolError } from "../protocol/mod.ts";
 import type { Failure, RecipientResult } from "./delivery.ts";
 import { enqueueOutbound } from "./outbox.ts";
-import { OutboundQueue, type PeerSessions } from "./queue.ts";
+import {
+  OutboundQueue,
+  type PeerSessions,
+  type QueueOptions,
+} from "./queue.ts";
 
 type Answer = (to: string[]) => RecipientResult[] | Error;
 
@@ -332,94 +336,31 @@ Deno.test("queue: without batching (the server's default) a backlog goes one ite
   }
 });
 
-Deno.test("queue: an item another instance took over while this one was stuck past its lease is left to it; a waiting item's lease is renewed before its attempt", async () => {
+/**
+ * Instances sharing one database's queue (in memory), each named by its
+ * holder, with a 10 s lease unless told, the test's clock, and a peer that
+ * records each attempt (`attempts`, by delivery id) and answers "delivered"
+ * once `hold` (asked per holder and attempt) has resolved.
+ */
+async function sharedQueue() {
   const kv = await Deno.openKv(":memory:");
   const store = new OutboundStore(kv, new KvGroupCommit(kv));
-  let now = 1_000_000;
-  /** Attempts per delivery id, by queue. */
+  const clock = { now: 1_000_000 };
   const attempts = new Map<string, string[]>();
-  let gate: (() => void) | undefined;
-  const held = new Promise<void>((resolve) => gate = resolve);
-  /** Holds an instance's calls until the gate opens. */
-  const stuck = new Set<string>(["a"]);
-  const pool = (holder: string): PeerSessions => ({
-    session: () =>
-      Promise.resolve({
-        call: async <T>(_command: string, params: Record<string, unknown>) => {
-          const id = params.id as string;
-          attempts.set(id, [...attempts.get(id) ?? [], holder]);
-          if (stuck.has(holder)) await held;
-          return {
-            recipients: (params.to as string[]).map((address) => ({
-              address,
-              status: "delivered",
-            })),
-          } as T;
-        },
-      }),
-    forget: () => {},
-  });
-  const queue = (holder: string) =>
+  const instance = (
+    holder: string,
+    hold: (holder: string) => Promise<void> | void = () => {},
+    options: Partial<QueueOptions> = {},
+  ) =>
     new OutboundQueue({
-      store,
-      pool: pool(holder),
-      log: new Logger({ sink: () => {} }),
-      lifetimeMs: 3_600_000,
-      retryBaseMs: 60_000,
-      retryMaxMs: 600_000,
-      bounce: () => Promise.resolve(),
-      now: () => now,
-      random: () => 1,
-      holder,
-      leaseMs: 10_000,
-    });
-  try {
-    // 17 items for one domain: 16 go at once, the 17th waits for a slot.
-    for (let i = 0; i < 17; i++) {
-      await enqueueOutbound(store, {
-        module: "messages",
-        from: "alice@here.test",
-        to: [`u${i}@there.test`],
-        id: `m${i}`,
-        payload: {},
-      }, now);
-    }
-    const a = queue("a");
-    const passA = a.runOnce();
-    while ([...attempts.values()].flat().length < 16) {
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const waiting = (await store.list(100)).find((item) =>
-      ![...attempts.keys()].includes(item.delivery_id)
-    )!;
-    // Instance a is stuck past its leases: b takes over every item.
-    now += 11_000;
-    await queue("b").runOnce();
-    assert.deepEqual(await store.list(100), []);
-    assert.deepEqual(attempts.get(waiting.delivery_id), ["b"]);
-    // When a comes back, it does not send the item b delivered.
-    gate!();
-    await passA;
-    assert.deepEqual(attempts.get(waiting.delivery_id), ["b"]);
-
-    // A waiting item whose lease has run more than a third is renewed
-    // before its attempt: another instance does not take it meanwhile.
-    attempts.clear();
-    let release: (() => void) | undefined;
-    const slow = new Promise<void>((resolve) => release = resolve);
-    let releaseLast: (() => void) | undefined;
-    const slowLast = new Promise<void>((resolve) => releaseLast = resolve);
-    const started = now;
-    const c = new OutboundQueue({
       store,
       pool: {
         session: () =>
           Promise.resolve({
             call: async <T>(_c: string, params: Record<string, unknown>) => {
               const id = params.id as string;
-              attempts.set(id, [...attempts.get(id) ?? [], "c"]);
-              // The first 16 take 5 s of the 10 s lease, the 17th longer.
-              await (attempts.size <= 16 ? slow : slowLast);
+              attempts.set(id, [...attempts.get(id) ?? [], holder]);
+              await hold(holder);
               return {
                 recipients: (params.to as string[]).map((address) => ({
                   address,
@@ -435,75 +376,98 @@ Deno.test("queue: an item another instance took over while this one was stuck pa
       retryBaseMs: 60_000,
       retryMaxMs: 600_000,
       bounce: () => Promise.resolve(),
-      now: () => now,
+      now: () => clock.now,
       random: () => 1,
-      holder: "c",
+      holder,
       leaseMs: 10_000,
+      ...options,
     });
-    for (let i = 0; i < 17; i++) {
+  /** Queue `count` items for one domain, ids `prefix0`, `prefix1`… */
+  const enqueue = async (prefix: string, count: number) => {
+    for (let i = 0; i < count; i++) {
       await enqueueOutbound(store, {
         module: "messages",
         from: "alice@here.test",
-        to: [`v${i}@there.test`],
-        id: `n${i}`,
+        to: [`${prefix}${i}@there.test`],
+        id: `${prefix}${i}`,
         payload: {},
-      }, now);
+      }, clock.now);
     }
-    const passC = c.runOnce();
-    while (attempts.size < 16) await new Promise((r) => setTimeout(r, 1));
-    now = started + 5_000;
-    release!();
-    while (attempts.size < 17) await new Promise((r) => setTimeout(r, 1));
-    const last = [...attempts.keys()].at(-1)!;
+  };
+  /** Resolves once `test` holds (the peer's calls run on their own). */
+  const until = async (test: () => boolean) => {
+    while (!test()) await new Promise((r) => setTimeout(r, 1));
+  };
+  return { kv, store, clock, attempts, instance, enqueue, until };
+}
+
+/** A promise and the function that resolves it. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => open = resolve);
+  return { opened, open };
+}
+
+Deno.test("queue: an item another instance took over while this one was stuck past its lease is left to it; a waiting item's lease is renewed before its attempt", async () => {
+  const q = await sharedQueue();
+  try {
+    // 17 items for one domain: 16 go at once, the 17th waits for a slot.
+    await q.enqueue("m", 17);
+    const stuck = gate();
+    const passA = q.instance("a", (h) => h === "a" ? stuck.opened : undefined)
+      .runOnce();
+    await q.until(() => q.attempts.size === 16);
+    const waiting = (await q.store.list(100)).find((item) =>
+      !q.attempts.has(item.delivery_id)
+    )!;
+    // Instance a is stuck past its leases: b takes over every item.
+    q.clock.now += 11_000;
+    await q.instance("b").runOnce();
+    assert.deepEqual(await q.store.list(100), []);
+    assert.deepEqual(q.attempts.get(waiting.delivery_id), ["b"]);
+    // When a comes back, it does not send the item b delivered.
+    stuck.open();
+    await passA;
+    assert.deepEqual(q.attempts.get(waiting.delivery_id), ["b"]);
+
+    // A waiting item whose lease has run more than a third is renewed
+    // before its attempt: another instance does not take it meanwhile.
+    q.attempts.clear();
+    const slow = gate();
+    const slowLast = gate();
+    const started = q.clock.now;
+    await q.enqueue("n", 17);
+    // The first 16 take 5 s of the 10 s lease, the 17th longer.
+    const passC = q.instance(
+      "c",
+      () => q.attempts.size <= 16 ? slow.opened : slowLast.opened,
+    ).runOnce();
+    await q.until(() => q.attempts.size === 16);
+    q.clock.now = started + 5_000;
+    slow.open();
+    await q.until(() => q.attempts.size === 17);
+    const last = [...q.attempts.keys()].at(-1)!;
     // Past the lease c took at the start, within the one it renewed.
-    now = started + 12_000;
-    await queue("b").runOnce();
-    assert.deepEqual(attempts.get(last), ["c"]);
-    releaseLast!();
+    q.clock.now = started + 12_000;
+    await q.instance("b").runOnce();
+    assert.deepEqual(q.attempts.get(last), ["c"]);
+    slowLast.open();
     await passC;
-    assert.deepEqual(attempts.get(last), ["c"]);
-    assert.deepEqual(await store.list(100), []);
+    assert.deepEqual(q.attempts.get(last), ["c"]);
+    assert.deepEqual(await q.store.list(100), []);
   } finally {
-    kv.close();
+    q.kv.close();
   }
 });
 
 Deno.test("queue: a long attempt keeps its lease: another instance does not take the item while it runs", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const store = new OutboundStore(kv, new KvGroupCommit(kv));
-  let now = 1_000_000;
-  const attempts: string[] = [];
-  let release: (() => void) | undefined;
-  const slow = new Promise<void>((resolve) => release = resolve);
+  const q = await sharedQueue();
+  const slow = gate();
   /** The renewals `a` scheduled, to run when the test says. */
   const timers: (() => void)[] = [];
-  const queue = (holder: string, wait: boolean) =>
-    new OutboundQueue({
-      store,
-      pool: {
-        session: () =>
-          Promise.resolve({
-            call: async <T>(_c: string, params: Record<string, unknown>) => {
-              attempts.push(holder);
-              if (wait) await slow;
-              return {
-                recipients: (params.to as string[]).map((address) => ({
-                  address,
-                  status: "delivered",
-                })),
-              } as T;
-            },
-          }),
-        forget: () => {},
-      },
-      log: new Logger({ sink: () => {} }),
-      lifetimeMs: 3_600_000,
-      retryBaseMs: 60_000,
-      retryMaxMs: 600_000,
-      bounce: () => Promise.resolve(),
-      now: () => now,
-      random: () => 1,
-      holder,
+  try {
+    await q.enqueue("big", 1);
+    const passA = q.instance("a", () => slow.opened, {
       leaseMs: 9_000,
       schedule: (fn) => {
         timers.push(fn);
@@ -512,35 +476,26 @@ Deno.test("queue: a long attempt keeps its lease: another instance does not take
           if (i >= 0) timers.splice(i, 1);
         };
       },
-    });
-  try {
-    await enqueueOutbound(store, {
-      module: "messages",
-      from: "alice@here.test",
-      to: ["bob@there.test"],
-      id: "big",
-      payload: {},
-    }, now);
-    const passA = queue("a", true).runOnce();
-    while (attempts.length < 1) await new Promise((r) => setTimeout(r, 1));
+    }).runOnce();
+    await q.until(() => q.attempts.size === 1);
     // Every 3 s of the 9 s lease, the renewal runs.
     for (let i = 0; i < 4; i++) {
-      now += 3_000;
+      q.clock.now += 3_000;
       const renew = timers.shift();
       assert.ok(renew && timers.length === 0, "one renewal scheduled");
       renew();
       // The next is scheduled once this one is stored.
-      while (!timers.length) await new Promise((r) => setTimeout(r, 1));
+      await q.until(() => timers.length > 0);
     }
     // 12 s in: past the lease a took, within the one it renewed.
-    await queue("b", false).runOnce();
-    assert.deepEqual(attempts, ["a"]);
-    release!();
+    await q.instance("b").runOnce();
+    assert.deepEqual([...q.attempts.values()], [["a"]]);
+    slow.open();
     await passA;
-    assert.deepEqual(attempts, ["a"]);
-    assert.deepEqual(await store.list(10), []);
+    assert.deepEqual([...q.attempts.values()], [["a"]]);
+    assert.deepEqual(await q.store.list(10), []);
     assert.equal(timers.length, 0);
   } finally {
-    kv.close();
+    q.kv.close();
   }
 });
