@@ -86,7 +86,10 @@ export class OutboundStore {
     return entry.value ? entry as OutboundEntry : undefined;
   }
 
-  /** Items due at `now` (at most `limit`), earliest first. */
+  /**
+   * Items due at `now` (at most `limit`), earliest first: listed from the
+   * due index, then read, each as it is stored at the read.
+   */
   async due(now: number, limit = DUE_PAGE): Promise<OutboundEntry[]> {
     const ids: string[] = [];
     for await (
@@ -104,8 +107,11 @@ export class OutboundStore {
         ),
       );
     }
+    // An item written between the two reads (another instance leased or
+    // retried it) is read as it is now, with a versionstamp a lease would
+    // check successfully: it is due only if it still says so.
     return (await Promise.all(reads)).flat().filter((entry) =>
-      entry.value !== null
+      entry.value !== null && entry.value.next_attempt <= now
     ) as OutboundEntry[];
   }
 
