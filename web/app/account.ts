@@ -19,6 +19,7 @@ import {
   type InitResult,
 } from "../../client/e2e_account.ts";
 import type { MailAccount } from "../../client/mail.ts";
+import { ErrorCode } from "../../shared/errors.ts";
 import type { StoredAccount } from "./db.ts";
 import {
   backupText,
@@ -46,6 +47,55 @@ export function browserLabel(): string {
   return `web: ${name}`;
 }
 
+/**
+ * Calls with a token that a login renews: a call that finds it refused (not
+ * logged in: expired or revoked) logs in once and is made again. Calls
+ * refused together share that login: the server keeps one pending
+ * challenge per account and session.
+ */
+class RenewedToken {
+  readonly #client: AmtpClient;
+  readonly #field: "user_token" | "admin_token";
+  readonly #login: () => Promise<string>;
+  #loggingIn?: Promise<void>;
+  /** The token in use. */
+  token: string;
+
+  constructor(
+    client: AmtpClient,
+    field: "user_token" | "admin_token",
+    token: string,
+    login: () => Promise<string>,
+  ) {
+    this.#client = client;
+    this.#field = field;
+    this.token = token;
+    this.#login = login;
+  }
+
+  /** A command with the token. */
+  async call<T>(command: string, params: Record<string, unknown>): Promise<T> {
+    const attempt = () =>
+      this.#client.call<T>(command, { ...params, [this.#field]: this.token });
+    try {
+      return await attempt();
+    } catch (error) {
+      if (
+        !(error instanceof AmtpError) || error.code !== ErrorCode.NOT_LOGGED_IN
+      ) throw error;
+      await this.renew();
+      return await attempt();
+    }
+  }
+
+  /** Log in again (shared by everyone who asks meanwhile). */
+  renew(): Promise<void> {
+    return this.#loggingIn ??= this.#login().then((token) => {
+      this.token = token;
+    }).finally(() => this.#loggingIn = undefined);
+  }
+}
+
 /** A user signed in here. */
 export class UserSession {
   /** The client. */
@@ -56,9 +106,7 @@ export class UserSession {
   readonly trust: BrowserTrustStore;
   /** The messages module, with this session's token. */
   readonly mail: MailAccount;
-  #token: string;
-  /** A login under way: calls that find the token refused share it. */
-  #loggingIn?: Promise<void>;
+  readonly #auth: RenewedToken;
 
   private constructor(
     client: AmtpClient,
@@ -67,16 +115,26 @@ export class UserSession {
   ) {
     this.client = client;
     this.stored = stored;
-    this.#token = token;
+    this.#auth = new RenewedToken(client, "user_token", token, async () => {
+      const { token } = await client.login(
+        "user",
+        this.stored.address,
+        loginKeyOf(this.stored.login),
+        { label: browserLabel() },
+      );
+      this.stored = { ...this.stored, token };
+      await saveAccount(this.stored);
+      return token;
+    });
     this.trust = new BrowserTrustStore(
       stored.address,
       () => this.stored.master?.public,
     );
-    const current = () => this.#token;
+    const auth = this.#auth;
     this.mail = {
       client,
       get token() {
-        return current();
+        return auth.token;
       },
       address: stored.address,
       call: (command, params = {}) =>
@@ -94,7 +152,7 @@ export class UserSession {
 
   /** The token in use. */
   get token(): string {
-    return this.#token;
+    return this.#auth.token;
   }
 
   /** Sign in with the keys this browser holds: the last token if it still works, else a new login. */
@@ -111,47 +169,19 @@ export class UserSession {
       }
     }
     const session = new UserSession(client, stored, "");
-    await session.#login();
+    await session.#auth.renew();
     return session;
-  }
-
-  async #login(): Promise<void> {
-    const { token } = await this.client.login(
-      "user",
-      this.stored.address,
-      loginKeyOf(this.stored.login),
-      { label: browserLabel() },
-    );
-    this.#token = token;
-    this.stored = { ...this.stored, token };
-    await saveAccount(this.stored);
   }
 
   /**
    * A user command (or a module command, with `module`) with this session's
    * token; an expired or revoked token is replaced by a new login once.
    */
-  async call<T = Record<string, unknown>>(
+  call<T = Record<string, unknown>>(
     command: string,
     params: Record<string, unknown> = {},
   ): Promise<T> {
-    try {
-      return await this.client.call<T>(command, {
-        ...params,
-        user_token: this.#token,
-      });
-    } catch (error) {
-      if (!(error instanceof AmtpError) || error.code !== 5) throw error;
-      // One login for every call that found the token refused: the server
-      // keeps one pending challenge per account and session.
-      await (this.#loggingIn ??= this.#login().finally(() =>
-        this.#loggingIn = undefined
-      ));
-      return await this.client.call<T>(command, {
-        ...params,
-        user_token: this.#token,
-      });
-    }
+    return this.#auth.call<T>(command, params);
   }
 
   /** This device's end-to-end keys, when it has them. */
@@ -182,7 +212,7 @@ export class UserSession {
       await saveAccount(this.stored);
     };
     const result = await initDevice(this.client, {
-      token: this.#token,
+      token: this.#auth.token,
       address: this.address,
       label,
       save,
@@ -194,7 +224,7 @@ export class UserSession {
       const file = { ...result.file, master };
       await save(file);
       const list = await approveDevice(this.client, {
-        token: this.#token,
+        token: this.#auth.token,
         file,
         id: file.device.id,
       });
@@ -205,9 +235,10 @@ export class UserSession {
 
   /** Sign out: the token is revoked; the keys stay unless `forget`. */
   async signOut(forget: boolean): Promise<void> {
-    await this.client.call("user_logout", { user_token: this.#token }).catch(
-      () => {},
-    );
+    await this.client.call("user_logout", { user_token: this.#auth.token })
+      .catch(
+        () => {},
+      );
     this.stored = { ...this.stored, token: undefined };
     const { db } = await import("./db.ts");
     if (forget) await (await db()).delete("accounts", this.address);
@@ -318,8 +349,7 @@ export class AdminSession {
   readonly client: AmtpClient;
   /** Admin name. */
   readonly name: string;
-  readonly #key: LoginKey;
-  #token: string;
+  readonly #auth: RenewedToken;
 
   private constructor(
     client: AmtpClient,
@@ -329,8 +359,12 @@ export class AdminSession {
   ) {
     this.client = client;
     this.name = name;
-    this.#key = key;
-    this.#token = token;
+    this.#auth = new RenewedToken(
+      client,
+      "admin_token",
+      token,
+      async () => (await client.login("admin", name, key)).token,
+    );
   }
 
   /** Log in as an admin. */
@@ -346,29 +380,16 @@ export class AdminSession {
   }
 
   /** An admin command; an expired token is renewed once. */
-  async call<T = Record<string, unknown>>(
+  call<T = Record<string, unknown>>(
     command: string,
     params: Record<string, unknown> = {},
   ): Promise<T> {
-    try {
-      return await this.client.call<T>(command, {
-        ...params,
-        admin_token: this.#token,
-      });
-    } catch (error) {
-      if (!(error instanceof AmtpError) || error.code !== 5) throw error;
-      this.#token = (await this.client.login("admin", this.name, this.#key))
-        .token;
-      return await this.client.call<T>(command, {
-        ...params,
-        admin_token: this.#token,
-      });
-    }
+    return this.#auth.call<T>(command, params);
   }
 
   /** Log out (the token is revoked). */
   async signOut(): Promise<void> {
-    await this.client.call("admin_logout", { admin_token: this.#token })
+    await this.client.call("admin_logout", { admin_token: this.#auth.token })
       .catch(() => {});
   }
 }
