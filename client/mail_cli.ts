@@ -19,6 +19,7 @@ import {
 } from "./mail.ts";
 import { type AmtpClient, AmtpError, type Push } from "./mod.ts";
 import { Progress } from "./progress.ts";
+import { ErrorCode } from "../shared/errors.ts";
 
 export { uploadBytes } from "./mail.ts";
 
@@ -478,7 +479,9 @@ export async function watchCommand(
     if (state !== "reconnected") return;
     warn(`reconnected; catching up from change ${cursor}`);
     catchUp().catch((error) => {
-      if (error instanceof AmtpError && error.code === 5) {
+      if (
+        error instanceof AmtpError && error.code === ErrorCode.NOT_LOGGED_IN
+      ) {
         warn(
           `watch stopped: the server no longer accepts this session's token (${error.message}): amtp login again`,
         );
