@@ -169,7 +169,7 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       `${result.failure}\nsteps done: ${steps.join(" / ")}`,
     );
     assert.equal(status.code, 0);
-    assert.equal(steps.length, 17, steps.join(" / "));
+    assert.equal(steps.length, 18, steps.join(" / "));
     assert.equal(result.signedInAgain, 20);
     // Keys made in each browser, kept non-extractable.
     assert.deepEqual(result.aliceKeys, [
@@ -192,6 +192,10 @@ Deno.test("webapp: admin, invitations, live encrypted mail with an attachment, a
       rows: 3,
     });
     assert.equal(result.users, 3);
+    assert.match(String(result.registrationClosed), /not open/);
+    assert.deepEqual(result.carolKeys, [
+      { address: "carol@open.example", extractable: false, type: "private" },
+    ]);
     assert.match(
       String(result.messagesModule),
       /shipped.*services: accounts\.resolve, accounts\.profile, federation\.send, federation\.routes/,

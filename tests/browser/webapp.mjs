@@ -124,6 +124,11 @@ try {
     });
     await shot(page, `join-${address.split("@")[0]}`);
     await page.getByRole("button", { name: "Create my keys and join" }).click();
+    return await keysReady(page, address);
+  };
+  // After keys were made in the browser: the backup, then the mailbox;
+  // what IndexedDB holds of the login key.
+  const keysReady = async (page, address) => {
     await page.getByRole("heading", { name: "Your keys are ready" }).waitFor({
       timeout: TIMEOUT,
     });
@@ -436,6 +441,36 @@ try {
   });
   await shot(admin, "admin-users");
   step("the admin console lists the users");
+
+  // Self-registration: refused on a domain that is not open for it; on a
+  // domain the admin opened, a new address made in the browser.
+  await admin.fill("#dom-name", "open.example");
+  await admin.getByLabel("open for self-registration").check();
+  await admin.getByRole("button", { name: "Add domain" }).click();
+  await admin.getByRole("table", { name: "Domains" }).getByText("open.example")
+    .waitFor();
+  const carolContext = await browser.newContext({ acceptDownloads: true });
+  const carol = await carolContext.newPage();
+  watch(carol, "carol");
+  await carol.goto(appUrl);
+  await online(carol, "WebTransport");
+  await carol.locator("summary").filter({ hasText: "Register a new address" })
+    .click();
+  const register = async (address) => {
+    await carol.fill("#reg-address", address);
+    await carol.fill("#reg-name", "Carol");
+    await carol.getByRole("button", { name: "Create my keys and register" })
+      .click();
+  };
+  await register("carol@example.org");
+  result.registrationClosed = await carol.getByTestId("notice").filter({
+    hasText: "Could not register",
+  }).textContent();
+  await register("carol@open.example");
+  result.carolKeys = await keysReady(carol, "carol@open.example");
+  await shot(carol, "registered");
+  await carolContext.close();
+  step("carol registered on a domain open for it, not on one closed");
   // Its Modules view names each module's source or author key and its rights.
   result.messagesModule = await admin.getByRole("table", { name: "Modules" })
     .locator("tbody tr").filter({
