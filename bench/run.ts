@@ -373,6 +373,8 @@ await section("logins", async () => {
   }
 });
 
+/** The server CPU per local delivery of this run (µs), the federated one's baseline. */
+let localCpu: number | undefined;
 /** The local delivery rate of this run, the federation figure's baseline. */
 let localRate = 0;
 
@@ -422,6 +424,7 @@ await section("delivery", async () => {
   );
   const cpu = cpuSince(cpuBefore, threadCpu(server.child.pid));
   localRate = rate;
+  localCpu = cpu.total / n * 1e6;
   add({
     group: "delivery",
     name:
@@ -917,6 +920,7 @@ await section("federation", async () => {
     AMTP_RATE_LIMIT: "10000000",
     AMTP_LOG_LEVEL: "warn",
     AMTP_FEDERATION_LIFETIME: "600",
+    AMTP_FEDERATION_BATCH: Deno.env.get("AMTP_FEDERATION_BATCH") ?? "1",
   });
   try {
     const senders = await Promise.all(
@@ -931,6 +935,9 @@ await section("federation", async () => {
       if (t0 !== undefined) arrived.push(performance.now() - t0);
     });
     const count = FULL ? 5000 : 1000;
+    // Both servers' CPU: what a federated delivery costs in all.
+    const pids = world.nodes.map((n) => n.server!.child.pid);
+    const cpuBefore = pids.map((pid) => threadCpu(pid));
     const start = performance.now();
     await Promise.all(senders.map(async (s, w) => {
       for (let i = w; i < count; i += senders.length) {
@@ -948,6 +955,9 @@ await section("federation", async () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const rate = arrived.length / ((performance.now() - start) / 1000);
+    const [sending, receiving] = pids.map((pid, i) =>
+      cpuSince(cpuBefore[i], threadCpu(pid)).total / arrived.length * 1e6
+    );
     add({
       group: "federation",
       name: "federated delivery, 1 KiB, 20 senders (received at the remote)",
@@ -961,7 +971,22 @@ await section("federation", async () => {
           met: rate >= localRate / 2,
         }
         : {}),
-      note: `${arrived.length} of ${count} arrived`,
+      note: `${arrived.length} of ${count} arrived; AMTP_FEDERATION_BATCH ${
+        Deno.env.get("AMTP_FEDERATION_BATCH") ?? "1"
+      }`,
+    });
+    // The bound on 2 cores: both servers' CPU per delivery against local's.
+    add({
+      group: "federation",
+      name: "server CPU per federated delivery (sending + receiving server)",
+      value: sending + receiving,
+      unit: "µs",
+      ...(localCpu
+        ? { baseline: localCpu, baselineName: "local delivery" }
+        : {}),
+      note: `sending ${Math.round(sending)}, receiving ${
+        Math.round(receiving)
+      }`,
     });
     // Latency at a steady rate.
     arrived.length = 0;

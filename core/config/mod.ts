@@ -96,6 +96,8 @@ export interface Config {
   federationRetryMax: number;
   /** Seconds allowed to connect to another server. */
   federationTimeout: number;
+  /** Remote deliveries per request for a domain's backlog (1: each alone). */
+  federationBatch: number;
   /** Algorithm of a new server signing key. */
   serverKeyAlgorithm: "ed25519" | "rsa";
   /** Seconds federation reuses a DNS answer. */
@@ -393,6 +395,12 @@ export const VARIABLES: readonly VariableSpec[] = [
     default: "10",
     description:
       "seconds allowed to connect to another server, and for it to answer one request",
+  },
+  {
+    name: "AMTP_FEDERATION_BATCH",
+    default: "1",
+    description:
+      "remote deliveries sent in one request (s2s_deliver_batch) when more are due for a domain than may be in flight, 1 to 32; 1 sends each alone",
   },
   {
     name: "AMTP_SERVER_KEY_ALG",
@@ -939,6 +947,7 @@ export function loadConfig(env: Env): Config {
     clusterPoll: intVar(env, "AMTP_CLUSTER_POLL", 0, 60_000),
     federationRetryMax: intVar(env, "AMTP_FEDERATION_RETRY_MAX", 1, 7 * 86_400),
     federationTimeout: intVar(env, "AMTP_FEDERATION_TIMEOUT", 1, 600),
+    federationBatch: intVar(env, "AMTP_FEDERATION_BATCH", 1, 32),
     serverKeyAlgorithm: choiceVar(env, "AMTP_SERVER_KEY_ALG", [
       "ed25519",
       "rsa",

@@ -9,6 +9,7 @@ Deno.test("config: defaults need no variable at all", () => {
   assert.equal(config.kvPath, "./data/amtp.kv");
   assert.equal(config.hostname, "localhost");
   assert.equal(config.maxFrame, 1048576);
+  assert.equal(config.federationBatch, 1);
 });
 
 Deno.test("config: every invalid value is reported by its variable's name", () => {
@@ -23,6 +24,8 @@ Deno.test("config: every invalid value is reported by its variable's name", () =
     [{ AMTP_CERT: "/x.pem" }, "AMTP_KEY"],
     [{ AMTP_KEY: "/x.pem" }, "AMTP_CERT"],
     [{ AMTP_IDLE_TIMEOUT: "-1" }, "AMTP_IDLE_TIMEOUT"],
+    [{ AMTP_FEDERATION_BATCH: "0" }, "AMTP_FEDERATION_BATCH"],
+    [{ AMTP_FEDERATION_BATCH: "33" }, "AMTP_FEDERATION_BATCH"],
   ];
   for (const [env, name] of cases) {
     assert.throws(() => loadConfig(env), (error: unknown) => {

@@ -171,6 +171,7 @@ export class Federation {
       log: log.child({ part: "federation" }),
       lifetimeMs: config.federationLifetime * 1000,
       leaseMs: config.queueLease * 1000,
+      batch: config.federationBatch,
       // An instance's name: its host and port (two instances on one machine
       // listen on two ports); with a port chosen at start, none that lasts.
       holder: config.port ? `${config.hostname}:${config.port}` : undefined,
