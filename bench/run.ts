@@ -955,9 +955,15 @@ await section("federation", async () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const rate = arrived.length / ((performance.now() - start) / 1000);
-    const [sending, receiving] = pids.map((pid, i) =>
-      cpuSince(cpuBefore[i], threadCpu(pid)).total / arrived.length * 1e6
-    );
+    const [sending, receiving] = pids.map((pid, i) => {
+      const cpu = cpuSince(cpuBefore[i], threadCpu(pid));
+      const per = (s: number) => Math.round(s / arrived.length * 1e6);
+      return {
+        total: per(cpu.total),
+        threads: cpu.threads.slice(0, 4).map(([name, s]) => `${name} ${per(s)}`)
+          .join(", "),
+      };
+    });
     add({
       group: "federation",
       name: "federated delivery, 1 KiB, 20 senders (received at the remote)",
@@ -979,14 +985,13 @@ await section("federation", async () => {
     add({
       group: "federation",
       name: "server CPU per federated delivery (sending + receiving server)",
-      value: sending + receiving,
+      value: sending.total + receiving.total,
       unit: "µs",
       ...(localCpu
         ? { baseline: localCpu, baselineName: "local delivery" }
         : {}),
-      note: `sending ${Math.round(sending)}, receiving ${
-        Math.round(receiving)
-      }`,
+      note:
+        `sending ${sending.total} (${sending.threads}); receiving ${receiving.total} (${receiving.threads})`,
     });
     // Latency at a steady rate.
     arrived.length = 0;

@@ -9,31 +9,39 @@ import { AmtpClient } from "../client/mod.ts";
 import type { LoginAlgorithm } from "../shared/login/algorithms.ts";
 import { certificateHash } from "../shared/pem.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
-import { type ServerProcess, startServerProcess } from "./process.ts";
+import { type ServerProcess, startServerProcess, taskArgs } from "./process.ts";
 
 /**
  * An AMTP server process for measuring (limits raised, warnings only) in
  * `<root>/<name>`, with an admin session, domain `bench.test` and the user
- * `u@bench.test`; `env` adds variables (the web app, for one).
+ * `u@bench.test`; `env` adds variables (the web app, for one),
+ * `options.denoFlags` flags of Deno (the inspector, for one).
  */
 export async function startAmtp(
   root: string,
   name: string,
   env: Record<string, string> = {},
+  options: { denoFlags?: string[] } = {},
 ) {
   const cwd = `${root}/${name}`;
   await Deno.mkdir(cwd);
-  const server: ServerProcess = await startServerProcess(cwd, {
-    ...env,
-    AMTP_PORT: "0",
-    AMTP_HOST: "127.0.0.1",
-    AMTP_RATE_LIMIT: "10000000",
-    AMTP_MAX_SESSIONS_PER_IP: "50000",
-    AMTP_MAX_SESSIONS: "50000",
-    AMTP_LOG_LEVEL: "warn",
-    AMTP_IDLE_TIMEOUT: "3600",
-    ...env,
-  });
+  const server: ServerProcess = await startServerProcess(
+    cwd,
+    {
+      ...env,
+      AMTP_PORT: "0",
+      AMTP_HOST: "127.0.0.1",
+      AMTP_RATE_LIMIT: "10000000",
+      AMTP_MAX_SESSIONS_PER_IP: "50000",
+      AMTP_MAX_SESSIONS: "50000",
+      AMTP_LOG_LEVEL: "warn",
+      AMTP_IDLE_TIMEOUT: "3600",
+      ...env,
+    },
+    options.denoFlags
+      ? { args: ["run", ...options.denoFlags, ...taskArgs("start")] }
+      : {},
+  );
   const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
   const hash = await certificateHash(pem);
   const connect = (transport: "webtransport" | "websocket" = "webtransport") =>

@@ -1,0 +1,164 @@
+/**
+ * Where a local delivery's CPU goes, by function: `deno run -A --unstable-kv
+ * --unstable-net bench/cpu_profile.ts [sends]` starts a server process with
+ * the V8 inspector on loopback, sends 1 KiB messages from 50 senders to 10
+ * mailboxes, samples every JavaScript thread of the server (its main thread
+ * and each module Worker: the inspector's targets) while they run, and prints
+ * each thread's functions by self time, most first (`PROFILE_TOP`, 25), with
+ * the share of "(garbage collector)" and "(program)" (native work outside
+ * JavaScript: KV, QUIC, postMessage). `PROFILE_ENV` (JSON) adds to the
+ * server's environment.
+ *
+ * @module
+ */
+
+import { startAmtp } from "../testing/server.ts";
+import { mailSession } from "../testing/mail.ts";
+import { concurrent } from "./measure.ts";
+import { freePort } from "../testing/dnsmasq.ts";
+
+const SENDS = Number(Deno.args[0] ?? 3000);
+const SENDERS = 50;
+const TOP = Number(Deno.env.get("PROFILE_TOP") ?? 25);
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+
+/** A thread's profiler commands: the main thread's, or a Worker's through it. */
+type Send = (
+  method: string,
+  params?: Record<string, unknown>,
+) => Promise<unknown>;
+
+/**
+ * The inspector of the server's main thread, and through it (the
+ * `NodeWorker` domain) each Worker's: every JavaScript thread by its title.
+ */
+async function threads(url: string): Promise<
+  { threads: Map<string, Send>; close: () => void }
+> {
+  const socket = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = reject;
+  });
+  let id = 0;
+  const waiting = new Map<string, (result: unknown) => void>();
+  const workers = new Map<string, string>(); // sessionId -> title
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.method === "NodeWorker.attachedToWorker") {
+      const { sessionId, workerInfo } = message.params;
+      workers.set(sessionId, `${workerInfo.title} ${workerInfo.url}`);
+    } else if (message.method === "NodeWorker.receivedMessageFromWorker") {
+      const inner = JSON.parse(message.params.message);
+      if (inner.id !== undefined) {
+        waiting.get(`${message.params.sessionId}/${inner.id}`)?.(inner.result);
+      }
+    } else if (message.id !== undefined) {
+      waiting.get(`main/${message.id}`)?.(message.result);
+    }
+  };
+  const sendTo = (session: string): Send => (method, params = {}) =>
+    new Promise<unknown>((resolve) => {
+      const n = ++id;
+      waiting.set(`${session}/${n}`, resolve);
+      const command = JSON.stringify({ id: n, method, params });
+      socket.send(
+        session === "main" ? command : JSON.stringify({
+          id: ++id,
+          method: "NodeWorker.sendMessageToWorker",
+          params: { sessionId: session, message: command },
+        }),
+      );
+    });
+  await sendTo("main")("NodeWorker.enable", { waitForDebuggerOnStart: false });
+  await new Promise((r) => setTimeout(r, 500)); // the attach events
+  const all = new Map<string, Send>([["main thread", sendTo("main")]]);
+  for (const [session, title] of workers) all.set(title, sendTo(session));
+  return { threads: all, close: () => socket.close() };
+}
+
+const inspectorPort = freePort();
+const root = await Deno.makeTempDir({ prefix: "amtp-cpu-profile-" });
+const amtp = await startAmtp(
+  root,
+  "amtp",
+  JSON.parse(Deno.env.get("PROFILE_ENV") ?? "{}"),
+  { denoFlags: [`--inspect=127.0.0.1:${inspectorPort}`] },
+);
+const senders = Array.from({ length: SENDERS }, (_, i) => `s${i}@bench.test`);
+const receivers = Array.from({ length: 10 }, (_, i) => `r${i}@bench.test`);
+for (const a of [...senders, ...receivers]) await amtp.user(a);
+const sessions = await Promise.all(
+  senders.map(async (a) =>
+    await mailSession(await amtp.connect(), a, amtp.keys.get(a)!)
+  ),
+);
+const body = "x".repeat(1024);
+let n = 0;
+const sendOne = (w: number) =>
+  sessions[w].call("send", {
+    to: [receivers[(w + n++) % receivers.length]],
+    subject: "b",
+    body,
+  });
+await concurrent(SENDERS, sendOne, 1000); // warm
+
+const target = (await (await fetch(
+  `http://127.0.0.1:${inspectorPort}/json/list`,
+)).json() as { webSocketDebuggerUrl: string }[])[0];
+const inspector = await threads(target.webSocketDebuggerUrl);
+for (const send of inspector.threads.values()) {
+  await send("Profiler.enable");
+  await send("Profiler.setSamplingInterval", { interval: 200 });
+  await send("Profiler.start");
+}
+const start = n;
+await Promise.all(
+  Array.from({ length: SENDERS }, async (_, w) => {
+    while (n < start + SENDS) await sendOne(w);
+  }),
+);
+await new Promise((r) => setTimeout(r, 2000)); // the background work of the sends
+const sent = n - start;
+for (const [title, send] of inspector.threads) {
+  const { profile } = await send("Profiler.stop") as {
+    profile: { nodes: ProfileNode[]; startTime: number; endTime: number };
+  };
+  const total = profile.nodes.reduce((t, node) => t + (node.hitCount ?? 0), 0);
+  const byFunction = new Map<string, number>();
+  for (const node of profile.nodes) {
+    const f = node.callFrame;
+    const where = f.url
+      ? ` ${
+        f.url.replace(/^.*\/(work\/main|npm\/registry\.npmjs\.org)\//, "")
+      }:${f.lineNumber + 1}`
+      : "";
+    const name = `${f.functionName || "(anonymous)"}${where}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + (node.hitCount ?? 0));
+  }
+  const idle = byFunction.get("(idle)") ?? 0;
+  const busy = total - idle;
+  const perSend = (hits: number) =>
+    (hits / total * (profile.endTime - profile.startTime) / sent).toFixed(0);
+  console.log(`\n${title}: busy ${perSend(busy)} µs/send`);
+  for (
+    const [name, hits] of [...byFunction].filter(([k]) => k !== "(idle)")
+      .sort((a, b) => b[1] - a[1]).slice(0, TOP)
+  ) {
+    console.log(
+      `  ${perSend(hits).padStart(5)} µs  ${
+        (hits / busy * 100).toFixed(1).padStart(5)
+      } %  ${name}`,
+    );
+  }
+}
+inspector.close();
+for (const s of sessions) s.client.close();
+amtp.admin.close();
+await amtp.server.stop();
+await Deno.remove(root, { recursive: true });
