@@ -56,6 +56,12 @@ const BATCH_BYTES = 1024 * 1024;
 const BATCH_TIMEOUT_FACTOR = 3;
 /** How long a destination that does not know `s2s_deliver_batch` gets single deliveries. */
 const NO_BATCH_MS = 3_600_000;
+/**
+ * How long a destination that left a batch unanswered (a timeout, a
+ * connection lost) gets single deliveries: a loaded receiver is not handed
+ * the same batch again, and one slow item does not hold up the others.
+ */
+const BATCH_FAILED_MS = 600_000;
 
 /** Sessions with other servers, as the queue uses them (peers.ts, PeerPool). */
 export interface PeerSessions {
@@ -401,6 +407,9 @@ export class OutboundQueue {
           }
           await Promise.all(live.map((entry) => this.#deliver(entry)));
           return;
+        }
+        if (!(error instanceof ProtocolError)) {
+          this.#single.set(live[0].value.domain, now + BATCH_FAILED_MS);
         }
         await Promise.all(live.map((entry) => this.#failed(entry, error)));
         return;

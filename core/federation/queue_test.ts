@@ -25,6 +25,8 @@ async function queued(answers: Record<string, Answer>, batch = 8) {
   const noBatch = new Set<string>();
   /** Domains whose servers answer a batch with garbage. */
   const garbage = new Set<string>();
+  /** Domains whose servers leave a batch unanswered (the request times out). */
+  const silent = new Set<string>();
   const bounces: { id: string; failures: Failure[] }[] = [];
   const peers: PeerSessions = {
     session: (_from, domain) =>
@@ -38,6 +40,11 @@ async function queued(answers: Record<string, Answer>, batch = 8) {
               // A hostile or broken peer: results that are not per delivery.
               return Promise.resolve(
                 { results: [{ recipients: "all" }, 42] } as T,
+              );
+            }
+            if (silent.has(domain)) {
+              return Promise.reject(
+                new Error("s2s_deliver_batch timed out after 30000 ms"),
               );
             }
             if (noBatch.has(domain)) {
@@ -88,6 +95,7 @@ async function queued(answers: Record<string, Answer>, batch = 8) {
     requests,
     noBatch,
     garbage,
+    silent,
     bounces,
     clock: {
       get now() {
@@ -276,6 +284,33 @@ Deno.test("queue: a backlog of a domain goes in s2s_deliver_batch requests; an i
       to: [["bad@there.test"]],
     });
     assert.deepEqual(await q.store.list(10), []);
+  } finally {
+    q.kv.close();
+  }
+});
+
+Deno.test("queue: a batch left unanswered (timed out) loses nothing, and its items' retries go one by one", async () => {
+  const q = await queued({ "slow.test": delivered });
+  q.silent.add("slow.test");
+  try {
+    for (let i = 0; i < 20; i++) await q.send([`u${i}@slow.test`]);
+    const retry = await q.queue.runOnce();
+    assert.ok(q.requests.every((r) => r.command === "s2s_deliver_batch"));
+    const waiting = await q.store.list(30);
+    assert.equal(waiting.length, 20);
+    assert.ok(waiting.every((i) => i.attempts === 1));
+    // The retries: single deliveries, every item once.
+    q.silent.delete("slow.test");
+    const before = q.requests.length;
+    q.clock.now = retry;
+    assert.equal(await q.queue.runOnce(), Infinity);
+    const retries = q.requests.slice(before);
+    assert.ok(retries.every((r) => r.command === "s2s_deliver"));
+    assert.deepEqual(
+      retries.flatMap((r) => r.to.flat()).sort(),
+      Array.from({ length: 20 }, (_, i) => `u${i}@slow.test`).sort(),
+    );
+    assert.deepEqual(await q.store.list(30), []);
   } finally {
     q.kv.close();
   }
