@@ -20,12 +20,13 @@
 import { BSON } from "bson";
 import { keys } from "../kv/records.ts";
 import {
+  indexEntryOf,
   KEEP_CHANGES,
   key,
   type MailboxState,
   type MessageRecord,
   type Op as AtomicOp,
-  summaryOf,
+  packRecord,
 } from "../modules/messages/1.0.0/mailbox.ts";
 import {
   BLOCK_BYTES,
@@ -150,11 +151,16 @@ export async function fillMailbox(
     const seq = n + 1;
     const terms = termsOf(record, body);
     const ops: AtomicOp[] = [
-      { op: "set", key: key.msg(owner, id), value: record, fresh: true },
+      {
+        op: "set",
+        key: key.msg(owner, id),
+        value: packRecord(record),
+        fresh: true,
+      },
       {
         op: "set",
         key: key.idx(owner, "inbox", record.date, id),
-        value: summaryOf(record),
+        value: indexEntryOf(record),
         fresh: true,
       },
       { op: "set", key: key.content(id), value: { body }, fresh: true },
@@ -171,7 +177,7 @@ export async function fillMailbox(
       ops.push({
         op: "set",
         key: key.chg(owner, seq),
-        value: { seq, type: "new", id, folder: "inbox" },
+        value: [id, "inbox"],
         fresh: true,
       });
     }

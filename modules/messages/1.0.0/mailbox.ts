@@ -4,12 +4,16 @@
  * Keys (inside the module's namespace):
  * - `["state", owner]` -> {@link MailboxState}: change sequence, bytes used,
  *   per-folder counts, the user's own folders
- * - `["msg", owner, copyId]` -> {@link MessageRecord}
- * - `["idx", owner, folder, dateMs, copyId]` -> {@link Summary} (newest first by reverse listing)
+ * - `["msg", owner, copyId]` -> {@link StoredRecord}: the
+ *   {@link MessageRecord}, without what its key or its other fields give
+ * - `["idx", owner, folder, dateMs, copyId]` -> {@link IndexEntry}: whether it
+ *   is seen (newest first by reverse listing; the list reads the copies)
  * - `["thr", owner, threadKey(thread), dateMs, copyId]` -> true, for copies of
  *   messages that answer another (the message that starts a thread is found
  *   by its id)
- * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES})
+ * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES});
+ *   a new copy's is `[copyId, folder]` ({@link StoredChange}: its seq is the
+ *   key's, its summary the copy's)
  * - `["content", messageId]` -> {@link Content} shared by every copy of a message
  * - `["body", messageId, gen]` -> a body larger than {@link INLINE_BODY},
  *   written before the content record that names it
@@ -256,6 +260,148 @@ export interface Change {
   /** Summary of a new message. */
   summary?: Summary;
 }
+
+/**
+ * A copy as stored under `["msg", owner, id]`: the fields of a
+ * {@link MessageRecord} under short names ({@link STORED_NAMES}), without
+ * those the key gives (`id`, `owner`), those derived from others when they
+ * are (`message_id`, `global_id`, `thread`) and those at their defaults
+ * (empty lists, false, null, `text`). A record with an `id` field is one
+ * stored whole (before 2026-11-28) and is read as it is.
+ */
+export type StoredRecord = Record<string, unknown>;
+
+/** Short names of the stored fields. */
+const STORED_NAMES: Record<keyof MessageRecord, string> = {
+  id: "id",
+  owner: "o",
+  message_id: "m",
+  global_id: "g",
+  folder: "f",
+  from: "fr",
+  to: "t",
+  cc: "c",
+  bcc: "b",
+  subject: "s",
+  format: "fm",
+  encrypted: "e",
+  attachments: "a",
+  in_reply_to: "r",
+  thread: "th",
+  seen: "sn",
+  flagged: "fl",
+  date: "d",
+  size: "z",
+  preview: "p",
+  email: "em",
+  forwarded: "fw",
+  auto_submitted: "as",
+};
+
+/** Fields left out of a stored copy at these values. */
+const STORED_DEFAULTS: Partial<Record<keyof MessageRecord, unknown>> = {
+  cc: [],
+  bcc: [],
+  attachments: [],
+  in_reply_to: null,
+  encrypted: false,
+  seen: false,
+  flagged: false,
+  format: "text",
+};
+
+/** A copy's message id as derived from its copy id (the sender's: `<id>-sent`). */
+function messageIdOf(copyId: string): string {
+  return copyId.endsWith("-sent") ? copyId.slice(0, -5) : copyId;
+}
+
+/** A global id as derived from the message id and the owner's domain. */
+function globalIdOf(messageId: string, owner: string): string {
+  return `${messageId}@${owner.slice(owner.lastIndexOf("@") + 1)}`;
+}
+
+/** The stored form of a copy ({@link StoredRecord}). */
+export function packRecord(m: MessageRecord): StoredRecord {
+  const out: StoredRecord = {};
+  const derived: Partial<Record<keyof MessageRecord, unknown>> = {
+    id: m.id,
+    owner: m.owner,
+    message_id: messageIdOf(m.id),
+    global_id: globalIdOf(m.message_id, m.owner),
+    thread: m.global_id,
+  };
+  for (const [name, value] of Object.entries(m)) {
+    const field = name as keyof MessageRecord;
+    const short = STORED_NAMES[field];
+    if (short === undefined || value === undefined) continue;
+    if (field in derived && derived[field] === value) continue;
+    const empty = STORED_DEFAULTS[field];
+    if (
+      field in STORED_DEFAULTS &&
+      (empty === value ||
+        (Array.isArray(empty) && Array.isArray(value) && value.length === 0))
+    ) continue;
+    out[short] = value;
+  }
+  return out;
+}
+
+/** A copy as read from `["msg", owner, id]`, in either stored form. */
+export function unpackRecord(
+  owner: string,
+  id: string,
+  stored: StoredRecord,
+): MessageRecord {
+  if (typeof stored.id === "string") return stored as unknown as MessageRecord;
+  const out: Record<string, unknown> = {};
+  for (const [field, short] of Object.entries(STORED_NAMES)) {
+    const value = stored[short];
+    if (value !== undefined) out[field] = value;
+  }
+  for (const [field, empty] of Object.entries(STORED_DEFAULTS)) {
+    out[field] ??= Array.isArray(empty) ? [] : empty;
+  }
+  out.id = id;
+  out.owner ??= owner;
+  out.message_id ??= messageIdOf(id);
+  out.global_id ??= globalIdOf(out.message_id as string, owner);
+  out.thread ??= out.global_id;
+  return out as unknown as MessageRecord;
+}
+
+/** A copy read from storage (its key names its owner and id). */
+export function recordOf(entry: StorageEntry<StoredRecord>): MessageRecord {
+  return unpackRecord(
+    String(entry.key[1]),
+    String(entry.key[2]),
+    entry.value,
+  );
+}
+
+/**
+ * The value of a copy's entry in its folder's index (`["idx", …]`): 1 when
+ * it is seen, else 0 (what the unseen filter needs; the list reads the copy
+ * for its summary). Entries written before 2026-11-28 hold the
+ * {@link Summary} itself, and are read as they are.
+ */
+export type IndexEntry = 0 | 1 | Summary;
+
+/** The index entry of a copy. */
+export function indexEntryOf(m: MessageRecord): IndexEntry {
+  return m.seen ? 1 : 0;
+}
+
+/** Whether an index entry's copy is seen. */
+function seenOf(entry: IndexEntry): boolean {
+  return typeof entry === "number" ? entry === 1 : entry.seen;
+}
+
+/**
+ * A change record as stored: a new copy's is `[copyId, folder]` (written
+ * before 2026-11-28: a {@link Change} without its summary), the others a
+ * {@link Change}.
+ */
+export type StoredChange = Change | [string, string];
 
 /** Build the summary of a record. */
 export function summaryOf(m: MessageRecord): Summary {
@@ -897,12 +1043,17 @@ async function planCopies(
         key: key.msg(owner, record.id),
         versionstamp: null,
       }]),
-      { op: "set", key: key.msg(owner, record.id), value: record, fresh },
+      {
+        op: "set",
+        key: key.msg(owner, record.id),
+        value: packRecord(record),
+        fresh,
+      },
       // New keys (the copy's id and the sequence number are new): not read.
       {
         op: "set",
         key: key.idx(owner, record.folder, record.date, record.id),
-        value: change.summary,
+        value: indexEntryOf(record),
         fresh: true,
       },
       // A message that starts its thread has no thread entry: `thread`
@@ -914,17 +1065,12 @@ async function planCopies(
         value: true,
         fresh: true,
       }]),
-      // The change record leaves the summary out (it is in the index):
-      // `changes` adds it back from the copy.
+      // The change record leaves the summary out (the list reads it from
+      // the copy, and so does `changes`).
       {
         op: "set",
         key: key.chg(owner, change.seq),
-        value: {
-          seq: change.seq,
-          type: "new",
-          id: record.id,
-          folder: record.folder,
-        },
+        value: [record.id, record.folder],
         fresh: true,
       },
       // For search: the copy's terms and its seq. Its postings go into
@@ -986,16 +1132,20 @@ export class Mailbox {
 
   /** One copy, or null. */
   async message(id: string): Promise<StorageEntry<MessageRecord> | null> {
-    return await this.#storage.get<MessageRecord>(key.msg(this.owner, id));
+    const entry = await this.#storage.get<StoredRecord>(
+      key.msg(this.owner, id),
+    );
+    return entry && { ...entry, value: recordOf(entry) };
   }
 
   /** The copy of a message by its id or its copy's, received or sent; or null. */
   async copyOf(id: string): Promise<MessageRecord | null> {
-    const [received, sent] = await this.#storage.getMany<MessageRecord>([
+    const [received, sent] = await this.#storage.getMany<StoredRecord>([
       key.msg(this.owner, id),
       key.msg(this.owner, `${id}-sent`),
     ]);
-    return (received ?? sent)?.value ?? null;
+    const entry = received ?? sent;
+    return entry && recordOf(entry);
   }
 
   /**
@@ -1123,11 +1273,15 @@ export class Mailbox {
         const after = count(state, next.folder);
         after.total++;
         if (!next.seen) after.unseen++;
-        ops.push({ op: "set", key: key.msg(this.owner, id), value: next });
+        ops.push({
+          op: "set",
+          key: key.msg(this.owner, id),
+          value: packRecord(next),
+        });
         ops.push({
           op: "set",
           key: key.idx(this.owner, next.folder, next.date, id),
-          value: summaryOf(next),
+          value: indexEntryOf(next),
         });
         changes.push(
           next.folder !== old.folder
@@ -1247,7 +1401,7 @@ export class Mailbox {
     let cursor = options.cursor;
     // With the unseen filter a storage page may hold fewer matches: read on.
     for (let pages = 0; pages < 20; pages++) {
-      const page = await this.#storage.list<Summary>([
+      const page = await this.#storage.list<IndexEntry>([
         "idx",
         this.owner,
         folder,
@@ -1256,8 +1410,32 @@ export class Mailbox {
         cursor,
         reverse: true,
       });
-      for (const entry of page.items) {
-        if (!options.unseen || !entry.value.seen) messages.push(entry.value);
+      const wanted = page.items.filter((entry) =>
+        !options.unseen || !seenOf(entry.value)
+      );
+      // An entry names its copy (one of the old layout carries its summary):
+      // the copies of a page are read together.
+      const copies = await this.#storage.getMany<StoredRecord>(
+        wanted.flatMap((entry) =>
+          typeof entry.value === "number"
+            ? [key.msg(this.owner, String(entry.key[4]))]
+            : []
+        ),
+      );
+      let at = 0;
+      for (const { value } of wanted) {
+        if (typeof value !== "number") {
+          messages.push(value);
+          continue;
+        }
+        const copy = copies[at++];
+        if (!copy) continue; // deleted since the entry was read
+        const record = recordOf(copy);
+        // Moved or read since the entry was read: no longer on this page.
+        if (record.folder !== folder || (options.unseen && record.seen)) {
+          continue;
+        }
+        messages.push(summaryOf(record));
       }
       cursor = page.cursor;
       if (!cursor || messages.length >= options.limit) break;
@@ -1283,12 +1461,13 @@ export class Mailbox {
       ids.add(`${mine}-sent`);
       ids.add(localMessageId(first, false));
     }
-    const copies = await this.#storage.getMany<MessageRecord>(
+    const copies = await this.#storage.getMany<StoredRecord>(
       [...ids].map((id) => key.msg(this.owner, id)),
     );
     return copies
-      .filter((copy) => copy !== null && copy.value.thread === thread)
-      .map((copy) => summaryOf(copy!.value))
+      .flatMap((copy) => copy ? [recordOf(copy)] : [])
+      .filter((copy) => copy.thread === thread)
+      .map(summaryOf)
       .sort((a, b) =>
         a.date.getTime() - b.date.getTime() || a.id.localeCompare(b.id)
       );
@@ -1309,20 +1488,26 @@ export class Mailbox {
     if (since + 1 < oldest && state.seq > 0) {
       return { changes: [], seq: state.seq, reset: true, more: false };
     }
-    const page = await this.#storage.list<Change>(["chg", this.owner], {
+    const page = await this.#storage.list<StoredChange>(["chg", this.owner], {
       start: key.chg(this.owner, since + 1),
       limit,
     });
-    const changes = page.items.map((e) => e.value).filter((c) => c.seq > since);
+    const changes = page.items
+      .map(({ key, value }): Change =>
+        Array.isArray(value)
+          ? { seq: Number(key[2]), type: "new", id: value[0], folder: value[1] }
+          : value
+      )
+      .filter((c) => c.seq > since);
     // New copies are stored without their summary: add it from the copy
     // (gone when it was deleted since; a later change says so).
     const added = changes.filter((c) => c.type === "new" && !c.summary);
-    const copies = await this.#storage.getMany<MessageRecord>(
+    const copies = await this.#storage.getMany<StoredRecord>(
       added.map((c) => key.msg(this.owner, c.id)),
     );
     added.forEach((c, i) => {
       const copy = copies[i];
-      if (copy) c.summary = summaryOf(copy.value);
+      if (copy) c.summary = summaryOf(recordOf(copy));
     });
     const last = changes.at(-1)?.seq ?? since;
     return { changes, seq: state.seq, reset: false, more: last < state.seq };

@@ -12,6 +12,7 @@ import {
   type NewMessage,
   readBody,
   releaseCopies,
+  summaryOf,
 } from "./mailbox.ts";
 import { localMessageId, parseGlobalId } from "./ids.ts";
 import { indexSettled } from "./search_index.ts";
@@ -273,3 +274,116 @@ Deno.test("mailbox: a thread named by a long global id (a long origin domain) ho
     const thread = await new Mailbox(a, "r@x.test").thread(root);
     assert.deepEqual(thread.map((m) => m.id).sort(), [id, "answer"].sort());
   }));
+
+Deno.test("mailbox: copies stored before 2026-11-28 (the whole record, the summary in the folder index, the change with its seq) are listed, read, threaded, caught up, changed and deleted beside new ones", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(`${dir}/kv`);
+  try {
+    const storage = new KvStorage(kv, "messages", 1e9);
+    const owner = "r@x.test";
+    // The old layout, as that version wrote it.
+    const old: MessageRecord = {
+      ...record("old1", owner),
+      date: new Date("2026-01-01T00:00:00Z"),
+      cc: ["c@x.test"],
+      flagged: true,
+      global_id: "old1@elsewhere.test",
+      thread: "old1@elsewhere.test",
+    };
+    const reply: MessageRecord = {
+      ...record("old2", owner),
+      date: new Date("2026-01-02T00:00:00Z"),
+      in_reply_to: "old1",
+      thread: "old1@elsewhere.test",
+    };
+    const state: MailboxState = {
+      seq: 2,
+      used: 600,
+      counts: { inbox: { total: 2, unseen: 2 } },
+      folders: [],
+    };
+    const oldSummary = summaryOf(old);
+    for (const [seq, r] of [[1, old], [2, reply]] as const) {
+      await storage.set(key.msg(owner, r.id), r);
+      await storage.set(key.idx(owner, r.folder, r.date, r.id), summaryOf(r));
+      await storage.set(key.chg(owner, seq), {
+        seq,
+        type: "new",
+        id: r.id,
+        folder: r.folder,
+      });
+      await storage.set(key.content(r.message_id), { body: `body ${r.id}` });
+      await storage.set(key.owners(r.message_id), [owner]);
+    }
+    await storage.set(key.thr(owner, reply.thread, reply.date, reply.id), true);
+    await storage.set(key.state(owner), state);
+    // A new copy beside them, in the new layout.
+    await addMessage(storage, message("new1", [owner]));
+    const mailbox = new Mailbox(storage, owner);
+    const newer = (await mailbox.message("new1"))!.value;
+    assert.deepEqual(newer, { ...record("new1", owner), date: newer.date });
+    // The new copy's stored form leaves out what its key and fields give.
+    const stored = (await storage.get<Record<string, unknown>>(
+      key.msg(owner, "new1"),
+    ))!.value;
+    assert.equal(stored.id, undefined);
+    assert.equal(stored.owner, undefined);
+    assert.equal(
+      (await storage.get(key.idx(owner, "inbox", newer.date, "new1")))!.value,
+      0,
+    );
+
+    const list = await mailbox.list("inbox", { limit: 10 });
+    assert.deepEqual(list.messages, [
+      summaryOf(newer),
+      summaryOf(reply),
+      oldSummary,
+    ]);
+    // Two at a time: the cursor goes on from the old entries.
+    const first = await mailbox.list("inbox", { limit: 2 });
+    assert.deepEqual(first.messages.map((m) => m.id), ["new1", "old2"]);
+    const rest = await mailbox.list("inbox", {
+      limit: 2,
+      cursor: first.cursor,
+    });
+    assert.deepEqual(rest.messages.map((m) => m.id), ["old1"]);
+    assert.deepEqual((await mailbox.message("old1"))!.value, old);
+    assert.deepEqual(await mailbox.copyOf("old2"), reply);
+    assert.deepEqual(
+      (await mailbox.thread("old1@elsewhere.test")).map((m) => m.id),
+      ["old1", "old2"],
+    );
+    const caught = await mailbox.changes(0, 10);
+    assert.deepEqual(
+      caught.changes.map((c) => [c.seq, c.type, c.id, c.folder, c.summary]),
+      [
+        [1, "new", "old1", "inbox", oldSummary],
+        [2, "new", "old2", "inbox", summaryOf(reply)],
+        [3, "new", "new1", "inbox", summaryOf(newer)],
+      ],
+    );
+    // Changed: written in the new layout, read the same.
+    await mailbox.update(["old1"], { seen: true });
+    const seen = { ...old, seen: true };
+    assert.deepEqual((await mailbox.message("old1"))!.value, seen);
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10, unseen: true })).messages.map(
+        (m) => m.id,
+      ),
+      ["new1", "old2"],
+    );
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10 })).messages.at(-1),
+      summaryOf(seen),
+    );
+    await mailbox.update(["old2"], { remove: true });
+    assert.equal(await mailbox.message("old2"), null);
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10 })).messages.map((m) => m.id),
+      ["new1", "old1"],
+    );
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -55,6 +55,8 @@ import type {
 import {
   type MessageRecord,
   readBody,
+  recordOf,
+  type StoredRecord,
   type Summary,
   summaryOf,
 } from "./mailbox.ts";
@@ -406,7 +408,7 @@ async function indexRound(
   };
   // Copies stored with a mark (by an earlier version) are read, with their
   // bodies.
-  const records = await storage.getMany<MessageRecord>(
+  const records = await storage.getMany<StoredRecord>(
     marks.map((m) => ["msg", owner, m.value]),
   );
   // Postings to add and to drop, by term.
@@ -450,7 +452,7 @@ async function indexRound(
       key: record.key,
       versionstamp: record.versionstamp,
     });
-    const copy = record.value;
+    const copy = recordOf(record);
     const body = copy.encrypted
       ? null
       : await readBody(storage, copy.message_id);
@@ -1008,10 +1010,10 @@ export async function searchIndex(
   }
   window.sort((a, b) => b.score - a.score || b.seq - a.seq);
   const page = window.slice(cursor.s, cursor.s + query.limit);
-  const records = await storage.getMany<MessageRecord>(
+  const records = await storage.getMany<StoredRecord>(
     page.map((m) => ["msg", owner, m.id]),
   );
-  const messages = records.flatMap((r) => r ? [summaryOf(r.value)] : []);
+  const messages = records.flatMap((r) => r ? [summaryOf(recordOf(r))] : []);
   let next: Cursor | null = null;
   if (cursor.s + query.limit < window.length) {
     next = { b: cursor.b, s: cursor.s + query.limit };
