@@ -26,7 +26,7 @@ import {
   type MailboxState,
   type MessageRecord,
   type Op as AtomicOp,
-  packRecord,
+  storedCopy,
 } from "../modules/messages/1.0.0/mailbox.ts";
 import {
   BLOCK_BYTES,
@@ -154,7 +154,7 @@ export async function fillMailbox(
       {
         op: "set",
         key: key.msg(owner, id),
-        value: packRecord(record),
+        value: storedCopy(record, seq),
         fresh: true,
       },
       {
@@ -171,7 +171,6 @@ export async function fillMailbox(
         value: indexedOf(id, "inbox", terms),
         fresh: true,
       },
-      { op: "set", key: ftsKey.seqOf(owner, id), value: seq, fresh: true },
     ];
     if (seq > count - KEEP_CHANGES) {
       ops.push({

@@ -265,11 +265,18 @@ export interface Change {
  * A copy as stored under `["msg", owner, id]`: the fields of a
  * {@link MessageRecord} under short names ({@link STORED_NAMES}), without
  * those the key gives (`id`, `owner`), those derived from others when they
- * are (`message_id`, `global_id`, `thread`) and those at their defaults
- * (empty lists, false, null, `text`). A record with an `id` field is one
+ * are (`message_id`, `global_id`, `thread`; `from` the owner, `to` the owner
+ * alone) and those at their defaults (empty lists, false, null, `text`). A record with an `id` field is one
  * stored whole (before 2026-11-28) and is read as it is.
  */
 export type StoredRecord = Record<string, unknown>;
+
+/**
+ * The field of a stored copy holding the seq it was added with (its search
+ * index record's key, search_index.ts `ftsKey.indexed`); absent in copies
+ * stored before 2026-11-28, whose seq is under `ftsKey.seqOf`.
+ */
+const SEQ = "q";
 
 /** Short names of the stored fields. */
 const STORED_NAMES: Record<keyof MessageRecord, string> = {
@@ -329,12 +336,14 @@ export function packRecord(m: MessageRecord): StoredRecord {
     message_id: messageIdOf(m.id),
     global_id: globalIdOf(m.message_id, m.owner),
     thread: m.global_id,
+    from: m.owner,
   };
   for (const [name, value] of Object.entries(m)) {
     const field = name as keyof MessageRecord;
     const short = STORED_NAMES[field];
     if (short === undefined || value === undefined) continue;
     if (field in derived && derived[field] === value) continue;
+    if (field === "to" && m.to.length === 1 && m.to[0] === m.owner) continue;
     const empty = STORED_DEFAULTS[field];
     if (
       field in STORED_DEFAULTS &&
@@ -344,6 +353,11 @@ export function packRecord(m: MessageRecord): StoredRecord {
     out[short] = value;
   }
   return out;
+}
+
+/** What a new copy stores: its stored form and the seq it is added with. */
+export function storedCopy(m: MessageRecord, seq: number): StoredRecord {
+  return { ...packRecord(m), [SEQ]: seq };
 }
 
 /** A copy as read from `["msg", owner, id]`, in either stored form. */
@@ -366,6 +380,8 @@ export function unpackRecord(
   out.message_id ??= messageIdOf(id);
   out.global_id ??= globalIdOf(out.message_id as string, owner);
   out.thread ??= out.global_id;
+  out.from ??= owner;
+  out.to ??= [owner];
   return out as unknown as MessageRecord;
 }
 
@@ -1046,7 +1062,7 @@ async function planCopies(
       {
         op: "set",
         key: key.msg(owner, record.id),
-        value: packRecord(record),
+        value: storedCopy(record, change.seq),
         fresh,
       },
       // New keys (the copy's id and the sequence number are new): not read.
@@ -1073,20 +1089,14 @@ async function planCopies(
         value: [record.id, record.folder],
         fresh: true,
       },
-      // For search: the copy's terms and its seq. Its postings go into
-      // the term blocks after this commit, off the delivery's path, many
-      // commits' copies at once (search_index.ts: the indexer goes on from
-      // its progress record).
+      // For search: the copy's terms under its seq (which the copy
+      // keeps). Its postings go into the term blocks after this commit, off
+      // the delivery's path, many commits' copies at once (search_index.ts:
+      // the indexer goes on from its progress record).
       {
         op: "set",
         key: ftsKey.indexed(owner, change.seq),
         value: indexedOf(record.id, record.folder, terms ?? new Map()),
-        fresh: true,
-      },
-      {
-        op: "set",
-        key: ftsKey.seqOf(owner, record.id),
-        value: change.seq,
         fresh: true,
       },
     );
@@ -1231,17 +1241,21 @@ export class Mailbox {
       const ops: Op[] = [];
       const changes: Omit<Change, "seq">[] = [];
       for (const id of ids) {
-        const entry = await this.message(id);
+        const entry = await this.#storage.get<StoredRecord>(
+          key.msg(this.owner, id),
+        );
         if (!entry) {
           missing.push(id);
           continue;
         }
-        const old = entry.value;
+        const old = recordOf(entry);
+        const seq = entry.value[SEQ];
         // The search index keeps each copy's folder: follow it, or drop it.
         if (change.remove || (change.folder ?? old.folder) !== old.folder) {
           ops.push(
             ...await this.#unindex(
               id,
+              typeof seq === "number" ? seq : undefined,
               change.remove ? undefined : change.folder,
             ),
           );
@@ -1276,7 +1290,10 @@ export class Mailbox {
         ops.push({
           op: "set",
           key: key.msg(this.owner, id),
-          value: packRecord(next),
+          value: {
+            ...packRecord(next),
+            ...(typeof seq === "number" ? { [SEQ]: seq } : {}),
+          },
         });
         ops.push({
           op: "set",
@@ -1310,11 +1327,42 @@ export class Mailbox {
   }
 
   /**
-   * The search index's part of moving copy `id` to `folder` (undefined:
-   * deleting it): its index record follows or goes (its postings dropped by
-   * the indexer); checked, so an indexing in between is seen.
+   * The search index's part of moving copy `id` (stored with its `seq`, or
+   * before 2026-11-28 without) to `folder` (undefined: deleting it): its
+   * index record follows or goes (its postings dropped by the indexer);
+   * checked, so an indexing in between is seen.
    */
-  async #unindex(id: string, folder: string | undefined): Promise<Op[]> {
+  async #unindex(
+    id: string,
+    seq: number | undefined,
+    folder: string | undefined,
+  ): Promise<Op[]> {
+    if (seq !== undefined) {
+      const key = ftsKey.indexed(this.owner, seq);
+      const indexed = await this.#storage.get<Indexed>(key);
+      const ops: Op[] = [
+        { op: "check", key, versionstamp: indexed?.versionstamp ?? null },
+      ];
+      if (!indexed) return ops;
+      ops.push(
+        ...(folder !== undefined
+          ? [{
+            op: "set" as const,
+            key,
+            value: { ...indexed.value, f: folder },
+          }]
+          : [
+            { op: "delete" as const, key },
+            {
+              op: "set" as const,
+              key: ftsKey.drop(this.owner, seq),
+              value: indexed.value.w.map((w) => w.slice(1)),
+            },
+          ]),
+      );
+      return ops;
+    }
+    // Stored without its seq: the search index's record of it says it.
     const seqOf = await this.#storage.get<number>(
       ftsKey.seqOf(this.owner, id),
     );

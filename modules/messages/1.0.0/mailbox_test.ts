@@ -10,9 +10,11 @@ import {
   type MailboxState,
   type MessageRecord,
   type NewMessage,
+  packRecord,
   readBody,
   releaseCopies,
   summaryOf,
+  unpackRecord,
 } from "./mailbox.ts";
 import { localMessageId, parseGlobalId } from "./ids.ts";
 import { indexSettled } from "./search_index.ts";
@@ -386,4 +388,62 @@ Deno.test("mailbox: copies stored before 2026-11-28 (the whole record, the summa
     kv.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("mailbox: a copy's stored form leaves out what its key, its other fields and the defaults give, and reads back the same", () => {
+  const base = record("m1", "r@x.test");
+  const cases: MessageRecord[] = [
+    base,
+    // The sender's copy: from its owner, in Sent, with Bcc.
+    {
+      ...record("m1-sent", "a@x.test"),
+      from: "a@x.test",
+      to: ["r@x.test", "s@y.test"],
+      bcc: ["hidden@z.test"],
+      folder: "sent",
+      seen: true,
+    },
+    // A Bcc recipient's copy, a reply in another server's thread.
+    {
+      ...base,
+      id: "m1-0123456789abcdef",
+      message_id: "m1-0123456789abcdef",
+      global_id: "m1-0123456789abcdef@y.test",
+      thread: "first@y.test",
+      in_reply_to: "first",
+      to: ["someone@y.test"],
+      cc: ["r@x.test"],
+      format: "markdown",
+      encrypted: true,
+      flagged: true,
+      attachments: [{
+        id: "b1",
+        name: "a.pdf",
+        type: "application/pdf",
+        size: 10,
+        sha256: "00",
+      }],
+      forwarded: ["f@x.test"],
+      auto_submitted: "auto-replied",
+    },
+    // A message whose fields happen to look derived but are not.
+    { ...base, to: ["R@x.test"], from: "r@x.test", global_id: "m1@X.test" },
+  ];
+  for (const r of cases) {
+    const stored = packRecord(r);
+    assert.equal(stored.id, undefined);
+    assert.deepEqual(unpackRecord(r.owner, r.id, stored), r);
+    assert.ok(JSON.stringify(stored).length < JSON.stringify(r).length);
+  }
+  // A received copy at its defaults keeps little beyond its content.
+  assert.deepEqual(Object.keys(packRecord(base)).sort(), [
+    "d",
+    "f",
+    "fr",
+    "p",
+    "s",
+    "z",
+  ]);
+  // A whole record (the layout before 2026-11-28) is read as it is.
+  assert.deepEqual(unpackRecord("r@x.test", "m1", { ...base }), base);
 });

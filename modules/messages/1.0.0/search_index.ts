@@ -22,7 +22,9 @@
  *   terms (the indexer's input; a search checks a copy's folder in it, a
  *   deletion drops its postings by it); deleted with the copy, so a deleted
  *   copy is never found
- * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record)
+ * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record),
+ *   for copies indexed from a mark and those stored before 2026-11-28; a
+ *   copy stored since keeps its seq itself (mailbox.ts `StoredRecord`)
  * - `["ftsx", owner, seq]` -> terms: postings of a deleted copy to drop
  * - `["ftsl", owner]` -> {@link Lease}: who updates the mailbox's blocks now
  *   (one writer at a time, across processes; a lease held by a dead one
