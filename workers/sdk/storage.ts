@@ -10,7 +10,8 @@
  *   chunk generation
  * - `["mod", module, "c", generation, i]` -> one chunk of a value (BSON): of
  *   a large one (written before its head), or of one whose record would
- *   spill out of SQLite's page (written with its head, {@link LOCAL_ROW})
+ *   spill out of SQLite's page (written with its head, which keeps the first
+ *   piece: {@link LOCAL_ROW})
  * - `["mod_usage", module, "add"]` and `["mod_usage", module, "sub"]` ->
  *   bytes written and freed (`Deno.KvU64`, updated with `sum` mutations, so
  *   concurrent writers never conflict on them; usage is their difference; the
@@ -45,6 +46,8 @@ const CHUNK = 60_000;
 const LOCAL_ROW = 900;
 /** Bytes per chunk of a value split to stay within {@link LOCAL_ROW}. */
 const SMALL_CHUNK = 800;
+/** Bytes of a split value's head besides its first piece (an upper estimate). */
+const HEAD_BYTES = 80;
 /**
  * Largest value split so (ten chunks: one read). Past it an overflow page's
  * unused tail is a small part of the value, and more chunks would cost reads.
@@ -66,6 +69,12 @@ interface Head {
   value?: unknown;
   gen?: string;
   chunks?: number;
+  /**
+   * The first piece of a value split to stay within {@link LOCAL_ROW},
+   * kept in its head (one record less); its chunks hold the rest. Absent in
+   * values split before 2026-11-28 and those whose key leaves no room.
+   */
+  first?: Uint8Array;
 }
 
 /** A storage request the module's storage cannot carry out. */
@@ -308,7 +317,7 @@ export class KvStorage implements ModuleStorage {
       { length: head.chunks ?? 0 },
       (_, i) => this.#chunk(head.gen!, i),
     );
-    const parts: Uint8Array[] = [];
+    const parts: Uint8Array[] = head.first ? [head.first] : [];
     for (let i = 0; i < keys.length; i += 10) {
       const batch = await this.#kv.getMany<Uint8Array[]>(keys.slice(i, i + 10));
       for (const entry of batch) {
@@ -610,16 +619,24 @@ export class KvStorage implements ModuleStorage {
       if (o.size + keyBytes <= LOCAL_ROW || o.size > SPLIT_MAX) return o;
       const bytes = BSON.serialize({ v: o.head!.value });
       const count = Math.ceil(bytes.length / SMALL_CHUNK);
-      if (total + count > GROUP_MUTATIONS) return o;
-      total += count;
       const each = Math.ceil(bytes.length / count);
       const pieces = Array.from(
         { length: count },
         (_, i) => bytes.slice(i * each, (i + 1) * each),
       );
+      // The first piece stays in the head when its record still fits: a
+      // copy of its own (a view is stored with its whole buffer).
+      const first = count > 1 && keyBytes + each + HEAD_BYTES <= LOCAL_ROW
+        ? new Uint8Array(pieces.shift()!)
+        : undefined;
+      if (total + pieces.length > GROUP_MUTATIONS) return o;
+      total += pieces.length;
+      const gen = newGeneration();
       return {
         ...o,
-        head: { size: o.size, gen: newGeneration(), chunks: count },
+        head: first
+          ? { size: o.size, gen, chunks: pieces.length, first }
+          : { size: o.size, gen, chunks: pieces.length },
         pieces,
       };
     });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { KvStorage as ModuleStorage, StorageError } from "./storage.ts";
+import { BSON } from "bson";
 
 async function withKv(fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "amtp-storage-" });
@@ -193,15 +194,19 @@ Deno.test("storage: a value that would spill out of SQLite's page is written as 
         gen?: string;
         chunks?: number;
         value?: unknown;
+        first?: Uint8Array;
       };
     for (const id of ["x", "y"]) {
       const head = headOf(id);
       assert.equal(head.value, undefined, "not inline");
-      assert.equal(head.chunks, 2);
+      // The head keeps the first of two pieces, a chunk the other.
+      assert.equal(head.chunks, 1);
+      // Stored alone, not with a buffer it was a view of.
+      assert.ok(head.first!.buffer.byteLength <= 800);
     }
     assert.deepEqual(headOf("small").value, { body: "s" });
     const chunks = await raw(kv, "c");
-    assert.equal(chunks.length, 4);
+    assert.equal(chunks.length, 2);
     // Each record stays within the page (key and value well under 1,000 bytes).
     for (const e of chunks) {
       assert.ok((e.value as Uint8Array).byteLength <= 800);
@@ -229,4 +234,30 @@ Deno.test("storage: a value that would spill out of SQLite's page is written as 
         0,
       ),
     );
+  }));
+
+Deno.test("storage: a value split before its head kept the first piece (all pieces in chunks) is read, replaced and freed", () =>
+  withKv(async (kv) => {
+    const s = new ModuleStorage(kv, "m", 10_000_000);
+    const value = { body: "o".repeat(1500) };
+    const bytes = BSON.serialize({ v: value });
+    const half = Math.ceil(bytes.length / 2);
+    const size = BSON.calculateObjectSize({ v: value });
+    await kv.atomic()
+      .set(["mod", "m", "d", "old"], { size, gen: "g0", chunks: 2 })
+      .set(["mod", "m", "c", "g0", 0], bytes.slice(0, half))
+      .set(["mod", "m", "c", "g0", 1], bytes.slice(half))
+      .sum(["mod_usage", "m", "add"], BigInt(size))
+      .commit();
+    assert.deepEqual((await s.get(["old"]))?.value, value);
+    assert.deepEqual((await s.list([])).items.map((e) => e.value), [value]);
+    await s.set(["old"], { body: "p".repeat(1500) });
+    assert.deepEqual((await s.get(["old"]))?.value, { body: "p".repeat(1500) });
+    assert.equal(
+      (await raw(kv, "c")).filter((e) => e.key[3] === "g0").length,
+      0,
+    );
+    await s.delete(["old"]);
+    assert.equal((await raw(kv, "c")).length, 0);
+    assert.equal(await s.usage(), 0);
   }));
