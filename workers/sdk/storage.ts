@@ -6,7 +6,7 @@
  * (`AMTP_MODULE_STORAGE=core`).
  *
  * Key layout (the namespaces are kv/records.ts `moduleData` and `moduleUsage`):
- * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
+ * - `["mod", module, "d", ...key]` -> {@link StoredHead}: the value inline, or a
  *   chunk generation
  * - `["mod", module, "c", generation, i]` -> one chunk of a value (BSON): of
  *   a large one (written before its head), or of one whose record would
@@ -75,6 +75,32 @@ interface Head {
    * values split before 2026-11-28 and those whose key leaves no room.
    */
   first?: Uint8Array;
+}
+
+/**
+ * A head as stored: one holding its value as `[size, value]` (since
+ * 2026-11-28: a record's bytes less its field names), else the {@link Head}
+ * object (a split value's head, and every head written before).
+ */
+type StoredHead = Head | [number, unknown];
+
+/** A stored head read back. */
+function headOf(raw: StoredHead | null): Head | null {
+  return Array.isArray(raw) ? { size: raw[0], value: raw[1] } : raw;
+}
+
+/** The stored form of a head. */
+function storedHead(head: Head): StoredHead {
+  return head.gen === undefined ? [head.size, head.value] : head;
+}
+
+/** A KV entry of a head, its head read back. */
+function headEntry(
+  entry: Deno.KvEntryMaybe<StoredHead>,
+): Deno.KvEntryMaybe<Head> {
+  return entry.value === null
+    ? entry as Deno.KvEntryMaybe<Head>
+    : { ...entry, value: headOf(entry.value)! };
 }
 
 /** A storage request the module's storage cannot carry out. */
@@ -357,7 +383,10 @@ export class KvStorage implements ModuleStorage {
   /** Read one value. */
   async get<T = unknown>(rawKey: StorageKey): Promise<StorageEntry<T> | null> {
     const key = checkKey(rawKey);
-    return await this.#entry<T>(key, await this.#kv.get<Head>(this.#head(key)));
+    return await this.#entry<T>(
+      key,
+      headEntry(await this.#kv.get<StoredHead>(this.#head(key))),
+    );
   }
 
   /** Read several values (at most {@link MAX_LIST}). */
@@ -375,9 +404,9 @@ export class KvStorage implements ModuleStorage {
     const parts: StorageKey[][] = [];
     for (let i = 0; i < keys.length; i += 10) parts.push(keys.slice(i, i + 10));
     const read = await Promise.all(parts.map(async (part) => {
-      const entries = await this.#kv.getMany<Head[]>(
+      const entries = (await this.#kv.getMany<StoredHead[]>(
         part.map((k) => this.#head(k)),
-      );
+      )).map(headEntry);
       return await Promise.all(
         part.map((k, j) => this.#entry<T>(k, entries[j])),
       );
@@ -415,7 +444,7 @@ export class KvStorage implements ModuleStorage {
     const gen = crypto.randomUUID();
     const chunks = Math.ceil(bytes.length / CHUNK);
     // Check the quota before writing any chunk.
-    const old = await this.#kv.get<Head>(this.#head(key));
+    const old = headEntry(await this.#kv.get<StoredHead>(this.#head(key)));
     await this.#ensureRoom(size - (old.value?.size ?? 0));
     for (let i = 0; i < chunks; i += CHUNKS_PER_OP) {
       const op = this.#kv.atomic();
@@ -490,7 +519,7 @@ export class KvStorage implements ModuleStorage {
       : end
       ? { prefix: this.#head(prefix), end: this.#head(end) }
       : { prefix: this.#head(prefix) };
-    const iter = this.#kv.list<Head>(selector, {
+    const iter = this.#kv.list<StoredHead>(selector, {
       limit: limit + 1,
       cursor: typeof options.cursor === "string" && options.cursor
         ? options.cursor
@@ -508,7 +537,7 @@ export class KvStorage implements ModuleStorage {
         }
         items.push({
           key: entry.key.slice(3) as StorageKey,
-          value: await this.#read(entry.value) as T,
+          value: await this.#read(headOf(entry.value)!) as T,
           versionstamp: entry.versionstamp,
         });
         cursor = iter.cursor;
@@ -685,9 +714,9 @@ export class KvStorage implements ModuleStorage {
     const reads: Promise<Deno.KvEntryMaybe<Head>[]>[] = [];
     for (let i = 0; i < list.length; i += 10) {
       reads.push(
-        this.#kv.getMany<Head[]>(
+        this.#kv.getMany<StoredHead[]>(
           list.slice(i, i + 10).map(([, key]) => this.#head(key)),
-        ),
+        ).then((entries) => entries.map(headEntry)),
       );
     }
     const entries = (await Promise.all(reads)).flat();
@@ -772,7 +801,7 @@ export class KvStorage implements ModuleStorage {
 
   /** Add a set and the chunks it carries to an atomic operation. */
   #write(op: Deno.AtomicOperation, head: Deno.KvKey, o: Op): void {
-    op.set(head, o.head);
+    op.set(head, storedHead(o.head!));
     o.pieces?.forEach((piece, i) =>
       op.set(this.#chunk(o.head!.gen!, i), piece)
     );
