@@ -330,9 +330,10 @@ Deno.test("mailbox: copies stored before 2026-11-28 (the whole record, the summa
     ))!.value;
     assert.equal(stored.id, undefined);
     assert.equal(stored.owner, undefined);
-    assert.equal(
+    // Its index entry: the summary, stored the same way.
+    assert.deepEqual(
       (await storage.get(key.idx(owner, "inbox", newer.date, "new1")))!.value,
-      0,
+      { fr: "a@x.test", s: "new1", z: 300, p: "" },
     );
 
     const list = await mailbox.list("inbox", { limit: 10 });
@@ -446,4 +447,52 @@ Deno.test("mailbox: a copy's stored form leaves out what its key, its other fiel
   ]);
   // A whole record (the layout before 2026-11-28) is read as it is.
   assert.deepEqual(unpackRecord("r@x.test", "m1", { ...base }), base);
+});
+
+Deno.test("mailbox: the list shows each copy's summary from its folder index entry alone, attachments and email included", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(`${dir}/kv`);
+  try {
+    const storage = new KvStorage(kv, "messages", 1e9);
+    const owner = "r@x.test";
+    const ref = { id: "b1", name: "a.pdf", type: "x/y", size: 1, sha256: "0" };
+    const rich: MessageRecord = {
+      ...record("m1", owner),
+      from: "f@y.test",
+      global_id: "m1@y.test",
+      thread: "t@y.test",
+      seen: true,
+      flagged: true,
+      encrypted: true,
+      preview: "hello",
+      attachments: [ref, { ...ref, id: "b2" }],
+      email: {
+        message_id: "m1@y.test",
+        from_name: "F",
+        source: ref,
+        references: [],
+      },
+    };
+    await addMessage(storage, {
+      id: "m1",
+      body: "b",
+      fresh: false,
+      copies: [{ record: rich, quota: 1e9 }],
+    });
+    await addMessage(storage, message("m2", [owner]));
+    const mailbox = new Mailbox(storage, owner);
+    const m2 = (await mailbox.message("m2"))!.value;
+    // The copies themselves are not read: gone, the list still shows them.
+    await kv.delete(["mod", "messages", "d", ...key.msg(owner, "m1")]);
+    await kv.delete(["mod", "messages", "d", ...key.msg(owner, "m2")]);
+    assert.deepEqual((await mailbox.list("inbox", { limit: 10 })).messages, [
+      summaryOf(m2),
+      summaryOf(rich),
+    ]);
+    assert.deepEqual(summaryOf(rich).email, { from_name: "F", dmarc: "none" });
+    assert.equal(summaryOf(rich).attachments, 2);
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
