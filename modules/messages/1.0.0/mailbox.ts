@@ -422,17 +422,32 @@ export function indexEntryOf(m: MessageRecord): IndexEntry {
 /** The summary an index entry holds (`key`: its key). */
 function summaryOfEntry(key: StorageKey, entry: IndexEntry): Summary {
   if (typeof entry.id === "string") return entry as Summary;
-  const { a, em, ...rest } = entry as StoredRecord;
-  const summary = summaryOf(
-    unpackRecord(String(key[1]), String(key[4]), {
-      ...rest,
-      f: String(key[2]),
-      d: new Date(Number(key[3])),
-    }),
-  );
-  summary.attachments = typeof a === "number" ? a : 0;
-  if (em) summary.email = em as Summary["email"];
-  return summary;
+  const stored = entry as StoredRecord;
+  const field = <T>(name: keyof MessageRecord, otherwise: T): T =>
+    (stored[STORED_NAMES[name]] as T | undefined) ?? otherwise;
+  const owner = String(key[1]);
+  const id = String(key[4]);
+  const messageId = field("message_id", messageIdOf(id));
+  const globalId = field("global_id", globalIdOf(messageId, owner));
+  const email = stored.em as Summary["email"] | undefined;
+  return {
+    id,
+    message_id: messageId,
+    global_id: globalId,
+    folder: String(key[2]),
+    from: field("from", owner),
+    to: field("to", [owner]),
+    subject: field("subject", ""),
+    date: new Date(Number(key[3])),
+    seen: field("seen", false),
+    flagged: field("flagged", false),
+    size: field("size", 0),
+    preview: field("preview", ""),
+    thread: field("thread", globalId),
+    encrypted: field("encrypted", false),
+    attachments: field("attachments", 0),
+    ...(email ? { email } : {}),
+  };
 }
 
 /**
