@@ -10,7 +10,7 @@
  * content and owners list, the last 10,000 change records, its search
  * postings and index record, and at the end the mailbox state: the same
  * records and values a delivery and the indexer write, in the module
- * storage's own format (workers/sdk/storage.ts: a head `{size, value}` under
+ * storage's own format (workers/sdk/storage.ts: a head `[size, value]` under
  * `["mod", "messages", "d", ...key]`, the bytes counted in its usage), written
  * with plain KV commits of 900 records instead of the storage's checks.
  *
@@ -20,12 +20,13 @@
 import { BSON } from "bson";
 import { keys } from "../kv/records.ts";
 import {
+  indexEntryOf,
   KEEP_CHANGES,
   key,
   type MailboxState,
   type MessageRecord,
   type Op as AtomicOp,
-  summaryOf,
+  storedCopy,
 } from "../modules/messages/1.0.0/mailbox.ts";
 import {
   BLOCK_BYTES,
@@ -150,11 +151,16 @@ export async function fillMailbox(
     const seq = n + 1;
     const terms = termsOf(record, body);
     const ops: AtomicOp[] = [
-      { op: "set", key: key.msg(owner, id), value: record, fresh: true },
+      {
+        op: "set",
+        key: key.msg(owner, id),
+        value: storedCopy(record, seq),
+        fresh: true,
+      },
       {
         op: "set",
         key: key.idx(owner, "inbox", record.date, id),
-        value: summaryOf(record),
+        value: indexEntryOf(record),
         fresh: true,
       },
       { op: "set", key: key.content(id), value: { body }, fresh: true },
@@ -165,13 +171,12 @@ export async function fillMailbox(
         value: indexedOf(id, "inbox", terms),
         fresh: true,
       },
-      { op: "set", key: ftsKey.seqOf(owner, id), value: seq, fresh: true },
     ];
     if (seq > count - KEEP_CHANGES) {
       ops.push({
         op: "set",
         key: key.chg(owner, seq),
-        value: { seq, type: "new", id, folder: "inbox" },
+        value: [id, "inbox"],
         fresh: true,
       });
     }
@@ -198,10 +203,7 @@ export async function fillMailbox(
   const head = (op: AtomicOp & { op: "set" }): [Deno.KvKey, unknown] => {
     const size = BSON.calculateObjectSize({ v: op.value });
     bytes += size;
-    return [[...keys.moduleData("messages"), "d", ...op.key], {
-      size,
-      value: op.value,
-    }];
+    return [[...keys.moduleData("messages"), "d", ...op.key], [size, op.value]];
   };
   // Within KV's bounds of one commit: 1,000 mutations, 800 KiB.
   const commit = async (records: [Deno.KvKey, unknown][]) => {
@@ -209,7 +211,7 @@ export async function fillMailbox(
     let bytes = 0;
     let n = 0;
     for (const [k, v] of records) {
-      const size = (v as { size: number }).size + 200;
+      const size = (v as [number, unknown])[0] + 200;
       if (n > 0 && (n >= PER_COMMIT || bytes + size > 600_000)) {
         if (!(await op.commit()).ok) throw new Error("fill: a commit failed");
         op = kv.atomic();

@@ -31,7 +31,7 @@
  * | `["module_author", module]` | `ModuleAuthorRecord` (packages.ts): the author key an admin trusts for a module's packages |
  * | `["module_package", module, version]` | `ModulePackageRecord` (packages.ts): an installed package's signer, hash and installer |
  * | `["module_key", module, version, keyId]` | `ModuleKeyRecord` (module_keys.ts): a public key a remote module of that version logs in with |
- * | `["mod", module, "d", ...key]` | a module's stored value, or a reference to its chunks (workers/sdk/storage.ts) |
+ * | `["mod", module, "d", ...key]` | a module's stored value (`[size, value]`), or a reference to its chunks (workers/sdk/storage.ts) |
  * | `["mod", module, "c", generation, i]` | one chunk of a module's value (a large one, or one whose record would spill out of its SQLite page) |
  * | `["mod_usage", module, "add"\|"sub"]` | `Deno.KvU64`: bytes a module wrote and freed (usage is their difference) |
  *

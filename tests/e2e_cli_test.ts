@@ -19,6 +19,10 @@ import {
 } from "../client/e2e.ts";
 import { AmtpClient } from "../client/mod.ts";
 import { KvStorage } from "../workers/sdk/storage.ts";
+import {
+  recordOf,
+  type StoredRecord,
+} from "../modules/messages/1.0.0/mailbox.ts";
 import { freePort } from "../testing/dnsmasq.ts";
 import { runCli, startServerProcess } from "../testing/process.ts";
 
@@ -430,7 +434,8 @@ Deno.test("cli e2e: encrypt by default, ghost devices ignored, forged lists and 
         const kv = await Deno.openKv(`${cwd}/data/modules/messages.kv`);
         const storage = new KvStorage(kv, "messages", 1 << 30);
         const key = ["msg", "bob@example.org", first];
-        const record = (await storage.get<Record<string, unknown>>(key))!.value;
+        // Written whole (the layout before 2026-11-28, still read).
+        const record = recordOf((await storage.get<StoredRecord>(key))!);
         await storage.set(key, {
           ...record,
           to: ["bob@example.org", "mallory@example.org"],

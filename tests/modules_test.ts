@@ -329,8 +329,9 @@ Deno.test("modules: storage is per module, large values are chunked, the quota h
     const stores = `${w.t.dataDir}/modules`;
     const own = await Deno.openKv(`${stores}/probe.kv`);
     assert.equal(
-      (await own.get<{ value: string }>(["mod", "probe", "d", "shared", "k"]))
-        .value?.value,
+      // A small value's head is `[size, value]` (workers/sdk/storage.ts).
+      (await own.get<[number, string]>(["mod", "probe", "d", "shared", "k"]))
+        .value?.[1],
       "probe secret",
     );
     own.close();

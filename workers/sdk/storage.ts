@@ -6,11 +6,12 @@
  * (`AMTP_MODULE_STORAGE=core`).
  *
  * Key layout (the namespaces are kv/records.ts `moduleData` and `moduleUsage`):
- * - `["mod", module, "d", ...key]` -> {@link Head}: the value inline, or a
+ * - `["mod", module, "d", ...key]` -> {@link StoredHead}: the value inline, or a
  *   chunk generation
  * - `["mod", module, "c", generation, i]` -> one chunk of a value (BSON): of
  *   a large one (written before its head), or of one whose record would
- *   spill out of SQLite's page (written with its head, {@link LOCAL_ROW})
+ *   spill out of SQLite's page (written with its head, which keeps the first
+ *   piece: {@link LOCAL_ROW})
  * - `["mod_usage", module, "add"]` and `["mod_usage", module, "sub"]` ->
  *   bytes written and freed (`Deno.KvU64`, updated with `sum` mutations, so
  *   concurrent writers never conflict on them; usage is their difference; the
@@ -45,6 +46,8 @@ const CHUNK = 60_000;
 const LOCAL_ROW = 900;
 /** Bytes per chunk of a value split to stay within {@link LOCAL_ROW}. */
 const SMALL_CHUNK = 800;
+/** Bytes of a split value's head besides its first piece (an upper estimate). */
+const HEAD_BYTES = 80;
 /**
  * Largest value split so (ten chunks: one read). Past it an overflow page's
  * unused tail is a small part of the value, and more chunks would cost reads.
@@ -66,6 +69,38 @@ interface Head {
   value?: unknown;
   gen?: string;
   chunks?: number;
+  /**
+   * The first piece of a value split to stay within {@link LOCAL_ROW},
+   * kept in its head (one record less); its chunks hold the rest. Absent in
+   * values split before 2026-11-28 and those whose key leaves no room.
+   */
+  first?: Uint8Array;
+}
+
+/**
+ * A head as stored: one holding its value as `[size, value]` (since
+ * 2026-11-28: a record's bytes less its field names), else the {@link Head}
+ * object (a split value's head, and every head written before).
+ */
+type StoredHead = Head | [number, unknown];
+
+/** A stored head read back. */
+function headOf(raw: StoredHead | null): Head | null {
+  return Array.isArray(raw) ? { size: raw[0], value: raw[1] } : raw;
+}
+
+/** The stored form of a head. */
+function storedHead(head: Head): StoredHead {
+  return head.gen === undefined ? [head.size, head.value] : head;
+}
+
+/** A KV entry of a head, its head read back. */
+function headEntry(
+  entry: Deno.KvEntryMaybe<StoredHead>,
+): Deno.KvEntryMaybe<Head> {
+  return entry.value === null
+    ? entry as Deno.KvEntryMaybe<Head>
+    : { ...entry, value: headOf(entry.value)! };
 }
 
 /** A storage request the module's storage cannot carry out. */
@@ -308,7 +343,7 @@ export class KvStorage implements ModuleStorage {
       { length: head.chunks ?? 0 },
       (_, i) => this.#chunk(head.gen!, i),
     );
-    const parts: Uint8Array[] = [];
+    const parts: Uint8Array[] = head.first ? [head.first] : [];
     for (let i = 0; i < keys.length; i += 10) {
       const batch = await this.#kv.getMany<Uint8Array[]>(keys.slice(i, i + 10));
       for (const entry of batch) {
@@ -348,7 +383,10 @@ export class KvStorage implements ModuleStorage {
   /** Read one value. */
   async get<T = unknown>(rawKey: StorageKey): Promise<StorageEntry<T> | null> {
     const key = checkKey(rawKey);
-    return await this.#entry<T>(key, await this.#kv.get<Head>(this.#head(key)));
+    return await this.#entry<T>(
+      key,
+      headEntry(await this.#kv.get<StoredHead>(this.#head(key))),
+    );
   }
 
   /** Read several values (at most {@link MAX_LIST}). */
@@ -366,9 +404,9 @@ export class KvStorage implements ModuleStorage {
     const parts: StorageKey[][] = [];
     for (let i = 0; i < keys.length; i += 10) parts.push(keys.slice(i, i + 10));
     const read = await Promise.all(parts.map(async (part) => {
-      const entries = await this.#kv.getMany<Head[]>(
+      const entries = (await this.#kv.getMany<StoredHead[]>(
         part.map((k) => this.#head(k)),
-      );
+      )).map(headEntry);
       return await Promise.all(
         part.map((k, j) => this.#entry<T>(k, entries[j])),
       );
@@ -406,7 +444,7 @@ export class KvStorage implements ModuleStorage {
     const gen = crypto.randomUUID();
     const chunks = Math.ceil(bytes.length / CHUNK);
     // Check the quota before writing any chunk.
-    const old = await this.#kv.get<Head>(this.#head(key));
+    const old = headEntry(await this.#kv.get<StoredHead>(this.#head(key)));
     await this.#ensureRoom(size - (old.value?.size ?? 0));
     for (let i = 0; i < chunks; i += CHUNKS_PER_OP) {
       const op = this.#kv.atomic();
@@ -481,7 +519,7 @@ export class KvStorage implements ModuleStorage {
       : end
       ? { prefix: this.#head(prefix), end: this.#head(end) }
       : { prefix: this.#head(prefix) };
-    const iter = this.#kv.list<Head>(selector, {
+    const iter = this.#kv.list<StoredHead>(selector, {
       limit: limit + 1,
       cursor: typeof options.cursor === "string" && options.cursor
         ? options.cursor
@@ -499,7 +537,7 @@ export class KvStorage implements ModuleStorage {
         }
         items.push({
           key: entry.key.slice(3) as StorageKey,
-          value: await this.#read(entry.value) as T,
+          value: await this.#read(headOf(entry.value)!) as T,
           versionstamp: entry.versionstamp,
         });
         cursor = iter.cursor;
@@ -610,16 +648,24 @@ export class KvStorage implements ModuleStorage {
       if (o.size + keyBytes <= LOCAL_ROW || o.size > SPLIT_MAX) return o;
       const bytes = BSON.serialize({ v: o.head!.value });
       const count = Math.ceil(bytes.length / SMALL_CHUNK);
-      if (total + count > GROUP_MUTATIONS) return o;
-      total += count;
       const each = Math.ceil(bytes.length / count);
       const pieces = Array.from(
         { length: count },
         (_, i) => bytes.slice(i * each, (i + 1) * each),
       );
+      // The first piece stays in the head when its record still fits: a
+      // copy of its own (a view is stored with its whole buffer).
+      const first = count > 1 && keyBytes + each + HEAD_BYTES <= LOCAL_ROW
+        ? new Uint8Array(pieces.shift()!)
+        : undefined;
+      if (total + pieces.length > GROUP_MUTATIONS) return o;
+      total += pieces.length;
+      const gen = newGeneration();
       return {
         ...o,
-        head: { size: o.size, gen: newGeneration(), chunks: count },
+        head: first
+          ? { size: o.size, gen, chunks: pieces.length, first }
+          : { size: o.size, gen, chunks: pieces.length },
         pieces,
       };
     });
@@ -668,9 +714,9 @@ export class KvStorage implements ModuleStorage {
     const reads: Promise<Deno.KvEntryMaybe<Head>[]>[] = [];
     for (let i = 0; i < list.length; i += 10) {
       reads.push(
-        this.#kv.getMany<Head[]>(
+        this.#kv.getMany<StoredHead[]>(
           list.slice(i, i + 10).map(([, key]) => this.#head(key)),
-        ),
+        ).then((entries) => entries.map(headEntry)),
       );
     }
     const entries = (await Promise.all(reads)).flat();
@@ -755,7 +801,7 @@ export class KvStorage implements ModuleStorage {
 
   /** Add a set and the chunks it carries to an atomic operation. */
   #write(op: Deno.AtomicOperation, head: Deno.KvKey, o: Op): void {
-    op.set(head, o.head);
+    op.set(head, storedHead(o.head!));
     o.pieces?.forEach((piece, i) =>
       op.set(this.#chunk(o.head!.gen!, i), piece)
     );

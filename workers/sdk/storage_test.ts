@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { KvStorage as ModuleStorage, StorageError } from "./storage.ts";
+import { BSON } from "bson";
 
 async function withKv(fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "amtp-storage-" });
@@ -168,6 +169,15 @@ Deno.test("storage: a group that would pass the quota is refused only for the on
     assert.ok(await s.usage() <= 100_000);
   }));
 
+/** A split value's head as stored. */
+interface Head {
+  size: number;
+  gen?: string;
+  chunks?: number;
+  value?: unknown;
+  first?: Uint8Array;
+}
+
 /** Raw records under a module's namespace of a kind: `d` heads or `c` chunks. */
 async function raw(
   kv: Deno.Kv,
@@ -189,19 +199,22 @@ Deno.test("storage: a value that would spill out of SQLite's page is written as 
     await s.set(["small"], { body: "s" });
     const heads = await raw(kv, "d");
     const headOf = (id: string) =>
-      heads.find((e) => e.key.at(-1) === id)!.value as {
-        gen?: string;
-        chunks?: number;
-        value?: unknown;
-      };
+      heads.find((e) => e.key.at(-1) === id)!.value as Head;
     for (const id of ["x", "y"]) {
       const head = headOf(id);
       assert.equal(head.value, undefined, "not inline");
-      assert.equal(head.chunks, 2);
+      // The head keeps the first of two pieces, a chunk the other.
+      assert.equal(head.chunks, 1);
+      // Stored alone, not with a buffer it was a view of.
+      assert.ok(head.first!.buffer.byteLength <= 800);
     }
-    assert.deepEqual(headOf("small").value, { body: "s" });
+    // A small value's head is `[size, value]`.
+    assert.deepEqual(headOf("small"), [
+      BSON.calculateObjectSize({ v: { body: "s" } }),
+      { body: "s" },
+    ]);
     const chunks = await raw(kv, "c");
-    assert.equal(chunks.length, 4);
+    assert.equal(chunks.length, 2);
     // Each record stays within the page (key and value well under 1,000 bytes).
     for (const e of chunks) {
       assert.ok((e.value as Uint8Array).byteLength <= 800);
@@ -225,8 +238,50 @@ Deno.test("storage: a value that would spill out of SQLite's page is written as 
     assert.equal(
       await s.usage(),
       (await raw(kv, "d")).reduce(
-        (n, e) => n + (e.value as { size: number }).size,
+        (n, e) =>
+          n + (Array.isArray(e.value) ? e.value[0] : (e.value as Head).size),
         0,
       ),
     );
+  }));
+
+Deno.test("storage: heads written before 2026-11-28 (an object holding a small value; a split value's pieces all in chunks) are read, listed, replaced and freed", () =>
+  withKv(async (kv) => {
+    const s = new ModuleStorage(kv, "m", 10_000_000);
+    const value = { body: "o".repeat(1500) };
+    const bytes = BSON.serialize({ v: value });
+    const half = Math.ceil(bytes.length / 2);
+    const size = BSON.calculateObjectSize({ v: value });
+    const small = { n: 1 };
+    const smallSize = BSON.calculateObjectSize({ v: small });
+    await kv.atomic()
+      .set(["mod", "m", "d", "a"], { size: smallSize, value: small })
+      .sum(["mod_usage", "m", "add"], BigInt(smallSize))
+      .commit();
+    assert.deepEqual((await s.get(["a"]))?.value, small);
+    await kv.atomic()
+      .set(["mod", "m", "d", "old"], { size, gen: "g0", chunks: 2 })
+      .set(["mod", "m", "c", "g0", 0], bytes.slice(0, half))
+      .set(["mod", "m", "c", "g0", 1], bytes.slice(half))
+      .sum(["mod_usage", "m", "add"], BigInt(size))
+      .commit();
+    assert.deepEqual((await s.get(["old"]))?.value, value);
+    assert.deepEqual((await s.list([])).items.map((e) => e.value), [
+      small,
+      value,
+    ]);
+    assert.deepEqual(
+      (await s.getMany([["old"], ["a"]])).map((e) => e?.value),
+      [value, small],
+    );
+    await s.delete(["a"]);
+    await s.set(["old"], { body: "p".repeat(1500) });
+    assert.deepEqual((await s.get(["old"]))?.value, { body: "p".repeat(1500) });
+    assert.equal(
+      (await raw(kv, "c")).filter((e) => e.key[3] === "g0").length,
+      0,
+    );
+    await s.delete(["old"]);
+    assert.equal((await raw(kv, "c")).length, 0);
+    assert.equal(await s.usage(), 0);
   }));

@@ -5,7 +5,13 @@ import { KvStorage } from "../../../workers/sdk/storage.ts";
 import type { ModuleContext } from "../../../workers/sdk/mod.ts";
 import { readBlob, storeBlob } from "./attachments.ts";
 import { composeOutbound, storeEmail } from "./email.ts";
-import { addMessage, key, type MessageRecord } from "./mailbox.ts";
+import {
+  addMessage,
+  key,
+  type MessageRecord,
+  recordOf,
+  type StoredRecord,
+} from "./mailbox.ts";
 
 /** The sender's Sent copy of `id`, naming one attachment. */
 function sentCopy(
@@ -120,10 +126,10 @@ Deno.test("email: a received email's source, copies and Message-ID index land in
       placements: [placement("bob@example.test")],
       date: new Date(),
     });
-    const [copy] = (await storage.list<MessageRecord>([
+    const [copy] = (await storage.list<StoredRecord>([
       "msg",
       "bob@example.test",
-    ])).items.map((e) => e.value);
+    ])).items.map(recordOf);
     const source = copy.email!.source;
     const commit = await stamp(["msg", "bob@example.test", copy.id]);
     assert.ok(commit);
@@ -141,7 +147,7 @@ Deno.test("email: a received email's source, copies and Message-ID index land in
     });
     const copies = await Promise.all(
       owners.map(async (o) =>
-        (await storage.list<MessageRecord>(["msg", o])).items[0].value
+        recordOf((await storage.list<StoredRecord>(["msg", o])).items[0])
       ),
     );
     const stamps = await Promise.all(

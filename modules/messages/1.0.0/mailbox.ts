@@ -4,12 +4,16 @@
  * Keys (inside the module's namespace):
  * - `["state", owner]` -> {@link MailboxState}: change sequence, bytes used,
  *   per-folder counts, the user's own folders
- * - `["msg", owner, copyId]` -> {@link MessageRecord}
- * - `["idx", owner, folder, dateMs, copyId]` -> {@link Summary} (newest first by reverse listing)
+ * - `["msg", owner, copyId]` -> {@link StoredRecord}: the
+ *   {@link MessageRecord}, without what its key or its other fields give
+ * - `["idx", owner, folder, dateMs, copyId]` -> {@link IndexEntry}: the
+ *   copy's summary, stored as the copy is (newest first by reverse listing)
  * - `["thr", owner, threadKey(thread), dateMs, copyId]` -> true, for copies of
  *   messages that answer another (the message that starts a thread is found
  *   by its id)
- * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES})
+ * - `["chg", owner, seq]` -> {@link Change} (the last {@link KEEP_CHANGES});
+ *   a new copy's is `[copyId, folder]` ({@link StoredChange}: its seq is the
+ *   key's, its summary the copy's)
  * - `["content", messageId]` -> {@link Content} shared by every copy of a message
  * - `["body", messageId, gen]` -> a body larger than {@link INLINE_BODY},
  *   written before the content record that names it
@@ -35,6 +39,7 @@ import {
   ModuleError,
   type ModuleStorage,
   type StorageEntry,
+  type StorageKey,
   type Verdict,
 } from "../../../workers/sdk/mod.ts";
 import { localMessageId, parseGlobalId, sha256Hex } from "./ids.ts";
@@ -256,6 +261,201 @@ export interface Change {
   /** Summary of a new message. */
   summary?: Summary;
 }
+
+/**
+ * A copy as stored under `["msg", owner, id]`: the fields of a
+ * {@link MessageRecord} under short names ({@link STORED_NAMES}), without
+ * those the key gives (`id`, `owner`), those derived from others when they
+ * are (`message_id`, `global_id`, `thread`; `from` the owner, `to` the owner
+ * alone) and those at their defaults (empty lists, false, null, `text`). A record with an `id` field is one
+ * stored whole (before 2026-11-28) and is read as it is.
+ */
+export type StoredRecord = Record<string, unknown>;
+
+/**
+ * The field of a stored copy holding the seq it was added with (its search
+ * index record's key, search_index.ts `ftsKey.indexed`); absent in copies
+ * stored before 2026-11-28, whose seq is under `ftsKey.seqOf`.
+ */
+const SEQ = "q";
+
+/** Short names of the stored fields. */
+const STORED_NAMES: Record<keyof MessageRecord, string> = {
+  id: "id",
+  owner: "o",
+  message_id: "m",
+  global_id: "g",
+  folder: "f",
+  from: "fr",
+  to: "t",
+  cc: "c",
+  bcc: "b",
+  subject: "s",
+  format: "fm",
+  encrypted: "e",
+  attachments: "a",
+  in_reply_to: "r",
+  thread: "th",
+  seen: "sn",
+  flagged: "fl",
+  date: "d",
+  size: "z",
+  preview: "p",
+  email: "em",
+  forwarded: "fw",
+  auto_submitted: "as",
+};
+
+/** Fields left out of a stored copy at these values. */
+const STORED_DEFAULTS: Partial<Record<keyof MessageRecord, unknown>> = {
+  cc: [],
+  bcc: [],
+  attachments: [],
+  in_reply_to: null,
+  encrypted: false,
+  seen: false,
+  flagged: false,
+  format: "text",
+};
+
+/** A copy's message id as derived from its copy id (the sender's: `<id>-sent`). */
+function messageIdOf(copyId: string): string {
+  return copyId.endsWith("-sent") ? copyId.slice(0, -5) : copyId;
+}
+
+/** A global id as derived from the message id and the owner's domain. */
+function globalIdOf(messageId: string, owner: string): string {
+  return `${messageId}@${owner.slice(owner.lastIndexOf("@") + 1)}`;
+}
+
+/** The stored form of a copy ({@link StoredRecord}). */
+export function packRecord(m: MessageRecord): StoredRecord {
+  const out: StoredRecord = {};
+  const derived: Partial<Record<keyof MessageRecord, unknown>> = {
+    id: m.id,
+    owner: m.owner,
+    message_id: messageIdOf(m.id),
+    global_id: globalIdOf(m.message_id, m.owner),
+    thread: m.global_id,
+    from: m.owner,
+  };
+  for (const [name, value] of Object.entries(m)) {
+    const field = name as keyof MessageRecord;
+    const short = STORED_NAMES[field];
+    if (short === undefined || value === undefined) continue;
+    if (field in derived && derived[field] === value) continue;
+    if (field === "to" && m.to.length === 1 && m.to[0] === m.owner) continue;
+    const empty = STORED_DEFAULTS[field];
+    if (
+      field in STORED_DEFAULTS &&
+      (empty === value ||
+        (Array.isArray(empty) && Array.isArray(value) && value.length === 0))
+    ) continue;
+    out[short] = value;
+  }
+  return out;
+}
+
+/** What a new copy stores: its stored form and the seq it is added with. */
+export function storedCopy(m: MessageRecord, seq: number): StoredRecord {
+  return { ...packRecord(m), [SEQ]: seq };
+}
+
+/** A copy as read from `["msg", owner, id]`, in either stored form. */
+export function unpackRecord(
+  owner: string,
+  id: string,
+  stored: StoredRecord,
+): MessageRecord {
+  if (typeof stored.id === "string") return stored as unknown as MessageRecord;
+  const out: Record<string, unknown> = {};
+  for (const [field, short] of Object.entries(STORED_NAMES)) {
+    const value = stored[short];
+    if (value !== undefined) out[field] = value;
+  }
+  for (const [field, empty] of Object.entries(STORED_DEFAULTS)) {
+    out[field] ??= Array.isArray(empty) ? [] : empty;
+  }
+  out.id = id;
+  out.owner ??= owner;
+  out.message_id ??= messageIdOf(id);
+  out.global_id ??= globalIdOf(out.message_id as string, owner);
+  out.thread ??= out.global_id;
+  out.from ??= owner;
+  out.to ??= [owner];
+  return out as unknown as MessageRecord;
+}
+
+/** A copy read from storage (its key names its owner and id). */
+export function recordOf(entry: StorageEntry<StoredRecord>): MessageRecord {
+  return unpackRecord(
+    String(entry.key[1]),
+    String(entry.key[2]),
+    entry.value,
+  );
+}
+
+/**
+ * The value of a copy's entry in its folder's index (`["idx", owner, folder,
+ * dateMs, copyId]`): its {@link Summary} in the stored form of a copy
+ * ({@link packRecord}) without the folder and date (the key's), with `a` the
+ * number of attachments and `em` what a summary shows of an email. The list
+ * reads only these: one range of the index, not the copies (a page of 50
+ * copies read by key took 3x as long). Entries written before 2026-11-28
+ * hold the {@link Summary} itself (it has an `id`), and are read as they are.
+ */
+export type IndexEntry = Summary | StoredRecord;
+
+/** Fields of a stored copy that a summary does not show. */
+const NOT_SUMMARY = ["f", "d", "c", "b", "fm", "a", "r", "em", "fw", "as", SEQ];
+
+/** The index entry of a copy. */
+export function indexEntryOf(m: MessageRecord): IndexEntry {
+  const out = packRecord(m);
+  for (const name of NOT_SUMMARY) delete out[name];
+  if (m.attachments.length > 0) out.a = m.attachments.length;
+  const email = summaryOf(m).email;
+  if (email) out.em = email;
+  return out;
+}
+
+/** The summary an index entry holds (`key`: its key). */
+function summaryOfEntry(key: StorageKey, entry: IndexEntry): Summary {
+  if (typeof entry.id === "string") return entry as Summary;
+  const stored = entry as StoredRecord;
+  const field = <T>(name: keyof MessageRecord, otherwise: T): T =>
+    (stored[STORED_NAMES[name]] as T | undefined) ?? otherwise;
+  const owner = String(key[1]);
+  const id = String(key[4]);
+  const messageId = field("message_id", messageIdOf(id));
+  const globalId = field("global_id", globalIdOf(messageId, owner));
+  const email = stored.em as Summary["email"] | undefined;
+  return {
+    id,
+    message_id: messageId,
+    global_id: globalId,
+    folder: String(key[2]),
+    from: field("from", owner),
+    to: field("to", [owner]),
+    subject: field("subject", ""),
+    date: new Date(Number(key[3])),
+    seen: field("seen", false),
+    flagged: field("flagged", false),
+    size: field("size", 0),
+    preview: field("preview", ""),
+    thread: field("thread", globalId),
+    encrypted: field("encrypted", false),
+    attachments: field("attachments", 0),
+    ...(email ? { email } : {}),
+  };
+}
+
+/**
+ * A change record as stored: a new copy's is `[copyId, folder]` (written
+ * before 2026-11-28: a {@link Change} without its summary), the others a
+ * {@link Change}.
+ */
+export type StoredChange = Change | [string, string];
 
 /** Build the summary of a record. */
 export function summaryOf(m: MessageRecord): Summary {
@@ -897,12 +1097,17 @@ async function planCopies(
         key: key.msg(owner, record.id),
         versionstamp: null,
       }]),
-      { op: "set", key: key.msg(owner, record.id), value: record, fresh },
+      {
+        op: "set",
+        key: key.msg(owner, record.id),
+        value: storedCopy(record, change.seq),
+        fresh,
+      },
       // New keys (the copy's id and the sequence number are new): not read.
       {
         op: "set",
         key: key.idx(owner, record.folder, record.date, record.id),
-        value: change.summary,
+        value: indexEntryOf(record),
         fresh: true,
       },
       // A message that starts its thread has no thread entry: `thread`
@@ -914,33 +1119,22 @@ async function planCopies(
         value: true,
         fresh: true,
       }]),
-      // The change record leaves the summary out (it is in the index):
-      // `changes` adds it back from the copy.
+      // The change record leaves the summary out (the list reads it from
+      // the copy, and so does `changes`).
       {
         op: "set",
         key: key.chg(owner, change.seq),
-        value: {
-          seq: change.seq,
-          type: "new",
-          id: record.id,
-          folder: record.folder,
-        },
+        value: [record.id, record.folder],
         fresh: true,
       },
-      // For search: the copy's terms and its seq. Its postings go into
-      // the term blocks after this commit, off the delivery's path, many
-      // commits' copies at once (search_index.ts: the indexer goes on from
-      // its progress record).
+      // For search: the copy's terms under its seq (which the copy
+      // keeps). Its postings go into the term blocks after this commit, off
+      // the delivery's path, many commits' copies at once (search_index.ts:
+      // the indexer goes on from its progress record).
       {
         op: "set",
         key: ftsKey.indexed(owner, change.seq),
         value: indexedOf(record.id, record.folder, terms ?? new Map()),
-        fresh: true,
-      },
-      {
-        op: "set",
-        key: ftsKey.seqOf(owner, record.id),
-        value: change.seq,
         fresh: true,
       },
     );
@@ -986,16 +1180,20 @@ export class Mailbox {
 
   /** One copy, or null. */
   async message(id: string): Promise<StorageEntry<MessageRecord> | null> {
-    return await this.#storage.get<MessageRecord>(key.msg(this.owner, id));
+    const entry = await this.#storage.get<StoredRecord>(
+      key.msg(this.owner, id),
+    );
+    return entry && { ...entry, value: recordOf(entry) };
   }
 
   /** The copy of a message by its id or its copy's, received or sent; or null. */
   async copyOf(id: string): Promise<MessageRecord | null> {
-    const [received, sent] = await this.#storage.getMany<MessageRecord>([
+    const [received, sent] = await this.#storage.getMany<StoredRecord>([
       key.msg(this.owner, id),
       key.msg(this.owner, `${id}-sent`),
     ]);
-    return (received ?? sent)?.value ?? null;
+    const entry = received ?? sent;
+    return entry && recordOf(entry);
   }
 
   /**
@@ -1081,17 +1279,21 @@ export class Mailbox {
       const ops: Op[] = [];
       const changes: Omit<Change, "seq">[] = [];
       for (const id of ids) {
-        const entry = await this.message(id);
+        const entry = await this.#storage.get<StoredRecord>(
+          key.msg(this.owner, id),
+        );
         if (!entry) {
           missing.push(id);
           continue;
         }
-        const old = entry.value;
+        const old = recordOf(entry);
+        const seq = entry.value[SEQ];
         // The search index keeps each copy's folder: follow it, or drop it.
         if (change.remove || (change.folder ?? old.folder) !== old.folder) {
           ops.push(
             ...await this.#unindex(
               id,
+              typeof seq === "number" ? seq : undefined,
               change.remove ? undefined : change.folder,
             ),
           );
@@ -1123,11 +1325,18 @@ export class Mailbox {
         const after = count(state, next.folder);
         after.total++;
         if (!next.seen) after.unseen++;
-        ops.push({ op: "set", key: key.msg(this.owner, id), value: next });
+        ops.push({
+          op: "set",
+          key: key.msg(this.owner, id),
+          value: {
+            ...packRecord(next),
+            ...(typeof seq === "number" ? { [SEQ]: seq } : {}),
+          },
+        });
         ops.push({
           op: "set",
           key: key.idx(this.owner, next.folder, next.date, id),
-          value: summaryOf(next),
+          value: indexEntryOf(next),
         });
         changes.push(
           next.folder !== old.folder
@@ -1156,11 +1365,42 @@ export class Mailbox {
   }
 
   /**
-   * The search index's part of moving copy `id` to `folder` (undefined:
-   * deleting it): its index record follows or goes (its postings dropped by
-   * the indexer); checked, so an indexing in between is seen.
+   * The search index's part of moving copy `id` (stored with its `seq`, or
+   * before 2026-11-28 without) to `folder` (undefined: deleting it): its
+   * index record follows or goes (its postings dropped by the indexer);
+   * checked, so an indexing in between is seen.
    */
-  async #unindex(id: string, folder: string | undefined): Promise<Op[]> {
+  async #unindex(
+    id: string,
+    seq: number | undefined,
+    folder: string | undefined,
+  ): Promise<Op[]> {
+    if (seq !== undefined) {
+      const key = ftsKey.indexed(this.owner, seq);
+      const indexed = await this.#storage.get<Indexed>(key);
+      const ops: Op[] = [
+        { op: "check", key, versionstamp: indexed?.versionstamp ?? null },
+      ];
+      if (!indexed) return ops;
+      ops.push(
+        ...(folder !== undefined
+          ? [{
+            op: "set" as const,
+            key,
+            value: { ...indexed.value, f: folder },
+          }]
+          : [
+            { op: "delete" as const, key },
+            {
+              op: "set" as const,
+              key: ftsKey.drop(this.owner, seq),
+              value: indexed.value.w.map((w) => w.slice(1)),
+            },
+          ]),
+      );
+      return ops;
+    }
+    // Stored without its seq: the search index's record of it says it.
     const seqOf = await this.#storage.get<number>(
       ftsKey.seqOf(this.owner, id),
     );
@@ -1247,7 +1487,7 @@ export class Mailbox {
     let cursor = options.cursor;
     // With the unseen filter a storage page may hold fewer matches: read on.
     for (let pages = 0; pages < 20; pages++) {
-      const page = await this.#storage.list<Summary>([
+      const page = await this.#storage.list<IndexEntry>([
         "idx",
         this.owner,
         folder,
@@ -1257,7 +1497,8 @@ export class Mailbox {
         reverse: true,
       });
       for (const entry of page.items) {
-        if (!options.unseen || !entry.value.seen) messages.push(entry.value);
+        const summary = summaryOfEntry(entry.key, entry.value);
+        if (!options.unseen || !summary.seen) messages.push(summary);
       }
       cursor = page.cursor;
       if (!cursor || messages.length >= options.limit) break;
@@ -1283,12 +1524,13 @@ export class Mailbox {
       ids.add(`${mine}-sent`);
       ids.add(localMessageId(first, false));
     }
-    const copies = await this.#storage.getMany<MessageRecord>(
+    const copies = await this.#storage.getMany<StoredRecord>(
       [...ids].map((id) => key.msg(this.owner, id)),
     );
     return copies
-      .filter((copy) => copy !== null && copy.value.thread === thread)
-      .map((copy) => summaryOf(copy!.value))
+      .flatMap((copy) => copy ? [recordOf(copy)] : [])
+      .filter((copy) => copy.thread === thread)
+      .map(summaryOf)
       .sort((a, b) =>
         a.date.getTime() - b.date.getTime() || a.id.localeCompare(b.id)
       );
@@ -1309,20 +1551,26 @@ export class Mailbox {
     if (since + 1 < oldest && state.seq > 0) {
       return { changes: [], seq: state.seq, reset: true, more: false };
     }
-    const page = await this.#storage.list<Change>(["chg", this.owner], {
+    const page = await this.#storage.list<StoredChange>(["chg", this.owner], {
       start: key.chg(this.owner, since + 1),
       limit,
     });
-    const changes = page.items.map((e) => e.value).filter((c) => c.seq > since);
+    const changes = page.items
+      .map(({ key, value }): Change =>
+        Array.isArray(value)
+          ? { seq: Number(key[2]), type: "new", id: value[0], folder: value[1] }
+          : value
+      )
+      .filter((c) => c.seq > since);
     // New copies are stored without their summary: add it from the copy
     // (gone when it was deleted since; a later change says so).
     const added = changes.filter((c) => c.type === "new" && !c.summary);
-    const copies = await this.#storage.getMany<MessageRecord>(
+    const copies = await this.#storage.getMany<StoredRecord>(
       added.map((c) => key.msg(this.owner, c.id)),
     );
     added.forEach((c, i) => {
       const copy = copies[i];
-      if (copy) c.summary = summaryOf(copy.value);
+      if (copy) c.summary = summaryOf(recordOf(copy));
     });
     const last = changes.at(-1)?.seq ?? since;
     return { changes, seq: state.seq, reset: false, more: last < state.seq };

@@ -10,8 +10,11 @@ import {
   type MailboxState,
   type MessageRecord,
   type NewMessage,
+  packRecord,
   readBody,
   releaseCopies,
+  summaryOf,
+  unpackRecord,
 } from "./mailbox.ts";
 import { localMessageId, parseGlobalId } from "./ids.ts";
 import { indexSettled } from "./search_index.ts";
@@ -273,3 +276,223 @@ Deno.test("mailbox: a thread named by a long global id (a long origin domain) ho
     const thread = await new Mailbox(a, "r@x.test").thread(root);
     assert.deepEqual(thread.map((m) => m.id).sort(), [id, "answer"].sort());
   }));
+
+Deno.test("mailbox: copies stored before 2026-11-28 (the whole record, the summary in the folder index, the change with its seq) are listed, read, threaded, caught up, changed and deleted beside new ones", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(`${dir}/kv`);
+  try {
+    const storage = new KvStorage(kv, "messages", 1e9);
+    const owner = "r@x.test";
+    // The old layout, as that version wrote it.
+    const old: MessageRecord = {
+      ...record("old1", owner),
+      date: new Date("2026-01-01T00:00:00Z"),
+      cc: ["c@x.test"],
+      flagged: true,
+      global_id: "old1@elsewhere.test",
+      thread: "old1@elsewhere.test",
+    };
+    const reply: MessageRecord = {
+      ...record("old2", owner),
+      date: new Date("2026-01-02T00:00:00Z"),
+      in_reply_to: "old1",
+      thread: "old1@elsewhere.test",
+    };
+    const state: MailboxState = {
+      seq: 2,
+      used: 600,
+      counts: { inbox: { total: 2, unseen: 2 } },
+      folders: [],
+    };
+    const oldSummary = summaryOf(old);
+    for (const [seq, r] of [[1, old], [2, reply]] as const) {
+      await storage.set(key.msg(owner, r.id), r);
+      await storage.set(key.idx(owner, r.folder, r.date, r.id), summaryOf(r));
+      await storage.set(key.chg(owner, seq), {
+        seq,
+        type: "new",
+        id: r.id,
+        folder: r.folder,
+      });
+      await storage.set(key.content(r.message_id), { body: `body ${r.id}` });
+      await storage.set(key.owners(r.message_id), [owner]);
+    }
+    await storage.set(key.thr(owner, reply.thread, reply.date, reply.id), true);
+    await storage.set(key.state(owner), state);
+    // A new copy beside them, in the new layout.
+    await addMessage(storage, message("new1", [owner]));
+    const mailbox = new Mailbox(storage, owner);
+    const newer = (await mailbox.message("new1"))!.value;
+    assert.deepEqual(newer, { ...record("new1", owner), date: newer.date });
+    // The new copy's stored form leaves out what its key and fields give.
+    const stored = (await storage.get<Record<string, unknown>>(
+      key.msg(owner, "new1"),
+    ))!.value;
+    assert.equal(stored.id, undefined);
+    assert.equal(stored.owner, undefined);
+    // Its index entry: the summary, stored the same way.
+    assert.deepEqual(
+      (await storage.get(key.idx(owner, "inbox", newer.date, "new1")))!.value,
+      { fr: "a@x.test", s: "new1", z: 300, p: "" },
+    );
+
+    const list = await mailbox.list("inbox", { limit: 10 });
+    assert.deepEqual(list.messages, [
+      summaryOf(newer),
+      summaryOf(reply),
+      oldSummary,
+    ]);
+    // Two at a time: the cursor goes on from the old entries.
+    const first = await mailbox.list("inbox", { limit: 2 });
+    assert.deepEqual(first.messages.map((m) => m.id), ["new1", "old2"]);
+    const rest = await mailbox.list("inbox", {
+      limit: 2,
+      cursor: first.cursor,
+    });
+    assert.deepEqual(rest.messages.map((m) => m.id), ["old1"]);
+    assert.deepEqual((await mailbox.message("old1"))!.value, old);
+    assert.deepEqual(await mailbox.copyOf("old2"), reply);
+    assert.deepEqual(
+      (await mailbox.thread("old1@elsewhere.test")).map((m) => m.id),
+      ["old1", "old2"],
+    );
+    const caught = await mailbox.changes(0, 10);
+    assert.deepEqual(
+      caught.changes.map((c) => [c.seq, c.type, c.id, c.folder, c.summary]),
+      [
+        [1, "new", "old1", "inbox", oldSummary],
+        [2, "new", "old2", "inbox", summaryOf(reply)],
+        [3, "new", "new1", "inbox", summaryOf(newer)],
+      ],
+    );
+    // Changed: written in the new layout, read the same.
+    await mailbox.update(["old1"], { seen: true });
+    const seen = { ...old, seen: true };
+    assert.deepEqual((await mailbox.message("old1"))!.value, seen);
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10, unseen: true })).messages.map(
+        (m) => m.id,
+      ),
+      ["new1", "old2"],
+    );
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10 })).messages.at(-1),
+      summaryOf(seen),
+    );
+    await mailbox.update(["old2"], { remove: true });
+    assert.equal(await mailbox.message("old2"), null);
+    assert.deepEqual(
+      (await mailbox.list("inbox", { limit: 10 })).messages.map((m) => m.id),
+      ["new1", "old1"],
+    );
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mailbox: a copy's stored form leaves out what its key, its other fields and the defaults give, and reads back the same", () => {
+  const base = record("m1", "r@x.test");
+  const cases: MessageRecord[] = [
+    base,
+    // The sender's copy: from its owner, in Sent, with Bcc.
+    {
+      ...record("m1-sent", "a@x.test"),
+      from: "a@x.test",
+      to: ["r@x.test", "s@y.test"],
+      bcc: ["hidden@z.test"],
+      folder: "sent",
+      seen: true,
+    },
+    // A Bcc recipient's copy, a reply in another server's thread.
+    {
+      ...base,
+      id: "m1-0123456789abcdef",
+      message_id: "m1-0123456789abcdef",
+      global_id: "m1-0123456789abcdef@y.test",
+      thread: "first@y.test",
+      in_reply_to: "first",
+      to: ["someone@y.test"],
+      cc: ["r@x.test"],
+      format: "markdown",
+      encrypted: true,
+      flagged: true,
+      attachments: [{
+        id: "b1",
+        name: "a.pdf",
+        type: "application/pdf",
+        size: 10,
+        sha256: "00",
+      }],
+      forwarded: ["f@x.test"],
+      auto_submitted: "auto-replied",
+    },
+    // A message whose fields happen to look derived but are not.
+    { ...base, to: ["R@x.test"], from: "r@x.test", global_id: "m1@X.test" },
+  ];
+  for (const r of cases) {
+    const stored = packRecord(r);
+    assert.equal(stored.id, undefined);
+    assert.deepEqual(unpackRecord(r.owner, r.id, stored), r);
+    assert.ok(JSON.stringify(stored).length < JSON.stringify(r).length);
+  }
+  // A received copy at its defaults keeps little beyond its content.
+  assert.deepEqual(Object.keys(packRecord(base)).sort(), [
+    "d",
+    "f",
+    "fr",
+    "p",
+    "s",
+    "z",
+  ]);
+  // A whole record (the layout before 2026-11-28) is read as it is.
+  assert.deepEqual(unpackRecord("r@x.test", "m1", { ...base }), base);
+});
+
+Deno.test("mailbox: the list shows each copy's summary from its folder index entry alone, attachments and email included", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(`${dir}/kv`);
+  try {
+    const storage = new KvStorage(kv, "messages", 1e9);
+    const owner = "r@x.test";
+    const ref = { id: "b1", name: "a.pdf", type: "x/y", size: 1, sha256: "0" };
+    const rich: MessageRecord = {
+      ...record("m1", owner),
+      from: "f@y.test",
+      global_id: "m1@y.test",
+      thread: "t@y.test",
+      seen: true,
+      flagged: true,
+      encrypted: true,
+      preview: "hello",
+      attachments: [ref, { ...ref, id: "b2" }],
+      email: {
+        message_id: "m1@y.test",
+        from_name: "F",
+        source: ref,
+        references: [],
+      },
+    };
+    await addMessage(storage, {
+      id: "m1",
+      body: "b",
+      fresh: false,
+      copies: [{ record: rich, quota: 1e9 }],
+    });
+    await addMessage(storage, message("m2", [owner]));
+    const mailbox = new Mailbox(storage, owner);
+    const m2 = (await mailbox.message("m2"))!.value;
+    // The copies themselves are not read: gone, the list still shows them.
+    await kv.delete(["mod", "messages", "d", ...key.msg(owner, "m1")]);
+    await kv.delete(["mod", "messages", "d", ...key.msg(owner, "m2")]);
+    assert.deepEqual((await mailbox.list("inbox", { limit: 10 })).messages, [
+      summaryOf(m2),
+      summaryOf(rich),
+    ]);
+    assert.deepEqual(summaryOf(rich).email, { from_name: "F", dmarc: "none" });
+    assert.equal(summaryOf(rich).attachments, 2);
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -22,7 +22,9 @@
  *   terms (the indexer's input; a search checks a copy's folder in it, a
  *   deletion drops its postings by it); deleted with the copy, so a deleted
  *   copy is never found
- * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record)
+ * - `["ftsi", owner, copyId]` -> seq (a moved or deleted copy's index record),
+ *   for copies indexed from a mark and those stored before 2026-11-28; a
+ *   copy stored since keeps its seq itself (mailbox.ts `StoredRecord`)
  * - `["ftsx", owner, seq]` -> terms: postings of a deleted copy to drop
  * - `["ftsl", owner]` -> {@link Lease}: who updates the mailbox's blocks now
  *   (one writer at a time, across processes; a lease held by a dead one
@@ -55,6 +57,8 @@ import type {
 import {
   type MessageRecord,
   readBody,
+  recordOf,
+  type StoredRecord,
   type Summary,
   summaryOf,
 } from "./mailbox.ts";
@@ -406,7 +410,7 @@ async function indexRound(
   };
   // Copies stored with a mark (by an earlier version) are read, with their
   // bodies.
-  const records = await storage.getMany<MessageRecord>(
+  const records = await storage.getMany<StoredRecord>(
     marks.map((m) => ["msg", owner, m.value]),
   );
   // Postings to add and to drop, by term.
@@ -450,7 +454,7 @@ async function indexRound(
       key: record.key,
       versionstamp: record.versionstamp,
     });
-    const copy = record.value;
+    const copy = recordOf(record);
     const body = copy.encrypted
       ? null
       : await readBody(storage, copy.message_id);
@@ -1008,10 +1012,10 @@ export async function searchIndex(
   }
   window.sort((a, b) => b.score - a.score || b.seq - a.seq);
   const page = window.slice(cursor.s, cursor.s + query.limit);
-  const records = await storage.getMany<MessageRecord>(
+  const records = await storage.getMany<StoredRecord>(
     page.map((m) => ["msg", owner, m.id]),
   );
-  const messages = records.flatMap((r) => r ? [summaryOf(r.value)] : []);
+  const messages = records.flatMap((r) => r ? [summaryOf(recordOf(r))] : []);
   let next: Cursor | null = null;
   if (cursor.s + query.limit < window.length) {
     next = { b: cursor.b, s: cursor.s + query.limit };

@@ -158,11 +158,12 @@ Deno.test("search index: a moved copy is found in its new folder, a deleted one 
     // Its postings, index records and drop mark are gone too.
     await indexSettled(storage);
     const left: string[] = [];
-    for await (const e of kv.list<{ value: unknown }>({ prefix: [] })) {
+    // Heads as stored: `[size, value]`.
+    for await (const e of kv.list<[number, unknown]>({ prefix: [] })) {
       const part = String(e.key[3]);
       if (!part.startsWith("fts")) continue;
       if (part === "fts") {
-        const seqs = decodeBlock(Number(e.key[6]), e.value.value as Uint8Array)
+        const seqs = decodeBlock(Number(e.key[6]), e.value[1] as Uint8Array)
           .map((p) => p.seq);
         if (seqs.includes(1)) left.push(JSON.stringify(e.key));
       } else if (part !== "ftsl" && (e.key.includes("a") || e.key[5] === 1)) {

@@ -20,7 +20,7 @@ import type {
   StorageEntry,
 } from "../../../workers/sdk/mod.ts";
 import { type BlobMeta, CHUNK_SIZE, type Upload } from "./attachments.ts";
-import type { MessageRecord } from "./mailbox.ts";
+import { type MessageRecord, recordOf, type StoredRecord } from "./mailbox.ts";
 import { type Incoming, transferKeys } from "./transfer.ts";
 
 /** What one sweep removed. */
@@ -156,8 +156,8 @@ export async function sweep(
   }
   if (candidates.length === 0) return swept;
   const used = new Set<string>();
-  for await (const entry of entries<MessageRecord>(storage, ["msg"])) {
-    for (const id of referenced(entry.value)) used.add(id);
+  for await (const entry of entries<StoredRecord>(storage, ["msg"])) {
+    for (const id of referenced(recordOf(entry))) used.add(id);
   }
   for (const entry of candidates) {
     const meta = entry.value;
