@@ -130,6 +130,12 @@ export const MIGRATIONS: readonly Migration[] = [
       await op.commit();
     },
   },
+  {
+    version: 4,
+    description:
+      "module storage and the messages module write compact records (a head as [size, value], a small split value's first piece in its head; a copy and its summary under short names); both layouts are read, nothing is rewritten: the version stops older servers, which cannot read the new records",
+    run: () => Promise.resolve(),
+  },
 ];
 
 /** Read the schema version (0 for an empty database). */
