@@ -214,6 +214,31 @@ Deno.test("confinement: a module cannot kill or stop the server (SIGKILL, SIGSTO
   }
 });
 
+Deno.test("confinement: a Worker module's documents in memory it keeps sharing (a SharedArrayBuffer) are refused, not read in place", async () => {
+  const w = await world();
+  try {
+    // As a process it answers (a pipe carries no shared memory).
+    assert.equal((await w.call("sharer", "hello")).error, 0);
+    const moved = await w.adminRequest("admin_set_module_isolation", {
+      name: "sharer",
+      version: "1.0.0",
+      isolation: "worker",
+    });
+    // The Worker copy's first document (its `ready`) stops it; the copy
+    // that ran before keeps serving.
+    assert.notEqual(moved.error, 0, "a Worker copy started");
+    assert.match(moved.message ?? "", /unreadable document/);
+    assert.match(
+      String((await w.status("sharer")).last_error),
+      /unreadable document/,
+    );
+    assert.equal((await w.call("sharer", "hello")).error, 0);
+    assert.equal((await w.call("steady", "hello")).error, 0);
+  } finally {
+    await w.t.close();
+  }
+});
+
 Deno.test("confinement: a module's ArrayBuffers stay within its memory_mb (plus slack); the server survives", async () => {
   const w = await world();
   try {

@@ -117,8 +117,13 @@ export class ModuleInstance implements ModuleCopy {
   readonly #heartbeat: HeartbeatOptions;
   readonly #storePath?: string;
   readonly #now: () => number;
-  /** Deadline timers of calls in flight, by call id. */
-  readonly #deadlines = new Map<number, ReturnType<typeof setTimeout>>();
+  /**
+   * Deadlines of calls in flight (performance.now() milliseconds), by call
+   * id. Every call of a copy has the same timeout, so they are in order of
+   * their deadlines: one timer, armed for the first, serves them all.
+   */
+  readonly #deadlines = new Map<number, number>();
+  #deadlineTimer?: ReturnType<typeof setTimeout>;
   readonly #logBudget: TokenBucket;
   /** When the module last sent anything. */
   #lastHeard: number;
@@ -379,9 +384,10 @@ export class ModuleInstance implements ModuleCopy {
       );
     }
     const { id, answer } = this.#endpoint.begin(method, args);
-    this.#deadlines.set(
-      id,
-      setTimeout(() => this.#deadline(id), this.manifest.timeoutMs),
+    this.#deadlines.set(id, performance.now() + this.manifest.timeoutMs);
+    this.#deadlineTimer ??= setTimeout(
+      () => this.#sweep(),
+      this.manifest.timeoutMs,
     );
     try {
       return MODULE_OFFERS[method].result(
@@ -391,9 +397,30 @@ export class ModuleInstance implements ModuleCopy {
     } catch (error) {
       throw this.#clientError(error);
     } finally {
-      clearTimeout(this.#deadlines.get(id));
       this.#deadlines.delete(id);
       this.#checkDrained();
+    }
+  }
+
+  /** The deadline timer: calls past theirs are judged; armed again for the next. */
+  #sweep(): void {
+    this.#deadlineTimer = undefined;
+    if (this.state !== "ready") return;
+    const now = performance.now();
+    for (const [id, deadline] of this.#deadlines) {
+      if (deadline === Infinity) continue; // judged already
+      if (deadline > now) {
+        this.#deadlineTimer = setTimeout(
+          () => this.#sweep(),
+          Math.max(1, deadline - now),
+        );
+        return;
+      }
+      // Judged once: moved to the end, never due again.
+      this.#deadlines.delete(id);
+      this.#deadlines.set(id, Infinity);
+      this.#deadline(id);
+      if (this.state !== "ready") return;
     }
   }
 
@@ -493,7 +520,7 @@ export class ModuleInstance implements ModuleCopy {
     const wasStarting = this.state === "starting";
     this.state = "down";
     clearInterval(this.#pingTimer);
-    for (const timer of this.#deadlines.values()) clearTimeout(timer);
+    clearTimeout(this.#deadlineTimer);
     this.#endpoint.close(
       new ProtocolError(
         ErrorCode.MODULE_UNAVAILABLE,

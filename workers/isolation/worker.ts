@@ -11,7 +11,7 @@
  * @module
  */
 
-import { decodeDocument, encodeDocument } from "../../core/wire/mod.ts";
+import { postDocument, receivedDocument } from "../bridge/post.ts";
 import { expandPermissions, type Manifest } from "../manifest.ts";
 import type { Channel } from "./channel.ts";
 
@@ -63,16 +63,16 @@ export function startWorker(manifest: Manifest, store?: string): Channel {
     killable: false,
     send(doc) {
       if (stopped) return;
-      // Its own exact buffer, moved, not copied: BSON's output is a view
-      // into a shared 8 KiB pool, which postMessage would clone whole.
-      const bytes = new Uint8Array(encodeDocument(doc));
-      worker.postMessage(bytes, [bytes.buffer]);
+      postDocument(
+        (bytes, transfer) => worker.postMessage(bytes, transfer),
+        doc,
+      );
     },
     onMessage(handler) {
       worker.onmessage = (event: MessageEvent) => {
         if (stopped) return; // what a stopped Worker had queued is not read
         try {
-          handler(decodeDocument(new Uint8Array(event.data)));
+          handler(receivedDocument(event.data));
         } catch {
           exit("sent an unreadable document");
         }

@@ -34,6 +34,7 @@ import {
 import { TokenBucket } from "../../shared/token_bucket.ts";
 import { Endpoint, RemoteError } from "../bridge/endpoint.ts";
 import { MODULE_LIMITS } from "../bridge/envelope.ts";
+import { postDocument, receivedDocument } from "../bridge/post.ts";
 import {
   type BridgeCaller,
   type ComposeRequest,
@@ -193,14 +194,13 @@ function workerPort(): ModulePort {
     onmessage: ((event: MessageEvent) => void) | null;
   };
   return {
-    send: (doc) => {
-      // An exact buffer, moved (BSON's output views a shared 8 KiB pool).
-      const bytes = new Uint8Array(encodeDocument(doc));
-      scope.postMessage(bytes, [bytes.buffer]);
-    },
+    send: (doc) =>
+      postDocument(
+        (bytes, transfer) => scope.postMessage(bytes, transfer),
+        doc,
+      ),
     listen: (handler) => {
-      scope.onmessage = (event) =>
-        handler(decodeDocument(new Uint8Array(event.data)));
+      scope.onmessage = (event) => handler(receivedDocument(event.data));
     },
   };
 }
