@@ -24,6 +24,7 @@ import {
   createCipheriv,
   createHmac,
   createPublicKey,
+  createSecretKey,
   diffieHellman,
   generateKeyPairSync,
   hkdfSync,
@@ -71,7 +72,7 @@ function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
 /** `LabeledExpand(LabeledExtract(salt, ikm), info, length)`: one HKDF. */
 function hkdf(
   salt: Uint8Array,
-  ikm: Uint8Array,
+  ikm: Uint8Array | KeyObject,
   info: Uint8Array,
   length: number,
 ): Uint8Array {
@@ -81,8 +82,11 @@ function hkdf(
 const EAE_PRK = extractLabel(KEM_SUITE, "eae_prk");
 const SHARED_SECRET = expandLabel(KEM_SUITE, "shared_secret", 32);
 const INFO_HASH = extractLabel(HPKE_SUITE, "info_hash");
-/** `LabeledExtract(shared_secret, "secret", psk)` with the empty PSK. */
-const SECRET = extractLabel(HPKE_SUITE, "secret");
+/**
+ * The input of `LabeledExtract(shared_secret, "secret", psk)` with the empty
+ * PSK, as a key object made once (`hkdfSync` makes one of bytes each call).
+ */
+const SECRET = createSecretKey(extractLabel(HPKE_SUITE, "secret"));
 const KEY = expandLabel(HPKE_SUITE, "key", 16);
 const BASE_NONCE = expandLabel(HPKE_SUITE, "base_nonce", 12);
 
