@@ -88,12 +88,13 @@ export class AccountStore {
     }
   }
 
-  async #get<T>(key: Deno.KvKey): Promise<T | null> {
+  /** A record, cached; `shared` gives the cached value itself (read-only callers), not a copy. */
+  async #get<T>(key: Deno.KvKey, shared = false): Promise<T | null> {
     const id = JSON.stringify(key);
     const now = Date.now();
     const hit = this.#cache.get(id);
     if (hit && hit.gen === this.#gen && now - hit.at < CACHE_MS) {
-      return structuredClone(hit.value) as T | null;
+      return (shared ? hit.value : structuredClone(hit.value)) as T | null;
     }
     const gen = this.#gen;
     const value = (await this.#kv.get<T>(key)).value;
@@ -227,6 +228,15 @@ export class AccountStore {
   async getUser(address: string): Promise<UserRecord | null> {
     const [local, domain] = splitAddress(address);
     return await this.#get<UserRecord>(keys.user(domain, local));
+  }
+
+  /**
+   * One user by address, for reading only (each login): the cached record
+   * itself, not a copy; a caller that changes it would change the cache.
+   */
+  async readUser(address: string): Promise<Readonly<UserRecord> | null> {
+    const [local, domain] = splitAddress(address);
+    return await this.#get<UserRecord>(keys.user(domain, local), true);
   }
 
   /** A page of users, of one domain or all. */

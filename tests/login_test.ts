@@ -1,13 +1,18 @@
 /**
  * Attacks on logins against real servers: a stranger locking the owner out
  * from another address, verifies without a challenge, account existence read
- * from decoys (across a restart, with an RSA-only server), and a phishing
- * server relaying a real server's challenge.
+ * from decoys (across a restart, with an RSA-only server), a phishing
+ * server relaying a real server's challenge, and answers to an HPKE-X25519
+ * challenge that are almost its string.
  */
 
 import assert from "node:assert/strict";
 import { AmtpClient, AmtpError, ChallengeRefused } from "../client/mod.ts";
-import { LOGIN_ALGORITHMS } from "../shared/login/algorithms.ts";
+import {
+  decryptChallenge,
+  LOGIN_ALGORITHMS,
+} from "../shared/login/algorithms.ts";
+import { loginContext } from "../shared/login/context.ts";
 import { createCertificate } from "../core/tls/cert.ts";
 import { ErrorCode } from "../core/protocol/mod.ts";
 import { decodeDocument, encodeDocument } from "../core/wire/mod.ts";
@@ -149,6 +154,88 @@ Deno.test("login: a stranger's failures from other addresses never lock the owne
     assert.equal(output.code, 0, said);
     assert.match(said, /unblocked ip 127\.0\.0\.2 \(2 records\)/);
     assert.deepEqual(await blocked(), []);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("login: an HPKE-X25519 challenge is proved by its exact string only", async () => {
+  const t = await startTestServer();
+  try {
+    const admin = await adminCaller(await t.connect(), t.dataDir);
+    await admin("admin_add_domain", { domain: "example.org" });
+    const key = await makeKey("HPKE-X25519");
+    const user = "h@example.org";
+    await admin("admin_add_user", {
+      address: user,
+      algorithm: key.algorithm,
+      public_key: key.publicKey,
+    });
+    const client = await t.connect();
+    /** A challenge's string, decrypted as the client does. */
+    const challenge = async () => {
+      const asked = await client.call<
+        { nonce: Uint8Array; verification_string: string; key_id: string }
+      >("user_login_request", { user, server: "127.0.0.1" });
+      assert.equal(asked.key_id, key.keyId);
+      return await decryptChallenge(
+        "HPKE-X25519",
+        key.privateKey,
+        asked.verification_string,
+        loginContext({
+          algorithm: "HPKE-X25519",
+          kind: "user",
+          account: user,
+          keyId: key.keyId,
+          server: "127.0.0.1",
+          nonce: asked.nonce,
+        }),
+      );
+    };
+    const flip = (c: string) =>
+      c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase();
+    const near: ((secret: string) => string)[] = [
+      (s) =>
+        s.slice(0, -1) +
+        (/[A-Za-z]/.test(s.at(-1)!)
+          ? flip(s.at(-1)!)
+          : s.at(-1) === "0"
+          ? "1"
+          : "0"),
+      (s) => s.slice(0, -1),
+      (s) => s + "A",
+      // The same characters but one, which takes two bytes in UTF-8.
+      (s) => s.slice(0, -1) + "\u00e9",
+    ];
+    for (const change of near) {
+      const secret = await challenge();
+      assert.equal(secret.length, 48);
+      assert.equal(
+        await codeOf(
+          client.call("user_login_verify", {
+            user,
+            verification_string: change(secret),
+          }),
+        ),
+        ErrorCode.LOGIN_FAILED,
+      );
+    }
+    const secret = await challenge();
+    const done = await client.call<{ user_token: string }>(
+      "user_login_verify",
+      { user, verification_string: secret },
+    );
+    assert.equal(done.user_token.length, 64);
+    // Single use: the same string again proves nothing.
+    assert.equal(
+      await codeOf(
+        client.call("user_login_verify", {
+          user,
+          verification_string: secret,
+        }),
+      ),
+      ErrorCode.LOGIN_FAILED,
+    );
   } finally {
     await t.close();
   }

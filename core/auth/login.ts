@@ -18,7 +18,7 @@
  * @module
  */
 
-import { createHash, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import {
   type AccountStore,
   type FailureRecord,
@@ -48,6 +48,8 @@ import {
   verifySignature,
 } from "./server_crypto.ts";
 import type { TokenService } from "./tokens.ts";
+
+const ENCODER = new TextEncoder();
 
 /** Pending challenges one session may hold. */
 const MAX_PENDING = 8;
@@ -166,10 +168,10 @@ export class LoginService {
   async #keysOf(
     kind: "admin" | "user",
     account: string,
-  ): Promise<KeyRecord[]> {
+  ): Promise<readonly KeyRecord[]> {
     const record = kind === "admin"
       ? await this.#options.accounts.getAdmin(account)
-      : await this.#options.accounts.getUser(account);
+      : await this.#options.accounts.readUser(account);
     if (!record || record.disabled) return [];
     return record.keys;
   }
@@ -319,14 +321,14 @@ export class LoginService {
         signature,
       );
     }
-    if (!pending.secret || answer.verification_string === undefined) {
-      return false;
-    }
-    // Equal-length digests, compared in constant time.
-    return timingSafeEqual(
-      createHash("sha256").update(answer.verification_string).digest(),
-      createHash("sha256").update(pending.secret).digest(),
-    );
+    if (
+      !pending.secret || typeof answer.verification_string !== "string"
+    ) return false;
+    // Compared in constant time; only the length (public: SECRET_LENGTH
+    // ASCII characters) may end it early.
+    const given = ENCODER.encode(answer.verification_string);
+    const secret = ENCODER.encode(pending.secret);
+    return given.length === secret.length && timingSafeEqual(given, secret);
   }
 
   /**

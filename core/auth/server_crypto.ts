@@ -15,10 +15,7 @@ import {
   publicEncrypt,
   verify,
 } from "node:crypto";
-import {
-  type LoginAlgorithm,
-  toBase64,
-} from "../../shared/login/algorithms.ts";
+import type { LoginAlgorithm } from "../../shared/login/algorithms.ts";
 import { sealChallenge, type SealKey, sealKey } from "./seal.ts";
 
 /** A public login key parsed for the server. */
@@ -26,6 +23,12 @@ export type ServerKey =
   | { algorithm: "Ed25519"; key: KeyObject }
   | { algorithm: "HPKE-X25519"; seal: SealKey }
   | { algorithm: "RSA-OAEP-256"; key: KeyObject };
+
+/** Base64 of bytes, natively (the portable `toBase64` spreads them into arguments). */
+function toBase64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+    .toString("base64");
+}
 
 /** Parsed keys kept at most. */
 const CACHE_MAX = 10_000;
@@ -52,7 +55,7 @@ export function serverKey(
   return { algorithm, key } as ServerKey;
 }
 
-/** Keys parsed before, by algorithm and SPKI. */
+/** Keys parsed before, by algorithm and SPKI; the least recently used goes first. */
 export class ServerKeyCache {
   readonly #keys = new Map<string, ServerKey>();
 
@@ -60,13 +63,16 @@ export class ServerKeyCache {
   get(algorithm: LoginAlgorithm, spki: Uint8Array): ServerKey {
     const id = `${algorithm}:${toBase64(spki)}`;
     let key = this.#keys.get(id);
-    if (!key) {
+    if (key) {
+      // Last in the map's order: the most recently used.
+      this.#keys.delete(id);
+    } else {
       key = serverKey(algorithm, spki);
       if (this.#keys.size >= CACHE_MAX) {
         this.#keys.delete(this.#keys.keys().next().value!);
       }
-      this.#keys.set(id, key);
     }
+    this.#keys.set(id, key);
     return key;
   }
 }

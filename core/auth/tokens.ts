@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import type { TokenRecord, TokenStore } from "../../kv/mod.ts";
 import { type Caller, ErrorCode, ProtocolError } from "../protocol/mod.ts";
@@ -19,9 +20,10 @@ export const CACHE_MS = 2000;
 /** Token records kept in the cache. */
 const CACHE_MAX = 10_000;
 
-/** Hex of bytes. */
+/** Hex of bytes (native: a login makes one). */
 function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+    .toString("hex");
 }
 
 /**
