@@ -14,74 +14,33 @@
  * @module
  */
 
-import { startServerProcess, taskArgs } from "../testing/process.ts";
 import { cpuSince, threadCpu } from "../testing/process.ts";
-import { AmtpClient } from "../client/mod.ts";
-import { certificateHash } from "../shared/pem.ts";
+import type { AmtpClient } from "../client/mod.ts";
 import {
   isLoginAlgorithm,
   type LoginAlgorithm,
 } from "../shared/login/algorithms.ts";
-import {
-  bootstrapKey,
-  login,
-  makeKey,
-  type TestKey,
-} from "../testing/helpers.ts";
+import { freePort } from "../testing/dnsmasq.ts";
+import { login, type TestKey } from "../testing/helpers.ts";
+import { startAmtp } from "../testing/server.ts";
 
 const ALGORITHM = Deno.args[0] ?? "HPKE-X25519";
 if (!isLoginAlgorithm(ALGORITHM)) throw new Error(`no algorithm ${ALGORITHM}`);
 const algorithm: LoginAlgorithm = ALGORITHM;
 const MS = Number(Deno.args[1] ?? 4) * 1000;
 const CLIENTS = 50;
-const INSPECTOR_PORT = 9229 + Math.floor(Math.random() * 500);
+const INSPECTOR_PORT = freePort();
 
 const root = await Deno.makeTempDir({ prefix: "amtp-login-profile-" });
-const cwd = `${root}/amtp`;
-await Deno.mkdir(cwd);
-const server = await startServerProcess(cwd, {
-  AMTP_PORT: "0",
-  AMTP_HOST: "127.0.0.1",
-  AMTP_RATE_LIMIT: "10000000",
-  AMTP_MAX_SESSIONS_PER_IP: "50000",
-  AMTP_MAX_SESSIONS: "50000",
-  AMTP_LOG_LEVEL: "warn",
-  AMTP_IDLE_TIMEOUT: "3600",
-}, {
-  args: ["run", `--inspect=127.0.0.1:${INSPECTOR_PORT}`, ...taskArgs("start")],
+const amtp = await startAmtp(root, "amtp", {}, {
+  denoFlags: [`--inspect=127.0.0.1:${INSPECTOR_PORT}`],
 });
-const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
-const certHash = await certificateHash(pem);
-const connect = () =>
-  AmtpClient.connect({
-    url: `https://127.0.0.1:${server.port}/amtp`,
-    certHash,
-    caCerts: [pem],
-    keepAliveMs: 0,
-    requestTimeoutMs: 120_000,
-  });
-const admin = await connect();
-const adminToken = await login(
-  admin,
-  "admin",
-  "admin",
-  await bootstrapKey(`${cwd}/data`),
-);
-await admin.call("admin_add_domain", {
-  admin_token: adminToken,
-  domain: "bench.test",
-});
+const server = amtp.server;
 const users: { address: string; key: TestKey; client: AmtpClient }[] = [];
 for (let i = 0; i < CLIENTS; i++) {
   const address = `p${i}@bench.test`;
-  const key = await makeKey(algorithm);
-  await admin.call("admin_add_user", {
-    admin_token: adminToken,
-    address,
-    algorithm,
-    public_key: key.publicKey,
-  });
-  users.push({ address, key, client: await connect() });
+  const key = await amtp.user(address, algorithm);
+  users.push({ address, key, client: await amtp.connect() });
 }
 
 /** Log every user in again and again for `ms`; the number of logins. */
@@ -201,6 +160,6 @@ print("own time:", own, 30);
 print("with what they call (this repository, node:crypto):", within, 40);
 
 for (const { client } of users) client.close();
-admin.close();
+amtp.admin.close();
 await server.stop();
 await Deno.remove(root, { recursive: true });
