@@ -13,8 +13,7 @@
  */
 
 import { startAmtp } from "../testing/server.ts";
-import { mailSession } from "../testing/mail.ts";
-import { concurrent } from "./measure.ts";
+import { localLoad } from "./local_load.ts";
 import { freePort } from "../testing/dnsmasq.ts";
 
 const SENDS = Number(Deno.args[0] ?? 3000);
@@ -90,23 +89,8 @@ const amtp = await startAmtp(
   JSON.parse(Deno.env.get("PROFILE_ENV") ?? "{}"),
   { denoFlags: [`--inspect=127.0.0.1:${inspectorPort}`] },
 );
-const senders = Array.from({ length: SENDERS }, (_, i) => `s${i}@bench.test`);
-const receivers = Array.from({ length: 10 }, (_, i) => `r${i}@bench.test`);
-for (const a of [...senders, ...receivers]) await amtp.user(a);
-const sessions = await Promise.all(
-  senders.map(async (a) =>
-    await mailSession(await amtp.connect(), a, amtp.keys.get(a)!)
-  ),
-);
-const body = "x".repeat(1024);
-let n = 0;
-const sendOne = (w: number) =>
-  sessions[w].call("send", {
-    to: [receivers[(w + n++) % receivers.length]],
-    subject: "b",
-    body,
-  });
-await concurrent(SENDERS, sendOne, 1000); // warm
+const load = await localLoad(amtp, SENDERS);
+const { sessions } = load;
 
 const target = (await (await fetch(
   `http://127.0.0.1:${inspectorPort}/json/list`,
@@ -117,14 +101,14 @@ for (const send of inspector.threads.values()) {
   await send("Profiler.setSamplingInterval", { interval: 200 });
   await send("Profiler.start");
 }
-const start = n;
+const start = load.sent;
 await Promise.all(
   Array.from({ length: SENDERS }, async (_, w) => {
-    while (n < start + SENDS) await sendOne(w);
+    while (load.sent < start + SENDS) await load.send(w);
   }),
 );
 await new Promise((r) => setTimeout(r, 2000)); // the background work of the sends
-const sent = n - start;
+const sent = load.sent - start;
 for (const [title, send] of inspector.threads) {
   const { profile } = await send("Profiler.stop") as {
     profile: { nodes: ProfileNode[]; startTime: number; endTime: number };

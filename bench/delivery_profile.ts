@@ -16,7 +16,8 @@
 
 import { startAmtp } from "../testing/server.ts";
 import { mailSession } from "../testing/mail.ts";
-import { concurrent, percentile } from "./measure.ts";
+import { localLoad } from "./local_load.ts";
+import { percentile } from "./measure.ts";
 import { cpuSince, threadCpu } from "../testing/process.ts";
 
 const SENDS = Number(Deno.args[0] ?? 3000);
@@ -51,41 +52,22 @@ const amtp = await startAmtp(
   "amtp",
   JSON.parse(Deno.env.get("PROFILE_ENV") ?? "{}"),
 );
-const senders = Array.from(
-  { length: SENDERS },
-  (_, i) => `s${i}@bench.test`,
-);
-const receivers = Array.from({ length: 10 }, (_, i) => `r${i}@bench.test`);
-for (const a of [...senders, ...receivers]) await amtp.user(a);
-const sessions = await Promise.all(
-  senders.map(async (a) =>
-    await mailSession(await amtp.connect(), a, amtp.keys.get(a)!)
-  ),
-);
-const body = "x".repeat(1024);
-let n = 0;
-const sendOne = (w: number) =>
-  sessions[w].call("send", {
-    to: [receivers[(w + n++) % receivers.length]],
-    subject: "b",
-    body,
-  });
-// Warm: one unmeasured run.
-await concurrent(SENDERS, sendOne, 1000);
+const load = await localLoad(amtp, SENDERS);
+const { sessions, receivers, body } = load;
 const pid = amtp.server.child.pid;
 const data = `${amtp.cwd}/data`;
 const bytesBefore = await dirBytes(data);
 const before = threadCpu(pid);
 const clientBefore = threadCpu(Deno.pid);
-const sentBefore = n;
+const sentBefore = load.sent;
 const t0 = performance.now();
 await Promise.all(
   Array.from({ length: SENDERS }, async (_, w) => {
-    while (n < sentBefore + SENDS) await sendOne(w);
+    while (load.sent < sentBefore + SENDS) await load.send(w);
   }),
 );
 const seconds = (performance.now() - t0) / 1000;
-const sent = n - sentBefore;
+const sent = load.sent - sentBefore;
 const atEnd = threadCpu(pid);
 // Work left behind by the sends (the search indexer's) is theirs too: the
 // server's CPU is read again once it is idle (under 5 % of a core for
@@ -158,7 +140,7 @@ for (let i = 0; i < steady * 3; i++) {
 }
 await Promise.all(pending);
 await new Promise((r) => setTimeout(r, 500));
-n += steady * 3;
+load.sent += steady * 3;
 console.log(
   `send-to-push at ${steady}/s: p50 ${
     percentile(latencies, 0.5).toFixed(1)
@@ -212,8 +194,8 @@ console.log(
     `(sender's and recipient's copies, WAL included); data dir ${
       (bytesAfter / 1024 / 1024).toFixed(1)
     } MiB, after VACUUM ${(compacted / 1024 / 1024).toFixed(1)} MiB = ${
-      (compacted / n).toFixed(0)
-    } bytes per message sent in all (${n}); files ${files.length}`,
+      (compacted / load.sent).toFixed(0)
+    } bytes per message sent in all (${load.sent}); files ${files.length}`,
 );
 await Deno.remove(root, { recursive: true });
 if (Deno.env.get("PROFILE_LOG")) {
