@@ -1,5 +1,5 @@
 /**
- * Where a local delivery's CPU goes, by function: `deno run -A --unstable-kv
+ * Where a delivery's CPU goes, by function: `deno run -A --unstable-kv
  * --unstable-net bench/cpu_profile.ts [sends]` starts a server process with
  * the V8 inspector on loopback, sends 1 KiB messages from 50 senders to 10
  * mailboxes, samples every JavaScript thread of the server (its main thread
@@ -7,11 +7,15 @@
  * each thread's functions by self time, most first (`PROFILE_TOP`, 25), with
  * the share of "(garbage collector)" and "(program)" (native work outside
  * JavaScript: KV, QUIC, postMessage). `PROFILE_ENV` (JSON) adds to the
- * server's environment.
+ * server's environment. `PROFILE_LOAD=federation`: two servers (a federation
+ * world with its DNS), 20 senders on the first sending to one address on the
+ * second; both are sampled. The sampling slows the threads: read the
+ * shares, and `/proc` (delivery_profile.ts, the bench) for the sums.
  *
  * @module
  */
 
+import { startWorld } from "../testing/federation_world.ts";
 import { startAmtp } from "../testing/server.ts";
 import { localLoad } from "./local_load.ts";
 import { freePort } from "../testing/dnsmasq.ts";
@@ -81,38 +85,45 @@ async function threads(url: string): Promise<
   return { threads: all, close: () => socket.close() };
 }
 
-const inspectorPort = freePort();
-const root = await Deno.makeTempDir({ prefix: "amtp-cpu-profile-" });
-const amtp = await startAmtp(
-  root,
-  "amtp",
-  JSON.parse(Deno.env.get("PROFILE_ENV") ?? "{}"),
-  { denoFlags: [`--inspect=127.0.0.1:${inspectorPort}`] },
-);
-const load = await localLoad(amtp, SENDERS);
-const { sessions } = load;
-
-const target = (await (await fetch(
-  `http://127.0.0.1:${inspectorPort}/json/list`,
-)).json() as { webSocketDebuggerUrl: string }[])[0];
-const inspector = await threads(target.webSocketDebuggerUrl);
-for (const send of inspector.threads.values()) {
-  await send("Profiler.enable");
-  await send("Profiler.setSamplingInterval", { interval: 200 });
-  await send("Profiler.start");
+/**
+ * Sample every thread of the servers whose inspectors listen on `servers`'
+ * ports while `run` sends; print each thread's functions per send.
+ */
+async function profiled(
+  servers: { name: string; port: number }[],
+  run: () => Promise<number>,
+): Promise<void> {
+  const inspectors = await Promise.all(servers.map(async ({ name, port }) => {
+    const target = (await (await fetch(`http://127.0.0.1:${port}/json/list`))
+      .json() as { webSocketDebuggerUrl: string }[])[0];
+    return { name, ...await threads(target.webSocketDebuggerUrl) };
+  }));
+  for (const { threads } of inspectors) {
+    for (const send of threads.values()) {
+      await send("Profiler.enable");
+      await send("Profiler.setSamplingInterval", { interval: 200 });
+      await send("Profiler.start");
+    }
+  }
+  const sent = await run();
+  await new Promise((r) => setTimeout(r, 2000)); // the background work of the sends
+  for (const { name: server, threads, close } of inspectors) {
+    for (const [title, send] of threads) {
+      const { profile } = await send("Profiler.stop") as {
+        profile: { nodes: ProfileNode[]; startTime: number; endTime: number };
+      };
+      print(`${server} ${title}`, profile, sent);
+    }
+    close();
+  }
 }
-const start = load.sent;
-await Promise.all(
-  Array.from({ length: SENDERS }, async (_, w) => {
-    while (load.sent < start + SENDS) await load.send(w);
-  }),
-);
-await new Promise((r) => setTimeout(r, 2000)); // the background work of the sends
-const sent = load.sent - start;
-for (const [title, send] of inspector.threads) {
-  const { profile } = await send("Profiler.stop") as {
-    profile: { nodes: ProfileNode[]; startTime: number; endTime: number };
-  };
+
+/** A thread's functions by self time per send, most first. */
+function print(
+  title: string,
+  profile: { nodes: ProfileNode[]; startTime: number; endTime: number },
+  sent: number,
+): void {
   const total = profile.nodes.reduce((t, node) => t + (node.hitCount ?? 0), 0);
   const byFunction = new Map<string, number>();
   for (const node of profile.nodes) {
@@ -141,8 +152,67 @@ for (const [title, send] of inspector.threads) {
     );
   }
 }
-inspector.close();
-for (const s of sessions) s.client.close();
-amtp.admin.close();
-await amtp.server.stop();
-await Deno.remove(root, { recursive: true });
+
+const env = JSON.parse(Deno.env.get("PROFILE_ENV") ?? "{}");
+if (Deno.env.get("PROFILE_LOAD") === "federation") {
+  const ports = [freePort(), freePort()];
+  const world = await startWorld([
+    ["a.bench.test", "alpha.test"],
+    ["b.bench.test", "beta.test"],
+  ], {
+    AMTP_RATE_LIMIT: "10000000",
+    AMTP_LOG_LEVEL: "warn",
+    AMTP_FEDERATION_LIFETIME: "600",
+    ...env,
+  }, { denoFlags: ports.map((port) => [`--inspect=127.0.0.1:${port}`]) });
+  try {
+    const senders = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => world.mail(`s${i}@alpha.test`)),
+    );
+    await world.addUser("r@beta.test");
+    let n = 0;
+    const sendAll = (count: number) =>
+      Promise.all(senders.map(async (s) => {
+        while (n < count) {
+          n++;
+          await s.call("send", {
+            to: ["r@beta.test"],
+            subject: "f",
+            body: "x".repeat(1024),
+          });
+        }
+      }));
+    await sendAll(300); // warm
+    await new Promise((r) => setTimeout(r, 2000));
+    await profiled([
+      { name: "sending", port: ports[0] },
+      { name: "receiving", port: ports[1] },
+    ], async () => {
+      const start = n;
+      await sendAll(start + SENDS);
+      return n - start;
+    });
+  } finally {
+    await world.close();
+  }
+} else {
+  const inspectorPort = freePort();
+  const root = await Deno.makeTempDir({ prefix: "amtp-cpu-profile-" });
+  const amtp = await startAmtp(root, "amtp", env, {
+    denoFlags: [`--inspect=127.0.0.1:${inspectorPort}`],
+  });
+  const load = await localLoad(amtp, SENDERS);
+  await profiled([{ name: "server", port: inspectorPort }], async () => {
+    const start = load.sent;
+    await Promise.all(
+      Array.from({ length: SENDERS }, async (_, w) => {
+        while (load.sent < start + SENDS) await load.send(w);
+      }),
+    );
+    return load.sent - start;
+  });
+  for (const s of load.sessions) s.client.close();
+  amtp.admin.close();
+  await amtp.server.stop();
+  await Deno.remove(root, { recursive: true });
+}

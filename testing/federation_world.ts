@@ -15,7 +15,7 @@ import { certificateHash } from "../shared/pem.ts";
 import { type Dns, freePort, startDns } from "./dnsmasq.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
 import { type MailSession, mailSession } from "./mail.ts";
-import { type ServerProcess, startServerProcess } from "./process.ts";
+import { type ServerProcess, startServerProcess, taskArgs } from "./process.ts";
 
 /** One server of the world. */
 export interface Node {
@@ -29,6 +29,8 @@ export interface Node {
   dir: string;
   /** Environment it starts with. */
   env: Record<string, string>;
+  /** Flags of Deno it starts with (the inspector, for one), if any. */
+  denoFlags?: string[];
   /** The running process, when running. */
   server?: ServerProcess;
   /** An admin token (valid across restarts). */
@@ -83,10 +85,14 @@ export interface World {
   close(): Promise<void>;
 }
 
-/** Create servers for `[host, domain]` pairs, started, each with its domain added. */
+/**
+ * Create servers for `[host, domain]` pairs, started, each with its domain
+ * added; `options.denoFlags[i]` are Deno flags of the i-th server.
+ */
 export async function startWorld(
   specs: [string, string][],
   env: Record<string, string> = {},
+  options: { denoFlags?: string[][] } = {},
 ): Promise<World> {
   const root = await Deno.makeTempDir({ prefix: "amtp-world-" });
   const dns = await startDns(root);
@@ -116,6 +122,7 @@ export async function startWorld(
       domain,
       port,
       dir,
+      denoFlags: options.denoFlags?.[nodes.length],
       certPem: cert.certPem,
       env: {
         AMTP_PORT: String(port),
@@ -209,7 +216,13 @@ export async function startWorld(
       });
     },
     async start(node) {
-      node.server = await startServerProcess(node.dir, node.env);
+      node.server = await startServerProcess(
+        node.dir,
+        node.env,
+        node.denoFlags
+          ? { args: ["run", ...node.denoFlags, ...taskArgs("start")] }
+          : {},
+      );
     },
     async addUser(address, name) {
       const existing = users.get(address);
