@@ -402,7 +402,7 @@ await section("delivery", async () => {
   });
   add({
     group: "delivery",
-    name: "raw Deno KV: one delivery's 8 records, 50 deliveries per commit",
+    name: "raw Deno KV: one delivery's 13 records, 50 deliveries per commit",
     value: layout,
     unit: "deliveries/s",
   });
