@@ -15,7 +15,7 @@ import { certificateHash } from "../shared/pem.ts";
 import { type Dns, freePort, startDns } from "./dnsmasq.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
 import { type MailSession, mailSession } from "./mail.ts";
-import { type ServerProcess, startServerProcess, taskArgs } from "./process.ts";
+import { type ServerProcess, startServerProcess } from "./process.ts";
 
 /** One server of the world. */
 export interface Node {
@@ -216,13 +216,9 @@ export async function startWorld(
       });
     },
     async start(node) {
-      node.server = await startServerProcess(
-        node.dir,
-        node.env,
-        node.denoFlags
-          ? { args: ["run", ...node.denoFlags, ...taskArgs("start")] }
-          : {},
-      );
+      node.server = await startServerProcess(node.dir, node.env, {
+        denoFlags: node.denoFlags,
+      });
     },
     async addUser(address, name) {
       const existing = users.get(address);

@@ -61,16 +61,18 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]) {
 /**
  * Start `main.ts` in `cwd` with `env`, waiting until it says where it
  * listens. `options.args` runs Deno with other arguments (`["task",
- * "start"]`, as a user does); `options.exactEnv` gives the child `env` and
- * nothing else.
+ * "start"]`, as a user does); `options.denoFlags` adds flags of Deno to the
+ * start task's (the inspector, for one); `options.exactEnv` gives the child
+ * `env` and nothing else.
  */
 export async function startServerProcess(
   cwd: string,
   env: Record<string, string>,
-  options: { args?: string[]; exactEnv?: boolean } = {},
+  options: { args?: string[]; denoFlags?: string[]; exactEnv?: boolean } = {},
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: options.args ?? ["run", ...taskArgs("start")],
+    args: options.args ??
+      ["run", ...options.denoFlags ?? [], ...taskArgs("start")],
     cwd,
     env: options.exactEnv ? env : cleanEnv(env),
     clearEnv: true,

@@ -9,7 +9,7 @@ import { AmtpClient } from "../client/mod.ts";
 import type { LoginAlgorithm } from "../shared/login/algorithms.ts";
 import { certificateHash } from "../shared/pem.ts";
 import { bootstrapKey, login, makeKey, type TestKey } from "./helpers.ts";
-import { type ServerProcess, startServerProcess, taskArgs } from "./process.ts";
+import { type ServerProcess, startServerProcess } from "./process.ts";
 
 /**
  * An AMTP server process for measuring (limits raised, warnings only) in
@@ -38,9 +38,7 @@ export async function startAmtp(
       AMTP_IDLE_TIMEOUT: "3600",
       ...env,
     },
-    options.denoFlags
-      ? { args: ["run", ...options.denoFlags, ...taskArgs("start")] }
-      : {},
+    options,
   );
   const pem = await Deno.readTextFile(`${cwd}/data/tls/cert.pem`);
   const hash = await certificateHash(pem);
